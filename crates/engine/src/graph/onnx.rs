@@ -1,0 +1,266 @@
+//! Export a [`Graph`] as an ONNX model whose weights stay in the checkpoint files.
+//!
+//! Each stored weight becomes an initializer with `data_location = EXTERNAL` pointing at its byte
+//! range inside the safetensors file (safetensors data is raw little-endian, exactly what ONNX
+//! external data expects). The model file is written next to a symlink to each checkpoint file,
+//! because ONNX Runtime only resolves external data relative to the model's own folder.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prost::Message;
+
+use super::onnx_proto::*;
+use super::{DType, Dim, Graph, Op, Value};
+
+/// ONNX IR version and default-domain opset we target (ONNX Runtime 1.31 supports both).
+const IR_VERSION: i64 = 9;
+const OPSET: i64 = 20;
+
+fn name(v: Value) -> String {
+    format!("v{}", v.0)
+}
+
+fn onnx_dtype(d: DType) -> i32 {
+    match d {
+        DType::F32 => data_type::FLOAT,
+        DType::F16 => data_type::FLOAT16,
+        DType::BF16 => data_type::BFLOAT16,
+        DType::I64 => data_type::INT64,
+    }
+}
+
+fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), i, r#type: attr_type::INT, ..Default::default() }
+}
+fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), f, r#type: attr_type::FLOAT, ..Default::default() }
+}
+fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), ints: ints.to_vec(), r#type: attr_type::INTS, ..Default::default() }
+}
+fn i64_tensor(name: String, data: &[i64]) -> TensorProto {
+    TensorProto {
+        name,
+        dims: vec![data.len() as i64],
+        data_type: data_type::INT64,
+        raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// The element type of every value, needed to declare graph outputs.
+pub fn value_dtypes(graph: &Graph) -> Vec<DType> {
+    let mut out: Vec<DType> = Vec::with_capacity(graph.nodes.len());
+    for node in &graph.nodes {
+        let first = node.inputs.first().map(|v| out[v.0]);
+        out.push(match &node.op {
+            Op::Input { dtype, .. } => *dtype,
+            Op::ConstI64 { .. } | Op::Shape | Op::ArgMax { .. } => DType::I64,
+            Op::Reshape | Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } | Op::Unsqueeze { .. } | Op::Gather { .. }
+            | Op::GatherNdBatch1 => {
+                first.unwrap_or(DType::F32)
+            }
+            _ => DType::F32,
+        });
+    }
+    out
+}
+
+/// Builds the ONNX model; `file_name` maps each checkpoint path to the location written in the
+/// model (relative to the model's folder).
+pub fn to_model_proto(graph: &Graph, file_name: &dyn Fn(&Path) -> String) -> ModelProto {
+    let dtypes = value_dtypes(graph);
+    let mut nodes = Vec::new();
+    let mut initializers = Vec::new();
+    let mut inputs = Vec::new();
+    let mut aux = 0usize;
+    let mut aux_name = |what: &str| {
+        aux += 1;
+        format!("{what}_{aux}")
+    };
+
+    for (idx, node) in graph.nodes.iter().enumerate() {
+        let out = name(Value(idx));
+        let ins: Vec<String> = node.inputs.iter().map(|v| name(*v)).collect();
+        let mut simple = |op: &str, inputs: Vec<String>, attrs: Vec<AttributeProto>| {
+            nodes.push(NodeProto {
+                input: inputs,
+                output: vec![out.clone()],
+                name: format!("n{idx}"),
+                op_type: op.into(),
+                attribute: attrs,
+                domain: String::new(),
+            });
+        };
+        match &node.op {
+            Op::Input { name: input_name, dtype, dims } => {
+                inputs.push(value_info(input_name, *dtype, Some(dims)));
+                simple("Identity", vec![input_name.clone()], vec![]);
+            }
+            Op::Weight(stored) => {
+                let init_name = if stored.dtype == DType::F32 { out.clone() } else { format!("w{idx}") };
+                initializers.push(TensorProto {
+                    name: init_name.clone(),
+                    dims: stored.shape.iter().map(|&d| d as i64).collect(),
+                    data_type: onnx_dtype(stored.dtype),
+                    external_data: vec![
+                        entry("location", &file_name(&stored.file)),
+                        entry("offset", &stored.offset.to_string()),
+                        entry("length", &stored.byte_len().to_string()),
+                    ],
+                    data_location: 1,
+                    ..Default::default()
+                });
+                if stored.dtype != DType::F32 {
+                    simple("Cast", vec![init_name], vec![attr_int("to", data_type::FLOAT as i64)]);
+                }
+            }
+            Op::ConstF32 { shape, data } => initializers.push(TensorProto {
+                name: out.clone(),
+                dims: shape.iter().map(|&d| d as i64).collect(),
+                data_type: data_type::FLOAT,
+                raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ..Default::default()
+            }),
+            Op::ConstI64 { shape, data } => {
+                let mut t = i64_tensor(out.clone(), data);
+                t.dims = shape.iter().map(|&d| d as i64).collect();
+                initializers.push(t);
+            }
+            Op::Conv { stride, pads } => simple("Conv", ins, vec![attr_ints("strides", &[*stride, *stride]), attr_ints("pads", pads)]),
+            Op::MatMul => simple("MatMul", ins, vec![]),
+            Op::Add => simple("Add", ins, vec![]),
+            Op::Sub => simple("Sub", ins, vec![]),
+            Op::Mul => simple("Mul", ins, vec![]),
+            Op::Div => simple("Div", ins, vec![]),
+            Op::Sigmoid => simple("Sigmoid", ins, vec![]),
+            Op::Relu => simple("Relu", ins, vec![]),
+            Op::Tanh => simple("Tanh", ins, vec![]),
+            Op::Gelu => simple("Gelu", ins, vec![]),
+            Op::Sin => simple("Sin", ins, vec![]),
+            Op::Cos => simple("Cos", ins, vec![]),
+            Op::Exp => simple("Exp", ins, vec![]),
+            Op::Softmax { axis } => simple("Softmax", ins, vec![attr_int("axis", *axis)]),
+            Op::LayerNorm { eps } => simple("LayerNormalization", ins, vec![attr_int("axis", -1), attr_float("epsilon", *eps)]),
+            Op::InstanceNorm { eps } => simple("InstanceNormalization", ins, vec![attr_float("epsilon", *eps)]),
+            Op::Reshape => simple("Reshape", ins, vec![]),
+            Op::Transpose { perm } => simple("Transpose", ins, vec![attr_ints("perm", perm)]),
+            Op::Concat { axis } => simple("Concat", ins, vec![attr_int("axis", *axis)]),
+            Op::Slice { axis, start, end } => {
+                let (s, e, a) = (aux_name("starts"), aux_name("ends"), aux_name("axes"));
+                initializers.push(i64_tensor(s.clone(), &[*start]));
+                initializers.push(i64_tensor(e.clone(), &[*end]));
+                initializers.push(i64_tensor(a.clone(), &[*axis]));
+                simple("Slice", vec![ins[0].clone(), s, e, a], vec![]);
+            }
+            Op::Unsqueeze { axes } => {
+                let a = aux_name("axes");
+                initializers.push(i64_tensor(a.clone(), axes));
+                simple("Unsqueeze", vec![ins[0].clone(), a], vec![]);
+            }
+            Op::Gather { axis } => simple("Gather", ins, vec![attr_int("axis", *axis)]),
+            Op::GatherNdBatch1 => simple("GatherND", ins, vec![attr_int("batch_dims", 1)]),
+            Op::ArgMax { axis } => simple("ArgMax", ins, vec![attr_int("axis", *axis), attr_int("keepdims", 0)]),
+            Op::Shape => simple("Shape", ins, vec![]),
+            Op::CastF32 => simple("Cast", ins, vec![attr_int("to", data_type::FLOAT as i64)]),
+            Op::ResizeNearest2x => {
+                let scales = aux_name("scales");
+                initializers.push(TensorProto {
+                    name: scales.clone(),
+                    dims: vec![4],
+                    data_type: data_type::FLOAT,
+                    raw_data: [1f32, 1.0, 2.0, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    ..Default::default()
+                });
+                // mode "nearest", coordinate_transformation_mode "half_pixel" and nearest_mode
+                // "round_prefer_floor" are the defaults; for an exact 2x scale they pick the same
+                // source pixel as torch's nearest (floor(dst / 2)).
+                simple("Resize", vec![ins[0].clone(), String::new(), scales], vec![]);
+            }
+            Op::Pad { pads } => {
+                let p = aux_name("pads");
+                initializers.push(i64_tensor(p.clone(), pads));
+                simple("Pad", vec![ins[0].clone(), p], vec![]);
+            }
+        }
+    }
+
+    let mut outputs = Vec::new();
+    for (out_name, v) in &graph.outputs {
+        nodes.push(NodeProto {
+            input: vec![name(*v)],
+            output: vec![out_name.clone()],
+            name: format!("out_{out_name}"),
+            op_type: "Identity".into(),
+            ..Default::default()
+        });
+        outputs.push(value_info(out_name, dtypes[v.0], None));
+    }
+
+    ModelProto {
+        ir_version: IR_VERSION,
+        producer_name: "plantain".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(GraphProto { node: nodes, name: "plantain".into(), initializer: initializers, input: inputs, output: outputs }),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        metadata_props: vec![],
+    }
+}
+
+fn entry(key: &str, value: &str) -> StringStringEntryProto {
+    StringStringEntryProto { key: key.into(), value: value.into() }
+}
+
+fn value_info(name: &str, dtype: DType, dims: Option<&Vec<Dim>>) -> ValueInfoProto {
+    let shape = dims.map(|dims| TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => Dimension { dim_value: Some(*n), dim_param: None },
+                Dim::Named(s) => Dimension { dim_value: None, dim_param: Some((*s).to_string()) },
+            })
+            .collect(),
+    });
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto { tensor_type: Some(TypeProtoTensor { elem_type: onnx_dtype(dtype), shape }) }),
+    }
+}
+
+/// Writes `model.onnx` into `dir` with a symlink per checkpoint file it reads from, and returns
+/// the model's path. Re-running replaces both atomically enough for a cache (write, then rename).
+pub fn write_model(graph: &Graph, dir: &Path) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let mut links: HashMap<Arc<PathBuf>, String> = HashMap::new();
+    for node in &graph.nodes {
+        if let Op::Weight(stored) = &node.op
+            && !links.contains_key(&stored.file)
+        {
+            let link_name = format!("weights-{}.safetensors", links.len());
+            let link = dir.join(&link_name);
+            let target = std::fs::canonicalize(stored.file.as_path())?;
+            let _ = std::fs::remove_file(&link);
+            symlink(&target, &link)?;
+            links.insert(stored.file.clone(), link_name);
+        }
+    }
+    let lookup = |p: &Path| links.iter().find(|(k, _)| k.as_path() == p).map(|(_, v)| v.clone()).unwrap_or_default();
+    let proto = to_model_proto(graph, &lookup);
+    let path = dir.join("model.onnx");
+    let tmp = dir.join("model.onnx.tmp");
+    std::fs::write(&tmp, proto.encode_to_vec())?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+#[cfg(unix)]
+fn symlink(target: &Path, link: &Path) -> io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+#[cfg(not(unix))]
+fn symlink(target: &Path, link: &Path) -> io::Result<()> {
+    std::fs::hard_link(target, link).or_else(|_| std::fs::copy(target, link).map(|_| ()))
+}

@@ -1,0 +1,128 @@
+//! CLIP text transformer (transformers' `CLIPTextModel` / `CLIPTextModelWithProjection`): the
+//! text encoder of SD 1.x (ViT-L/14, quick_gelu), SD 2.x (OpenCLIP ViT-H, gelu) and both SDXL
+//! encoders.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::nn::{attention, layer_norm, linear};
+use crate::error::{EngineError, Result};
+use crate::graph::{DType, Dim, Graph, GraphBuilder};
+use crate::weights::{Params, TensorIndex};
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct ClipTextConfig {
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default = "default_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f32,
+    /// Set for `CLIPTextModelWithProjection` (SDXL's second encoder).
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
+}
+
+fn default_vocab() -> usize {
+    49408
+}
+fn default_positions() -> usize {
+    77
+}
+fn default_act() -> String {
+    "quick_gelu".into()
+}
+fn default_eps() -> f32 {
+    1e-5
+}
+
+impl ClipTextConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| EngineError::bad_config(path, e))
+    }
+}
+
+/// Which outputs the pipeline needs from this encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClipOutputs {
+    /// Apply a projection to the pooled output (`text_embeds`).
+    pub projection: bool,
+}
+
+/// Builds the encoder graph. Input `input_ids` `[B, 77]` (int64). Outputs:
+/// `last_hidden_state` (after the final layer norm), `penultimate` (hidden_states[-2], no final
+/// norm), `pooled` (final-norm state at the first end-of-text token) and, with a projection,
+/// `text_embeds`.
+pub fn build(cfg: &ClipTextConfig, weights: &TensorIndex, outs: ClipOutputs) -> Result<Graph> {
+    let p = Params::new(weights, "text_encoder");
+    let g = &mut GraphBuilder::new();
+    let (c, heads) = (cfg.hidden_size, cfg.num_attention_heads);
+    if c % heads != 0 {
+        return Err(EngineError::Unsupported(format!("CLIP hidden size {c} is not divisible by {heads} heads")));
+    }
+    let seq = cfg.max_position_embeddings;
+    let ids = g.input("input_ids", DType::I64, vec![Dim::Named("batch"), Dim::Fixed(seq as i64)]);
+
+    let tok = p.get(g, "text_model.embeddings.token_embedding.weight", &[cfg.vocab_size, c])?;
+    let pos = p.get(g, "text_model.embeddings.position_embedding.weight", &[seq, c])?;
+    let mut x = g.gather(tok, ids, 0);
+    x = g.add(x, pos);
+
+    // Causal mask: large negative above the diagonal (transformers uses the dtype's minimum).
+    let mut mask = vec![0f32; seq * seq];
+    for i in 0..seq {
+        for j in (i + 1)..seq {
+            mask[i * seq + j] = f32::MIN;
+        }
+    }
+    let mask = g.const_f32(&[seq, seq], mask);
+
+    let mut penultimate = x;
+    for l in 0..cfg.num_hidden_layers {
+        if l + 1 == cfg.num_hidden_layers {
+            penultimate = x;
+        }
+        let pre = format!("text_model.encoder.layers.{l}");
+        let h = layer_norm(g, &p, &format!("{pre}.layer_norm1"), x, c, cfg.layer_norm_eps)?;
+        let q = linear(g, &p, &format!("{pre}.self_attn.q_proj"), h, c, c, true)?;
+        let k = linear(g, &p, &format!("{pre}.self_attn.k_proj"), h, c, c, true)?;
+        let v = linear(g, &p, &format!("{pre}.self_attn.v_proj"), h, c, c, true)?;
+        let a = attention(g, q, k, v, heads, c / heads, Some(mask));
+        let a = linear(g, &p, &format!("{pre}.self_attn.out_proj"), a, c, c, true)?;
+        x = g.add(x, a);
+        let h = layer_norm(g, &p, &format!("{pre}.layer_norm2"), x, c, cfg.layer_norm_eps)?;
+        let h = linear(g, &p, &format!("{pre}.mlp.fc1"), h, c, cfg.intermediate_size, true)?;
+        let h = match cfg.hidden_act.as_str() {
+            "quick_gelu" => g.quick_gelu(h),
+            "gelu" => g.gelu(h),
+            other => return Err(EngineError::Unsupported(format!("CLIP activation `{other}` is not supported (quick_gelu, gelu)"))),
+        };
+        let h = linear(g, &p, &format!("{pre}.mlp.fc2"), h, cfg.intermediate_size, c, true)?;
+        x = g.add(x, h);
+    }
+    let last = layer_norm(g, &p, "text_model.final_layer_norm", x, c, cfg.layer_norm_eps)?;
+
+    // The end-of-text token has the largest id in the CLIP vocabulary, so the first argmax of
+    // the ids is its position, whichever token pads the sequence.
+    let eos = g.argmax(ids, 1);
+    let eos = g.unsqueeze(eos, &[1]);
+    let pooled = g.gather_nd_batch1(last, eos);
+
+    let mut outputs = vec![("last_hidden_state", last), ("penultimate", penultimate), ("pooled", pooled)];
+    if outs.projection {
+        let proj = cfg.projection_dim.ok_or_else(|| EngineError::Unsupported("text_encoder_2 needs `projection_dim` in its config".into()))?;
+        let te = linear(g, &p, "text_projection", pooled, c, proj, false)?;
+        outputs.push(("text_embeds", te));
+    }
+    let g = std::mem::take(g);
+    Ok(g.finish(&outputs))
+}
+

@@ -1,0 +1,165 @@
+//! Running graphs on ONNX Runtime (loaded dynamically from `libonnxruntime.so`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ndarray::ArrayD;
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::error::{EngineError, Result};
+use crate::graph::{Graph, Op, onnx};
+
+/// How networks are run.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Intra-op threads; 0 lets ONNX Runtime use every core.
+    pub threads: usize,
+    /// Where exported graphs (small: weights stay in the checkpoint) are cached.
+    pub cache_dir: PathBuf,
+    /// Use ONNX Runtime's CUDA provider (needs the `onnxruntime-gpu` library).
+    pub cuda: bool,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        Self { threads: 0, cache_dir: default_cache_dir(), cuda: false }
+    }
+}
+
+/// `$PLANTAIN_CACHE`, else `$XDG_CACHE_HOME/plantain`, else `~/.cache/plantain`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("PLANTAIN_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(p).join("plantain");
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/plantain")).unwrap_or_else(|| std::env::temp_dir().join("plantain-cache"))
+}
+
+const LIB_HELP: &str = "set ORT_DYLIB_PATH to libonnxruntime.so.1.31.1 (it ships in the PyPI wheel: \
+`pip download --no-deps onnxruntime==1.31.1` and unzip `onnxruntime/capi/`), or run `bash scripts/setup-ort.sh`";
+
+/// Loads ONNX Runtime once per process and returns its environment.
+pub fn init() -> Result<&'static Environment> {
+    static ENV: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let path = find_library().ok_or_else(|| format!("ONNX Runtime library not found: {LIB_HELP}"))?;
+        let builder = ort::init_from(&path).map_err(|e| format!("could not load ONNX Runtime from {}: {e}; {LIB_HELP}", path.display()))?;
+        let env = builder.with_name("plantain").build().map_err(|e| format!("could not start ONNX Runtime: {e}"))?;
+        tracing::debug!(library = %path.display(), "ONNX Runtime loaded");
+        Ok(env)
+    })
+    .as_ref()
+    .map_err(|e| EngineError::Runtime(e.clone()))
+}
+
+fn find_library() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        return Some(PathBuf::from(p));
+    }
+    // Next to the executable, or in the repo-local folder that scripts/setup-ort.sh fills.
+    let mut dirs = Vec::new();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(d) = exe.parent()
+    {
+        dirs.push(d.to_path_buf());
+        dirs.extend(d.ancestors().map(|a| a.join(".ort")));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        dirs.extend(cwd.ancestors().map(|a| a.join(".ort")));
+    }
+    dirs.into_iter().map(|d| d.join("libonnxruntime.so.1.31.1")).find(|p| p.exists())
+}
+
+/// An input tensor.
+pub enum Input {
+    F32(ArrayD<f32>),
+    I64(ArrayD<i64>),
+}
+
+/// One network, compiled by ONNX Runtime and ready to run.
+pub struct Network {
+    label: String,
+    session: Mutex<Session>,
+}
+
+impl Network {
+    /// Exports `graph` to the cache (a few hundred KB; weights are referenced in place) and
+    /// creates a session. `label` names the network in logs and cache folders.
+    pub fn new(graph: &Graph, label: &str, opts: &RuntimeOptions) -> Result<Self> {
+        let env = init()?;
+        let dir = opts.cache_dir.join("graphs").join(format!("{label}-{}", graph_key(graph)?));
+        let model = dir.join("model.onnx");
+        if !model.exists() {
+            onnx::write_model(graph, &dir).map_err(|e| EngineError::io(&dir, e))?;
+        }
+        let started = std::time::Instant::now();
+        let mut builder = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::All).map_err(ort::Error::from)?;
+        if opts.threads > 0 {
+            builder = builder.with_intra_threads(opts.threads).map_err(ort::Error::from)?;
+        }
+        if opts.cuda {
+            builder = with_cuda(builder)?;
+        }
+        let session = builder.commit_from_file(&model)?;
+        tracing::info!(network = label, secs = started.elapsed().as_secs_f32(), "network ready");
+        Ok(Self { label: label.to_string(), session: Mutex::new(session) })
+    }
+
+    /// Runs the network; returns every output as f32.
+    pub fn run(&self, inputs: Vec<(&str, Input)>) -> Result<HashMap<String, ArrayD<f32>>> {
+        let mut values: Vec<(String, ort::value::DynValue)> = Vec::with_capacity(inputs.len());
+        for (name, input) in inputs {
+            let v = match input {
+                Input::F32(a) => Tensor::from_array(a)?.into_dyn(),
+                Input::I64(a) => Tensor::from_array(a)?.into_dyn(),
+            };
+            values.push((name.to_string(), v));
+        }
+        let mut session = self.session.lock().map_err(|_| EngineError::Runtime(format!("{}: session poisoned by an earlier panic", self.label)))?;
+        let outputs = session.run(values)?;
+        let mut out = HashMap::new();
+        for (name, value) in outputs.iter() {
+            let arr = value.try_extract_array::<f32>()?;
+            out.insert(name.to_string(), arr.to_owned());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn with_cuda(builder: ort::session::builder::SessionBuilder) -> Result<ort::session::builder::SessionBuilder> {
+    Ok(builder.with_execution_providers([ort::ep::CUDA::default().build()]).map_err(ort::Error::from)?)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn with_cuda(_: ort::session::builder::SessionBuilder) -> Result<ort::session::builder::SessionBuilder> {
+    Err(EngineError::Unsupported("this build has no GPU support: rebuild with `--features cuda` and the onnxruntime-gpu library".into()))
+}
+
+/// A cache key over the graph and the identity of every checkpoint file it reads (path, size,
+/// modification time), so an edited checkpoint never reuses a stale export.
+fn graph_key(graph: &Graph) -> Result<String> {
+    let mut h = Sha256::new();
+    let proto = onnx::to_model_proto(graph, &|p: &Path| p.display().to_string());
+    h.update(proto.encode_to_vec());
+    let mut files: Vec<&PathBuf> = graph.nodes.iter().filter_map(|n| if let Op::Weight(s) = &n.op { Some(s.file.as_ref()) } else { None }).collect();
+    files.sort();
+    files.dedup();
+    for f in files {
+        let meta = std::fs::metadata(f).map_err(|e| EngineError::io(f, e))?;
+        h.update(f.display().to_string().as_bytes());
+        h.update(meta.len().to_le_bytes());
+        if let Ok(m) = meta.modified() {
+            h.update(format!("{m:?}").as_bytes());
+        }
+    }
+    Ok(hex::encode(&h.finalize()[..8]))
+}

@@ -1,0 +1,127 @@
+//! Finding weights: safetensors headers indexed by tensor name, without reading tensor data.
+
+pub mod single_file;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{EngineError, Result};
+use crate::graph::{DType, GraphBuilder, StoredTensor, Value};
+
+/// Every tensor of one or more safetensors files, by name.
+#[derive(Clone, Debug, Default)]
+pub struct TensorIndex {
+    tensors: HashMap<String, StoredTensor>,
+}
+
+impl TensorIndex {
+    /// Reads the header of a safetensors file. Data stays on disk; only names, dtypes, shapes and
+    /// byte ranges are kept.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+        // SAFETY: the map is read-only and dropped before returning; a concurrent truncation
+        // could fault, which is the usual caveat of memory-mapping model files.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
+        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map[..])
+            .map_err(|e| EngineError::CorruptWeights { path: path.to_path_buf(), reason: e.to_string() })?;
+        let data_start = 8 + header_len as u64;
+        let file_arc = Arc::new(path.to_path_buf());
+        let mut tensors = HashMap::new();
+        for (name, info) in meta.tensors() {
+            let dtype = match info.dtype {
+                safetensors::Dtype::F32 => DType::F32,
+                safetensors::Dtype::F16 => DType::F16,
+                safetensors::Dtype::BF16 => DType::BF16,
+                safetensors::Dtype::I64 => DType::I64,
+                other => {
+                    // Non-float buffers (e.g. int position ids) are never weights we use.
+                    tracing::debug!(tensor = %name, dtype = ?other, "skipping tensor of unsupported dtype");
+                    continue;
+                }
+            };
+            tensors.insert(
+                name.clone(),
+                StoredTensor { file: file_arc.clone(), offset: data_start + info.data_offsets.0 as u64, dtype, shape: info.shape.clone() },
+            );
+        }
+        Ok(Self { tensors })
+    }
+
+    /// Opens every file and merges them (sharded checkpoints).
+    pub fn open_all(paths: &[PathBuf]) -> Result<Self> {
+        let mut index = Self::default();
+        for p in paths {
+            index.tensors.extend(Self::open(p)?.tensors);
+        }
+        Ok(index)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&StoredTensor> {
+        self.tensors.get(name)
+    }
+    pub fn insert(&mut self, name: String, t: StoredTensor) {
+        self.tensors.insert(name, t);
+    }
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &StoredTensor)> {
+        self.tensors.iter()
+    }
+    /// The tensors whose name starts with `prefix`, with the prefix removed.
+    pub fn strip_prefix(&self, prefix: &str) -> TensorIndex {
+        TensorIndex {
+            tensors: self.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect(),
+        }
+    }
+}
+
+/// Weight lookup for a model builder: names are relative to `prefix`, shapes are checked.
+pub struct Params<'a> {
+    index: &'a TensorIndex,
+    component: &'static str,
+}
+
+impl<'a> Params<'a> {
+    pub fn new(index: &'a TensorIndex, component: &'static str) -> Self {
+        Self { index, component }
+    }
+
+    /// Adds the named weight to the graph as an f32 value of `shape`. A stored tensor with the
+    /// same elements but extra or missing unit axes (1x1 conv vs linear) is reshaped in-graph.
+    pub fn get(&self, g: &mut GraphBuilder, name: &str, shape: &[usize]) -> Result<Value> {
+        let stored = self.index.get(name).ok_or_else(|| EngineError::MissingWeight { component: self.component, name: name.to_string() })?;
+        let same = stored.shape == shape;
+        let squeezable = {
+            let strip = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+            strip(&stored.shape) == strip(shape) && stored.numel() == shape.iter().product::<usize>()
+        };
+        if !same && !squeezable {
+            return Err(EngineError::ShapeMismatch {
+                component: self.component,
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: stored.shape.clone(),
+            });
+        }
+        let v = g.weight(stored.clone());
+        Ok(if same { v } else { g.reshape_to(v, &shape.iter().map(|&d| d as i64).collect::<Vec<_>>()) })
+    }
+
+    /// Shape of a stored tensor, for configs inferred from weights.
+    pub fn shape_of(&self, name: &str) -> Option<&[usize]> {
+        self.index.get(name).map(|t| t.shape.as_slice())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.index.get(name).is_some()
+    }
+}
