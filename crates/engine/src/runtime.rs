@@ -1,7 +1,7 @@
 //! Running graphs on ONNX Runtime (loaded dynamically from `libonnxruntime.so`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use ndarray::ArrayD;
@@ -9,11 +9,9 @@ use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
-use prost::Message;
-use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
-use crate::graph::{Graph, Op, onnx};
+use crate::graph::{Graph, onnx};
 
 /// How networks are run.
 #[derive(Clone, Debug)]
@@ -91,24 +89,24 @@ pub struct Network {
 }
 
 impl Network {
-    /// Exports `graph` to the cache (a few hundred KB; weights are referenced in place) and
-    /// creates a session. `label` names the network in logs and cache folders.
+    /// Builds the ONNX model for `graph` (weights stay in the checkpoint files, read in place)
+    /// and creates a session. `label` names the network in logs.
     pub fn new(graph: &Graph, label: &str, opts: &RuntimeOptions) -> Result<Self> {
         let env = init()?;
-        let dir = opts.cache_dir.join("graphs").join(format!("{label}-{}", graph_key(graph)?));
-        let model = dir.join("model.onnx");
-        if !model.exists() {
-            onnx::write_model(graph, &dir).map_err(|e| EngineError::io(&dir, e))?;
-        }
+        let bytes = onnx::model_bytes(graph).map_err(|e| EngineError::Runtime(format!("{label}: reading weights: {e}")))?;
         let started = std::time::Instant::now();
-        let mut builder = Session::builder(env)?.with_optimization_level(GraphOptimizationLevel::All).map_err(ort::Error::from)?;
+        let mut builder = Session::builder(env)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(ort::Error::from)?
+            .with_config_entry("session.model_external_initializers_file_folder_path", "/")
+            .map_err(ort::Error::from)?;
         if opts.threads > 0 {
             builder = builder.with_intra_threads(opts.threads).map_err(ort::Error::from)?;
         }
         if opts.cuda {
             builder = with_cuda(builder)?;
         }
-        let session = builder.commit_from_file(&model)?;
+        let session = builder.commit_from_memory(&bytes)?;
         tracing::info!(network = label, secs = started.elapsed().as_secs_f32(), "network ready");
         Ok(Self { label: label.to_string(), session: Mutex::new(session) })
     }
@@ -142,24 +140,4 @@ fn with_cuda(builder: ort::session::builder::SessionBuilder) -> Result<ort::sess
 #[cfg(not(feature = "cuda"))]
 fn with_cuda(_: ort::session::builder::SessionBuilder) -> Result<ort::session::builder::SessionBuilder> {
     Err(EngineError::Unsupported("this build has no GPU support: rebuild with `--features cuda` and the onnxruntime-gpu library".into()))
-}
-
-/// A cache key over the graph and the identity of every checkpoint file it reads (path, size,
-/// modification time), so an edited checkpoint never reuses a stale export.
-fn graph_key(graph: &Graph) -> Result<String> {
-    let mut h = Sha256::new();
-    let proto = onnx::to_model_proto(graph, &|p: &Path| p.display().to_string());
-    h.update(proto.encode_to_vec());
-    let mut files: Vec<&PathBuf> = graph.nodes.iter().filter_map(|n| if let Op::Weight(s) = &n.op { Some(s.file.as_ref()) } else { None }).collect();
-    files.sort();
-    files.dedup();
-    for f in files {
-        let meta = std::fs::metadata(f).map_err(|e| EngineError::io(f, e))?;
-        h.update(f.display().to_string().as_bytes());
-        h.update(meta.len().to_le_bytes());
-        if let Ok(m) = meta.modified() {
-            h.update(format!("{m:?}").as_bytes());
-        }
-    }
-    Ok(hex::encode(&h.finalize()[..8]))
 }

@@ -230,37 +230,21 @@ fn value_info(name: &str, dtype: DType, dims: Option<&Vec<Dim>>) -> ValueInfoPro
     }
 }
 
-/// Writes `model.onnx` into `dir` with a symlink per checkpoint file it reads from, and returns
-/// the model's path. Re-running replaces both atomically enough for a cache (write, then rename).
-pub fn write_model(graph: &Graph, dir: &Path) -> io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let mut links: HashMap<Arc<PathBuf>, String> = HashMap::new();
+/// Serialises `graph` as an ONNX model whose weights are external data read in place from the
+/// checkpoint files. Each location is the file's canonical path relative to `/`: the session is
+/// created from memory with `/` as its external-data folder (ONNX Runtime refuses locations that
+/// escape that folder, which rules out symlinks from a cache folder).
+pub fn model_bytes(graph: &Graph) -> io::Result<Vec<u8>> {
+    let mut locations: HashMap<Arc<PathBuf>, String> = HashMap::new();
     for node in &graph.nodes {
         if let Op::Weight(stored) = &node.op
-            && !links.contains_key(&stored.file)
+            && !locations.contains_key(&stored.file)
         {
-            let link_name = format!("weights-{}.safetensors", links.len());
-            let link = dir.join(&link_name);
-            let target = std::fs::canonicalize(stored.file.as_path())?;
-            let _ = std::fs::remove_file(&link);
-            symlink(&target, &link)?;
-            links.insert(stored.file.clone(), link_name);
+            let canonical = std::fs::canonicalize(stored.file.as_path())?;
+            let rel = canonical.strip_prefix("/").map(Path::to_path_buf).unwrap_or(canonical);
+            locations.insert(stored.file.clone(), rel.to_string_lossy().into_owned());
         }
     }
-    let lookup = |p: &Path| links.iter().find(|(k, _)| k.as_path() == p).map(|(_, v)| v.clone()).unwrap_or_default();
-    let proto = to_model_proto(graph, &lookup);
-    let path = dir.join("model.onnx");
-    let tmp = dir.join("model.onnx.tmp");
-    std::fs::write(&tmp, proto.encode_to_vec())?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
-}
-
-#[cfg(unix)]
-fn symlink(target: &Path, link: &Path) -> io::Result<()> {
-    std::os::unix::fs::symlink(target, link)
-}
-#[cfg(not(unix))]
-fn symlink(target: &Path, link: &Path) -> io::Result<()> {
-    std::fs::hard_link(target, link).or_else(|_| std::fs::copy(target, link).map(|_| ()))
+    let lookup = |p: &Path| locations.iter().find(|(k, _)| k.as_path() == p).map(|(_, v)| v.clone()).unwrap_or_default();
+    Ok(to_model_proto(graph, &lookup).encode_to_vec())
 }
