@@ -6,6 +6,7 @@
 pub mod error;
 pub mod graph;
 pub mod models;
+pub mod pipeline;
 pub mod runtime;
 pub mod weights;
 

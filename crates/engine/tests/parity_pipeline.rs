@@ -1,0 +1,169 @@
+//! Whole pipelines against diffusers: prompt encoding, the denoising loop with each model's
+//! scheduler and guidance, and the decoded image (fixtures/ref, made by scripts/make_fixtures.py).
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use common::{Refs, assert_close, runtime, tiny};
+use ndarray::ArrayD;
+use plantain_engine::pipeline::{Decoder, DenoiseInput, LoadOptions, ModelSource, Pipeline};
+use rand::SeedableRng;
+
+const PROMPT: &str = "a red star above a blue circle, 35mm photo";
+const TOL: f32 = 1e-4;
+
+fn guidance(arch: &str) -> f32 {
+    if arch == "sdxl" { 5.0 } else { 7.5 }
+}
+
+fn load(arch: &str) -> Pipeline {
+    let opts = LoadOptions { runtime: runtime(), ..Default::default() };
+    Pipeline::load(&ModelSource::Diffusers(tiny(arch)), &opts).unwrap()
+}
+
+fn vec_of(a: &ArrayD<f32>) -> Vec<f32> {
+    a.iter().copied().collect()
+}
+
+fn image_as_tensor(img: &image::RgbImage) -> ArrayD<f32> {
+    let (w, h) = img.dimensions();
+    ArrayD::from_shape_fn(ndarray::IxDyn(&[1, 3, h as usize, w as usize]), |i| img.get_pixel(i[3] as u32, i[2] as u32)[i[1]] as f32 / 255.0)
+}
+
+/// Decoded pixels are rounded to 8 bits, so they match to half a level plus the float error.
+fn assert_image_close(what: &str, img: &image::RgbImage, want: &ArrayD<f32>) {
+    let got = image_as_tensor(img);
+    let d = common::max_abs_diff(what, &got, want);
+    eprintln!("{what}: max abs diff {d:.3e} (8-bit)");
+    assert!(d <= 0.5 / 255.0 + 1e-4, "{what}: {d}");
+}
+
+fn run_t2i(arch: &str, negative: Option<&str>, final_name: &str, image_name: &str) {
+    let refs = Refs::load(arch);
+    let p = load(arch);
+    let g = guidance(arch);
+    let cond = p.encode_prompt(PROMPT, negative, g).unwrap();
+    if negative.is_some() {
+        let both = ndarray::concatenate(ndarray::Axis(0), &[refs.f("neg_cond").view(), refs.f("cond").view()]).unwrap();
+        assert_close(&format!("{arch} conditioning"), &cond.hidden.clone().into_dyn(), &both, TOL);
+    }
+    let (scheduler, _, _) = p.scheduler_for(None).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let latents = refs.f("t2i_latents");
+    let mut steps_seen = Vec::new();
+    let out = p
+        .denoise(
+            &cond,
+            DenoiseInput {
+                latent_size: (8, 8),
+                steps: 4,
+                guidance: g,
+                scheduler,
+                noise: vec_of(&latents),
+                init_latents: None,
+                strength: 1.0,
+                mask: None,
+                masked_image_latents: None,
+                rng: &mut rng,
+            },
+            &mut |pr| {
+                steps_seen.push((pr.step, pr.total, pr.timestep));
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    let want_t: Vec<f32> = refs.f("t2i_timesteps").iter().copied().collect();
+    assert_eq!(steps_seen.iter().map(|s| s.2).collect::<Vec<_>>(), want_t, "{arch} timesteps");
+    assert_eq!(steps_seen.last().map(|s| (s.0, s.1)), Some((4, 4)));
+    let out = ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 4, 8, 8]), out).unwrap();
+    assert_close(&format!("{arch} t2i final latents"), &out, &refs.f(final_name), TOL);
+    let img = p.decode(out.as_slice().unwrap(), (8, 8), Decoder::Full).unwrap();
+    assert_image_close(&format!("{arch} t2i image"), &img, &refs.f(image_name));
+}
+
+#[test]
+fn sd1_txt2img_matches_diffusers() {
+    run_t2i("sd1", Some(""), "t2i_final_latents", "t2i_image");
+}
+
+#[test]
+fn sd2_txt2img_matches_diffusers() {
+    run_t2i("sd2", Some(""), "t2i_final_latents", "t2i_image");
+}
+
+#[test]
+fn sdxl_txt2img_matches_diffusers() {
+    run_t2i("sdxl", Some(""), "t2i_final_latents", "t2i_image");
+}
+
+#[test]
+fn sdxl_without_negative_prompt_uses_zero_conditioning_like_diffusers() {
+    run_t2i("sdxl", None, "t2i_negnone_final_latents", "t2i_negnone_image");
+}
+
+fn run_i2i(arch: &str) {
+    let refs = Refs::load(arch);
+    let p = load(arch);
+    let g = guidance(arch);
+    let cond = p.encode_prompt(PROMPT, Some(""), g).unwrap();
+    let (scheduler, _, _) = p.scheduler_for(None).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut seen = Vec::new();
+    let out = p
+        .denoise(
+            &cond,
+            DenoiseInput {
+                latent_size: (8, 8),
+                steps: 4,
+                guidance: g,
+                scheduler,
+                noise: vec_of(&refs.f("i2i_noise")),
+                init_latents: Some(vec_of(&refs.f("i2i_init_latents"))),
+                strength: 0.6,
+                mask: None,
+                masked_image_latents: None,
+                rng: &mut rng,
+            },
+            &mut |pr| {
+                seen.push(pr.timestep);
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert_eq!(seen, refs.f("i2i_timesteps").iter().copied().collect::<Vec<_>>(), "{arch} img2img timesteps");
+    let img = p.decode(&out, (8, 8), Decoder::Full).unwrap();
+    assert_image_close(&format!("{arch} img2img image"), &img, &refs.f("i2i_image_out"));
+}
+
+#[test]
+fn sd1_img2img_matches_diffusers() {
+    run_i2i("sd1");
+}
+
+#[test]
+fn sd2_img2img_matches_diffusers() {
+    run_i2i("sd2");
+}
+
+#[test]
+fn sdxl_img2img_matches_diffusers() {
+    run_i2i("sdxl");
+}
+
+#[test]
+fn image_encoding_matches_the_vae_mean_scaled() {
+    let refs = Refs::load("sd1");
+    let p = load("sd1");
+    let t = refs.f("vae_enc_in");
+    let img = image::RgbImage::from_fn(64, 64, |x, y| {
+        let px = |c: usize| ((t[[0, c, y as usize, x as usize]] + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
+        image::Rgb([px(0), px(1), px(2)])
+    });
+    // The 8-bit image differs from the float reference by < 1/255; the encoder is smooth, so a
+    // loose bound still catches a wrong scale or shift.
+    let got = p.encode_image(&img).unwrap();
+    let want: Vec<f32> = refs.f("vae_enc_mean").iter().map(|v| v * 0.18215).collect();
+    let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(d < 2e-3, "encode_image differs by {d}");
+}
