@@ -1,1 +1,44 @@
-fn main() {}
+//! `plantain`: generate images, fetch and list models, measure speed.
+
+mod generate;
+mod hubcmd;
+mod io;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "plantain", version, about = "Open, self-hosted image generation (Stable Diffusion family on CPU/GPU)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make an image from a prompt (and optionally an image and a mask to edit).
+    Generate(generate::Args),
+    /// Download a model from the Hugging Face hub into the local cache.
+    Pull(hubcmd::PullArgs),
+    /// List the models in the local caches.
+    Models(hubcmd::ModelsArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLANTAIN_LOG").unwrap_or_else(|_| "warn,hf_hub=off".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Pull(a) => hubcmd::pull(a),
+        Command::Models(a) => hubcmd::models(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `plantain generate`.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use plantain_core::{AspectRatio, ImageSize, output_pixels};
+use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::runtime::RuntimeOptions;
+use plantain_hub::{Layout, ResolveOptions, resolve};
+
+use crate::io;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// What to draw (or, with --image, how to change it).
+    pub prompt: String,
+    /// Short name (sd15, sd21, sd-turbo, sdxl, sdxl-turbo), hub repo id, diffusers folder or .safetensors file.
+    #[arg(long, short, default_value = "sd-turbo")]
+    pub model: String,
+    /// Aspect ratio: 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9, 1:4, 4:1, 1:8, 8:1.
+    #[arg(long, default_value = "1:1")]
+    pub aspect: AspectRatio,
+    /// Size preset: 512, 1K, 2K, 4K (exact pixels per the Gemini table). Default: the preset
+    /// nearest the model's native resolution.
+    #[arg(long)]
+    pub size: Option<ImageSize>,
+    /// Exact output width (with --height; overrides --aspect/--size).
+    #[arg(long, requires = "height")]
+    pub width: Option<u32>,
+    #[arg(long, requires = "width")]
+    pub height: Option<u32>,
+    /// Seed (u64); random when not given, and always printed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Denoising steps (default: the model's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Guidance scale; at or below 1 the negative prompt is not used (default: the model's).
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    #[arg(long, short = 'n')]
+    pub negative: Option<String>,
+    /// euler, euler-a, dpm++2m, dpm++2m-karras, dpm++2m-sde[-karras], ddim, lcm, turbo (default: the model's).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Image to edit (img2img), or to inpaint with --mask.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Inpainting mask: white = repaint, black = keep.
+    #[arg(long, requires = "image")]
+    pub mask: Option<PathBuf>,
+    /// How much to change --image, 0..1.
+    #[arg(long, default_value_t = 0.75)]
+    pub strength: f32,
+    /// Decode with this TAESD folder instead of the full VAE (much faster, a little softer).
+    #[arg(long)]
+    pub tiny_vae: Option<PathBuf>,
+    /// For a single .safetensors file: a diffusers folder whose configs describe it.
+    #[arg(long)]
+    pub config_dir: Option<PathBuf>,
+    /// Prefer this weight variant in a diffusers folder (e.g. fp16).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Run on the GPU (builds with `--features cuda` and the onnxruntime-gpu library only).
+    #[arg(long)]
+    pub cuda: bool,
+    #[arg(long, short, default_value = "out.png")]
+    pub output: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if !a.output.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
+        bail!("--output must end in .png");
+    }
+    let resolved = resolve(&a.model, &ResolveOptions::from_env())?;
+    for n in &resolved.notes {
+        eprintln!("note: {n}");
+    }
+    let source = match resolved.layout {
+        Layout::Diffusers => ModelSource::Diffusers(resolved.path.clone()),
+        Layout::SingleFile => ModelSource::SingleFile { file: resolved.path.clone(), config_dir: a.config_dir.clone() },
+        Layout::Onnx => bail!("{}: ONNX exports are not loaded; use the model's safetensors weights", resolved.path.display()),
+    };
+    let defaults = resolved.defaults;
+
+    let (width, height) = match (a.width, a.height) {
+        (Some(w), Some(h)) => (w, h),
+        _ => {
+            let size = a.size.unwrap_or(if defaults.resolution >= 1024 { ImageSize::S1K } else { ImageSize::S512 });
+            output_pixels(a.aspect, size)
+        }
+    };
+    let scheduler = a.scheduler.as_deref().map(str::parse).transpose().context("--scheduler")?;
+    let seed = a.seed.unwrap_or_else(rand::random);
+    let mut req = GenerateRequest::new(a.prompt.clone(), width, height);
+    req.negative_prompt = a.negative.clone();
+    req.steps = a.steps.unwrap_or(defaults.steps as usize);
+    req.guidance = a.guidance.unwrap_or(defaults.guidance);
+    req.seed = seed;
+    req.scheduler = scheduler;
+    req.strength = a.strength;
+    req.init_image = a.image.as_deref().map(io::read_rgb).transpose()?;
+    req.mask = a.mask.as_deref().map(io::read_mask).transpose()?;
+    req.decoder = if a.tiny_vae.is_some() { Decoder::Tiny } else { Decoder::Full };
+
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(format!("loading {}", resolved.display_name));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let started = Instant::now();
+    let opts = LoadOptions {
+        runtime: RuntimeOptions { threads: a.threads, cuda: a.cuda, ..Default::default() },
+        variant: a.variant.clone(),
+        tiny_autoencoder: a.tiny_vae.clone(),
+    };
+    let pipeline = Pipeline::load(&source, &opts).with_context(|| format!("loading {}", resolved.path.display()))?;
+    spinner.finish_and_clear();
+    eprintln!("loaded {} ({}) in {:.1}s", resolved.display_name, pipeline.family(), started.elapsed().as_secs_f32());
+    for n in pipeline.notes() {
+        eprintln!("note: {n}");
+    }
+
+    let bar = ProgressBar::new(req.steps as u64);
+    bar.set_style(ProgressStyle::with_template("denoising [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}")?.progress_chars("=> "));
+    let result = pipeline.generate(&req, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.step as u64);
+        ControlFlow::Continue(())
+    });
+    bar.finish_and_clear();
+    let g = result?;
+    io::write_png(&g.image, &a.output)?;
+    for w in &g.warnings {
+        eprintln!("warning: {w}");
+    }
+    let t = &g.timings;
+    println!(
+        "{}: {}x{} (drawn at {}x{}), seed {}, {} steps of {}, guidance {}; text {:.2}s, denoise {:.2}s, decode {:.2}s",
+        a.output.display(),
+        width,
+        height,
+        g.canvas.0,
+        g.canvas.1,
+        g.seed,
+        g.steps_run,
+        g.scheduler,
+        g.guidance,
+        t.text.as_secs_f32(),
+        t.denoise.as_secs_f32(),
+        t.decode.as_secs_f32()
+    );
+    Ok(())
+}
