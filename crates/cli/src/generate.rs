@@ -126,7 +126,9 @@ pub fn run(a: Args) -> Result<()> {
     }
 
     let bar = ProgressBar::new(req.steps as u64);
-    bar.set_style(ProgressStyle::with_template("denoising [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("denoising [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}")?.progress_chars("=> "),
+    );
     let result = pipeline.generate(&req, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.step as u64);

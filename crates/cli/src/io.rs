@@ -20,7 +20,9 @@ fn reader(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::
 }
 
 pub fn read_rgb(path: &Path) -> Result<image::RgbImage> {
-    let img = reader(path)?.decode().with_context(|| format!("decoding {} (PNG, JPEG or WebP up to {MAX_INPUT_SIDE}px a side)", path.display()))?;
+    let img = reader(path)?
+        .decode()
+        .with_context(|| format!("decoding {} (PNG, JPEG or WebP up to {MAX_INPUT_SIDE}px a side)", path.display()))?;
     Ok(img.to_rgb8())
 }
 

@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Make an image from a prompt (and optionally an image and a mask to edit).
-    Generate(generate::Args),
+    Generate(Box<generate::Args>),
     /// Download a model from the Hugging Face hub into the local cache.
     Pull(hubcmd::PullArgs),
     /// List the models in the local caches.
@@ -30,7 +30,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(a) => generate::run(a),
+        Command::Generate(a) => generate::run(*a),
         Command::Pull(a) => hubcmd::pull(a),
         Command::Models(a) => hubcmd::models(a),
     };

@@ -38,7 +38,9 @@ pub fn default_cache_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(p).join("plantain");
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/plantain")).unwrap_or_else(|| std::env::temp_dir().join("plantain-cache"))
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache/plantain"))
+        .unwrap_or_else(|| std::env::temp_dir().join("plantain-cache"))
 }
 
 const LIB_HELP: &str = "set ORT_DYLIB_PATH to libonnxruntime.so.1.31.1 (it ships in the PyPI wheel: \
@@ -121,7 +123,8 @@ impl Network {
             };
             values.push((name.to_string(), v));
         }
-        let mut session = self.session.lock().map_err(|_| EngineError::Runtime(format!("{}: session poisoned by an earlier panic", self.label)))?;
+        let mut session =
+            self.session.lock().map_err(|_| EngineError::Runtime(format!("{}: session poisoned by an earlier panic", self.label)))?;
         let outputs = session.run(values)?;
         let mut out = HashMap::new();
         for (name, value) in outputs.iter() {

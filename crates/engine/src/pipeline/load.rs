@@ -168,7 +168,13 @@ pub(crate) fn diffusers(dir: &Path, variant: Option<&str>) -> Result<Parts> {
     let te_weights = open_weights(dir, "text_encoder", "model", variant)?;
     // OpenCLIP-trained encoders (SD 2.x) use gelu; OpenAI CLIP (SD 1.x) quick_gelu.
     let openclip = te_cfg.hidden_act == "gelu";
-    let family = if xl { Family::Sdxl } else if openclip { Family::Sd2 } else { Family::Sd1 };
+    let family = if xl {
+        Family::Sdxl
+    } else if openclip {
+        Family::Sd2
+    } else {
+        Family::Sd1
+    };
     let te_tok = tokenizer(dir, "tokenizer", openclip, &mut notes)?;
     let text_encoder = TextEncoderParts { config: te_cfg, weights: te_weights, tokenizer: te_tok };
 

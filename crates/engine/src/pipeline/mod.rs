@@ -227,7 +227,11 @@ impl Pipeline {
         let rt = &opts.runtime;
         let label = |c: &str| format!("{}-{c}", parts.family.short_name());
         let te1 = TextEncoder {
-            net: Network::new(&clip::build(&parts.text_encoder.config, &parts.text_encoder.weights, ClipOutputs { projection: false })?, &label("text"), rt)?,
+            net: Network::new(
+                &clip::build(&parts.text_encoder.config, &parts.text_encoder.weights, ClipOutputs { projection: false })?,
+                &label("text"),
+                rt,
+            )?,
             seq: parts.text_encoder.config.max_position_embeddings,
             tokenizer: parts.text_encoder.tokenizer,
         };
@@ -241,7 +245,10 @@ impl Pipeline {
         };
         let (unet_cfg, unet_w) = parts.unet;
         if !matches!(unet_cfg.in_channels, 4 | 9) {
-            return Err(EngineError::Unsupported(format!("UNet with {} input channels (expected 4, or 9 for inpainting)", unet_cfg.in_channels)));
+            return Err(EngineError::Unsupported(format!(
+                "UNet with {} input channels (expected 4, or 9 for inpainting)",
+                unet_cfg.in_channels
+            )));
         }
         let unet = Network::new(&unet::build(&unet_cfg, &unet_w)?, &label("unet"), rt)?;
         let taesd = match &opts.tiny_autoencoder {
@@ -318,7 +325,7 @@ impl Pipeline {
         let m = self.pixel_multiple();
         let native = self.native_resolution() as f64;
         let max_area = native * native * 2.25;
-        if width % m == 0 && height % m == 0 && (width as f64) * (height as f64) <= max_area {
+        if width.is_multiple_of(m) && height.is_multiple_of(m) && (width as f64) * (height as f64) <= max_area {
             return (width, height);
         }
         let ratio = width as f64 / height as f64;
@@ -380,9 +387,13 @@ impl Pipeline {
         };
         let mut pooled = pooled;
         if zero_negative {
-            hidden = concatenate(Axis(0), &[ArrayD::zeros(hidden.raw_dim()).view(), hidden.view()]).map_err(|e| EngineError::Runtime(e.to_string()))?;
+            hidden = concatenate(Axis(0), &[ArrayD::zeros(hidden.raw_dim()).view(), hidden.view()])
+                .map_err(|e| EngineError::Runtime(e.to_string()))?;
             if let Some(p) = pooled.take() {
-                pooled = Some(concatenate(Axis(0), &[ArrayD::zeros(p.raw_dim()).view(), p.view()]).map_err(|e| EngineError::Runtime(e.to_string()))?);
+                pooled = Some(
+                    concatenate(Axis(0), &[ArrayD::zeros(p.raw_dim()).view(), p.view()])
+                        .map_err(|e| EngineError::Runtime(e.to_string()))?,
+                );
             }
         }
         let hidden = hidden.into_dimensionality().map_err(|e| EngineError::Runtime(e.to_string()))?;
@@ -393,7 +404,13 @@ impl Pipeline {
     /// VAE-encodes an image (its size must be a canvas size) to scaled latents, taking the
     /// distribution's mean so that the result depends on the image alone.
     pub fn encode_image(&self, img: &RgbImage) -> Result<Vec<f32>> {
-        let enc = self.vae_encoder.get(|| Network::new(&vae::build_encoder(&self.vae_cfg, &self.vae_weights)?, &format!("{}-vae-enc", self.family.short_name()), &self.runtime))?;
+        let enc = self.vae_encoder.get(|| {
+            Network::new(
+                &vae::build_encoder(&self.vae_cfg, &self.vae_weights)?,
+                &format!("{}-vae-enc", self.family.short_name()),
+                &self.runtime,
+            )
+        })?;
         let out = enc.run(vec![("sample", Input::F32(images::to_tensor(img).into_dyn()))])?;
         let mean = out.get("mean").ok_or_else(|| EngineError::Runtime("VAE encoder gave no mean".into()))?;
         let (shift, scale) = (self.vae_cfg.shift_factor.unwrap_or(0.0), self.vae_cfg.scaling_factor);
@@ -406,13 +423,22 @@ impl Pipeline {
         let c = self.vae_cfg.latent_channels;
         let out = match decoder {
             Decoder::Full => {
-                let dec = self.vae_decoder.get(|| Network::new(&vae::build_decoder(&self.vae_cfg, &self.vae_weights)?, &format!("{}-vae-dec", self.family.short_name()), &self.runtime))?;
+                let dec = self.vae_decoder.get(|| {
+                    Network::new(
+                        &vae::build_decoder(&self.vae_cfg, &self.vae_weights)?,
+                        &format!("{}-vae-dec", self.family.short_name()),
+                        &self.runtime,
+                    )
+                })?;
                 let (shift, scale) = (self.vae_cfg.shift_factor.unwrap_or(0.0), self.vae_cfg.scaling_factor);
                 let z: Vec<f32> = latents.iter().map(|v| v / scale + shift).collect();
                 dec.run(vec![("latent", Input::F32(shaped(&[1, c, h, w], z)?))])?
             }
             Decoder::Tiny => {
-                let (cfg, weights) = self.taesd.as_ref().ok_or_else(|| EngineError::InvalidRequest("the tiny decoder was asked for but no TAESD folder was loaded".into()))?;
+                let (cfg, weights) = self
+                    .taesd
+                    .as_ref()
+                    .ok_or_else(|| EngineError::InvalidRequest("the tiny decoder was asked for but no TAESD folder was loaded".into()))?;
                 let dec = self.taesd_decoder.get(|| Network::new(&taesd::build_decoder(cfg, weights)?, "taesd-dec", &self.runtime))?;
                 // TAESD works on the UNet's (scaled) latents directly.
                 dec.run(vec![("latent", Input::F32(shaped(&[1, c, h, w], latents.to_vec())?))])?
@@ -423,8 +449,24 @@ impl Pipeline {
     }
 
     /// The denoising loop. Returns the final scaled latents.
-    pub fn denoise(&self, cond: &Conditioning, input: DenoiseInput, progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>) -> Result<Vec<f32>> {
-        let DenoiseInput { latent_size: (h, w), steps, guidance, mut scheduler, noise, init_latents, strength, mask, masked_image_latents, rng } = input;
+    pub fn denoise(
+        &self,
+        cond: &Conditioning,
+        input: DenoiseInput,
+        progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Vec<f32>> {
+        let DenoiseInput {
+            latent_size: (h, w),
+            steps,
+            guidance,
+            mut scheduler,
+            noise,
+            init_latents,
+            strength,
+            mask,
+            masked_image_latents,
+            rng,
+        } = input;
         let c = self.vae_cfg.latent_channels;
         let n = c * h * w;
         if noise.len() != n || init_latents.as_ref().is_some_and(|l| l.len() != n) {
@@ -441,7 +483,9 @@ impl Pipeline {
             Some(init) if strength < 1.0 => {
                 let begin = scheduler.set_timesteps_img2img(steps, strength as f64).map_err(sched_err)?;
                 if begin >= scheduler.timesteps().len() {
-                    return Err(EngineError::InvalidRequest(format!("strength {strength} with {steps} steps leaves no step to run; raise one of them")));
+                    return Err(EngineError::InvalidRequest(format!(
+                        "strength {strength} with {steps} steps leaves no step to run; raise one of them"
+                    )));
                 }
                 (begin, scheduler.add_noise(init, &noise, begin).map_err(sched_err)?)
             }
@@ -455,7 +499,9 @@ impl Pipeline {
         let total = timesteps.len() - begin;
         let batch = if cond.guided { 2 } else { 1 };
         if cond.hidden.shape()[0] != batch {
-            return Err(EngineError::InvalidRequest("conditioning and guidance disagree (encode the prompt with the same guidance)".into()));
+            return Err(EngineError::InvalidRequest(
+                "conditioning and guidance disagree (encode the prompt with the same guidance)".into(),
+            ));
         }
         let mut fixed: Vec<(&str, ArrayD<f32>)> = vec![("encoder_hidden_states", cond.hidden.clone().into_dyn())];
         if self.unet_cfg.text_time.is_some() {
@@ -504,7 +550,8 @@ impl Pipeline {
             // Latent-blend inpainting for ordinary checkpoints: keep the unmasked part on the
             // init image's trajectory.
             if !inpaint9 && let (Some(m), Some(init)) = (&mask, &init_latents) {
-                let proper = if i + 1 < timesteps.len() { scheduler.add_noise(init, &noise, i + 1).map_err(sched_err)? } else { init.clone() };
+                let proper =
+                    if i + 1 < timesteps.len() { scheduler.add_noise(init, &noise, i + 1).map_err(sched_err)? } else { init.clone() };
                 for ((l, p), mv) in latents.iter_mut().zip(&proper).zip(m.iter().cycle()) {
                     *l = (1.0 - mv) * p + mv * *l;
                 }
@@ -647,6 +694,11 @@ fn take(mut out: std::collections::HashMap<String, ArrayD<f32>>, name: &str) -> 
 
 fn load_taesd(dir: &Path) -> Result<(TaesdConfig, TensorIndex)> {
     let cfg = TaesdConfig::from_file(&dir.join("config.json"))?;
-    let w = TensorIndex::open_all(&load::component_weights(dir.parent().unwrap_or(dir), dir.file_name().and_then(|n| n.to_str()).unwrap_or(""), "diffusion_pytorch_model", None)?)?;
+    let w = TensorIndex::open_all(&load::component_weights(
+        dir.parent().unwrap_or(dir),
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+        "diffusion_pytorch_model",
+        None,
+    )?)?;
     Ok((cfg, w))
 }
