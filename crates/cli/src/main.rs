@@ -1,5 +1,6 @@
 //! `plantain`: generate images, fetch and list models, measure speed.
 
+mod bench;
 mod generate;
 mod hubcmd;
 mod io;
@@ -21,6 +22,8 @@ enum Command {
     Pull(hubcmd::PullArgs),
     /// List the models in the local caches.
     Models(hubcmd::ModelsArgs),
+    /// Time text encoding, UNet steps, VAE and a 1-step SD-Turbo run on full-size random weights.
+    Bench(bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(a) => generate::run(*a),
         Command::Pull(a) => hubcmd::pull(a),
         Command::Models(a) => hubcmd::models(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -5,7 +5,7 @@ pub mod single_file;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{EngineError, Result};
 use crate::graph::{DType, GraphBuilder, StoredTensor, Value};
@@ -14,6 +14,8 @@ use crate::graph::{DType, GraphBuilder, StoredTensor, Value};
 #[derive(Clone, Debug, Default)]
 pub struct TensorIndex {
     tensors: HashMap<String, StoredTensor>,
+    /// Set by [`TensorIndex::recording`]: every weight a graph builder asks for is noted here.
+    recorder: Option<Arc<Mutex<Vec<(String, Vec<usize>)>>>>,
 }
 
 impl TensorIndex {
@@ -46,7 +48,7 @@ impl TensorIndex {
                 StoredTensor { file: file_arc.clone(), offset: data_start + info.data_offsets.0 as u64, dtype, shape: info.shape.clone() },
             );
         }
-        Ok(Self { tensors })
+        Ok(Self { tensors, recorder: None })
     }
 
     /// Opens every file and merges them (sharded checkpoints).
@@ -56,6 +58,20 @@ impl TensorIndex {
             index.tensors.extend(Self::open(p)?.tensors);
         }
         Ok(index)
+    }
+
+    /// An empty index that accepts any weight and records its name and shape, to learn which
+    /// tensors a network needs (e.g. to write random full-size checkpoints for benchmarks).
+    pub fn recording() -> Self {
+        Self { tensors: HashMap::new(), recorder: Some(Arc::default()) }
+    }
+
+    /// What a [`recording`](Self::recording) index was asked for, in order, without repeats.
+    pub fn recorded(&self) -> Vec<(String, Vec<usize>)> {
+        let Some(r) = &self.recorder else { return Vec::new() };
+        let list = r.lock().map(|l| l.clone()).unwrap_or_default();
+        let mut seen = std::collections::HashSet::new();
+        list.into_iter().filter(|(n, _)| seen.insert(n.clone())).collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&StoredTensor> {
@@ -80,6 +96,7 @@ impl TensorIndex {
     pub fn strip_prefix(&self, prefix: &str) -> TensorIndex {
         TensorIndex {
             tensors: self.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect(),
+            recorder: None,
         }
     }
 }
@@ -98,6 +115,13 @@ impl<'a> Params<'a> {
     /// Adds the named weight to the graph as an f32 value of `shape`. A stored tensor with the
     /// same elements but extra or missing unit axes (1x1 conv vs linear) is reshaped in-graph.
     pub fn get(&self, g: &mut GraphBuilder, name: &str, shape: &[usize]) -> Result<Value> {
+        if let Some(rec) = &self.index.recorder {
+            if let Ok(mut list) = rec.lock() {
+                list.push((name.to_string(), shape.to_vec()));
+            }
+            let placeholder = StoredTensor { file: Arc::new(PathBuf::new()), offset: 0, dtype: DType::F32, shape: shape.to_vec() };
+            return Ok(g.weight(placeholder));
+        }
         let stored = self.index.get(name).ok_or_else(|| EngineError::MissingWeight { component: self.component, name: name.to_string() })?;
         let same = stored.shape == shape;
         let squeezable = {

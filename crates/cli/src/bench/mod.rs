@@ -1,0 +1,253 @@
+//! `plantain bench`: the engine's speed and memory on full-size models with random weights,
+//! measured the same way as scripts/bench_diffusers.py measures diffusers (the peer).
+
+mod checkpoint;
+mod configs;
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ndarray::{ArrayD, IxDyn};
+use plantain_engine::models::clip::{self, ClipOutputs, ClipTextConfig};
+use plantain_engine::models::unet::{self, UNetConfig};
+use plantain_engine::models::vae::{self, VaeConfig};
+use plantain_engine::pipeline::{GenerateRequest, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::runtime::{Input, Network, RuntimeOptions};
+use plantain_engine::weights::TensorIndex;
+
+use checkpoint::{FolderSpec, write_random_folder};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Timed runs per measurement, after one warm-up; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// CPU threads for ONNX Runtime (the peer script defaults to 2 as well).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 512)]
+    pub size: usize,
+    /// Which models: sd15, turbo.
+    #[arg(long, value_delimiter = ',', default_value = "sd15,turbo")]
+    pub only: Vec<String>,
+    /// Where to write the random checkpoints (default: a temporary folder, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Run on the GPU (cuda builds only).
+    #[arg(long)]
+    pub cuda: bool,
+}
+
+struct Row {
+    key: String,
+    label: String,
+    times: Vec<f64>,
+    peak_rss_gib: f64,
+}
+
+impl Row {
+    fn median(&self) -> f64 {
+        let mut t = self.times.clone();
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    }
+}
+
+/// Peak resident set size of this process so far (Linux `VmHWM`), in GiB.
+fn peak_rss_gib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(f64::NAN, |kib| kib / (1024.0 * 1024.0))
+}
+
+struct Bench {
+    repeats: usize,
+    rows: Vec<Row>,
+}
+
+impl Bench {
+    fn measure(&mut self, key: &str, label: &str, mut f: impl FnMut() -> Result<()>) -> Result<()> {
+        f().with_context(|| format!("{label} (warm-up)"))?;
+        let mut times = Vec::with_capacity(self.repeats);
+        for _ in 0..self.repeats {
+            let t = Instant::now();
+            f()?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let row = Row { key: key.into(), label: label.into(), times, peak_rss_gib: peak_rss_gib() };
+        let runs: Vec<String> = row.times.iter().map(|t| format!("{t:.2}")).collect();
+        eprintln!("  {label}: median {:.3} s [{}] peak RSS so far {:.2} GiB", row.median(), runs.join(", "), row.peak_rss_gib);
+        self.rows.push(row);
+        Ok(())
+    }
+}
+
+fn text_ids() -> Input {
+    let tok = plantain_tokenizer::ClipTokenizer::embedded_default();
+    let ids: Vec<i64> = tok.encode_padded("a lighthouse at dusk, 35mm photo, golden hour, dramatic sky", 77).into_iter().map(i64::from).collect();
+    Input::I64(ArrayD::from_shape_vec(IxDyn(&[1, 77]), ids).expect("77 ids"))
+}
+
+fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    ArrayD::from_shape_vec(IxDyn(shape), plantain_engine::pipeline::gaussian(&mut rng, n)).expect("shape")
+}
+
+fn components(dir: &Path, rt: &RuntimeOptions, b: &mut Bench, tag: &str, name: &str, size: usize) -> Result<()> {
+    let te_cfg = ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?;
+    let te_w = TensorIndex::open(&dir.join("text_encoder/model.safetensors"))?;
+    let te = Network::new(&clip::build(&te_cfg, &te_w, ClipOutputs { projection: false })?, &format!("{tag}-text"), rt)?;
+    b.measure(&format!("{tag}_text_encode"), &format!("{name} text encode (77 tokens)"), || {
+        te.run(vec![("input_ids", text_ids())])?;
+        Ok(())
+    })?;
+    let ctx = te.run(vec![("input_ids", text_ids())])?.remove("last_hidden_state").context("text encoder output")?;
+    drop(te);
+
+    let h = size / 8;
+    let latent = random(&[1, 4, h, h], 1);
+    let unet_cfg = UNetConfig::from_file(&dir.join("unet/config.json"))?;
+    let unet_w = TensorIndex::open(&dir.join("unet/diffusion_pytorch_model.safetensors"))?;
+    let un = Network::new(&unet::build(&unet_cfg, &unet_w)?, &format!("{tag}-unet"), rt)?;
+    b.measure(&format!("{tag}_unet_step"), &format!("{name} UNet step ({size}x{size}, batch 1, no CFG)"), || {
+        un.run(vec![
+            ("sample", Input::F32(latent.clone())),
+            ("timestep", Input::F32(ArrayD::from_elem(IxDyn(&[1]), 999.0))),
+            ("encoder_hidden_states", Input::F32(ctx.clone())),
+        ])?;
+        Ok(())
+    })?;
+    drop(un);
+
+    if tag == "sd15" {
+        let vae_cfg = VaeConfig::from_file(&dir.join("vae/config.json"))?;
+        let vae_w = TensorIndex::open(&dir.join("vae/diffusion_pytorch_model.safetensors"))?;
+        let dec = Network::new(&vae::build_decoder(&vae_cfg, &vae_w)?, "vae-dec", rt)?;
+        b.measure("sd15_vae_decode", &format!("SD VAE decode [1,4,{h},{h}] -> {size}x{size}"), || {
+            dec.run(vec![("latent", Input::F32(latent.clone()))])?;
+            Ok(())
+        })?;
+        drop(dec);
+        let enc = Network::new(&vae::build_encoder(&vae_cfg, &vae_w)?, "vae-enc", rt)?;
+        let image = random(&[1, 3, size, size], 2).mapv(|v| v.clamp(-1.0, 1.0));
+        b.measure("sd15_vae_encode", &format!("SD VAE encode [1,3,{size},{size}] (posterior mean)"), || {
+            enc.run(vec![("sample", Input::F32(image.clone()))])?;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let tmp;
+    let root = match &a.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("plantain-bench-{}", std::process::id()));
+            tmp.clone()
+        }
+    };
+    let rt = RuntimeOptions { threads: a.threads, cuda: a.cuda, ..Default::default() };
+    let mut b = Bench { repeats: a.repeats.max(1), rows: Vec::new() };
+    let mut load_times: Vec<(String, Duration)> = Vec::new();
+    let result = (|| -> Result<()> {
+        for which in &a.only {
+            let (tag, name, spec) = match which.as_str() {
+                "sd15" => (
+                    "sd15",
+                    "SD 1.5",
+                    FolderSpec {
+                        model_index: configs::SD15_INDEX,
+                        scheduler: configs::SD15_SCHEDULER,
+                        text_encoder: configs::CLIP_L_TEXT,
+                        unet: configs::SD15_UNET,
+                        vae: configs::SD_VAE,
+                    },
+                ),
+                "turbo" => (
+                    "turbo",
+                    "SD-Turbo",
+                    FolderSpec {
+                        model_index: configs::TURBO_INDEX,
+                        scheduler: configs::TURBO_SCHEDULER,
+                        text_encoder: configs::OPENCLIP_H_TEXT,
+                        unet: configs::SD21_UNET,
+                        vae: configs::SD_VAE,
+                    },
+                ),
+                other => anyhow::bail!("unknown model `{other}` (sd15, turbo)"),
+            };
+            let dir = root.join(tag);
+            if !dir.join("unet/diffusion_pytorch_model.safetensors").exists() {
+                eprintln!("{name}: writing random fp16 weights to {}", dir.display());
+                let t = Instant::now();
+                let bytes = write_random_folder(&dir, &spec)?;
+                eprintln!("  {:.2} GB in {:.1} s", bytes as f64 / 1e9, t.elapsed().as_secs_f32());
+            }
+            eprintln!("{name}");
+            components(&dir, &rt, &mut b, tag, name, a.size)?;
+            if tag == "turbo" {
+                let t = Instant::now();
+                let p = Pipeline::load(&ModelSource::Diffusers(dir.clone()), &LoadOptions { runtime: rt.clone(), ..Default::default() })?;
+                let mut req = GenerateRequest::new("a lighthouse at dusk, 35mm photo", a.size as u32, a.size as u32);
+                req.steps = 1;
+                req.guidance = 0.0;
+                // Build the lazily created VAE decoder before timing.
+                p.decode(&vec![0.0; 4 * (a.size / 8) * (a.size / 8)], (a.size / 8, a.size / 8), Default::default())?;
+                load_times.push((name.to_string(), t.elapsed()));
+                b.measure(
+                    "turbo_1step_total",
+                    &format!("SD-Turbo 1 step end-to-end (text + UNet + VAE decode, {0}x{0}, `Pipeline::generate`)", a.size),
+                    || {
+                        p.generate(&req, &mut |_| ControlFlow::Continue(()))?;
+                        Ok(())
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    })();
+    if a.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    result?;
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    println!();
+    println!("plantain (ONNX Runtime 1.31.1), {} threads, fp32 compute, batch 1, {cpu}; median of {} after 1 warm-up", a.threads, b.repeats);
+    println!();
+    println!("| measurement | median (s) | runs (s) | peak RSS so far (GiB) |");
+    println!("|---|---|---|---|");
+    for r in &b.rows {
+        let runs: Vec<String> = r.times.iter().map(|t| format!("{t:.2}")).collect();
+        println!("| {} | {:.2} | {} | {:.2} |", r.label, r.median(), runs.join(", "), r.peak_rss_gib);
+    }
+    println!();
+    for (name, t) in &load_times {
+        println!("{name} pipeline load (sessions for text encoder, UNet, VAE decoder): {:.1} s", t.as_secs_f32());
+    }
+    println!("peak RSS: {:.2} GiB", peak_rss_gib());
+    if let Some(path) = &a.json {
+        let results: serde_json::Map<String, serde_json::Value> = b
+            .rows
+            .iter()
+            .map(|r| (r.key.clone(), serde_json::json!({"label": r.label, "median_s": r.median(), "times_s": r.times, "peak_rss_gb_so_far": r.peak_rss_gib})))
+            .collect();
+        let doc = serde_json::json!({"tool": "plantain", "threads": a.threads, "size": a.size, "repeats": b.repeats, "cpu": cpu, "results": results, "peak_rss_gb": peak_rss_gib()});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
