@@ -29,6 +29,14 @@ impl TensorIndex {
         let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map[..])
             .map_err(|e| EngineError::CorruptWeights { path: path.to_path_buf(), reason: e.to_string() })?;
         let data_start = 8 + header_len as u64;
+        // A file cut short (an interrupted download) must fail here, not when a kernel reads it.
+        let data_end = meta.tensors().values().map(|i| i.data_offsets.1 as u64).max().unwrap_or(0);
+        if data_start + data_end > map.len() as u64 {
+            return Err(EngineError::CorruptWeights {
+                path: path.to_path_buf(),
+                reason: format!("the header describes {} bytes of tensor data but the file holds {}", data_end, map.len() as u64 - data_start),
+            });
+        }
         let file_arc = Arc::new(path.to_path_buf());
         let mut tensors = HashMap::new();
         for (name, info) in meta.tensors() {
