@@ -22,8 +22,7 @@ pub enum ParseError {
 }
 
 /// The accepted aspect ratios, as error messages list them.
-pub const ACCEPTED_RATIOS: &str =
-    "1:1, 1:4, 1:8, 2:3, 3:2, 3:4, 4:1, 4:3, 4:5, 5:4, 8:1, 9:16, 16:9, 21:9";
+pub const ACCEPTED_RATIOS: &str = "1:1, 1:4, 1:8, 2:3, 3:2, 3:4, 4:1, 4:3, 4:5, 5:4, 8:1, 9:16, 16:9, 21:9";
 /// The accepted image sizes, as error messages list them.
 pub const ACCEPTED_SIZES: &str = "512 (or 0.5K), 1K, 2K, 4K (a lowercase k is accepted too)";
 
@@ -139,10 +138,7 @@ impl FromStr for AspectRatio {
     /// (`"16x9"`, `"32:18"`) are rejected so that a typo does not silently pick a shape.
     fn from_str(s: &str) -> Result<Self, ParseError> {
         let t = s.trim();
-        Self::ALL
-            .into_iter()
-            .find(|r| r.as_str() == t)
-            .ok_or_else(|| ParseError::AspectRatio(s.to_owned()))
+        Self::ALL.into_iter().find(|r| r.as_str() == t).ok_or_else(|| ParseError::AspectRatio(s.to_owned()))
     }
 }
 
@@ -314,11 +310,7 @@ pub fn native_canvas(ratio: AspectRatio, target_area: u32, multiple: u32) -> (u3
     // Sides are whole multiples near sqrt(u32 area * ratio); saturate rather than wrap if a
     // side ever passes u32::MAX.
     let to_u32 = |x: f64| {
-        if x >= f64::from(u32::MAX) {
-            u32::MAX
-        } else {
-            x as u32
-        }
+        if x >= f64::from(u32::MAX) { u32::MAX } else { x as u32 }
     };
     (to_u32(w), to_u32(h))
 }
@@ -358,10 +350,7 @@ mod tests {
             rows += 1;
         }
         assert_eq!(rows, 14);
-        assert_eq!(
-            output_pixels(AspectRatio::R21x9, ImageSize::S512),
-            (792, 336)
-        );
+        assert_eq!(output_pixels(AspectRatio::R21x9, ImageSize::S512), (792, 336));
     }
 
     #[test]
@@ -415,10 +404,7 @@ mod tests {
         for bad in ["1024", "8K", "1", "K", "", "1 K", "0.5"] {
             let err = bad.parse::<ImageSize>().unwrap_err();
             let msg = err.to_string();
-            assert!(
-                msg.contains("512") && msg.contains("1K") && msg.contains("4K"),
-                "{msg}"
-            );
+            assert!(msg.contains("512") && msg.contains("1K") && msg.contains("4K"), "{msg}");
         }
         assert_eq!(ImageSize::S1K.output_tokens(), 1120);
     }
@@ -457,18 +443,9 @@ mod tests {
     #[test]
     fn native_canvas_known_values() {
         assert_eq!(native_canvas(AspectRatio::R1x1, 512 * 512, 8), (512, 512));
-        assert_eq!(
-            native_canvas(AspectRatio::R1x1, 1024 * 1024, 64),
-            (1024, 1024)
-        );
-        assert_eq!(
-            native_canvas(AspectRatio::R16x9, 1024 * 1024, 64),
-            (1344, 768)
-        );
-        assert_eq!(
-            native_canvas(AspectRatio::R3x2, 1024 * 1024, 64),
-            (1280, 832)
-        );
+        assert_eq!(native_canvas(AspectRatio::R1x1, 1024 * 1024, 64), (1024, 1024));
+        assert_eq!(native_canvas(AspectRatio::R16x9, 1024 * 1024, 64), (1344, 768));
+        assert_eq!(native_canvas(AspectRatio::R3x2, 1024 * 1024, 64), (1280, 832));
         assert_eq!(native_canvas(AspectRatio::R3x4, 512 * 512, 64), (384, 512));
         assert_eq!(native_canvas(AspectRatio::R21x9, 512 * 512, 8), (784, 336));
         assert_eq!(native_canvas(AspectRatio::R8x1, 512 * 512, 64), (1536, 192));

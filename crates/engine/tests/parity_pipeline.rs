@@ -18,8 +18,17 @@ fn guidance(arch: &str) -> f32 {
 }
 
 fn load(arch: &str) -> Pipeline {
+    load_from(&ModelSource::Diffusers(tiny(arch)))
+}
+
+fn load_from(source: &ModelSource) -> Pipeline {
     let opts = LoadOptions { runtime: runtime(), ..Default::default() };
-    Pipeline::load(&ModelSource::Diffusers(tiny(arch)), &opts).unwrap()
+    Pipeline::load(source, &opts).unwrap()
+}
+
+/// The single-file checkpoint with the folder's configs (the tiny models have no presets).
+fn single_file(arch: &str) -> ModelSource {
+    ModelSource::SingleFile { file: tiny(&format!("{arch}.safetensors")), config_dir: Some(tiny(arch)) }
 }
 
 fn vec_of(a: &ArrayD<f32>) -> Vec<f32> {
@@ -40,8 +49,11 @@ fn assert_image_close(what: &str, img: &image::RgbImage, want: &ArrayD<f32>) {
 }
 
 fn run_t2i(arch: &str, negative: Option<&str>, final_name: &str, image_name: &str) {
+    run_t2i_on(&load(arch), arch, negative, final_name, image_name);
+}
+
+fn run_t2i_on(p: &Pipeline, arch: &str, negative: Option<&str>, final_name: &str, image_name: &str) {
     let refs = Refs::load(arch);
-    let p = load(arch);
     let g = guidance(arch);
     let cond = p.encode_prompt(PROMPT, negative, g).unwrap();
     if negative.is_some() {
@@ -95,6 +107,13 @@ fn sd2_txt2img_matches_diffusers() {
 #[test]
 fn sdxl_txt2img_matches_diffusers() {
     run_t2i("sdxl", Some(""), "t2i_final_latents", "t2i_image");
+}
+
+#[test]
+fn single_file_checkpoints_give_the_same_txt2img_as_diffusers() {
+    for arch in ["sd1", "sd2", "sdxl"] {
+        run_t2i_on(&load_from(&single_file(arch)), arch, Some(""), "t2i_final_latents", "t2i_image");
+    }
 }
 
 #[test]

@@ -40,10 +40,7 @@ pub fn hf_cache_dir_from(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
         return expand_home(&v, env).join("huggingface").join("hub");
     }
     let home = get("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home)
-        .join(".cache")
-        .join("huggingface")
-        .join("hub")
+    PathBuf::from(home).join(".cache").join("huggingface").join("hub")
 }
 
 pub(crate) fn expand_home(p: &str, env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
@@ -61,10 +58,7 @@ pub fn offline_from_env() -> bool {
 }
 
 pub(crate) fn is_truthy(v: &str) -> bool {
-    matches!(
-        v.trim().to_ascii_uppercase().as_str(),
-        "1" | "ON" | "YES" | "TRUE"
-    )
+    matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE")
 }
 
 /// `owner/name` → `models--owner--name`.
@@ -74,9 +68,7 @@ pub fn repo_folder_name(repo_id: &str) -> String {
 
 /// `models--owner--name` → `owner/name` (what `huggingface_hub` does).
 fn repo_id_from_folder(folder: &str) -> Option<String> {
-    folder
-        .strip_prefix("models--")
-        .map(|r| r.replace("--", "/"))
+    folder.strip_prefix("models--").map(|r| r.replace("--", "/"))
 }
 
 /// A full commit id, as opposed to a branch or tag name.
@@ -88,11 +80,7 @@ pub(crate) fn is_commit_hash(rev: &str) -> bool {
 #[derive(Debug)]
 pub(crate) enum CacheHit {
     /// Snapshot folder and its commit id.
-    Snapshot {
-        path: PathBuf,
-        commit: String,
-        note: Option<String>,
-    },
+    Snapshot { path: PathBuf, commit: String, note: Option<String> },
     /// Nothing usable cached.
     Miss,
 }
@@ -109,38 +97,27 @@ pub(crate) fn find_snapshot(cache: &Path, repo_id: &str, revision: Option<&str>)
     let commit = if is_commit_hash(rev) {
         Some(rev.to_ascii_lowercase())
     } else {
-        fs::read_to_string(repo_dir.join("refs").join(rev))
-            .ok()
-            .map(|s| s.trim().to_string())
+        fs::read_to_string(repo_dir.join("refs").join(rev)).ok().map(|s| s.trim().to_string())
     };
     if let Some(commit) = commit {
         let path = snapshots.join(&commit);
         if path.is_dir() {
-            return CacheHit::Snapshot {
-                path,
-                commit,
-                note: None,
-            };
+            return CacheHit::Snapshot { path, commit, note: None };
         }
         return CacheHit::Miss;
     }
     if revision.is_some() {
         return CacheHit::Miss;
     }
-    let newest = fs::read_dir(&snapshots).ok().and_then(|rd| {
-        rd.flatten()
-            .filter(|e| e.path().is_dir())
-            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-    });
+    let newest = fs::read_dir(&snapshots)
+        .ok()
+        .and_then(|rd| rd.flatten().filter(|e| e.path().is_dir()).max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok()));
     match newest {
         Some(e) => {
             let commit = e.file_name().to_string_lossy().into_owned();
             CacheHit::Snapshot {
                 path: e.path(),
-                note: Some(format!(
-                    "{} has no refs/main in the cache; using the newest snapshot {commit}",
-                    repo_id
-                )),
+                note: Some(format!("{} has no refs/main in the cache; using the newest snapshot {commit}", repo_id)),
                 commit,
             }
         }
@@ -149,11 +126,7 @@ pub(crate) fn find_snapshot(cache: &Path, repo_id: &str, revision: Option<&str>)
 }
 
 /// Candidate folders for a model inside a `PLANTAIN_MODELS` dir.
-pub(crate) fn plain_dir_candidates(
-    dir: &Path,
-    short: Option<&str>,
-    repo_id: Option<&str>,
-) -> Vec<PathBuf> {
+pub(crate) fn plain_dir_candidates(dir: &Path, short: Option<&str>, repo_id: Option<&str>) -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Some(s) = short {
         v.push(dir.join(s));
@@ -212,10 +185,7 @@ impl CacheDirs {
     pub fn from_env() -> Self {
         CacheDirs {
             hf_cache: hf_cache_dir(),
-            models_dir: std::env::var(PLANTAIN_MODELS_ENV)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            models_dir: std::env::var(PLANTAIN_MODELS_ENV).ok().filter(|v| !v.is_empty()).map(PathBuf::from),
         }
     }
 }
@@ -243,9 +213,7 @@ pub fn list_cached(dirs: &CacheDirs) -> Vec<CachedModel> {
 }
 
 fn name_for(repo_id: &str) -> String {
-    find_known_repo(repo_id)
-        .map(|k| k.name.to_string())
-        .unwrap_or_else(|| repo_id.to_string())
+    find_known_repo(repo_id).map(|k| k.name.to_string()).unwrap_or_else(|| repo_id.to_string())
 }
 
 fn list_repo(repo_dir: &Path, repo_id: &str, out: &mut Vec<CachedModel>) {
@@ -263,17 +231,8 @@ fn list_repo(repo_dir: &Path, repo_id: &str, out: &mut Vec<CachedModel>) {
             continue;
         }
         let commit = snap.file_name().to_string_lossy().into_owned();
-        let mut m = describe(
-            name_for(repo_id),
-            Some(repo_id.to_string()),
-            path,
-            CacheKind::HfCache,
-        );
-        m.refs = refs
-            .iter()
-            .filter(|(_, c)| *c == commit)
-            .map(|(r, _)| r.clone())
-            .collect();
+        let mut m = describe(name_for(repo_id), Some(repo_id.to_string()), path, CacheKind::HfCache);
+        m.refs = refs.iter().filter(|(_, c)| *c == commit).map(|(r, _)| r.clone()).collect();
         m.revision = Some(commit);
         out.push(m);
     }
@@ -293,9 +252,7 @@ fn collect_refs(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
 
 fn looks_like_model(p: &Path) -> bool {
     if p.is_file() {
-        return p
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        return p.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     }
     p.join("model_index.json").is_file() || p.join("onnx").is_dir()
 }
@@ -323,20 +280,12 @@ fn list_models_dir(dir: &Path, out: &mut Vec<CachedModel>) {
             let Ok(inner) = fs::read_dir(&p) else {
                 continue;
             };
-            let mut inner: Vec<_> = inner
-                .flatten()
-                .filter(|i| looks_like_model(&i.path()))
-                .collect();
+            let mut inner: Vec<_> = inner.flatten().filter(|i| looks_like_model(&i.path())).collect();
             inner.sort_by_key(|i| i.file_name());
             for i in inner {
                 let rel = format!("{fname}/{}", i.file_name().to_string_lossy());
                 if i.path().is_dir() {
-                    out.push(describe(
-                        name_for(&rel),
-                        Some(rel),
-                        i.path(),
-                        CacheKind::ModelsDir,
-                    ));
+                    out.push(describe(name_for(&rel), Some(rel), i.path(), CacheKind::ModelsDir));
                 } else {
                     out.push(describe(rel, None, i.path(), CacheKind::ModelsDir));
                 }
@@ -370,11 +319,7 @@ fn describe(name: String, repo_id: Option<String>, path: PathBuf, kind: CacheKin
             m.components = i.components;
         }
         Err(e) => {
-            m.size_bytes = if path.is_dir() {
-                dir_size(&path, &mut HashSet::new())
-            } else {
-                0
-            };
+            m.size_bytes = if path.is_dir() { dir_size(&path, &mut HashSet::new()) } else { 0 };
             m.missing = vec![e.to_string()];
         }
     }
@@ -383,19 +328,11 @@ fn describe(name: String, repo_id: Option<String>, path: PathBuf, kind: CacheKin
 
 /// Variants present for every required model component.
 fn common_variants(components: &[ComponentInfo]) -> Vec<String> {
-    let models: Vec<_> = components
-        .iter()
-        .filter(|c| c.kind == crate::inspect::ComponentKind::Model && !c.optional)
-        .collect();
+    let models: Vec<_> = components.iter().filter(|c| c.kind == crate::inspect::ComponentKind::Model && !c.optional).collect();
     let Some(first) = models.first() else {
         return Vec::new();
     };
-    first
-        .variants
-        .iter()
-        .filter(|v| models.iter().all(|c| c.variants.contains(v)))
-        .cloned()
-        .collect()
+    first.variants.iter().filter(|v| models.iter().all(|c| c.variants.contains(v))).cloned().collect()
 }
 
 #[cfg(test)]
@@ -404,50 +341,18 @@ mod tests {
 
     #[test]
     fn cache_dir_precedence() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
+        let env =
+            |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        assert_eq!(hf_cache_dir_from(&env(&[("HOME", "/h")])), PathBuf::from("/h/.cache/huggingface/hub"));
+        assert_eq!(hf_cache_dir_from(&env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])), PathBuf::from("/x/huggingface/hub"));
+        assert_eq!(hf_cache_dir_from(&env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x"), ("HF_HOME", "~/hf")])), PathBuf::from("/h/hf/hub"));
+        assert_eq!(hf_cache_dir_from(&env(&[("HF_HOME", "/hf"), ("HUGGINGFACE_HUB_CACHE", "/old")])), PathBuf::from("/old"));
         assert_eq!(
-            hf_cache_dir_from(&env(&[("HOME", "/h")])),
-            PathBuf::from("/h/.cache/huggingface/hub")
-        );
-        assert_eq!(
-            hf_cache_dir_from(&env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")])),
-            PathBuf::from("/x/huggingface/hub")
-        );
-        assert_eq!(
-            hf_cache_dir_from(&env(&[
-                ("HOME", "/h"),
-                ("XDG_CACHE_HOME", "/x"),
-                ("HF_HOME", "~/hf")
-            ])),
-            PathBuf::from("/h/hf/hub")
-        );
-        assert_eq!(
-            hf_cache_dir_from(&env(&[
-                ("HF_HOME", "/hf"),
-                ("HUGGINGFACE_HUB_CACHE", "/old")
-            ])),
-            PathBuf::from("/old")
-        );
-        assert_eq!(
-            hf_cache_dir_from(&env(&[
-                ("HF_HOME", "/hf"),
-                ("HUGGINGFACE_HUB_CACHE", "/old"),
-                ("HF_HUB_CACHE", "/c")
-            ])),
+            hf_cache_dir_from(&env(&[("HF_HOME", "/hf"), ("HUGGINGFACE_HUB_CACHE", "/old"), ("HF_HUB_CACHE", "/c")])),
             PathBuf::from("/c")
         );
         // Empty values count as unset, as in huggingface_hub.
-        assert_eq!(
-            hf_cache_dir_from(&env(&[("HOME", "/h"), ("HF_HOME", "")])),
-            PathBuf::from("/h/.cache/huggingface/hub")
-        );
+        assert_eq!(hf_cache_dir_from(&env(&[("HOME", "/h"), ("HF_HOME", "")])), PathBuf::from("/h/.cache/huggingface/hub"));
     }
 
     #[test]
@@ -458,14 +363,8 @@ mod tests {
         for f in ["0", "", "off", "no"] {
             assert!(!is_truthy(f), "{f}");
         }
-        assert_eq!(
-            repo_folder_name("stabilityai/sd-turbo"),
-            "models--stabilityai--sd-turbo"
-        );
-        assert_eq!(
-            repo_id_from_folder("models--stabilityai--sd-turbo").as_deref(),
-            Some("stabilityai/sd-turbo")
-        );
+        assert_eq!(repo_folder_name("stabilityai/sd-turbo"), "models--stabilityai--sd-turbo");
+        assert_eq!(repo_id_from_folder("models--stabilityai--sd-turbo").as_deref(), Some("stabilityai/sd-turbo"));
         assert!(repo_id_from_folder("datasets--x--y").is_none());
         assert!(is_commit_hash(&"a".repeat(40)));
         assert!(!is_commit_hash("main"));

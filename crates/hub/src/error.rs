@@ -52,11 +52,7 @@ pub enum HubError {
     /// A bare word that is neither a known model name nor an existing path.
     #[error("unknown model name `{name}`{}. Known names: {known}; or pass a hub id (owner/name) or a local path",
         suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
-    UnknownName {
-        name: String,
-        suggestion: Option<String>,
-        known: String,
-    },
+    UnknownName { name: String, suggestion: Option<String>, known: String },
 
     /// A spec that cannot be parsed (empty, bad characters, `@` without a revision, …).
     #[error("cannot understand model spec `{spec}`: {reason}")]
@@ -69,12 +65,7 @@ pub enum HubError {
          (e.g. `huggingface-cli download {repo_id}`) and pass `--model /path/to/folder`",
         revision.as_ref().map(|r| format!(" @ {r}")).unwrap_or_default()
     )]
-    NotCached {
-        name: String,
-        repo_id: String,
-        revision: Option<String>,
-        searched: String,
-    },
+    NotCached { name: String, repo_id: String, revision: Option<String>, searched: String },
 
     /// A model folder or cached snapshot that is missing files a pipeline needs (an interrupted
     /// download, a partial copy, or a partial download made by another tool).
@@ -117,13 +108,7 @@ pub enum HubError {
          copy the folder here and pass `--model /path/to/folder`; or copy that machine's Hugging Face cache \
          and point HF_HOME at it. Set HF_ENDPOINT if you use a mirror"
     )]
-    Unreachable {
-        endpoint: String,
-        name: String,
-        repo_id: String,
-        detail: String,
-        elapsed: Duration,
-    },
+    Unreachable { endpoint: String, name: String, repo_id: String, detail: String, elapsed: Duration },
 
     /// The repo does not exist, or is private and no token was sent.
     #[error(
@@ -145,11 +130,7 @@ pub enum HubError {
          repos), be private, or be gated. Check the spelling; for a gated model accept its licence at \
          {endpoint}/{repo_id} and set HF_TOKEN to a read token of that account"
     )]
-    AccessDenied {
-        repo_id: String,
-        endpoint: String,
-        detail: String,
-    },
+    AccessDenied { repo_id: String, endpoint: String, detail: String },
 
     /// Pull only understands diffusers-layout repos.
     #[error(
@@ -163,11 +144,7 @@ pub enum HubError {
         "component `{component}` of `{repo_id}` has no .safetensors weights (found: {found}); plantain only \
          loads safetensors because pickle files can run code. Try another revision of the repo"
     )]
-    NoSafetensors {
-        repo_id: String,
-        component: String,
-        found: String,
-    },
+    NoSafetensors { repo_id: String, component: String, found: String },
 
     /// No byte arrived for a long time during a download.
     #[error(
@@ -196,9 +173,6 @@ pub enum HubError {
 
 impl HubError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        HubError::Io {
-            path: path.into(),
-            source,
-        }
+        HubError::Io { path: path.into(), source }
     }
 }

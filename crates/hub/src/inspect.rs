@@ -111,33 +111,24 @@ pub fn inspect_path(path: &Path) -> Result<Inspection> {
 }
 
 fn ext_lower(path: &Path) -> Option<String> {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
+    path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase())
 }
 
 fn inspect_file(path: &Path, len: u64) -> Result<Inspection> {
     match ext_lower(path).as_deref() {
         Some("safetensors") => {}
         Some(ext) if PICKLE_EXTS.contains(&ext) => {
-            return Err(HubError::PickleRejected {
-                path: path.to_path_buf(),
-                ext: ext.to_string(),
-            });
+            return Err(HubError::PickleRejected { path: path.to_path_buf(), ext: ext.to_string() });
         }
         _ => {
-            return Err(HubError::UnsupportedFile {
-                path: path.to_path_buf(),
-            });
+            return Err(HubError::UnsupportedFile { path: path.to_path_buf() });
         }
     }
     let keys = safetensors_keys(path)?;
     let mut notes = Vec::new();
     let family = family_from_checkpoint_keys(&keys);
     match family {
-        None => notes.push(
-            "could not tell the architecture from the tensor names (not an SD 1.x/2.x/XL full checkpoint?)".into(),
-        ),
+        None => notes.push("could not tell the architecture from the tensor names (not an SD 1.x/2.x/XL full checkpoint?)".into()),
         Some(Family::Sd2) => notes.push(
             "SD 2.x single files may be 768px v-prediction or 512px epsilon (\"base\"); assuming 768px \
              v-prediction - override the resolution/prediction if images come out wrong"
@@ -159,33 +150,20 @@ fn inspect_file(path: &Path, len: u64) -> Result<Inspection> {
 
 /// Tensor names from a safetensors header, without reading the tensors.
 pub(crate) fn safetensors_keys(path: &Path) -> Result<Vec<String>> {
-    let bad = |detail: String| HubError::BadConfig {
-        path: path.to_path_buf(),
-        detail,
-    };
+    let bad = |detail: String| HubError::BadConfig { path: path.to_path_buf(), detail };
     let mut f = fs::File::open(path).map_err(|e| HubError::io(path, e))?;
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(|e| {
-        bad(format!(
-            "not a safetensors file (no 8-byte header length: {e})"
-        ))
-    })?;
+    f.read_exact(&mut len).map_err(|e| bad(format!("not a safetensors file (no 8-byte header length: {e})")))?;
     let n = u64::from_le_bytes(len);
     // The format caps headers at 100 MB; anything larger is corrupt or not safetensors.
     if n > 100_000_000 {
-        return Err(bad(format!(
-            "not a safetensors file (header length {n} is implausible)"
-        )));
+        return Err(bad(format!("not a safetensors file (header length {n} is implausible)")));
     }
     let mut buf = vec![0u8; n as usize];
-    f.read_exact(&mut buf)
-        .map_err(|e| bad(format!("safetensors header is truncated ({e})")))?;
-    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&buf)
-        .map_err(|e| bad(format!("safetensors header is not valid JSON ({e})")))?;
-    Ok(v.into_iter()
-        .map(|(k, _)| k)
-        .filter(|k| k != "__metadata__")
-        .collect())
+    f.read_exact(&mut buf).map_err(|e| bad(format!("safetensors header is truncated ({e})")))?;
+    let v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&buf).map_err(|e| bad(format!("safetensors header is not valid JSON ({e})")))?;
+    Ok(v.into_iter().map(|(k, _)| k).filter(|k| k != "__metadata__").collect())
 }
 
 /// Family of an original-layout (LDM) full checkpoint, from its text-encoder keys.
@@ -204,10 +182,7 @@ fn family_from_checkpoint_keys(keys: &[String]) -> Option<Family> {
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let bytes = fs::read(path).map_err(|e| HubError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| HubError::BadConfig {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
+    serde_json::from_slice(&bytes).map_err(|e| HubError::BadConfig { path: path.to_path_buf(), detail: e.to_string() })
 }
 
 /// Parsed `model_index.json`: pipeline class and `component -> class` (null entries dropped).
@@ -217,10 +192,9 @@ pub(crate) struct ModelIndex {
 }
 
 pub(crate) fn parse_model_index(value: &serde_json::Value, path: &Path) -> Result<ModelIndex> {
-    let obj = value.as_object().ok_or_else(|| HubError::BadConfig {
-        path: path.to_path_buf(),
-        detail: "model_index.json is not a JSON object".into(),
-    })?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| HubError::BadConfig { path: path.to_path_buf(), detail: "model_index.json is not a JSON object".into() })?;
     let mut components = BTreeMap::new();
     for (k, v) in obj {
         if k.starts_with('_') {
@@ -234,13 +208,7 @@ pub(crate) fn parse_model_index(value: &serde_json::Value, path: &Path) -> Resul
             components.insert(k.clone(), class.to_string());
         }
     }
-    Ok(ModelIndex {
-        class_name: obj
-            .get("_class_name")
-            .and_then(|v| v.as_str())
-            .map(str::to_string),
-        components,
-    })
+    Ok(ModelIndex { class_name: obj.get("_class_name").and_then(|v| v.as_str()).map(str::to_string), components })
 }
 
 /// Variant label of a weight file name, `None` when unsuffixed.
@@ -272,10 +240,7 @@ pub(crate) fn index_variant(file_name: &str) -> Option<Option<String>> {
     let rest = file_name.split_once(".safetensors.index")?.1;
     match rest {
         ".json" => Some(None),
-        _ => rest
-            .strip_prefix('.')?
-            .strip_suffix(".json")
-            .map(|v| Some(v.to_string())),
+        _ => rest.strip_prefix('.')?.strip_suffix(".json").map(|v| Some(v.to_string())),
     }
 }
 
@@ -286,10 +251,7 @@ pub(crate) fn variant_label(v: &Option<String>) -> String {
 
 /// Size of a file with symlinks followed; `None` for dangling links (a partial HF download).
 fn file_size(path: &Path) -> Option<u64> {
-    fs::metadata(path)
-        .ok()
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
+    fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len())
 }
 
 /// Sum of file sizes under `dir`, symlinks followed, each target counted once.
@@ -317,11 +279,7 @@ fn has_onnx(dir: &Path, depth: u32) -> bool {
     };
     rd.flatten().any(|e| {
         let p = e.path();
-        if p.is_dir() {
-            depth > 0 && has_onnx(&p, depth - 1)
-        } else {
-            ext_lower(&p).as_deref() == Some("onnx")
-        }
+        if p.is_dir() { depth > 0 && has_onnx(&p, depth - 1) } else { ext_lower(&p).as_deref() == Some("onnx") }
     })
 }
 
@@ -347,63 +305,33 @@ fn inspect_dir(path: &Path) -> Result<Inspection> {
         components.push(c);
     }
     let any_safetensors = components.iter().any(|c| !c.variants.is_empty());
-    let layout = if !any_safetensors && onnx {
-        Layout::Onnx
-    } else {
-        Layout::Diffusers
-    };
+    let layout = if !any_safetensors && onnx { Layout::Onnx } else { Layout::Diffusers };
     if layout == Layout::Onnx {
         // ONNX exports carry weights inside the .onnx files; only presence is checked.
         missing.clear();
     }
     let (family, config_defaults, notes) = family_from_configs(path, index.class_name.as_deref());
     let size_bytes = dir_size(path, &mut HashSet::new());
-    Ok(Inspection {
-        layout,
-        components,
-        missing,
-        family,
-        config_defaults,
-        onnx,
-        size_bytes,
-        notes,
-    })
+    Ok(Inspection { layout, components, missing, family, config_defaults, onnx, size_bytes, notes })
 }
 
 fn not_a_model(path: &Path) -> HubError {
     // A common mistake is pointing at the HF cache repo folder instead of a snapshot.
     let hint = if path.join("snapshots").is_dir() {
-        format!(
-            " (this looks like a Hugging Face cache repo folder: use one of `{}/snapshots/<revision>`)",
-            path.display()
-        )
-    } else if fs::read_dir(path).is_ok_and(|rd| {
-        rd.flatten()
-            .any(|e| ext_lower(&e.path()).is_some_and(|x| x == "safetensors"))
-    }) {
-        " (it contains .safetensors files: pass one of them directly for a single-file checkpoint)"
-            .to_string()
+        format!(" (this looks like a Hugging Face cache repo folder: use one of `{}/snapshots/<revision>`)", path.display())
+    } else if fs::read_dir(path).is_ok_and(|rd| rd.flatten().any(|e| ext_lower(&e.path()).is_some_and(|x| x == "safetensors"))) {
+        " (it contains .safetensors files: pass one of them directly for a single-file checkpoint)".to_string()
     } else {
         String::new()
     };
-    HubError::NotAModelFolder {
-        path: path.to_path_buf(),
-        hint,
-    }
+    HubError::NotAModelFolder { path: path.to_path_buf(), hint }
 }
 
 fn onnx_only(path: &Path) -> Inspection {
     let mut components = Vec::new();
-    let base = if path.join("onnx").is_dir() {
-        path.join("onnx")
-    } else {
-        path.to_path_buf()
-    };
+    let base = if path.join("onnx").is_dir() { path.join("onnx") } else { path.to_path_buf() };
     if let Ok(rd) = fs::read_dir(&base) {
-        let mut names: Vec<_> = rd
-            .flatten()
-            .filter(|e| e.path().is_dir() && has_onnx(&e.path(), 0))
-            .collect();
+        let mut names: Vec<_> = rd.flatten().filter(|e| e.path().is_dir() && has_onnx(&e.path(), 0)).collect();
         names.sort_by_key(|e| e.file_name());
         for e in names {
             let mut seen = HashSet::new();
@@ -427,9 +355,7 @@ fn onnx_only(path: &Path) -> Inspection {
         config_defaults: None,
         onnx: true,
         size_bytes: dir_size(path, &mut HashSet::new()),
-        notes: vec![
-            "ONNX export without model_index.json: family and completeness were not checked".into(),
-        ],
+        notes: vec!["ONNX export without model_index.json: family and completeness were not checked".into()],
     }
 }
 
@@ -449,12 +375,7 @@ fn describe_missing(root: &Path, c: &ComponentInfo) -> String {
     }
 }
 
-fn inspect_component(
-    root: &Path,
-    name: &str,
-    class: &str,
-    seen: &mut HashSet<PathBuf>,
-) -> Result<ComponentInfo> {
+fn inspect_component(root: &Path, name: &str, class: &str, seen: &mut HashSet<PathBuf>) -> Result<ComponentInfo> {
     let kind = ComponentKind::from_class(class);
     let dir = root.join(name);
     let optional = OPTIONAL_COMPONENTS.contains(&name);
@@ -478,9 +399,7 @@ fn inspect_component(
         ComponentKind::Scheduler => present("scheduler_config.json"),
         ComponentKind::Processor => present("preprocessor_config.json"),
         ComponentKind::Tokenizer => {
-            (present("vocab.json") && present("merges.txt"))
-                || present("tokenizer.json")
-                || present("spiece.model")
+            (present("vocab.json") && present("merges.txt")) || present("tokenizer.json") || present("spiece.model")
         }
         ComponentKind::Model => {
             info.variants = complete_variants(&dir)?;
@@ -541,18 +460,11 @@ fn json_at(path: &Path) -> Option<serde_json::Value> {
 }
 
 /// Family and config-derived defaults of a diffusers folder.
-fn family_from_configs(
-    root: &Path,
-    class_name: Option<&str>,
-) -> (Option<Family>, Option<Defaults>, Vec<String>) {
+fn family_from_configs(root: &Path, class_name: Option<&str>) -> (Option<Family>, Option<Defaults>, Vec<String>) {
     let mut notes = Vec::new();
     let unet = json_at(&root.join("unet/config.json"));
-    let cross = unet
-        .as_ref()
-        .and_then(|u| u.get("cross_attention_dim"))
-        .and_then(|v| v.as_u64());
-    let te_hidden = json_at(&root.join("text_encoder/config.json"))
-        .and_then(|t| t.get("hidden_size").and_then(|v| v.as_u64()));
+    let cross = unet.as_ref().and_then(|u| u.get("cross_attention_dim")).and_then(|v| v.as_u64());
+    let te_hidden = json_at(&root.join("text_encoder/config.json")).and_then(|t| t.get("hidden_size").and_then(|v| v.as_u64()));
     let is_xl_class = class_name.is_some_and(|c| c.contains("XL"));
     let family = match (cross, te_hidden) {
         _ if is_xl_class => Some(Family::Sdxl),
@@ -569,25 +481,15 @@ fn family_from_configs(
         return (None, None, notes);
     };
     let mut d = family.defaults();
-    if let Some(size) = unet
-        .as_ref()
-        .and_then(|u| u.get("sample_size"))
-        .and_then(|v| v.as_u64())
-    {
+    if let Some(size) = unet.as_ref().and_then(|u| u.get("sample_size")).and_then(|v| v.as_u64()) {
         // Latents are 1/8 of the image in every SD VAE.
         d.resolution = (size * 8) as u32;
     }
     let sched = json_at(&root.join("scheduler/scheduler_config.json"));
-    match sched
-        .as_ref()
-        .and_then(|s| s.get("prediction_type"))
-        .and_then(|v| v.as_str())
-    {
+    match sched.as_ref().and_then(|s| s.get("prediction_type")).and_then(|v| v.as_str()) {
         Some("v_prediction") => d.prediction = Prediction::VPrediction,
         Some("epsilon") => d.prediction = Prediction::Epsilon,
-        Some(other) => notes.push(format!(
-            "scheduler prediction_type `{other}` is not supported by plantain"
-        )),
+        Some(other) => notes.push(format!("scheduler prediction_type `{other}` is not supported by plantain")),
         None => {}
     }
     (Some(family), Some(d), notes)
@@ -599,28 +501,13 @@ mod tests {
 
     #[test]
     fn variant_names() {
-        assert_eq!(
-            weight_variant("diffusion_pytorch_model.safetensors"),
-            Some(None)
-        );
-        assert_eq!(
-            weight_variant("diffusion_pytorch_model.fp16.safetensors"),
-            Some(Some("fp16".into()))
-        );
-        assert_eq!(
-            weight_variant("model.fp16-00001-of-00002.safetensors"),
-            Some(Some("fp16".into()))
-        );
-        assert_eq!(
-            weight_variant("model-00001-of-00002.safetensors"),
-            Some(None)
-        );
+        assert_eq!(weight_variant("diffusion_pytorch_model.safetensors"), Some(None));
+        assert_eq!(weight_variant("diffusion_pytorch_model.fp16.safetensors"), Some(Some("fp16".into())));
+        assert_eq!(weight_variant("model.fp16-00001-of-00002.safetensors"), Some(Some("fp16".into())));
+        assert_eq!(weight_variant("model-00001-of-00002.safetensors"), Some(None));
         assert_eq!(weight_variant("model.bin"), None);
         assert_eq!(index_variant("model.safetensors.index.json"), Some(None));
-        assert_eq!(
-            index_variant("model.safetensors.index.fp16.json"),
-            Some(Some("fp16".into()))
-        );
+        assert_eq!(index_variant("model.safetensors.index.fp16.json"), Some(Some("fp16".into())));
         assert_eq!(index_variant("config.json"), None);
     }
 }

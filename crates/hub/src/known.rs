@@ -20,24 +20,9 @@ impl Family {
     /// Defaults used when only the family is known (arbitrary local folders).
     pub fn defaults(self) -> Defaults {
         match self {
-            Family::Sd1 => Defaults {
-                steps: 25,
-                guidance: 7.5,
-                resolution: 512,
-                prediction: Prediction::Epsilon,
-            },
-            Family::Sd2 => Defaults {
-                steps: 25,
-                guidance: 7.5,
-                resolution: 768,
-                prediction: Prediction::VPrediction,
-            },
-            Family::Sdxl => Defaults {
-                steps: 30,
-                guidance: 5.0,
-                resolution: 1024,
-                prediction: Prediction::Epsilon,
-            },
+            Family::Sd1 => Defaults { steps: 25, guidance: 7.5, resolution: 512, prediction: Prediction::Epsilon },
+            Family::Sd2 => Defaults { steps: 25, guidance: 7.5, resolution: 768, prediction: Prediction::VPrediction },
+            Family::Sdxl => Defaults { steps: 30, guidance: 5.0, resolution: 1024, prediction: Prediction::Epsilon },
         }
     }
 
@@ -111,12 +96,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         name: "sd-turbo",
         source: KnownSource::Hub("stabilityai/sd-turbo"),
         family: Some(Family::Sd2),
-        defaults: Some(Defaults {
-            steps: 1,
-            guidance: 0.0,
-            resolution: 512,
-            prediction: Prediction::Epsilon,
-        }),
+        defaults: Some(Defaults { steps: 1, guidance: 0.0, resolution: 512, prediction: Prediction::Epsilon }),
         licence: SAI_NC,
         description: "SD 2.1 distilled for 1-4 step sampling (ADD), 512px, no guidance",
     },
@@ -124,12 +104,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         name: "sdxl-turbo",
         source: KnownSource::Hub("stabilityai/sdxl-turbo"),
         family: Some(Family::Sdxl),
-        defaults: Some(Defaults {
-            steps: 1,
-            guidance: 0.0,
-            resolution: 512,
-            prediction: Prediction::Epsilon,
-        }),
+        defaults: Some(Defaults { steps: 1, guidance: 0.0, resolution: 512, prediction: Prediction::Epsilon }),
         licence: SAI_NC,
         description: "SDXL distilled for 1-4 step sampling (ADD), 512px, no guidance",
     },
@@ -137,12 +112,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         name: "sd15",
         source: KnownSource::Hub("stable-diffusion-v1-5/stable-diffusion-v1-5"),
         family: Some(Family::Sd1),
-        defaults: Some(Defaults {
-            steps: 25,
-            guidance: 7.5,
-            resolution: 512,
-            prediction: Prediction::Epsilon,
-        }),
+        defaults: Some(Defaults { steps: 25, guidance: 7.5, resolution: 512, prediction: Prediction::Epsilon }),
         licence: "CreativeML OpenRAIL-M (use-based restrictions apply; see the model card)",
         description: "Stable Diffusion 1.5, 512px",
     },
@@ -150,12 +120,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         name: "sd21",
         source: KnownSource::Hub("stabilityai/stable-diffusion-2-1"),
         family: Some(Family::Sd2),
-        defaults: Some(Defaults {
-            steps: 25,
-            guidance: 7.5,
-            resolution: 768,
-            prediction: Prediction::VPrediction,
-        }),
+        defaults: Some(Defaults { steps: 25, guidance: 7.5, resolution: 768, prediction: Prediction::VPrediction }),
         licence: "CreativeML OpenRAIL++-M (use-based restrictions apply; see the model card)",
         description: "Stable Diffusion 2.1, 768px, v-prediction",
     },
@@ -163,12 +128,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         name: "sdxl",
         source: KnownSource::Hub("stabilityai/stable-diffusion-xl-base-1.0"),
         family: Some(Family::Sdxl),
-        defaults: Some(Defaults {
-            steps: 30,
-            guidance: 5.0,
-            resolution: 1024,
-            prediction: Prediction::Epsilon,
-        }),
+        defaults: Some(Defaults { steps: 30, guidance: 5.0, resolution: 1024, prediction: Prediction::Epsilon }),
         licence: "CreativeML OpenRAIL++-M (use-based restrictions apply; see the model card)",
         description: "SDXL 1.0 base, 1024px",
     },
@@ -184,19 +144,12 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
 
 /// Comma-separated list of short names, for error messages.
 pub fn known_names() -> String {
-    KNOWN_MODELS
-        .iter()
-        .map(|m| m.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Lower-case and drop separators, so `SD-Turbo`, `sd_turbo` and `sdturbo` all match.
 fn normalise(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
+    s.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
 }
 
 /// Exact lookup, forgiving case and separators (`SD-1.5` finds `sd15`).
@@ -210,9 +163,7 @@ pub fn find_known(name: &str) -> Option<&'static KnownModel> {
 
 /// The known model whose hub repo is `repo_id` (case-insensitive, as the hub is).
 pub fn find_known_repo(repo_id: &str) -> Option<&'static KnownModel> {
-    KNOWN_MODELS
-        .iter()
-        .find(|m| m.repo_id().is_some_and(|r| r.eq_ignore_ascii_case(repo_id)))
+    KNOWN_MODELS.iter().find(|m| m.repo_id().is_some_and(|r| r.eq_ignore_ascii_case(repo_id)))
 }
 
 /// Closest short name to a mistyped one, for "did you mean …?".
@@ -279,28 +230,19 @@ mod tests {
         assert_eq!((x.steps, x.guidance, x.resolution), (1, 0.0, 512));
 
         let s15 = find_known("sd15").unwrap();
-        assert_eq!(
-            s15.repo_id(),
-            Some("stable-diffusion-v1-5/stable-diffusion-v1-5")
-        );
+        assert_eq!(s15.repo_id(), Some("stable-diffusion-v1-5/stable-diffusion-v1-5"));
         let d = s15.defaults.unwrap();
         assert_eq!((d.steps, d.guidance, d.resolution), (25, 7.5, 512));
 
         let s21 = find_known("sd21").unwrap().defaults.unwrap();
-        assert_eq!(
-            (s21.steps, s21.resolution, s21.prediction),
-            (25, 768, Prediction::VPrediction)
-        );
+        assert_eq!((s21.steps, s21.resolution, s21.prediction), (25, 768, Prediction::VPrediction));
 
         let xl = find_known("sdxl").unwrap();
         assert_eq!(xl.family, Some(Family::Sdxl));
         let d = xl.defaults.unwrap();
         assert_eq!((d.steps, d.guidance, d.resolution), (30, 5.0, 1024));
 
-        assert_eq!(
-            find_known("plantain-nano").unwrap().source,
-            KnownSource::Bundled
-        );
+        assert_eq!(find_known("plantain-nano").unwrap().source, KnownSource::Bundled);
         assert!(KNOWN_MODELS.iter().all(|m| !m.licence.is_empty()));
     }
 
@@ -322,9 +264,6 @@ mod tests {
         assert_eq!(suggest("stable-diffusion-xl-base-1.0"), Some("sdxl"));
         assert_eq!(suggest("turbo"), Some("sd-turbo"));
         assert_eq!(suggest("midjourney"), None);
-        assert_eq!(
-            find_known_repo("StabilityAI/SD-Turbo").unwrap().name,
-            "sd-turbo"
-        );
+        assert_eq!(find_known_repo("StabilityAI/SD-Turbo").unwrap().name, "sd-turbo");
     }
 }

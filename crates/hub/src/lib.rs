@@ -42,16 +42,11 @@ mod pull;
 mod resolve;
 
 pub use cache::{
-    CacheDirs, CacheKind, CachedModel, PLANTAIN_MODELS_ENV, PLANTAIN_NANO_DIR_ENV, hf_cache_dir,
-    hf_cache_dir_from, list_cached, offline_from_env, repo_folder_name,
+    CacheDirs, CacheKind, CachedModel, PLANTAIN_MODELS_ENV, PLANTAIN_NANO_DIR_ENV, hf_cache_dir, hf_cache_dir_from, list_cached,
+    offline_from_env, repo_folder_name,
 };
 pub use error::{HubError, Result};
-pub use inspect::{
-    ComponentInfo, ComponentKind, Inspection, Layout, OPTIONAL_COMPONENTS, inspect_path,
-};
-pub use known::{
-    Defaults, Family, KNOWN_MODELS, KnownModel, KnownSource, Prediction, find_known,
-    find_known_repo, known_names, suggest,
-};
+pub use inspect::{ComponentInfo, ComponentKind, Inspection, Layout, OPTIONAL_COMPONENTS, inspect_path};
+pub use known::{Defaults, Family, KNOWN_MODELS, KnownModel, KnownSource, Prediction, find_known, find_known_repo, known_names, suggest};
 pub use pull::{PullEvent, PullOptions, Variant, pull, pull_async};
 pub use resolve::{Origin, ResolveOptions, ResolvedModel, resolve};

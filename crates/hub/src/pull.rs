@@ -17,13 +17,9 @@ use futures_util::StreamExt;
 use hf_hub::progress::{DownloadEvent, ProgressEvent, ProgressHandler};
 use hf_hub::{HFClient, HFError};
 
-use crate::cache::{
-    CacheHit, find_snapshot, hf_cache_dir, is_commit_hash, offline_from_env, repo_folder_name,
-};
+use crate::cache::{CacheHit, find_snapshot, hf_cache_dir, is_commit_hash, offline_from_env, repo_folder_name};
 use crate::error::{HubError, Result};
-use crate::inspect::{
-    ComponentKind, index_variant, inspect_path, parse_model_index, variant_label, weight_variant,
-};
+use crate::inspect::{ComponentKind, index_variant, inspect_path, parse_model_index, variant_label, weight_variant};
 use crate::known::{KnownSource, find_known, find_known_repo, known_names, suggest};
 use crate::resolve::{Spec, parse_spec};
 
@@ -110,11 +106,7 @@ impl Default for PullOptions {
 impl PullOptions {
     /// Defaults plus `HF_HUB_OFFLINE` and the cache location from the environment.
     pub fn from_env() -> Self {
-        PullOptions {
-            cache_dir: hf_cache_dir(),
-            offline: offline_from_env(),
-            ..Default::default()
-        }
+        PullOptions { cache_dir: hf_cache_dir(), offline: offline_from_env(), ..Default::default() }
     }
 }
 
@@ -130,12 +122,7 @@ pub enum PullEvent {
     /// A choice worth telling the user about (variant fallbacks, skipped components).
     Note(String),
     /// Throttled to a few per second; only sent when something changed.
-    Progress {
-        files_done: usize,
-        files_total: usize,
-        bytes_done: u64,
-        bytes_total: u64,
-    },
+    Progress { files_done: usize, files_total: usize, bytes_done: u64, bytes_total: u64 },
     /// Done; the snapshot folder to pass to `--model`.
     Finished { path: PathBuf },
 }
@@ -149,44 +136,25 @@ pub(crate) struct PullTarget {
 }
 
 pub(crate) fn pull_target(spec: &str) -> Result<PullTarget> {
-    let not = |reason: String| HubError::NotPullable {
-        spec: spec.to_string(),
-        reason,
-    };
+    let not = |reason: String| HubError::NotPullable { spec: spec.to_string(), reason };
     match parse_spec(spec)? {
         Spec::Known { model, revision } => {
             let k = find_known(model).expect("table name");
             match k.source {
-                KnownSource::Hub(repo) => {
-                    Ok(PullTarget { name: k.name.to_string(), repo_id: repo.to_string(), revision })
+                KnownSource::Hub(repo) => Ok(PullTarget { name: k.name.to_string(), repo_id: repo.to_string(), revision }),
+                KnownSource::Bundled => {
+                    Err(not("plantain-nano ships with plantain and is never downloaded; set PLANTAIN_NANO_DIR to its folder".into()))
                 }
-                KnownSource::Bundled => Err(not(
-                    "plantain-nano ships with plantain and is never downloaded; set PLANTAIN_NANO_DIR to its folder"
-                        .into(),
-                )),
             }
         }
-        Spec::Repo {
-            repo_id, revision, ..
-        } => {
-            let name = find_known_repo(&repo_id)
-                .map(|k| k.name.to_string())
-                .unwrap_or_else(|| repo_id.clone());
-            Ok(PullTarget {
-                name,
-                repo_id,
-                revision,
-            })
+        Spec::Repo { repo_id, revision, .. } => {
+            let name = find_known_repo(&repo_id).map(|k| k.name.to_string()).unwrap_or_else(|| repo_id.clone());
+            Ok(PullTarget { name, repo_id, revision })
         }
-        Spec::Path(p) => Err(not(format!(
-            "`{}` is a local path, so there is nothing to download; pass it to --model as it is",
-            p.display()
-        ))),
-        Spec::Bare(w) => Err(HubError::UnknownName {
-            suggestion: suggest(&w).map(str::to_string),
-            name: w,
-            known: known_names(),
-        }),
+        Spec::Path(p) => {
+            Err(not(format!("`{}` is a local path, so there is nothing to download; pass it to --model as it is", p.display())))
+        }
+        Spec::Bare(w) => Err(HubError::UnknownName { suggestion: suggest(&w).map(str::to_string), name: w, known: known_names() }),
     }
 }
 
@@ -216,10 +184,7 @@ pub(crate) fn select_files(
     let index = parse_model_index(model_index, Path::new("model_index.json"))?;
     let mut sel = Selection::default();
     let size_of: HashMap<&str, u64> = tree.iter().map(|(p, s)| (p.as_str(), *s)).collect();
-    sel.files.push((
-        "model_index.json".into(),
-        size_of.get("model_index.json").copied().unwrap_or(0),
-    ));
+    sel.files.push(("model_index.json".into(), size_of.get("model_index.json").copied().unwrap_or(0)));
     if include_onnx {
         for (p, s) in tree.iter().filter(|(p, _)| p.starts_with("onnx/")) {
             sel.files.push((p.clone(), *s));
@@ -227,26 +192,19 @@ pub(crate) fn select_files(
     }
     for (comp, class) in &index.components {
         if skip.iter().any(|s| s == comp) {
-            sel.notes
-                .push(format!("skipping component `{comp}` as asked"));
+            sel.notes.push(format!("skipping component `{comp}` as asked"));
             continue;
         }
         let prefix = format!("{comp}/");
         // Direct children only: diffusers components are flat folders.
-        let files: Vec<(&str, u64)> = tree
-            .iter()
-            .filter_map(|(p, s)| p.strip_prefix(&prefix).map(|f| (f, *s)))
-            .filter(|(f, _)| !f.contains('/'))
-            .collect();
+        let files: Vec<(&str, u64)> =
+            tree.iter().filter_map(|(p, s)| p.strip_prefix(&prefix).map(|f| (f, *s))).filter(|(f, _)| !f.contains('/')).collect();
         let mut weights: BTreeMap<Option<String>, Vec<(&str, u64)>> = BTreeMap::new();
         let mut indexes: BTreeMap<Option<String>, (&str, u64)> = BTreeMap::new();
         let mut others_found = Vec::new();
         let mut has_onnx = false;
         for &(f, s) in &files {
-            let ext = f
-                .rsplit_once('.')
-                .map(|(_, e)| e.to_ascii_lowercase())
-                .unwrap_or_default();
+            let ext = f.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
             if let Some(v) = index_variant(f) {
                 indexes.insert(v, (f, s));
             } else if let Some(v) = weight_variant(f) {
@@ -268,23 +226,12 @@ pub(crate) fn select_files(
             continue;
         }
         let wanted = variant.suffix().map(str::to_string);
-        let order = [
-            Some(wanted.clone()),
-            Some(None),
-            weights.keys().next().cloned(),
-        ];
-        let chosen = order
-            .into_iter()
-            .flatten()
-            .find(|v| weights.contains_key(v));
+        let order = [Some(wanted.clone()), Some(None), weights.keys().next().cloned()];
+        let chosen = order.into_iter().flatten().find(|v| weights.contains_key(v));
         match chosen {
             Some(v) => {
                 if v != wanted {
-                    sel.notes.push(format!(
-                        "`{comp}` has no {} weights; fetching {} instead",
-                        variant_label(&wanted),
-                        variant_label(&v)
-                    ));
+                    sel.notes.push(format!("`{comp}` has no {} weights; fetching {} instead", variant_label(&wanted), variant_label(&v)));
                 }
                 for (f, s) in &weights[&v] {
                     sel.files.push((format!("{prefix}{f}"), *s));
@@ -298,11 +245,7 @@ pub(crate) fn select_files(
                 return Err(HubError::NoSafetensors {
                     repo_id: repo_id.to_string(),
                     component: comp.clone(),
-                    found: if others_found.is_empty() {
-                        "nothing".into()
-                    } else {
-                        others_found.join(", ")
-                    },
+                    found: if others_found.is_empty() { "nothing".into() } else { others_found.join(", ") },
                 });
             }
         }
@@ -378,30 +321,20 @@ where
     let started = Instant::now();
     let probe = client(opts, 0, Some(opts.probe_timeout))?;
     let endpoint = probe.endpoint().to_string();
-    progress(&PullEvent::Connecting {
-        endpoint: endpoint.clone(),
-        repo_id: target.repo_id.clone(),
-    });
+    progress(&PullEvent::Connecting { endpoint: endpoint.clone(), repo_id: target.repo_id.clone() });
     let (owner, name) = hf_hub::split_id(&target.repo_id);
     let rev = target.revision.clone().unwrap_or_else(|| "main".into());
 
-    let probed = tokio::time::timeout(
-        opts.probe_timeout,
-        probe
-            .model(owner, name)
-            .info()
-            .maybe_revision(target.revision.clone())
-            .send(),
-    )
-    .await
-    .map_err(|_| HubError::Unreachable {
-        endpoint: endpoint.clone(),
-        name: target.name.clone(),
-        repo_id: target.repo_id.clone(),
-        detail: format!("no answer within {} s", opts.probe_timeout.as_secs()),
-        elapsed: started.elapsed(),
-    })
-    .and_then(|r| r.map_err(|e| map_err(e, &target, &endpoint, &rev, started)));
+    let probed = tokio::time::timeout(opts.probe_timeout, probe.model(owner, name).info().maybe_revision(target.revision.clone()).send())
+        .await
+        .map_err(|_| HubError::Unreachable {
+            endpoint: endpoint.clone(),
+            name: target.name.clone(),
+            repo_id: target.repo_id.clone(),
+            detail: format!("no answer within {} s", opts.probe_timeout.as_secs()),
+            elapsed: started.elapsed(),
+        })
+        .and_then(|r| r.map_err(|e| map_err(e, &target, &endpoint, &rev, started)));
     let info = match probed {
         Ok(info) => info,
         // Like huggingface_hub: without a hub, a complete cached copy is still an answer.
@@ -420,20 +353,13 @@ where
         repo_id: target.repo_id.clone(),
         source: HFError::malformed_response("repo info has no commit sha"),
     })?;
-    progress(&PullEvent::Resolved {
-        repo_id: target.repo_id.clone(),
-        commit: commit.clone(),
-    });
+    progress(&PullEvent::Resolved { repo_id: target.repo_id.clone(), commit: commit.clone() });
 
     // Reachable: the real client keeps hf-hub's retries for transient failures mid-download.
     let hf = client(opts, 3, None)?;
     let repo = hf.model(owner, name);
     let listing = async {
-        let stream = repo
-            .list_tree()
-            .revision(commit.clone())
-            .recursive(true)
-            .send()?;
+        let stream = repo.list_tree().revision(commit.clone()).recursive(true).send()?;
         futures_util::pin_mut!(stream);
         let mut files = Vec::new();
         while let Some(entry) = stream.next().await {
@@ -445,52 +371,26 @@ where
     };
     let tree = tokio::time::timeout(opts.stall_timeout, listing)
         .await
-        .map_err(|_| HubError::Stalled {
-            name: target.name.clone(),
-            after: opts.stall_timeout,
-        })?
+        .map_err(|_| HubError::Stalled { name: target.name.clone(), after: opts.stall_timeout })?
         .map_err(|e| map_err(e, &target, &endpoint, &rev, started))?;
     if !tree.iter().any(|(p, _)| p == "model_index.json") {
-        return Err(HubError::NotDiffusers {
-            repo_id: target.repo_id.clone(),
-        });
+        return Err(HubError::NotDiffusers { repo_id: target.repo_id.clone() });
     }
-    let index_path = tokio::time::timeout(
-        opts.stall_timeout,
-        repo.download_file()
-            .filename("model_index.json")
-            .revision(commit.clone())
-            .send(),
-    )
-    .await
-    .map_err(|_| HubError::Stalled {
-        name: target.name.clone(),
-        after: opts.stall_timeout,
-    })?
-    .map_err(|e| map_err(e, &target, &endpoint, &rev, started))?;
+    let index_path =
+        tokio::time::timeout(opts.stall_timeout, repo.download_file().filename("model_index.json").revision(commit.clone()).send())
+            .await
+            .map_err(|_| HubError::Stalled { name: target.name.clone(), after: opts.stall_timeout })?
+            .map_err(|e| map_err(e, &target, &endpoint, &rev, started))?;
     let index_bytes = std::fs::read(&index_path).map_err(|e| HubError::io(&index_path, e))?;
     let index: serde_json::Value =
-        serde_json::from_slice(&index_bytes).map_err(|e| HubError::BadConfig {
-            path: index_path.clone(),
-            detail: e.to_string(),
-        })?;
+        serde_json::from_slice(&index_bytes).map_err(|e| HubError::BadConfig { path: index_path.clone(), detail: e.to_string() })?;
 
-    let sel = select_files(
-        &target.repo_id,
-        &tree,
-        &index,
-        &opts.variant,
-        opts.include_onnx,
-        &opts.skip_components,
-    )?;
+    let sel = select_files(&target.repo_id, &tree, &index, &opts.variant, opts.include_onnx, &opts.skip_components)?;
     for n in &sel.notes {
         progress(&PullEvent::Note(n.clone()));
     }
     let bytes_total: u64 = sel.files.iter().map(|(_, s)| s).sum();
-    progress(&PullEvent::Planned {
-        files: sel.files.len(),
-        bytes: bytes_total,
-    });
+    progress(&PullEvent::Planned { files: sel.files.len(), bytes: bytes_total });
 
     let tracker = Arc::new(Tracker::default());
     let patterns: Vec<String> = sel.files.iter().map(|(p, _)| glob_escape(p)).collect();
@@ -522,21 +422,12 @@ where
             }
         }
     };
-    progress(&PullEvent::Progress {
-        files_done: sel.files.len(),
-        files_total: sel.files.len(),
-        bytes_done: bytes_total,
-        bytes_total,
-    });
+    progress(&PullEvent::Progress { files_done: sel.files.len(), files_total: sel.files.len(), bytes_done: bytes_total, bytes_total });
 
     // hf-hub writes refs only for branch downloads; we downloaded by commit to pin the file
     // list, so record the branch/tag ourselves, as huggingface_hub would.
     if !is_commit_hash(&rev) {
-        let ref_path = opts
-            .cache_dir
-            .join(repo_folder_name(&target.repo_id))
-            .join("refs")
-            .join(&rev);
+        let ref_path = opts.cache_dir.join(repo_folder_name(&target.repo_id)).join("refs").join(&rev);
         if let Some(parent) = ref_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
         }
@@ -548,10 +439,7 @@ where
             name: target.name.clone(),
             path,
             missing: insp.missing,
-            fix: format!(
-                "The hub repo {} lacks these files at this revision, so plantain cannot load it",
-                target.repo_id
-            ),
+            fix: format!("The hub repo {} lacks these files at this revision, so plantain cannot load it", target.repo_id),
         });
     }
     progress(&PullEvent::Finished { path: path.clone() });
@@ -559,30 +447,19 @@ where
 }
 
 /// `HF_HUB_OFFLINE`: succeed only when the model is already complete in the cache.
-fn offline_answer<F: FnMut(&PullEvent)>(
-    target: &PullTarget,
-    opts: &PullOptions,
-    progress: &mut F,
-) -> Result<PathBuf> {
+fn offline_answer<F: FnMut(&PullEvent)>(target: &PullTarget, opts: &PullOptions, progress: &mut F) -> Result<PathBuf> {
     if let Some(path) = cached_complete(target, opts) {
-        progress(&PullEvent::Note(
-            "HF_HUB_OFFLINE is set; the model is already in the cache".into(),
-        ));
+        progress(&PullEvent::Note("HF_HUB_OFFLINE is set; the model is already in the cache".into()));
         progress(&PullEvent::Finished { path: path.clone() });
         return Ok(path);
     }
-    Err(HubError::Offline {
-        name: target.name.clone(),
-        repo_id: target.repo_id.clone(),
-    })
+    Err(HubError::Offline { name: target.name.clone(), repo_id: target.repo_id.clone() })
 }
 
 /// The cached snapshot for the target, if it is complete enough to load.
 fn cached_complete(target: &PullTarget, opts: &PullOptions) -> Option<PathBuf> {
     match find_snapshot(&opts.cache_dir, &target.repo_id, target.revision.as_deref()) {
-        CacheHit::Snapshot { path, .. } if inspect_path(&path).is_ok_and(|i| i.complete()) => {
-            Some(path)
-        }
+        CacheHit::Snapshot { path, .. } if inspect_path(&path).is_ok_and(|i| i.complete()) => Some(path),
         _ => None,
     }
 }
@@ -592,31 +469,20 @@ const USER_AGENT: &str = concat!("plantain-hub/", env!("CARGO_PKG_VERSION"), "; 
 /// hf-hub client over our own reqwest client, because hf-hub's default one has no connect or
 /// read timeout (a firewalled network would hang for minutes).
 fn client(opts: &PullOptions, retries: usize, total: Option<Duration>) -> Result<HFClient> {
-    let mut rb = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(opts.connect_timeout)
-        .read_timeout(Duration::from_secs(60));
+    let mut rb =
+        reqwest::Client::builder().user_agent(USER_AGENT).connect_timeout(opts.connect_timeout).read_timeout(Duration::from_secs(60));
     if let Some(t) = total {
         rb = rb.timeout(t);
     }
-    let http = rb.build().map_err(|e| HubError::Hub {
-        repo_id: String::new(),
-        source: e.into(),
-    })?;
-    let mut b = HFClient::builder()
-        .client(http)
-        .cache_dir(&opts.cache_dir)
-        .retry_max_attempts(retries);
+    let http = rb.build().map_err(|e| HubError::Hub { repo_id: String::new(), source: e.into() })?;
+    let mut b = HFClient::builder().client(http).cache_dir(&opts.cache_dir).retry_max_attempts(retries);
     if let Some(e) = &opts.endpoint {
         b = b.endpoint(e.clone());
     }
     if let Some(t) = &opts.token {
         b = b.token(t.clone());
     }
-    b.build().map_err(|e| HubError::Hub {
-        repo_id: String::new(),
-        source: e,
-    })
+    b.build().map_err(|e| HubError::Hub { repo_id: String::new(), source: e })
 }
 
 /// Translate hf-hub errors into ones that say what to do.
@@ -638,28 +504,13 @@ fn map_err(e: HFError, t: &PullTarget, endpoint: &str, rev: &str, started: Insta
         ));
     }
     match e {
-        HFError::Request { source, .. } if source.is_connect() || source.is_timeout() => {
-            unreachable(root_cause(&source))
-        }
-        HFError::RepoNotFound { .. } => HubError::RepoNotFound {
-            repo_id,
-            endpoint: endpoint.to_string(),
-        },
-        HFError::RevisionNotFound { .. } => HubError::RevisionNotFound {
-            repo_id,
-            revision: rev.to_string(),
-        },
+        HFError::Request { source, .. } if source.is_connect() || source.is_timeout() => unreachable(root_cause(&source)),
+        HFError::RepoNotFound { .. } => HubError::RepoNotFound { repo_id, endpoint: endpoint.to_string() },
+        HFError::RevisionNotFound { .. } => HubError::RevisionNotFound { repo_id, revision: rev.to_string() },
         HFError::AuthRequired { context } | HFError::Forbidden { context } => {
-            HubError::AccessDenied {
-                repo_id,
-                endpoint: endpoint.to_string(),
-                detail: format!("HTTP {}", context.status),
-            }
+            HubError::AccessDenied { repo_id, endpoint: endpoint.to_string(), detail: format!("HTTP {}", context.status) }
         }
-        other => HubError::Hub {
-            repo_id,
-            source: other,
-        },
+        other => HubError::Hub { repo_id, source: other },
     }
 }
 
@@ -672,21 +523,10 @@ fn foreign_http_status(e: &HFError) -> Option<u16> {
         | HFError::AuthRequired { context }
         | HFError::Forbidden { context }
         | HFError::RateLimited { context, .. }
-        | HFError::RepoNotFound {
-            context: Some(context),
-            ..
-        }
-        | HFError::RevisionNotFound {
-            context: Some(context),
-            ..
-        }
-        | HFError::EntryNotFound {
-            context: Some(context),
-            ..
-        } => {
-            let tagged = context.request_id.is_some()
-                || context.error_code.is_some()
-                || context.server_message.is_some();
+        | HFError::RepoNotFound { context: Some(context), .. }
+        | HFError::RevisionNotFound { context: Some(context), .. }
+        | HFError::EntryNotFound { context: Some(context), .. } => {
+            let tagged = context.request_id.is_some() || context.error_code.is_some() || context.server_message.is_some();
             (!tagged).then_some(context.status.as_u16())
         }
         _ => None,
@@ -823,30 +663,17 @@ mod tests {
                 "vae/diffusion_pytorch_model.safetensors",
             ]
         );
-        assert_eq!(
-            sel.notes,
-            vec!["`vae` has no fp16 weights; fetching fp32 instead".to_string()]
-        );
+        assert_eq!(sel.notes, vec!["`vae` has no fp16 weights; fetching fp32 instead".to_string()]);
     }
 
     #[test]
     fn selects_fp32_and_skips() {
-        let skip = vec![
-            "safety_checker".to_string(),
-            "feature_extractor".to_string(),
-        ];
-        let sel =
-            select_files("o/n", &sd_tree(), &sd_index(), &Variant::Fp32, false, &skip).unwrap();
+        let skip = vec!["safety_checker".to_string(), "feature_extractor".to_string()];
+        let sel = select_files("o/n", &sd_tree(), &sd_index(), &Variant::Fp32, false, &skip).unwrap();
         let n = names(&sel);
         assert!(n.contains(&"unet/diffusion_pytorch_model.safetensors"));
-        assert!(
-            !n.iter()
-                .any(|f| f.contains("fp16") || f.starts_with("safety") || f.starts_with("feature"))
-        );
-        assert!(
-            !n.iter()
-                .any(|f| f.ends_with(".bin") || f.ends_with(".ckpt") || f.ends_with(".msgpack"))
-        );
+        assert!(!n.iter().any(|f| f.contains("fp16") || f.starts_with("safety") || f.starts_with("feature")));
+        assert!(!n.iter().any(|f| f.ends_with(".bin") || f.ends_with(".ckpt") || f.ends_with(".msgpack")));
         let total: u64 = sel.files.iter().map(|(_, s)| s).sum();
         assert_eq!(total, 1 + 1 + 1 + 490 + 4 + 1 + 3_400 + 1 + 330);
     }
@@ -857,26 +684,11 @@ mod tests {
             ("model_index.json", 1),
             ("unet/config.json", 1),
             ("unet/diffusion_pytorch_model.safetensors.index.json", 1),
-            (
-                "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
-                10,
-            ),
-            (
-                "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
-                10,
-            ),
-            (
-                "unet/diffusion_pytorch_model.safetensors.index.fp16.json",
-                1,
-            ),
-            (
-                "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
-                5,
-            ),
-            (
-                "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors",
-                5,
-            ),
+            ("unet/diffusion_pytorch_model-00001-of-00002.safetensors", 10),
+            ("unet/diffusion_pytorch_model-00002-of-00002.safetensors", 10),
+            ("unet/diffusion_pytorch_model.safetensors.index.fp16.json", 1),
+            ("unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors", 5),
+            ("unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors", 5),
         ]
         .iter()
         .map(|(p, s)| (p.to_string(), *s))
@@ -897,45 +709,26 @@ mod tests {
 
     #[test]
     fn pickle_only_component_is_refused() {
-        let tree: Vec<(String, u64)> = [
-            ("model_index.json", 1),
-            ("unet/config.json", 1),
-            ("unet/diffusion_pytorch_model.bin", 9),
-        ]
-        .iter()
-        .map(|(p, s)| (p.to_string(), *s))
-        .collect();
+        let tree: Vec<(String, u64)> = [("model_index.json", 1), ("unet/config.json", 1), ("unet/diffusion_pytorch_model.bin", 9)]
+            .iter()
+            .map(|(p, s)| (p.to_string(), *s))
+            .collect();
         let index = json!({"unet": ["diffusers", "UNet2DConditionModel"]});
         let err = select_files("o/n", &tree, &index, &Variant::Fp16, false, &[]).unwrap_err();
         assert!(matches!(err, HubError::NoSafetensors { .. }), "{err}");
-        assert!(
-            err.to_string().contains("diffusion_pytorch_model.bin"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("diffusion_pytorch_model.bin"), "{err}");
     }
 
     #[test]
     fn pull_targets() {
         let t = pull_target("sd-turbo").unwrap();
-        assert_eq!(
-            (t.name.as_str(), t.repo_id.as_str(), t.revision),
-            ("sd-turbo", "stabilityai/sd-turbo", None)
-        );
+        assert_eq!((t.name.as_str(), t.repo_id.as_str(), t.revision), ("sd-turbo", "stabilityai/sd-turbo", None));
         let t = pull_target("stabilityai/sdxl-turbo@refs/pr/1");
         assert!(t.is_ok());
         let t = pull_target("owner/thing@v2").unwrap();
-        assert_eq!(
-            (t.name.as_str(), t.revision.as_deref()),
-            ("owner/thing", Some("v2"))
-        );
-        assert!(matches!(
-            pull_target("plantain-nano"),
-            Err(HubError::NotPullable { .. })
-        ));
-        assert!(matches!(
-            pull_target("./local"),
-            Err(HubError::NotPullable { .. })
-        ));
+        assert_eq!((t.name.as_str(), t.revision.as_deref()), ("owner/thing", Some("v2")));
+        assert!(matches!(pull_target("plantain-nano"), Err(HubError::NotPullable { .. })));
+        assert!(matches!(pull_target("./local"), Err(HubError::NotPullable { .. })));
         let e = pull_target("sdxl-trubo").unwrap_err();
         assert!(e.to_string().contains("did you mean sdxl-turbo?"), "{e}");
     }

@@ -6,15 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cache::{
-    CacheDirs, CacheHit, PLANTAIN_MODELS_ENV, PLANTAIN_NANO_DIR_ENV, expand_home, find_snapshot,
-    plain_dir_candidates,
-};
+use crate::cache::{CacheDirs, CacheHit, PLANTAIN_MODELS_ENV, PLANTAIN_NANO_DIR_ENV, expand_home, find_snapshot, plain_dir_candidates};
 use crate::error::{HubError, Result};
 use crate::inspect::{ComponentInfo, Inspection, Layout, PICKLE_EXTS, inspect_path};
-use crate::known::{
-    Defaults, Family, KnownModel, KnownSource, find_known, find_known_repo, known_names, suggest,
-};
+use crate::known::{Defaults, Family, KnownModel, KnownSource, find_known, find_known_repo, known_names, suggest};
 
 /// Where the resolved files were found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,32 +68,18 @@ impl ResolveOptions {
     pub fn from_env() -> Self {
         ResolveOptions {
             dirs: CacheDirs::from_env(),
-            nano_dir: std::env::var(PLANTAIN_NANO_DIR_ENV)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            nano_dir: std::env::var(PLANTAIN_NANO_DIR_ENV).ok().filter(|v| !v.is_empty()).map(PathBuf::from),
             base_dir: None,
         }
     }
 
     /// Explicit HF cache and nothing else, which is what tests and embedders usually want.
     pub fn with_hf_cache(hf_cache: impl Into<PathBuf>) -> Self {
-        ResolveOptions {
-            dirs: CacheDirs {
-                hf_cache: hf_cache.into(),
-                models_dir: None,
-            },
-            nano_dir: None,
-            base_dir: None,
-        }
+        ResolveOptions { dirs: CacheDirs { hf_cache: hf_cache.into(), models_dir: None }, nano_dir: None, base_dir: None }
     }
 
     fn abs(&self, p: &Path) -> PathBuf {
-        let p = if let Some(s) = p.to_str() {
-            expand_home(s, &|k| std::env::var(k).ok())
-        } else {
-            p.to_path_buf()
-        };
+        let p = if let Some(s) = p.to_str() { expand_home(s, &|k| std::env::var(k).ok()) } else { p.to_path_buf() };
         match &self.base_dir {
             Some(b) if p.is_relative() => b.join(p),
             _ => p,
@@ -112,16 +93,9 @@ pub(crate) enum Spec {
     /// Written as a path: `/x`, `./x`, `../x`, `~/x`, `a/b/c`, `x.safetensors`, …
     Path(PathBuf),
     /// A short name from the table, maybe with `@revision`.
-    Known {
-        model: &'static str,
-        revision: Option<String>,
-    },
+    Known { model: &'static str, revision: Option<String> },
     /// `owner/name[@revision]`; `forced` when written `hf:owner/name`.
-    Repo {
-        repo_id: String,
-        revision: Option<String>,
-        forced: bool,
-    },
+    Repo { repo_id: String, revision: Option<String>, forced: bool },
     /// A single word that is not a known name: an existing relative path, or a typo.
     Bare(String),
 }
@@ -129,8 +103,7 @@ pub(crate) enum Spec {
 fn valid_repo_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 96
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !s.starts_with(['-', '.'])
         && !s.ends_with(['-', '.'])
         && !s.contains("--")
@@ -138,46 +111,27 @@ fn valid_repo_part(s: &str) -> bool {
 }
 
 fn invalid(spec: &str, reason: &str) -> HubError {
-    HubError::InvalidSpec {
-        spec: spec.to_string(),
-        reason: reason.to_string(),
-    }
+    HubError::InvalidSpec { spec: spec.to_string(), reason: reason.to_string() }
 }
 
 /// Classify a spec. See the crate docs for the rules and their order.
 pub(crate) fn parse_spec(spec: &str) -> Result<Spec> {
     let s = spec.trim();
     if s.is_empty() {
-        return Err(invalid(
-            spec,
-            "it is empty; pass a model name, a hub id (owner/name) or a path",
-        ));
+        return Err(invalid(spec, "it is empty; pass a model name, a hub id (owner/name) or a path"));
     }
     if let Some(rest) = s.strip_prefix("hf:") {
         let (base, revision) = split_revision(spec, rest)?;
         if let Some(k) = find_known(base).filter(|_| !base.contains('/')) {
-            return Ok(Spec::Known {
-                model: k.name,
-                revision,
-            });
+            return Ok(Spec::Known { model: k.name, revision });
         }
         let Some((owner, name)) = base.split_once('/') else {
-            return Err(invalid(
-                spec,
-                "after `hf:` put a hub repo id like owner/name",
-            ));
+            return Err(invalid(spec, "after `hf:` put a hub repo id like owner/name"));
         };
         if !valid_repo_part(owner) || !valid_repo_part(name) {
-            return Err(invalid(
-                spec,
-                "not a valid hub repo id (letters, digits, `-`, `_`, `.`; owner/name)",
-            ));
+            return Err(invalid(spec, "not a valid hub repo id (letters, digits, `-`, `_`, `.`; owner/name)"));
         }
-        return Ok(Spec::Repo {
-            repo_id: base.to_string(),
-            revision,
-            forced: true,
-        });
+        return Ok(Spec::Repo { repo_id: base.to_string(), revision, forced: true });
     }
     let path_like = s.starts_with(['/', '~', '\\'])
         || s.starts_with("./")
@@ -199,25 +153,16 @@ pub(crate) fn parse_spec(spec: &str) -> Result<Spec> {
     };
     match base.matches('/').count() {
         0 => match find_known(base) {
-            Some(k) => Ok(Spec::Known {
-                model: k.name,
-                revision,
-            }),
-            None if revision.is_some() => Err(HubError::UnknownName {
-                name: base.to_string(),
-                suggestion: suggest(base).map(str::to_string),
-                known: known_names(),
-            }),
+            Some(k) => Ok(Spec::Known { model: k.name, revision }),
+            None if revision.is_some() => {
+                Err(HubError::UnknownName { name: base.to_string(), suggestion: suggest(base).map(str::to_string), known: known_names() })
+            }
             None => Ok(Spec::Bare(s.to_string())),
         },
         1 => {
             let (owner, name) = base.split_once('/').unwrap_or_default();
             if valid_repo_part(owner) && valid_repo_part(name) {
-                Ok(Spec::Repo {
-                    repo_id: base.to_string(),
-                    revision,
-                    forced: false,
-                })
+                Ok(Spec::Repo { repo_id: base.to_string(), revision, forced: false })
             } else if revision.is_some() {
                 Err(invalid(spec, "not a valid hub repo id before `@`"))
             } else {
@@ -225,10 +170,7 @@ pub(crate) fn parse_spec(spec: &str) -> Result<Spec> {
             }
         }
         _ if revision.is_none() => Ok(Spec::Path(PathBuf::from(s))),
-        _ => Err(invalid(
-            spec,
-            "hub repo ids have exactly one `/` (owner/name)",
-        )),
+        _ => Err(invalid(spec, "hub repo ids have exactly one `/` (owner/name)")),
     }
 }
 
@@ -237,10 +179,7 @@ fn split_revision<'a>(spec: &str, s: &'a str) -> Result<(&'a str, Option<String>
         None => Ok((s, None)),
         Some((base, rev)) => {
             if rev.is_empty() || rev.contains(char::is_whitespace) || rev.contains('@') {
-                return Err(invalid(
-                    spec,
-                    "`@` must be followed by a branch, tag or commit id (e.g. owner/name@main)",
-                ));
+                return Err(invalid(spec, "`@` must be followed by a branch, tag or commit id (e.g. owner/name@main)"));
             }
             Ok((base, Some(rev.to_string())))
         }
@@ -255,10 +194,7 @@ pub fn resolve(spec: &str, opts: &ResolveOptions) -> Result<ResolvedModel> {
         Spec::Path(p) => {
             let abs = opts.abs(&p);
             if !abs.exists() {
-                return Err(HubError::PathNotFound {
-                    path: abs,
-                    known: known_names(),
-                });
+                return Err(HubError::PathNotFound { path: abs, known: known_names() });
             }
             local(spec, &abs, Origin::LocalPath, None, None, Vec::new())
         }
@@ -267,63 +203,37 @@ pub fn resolve(spec: &str, opts: &ResolveOptions) -> Result<ResolvedModel> {
             if abs.exists() {
                 return local(spec, &abs, Origin::LocalPath, None, None, Vec::new());
             }
-            Err(HubError::UnknownName {
-                name: word.clone(),
-                suggestion: suggest(&word).map(str::to_string),
-                known: known_names(),
-            })
+            Err(HubError::UnknownName { name: word.clone(), suggestion: suggest(&word).map(str::to_string), known: known_names() })
         }
         Spec::Known { model, revision } => {
             let k = find_known(model).expect("parse_spec only returns table names");
             match k.source {
                 KnownSource::Bundled => {
                     if revision.is_some() {
-                        return Err(invalid(
-                            spec,
-                            "plantain-nano ships with plantain and has no revisions",
-                        ));
+                        return Err(invalid(spec, "plantain-nano ships with plantain and has no revisions"));
                     }
                     resolve_nano(spec, k, opts)
                 }
-                KnownSource::Hub(repo) => {
-                    resolve_hub(spec, k.name, repo, revision.as_deref(), opts)
-                }
+                KnownSource::Hub(repo) => resolve_hub(spec, k.name, repo, revision.as_deref(), opts),
             }
         }
-        Spec::Repo {
-            repo_id,
-            revision,
-            forced,
-        } => {
+        Spec::Repo { repo_id, revision, forced } => {
             // Like diffusers' from_pretrained: an existing local folder with that relative
             // path wins over the hub id. `hf:` opts out.
             let local_dir = opts.abs(Path::new(&repo_id));
             if !forced && revision.is_none() && local_dir.exists() {
-                let note = format!(
-                    "`{repo_id}` is a local folder here, so it was used instead of the hub repo; write hf:{repo_id} for the hub"
-                );
+                let note =
+                    format!("`{repo_id}` is a local folder here, so it was used instead of the hub repo; write hf:{repo_id} for the hub");
                 return local(spec, &local_dir, Origin::LocalPath, None, None, vec![note]);
             }
-            let name = find_known_repo(&repo_id)
-                .map(|k| k.name)
-                .unwrap_or(&repo_id)
-                .to_string();
+            let name = find_known_repo(&repo_id).map(|k| k.name).unwrap_or(&repo_id).to_string();
             resolve_hub(spec, &name, &repo_id, revision.as_deref(), opts)
         }
     }
 }
 
-fn resolve_nano(
-    spec: &str,
-    k: &'static KnownModel,
-    opts: &ResolveOptions,
-) -> Result<ResolvedModel> {
-    let dir = opts.nano_dir.clone().or_else(|| {
-        opts.dirs
-            .models_dir
-            .as_ref()
-            .map(|d| d.join("plantain-nano"))
-    });
+fn resolve_nano(spec: &str, k: &'static KnownModel, opts: &ResolveOptions) -> Result<ResolvedModel> {
+    let dir = opts.nano_dir.clone().or_else(|| opts.dirs.models_dir.as_ref().map(|d| d.join("plantain-nano")));
     let Some(dir) = dir else {
         return Err(HubError::NanoNotFound { tried: None });
     };
@@ -334,13 +244,7 @@ fn resolve_nano(
     local(spec, &dir, Origin::Bundled, Some(k), None, Vec::new())
 }
 
-fn resolve_hub(
-    spec: &str,
-    name: &str,
-    repo_id: &str,
-    revision: Option<&str>,
-    opts: &ResolveOptions,
-) -> Result<ResolvedModel> {
+fn resolve_hub(spec: &str, name: &str, repo_id: &str, revision: Option<&str>, opts: &ResolveOptions) -> Result<ResolvedModel> {
     let known = find_known_repo(repo_id);
     let mut searched = Vec::new();
     // PLANTAIN_MODELS holds plain folders without revisions, so it only answers revision-less specs.
@@ -369,15 +273,7 @@ fn resolve_hub(
                     fix: format!("Run `plantain pull {name}` to finish the download"),
                 });
             }
-            let mut m = build(
-                spec,
-                &path,
-                Origin::HfCache,
-                known,
-                Some(repo_id.to_string()),
-                insp,
-                Vec::new(),
-            );
+            let mut m = build(spec, &path, Origin::HfCache, known, Some(repo_id.to_string()), insp, Vec::new());
             m.revision = Some(commit);
             m.notes.extend(note);
             Ok(m)
@@ -393,18 +289,12 @@ fn resolve_hub(
 
 /// Repo id encoded in an HF cache snapshot path (`…/models--owner--name/snapshots/<sha>`).
 fn repo_from_cache_path(path: &Path) -> Option<String> {
-    let mut comps = path
-        .components()
-        .rev()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let mut comps = path.components().rev().map(|c| c.as_os_str().to_string_lossy().into_owned());
     let _sha = comps.next()?;
     if comps.next()? != "snapshots" {
         return None;
     }
-    comps
-        .next()?
-        .strip_prefix("models--")
-        .map(|r| r.replace("--", "/"))
+    comps.next()?.strip_prefix("models--").map(|r| r.replace("--", "/"))
 }
 
 fn local(
@@ -424,12 +314,7 @@ fn local(
             ),
             _ => "Copy or download the missing files again".to_string(),
         };
-        return Err(HubError::Incomplete {
-            name: spec.to_string(),
-            path: path.to_path_buf(),
-            missing: insp.missing,
-            fix,
-        });
+        return Err(HubError::Incomplete { name: spec.to_string(), path: path.to_path_buf(), missing: insp.missing, fix });
     }
     // A snapshot path typed by hand still gets the known model's defaults.
     let repo_id = repo_id.or_else(|| repo_from_cache_path(path));
@@ -464,9 +349,7 @@ fn build(
         (None, Some(d), _) => d,
         (None, None, Some(f)) => f.defaults(),
         (None, None, None) => {
-            notes.push(
-                "family unknown; using SD 1.5 defaults (512px, 25 steps, guidance 7.5)".into(),
-            );
+            notes.push("family unknown; using SD 1.5 defaults (512px, 25 steps, guidance 7.5)".into());
             Family::Sd1.defaults()
         }
     };
@@ -501,65 +384,31 @@ mod tests {
     #[test]
     fn spec_parsing() {
         use Spec::*;
-        let known = |m: &'static str, r: Option<&str>| Known {
-            model: m,
-            revision: r.map(str::to_string),
-        };
-        let repo = |id: &str, r: Option<&str>, forced| Repo {
-            repo_id: id.into(),
-            revision: r.map(str::to_string),
-            forced,
-        };
+        let known = |m: &'static str, r: Option<&str>| Known { model: m, revision: r.map(str::to_string) };
+        let repo = |id: &str, r: Option<&str>, forced| Repo { repo_id: id.into(), revision: r.map(str::to_string), forced };
         assert_eq!(parse_spec("sd-turbo").unwrap(), known("sd-turbo", None));
         assert_eq!(parse_spec(" SDXL ").unwrap(), known("sdxl", None));
-        assert_eq!(
-            parse_spec("sd15@fp16").unwrap(),
-            known("sd15", Some("fp16"))
-        );
-        assert_eq!(
-            parse_spec("stabilityai/sd-turbo").unwrap(),
-            repo("stabilityai/sd-turbo", None, false)
-        );
-        assert_eq!(
-            parse_spec("a/b@v1.0").unwrap(),
-            repo("a/b", Some("v1.0"), false)
-        );
+        assert_eq!(parse_spec("sd15@fp16").unwrap(), known("sd15", Some("fp16")));
+        assert_eq!(parse_spec("stabilityai/sd-turbo").unwrap(), repo("stabilityai/sd-turbo", None, false));
+        assert_eq!(parse_spec("a/b@v1.0").unwrap(), repo("a/b", Some("v1.0"), false));
         assert_eq!(parse_spec("hf:a/b").unwrap(), repo("a/b", None, true));
         assert_eq!(parse_spec("hf:sd-turbo").unwrap(), known("sd-turbo", None));
         assert_eq!(parse_spec("./a/b").unwrap(), Path("./a/b".into()));
         assert_eq!(parse_spec("/m/x.ckpt").unwrap(), Path("/m/x.ckpt".into()));
-        assert_eq!(
-            parse_spec("model.safetensors").unwrap(),
-            Path("model.safetensors".into())
-        );
+        assert_eq!(parse_spec("model.safetensors").unwrap(), Path("model.safetensors".into()));
         assert_eq!(parse_spec("a/b/c").unwrap(), Path("a/b/c".into()));
-        assert_eq!(
-            parse_spec("my models/x").unwrap(),
-            Path("my models/x".into())
-        );
+        assert_eq!(parse_spec("my models/x").unwrap(), Path("my models/x".into()));
         assert_eq!(parse_spec("mymodel").unwrap(), Bare("mymodel".into()));
         assert!(matches!(parse_spec(""), Err(HubError::InvalidSpec { .. })));
-        assert!(matches!(
-            parse_spec("a/b@"),
-            Err(HubError::InvalidSpec { .. })
-        ));
-        assert!(matches!(
-            parse_spec("hf:nope"),
-            Err(HubError::InvalidSpec { .. })
-        ));
-        assert!(matches!(
-            parse_spec("sd-turob@main"),
-            Err(HubError::UnknownName { .. })
-        ));
+        assert!(matches!(parse_spec("a/b@"), Err(HubError::InvalidSpec { .. })));
+        assert!(matches!(parse_spec("hf:nope"), Err(HubError::InvalidSpec { .. })));
+        assert!(matches!(parse_spec("sd-turob@main"), Err(HubError::UnknownName { .. })));
     }
 
     #[test]
     fn cache_path_to_repo() {
         let p = Path::new("/c/hub/models--stabilityai--sd-turbo/snapshots/abc");
-        assert_eq!(
-            repo_from_cache_path(p).as_deref(),
-            Some("stabilityai/sd-turbo")
-        );
+        assert_eq!(repo_from_cache_path(p).as_deref(), Some("stabilityai/sd-turbo"));
         assert_eq!(repo_from_cache_path(Path::new("/x/y/z")), None);
     }
 }

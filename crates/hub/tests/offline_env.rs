@@ -32,32 +32,17 @@ fn hf_hub_offline_returns_at_once() {
     assert!(err.to_string().contains("HF_HUB_OFFLINE"));
 
     // Already complete in the cache: offline pull is a no-op that returns the snapshot.
-    let snap = hf_snapshot(
-        &cache,
-        "stabilityai/sd-turbo",
-        &sha('a'),
-        &["main"],
-        &pipeline_files(Arch::Sd2Turbo, &[None]),
-    );
+    let snap = hf_snapshot(&cache, "stabilityai/sd-turbo", &sha('a'), &["main"], &pipeline_files(Arch::Sd2Turbo, &[None]));
     let mut events = Vec::new();
     let path = pull("sd-turbo", &o, |e| events.push(e.clone())).unwrap();
     assert_eq!(path, snap);
     assert!(matches!(events.last(), Some(PullEvent::Finished { .. })));
 
     // resolve() reads the same env-derived cache.
-    assert_eq!(
-        resolve("sd-turbo", &ResolveOptions::from_env())
-            .unwrap()
-            .path,
-        snap
-    );
+    assert_eq!(resolve("sd-turbo", &ResolveOptions::from_env()).unwrap().path, snap);
 
     // HF_HUB_OFFLINE=0 goes online, and HF_ENDPOINT (read by hf-hub) decides where to.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let endpoint = format!("http://127.0.0.1:{port}");
     // SAFETY: still the only thread using the environment.
     unsafe {

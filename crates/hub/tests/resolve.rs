@@ -16,13 +16,7 @@ fn opts(cache: &std::path::Path) -> ResolveOptions {
 fn short_name_resolves_from_hf_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    let snap = hf_snapshot(
-        &cache,
-        "stabilityai/sd-turbo",
-        &sha('a'),
-        &["main"],
-        &pipeline_files(Arch::Sd2Turbo, &[Some("fp16"), None]),
-    );
+    let snap = hf_snapshot(&cache, "stabilityai/sd-turbo", &sha('a'), &["main"], &pipeline_files(Arch::Sd2Turbo, &[Some("fp16"), None]));
     let m = resolve("sd-turbo", &opts(&cache)).unwrap();
     assert_eq!(m.path, snap);
     assert_eq!(m.origin, Origin::HfCache);
@@ -31,10 +25,7 @@ fn short_name_resolves_from_hf_cache() {
     assert_eq!(m.revision.as_deref(), Some(sha('a').as_str()));
     assert_eq!(m.layout, Layout::Diffusers);
     assert_eq!(m.family, Some(Family::Sd2));
-    assert_eq!(
-        (m.defaults.steps, m.defaults.guidance, m.defaults.resolution),
-        (1, 0.0, 512)
-    );
+    assert_eq!((m.defaults.steps, m.defaults.guidance, m.defaults.resolution), (1, 0.0, 512));
     assert!(m.licence.unwrap().contains("Non-Commercial"));
     let unet = m.components.iter().find(|c| c.name == "unet").unwrap();
     assert_eq!(unet.variants, vec!["fp16".to_string(), "fp32".to_string()]);
@@ -49,13 +40,7 @@ fn repo_id_with_and_without_revision() {
     let cache = tmp.path().join("hub");
     let files = pipeline_files(Arch::Sd2, &[None]);
     let main = hf_snapshot(&cache, "someone/my-sd2", &sha('1'), &["main"], &files);
-    let v2 = hf_snapshot(
-        &cache,
-        "someone/my-sd2",
-        &sha('2'),
-        &["v2", "refs/pr/3"],
-        &files,
-    );
+    let v2 = hf_snapshot(&cache, "someone/my-sd2", &sha('2'), &["v2", "refs/pr/3"], &files);
     let o = opts(&cache);
 
     let m = resolve("someone/my-sd2", &o).unwrap();
@@ -69,12 +54,7 @@ fn repo_id_with_and_without_revision() {
 
     assert_eq!(resolve("someone/my-sd2@v2", &o).unwrap().path, v2);
     assert_eq!(resolve("someone/my-sd2@refs/pr/3", &o).unwrap().path, v2);
-    assert_eq!(
-        resolve(&format!("someone/my-sd2@{}", sha('2')), &o)
-            .unwrap()
-            .path,
-        v2
-    );
+    assert_eq!(resolve(&format!("someone/my-sd2@{}", sha('2')), &o).unwrap().path, v2);
     let err = resolve("someone/my-sd2@v9", &o).unwrap_err();
     assert!(matches!(err, HubError::NotCached { .. }), "{err}");
     assert!(err.to_string().contains("@ v9"), "{err}");
@@ -84,22 +64,12 @@ fn repo_id_with_and_without_revision() {
 fn missing_refs_main_falls_back_to_snapshot_with_note() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    let snap = hf_snapshot(
-        &cache,
-        "stabilityai/sdxl-turbo",
-        &sha('c'),
-        &[],
-        &pipeline_files(Arch::Sdxl, &[Some("fp16")]),
-    );
+    let snap = hf_snapshot(&cache, "stabilityai/sdxl-turbo", &sha('c'), &[], &pipeline_files(Arch::Sdxl, &[Some("fp16")]));
     let m = resolve("sdxl-turbo", &opts(&cache)).unwrap();
     assert_eq!(m.path, snap);
     assert_eq!(m.family, Some(Family::Sdxl));
     assert_eq!((m.defaults.steps, m.defaults.resolution), (1, 512));
-    assert!(
-        m.notes.iter().any(|n| n.contains("no refs/main")),
-        "{:?}",
-        m.notes
-    );
+    assert!(m.notes.iter().any(|n| n.contains("no refs/main")), "{:?}", m.notes);
 }
 
 #[test]
@@ -110,10 +80,7 @@ fn not_cached_says_how_to_get_it() {
     assert!(matches!(err, HubError::NotCached { .. }));
     let msg = err.to_string();
     assert!(msg.contains("plantain pull sdxl"), "{msg}");
-    assert!(
-        msg.contains("stabilityai/stable-diffusion-xl-base-1.0"),
-        "{msg}"
-    );
+    assert!(msg.contains("stabilityai/stable-diffusion-xl-base-1.0"), "{msg}");
     assert!(msg.contains("--model /path/to/folder"), "{msg}");
     assert!(msg.contains(&cache.display().to_string()), "{msg}");
 }
@@ -123,13 +90,8 @@ fn not_cached_says_how_to_get_it() {
 fn incomplete_snapshot_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    let snap = hf_snapshot(
-        &cache,
-        "stable-diffusion-v1-5/stable-diffusion-v1-5",
-        &sha('d'),
-        &["main"],
-        &pipeline_files(Arch::Sd1, &[None]),
-    );
+    let snap =
+        hf_snapshot(&cache, "stable-diffusion-v1-5/stable-diffusion-v1-5", &sha('d'), &["main"], &pipeline_files(Arch::Sd1, &[None]));
     // An interrupted download: the UNet symlink points at a blob that never arrived.
     let link = snap.join("unet/diffusion_pytorch_model.safetensors");
     fs::remove_file(&link).unwrap();
@@ -154,23 +116,14 @@ fn local_folder() {
     // Relative paths resolve against base_dir.
     let mut o = opts(&tmp.path().join("hub"));
     o.base_dir = Some(tmp.path().to_path_buf());
-    assert_eq!(
-        resolve("./my model", &o).unwrap().path,
-        tmp.path().join("./my model")
-    );
+    assert_eq!(resolve("./my model", &o).unwrap().path, tmp.path().join("./my model"));
 }
 
 #[test]
 fn local_folder_named_like_repo_id_wins_unless_hf_prefix() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    let snap = hf_snapshot(
-        &cache,
-        "stabilityai/sd-turbo",
-        &sha('e'),
-        &["main"],
-        &pipeline_files(Arch::Sd2Turbo, &[None]),
-    );
+    let snap = hf_snapshot(&cache, "stabilityai/sd-turbo", &sha('e'), &["main"], &pipeline_files(Arch::Sd2Turbo, &[None]));
     let work = tmp.path().join("work");
     plain_pipeline(&work.join("stabilityai/sd-turbo"), Arch::Sd2Turbo, &[None]);
     let mut o = opts(&cache);
@@ -179,13 +132,7 @@ fn local_folder_named_like_repo_id_wins_unless_hf_prefix() {
     let m = resolve("stabilityai/sd-turbo", &o).unwrap();
     assert_eq!(m.origin, Origin::LocalPath);
     assert_eq!(m.path, work.join("stabilityai/sd-turbo"));
-    assert!(
-        m.notes
-            .iter()
-            .any(|n| n.contains("hf:stabilityai/sd-turbo")),
-        "{:?}",
-        m.notes
-    );
+    assert!(m.notes.iter().any(|n| n.contains("hf:stabilityai/sd-turbo")), "{:?}", m.notes);
 
     let m = resolve("hf:stabilityai/sd-turbo", &o).unwrap();
     assert_eq!((m.origin, m.path), (Origin::HfCache, snap.clone()));
@@ -201,58 +148,32 @@ fn local_folder_named_like_repo_id_wins_unless_hf_prefix() {
 fn plantain_models_dir_wins_over_hf_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    hf_snapshot(
-        &cache,
-        "stabilityai/sd-turbo",
-        &sha('f'),
-        &["main"],
-        &pipeline_files(Arch::Sd2Turbo, &[None]),
-    );
+    hf_snapshot(&cache, "stabilityai/sd-turbo", &sha('f'), &["main"], &pipeline_files(Arch::Sd2Turbo, &[None]));
     let models = tmp.path().join("models");
     plain_pipeline(&models.join("sd-turbo"), Arch::Sd2Turbo, &[Some("fp16")]);
     let mut o = opts(&cache);
     o.dirs.models_dir = Some(models.clone());
     let m = resolve("sd-turbo", &o).unwrap();
-    assert_eq!(
-        (m.origin, m.path.clone()),
-        (Origin::ModelsDir, models.join("sd-turbo"))
-    );
+    assert_eq!((m.origin, m.path.clone()), (Origin::ModelsDir, models.join("sd-turbo")));
     assert_eq!(m.repo_id.as_deref(), Some("stabilityai/sd-turbo"));
     assert_eq!(m.defaults.steps, 1);
     // A pinned revision skips the plain folder.
-    assert_eq!(
-        resolve("sd-turbo@main", &o).unwrap().origin,
-        Origin::HfCache
-    );
+    assert_eq!(resolve("sd-turbo@main", &o).unwrap().origin, Origin::HfCache);
 }
 
 #[test]
 fn single_safetensors_file() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("sd_xl_base_1.0.safetensors");
-    write(
-        &f,
-        &safetensors(&[
-            "conditioner.embedders.1.model.ln_final.weight",
-            "model.diffusion_model.out.0.bias",
-        ]),
-    );
+    write(&f, &safetensors(&["conditioner.embedders.1.model.ln_final.weight", "model.diffusion_model.out.0.bias"]));
     let m = resolve(f.to_str().unwrap(), &opts(&tmp.path().join("hub"))).unwrap();
     assert_eq!(m.layout, Layout::SingleFile);
     assert_eq!(m.family, Some(Family::Sdxl));
     assert_eq!(m.defaults.resolution, 1024);
 
     let f1 = tmp.path().join("v1.safetensors");
-    write(
-        &f1,
-        &safetensors(&["cond_stage_model.transformer.text_model.x"]),
-    );
-    assert_eq!(
-        resolve(f1.to_str().unwrap(), &opts(tmp.path()))
-            .unwrap()
-            .family,
-        Some(Family::Sd1)
-    );
+    write(&f1, &safetensors(&["cond_stage_model.transformer.text_model.x"]));
+    assert_eq!(resolve(f1.to_str().unwrap(), &opts(tmp.path())).unwrap().family, Some(Family::Sd1));
 
     let bad = tmp.path().join("broken.safetensors");
     write(&bad, b"\xff\xff\xff\xff\xff\xff\xff\xffjunk");
@@ -268,12 +189,7 @@ fn ckpt_is_rejected() {
     let err = resolve(f.to_str().unwrap(), &opts(tmp.path())).unwrap_err();
     assert!(matches!(err, HubError::PickleRejected { .. }), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("v1-5-pruned.ckpt")
-            && msg.contains("safetensors")
-            && msg.contains("arbitrary code"),
-        "{msg}"
-    );
+    assert!(msg.contains("v1-5-pruned.ckpt") && msg.contains("safetensors") && msg.contains("arbitrary code"), "{msg}");
 }
 
 #[test]
@@ -297,16 +213,7 @@ fn unknown_name_suggests() {
     assert!(msg.contains("did you mean sd-turbo?"), "{msg}");
     assert!(msg.contains("sdxl-turbo"), "lists known names: {msg}");
     let err = resolve("midjourney", &o).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            HubError::UnknownName {
-                suggestion: None,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, HubError::UnknownName { suggestion: None, .. }), "{err}");
 }
 
 #[test]
@@ -326,25 +233,11 @@ fn onnx_and_non_model_folders() {
 
     // Pointing at an HF cache repo folder instead of a snapshot gets a hint.
     let cache = tmp.path().join("hub");
-    hf_snapshot(
-        &cache,
-        "a/b",
-        &sha('9'),
-        &["main"],
-        &pipeline_files(Arch::Sd1, &[None]),
-    );
+    hf_snapshot(&cache, "a/b", &sha('9'), &["main"], &pipeline_files(Arch::Sd1, &[None]));
     let err = resolve(cache.join("models--a--b").to_str().unwrap(), &opts(&cache)).unwrap_err();
     assert!(err.to_string().contains("snapshots/<revision>"), "{err}");
     // The snapshot path itself works, and knows its repo.
-    let m = resolve(
-        cache
-            .join("models--a--b/snapshots")
-            .join(sha('9'))
-            .to_str()
-            .unwrap(),
-        &opts(&cache),
-    )
-    .unwrap();
+    let m = resolve(cache.join("models--a--b/snapshots").join(sha('9')).to_str().unwrap(), &opts(&cache)).unwrap();
     assert_eq!(m.repo_id.as_deref(), Some("a/b"));
 }
 
@@ -353,100 +246,45 @@ fn plantain_nano() {
     let tmp = tempfile::tempdir().unwrap();
     let mut o = opts(tmp.path());
     let err = resolve("plantain-nano", &o).unwrap_err();
-    assert!(
-        matches!(err, HubError::NanoNotFound { tried: None }),
-        "{err}"
-    );
+    assert!(matches!(err, HubError::NanoNotFound { tried: None }), "{err}");
     assert!(err.to_string().contains("PLANTAIN_NANO_DIR"));
 
     let nano = tmp.path().join("nano");
     o.nano_dir = Some(nano.clone());
-    assert!(matches!(
-        resolve("plantain-nano", &o),
-        Err(HubError::NanoNotFound { tried: Some(_) })
-    ));
+    assert!(matches!(resolve("plantain-nano", &o), Err(HubError::NanoNotFound { tried: Some(_) })));
     plain_pipeline(&nano, Arch::Sd1, &[None]);
     let m = resolve("plantain-nano", &o).unwrap();
     assert_eq!((m.origin, m.family), (Origin::Bundled, Some(Family::Sd1)));
     assert_eq!(m.display_name, "plantain-nano");
-    assert!(matches!(
-        resolve("plantain-nano@main", &o),
-        Err(HubError::InvalidSpec { .. })
-    ));
+    assert!(matches!(resolve("plantain-nano@main", &o), Err(HubError::InvalidSpec { .. })));
 }
 
 #[test]
 fn list_cached_reports_components_and_completeness() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    hf_snapshot(
-        &cache,
-        "stabilityai/sd-turbo",
-        &sha('a'),
-        &["main"],
-        &pipeline_files(Arch::Sd2Turbo, &[Some("fp16"), None]),
-    );
+    hf_snapshot(&cache, "stabilityai/sd-turbo", &sha('a'), &["main"], &pipeline_files(Arch::Sd2Turbo, &[Some("fp16"), None]));
     // Only fp16 for the UNet: the model as a whole offers fp16 only.
     let mut files = pipeline_files(Arch::Sdxl, &[Some("fp16")]);
-    files.push((
-        "vae/diffusion_pytorch_model.safetensors".into(),
-        safetensors(&["w"]),
-    ));
-    hf_snapshot(
-        &cache,
-        "stabilityai/stable-diffusion-xl-base-1.0",
-        &sha('b'),
-        &["main"],
-        &files,
-    );
+    files.push(("vae/diffusion_pytorch_model.safetensors".into(), safetensors(&["w"])));
+    hf_snapshot(&cache, "stabilityai/stable-diffusion-xl-base-1.0", &sha('b'), &["main"], &files);
     // Incomplete: no UNet weights at all.
-    let partial: Vec<_> = pipeline_files(Arch::Sd1, &[None])
-        .into_iter()
-        .filter(|(p, _)| !p.starts_with("unet/diffusion"))
-        .collect();
+    let partial: Vec<_> = pipeline_files(Arch::Sd1, &[None]).into_iter().filter(|(p, _)| !p.starts_with("unet/diffusion")).collect();
     hf_snapshot(&cache, "someone/partial", &sha('c'), &["main"], &partial);
     // An LLM in the same cache is not listed.
-    hf_snapshot(
-        &cache,
-        "someone/llm",
-        &sha('d'),
-        &["main"],
-        &[("config.json".into(), b"{}".to_vec())],
-    );
+    hf_snapshot(&cache, "someone/llm", &sha('d'), &["main"], &[("config.json".into(), b"{}".to_vec())]);
     let models = tmp.path().join("models");
     plain_pipeline(&models.join("my-finetune"), Arch::Sd1, &[None]);
-    write(
-        &models.join("ckpts/x.safetensors"),
-        &safetensors(&["cond_stage_model.transformer.a"]),
-    );
-    write(
-        &models.join("single.safetensors"),
-        &safetensors(&["cond_stage_model.transformer.a"]),
-    );
+    write(&models.join("ckpts/x.safetensors"), &safetensors(&["cond_stage_model.transformer.a"]));
+    write(&models.join("single.safetensors"), &safetensors(&["cond_stage_model.transformer.a"]));
 
-    let list = list_cached(&CacheDirs {
-        hf_cache: cache.clone(),
-        models_dir: Some(models.clone()),
-    });
+    let list = list_cached(&CacheDirs { hf_cache: cache.clone(), models_dir: Some(models.clone()) });
     let names: Vec<&str> = list.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(
-        names,
-        vec![
-            "someone/partial",
-            "sd-turbo",
-            "sdxl",
-            "ckpts/x.safetensors",
-            "my-finetune",
-            "single.safetensors"
-        ]
-    );
+    assert_eq!(names, vec!["someone/partial", "sd-turbo", "sdxl", "ckpts/x.safetensors", "my-finetune", "single.safetensors"]);
 
     let partial = &list[0];
     assert!(!partial.complete);
-    assert_eq!(
-        partial.missing,
-        vec!["unet weights (.safetensors)".to_string()]
-    );
+    assert_eq!(partial.missing, vec!["unet weights (.safetensors)".to_string()]);
     let sdxl = &list[2];
     assert!(sdxl.complete);
     assert_eq!(sdxl.variants, vec!["fp16".to_string()]);
@@ -458,21 +296,12 @@ fn list_cached_reports_components_and_completeness() {
     assert_eq!(turbo.repo_id.as_deref(), Some("stabilityai/sd-turbo"));
     assert!(turbo.size_bytes > 0);
     let comps: Vec<&str> = turbo.components.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(
-        comps,
-        vec!["scheduler", "text_encoder", "tokenizer", "unet", "vae"]
-    );
+    assert_eq!(comps, vec!["scheduler", "text_encoder", "tokenizer", "unet", "vae"]);
     assert!(turbo.components.iter().all(|c| c.complete));
     let fin = &list[4];
-    assert_eq!(
-        (fin.kind, fin.layout, fin.complete),
-        (CacheKind::ModelsDir, Some(Layout::Diffusers), true)
-    );
+    assert_eq!((fin.kind, fin.layout, fin.complete), (CacheKind::ModelsDir, Some(Layout::Diffusers), true));
     assert_eq!(list[5].layout, Some(Layout::SingleFile));
-    assert_eq!(
-        (list[3].repo_id.as_deref(), list[3].layout),
-        (None, Some(Layout::SingleFile))
-    );
+    assert_eq!((list[3].repo_id.as_deref(), list[3].layout), (None, Some(Layout::SingleFile)));
     assert!(list.iter().all(|m| m.path.exists()));
     let _: PathBuf = list[0].path.clone();
 }
@@ -486,9 +315,6 @@ fn incomplete_local_folder_advice() {
     let err = resolve(dir.to_str().unwrap(), &opts(tmp.path())).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("tokenizer vocabulary files"), "{msg}");
-    assert!(
-        msg.contains("Copy or download the missing files again"),
-        "{msg}"
-    );
+    assert!(msg.contains("Copy or download the missing files again"), "{msg}");
     assert!(!msg.contains("plantain pull"), "{msg}");
 }

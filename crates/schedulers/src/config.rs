@@ -109,10 +109,7 @@ impl SchedulerConfig {
     /// Read and parse a `scheduler_config.json` file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| SchedulerError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| SchedulerError::Io { path: path.display().to_string(), source })?;
         Self::from_json_str(&text)
     }
 
@@ -159,9 +156,7 @@ fn replace_non_finite_tokens(text: &str) -> std::borrow::Cow<'_, str> {
         if c == '"' {
             in_string = true;
         }
-        let token = ["-Infinity", "Infinity", "NaN"]
-            .into_iter()
-            .find(|t| rest.starts_with(t));
+        let token = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t));
         if let Some(t) = token {
             out.push_str("null");
             rest = &rest[t.len()..];
@@ -211,15 +206,9 @@ pub(crate) const EULER_DEFAULTS: ClassDefaults = ClassDefaults {
     zero_snr_clamps_last: true,
     supports_sample_prediction: true,
 };
-pub(crate) const EULER_A_DEFAULTS: ClassDefaults = ClassDefaults {
-    class: "EulerAncestralDiscreteScheduler",
-    supports_sample_prediction: false,
-    ..EULER_DEFAULTS
-};
-pub(crate) const DPM_DEFAULTS: ClassDefaults = ClassDefaults {
-    class: "DPMSolverMultistepScheduler",
-    ..EULER_DEFAULTS
-};
+pub(crate) const EULER_A_DEFAULTS: ClassDefaults =
+    ClassDefaults { class: "EulerAncestralDiscreteScheduler", supports_sample_prediction: false, ..EULER_DEFAULTS };
+pub(crate) const DPM_DEFAULTS: ClassDefaults = ClassDefaults { class: "DPMSolverMultistepScheduler", ..EULER_DEFAULTS };
 pub(crate) const DDIM_DEFAULTS: ClassDefaults = ClassDefaults {
     class: "DDIMScheduler",
     beta_start: 0.0001,
@@ -229,13 +218,8 @@ pub(crate) const DDIM_DEFAULTS: ClassDefaults = ClassDefaults {
     zero_snr_clamps_last: false,
     supports_sample_prediction: true,
 };
-pub(crate) const LCM_DEFAULTS: ClassDefaults = ClassDefaults {
-    class: "LCMScheduler",
-    beta_start: 0.00085,
-    beta_end: 0.012,
-    beta_schedule: "scaled_linear",
-    ..DDIM_DEFAULTS
-};
+pub(crate) const LCM_DEFAULTS: ClassDefaults =
+    ClassDefaults { class: "LCMScheduler", beta_start: 0.00085, beta_end: 0.012, beta_schedule: "scaled_linear", ..DDIM_DEFAULTS };
 
 /// Settings shared by every supported scheduler, resolved against a class's
 /// defaults, plus the training noise schedule.
@@ -264,76 +248,47 @@ impl Base {
         }
         let num_train_timesteps = cfg.num_train_timesteps.unwrap_or(1000);
         if num_train_timesteps < 2 {
-            return Err(SchedulerError::InvalidConfig(format!(
-                "num_train_timesteps must be at least 2, got {num_train_timesteps}"
-            )));
+            return Err(SchedulerError::InvalidConfig(format!("num_train_timesteps must be at least 2, got {num_train_timesteps}")));
         }
         let prediction = match cfg.prediction_type.as_deref().unwrap_or("epsilon") {
             "epsilon" => Prediction::Epsilon,
             "v_prediction" => Prediction::V,
             "sample" | "original_sample" if d.supports_sample_prediction => Prediction::Sample,
             "sample" | "original_sample" => {
-                return Err(SchedulerError::Unsupported(format!(
-                    "prediction_type `sample` with {}",
-                    d.class
-                )));
+                return Err(SchedulerError::Unsupported(format!("prediction_type `sample` with {}", d.class)));
             }
             other => {
-                return Err(SchedulerError::InvalidConfig(format!(
-                    "unknown prediction_type `{other}`"
-                )));
+                return Err(SchedulerError::InvalidConfig(format!("unknown prediction_type `{other}`")));
             }
         };
         let spacing = parse_spacing(cfg.timestep_spacing.as_deref().unwrap_or(d.spacing))?;
         let steps_offset = cfg.steps_offset.unwrap_or(0);
         let betas = betas(cfg, d, num_train_timesteps)?;
         let rescale = cfg.rescale_betas_zero_snr.unwrap_or(false);
-        let betas = if rescale {
-            rescale_zero_terminal_snr(&betas)
-        } else {
-            betas
-        };
+        let betas = if rescale { rescale_zero_terminal_snr(&betas) } else { betas };
         let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
         let mut alphas_cumprod = numerics::cumprod_f32(&alphas);
         if rescale && d.zero_snr_clamps_last {
             alphas_cumprod[num_train_timesteps - 1] = 2f32.powi(-24);
         }
-        if alphas_cumprod
-            .iter()
-            .any(|a| !a.is_finite() || *a < 0.0 || *a > 1.0)
-        {
-            return Err(SchedulerError::InvalidConfig(
-                "betas produce alphas_cumprod outside [0, 1]".into(),
-            ));
+        if alphas_cumprod.iter().any(|a| !a.is_finite() || *a < 0.0 || *a > 1.0) {
+            return Err(SchedulerError::InvalidConfig("betas produce alphas_cumprod outside [0, 1]".into()));
         }
         if !rescale && alphas_cumprod.iter().any(|a| *a <= 0.0) {
-            return Err(SchedulerError::InvalidConfig(
-                "betas reach 1, making alphas_cumprod zero".into(),
-            ));
+            return Err(SchedulerError::InvalidConfig("betas reach 1, making alphas_cumprod zero".into()));
         }
-        Ok(Self {
-            num_train_timesteps,
-            prediction,
-            spacing,
-            steps_offset,
-            alphas_cumprod,
-        })
+        Ok(Self { num_train_timesteps, prediction, spacing, steps_offset, alphas_cumprod })
     }
 
     /// Training sigmas `((1 - a) / a) ** 0.5` in f32, index = train timestep.
     pub(crate) fn train_sigmas(&self) -> Vec<f32> {
-        self.alphas_cumprod
-            .iter()
-            .map(|&a| numerics::sigma_from_alpha_cumprod(a))
-            .collect()
+        self.alphas_cumprod.iter().map(|&a| numerics::sigma_from_alpha_cumprod(a)).collect()
     }
 
     /// Reject step counts diffusers cannot schedule sensibly.
     pub(crate) fn check_steps(&self, n: usize) -> Result<()> {
         if n == 0 {
-            return Err(SchedulerError::InvalidSteps(
-                "num_inference_steps must be at least 1".into(),
-            ));
+            return Err(SchedulerError::InvalidSteps("num_inference_steps must be at least 1".into()));
         }
         if n > self.num_train_timesteps {
             return Err(SchedulerError::InvalidSteps(format!(
@@ -350,19 +305,14 @@ pub(crate) fn parse_spacing(s: &str) -> Result<Spacing> {
         "leading" => Ok(Spacing::Leading),
         "linspace" => Ok(Spacing::Linspace),
         "trailing" => Ok(Spacing::Trailing),
-        other => Err(SchedulerError::InvalidConfig(format!(
-            "unknown timestep_spacing `{other}` (expected leading, linspace or trailing)"
-        ))),
+        other => Err(SchedulerError::InvalidConfig(format!("unknown timestep_spacing `{other}` (expected leading, linspace or trailing)"))),
     }
 }
 
 fn betas(cfg: &SchedulerConfig, d: &ClassDefaults, n: usize) -> Result<Vec<f32>> {
     if let Some(tb) = &cfg.trained_betas {
         if tb.len() != n {
-            return Err(SchedulerError::InvalidConfig(format!(
-                "trained_betas has {} values but num_train_timesteps is {n}",
-                tb.len()
-            )));
+            return Err(SchedulerError::InvalidConfig(format!("trained_betas has {} values but num_train_timesteps is {n}", tb.len())));
         }
         return Ok(tb.iter().map(|&b| b as f32).collect());
     }
@@ -370,14 +320,8 @@ fn betas(cfg: &SchedulerConfig, d: &ClassDefaults, n: usize) -> Result<Vec<f32>>
     let end = cfg.beta_end.unwrap_or(d.beta_end);
     let schedule = cfg.beta_schedule.as_deref().unwrap_or(d.beta_schedule);
     let check_range = || {
-        if !(start.is_finite()
-            && end.is_finite()
-            && (0.0..1.0).contains(&start)
-            && (0.0..1.0).contains(&end))
-        {
-            Err(SchedulerError::InvalidConfig(format!(
-                "beta_start/beta_end must be within [0, 1), got {start} and {end}"
-            )))
+        if !(start.is_finite() && end.is_finite() && (0.0..1.0).contains(&start) && (0.0..1.0).contains(&end)) {
+            Err(SchedulerError::InvalidConfig(format!("beta_start/beta_end must be within [0, 1), got {start} and {end}")))
         } else {
             Ok(())
         }
@@ -389,10 +333,7 @@ fn betas(cfg: &SchedulerConfig, d: &ClassDefaults, n: usize) -> Result<Vec<f32>>
         }
         "scaled_linear" => {
             check_range()?;
-            Ok(numerics::torch_linspace_f32(start.sqrt(), end.sqrt(), n)
-                .into_iter()
-                .map(|b| b * b)
-                .collect())
+            Ok(numerics::torch_linspace_f32(start.sqrt(), end.sqrt(), n).into_iter().map(|b| b * b).collect())
         }
         "squaredcos_cap_v2" => Ok(betas_for_alpha_bar_cosine(n)),
         other => Err(SchedulerError::InvalidConfig(format!(
@@ -403,11 +344,7 @@ fn betas(cfg: &SchedulerConfig, d: &ClassDefaults, n: usize) -> Result<Vec<f32>>
 
 /// diffusers `betas_for_alpha_bar(n, max_beta=0.999, "cosine")`, in f64 then f32.
 fn betas_for_alpha_bar_cosine(n: usize) -> Vec<f32> {
-    let alpha_bar = |t: f64| {
-        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
-            .cos()
-            .powi(2)
-    };
+    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
     (0..n)
         .map(|i| {
             let t1 = i as f64 / n as f64;
@@ -444,10 +381,8 @@ mod tests {
 
     #[test]
     fn non_finite_tokens_become_null() {
-        let cfg = SchedulerConfig::from_json_str(
-            r#"{"lambda_min_clipped": -Infinity, "_class_name": "NaN Infinity", "beta_end": NaN}"#,
-        )
-        .unwrap();
+        let cfg =
+            SchedulerConfig::from_json_str(r#"{"lambda_min_clipped": -Infinity, "_class_name": "NaN Infinity", "beta_end": NaN}"#).unwrap();
         assert_eq!(cfg.lambda_min_clipped, None);
         assert_eq!(cfg.beta_end, None);
         assert_eq!(cfg.class_name.as_deref(), Some("NaN Infinity"));

@@ -25,17 +25,11 @@ impl Ddim {
     /// `clip_sample` and `set_alpha_to_one` default to true for this class).
     pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
         let base = Base::resolve(cfg, &DDIM_DEFAULTS)?;
-        let final_alpha_cumprod = if cfg.set_alpha_to_one.unwrap_or(true) {
-            1.0
-        } else {
-            base.alphas_cumprod[0]
-        };
+        let final_alpha_cumprod = if cfg.set_alpha_to_one.unwrap_or(true) { 1.0 } else { base.alphas_cumprod[0] };
         let clip_sample = clip_range(cfg, true)?;
         let eta = cfg.eta.unwrap_or(0.0);
         if !(eta.is_finite() && eta >= 0.0) {
-            return Err(SchedulerError::InvalidConfig(format!(
-                "eta must be finite and >= 0, got {eta}"
-            )));
+            return Err(SchedulerError::InvalidConfig(format!("eta must be finite and >= 0, got {eta}")));
         }
         Ok(Self {
             base,
@@ -57,9 +51,7 @@ pub(crate) fn clip_range(cfg: &SchedulerConfig, default_on: bool) -> Result<Opti
     }
     let r = cfg.clip_sample_range.unwrap_or(1.0);
     if !(r.is_finite() && r > 0.0) {
-        return Err(SchedulerError::InvalidConfig(format!(
-            "clip_sample_range must be positive, got {r}"
-        )));
+        return Err(SchedulerError::InvalidConfig(format!("clip_sample_range must be positive, got {r}")));
     }
     Ok(Some(r as f32))
 }
@@ -68,29 +60,21 @@ pub(crate) fn clip_range(cfg: &SchedulerConfig, default_on: bool) -> Result<Opti
 pub(crate) fn ddim_timesteps(base: &Base, n: usize) -> Result<Vec<usize>> {
     let nt = base.num_train_timesteps;
     let ts: Vec<i64> = match base.spacing {
-        Spacing::Linspace => numerics::np_linspace(0.0, (nt - 1) as f64, n, true)
-            .into_iter()
-            .rev()
-            .map(|t| t.round_ties_even() as i64)
-            .collect(),
+        Spacing::Linspace => {
+            numerics::np_linspace(0.0, (nt - 1) as f64, n, true).into_iter().rev().map(|t| t.round_ties_even() as i64).collect()
+        }
         Spacing::Leading => {
             let ratio = nt / n;
-            (0..n)
-                .rev()
-                .map(|i| (i * ratio) as i64 + base.steps_offset)
-                .collect()
+            (0..n).rev().map(|i| (i * ratio) as i64 + base.steps_offset).collect()
         }
-        Spacing::Trailing => numerics::np_arange(nt as f64, 0.0, -(nt as f64 / n as f64))
-            .into_iter()
-            .map(|t| t.round_ties_even() as i64 - 1)
-            .collect(),
+        Spacing::Trailing => {
+            numerics::np_arange(nt as f64, 0.0, -(nt as f64 / n as f64)).into_iter().map(|t| t.round_ties_even() as i64 - 1).collect()
+        }
     };
     ts.into_iter()
         .map(|t| {
             usize::try_from(t).ok().filter(|&t| t < nt).ok_or_else(|| {
-                SchedulerError::InvalidSteps(format!(
-                    "timestep {t} falls outside the training range 0..{nt} (check steps_offset)"
-                ))
+                SchedulerError::InvalidSteps(format!("timestep {t} falls outside the training range 0..{nt} (check steps_offset)"))
             })
         })
         .collect()
@@ -143,31 +127,14 @@ impl Scheduler for Ddim {
         self.eta > 0.0
     }
 
-    fn step(
-        &mut self,
-        model_output: &[f32],
-        step_index: usize,
-        sample: &[f32],
-        noise: Option<&[f32]>,
-    ) -> Result<Vec<f32>> {
-        let noise = check_step_inputs(
-            self.timesteps.len(),
-            step_index,
-            model_output,
-            sample,
-            noise,
-            self.eta > 0.0,
-        )?;
+    fn step(&mut self, model_output: &[f32], step_index: usize, sample: &[f32], noise: Option<&[f32]>) -> Result<Vec<f32>> {
+        let noise = check_step_inputs(self.timesteps.len(), step_index, model_output, sample, noise, self.eta > 0.0)?;
         let t = self.timesteps_int[step_index];
         // diffusers steps back by a fixed stride, whatever the spacing.
         let prev_t = t as i64 - (self.base.num_train_timesteps / self.num_inference_steps) as i64;
         let ac = &self.base.alphas_cumprod;
         let a_t = ac[t];
-        let a_prev = if prev_t >= 0 {
-            ac[prev_t as usize]
-        } else {
-            self.final_alpha_cumprod
-        };
+        let a_prev = if prev_t >= 0 { ac[prev_t as usize] } else { self.final_alpha_cumprod };
         let b_t = 1.0 - a_t;
         let b_prev = 1.0 - a_prev;
         let (sqrt_a, sqrt_b) = (a_t.sqrt(), b_t.sqrt());
@@ -203,27 +170,13 @@ impl Scheduler for Ddim {
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>> {
         check_index(step_index, self.timesteps.len())?;
         check_len("noise", noise.len(), original.len())?;
-        alpha_add_noise(
-            &self.base.alphas_cumprod,
-            self.timesteps_int[step_index],
-            original,
-            noise,
-        )
+        alpha_add_noise(&self.base.alphas_cumprod, self.timesteps_int[step_index], original, noise)
     }
 }
 
 /// `sqrt(a_t) * x0 + sqrt(1 - a_t) * noise` (DDPM forward process).
-pub(crate) fn alpha_add_noise(
-    alphas_cumprod: &[f32],
-    t: usize,
-    original: &[f32],
-    noise: &[f32],
-) -> Result<Vec<f32>> {
+pub(crate) fn alpha_add_noise(alphas_cumprod: &[f32], t: usize, original: &[f32], noise: &[f32]) -> Result<Vec<f32>> {
     let a = alphas_cumprod[t];
     let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
-    Ok(original
-        .iter()
-        .zip(noise)
-        .map(|(&o, &n)| sa * o + sb * n)
-        .collect())
+    Ok(original.iter().zip(noise).map(|(&o, &n)| sa * o + sb * n).collect())
 }

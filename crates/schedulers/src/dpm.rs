@@ -71,56 +71,35 @@ impl DpmSolverMultistep {
         };
         let solver_order = cfg.solver_order.unwrap_or(2);
         if !(1..=2).contains(&solver_order) {
-            return Err(SchedulerError::Unsupported(format!(
-                "DPM-Solver solver_order {solver_order} (only 1 and 2)"
-            )));
+            return Err(SchedulerError::Unsupported(format!("DPM-Solver solver_order {solver_order} (only 1 and 2)")));
         }
         let solver_type = match cfg.solver_type.as_deref().unwrap_or("midpoint") {
             // diffusers maps UniPC's solver types to midpoint.
             "midpoint" | "logrho" | "bh1" | "bh2" => SolverType::Midpoint,
             "heun" => SolverType::Heun,
             other => {
-                return Err(SchedulerError::InvalidConfig(format!(
-                    "unknown solver_type `{other}`"
-                )));
+                return Err(SchedulerError::InvalidConfig(format!("unknown solver_type `{other}`")));
             }
         };
         let final_sigma_min = match cfg.final_sigmas_type.as_deref().unwrap_or("zero") {
             "zero" => false,
             "sigma_min" => true,
             other => {
-                return Err(SchedulerError::InvalidConfig(format!(
-                    "unknown final_sigmas_type `{other}`"
-                )));
+                return Err(SchedulerError::InvalidConfig(format!("unknown final_sigmas_type `{other}`")));
             }
         };
         if let Some(v) = cfg.variance_type.as_deref() {
-            return Err(SchedulerError::Unsupported(format!(
-                "DPM-Solver variance_type `{v}`"
-            )));
+            return Err(SchedulerError::Unsupported(format!("DPM-Solver variance_type `{v}`")));
         }
         let lambda_min_clipped = cfg.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY);
         if lambda_min_clipped.is_nan() {
-            return Err(SchedulerError::InvalidConfig(
-                "lambda_min_clipped is NaN".into(),
-            ));
+            return Err(SchedulerError::InvalidConfig("lambda_min_clipped is NaN".into()));
         }
         let train_sigmas = base.train_sigmas();
-        let log_sigmas = train_sigmas
-            .iter()
-            .map(|&s| (s as f64).ln() as f32)
-            .collect();
-        let lambda_t = base
-            .alphas_cumprod
-            .iter()
-            .map(|&a| a.sqrt().ln() - (1.0 - a).sqrt().ln())
-            .collect();
+        let log_sigmas = train_sigmas.iter().map(|&s| (s as f64).ln() as f32).collect();
+        let lambda_t = base.alphas_cumprod.iter().map(|&a| a.sqrt().ln() - (1.0 - a).sqrt().ln()).collect();
         // diffusers checks the config key even when trained_betas is given.
-        let cosine_betas = cfg
-            .beta_schedule
-            .as_deref()
-            .unwrap_or(DPM_DEFAULTS.beta_schedule)
-            == "squaredcos_cap_v2";
+        let cosine_betas = cfg.beta_schedule.as_deref().unwrap_or(DPM_DEFAULTS.beta_schedule) == "squaredcos_cap_v2";
         Ok(Self {
             base,
             train_sigmas,
@@ -171,13 +150,9 @@ impl DpmSolverMultistep {
 impl Scheduler for DpmSolverMultistep {
     fn kind(&self) -> SchedulerKind {
         if self.sde {
-            SchedulerKind::DpmPlusPlus2MSde {
-                karras: self.karras,
-            }
+            SchedulerKind::DpmPlusPlus2MSde { karras: self.karras }
         } else {
-            SchedulerKind::DpmPlusPlus2M {
-                karras: self.karras,
-            }
+            SchedulerKind::DpmPlusPlus2M { karras: self.karras }
         }
     }
 
@@ -190,34 +165,25 @@ impl Scheduler for DpmSolverMultistep {
         let last_timestep = nt - clipped_idx;
         let mut timesteps: Vec<i64> = match self.base.spacing {
             Spacing::Linspace => {
-                let mut t: Vec<i64> =
-                    numerics::np_linspace(0.0, last_timestep as f64 - 1.0, n + 1, true)
-                        .into_iter()
-                        .rev()
-                        .map(|v| v.round_ties_even() as i64)
-                        .collect();
+                let mut t: Vec<i64> = numerics::np_linspace(0.0, last_timestep as f64 - 1.0, n + 1, true)
+                    .into_iter()
+                    .rev()
+                    .map(|v| v.round_ties_even() as i64)
+                    .collect();
                 t.pop();
                 t
             }
             Spacing::Leading => {
                 let ratio = last_timestep / (n + 1);
-                (1..=n)
-                    .rev()
-                    .map(|i| (i * ratio) as i64 + self.base.steps_offset)
-                    .collect()
+                (1..=n).rev().map(|i| (i * ratio) as i64 + self.base.steps_offset).collect()
             }
             Spacing::Trailing => {
                 let ratio = nt as f64 / n as f64;
-                numerics::np_arange(last_timestep as f64, 0.0, -ratio)
-                    .into_iter()
-                    .map(|v| v.round_ties_even() as i64 - 1)
-                    .collect()
+                numerics::np_arange(last_timestep as f64, 0.0, -ratio).into_iter().map(|v| v.round_ties_even() as i64 - 1).collect()
             }
         };
         if timesteps.is_empty() {
-            return Err(SchedulerError::InvalidSteps(format!(
-                "lambda_min_clipped leaves no timesteps for {n} steps"
-            )));
+            return Err(SchedulerError::InvalidSteps(format!("lambda_min_clipped leaves no timesteps for {n} steps")));
         }
         let sigmas: Vec<f64> = if self.karras {
             let smin = self.sigma_min.unwrap_or(self.train_sigmas[0] as f64);
@@ -227,26 +193,15 @@ impl Scheduler for DpmSolverMultistep {
                 .iter()
                 .map(|&s| {
                     let t = numerics::sigma_to_t(s, &self.log_sigmas);
-                    let t = if self.cosine_betas {
-                        t
-                    } else {
-                        t.round_ties_even()
-                    };
+                    let t = if self.cosine_betas { t } else { t.round_ties_even() };
                     t as i64
                 })
                 .collect();
             sigmas
         } else {
-            timesteps
-                .iter()
-                .map(|&t| numerics::np_interp_grid(t as f64, &self.train_sigmas))
-                .collect()
+            timesteps.iter().map(|&t| numerics::np_interp_grid(t as f64, &self.train_sigmas)).collect()
         };
-        let last = if self.final_sigma_min {
-            self.train_sigmas[0]
-        } else {
-            0.0
-        };
+        let last = if self.final_sigma_min { self.train_sigmas[0] } else { 0.0 };
         let mut sigmas: Vec<f32> = sigmas.into_iter().map(|s| s as f32).collect();
         sigmas.push(last);
         self.timesteps = timesteps.iter().map(|&t| t as f32).collect();
@@ -289,13 +244,7 @@ impl Scheduler for DpmSolverMultistep {
         self.sde
     }
 
-    fn step(
-        &mut self,
-        model_output: &[f32],
-        step_index: usize,
-        sample: &[f32],
-        noise: Option<&[f32]>,
-    ) -> Result<Vec<f32>> {
+    fn step(&mut self, model_output: &[f32], step_index: usize, sample: &[f32], noise: Option<&[f32]>) -> Result<Vec<f32>> {
         let len = self.timesteps.len();
         let noise = check_step_inputs(len, step_index, model_output, sample, noise, self.sde)?;
         let sequential = step_index > 0 && self.last_step == Some(step_index - 1);
@@ -303,10 +252,7 @@ impl Scheduler for DpmSolverMultistep {
             self.reset_history();
         }
         let is_last = step_index == len - 1;
-        let lower_order_final = is_last
-            && (self.euler_at_final
-                || (self.lower_order_final && len < 15)
-                || !self.final_sigma_min);
+        let lower_order_final = is_last && (self.euler_at_final || (self.lower_order_final && len < 15) || !self.final_sigma_min);
 
         let x0 = self.convert(self.sigmas[step_index], model_output, sample);
         if self.history.len() == self.solver_order {
@@ -329,20 +275,11 @@ impl Scheduler for DpmSolverMultistep {
                 let c_x = sigma_t / sigma_s0 * (-h).exp();
                 let c_m = alpha_t * (1.0 - e2h);
                 let c_n = sigma_t * (1.0 - e2h).sqrt();
-                sample
-                    .iter()
-                    .zip(m0)
-                    .zip(noise)
-                    .map(|((&x, &m), &z)| c_x * x + c_m * m + c_n * z)
-                    .collect()
+                sample.iter().zip(m0).zip(noise).map(|((&x, &m), &z)| c_x * x + c_m * m + c_n * z).collect()
             } else {
                 let c_x = sigma_t / sigma_s0;
                 let c_m = alpha_t * ((-h).exp() - 1.0);
-                sample
-                    .iter()
-                    .zip(m0)
-                    .map(|(&x, &m)| c_x * x - c_m * m)
-                    .collect()
+                sample.iter().zip(m0).map(|(&x, &m)| c_x * x - c_m * m).collect()
             }
         } else {
             let m1 = &self.history[self.history.len() - 2];
@@ -411,11 +348,7 @@ impl Scheduler for DpmSolverMultistep {
         check_index(step_index, self.timesteps.len())?;
         check_len("noise", noise.len(), original.len())?;
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[step_index]);
-        Ok(original
-            .iter()
-            .zip(noise)
-            .map(|(&o, &n)| alpha_t * o + sigma_t * n)
-            .collect())
+        Ok(original.iter().zip(noise).map(|(&o, &n)| alpha_t * o + sigma_t * n).collect())
     }
 }
 

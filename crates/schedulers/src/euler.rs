@@ -1,8 +1,6 @@
 //! `EulerDiscreteScheduler` and `EulerAncestralDiscreteScheduler`.
 
-use crate::config::{
-    Base, ClassDefaults, EULER_A_DEFAULTS, EULER_DEFAULTS, Prediction, SchedulerConfig, Spacing,
-};
+use crate::config::{Base, ClassDefaults, EULER_A_DEFAULTS, EULER_DEFAULTS, Prediction, SchedulerConfig, Spacing};
 use crate::error::{Result, SchedulerError};
 use crate::numerics;
 use crate::{Scheduler, SchedulerKind, check_index, check_len, check_step_inputs, img2img_begin};
@@ -32,29 +30,15 @@ impl SigmaSchedule {
     fn new(cfg: &SchedulerConfig, d: &ClassDefaults) -> Result<Self> {
         let base = Base::resolve(cfg, d)?;
         let train_sigmas = base.train_sigmas();
-        let log_sigmas = train_sigmas
-            .iter()
-            .map(|&s| (s as f64).ln() as f32)
-            .collect();
-        Ok(Self {
-            base,
-            train_sigmas,
-            log_sigmas,
-            timesteps: Vec::new(),
-            sigmas: Vec::new(),
-            begin_index: 0,
-        })
+        let log_sigmas = train_sigmas.iter().map(|&s| (s as f64).ln() as f32).collect();
+        Ok(Self { base, train_sigmas, log_sigmas, timesteps: Vec::new(), sigmas: Vec::new(), begin_index: 0 })
     }
 
     /// Timesteps per `timestep_spacing`, as diffusers' Euler builds them (f32).
     fn spaced_timesteps(&self, n: usize) -> Vec<f32> {
         let nt = self.base.num_train_timesteps;
         match self.base.spacing {
-            Spacing::Linspace => numerics::np_linspace(0.0, (nt - 1) as f64, n, true)
-                .into_iter()
-                .rev()
-                .map(|t| t as f32)
-                .collect(),
+            Spacing::Linspace => numerics::np_linspace(0.0, (nt - 1) as f64, n, true).into_iter().rev().map(|t| t as f32).collect(),
             Spacing::Leading => {
                 let ratio = nt / n;
                 let offset = self.base.steps_offset as f32;
@@ -62,10 +46,7 @@ impl SigmaSchedule {
             }
             Spacing::Trailing => {
                 let ratio = nt as f64 / n as f64;
-                numerics::np_arange(nt as f64, 0.0, -ratio)
-                    .into_iter()
-                    .map(|t| t.round_ties_even() as f32 - 1.0)
-                    .collect()
+                numerics::np_arange(nt as f64, 0.0, -ratio).into_iter().map(|t| t.round_ties_even() as f32 - 1.0).collect()
             }
         }
     }
@@ -73,20 +54,14 @@ impl SigmaSchedule {
     fn set(&mut self, n: usize, opts: Option<&EulerOptions>) -> Result<()> {
         self.base.check_steps(n)?;
         let mut timesteps = self.spaced_timesteps(n);
-        let mut sigmas: Vec<f64> = timesteps
-            .iter()
-            .map(|&t| numerics::np_interp_grid(t as f64, &self.train_sigmas))
-            .collect();
+        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| numerics::np_interp_grid(t as f64, &self.train_sigmas)).collect();
         let mut last = 0.0f64;
         if let Some(o) = opts {
             if o.karras {
                 let smin = o.sigma_min.unwrap_or(sigmas[sigmas.len() - 1]);
                 let smax = o.sigma_max.unwrap_or(sigmas[0]);
                 sigmas = numerics::karras_sigmas(smin, smax, n);
-                timesteps = sigmas
-                    .iter()
-                    .map(|&s| numerics::sigma_to_t(s, &self.log_sigmas) as f32)
-                    .collect();
+                timesteps = sigmas.iter().map(|&s| numerics::sigma_to_t(s, &self.log_sigmas) as f32).collect();
             }
             if o.final_sigma_min {
                 last = self.train_sigmas[0] as f64;
@@ -104,11 +79,7 @@ impl SigmaSchedule {
     }
 
     fn init_noise_sigma(&self) -> f32 {
-        let max = self
-            .sigmas
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
+        let max = self.sigmas.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let max = if self.sigmas.is_empty() { 0.0 } else { max };
         match self.base.spacing {
             Spacing::Linspace | Spacing::Trailing => max,
@@ -127,11 +98,7 @@ impl SigmaSchedule {
         check_index(i, self.timesteps.len())?;
         check_len("noise", noise.len(), original.len())?;
         let sigma = self.sigmas[i];
-        Ok(original
-            .iter()
-            .zip(noise)
-            .map(|(o, n)| o + n * sigma)
-            .collect())
+        Ok(original.iter().zip(noise).map(|(o, n)| o + n * sigma).collect())
     }
 
     /// x0 prediction, with diffusers' f32 operation order.
@@ -162,27 +129,21 @@ impl EulerDiscrete {
         match cfg.interpolation_type.as_deref().unwrap_or("linear") {
             "linear" => {}
             other => {
-                return Err(SchedulerError::Unsupported(format!(
-                    "Euler interpolation_type `{other}`"
-                )));
+                return Err(SchedulerError::Unsupported(format!("Euler interpolation_type `{other}`")));
             }
         }
         let final_sigma_min = match cfg.final_sigmas_type.as_deref().unwrap_or("zero") {
             "zero" => false,
             "sigma_min" => true,
             other => {
-                return Err(SchedulerError::InvalidConfig(format!(
-                    "unknown final_sigmas_type `{other}`"
-                )));
+                return Err(SchedulerError::InvalidConfig(format!("unknown final_sigmas_type `{other}`")));
             }
         };
         let continuous = match cfg.timestep_type.as_deref().unwrap_or("discrete") {
             "discrete" => false,
             "continuous" => true,
             other => {
-                return Err(SchedulerError::InvalidConfig(format!(
-                    "unknown timestep_type `{other}`"
-                )));
+                return Err(SchedulerError::InvalidConfig(format!("unknown timestep_type `{other}`")));
             }
         };
         let opts = EulerOptions {
@@ -236,21 +197,8 @@ impl Scheduler for EulerDiscrete {
         false
     }
 
-    fn step(
-        &mut self,
-        model_output: &[f32],
-        step_index: usize,
-        sample: &[f32],
-        noise: Option<&[f32]>,
-    ) -> Result<Vec<f32>> {
-        check_step_inputs(
-            self.s.timesteps.len(),
-            step_index,
-            model_output,
-            sample,
-            noise,
-            false,
-        )?;
+    fn step(&mut self, model_output: &[f32], step_index: usize, sample: &[f32], noise: Option<&[f32]>) -> Result<Vec<f32>> {
+        check_step_inputs(self.s.timesteps.len(), step_index, model_output, sample, noise, false)?;
         // s_churn = 0 (diffusers' pipelines never set it), so sigma_hat = sigma.
         let sigma = self.s.sigmas[step_index];
         let dt = self.s.sigmas[step_index + 1] - sigma;
@@ -284,10 +232,7 @@ impl EulerAncestralDiscrete {
     /// Build from a diffusers config, using
     /// `EulerAncestralDiscreteScheduler` defaults.
     pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
-        Ok(Self {
-            s: SigmaSchedule::new(cfg, &EULER_A_DEFAULTS)?,
-            kind: SchedulerKind::EulerAncestral,
-        })
+        Ok(Self { s: SigmaSchedule::new(cfg, &EULER_A_DEFAULTS)?, kind: SchedulerKind::EulerAncestral })
     }
 
     /// Turbo preset: `trailing` spacing regardless of the config, so one
@@ -295,10 +240,7 @@ impl EulerAncestralDiscrete {
     pub fn new_turbo(cfg: &SchedulerConfig) -> Result<Self> {
         let mut cfg = cfg.clone();
         cfg.timestep_spacing = Some("trailing".into());
-        Ok(Self {
-            s: SigmaSchedule::new(&cfg, &EULER_A_DEFAULTS)?,
-            kind: SchedulerKind::Turbo,
-        })
+        Ok(Self { s: SigmaSchedule::new(&cfg, &EULER_A_DEFAULTS)?, kind: SchedulerKind::Turbo })
     }
 }
 
@@ -344,22 +286,9 @@ impl Scheduler for EulerAncestralDiscrete {
         true
     }
 
-    fn step(
-        &mut self,
-        model_output: &[f32],
-        step_index: usize,
-        sample: &[f32],
-        noise: Option<&[f32]>,
-    ) -> Result<Vec<f32>> {
-        let noise = check_step_inputs(
-            self.s.timesteps.len(),
-            step_index,
-            model_output,
-            sample,
-            noise,
-            true,
-        )?
-        .ok_or(SchedulerError::MissingNoise(step_index))?;
+    fn step(&mut self, model_output: &[f32], step_index: usize, sample: &[f32], noise: Option<&[f32]>) -> Result<Vec<f32>> {
+        let noise = check_step_inputs(self.s.timesteps.len(), step_index, model_output, sample, noise, true)?
+            .ok_or(SchedulerError::MissingNoise(step_index))?;
         let sigma_from = self.s.sigmas[step_index];
         let sigma_to = self.s.sigmas[step_index + 1];
         let from2 = sigma_from * sigma_from;

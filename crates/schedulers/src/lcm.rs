@@ -35,9 +35,7 @@ impl Lcm {
         }
         let timestep_scaling = cfg.timestep_scaling.unwrap_or(10.0);
         if !timestep_scaling.is_finite() {
-            return Err(SchedulerError::InvalidConfig(
-                "timestep_scaling must be finite".into(),
-            ));
+            return Err(SchedulerError::InvalidConfig("timestep_scaling must be finite".into()));
         }
         Ok(Self {
             base,
@@ -68,14 +66,10 @@ impl Lcm {
             )));
         }
         if n > original {
-            return Err(SchedulerError::InvalidSteps(format!(
-                "LCM: {n} steps exceed original_inference_steps {original}"
-            )));
+            return Err(SchedulerError::InvalidSteps(format!("LCM: {n} steps exceed original_inference_steps {original}")));
         }
-        let ts: Vec<usize> = numerics::np_linspace(0.0, origin.len() as f64, n, false)
-            .into_iter()
-            .map(|x| origin[x.floor() as usize])
-            .collect();
+        let ts: Vec<usize> =
+            numerics::np_linspace(0.0, origin.len() as f64, n, false).into_iter().map(|x| origin[x.floor() as usize]).collect();
         self.timesteps = ts.iter().map(|&t| t as f32).collect();
         self.timesteps_int = ts;
         Ok(())
@@ -123,22 +117,12 @@ impl Scheduler for Lcm {
         step_index + 1 < self.timesteps.len()
     }
 
-    fn step(
-        &mut self,
-        model_output: &[f32],
-        step_index: usize,
-        sample: &[f32],
-        noise: Option<&[f32]>,
-    ) -> Result<Vec<f32>> {
+    fn step(&mut self, model_output: &[f32], step_index: usize, sample: &[f32], noise: Option<&[f32]>) -> Result<Vec<f32>> {
         let len = self.timesteps.len();
         let needs = self.needs_noise(step_index);
         let noise = check_step_inputs(len, step_index, model_output, sample, noise, needs)?;
         let t = self.timesteps_int[step_index];
-        let prev_t = if step_index + 1 < len {
-            self.timesteps_int[step_index + 1]
-        } else {
-            t
-        };
+        let prev_t = if step_index + 1 < len { self.timesteps_int[step_index + 1] } else { t };
         let ac = &self.base.alphas_cumprod;
         let (a_t, a_prev) = (ac[t], ac[prev_t]);
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
@@ -177,11 +161,6 @@ impl Scheduler for Lcm {
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>> {
         check_index(step_index, self.timesteps.len())?;
         check_len("noise", noise.len(), original.len())?;
-        alpha_add_noise(
-            &self.base.alphas_cumprod,
-            self.timesteps_int[step_index],
-            original,
-            noise,
-        )
+        alpha_add_noise(&self.base.alphas_cumprod, self.timesteps_int[step_index], original, noise)
     }
 }

@@ -65,8 +65,7 @@ pub trait Scheduler: Send + fmt::Debug {
     /// Matches diffusers' img2img pipelines: `get_timesteps` trimming
     /// (`begin = n - min(floor(n * strength), n)`) for most schedulers, and
     /// LCM's `set_timesteps(strength=..)` (returns 0) for LCM.
-    fn set_timesteps_img2img(&mut self, num_inference_steps: usize, strength: f64)
-    -> Result<usize>;
+    fn set_timesteps_img2img(&mut self, num_inference_steps: usize, strength: f64) -> Result<usize>;
 
     /// First step index to run: 0 after `set_timesteps`, the trimmed start
     /// after `set_timesteps_img2img`.
@@ -95,13 +94,7 @@ pub trait Scheduler: Send + fmt::Debug {
     ///
     /// Multistep state (DPM++ history) assumes consecutive indices; a call
     /// whose index does not follow the previous one restarts that history.
-    fn step(
-        &mut self,
-        model_output: &[f32],
-        step_index: usize,
-        sample: &[f32],
-        noise: Option<&[f32]>,
-    ) -> Result<Vec<f32>>;
+    fn step(&mut self, model_output: &[f32], step_index: usize, sample: &[f32], noise: Option<&[f32]>) -> Result<Vec<f32>>;
 
     /// Noise clean latents to the level of `step_index` (img2img start).
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>>;
@@ -136,17 +129,8 @@ pub enum SchedulerKind {
 
 impl SchedulerKind {
     /// Canonical CLI names, accepted by `FromStr`.
-    pub const NAMES: [&'static str; 9] = [
-        "euler",
-        "euler-a",
-        "dpm++2m",
-        "dpm++2m-karras",
-        "dpm++2m-sde",
-        "dpm++2m-sde-karras",
-        "ddim",
-        "lcm",
-        "turbo",
-    ];
+    pub const NAMES: [&'static str; 9] =
+        ["euler", "euler-a", "dpm++2m", "dpm++2m-karras", "dpm++2m-sde", "dpm++2m-sde-karras", "ddim", "lcm", "turbo"];
 
     /// Canonical CLI name (round-trips through `FromStr`).
     pub fn name(self) -> &'static str {
@@ -168,9 +152,7 @@ impl SchedulerKind {
         match self {
             Self::Euler => "EulerDiscreteScheduler",
             Self::EulerAncestral | Self::Turbo => "EulerAncestralDiscreteScheduler",
-            Self::DpmPlusPlus2M { .. } | Self::DpmPlusPlus2MSde { .. } => {
-                "DPMSolverMultistepScheduler"
-            }
+            Self::DpmPlusPlus2M { .. } | Self::DpmPlusPlus2MSde { .. } => "DPMSolverMultistepScheduler",
             Self::Ddim => "DDIMScheduler",
             Self::Lcm => "LCMScheduler",
         }
@@ -237,42 +219,30 @@ const EULER_COMPATIBLE_CLASSES: [&str; 10] = [
 /// silently produce garbage for those models.
 pub fn resolve_kind(config: &SchedulerConfig) -> Result<ResolvedKind> {
     let Some(class) = config.class_name.as_deref() else {
-        return Ok(ResolvedKind {
-            kind: SchedulerKind::Euler,
-            fallback_reason: Some("config has no _class_name; using Euler".into()),
-        });
+        return Ok(ResolvedKind { kind: SchedulerKind::Euler, fallback_reason: Some("config has no _class_name; using Euler".into()) });
     };
     let karras = config.use_karras_sigmas.unwrap_or(false);
     let kind = match class {
         "EulerDiscreteScheduler" => SchedulerKind::Euler,
         "EulerAncestralDiscreteScheduler" => SchedulerKind::EulerAncestral,
-        "DPMSolverMultistepScheduler" => {
-            match config.algorithm_type.as_deref().unwrap_or("dpmsolver++") {
-                "dpmsolver++" | "deis" => SchedulerKind::DpmPlusPlus2M { karras },
-                "sde-dpmsolver++" => SchedulerKind::DpmPlusPlus2MSde { karras },
-                other => {
-                    return Err(SchedulerError::Unsupported(format!(
-                        "DPMSolverMultistepScheduler algorithm_type `{other}`"
-                    )));
-                }
+        "DPMSolverMultistepScheduler" => match config.algorithm_type.as_deref().unwrap_or("dpmsolver++") {
+            "dpmsolver++" | "deis" => SchedulerKind::DpmPlusPlus2M { karras },
+            "sde-dpmsolver++" => SchedulerKind::DpmPlusPlus2MSde { karras },
+            other => {
+                return Err(SchedulerError::Unsupported(format!("DPMSolverMultistepScheduler algorithm_type `{other}`")));
             }
-        }
+        },
         "DDIMScheduler" => SchedulerKind::Ddim,
         "LCMScheduler" => SchedulerKind::Lcm,
         c if EULER_COMPATIBLE_CLASSES.contains(&c) => {
             return Ok(ResolvedKind {
                 kind: SchedulerKind::Euler,
-                fallback_reason: Some(format!(
-                    "{c} is not implemented; using EulerDiscreteScheduler with the same noise schedule"
-                )),
+                fallback_reason: Some(format!("{c} is not implemented; using EulerDiscreteScheduler with the same noise schedule")),
             });
         }
         c => return Err(SchedulerError::UnsupportedClass(c.to_string())),
     };
-    Ok(ResolvedKind {
-        kind,
-        fallback_reason: None,
-    })
+    Ok(ResolvedKind { kind, fallback_reason: None })
 }
 
 /// Build the sampler `kind` over the noise schedule described by `config`.
@@ -314,9 +284,7 @@ fn build_exact(kind: SchedulerKind, cfg: &SchedulerConfig) -> Result<Box<dyn Sch
         SchedulerKind::Euler => Box::new(EulerDiscrete::new(cfg)?),
         SchedulerKind::EulerAncestral => Box::new(EulerAncestralDiscrete::new(cfg)?),
         SchedulerKind::Turbo => Box::new(EulerAncestralDiscrete::new_turbo(cfg)?),
-        SchedulerKind::DpmPlusPlus2M { .. } | SchedulerKind::DpmPlusPlus2MSde { .. } => {
-            Box::new(DpmSolverMultistep::new(cfg)?)
-        }
+        SchedulerKind::DpmPlusPlus2M { .. } | SchedulerKind::DpmPlusPlus2MSde { .. } => Box::new(DpmSolverMultistep::new(cfg)?),
         SchedulerKind::Ddim => Box::new(Ddim::new(cfg)?),
         SchedulerKind::Lcm => Box::new(Lcm::new(cfg)?),
     })
@@ -328,9 +296,7 @@ pub fn alphas_cumprod(kind: SchedulerKind, config: &SchedulerConfig) -> Result<V
     let defaults = match kind {
         SchedulerKind::Euler => &config::EULER_DEFAULTS,
         SchedulerKind::EulerAncestral | SchedulerKind::Turbo => &config::EULER_A_DEFAULTS,
-        SchedulerKind::DpmPlusPlus2M { .. } | SchedulerKind::DpmPlusPlus2MSde { .. } => {
-            &config::DPM_DEFAULTS
-        }
+        SchedulerKind::DpmPlusPlus2M { .. } | SchedulerKind::DpmPlusPlus2MSde { .. } => &config::DPM_DEFAULTS,
         SchedulerKind::Ddim => &config::DDIM_DEFAULTS,
         SchedulerKind::Lcm => &config::LCM_DEFAULTS,
     };
@@ -345,10 +311,7 @@ fn img2img_begin(num_inference_steps: usize, strength: f64) -> Result<usize> {
     // Python: min(int(n * strength), n); n * strength >= 0 so int() == floor.
     let init = ((num_inference_steps as f64 * strength).floor() as usize).min(num_inference_steps);
     if init == 0 {
-        return Err(SchedulerError::NoStepsForStrength {
-            strength,
-            steps: num_inference_steps,
-        });
+        return Err(SchedulerError::NoStepsForStrength { strength, steps: num_inference_steps });
     }
     Ok(num_inference_steps - init)
 }
@@ -375,21 +338,14 @@ fn check_step_inputs<'a>(
 
 fn check_index(step_index: usize, len: usize) -> Result<()> {
     if step_index >= len {
-        return Err(SchedulerError::StepOutOfRange {
-            index: step_index,
-            len,
-        });
+        return Err(SchedulerError::StepOutOfRange { index: step_index, len });
     }
     Ok(())
 }
 
 fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
     if got != expected {
-        return Err(SchedulerError::LengthMismatch {
-            what,
-            got,
-            expected,
-        });
+        return Err(SchedulerError::LengthMismatch { what, got, expected });
     }
     Ok(())
 }
@@ -405,10 +361,7 @@ mod tests {
             assert_eq!(kind.name(), name);
             assert_eq!(kind.to_string(), name);
         }
-        assert_eq!(
-            "Euler_A".parse::<SchedulerKind>().unwrap(),
-            SchedulerKind::EulerAncestral
-        );
+        assert_eq!("Euler_A".parse::<SchedulerKind>().unwrap(), SchedulerKind::EulerAncestral);
         assert!("heun".parse::<SchedulerKind>().is_err());
     }
 

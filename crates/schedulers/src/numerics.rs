@@ -21,15 +21,7 @@ pub(crate) fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32>
     }
     let step = (e - s) / (steps - 1) as f32;
     let halfway = steps / 2;
-    (0..steps)
-        .map(|i| {
-            if i < halfway {
-                step.mul_add(i as f32, s)
-            } else {
-                (-step).mul_add((steps - i - 1) as f32, e)
-            }
-        })
-        .collect()
+    (0..steps).map(|i| if i < halfway { step.mul_add(i as f32, s) } else { (-step).mul_add((steps - i - 1) as f32, e) }).collect()
 }
 
 /// `numpy.linspace(start, stop, num, endpoint)` in f64.
@@ -145,10 +137,7 @@ pub(crate) fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64
     let rho = 7.0f64;
     let min_inv_rho = sigma_min.powf(1.0 / rho);
     let max_inv_rho = sigma_max.powf(1.0 / rho);
-    np_linspace(0.0, 1.0, n, true)
-        .into_iter()
-        .map(|r| (max_inv_rho + r * (min_inv_rho - max_inv_rho)).powf(rho))
-        .collect()
+    np_linspace(0.0, 1.0, n, true).into_iter().map(|r| (max_inv_rho + r * (min_inv_rho - max_inv_rho)).powf(rho)).collect()
 }
 
 /// `torch.cumprod` of an f32 tensor on CPU (f64 accumulator).
@@ -174,10 +163,7 @@ mod tests {
 
     #[test]
     fn arange_matches_numpy_shapes() {
-        assert_eq!(
-            np_arange(1000.0, 0.0, -250.0),
-            vec![1000.0, 750.0, 500.0, 250.0]
-        );
+        assert_eq!(np_arange(1000.0, 0.0, -250.0), vec![1000.0, 750.0, 500.0, 250.0]);
         assert_eq!(np_arange(1000.0, 0.0, -1000.0), vec![1000.0]);
         assert_eq!(np_arange(0.0, 0.0, -1.0), Vec::<f64>::new());
         assert_eq!(np_arange(1000.0, 0.0, -1000.0 / 3.0).len(), 3);
@@ -187,10 +173,7 @@ mod tests {
     fn linspace_endpoints() {
         assert_eq!(np_linspace(0.0, 1.0, 1, true), vec![0.0]);
         assert_eq!(np_linspace(0.0, 999.0, 3, true), vec![0.0, 499.5, 999.0]);
-        assert_eq!(
-            np_linspace(0.0, 50.0, 4, false),
-            vec![0.0, 12.5, 25.0, 37.5]
-        );
+        assert_eq!(np_linspace(0.0, 50.0, 4, false), vec![0.0, 12.5, 25.0, 37.5]);
         let t = torch_linspace_f32(0.1, 0.2, 5);
         assert_eq!(t[0], 0.1f32);
         assert_eq!(t[4], 0.2f32);

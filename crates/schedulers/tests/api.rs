@@ -1,19 +1,13 @@
 //! Config validation, kind resolution and call-contract tests.
 
-use plantain_schedulers::{
-    Scheduler, SchedulerConfig, SchedulerError, SchedulerKind, build, build_from_config,
-    resolve_kind,
-};
+use plantain_schedulers::{Scheduler, SchedulerConfig, SchedulerError, SchedulerKind, build, build_from_config, resolve_kind};
 
 fn sd15() -> SchedulerConfig {
     SchedulerConfig::stable_diffusion_v1()
 }
 
 fn all_kinds() -> Vec<SchedulerKind> {
-    SchedulerKind::NAMES
-        .iter()
-        .map(|n| n.parse().unwrap())
-        .collect()
+    SchedulerKind::NAMES.iter().map(|n| n.parse().unwrap()).collect()
 }
 
 fn cfg(json: &str) -> SchedulerConfig {
@@ -24,10 +18,7 @@ fn cfg(json: &str) -> SchedulerConfig {
 fn zero_steps_is_an_error_for_every_kind() {
     for kind in all_kinds() {
         let mut s = build(kind, &sd15()).unwrap();
-        assert!(
-            matches!(s.set_timesteps(0), Err(SchedulerError::InvalidSteps(_))),
-            "{kind}"
-        );
+        assert!(matches!(s.set_timesteps(0), Err(SchedulerError::InvalidSteps(_))), "{kind}");
     }
 }
 
@@ -35,10 +26,7 @@ fn zero_steps_is_an_error_for_every_kind() {
 fn more_steps_than_training_timesteps_is_an_error() {
     for kind in all_kinds() {
         let mut s = build(kind, &sd15()).unwrap();
-        assert!(
-            matches!(s.set_timesteps(1001), Err(SchedulerError::InvalidSteps(_))),
-            "{kind}"
-        );
+        assert!(matches!(s.set_timesteps(1001), Err(SchedulerError::InvalidSteps(_))), "{kind}");
     }
 }
 
@@ -56,10 +44,7 @@ fn lcm_rejects_more_steps_than_its_distillation_grid() {
 fn ddim_rejects_timesteps_pushed_past_the_training_range() {
     // leading spacing with 1000 steps and steps_offset 1 would index t = 1000.
     let mut s = build(SchedulerKind::Ddim, &sd15()).unwrap();
-    assert!(matches!(
-        s.set_timesteps(1000),
-        Err(SchedulerError::InvalidSteps(_))
-    ));
+    assert!(matches!(s.set_timesteps(1000), Err(SchedulerError::InvalidSteps(_))));
     assert!(s.set_timesteps(500).is_ok());
 }
 
@@ -94,34 +79,16 @@ fn bad_config_values_are_errors_not_panics() {
 #[test]
 fn scheduler_specific_bad_values() {
     let bad = [
-        (
-            SchedulerKind::Euler,
-            r#"{"interpolation_type": "log_linear"}"#,
-        ),
+        (SchedulerKind::Euler, r#"{"interpolation_type": "log_linear"}"#),
         (SchedulerKind::Euler, r#"{"final_sigmas_type": "one"}"#),
         (SchedulerKind::Euler, r#"{"timestep_type": "fractional"}"#),
-        (
-            SchedulerKind::EulerAncestral,
-            r#"{"prediction_type": "sample"}"#,
-        ),
+        (SchedulerKind::EulerAncestral, r#"{"prediction_type": "sample"}"#),
         (SchedulerKind::Turbo, r#"{"prediction_type": "sample"}"#),
-        (
-            SchedulerKind::DpmPlusPlus2M { karras: false },
-            r#"{"solver_type": "rk4"}"#,
-        ),
-        (
-            SchedulerKind::DpmPlusPlus2M { karras: false },
-            r#"{"variance_type": "learned_range"}"#,
-        ),
-        (
-            SchedulerKind::DpmPlusPlus2M { karras: false },
-            r#"{"final_sigmas_type": "x"}"#,
-        ),
+        (SchedulerKind::DpmPlusPlus2M { karras: false }, r#"{"solver_type": "rk4"}"#),
+        (SchedulerKind::DpmPlusPlus2M { karras: false }, r#"{"variance_type": "learned_range"}"#),
+        (SchedulerKind::DpmPlusPlus2M { karras: false }, r#"{"final_sigmas_type": "x"}"#),
         (SchedulerKind::Ddim, r#"{"eta": -1.0}"#),
-        (
-            SchedulerKind::Ddim,
-            r#"{"clip_sample": true, "clip_sample_range": 0.0}"#,
-        ),
+        (SchedulerKind::Ddim, r#"{"clip_sample": true, "clip_sample_range": 0.0}"#),
         (SchedulerKind::Lcm, r#"{"original_inference_steps": 0}"#),
         (SchedulerKind::Lcm, r#"{"original_inference_steps": 2000}"#),
     ];
@@ -146,18 +113,9 @@ fn dpm_from_file_rejects_unsupported_solver_settings() {
 
 #[test]
 fn malformed_json_is_an_error() {
-    assert!(matches!(
-        SchedulerConfig::from_json_str("{ not json"),
-        Err(SchedulerError::Json(_))
-    ));
-    assert!(matches!(
-        SchedulerConfig::from_json_str(r#"{"num_train_timesteps": "many"}"#),
-        Err(SchedulerError::Json(_))
-    ));
-    assert!(matches!(
-        SchedulerConfig::from_file("/nonexistent/scheduler_config.json"),
-        Err(SchedulerError::Io { .. })
-    ));
+    assert!(matches!(SchedulerConfig::from_json_str("{ not json"), Err(SchedulerError::Json(_))));
+    assert!(matches!(SchedulerConfig::from_json_str(r#"{"num_train_timesteps": "many"}"#), Err(SchedulerError::Json(_))));
+    assert!(matches!(SchedulerConfig::from_file("/nonexistent/scheduler_config.json"), Err(SchedulerError::Io { .. })));
 }
 
 #[test]
@@ -167,31 +125,14 @@ fn class_names_resolve_with_fallbacks() {
     assert_eq!((r.kind, r.fallback_reason), (SchedulerKind::Euler, None));
     let r = resolved(r#"{"_class_name": "EulerAncestralDiscreteScheduler"}"#).unwrap();
     assert_eq!(r.kind, SchedulerKind::EulerAncestral);
-    let r =
-        resolved(r#"{"_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": true}"#)
-            .unwrap();
+    let r = resolved(r#"{"_class_name": "DPMSolverMultistepScheduler", "use_karras_sigmas": true}"#).unwrap();
     assert_eq!(r.kind, SchedulerKind::DpmPlusPlus2M { karras: true });
-    let r = resolved(
-        r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}"#,
-    )
-    .unwrap();
+    let r = resolved(r#"{"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver++"}"#).unwrap();
     assert_eq!(r.kind, SchedulerKind::DpmPlusPlus2MSde { karras: false });
-    assert_eq!(
-        resolved(r#"{"_class_name": "DDIMScheduler"}"#)
-            .unwrap()
-            .kind,
-        SchedulerKind::Ddim
-    );
-    assert_eq!(
-        resolved(r#"{"_class_name": "LCMScheduler"}"#).unwrap().kind,
-        SchedulerKind::Lcm
-    );
+    assert_eq!(resolved(r#"{"_class_name": "DDIMScheduler"}"#).unwrap().kind, SchedulerKind::Ddim);
+    assert_eq!(resolved(r#"{"_class_name": "LCMScheduler"}"#).unwrap().kind, SchedulerKind::Lcm);
 
-    for fallback in [
-        "PNDMScheduler",
-        "UniPCMultistepScheduler",
-        "LMSDiscreteScheduler",
-    ] {
+    for fallback in ["PNDMScheduler", "UniPCMultistepScheduler", "LMSDiscreteScheduler"] {
         let r = resolved(&format!(r#"{{"_class_name": "{fallback}"}}"#)).unwrap();
         assert_eq!(r.kind, SchedulerKind::Euler);
         assert!(r.fallback_reason.unwrap().contains(fallback));
@@ -200,24 +141,15 @@ fn class_names_resolve_with_fallbacks() {
     assert_eq!(r.kind, SchedulerKind::Euler);
     assert!(r.fallback_reason.is_some());
 
-    for unsupported in [
-        "FlowMatchEulerDiscreteScheduler",
-        "EDMEulerScheduler",
-        "Nope",
-    ] {
-        assert!(matches!(
-            resolved(&format!(r#"{{"_class_name": "{unsupported}"}}"#)),
-            Err(SchedulerError::UnsupportedClass(_))
-        ));
+    for unsupported in ["FlowMatchEulerDiscreteScheduler", "EDMEulerScheduler", "Nope"] {
+        assert!(matches!(resolved(&format!(r#"{{"_class_name": "{unsupported}"}}"#)), Err(SchedulerError::UnsupportedClass(_))));
     }
 }
 
 #[test]
 fn build_from_config_reports_kind() {
-    let c = cfg(
-        r#"{"_class_name": "EulerAncestralDiscreteScheduler", "timestep_spacing": "trailing",
-        "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}"#,
-    );
+    let c = cfg(r#"{"_class_name": "EulerAncestralDiscreteScheduler", "timestep_spacing": "trailing",
+        "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}"#);
     let (mut s, r) = build_from_config(&c).unwrap();
     assert_eq!(s.kind(), SchedulerKind::EulerAncestral);
     assert_eq!(r.kind, SchedulerKind::EulerAncestral);
@@ -250,39 +182,18 @@ fn step_contract_errors() {
     let x = vec![0.5f32; 8];
     let mut s = build(SchedulerKind::Euler, &sd15()).unwrap();
     // Before set_timesteps nothing is in range.
-    assert!(matches!(
-        s.step(&x, 0, &x, None),
-        Err(SchedulerError::StepOutOfRange { index: 0, len: 0 })
-    ));
+    assert!(matches!(s.step(&x, 0, &x, None), Err(SchedulerError::StepOutOfRange { index: 0, len: 0 })));
     s.set_timesteps(4).unwrap();
-    assert!(matches!(
-        s.step(&x, 4, &x, None),
-        Err(SchedulerError::StepOutOfRange { .. })
-    ));
-    assert!(matches!(
-        s.step(&x[..7], 0, &x, None),
-        Err(SchedulerError::LengthMismatch {
-            what: "model_output",
-            ..
-        })
-    ));
+    assert!(matches!(s.step(&x, 4, &x, None), Err(SchedulerError::StepOutOfRange { .. })));
+    assert!(matches!(s.step(&x[..7], 0, &x, None), Err(SchedulerError::LengthMismatch { what: "model_output", .. })));
     assert!(s.scale_model_input(&x, 4).is_err());
-    assert!(matches!(
-        s.add_noise(&x, &x[..3], 0),
-        Err(SchedulerError::LengthMismatch { what: "noise", .. })
-    ));
+    assert!(matches!(s.add_noise(&x, &x[..3], 0), Err(SchedulerError::LengthMismatch { what: "noise", .. })));
 
     let mut a = build(SchedulerKind::EulerAncestral, &sd15()).unwrap();
     a.set_timesteps(4).unwrap();
     assert!(a.needs_noise(0));
-    assert!(matches!(
-        a.step(&x, 0, &x, None),
-        Err(SchedulerError::MissingNoise(0))
-    ));
-    assert!(matches!(
-        a.step(&x, 0, &x, Some(&x[..2])),
-        Err(SchedulerError::LengthMismatch { what: "noise", .. })
-    ));
+    assert!(matches!(a.step(&x, 0, &x, None), Err(SchedulerError::MissingNoise(0))));
+    assert!(matches!(a.step(&x, 0, &x, Some(&x[..2])), Err(SchedulerError::LengthMismatch { what: "noise", .. })));
     assert!(a.step(&x, 0, &x, Some(&x)).is_ok());
 }
 
@@ -293,16 +204,8 @@ fn needs_noise_per_kind() {
     let expectations: [(SchedulerKind, &SchedulerConfig, [bool; 4]); 6] = [
         (SchedulerKind::Euler, &sd15(), [false; 4]),
         (SchedulerKind::EulerAncestral, &sd15(), [true; 4]),
-        (
-            SchedulerKind::DpmPlusPlus2M { karras: true },
-            &sd15(),
-            [false; 4],
-        ),
-        (
-            SchedulerKind::DpmPlusPlus2MSde { karras: true },
-            &sd15(),
-            [true; 4],
-        ),
+        (SchedulerKind::DpmPlusPlus2M { karras: true }, &sd15(), [false; 4]),
+        (SchedulerKind::DpmPlusPlus2MSde { karras: true }, &sd15(), [true; 4]),
         (SchedulerKind::Ddim, &with_eta, [true; 4]),
         // LCM re-noises between steps but not after the last one.
         (SchedulerKind::Lcm, &sd15(), [true, true, true, false]),
@@ -322,15 +225,9 @@ fn needs_noise_per_kind() {
 fn img2img_strength_validation() {
     for kind in all_kinds() {
         let mut s = build(kind, &sd15()).unwrap();
-        assert!(matches!(
-            s.set_timesteps_img2img(10, 1.5),
-            Err(SchedulerError::InvalidStrength(_))
-        ));
+        assert!(matches!(s.set_timesteps_img2img(10, 1.5), Err(SchedulerError::InvalidStrength(_))));
         assert!(s.set_timesteps_img2img(10, -0.5).is_err());
-        assert!(
-            s.set_timesteps_img2img(10, 0.0).is_err(),
-            "{kind}: strength 0 leaves no steps"
-        );
+        assert!(s.set_timesteps_img2img(10, 0.0).is_err(), "{kind}: strength 0 leaves no steps");
     }
     let mut s = build(SchedulerKind::Euler, &sd15()).unwrap();
     assert_eq!(s.set_timesteps_img2img(20, 0.6).unwrap(), 8);

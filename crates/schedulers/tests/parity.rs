@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::{
-    Stats, TOL, assert_timesteps, fixture, floats, opt_floats, replay_file, scaled_error,
-};
+use common::{Stats, TOL, assert_timesteps, fixture, floats, opt_floats, replay_file, scaled_error};
 use plantain_schedulers::{SchedulerConfig, SchedulerKind, alphas_cumprod, build};
 
 #[test]
@@ -26,11 +24,7 @@ fn alphas_cumprod_match_diffusers() {
         let mut worst_rel = 0.0f32;
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let ulps = (g.to_bits() as i64 - w.to_bits() as i64).unsigned_abs() as u32;
-            let rel = if *w == 0.0 {
-                g.abs()
-            } else {
-                (g - w).abs() / w.abs()
-            };
+            let rel = if *w == 0.0 { g.abs() } else { (g - w).abs() / w.abs() };
             worst_ulps = worst_ulps.max(ulps);
             worst_rel = worst_rel.max(rel);
             if zero_snr {
@@ -63,18 +57,11 @@ fn schedules_match_diffusers() {
                 Some(s) => sched.set_timesteps_img2img(n, s).map(|b| assert_eq!(b, 0)),
             };
             if let Some(msg) = entry.get("error") {
-                assert!(
-                    result.is_err(),
-                    "{ctx}: diffusers raised `{msg}` but we accepted"
-                );
+                assert!(result.is_err(), "{ctx}: diffusers raised `{msg}` but we accepted");
                 continue;
             }
             result.unwrap_or_else(|e| panic!("{ctx}: {e}"));
-            worst_t = worst_t.max(assert_timesteps(
-                &ctx,
-                sched.timesteps(),
-                &floats(&entry["timesteps"]),
-            ));
+            worst_t = worst_t.max(assert_timesteps(&ctx, sched.timesteps(), &floats(&entry["timesteps"])));
             match (sched.sigmas(), opt_floats(&entry["sigmas"])) {
                 (Some(g), Some(w)) => {
                     // Sigmas reach 2e4 for the cosine schedule; compare relatively there.
@@ -83,28 +70,18 @@ fn schedules_match_diffusers() {
                         worst_sigma = worst_sigma.max(err);
                     }
                     assert_eq!(g.len(), w.len(), "{ctx}");
-                    assert!(
-                        g.iter()
-                            .zip(&w)
-                            .all(|(a, b)| (a - b).abs() <= TOL * b.abs().max(1.0)),
-                        "{ctx}: sigmas {g:?} vs {w:?}"
-                    );
+                    assert!(g.iter().zip(&w).all(|(a, b)| (a - b).abs() <= TOL * b.abs().max(1.0)), "{ctx}: sigmas {g:?} vs {w:?}");
                 }
                 (None, None) => {}
                 (g, w) => panic!("{ctx}: sigma presence {g:?} vs {w:?}"),
             }
             let ins = entry["init_noise_sigma"].as_f64().unwrap() as f32;
             let got = sched.init_noise_sigma();
-            assert!(
-                (got - ins).abs() <= TOL * ins.abs().max(1.0),
-                "{ctx}: init_noise_sigma {got} vs {ins}"
-            );
+            assert!((got - ins).abs() <= TOL * ins.abs().max(1.0), "{ctx}: init_noise_sigma {got} vs {ins}");
             checked += 1;
         }
     }
-    println!(
-        "schedules: {checked} schedules; max rel sigma err {worst_sigma:e}, max timestep err {worst_t:e}"
-    );
+    println!("schedules: {checked} schedules; max rel sigma err {worst_sigma:e}, max timestep err {worst_t:e}");
 }
 
 fn report(label: &str, stats: Stats) {
@@ -142,12 +119,7 @@ fn lcm_trajectories_match_diffusers() {
 #[test]
 fn fixtures_cover_noise_and_second_order() {
     let dpm = fixture("dpm.json");
-    let long = dpm["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "dpm/sd15-20")
-        .unwrap();
+    let long = dpm["cases"].as_array().unwrap().iter().find(|c| c["name"] == "dpm/sd15-20").unwrap();
     assert_eq!(long["steps"].as_array().unwrap().len(), 20);
     for (file, case) in [
         ("euler_ancestral.json", "euler-a/sd15-20"),
@@ -156,18 +128,8 @@ fn fixtures_cover_noise_and_second_order() {
         ("dpm.json", "dpm-sde/karras-8"),
     ] {
         let data = fixture(file);
-        let c = data["cases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == case)
-            .unwrap_or_else(|| panic!("{case} missing"));
-        let with_noise = c["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| !s["noise"].is_null())
-            .count();
+        let c = data["cases"].as_array().unwrap().iter().find(|c| c["name"] == case).unwrap_or_else(|| panic!("{case} missing"));
+        let with_noise = c["steps"].as_array().unwrap().iter().filter(|s| !s["noise"].is_null()).count();
         assert!(with_noise > 0, "{case}: no recorded noise");
     }
     // Sanity of the comparison itself: perturbations beyond TOL must register.

@@ -59,11 +59,7 @@ fn fix_segment(segment: &str, unescape: bool) -> String {
         if unescape {
             text = unescape_html(&text);
         }
-        text = text
-            .chars()
-            .map(c1_to_windows_1252)
-            .flat_map(|c| ligature(c).map_or_else(|| Chars::One(c), Chars::Str))
-            .collect();
+        text = text.chars().map(c1_to_windows_1252).flat_map(|c| ligature(c).map_or_else(|| Chars::One(c), Chars::Str)).collect();
         text = fix_character_width(&text);
         text = text.chars().map(uncurl).collect();
         text = fix_line_breaks(&text);
@@ -131,10 +127,7 @@ fn entity_at(s: &str) -> Option<(usize, String)> {
     let bytes = s.as_bytes();
     let numeric = bytes.get(1) == Some(&b'#');
     let start = if numeric { 2 } else { 1 };
-    let name_len = bytes[start..]
-        .iter()
-        .take_while(|b| b.is_ascii_alphanumeric())
-        .count();
+    let name_len = bytes[start..].iter().take_while(|b| b.is_ascii_alphanumeric()).count();
     if name_len == 0 || name_len > 24 || bytes.get(start + name_len) != Some(&b';') {
         return None;
     }
@@ -160,9 +153,7 @@ fn char_reference(body: &str) -> Option<String> {
         return None;
     }
     // Saturate: anything past U+10FFFF decodes to U+FFFD anyway.
-    let num = digits.chars().fold(0u64, |n, c| {
-        (n * u64::from(radix) + u64::from(c.to_digit(radix).unwrap_or(0))).min(0x11_0000)
-    });
+    let num = digits.chars().fold(0u64, |n, c| (n * u64::from(radix) + u64::from(c.to_digit(radix).unwrap_or(0))).min(0x11_0000));
     let num = u32::try_from(num).unwrap_or(0x11_0000);
     // html._invalid_charrefs
     match num {
@@ -180,8 +171,7 @@ fn char_reference(body: &str) -> Option<String> {
         return Some("\u{fffd}".into());
     }
     // html._invalid_codepoints decode to nothing.
-    let invalid = matches!(num, 0x1..=0x8 | 0xb | 0xe..=0x1f | 0x7f..=0x9f | 0xfdd0..=0xfdef)
-        || (num & 0xfffe) == 0xfffe;
+    let invalid = matches!(num, 0x1..=0x8 | 0xb | 0xe..=0x1f | 0x7f..=0x9f | 0xfdd0..=0xfdef) || (num & 0xfffe) == 0xfffe;
     if invalid {
         return Some(String::new());
     }
@@ -191,11 +181,9 @@ fn char_reference(body: &str) -> Option<String> {
 /// The character Windows-1252 gives byte 0x80..=0x9f ("sloppy": undefined bytes map to themselves).
 fn windows_1252(b: u8) -> char {
     const HIGH: [char; 32] = [
-        '\u{20ac}', '\u{81}', '\u{201a}', '\u{192}', '\u{201e}', '\u{2026}', '\u{2020}',
-        '\u{2021}', '\u{2c6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8d}', '\u{17d}',
-        '\u{8f}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201c}', '\u{201d}', '\u{2022}', '\u{2013}',
-        '\u{2014}', '\u{2dc}', '\u{2122}', '\u{161}', '\u{203a}', '\u{153}', '\u{9d}', '\u{17e}',
-        '\u{178}',
+        '\u{20ac}', '\u{81}', '\u{201a}', '\u{192}', '\u{201e}', '\u{2026}', '\u{2020}', '\u{2021}', '\u{2c6}', '\u{2030}', '\u{160}',
+        '\u{2039}', '\u{152}', '\u{8d}', '\u{17d}', '\u{8f}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201c}', '\u{201d}', '\u{2022}',
+        '\u{2013}', '\u{2014}', '\u{2dc}', '\u{2122}', '\u{161}', '\u{203a}', '\u{153}', '\u{9d}', '\u{17e}', '\u{178}',
     ];
     match b {
         0x80..=0x9f => HIGH[usize::from(b - 0x80)],
@@ -264,8 +252,7 @@ fn uncurl(c: char) -> char {
 
 /// ftfy `fix_line_breaks`.
 fn fix_line_breaks(text: &str) -> String {
-    text.replace("\r\n", "\n")
-        .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n")
+    text.replace("\r\n", "\n").replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n")
 }
 
 /// ftfy `remove_terminal_escapes`: `\x1b[` digits/semicolons, then one ASCII letter.
@@ -278,15 +265,8 @@ fn remove_terminal_escapes(text: &str) -> String {
     while let Some(i) = rest.find("\u{1b}[") {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
-        let params = after
-            .bytes()
-            .take_while(|b| b.is_ascii_digit() || *b == b';')
-            .count();
-        if after
-            .as_bytes()
-            .get(params)
-            .is_some_and(u8::is_ascii_alphabetic)
-        {
+        let params = after.bytes().take_while(|b| b.is_ascii_digit() || *b == b';').count();
+        if after.as_bytes().get(params).is_some_and(u8::is_ascii_alphabetic) {
             rest = &after[params + 1..];
         } else {
             out.push('\u{1b}');
@@ -315,10 +295,7 @@ mod tests {
         assert_eq!(fix_text("\u{1b}[31mred\u{1b}[0m text"), "red text");
         assert_eq!(fix_text("a\0b\u{7}c\u{feff}d\u{200b}e"), "abcd\u{200b}e");
         assert_eq!(fix_text("&amp;amp;amp;"), "&");
-        assert_eq!(
-            fix_text("a &amp; b\n<c> &amp;\nd &amp;"),
-            "a & b\n<c> &amp;\nd &amp;"
-        );
+        assert_eq!(fix_text("a &amp; b\n<c> &amp;\nd &amp;"), "a & b\n<c> &amp;\nd &amp;");
         assert_eq!(fix_text("\u{2028}x\u{2029}y\u{85}z"), "\nx\ny\u{2026}z");
         assert_eq!(fix_text("ｶﾞｷﾞ"), "ガギ");
         assert_eq!(fix_text("ǈubljana ǲ"), "Ljubljana Dz");
@@ -326,10 +303,7 @@ mod tests {
             fix_text("&EACUTE;COLE &NTILDE; &nTILDE; &#59; &#0; &#128; &#12abc; &#x1F600; &#1;x"),
             "ÉCOLE Ñ &nTILDE; &#59; \u{fffd} € &#12abc; 😀 x"
         );
-        assert_eq!(
-            fix_text("Broken text&hellip; it&#x2019;s ﬂubberiﬁc!"),
-            "Broken text… it's flubberific!"
-        );
+        assert_eq!(fix_text("Broken text&hellip; it&#x2019;s ﬂubberiﬁc!"), "Broken text… it's flubberific!");
     }
 
     #[test]

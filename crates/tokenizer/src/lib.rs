@@ -76,34 +76,17 @@ static EMBEDDED_MERGES: &str = include_str!("../../../assets/clip-tokenizer/merg
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     #[error("{path}: cannot read: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{dir}: no CLIP tokenizer files: expected vocab.json and merges.txt, or tokenizer.json"
-    )]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{dir}: no CLIP tokenizer files: expected vocab.json and merges.txt, or tokenizer.json")]
     MissingFiles { dir: PathBuf },
     #[error("{path}: invalid JSON: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
     #[error("{path}: malformed vocabulary: {reason}")]
     MalformedVocab { path: PathBuf, reason: String },
     #[error("{path}: malformed merge #{index} ({merge:?}): {reason}")]
-    MalformedMerges {
-        path: PathBuf,
-        index: usize,
-        merge: String,
-        reason: String,
-    },
+    MalformedMerges { path: PathBuf, index: usize, merge: String, reason: String },
     #[error("{path}: {role} token {token:?} is neither in the vocabulary nor an added token")]
-    UnknownSpecialToken {
-        path: PathBuf,
-        role: &'static str,
-        token: String,
-    },
+    UnknownSpecialToken { path: PathBuf, role: &'static str, token: String },
     #[error("{path}: not a CLIP BPE tokenizer: {reason}")]
     Unsupported { path: PathBuf, reason: String },
 }
@@ -235,10 +218,7 @@ impl ClipTokenizer {
     /// [`embedded_default`](Self::embedded_default) but padding with `!` (id 0), as SD 2.x and
     /// SDXL's second text encoder expect.
     pub fn embedded_default_openclip() -> Self {
-        Self::embedded(Specials {
-            pad: Some("!".into()),
-            ..Specials::default()
-        })
+        Self::embedded(Specials { pad: Some("!".into()), ..Specials::default() })
     }
 
     fn embedded(specials: Specials) -> Self {
@@ -250,12 +230,7 @@ impl ClipTokenizer {
     /// A tokenizer from the text of a `vocab.json` and a `merges.txt`, with CLIP's default
     /// special tokens (SD 1.x padding).
     pub fn from_vocab_merges(vocab_json: &str, merges_txt: &str) -> Result<Self> {
-        Self::build_from_strs(
-            vocab_json,
-            merges_txt,
-            Specials::default(),
-            Path::new("<memory>"),
-        )
+        Self::build_from_strs(vocab_json, merges_txt, Specials::default(), Path::new("<memory>"))
     }
 
     /// A model's tokenizer folder (e.g. `stable-diffusion-v1-5/tokenizer`): `vocab.json` +
@@ -278,9 +253,7 @@ impl ClipTokenizer {
         if json_path.is_file() {
             return Self::from_tokenizer_json(&json_path);
         }
-        Err(TokenizerError::MissingFiles {
-            dir: dir.to_path_buf(),
-        })
+        Err(TokenizerError::MissingFiles { dir: dir.to_path_buf() })
     }
 
     /// A Hugging Face fast-tokenizer file (`tokenizer.json`): its `model.vocab`, `model.merges`
@@ -303,12 +276,7 @@ impl ClipTokenizer {
         Self::build(vocab, merges, specials, path, path)
     }
 
-    fn build_from_strs(
-        vocab: &str,
-        merges: &str,
-        specials: Specials,
-        label: &Path,
-    ) -> Result<Self> {
+    fn build_from_strs(vocab: &str, merges: &str, specials: Specials, label: &Path) -> Result<Self> {
         let vocab_path = label.join("vocab.json");
         let merges_path = label.join("merges.txt");
         let vocab = parse_vocab(vocab, &vocab_path)?;
@@ -324,24 +292,16 @@ impl ClipTokenizer {
         merges_path: &Path,
     ) -> Result<Self> {
         let byte_encoder = bytes_to_unicode();
-        let byte_decoder = byte_encoder
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect();
+        let byte_decoder = byte_encoder.iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
         let mut byte_ids = [0u32; 256];
         let mut byte_eow_ids = [0u32; 256];
         for (b, c) in byte_encoder.iter().enumerate() {
             for (suffix, slot) in [("", &mut byte_ids[b]), (END_OF_WORD, &mut byte_eow_ids[b])] {
                 let symbol = format!("{c}{suffix}");
-                *slot = *vocab
-                    .get(&symbol)
-                    .ok_or_else(|| TokenizerError::MalformedVocab {
-                        path: vocab_path.to_path_buf(),
-                        reason: format!(
-                            "byte symbol {symbol:?} missing: not a byte-level CLIP vocabulary"
-                        ),
-                    })?;
+                *slot = *vocab.get(&symbol).ok_or_else(|| TokenizerError::MalformedVocab {
+                    path: vocab_path.to_path_buf(),
+                    reason: format!("byte symbol {symbol:?} missing: not a byte-level CLIP vocabulary"),
+                })?;
             }
         }
         let mut merges = HashMap::with_capacity(merge_list.len());
@@ -352,12 +312,7 @@ impl ClipTokenizer {
                 merge: format!("{a} {b}"),
                 reason,
             };
-            let id = |s: &str| {
-                vocab
-                    .get(s)
-                    .copied()
-                    .ok_or_else(|| bad(format!("{s:?} is not in the vocabulary")))
-            };
+            let id = |s: &str| vocab.get(s).copied().ok_or_else(|| bad(format!("{s:?} is not in the vocabulary")));
             let key = (id(a)?, id(b)?);
             let merged = id(&format!("{a}{b}"))?;
             // A repeated pair takes its last rank, as Python's dict(zip(...)) does.
@@ -390,21 +345,13 @@ impl ClipTokenizer {
     }
 
     fn apply_specials(&mut self, specials: &Specials, path: &Path) -> Result<()> {
-        let added: HashMap<&str, u32> = specials
-            .added
-            .iter()
-            .map(|(c, id, _)| (c.as_str(), *id))
-            .collect();
+        let added: HashMap<&str, u32> = specials.added.iter().map(|(c, id, _)| (c.as_str(), *id)).collect();
         let resolve = |role: &'static str, token: &str| -> Result<u32> {
-            added
-                .get(token)
-                .or_else(|| self.vocab.get(token))
-                .copied()
-                .ok_or_else(|| TokenizerError::UnknownSpecialToken {
-                    path: specials.sources.get(role).map_or(path, |p| p).to_path_buf(),
-                    role,
-                    token: token.to_owned(),
-                })
+            added.get(token).or_else(|| self.vocab.get(token)).copied().ok_or_else(|| TokenizerError::UnknownSpecialToken {
+                path: specials.sources.get(role).map_or(path, |p| p).to_path_buf(),
+                role,
+                token: token.to_owned(),
+            })
         };
         let bos_id = resolve("bos", &specials.bos)?;
         let eos_id = resolve("eos", &specials.eos)?;
@@ -426,12 +373,9 @@ impl ClipTokenizer {
                 added_plain.insert(*id, content.clone());
             }
         }
-        for (content, id) in [
-            (specials.bos.as_str(), bos_id),
-            (specials.eos.as_str(), eos_id),
-            (specials.unk.as_str(), unk_id),
-            (pad, pad_id),
-        ] {
+        for (content, id) in
+            [(specials.bos.as_str(), bos_id), (specials.eos.as_str(), eos_id), (specials.unk.as_str(), unk_id), (pad, pad_id)]
+        {
             if !content.is_empty() {
                 split.insert(content.to_owned(), id);
             }
@@ -488,11 +432,7 @@ impl ClipTokenizer {
 
     /// The id of a token's text (`"cat</w>"`), if it has one.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.split_tokens
-            .iter()
-            .find(|(c, _)| c == token)
-            .map(|(_, id)| *id)
-            .or_else(|| self.vocab.get(token).copied())
+        self.split_tokens.iter().find(|(c, _)| c == token).map(|(_, id)| *id).or_else(|| self.vocab.get(token).copied())
     }
 
     /// The text of a token id (`"cat</w>"`).
@@ -531,11 +471,7 @@ impl ClipTokenizer {
         }
         let kept_tokens = ids.len();
         ids.resize(max_len, self.pad_id);
-        PaddedEncoding {
-            ids,
-            prompt_tokens,
-            kept_tokens,
-        }
+        PaddedEncoding { ids, prompt_tokens, kept_tokens }
     }
 
     /// The text that truncation to `max_len` cuts off, for a warning like diffusers' "The
@@ -590,10 +526,7 @@ impl ClipTokenizer {
         // Split on added/special tokens first (earliest match, longest at that position), as
         // transformers' trie does; the pieces between go through cleanup and BPE.
         while pos < rest.len() {
-            let hit = self
-                .split_tokens
-                .iter()
-                .find(|(content, _)| rest[pos..].starts_with(content.as_str()));
+            let hit = self.split_tokens.iter().find(|(content, _)| rest[pos..].starts_with(content.as_str()));
             match hit {
                 Some((content, id)) => {
                     self.encode_chunk(&rest[..pos], out);
@@ -639,19 +572,12 @@ impl ClipTokenizer {
         let Some((&last, init)) = bytes.split_last() else {
             return Vec::new();
         };
-        let mut word: Vec<u32> = init
-            .iter()
-            .map(|&b| self.byte_ids[usize::from(b)])
-            .collect();
+        let mut word: Vec<u32> = init.iter().map(|&b| self.byte_ids[usize::from(b)]).collect();
         word.push(self.byte_eow_ids[usize::from(last)]);
         while word.len() > 1 {
             let best = word
                 .windows(2)
-                .filter_map(|w| {
-                    self.merges
-                        .get(&(w[0], w[1]))
-                        .map(|&(rank, _)| (rank, (w[0], w[1])))
-                })
+                .filter_map(|w| self.merges.get(&(w[0], w[1])).map(|&(rank, _)| (rank, (w[0], w[1]))))
                 .min_by_key(|&(rank, _)| rank);
             let Some((_, pair)) = best else { break };
             let merged = self.merges[&pair].1;
@@ -692,23 +618,13 @@ fn bytes_to_unicode() -> [char; 256] {
 
 /// The vocabulary, merges and special tokens of a `tokenizer.json`.
 fn parse_tokenizer_json(json: &str, path: &Path) -> Result<(Vocab, Merges, Specials)> {
-    let root: Value = serde_json::from_str(json).map_err(|source| TokenizerError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let unsupported = |reason: String| TokenizerError::Unsupported {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let model = root
-        .get("model")
-        .ok_or_else(|| unsupported("no \"model\" object".into()))?;
+    let root: Value = serde_json::from_str(json).map_err(|source| TokenizerError::Json { path: path.to_path_buf(), source })?;
+    let unsupported = |reason: String| TokenizerError::Unsupported { path: path.to_path_buf(), reason };
+    let model = root.get("model").ok_or_else(|| unsupported("no \"model\" object".into()))?;
     if let Some(kind) = model.get("type").and_then(Value::as_str)
         && kind != "BPE"
     {
-        return Err(unsupported(format!(
-            "model type {kind:?}, expected \"BPE\""
-        )));
+        return Err(unsupported(format!("model type {kind:?}, expected \"BPE\"")));
     }
     match model.get("end_of_word_suffix") {
         Some(Value::String(s)) if s == END_OF_WORD => {}
@@ -719,19 +635,13 @@ fn parse_tokenizer_json(json: &str, path: &Path) -> Result<(Vocab, Merges, Speci
             )));
         }
     }
-    let vocab_value = model
-        .get("vocab")
-        .ok_or_else(|| TokenizerError::MalformedVocab {
-            path: path.to_path_buf(),
-            reason: "no model.vocab".into(),
-        })?;
+    let vocab_value =
+        model.get("vocab").ok_or_else(|| TokenizerError::MalformedVocab { path: path.to_path_buf(), reason: "no model.vocab".into() })?;
     let vocab = vocab_from_value(vocab_value, path)?;
     let merges = match model.get("merges") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| merge_from_value(item, i, path))
-            .collect::<Result<Vec<_>>>()?,
+        Some(Value::Array(items)) => {
+            items.iter().enumerate().map(|(i, item)| merge_from_value(item, i, path)).collect::<Result<Vec<_>>>()?
+        }
         _ => {
             return Err(TokenizerError::MalformedMerges {
                 path: path.to_path_buf(),
@@ -745,20 +655,14 @@ fn parse_tokenizer_json(json: &str, path: &Path) -> Result<(Vocab, Merges, Speci
     let mut specials = Specials::default();
     if let Some(Value::Array(added)) = root.get("added_tokens") {
         for item in added {
-            let (Some(content), Some(id)) = (
-                item.get("content").and_then(Value::as_str),
-                item.get("id").and_then(Value::as_u64),
-            ) else {
+            let (Some(content), Some(id)) = (item.get("content").and_then(Value::as_str), item.get("id").and_then(Value::as_u64)) else {
                 return Err(TokenizerError::MalformedVocab {
                     path: path.to_path_buf(),
                     reason: format!("added token without content and id: {item}"),
                 });
             };
             let id = id_u32(id, path)?;
-            let special = item
-                .get("special")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let special = item.get("special").and_then(Value::as_bool).unwrap_or(false);
             specials.added.push((content.to_owned(), id, special));
         }
     }
@@ -774,21 +678,14 @@ fn parse_tokenizer_json(json: &str, path: &Path) -> Result<(Vocab, Merges, Speci
     if let Some(unk) = model.get("unk_token").and_then(Value::as_str) {
         specials.unk = unk.to_owned();
     }
-    if let Some(pad) = root
-        .get("padding")
-        .and_then(|p| p.get("pad_token"))
-        .and_then(Value::as_str)
-    {
+    if let Some(pad) = root.get("padding").and_then(|p| p.get("pad_token")).and_then(Value::as_str) {
         specials.pad = Some(pad.to_owned());
     }
     Ok((vocab, merges, specials))
 }
 
 fn read_file(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| TokenizerError::Io { path: path.to_path_buf(), source })
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>> {
@@ -796,35 +693,22 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
         return Ok(None);
     }
     let text = read_file(path)?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|source| TokenizerError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+    serde_json::from_str(&text).map(Some).map_err(|source| TokenizerError::Json { path: path.to_path_buf(), source })
 }
 
 fn id_u32(id: u64, path: &Path) -> Result<u32> {
-    u32::try_from(id).map_err(|_| TokenizerError::MalformedVocab {
-        path: path.to_path_buf(),
-        reason: format!("token id {id} does not fit in 32 bits"),
-    })
+    u32::try_from(id)
+        .map_err(|_| TokenizerError::MalformedVocab { path: path.to_path_buf(), reason: format!("token id {id} does not fit in 32 bits") })
 }
 
 fn parse_vocab(text: &str, path: &Path) -> Result<HashMap<String, u32>> {
-    let value: Value = serde_json::from_str(text).map_err(|source| TokenizerError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let value: Value = serde_json::from_str(text).map_err(|source| TokenizerError::Json { path: path.to_path_buf(), source })?;
     vocab_from_value(&value, path)
 }
 
 fn vocab_from_value(value: &Value, path: &Path) -> Result<HashMap<String, u32>> {
     let Value::Object(map) = value else {
-        return Err(TokenizerError::MalformedVocab {
-            path: path.to_path_buf(),
-            reason: "expected a JSON object of token → id".into(),
-        });
+        return Err(TokenizerError::MalformedVocab { path: path.to_path_buf(), reason: "expected a JSON object of token → id".into() });
     };
     let mut vocab = HashMap::with_capacity(map.len());
     for (token, id) in map {
@@ -873,9 +757,7 @@ fn merge_from_value(item: &Value, index: usize, path: &Path) -> Result<(String, 
         Value::String(s) => {
             let mut parts = s.split(' ');
             match (parts.next(), parts.next(), parts.next()) {
-                (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => {
-                    Ok((a.to_owned(), b.to_owned()))
-                }
+                (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => Ok((a.to_owned(), b.to_owned())),
                 _ => Err(bad("expected \"left right\"")),
             }
         }
@@ -892,10 +774,7 @@ fn token_content(value: &Value) -> Option<Option<String>> {
     match value {
         Value::Null => Some(None),
         Value::String(s) => Some(Some(s.clone())),
-        Value::Object(o) => o
-            .get("content")
-            .and_then(Value::as_str)
-            .map(|s| Some(s.to_owned())),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(|s| Some(s.to_owned())),
         _ => None,
     }
 }
@@ -909,11 +788,9 @@ fn read_specials(dir: &Path, mut specials: Specials) -> Result<Specials> {
         let Some(json) = read_json(path)? else {
             continue;
         };
-        for (key, role, slot) in [
-            ("bos_token", "bos", &mut specials.bos),
-            ("eos_token", "eos", &mut specials.eos),
-            ("unk_token", "unk", &mut specials.unk),
-        ] {
+        for (key, role, slot) in
+            [("bos_token", "bos", &mut specials.bos), ("eos_token", "eos", &mut specials.eos), ("unk_token", "unk", &mut specials.unk)]
+        {
             // A null start/end/unknown token keeps CLIP's default.
             if let Some(Some(content)) = json.get(key).and_then(token_content) {
                 *slot = content;
@@ -935,35 +812,22 @@ fn read_specials(dir: &Path, mut specials: Specials) -> Result<Specials> {
         }
         if let Some(Value::Object(decoder)) = json.get("added_tokens_decoder") {
             for (id, entry) in decoder {
-                let parsed = id
-                    .parse::<u64>()
-                    .ok()
-                    .zip(entry.get("content").and_then(Value::as_str));
+                let parsed = id.parse::<u64>().ok().zip(entry.get("content").and_then(Value::as_str));
                 let Some((id, content)) = parsed else {
                     return Err(TokenizerError::MalformedVocab {
                         path: path.clone(),
-                        reason: format!(
-                            "added_tokens_decoder entry {id:?} needs a numeric id and a content"
-                        ),
+                        reason: format!("added_tokens_decoder entry {id:?} needs a numeric id and a content"),
                     });
                 };
-                let special = entry
-                    .get("special")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                specials
-                    .added
-                    .push((content.to_owned(), id_u32(id, path)?, special));
+                let special = entry.get("special").and_then(Value::as_bool).unwrap_or(false);
+                specials.added.push((content.to_owned(), id_u32(id, path)?, special));
             }
         }
     }
     let added_path = dir.join("added_tokens.json");
     if let Some(json) = read_json(&added_path)? {
         let Value::Object(map) = json else {
-            return Err(TokenizerError::MalformedVocab {
-                path: added_path,
-                reason: "expected a JSON object of token → id".into(),
-            });
+            return Err(TokenizerError::MalformedVocab { path: added_path, reason: "expected a JSON object of token → id".into() });
         };
         for (content, id) in map {
             let Some(id) = id.as_u64() else {
@@ -973,9 +837,7 @@ fn read_specials(dir: &Path, mut specials: Specials) -> Result<Specials> {
                 });
             };
             if !specials.added.iter().any(|(c, _, _)| *c == content) {
-                specials
-                    .added
-                    .push((content, id_u32(id, &added_path)?, false));
+                specials.added.push((content, id_u32(id, &added_path)?, false));
             }
         }
     }

@@ -26,11 +26,7 @@ fn sd1() -> &'static ClipTokenizer {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 fn cases() -> &'static [Value] {
@@ -41,11 +37,7 @@ fn cases() -> &'static [Value] {
 fn folder(configs: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for f in ["vocab.json", "merges.txt"] {
-        std::fs::copy(
-            repo().join("assets/clip-tokenizer").join(f),
-            dir.path().join(f),
-        )
-        .unwrap();
+        std::fs::copy(repo().join("assets/clip-tokenizer").join(f), dir.path().join(f)).unwrap();
     }
     if let Some(configs) = configs {
         for entry in std::fs::read_dir(repo().join("fixtures/tokenizer").join(configs)).unwrap() {
@@ -65,28 +57,16 @@ fn check_all(tok: &ClipTokenizer, convention: &str) {
         let want = &case[convention];
         let got = tok.encode(prompt);
         if got != ids(&want["ids"]) {
-            failures.push(format!(
-                "{convention} encode {prompt:?}\n  got  {got:?}\n  want {:?}",
-                ids(&want["ids"])
-            ));
+            failures.push(format!("{convention} encode {prompt:?}\n  got  {got:?}\n  want {:?}", ids(&want["ids"])));
         }
         let padded = tok.encode_for_model(prompt, max_len);
         if padded.ids != ids(&want["padded"]) {
-            failures.push(format!(
-                "{convention} padded {prompt:?}\n  got  {:?}\n  want {:?}",
-                padded.ids,
-                ids(&want["padded"])
-            ));
+            failures.push(format!("{convention} padded {prompt:?}\n  got  {:?}\n  want {:?}", padded.ids, ids(&want["padded"])));
         }
         assert_eq!(padded.prompt_tokens, got.len());
         assert_eq!(padded.truncated(), got.len() > max_len, "{prompt:?}");
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]
@@ -99,10 +79,7 @@ fn fixture_is_big_enough() {
 #[test]
 fn embedded_default_matches_sd1() {
     let tok = sd1();
-    assert_eq!(
-        (tok.bos_id(), tok.eos_id(), tok.pad_id()),
-        (49406, 49407, 49407)
-    );
+    assert_eq!((tok.bos_id(), tok.eos_id(), tok.pad_id()), (49406, 49407, 49407));
     assert_eq!(tok.vocab_size(), 49408);
     assert_eq!(tok.model_max_length(), DEFAULT_MAX_LENGTH);
     check_all(tok, "sd1");
@@ -135,12 +112,7 @@ fn sd2_folder_pads_with_bang() {
 fn decode_matches() {
     for case in cases() {
         let want = case["decoded"].as_str().unwrap();
-        assert_eq!(
-            sd1().decode(&ids(&case["sd1"]["ids"])),
-            want,
-            "{}",
-            case["prompt"]
-        );
+        assert_eq!(sd1().decode(&ids(&case["sd1"]["ids"])), want, "{}", case["prompt"]);
     }
 }
 
@@ -153,16 +125,10 @@ fn counts_and_truncated_text() {
     assert!(enc.truncated());
     assert_eq!(enc.ids[76], tok.eos_id());
     assert_eq!(tok.count_tokens(&long), 82);
-    assert_eq!(
-        tok.truncated_text(&long, 77).as_deref(),
-        Some("word word word word word")
-    );
+    assert_eq!(tok.truncated_text(&long, 77).as_deref(), Some("word word word word word"));
     assert_eq!(tok.truncated_text("a cat", 77), None);
     let short = tok.encode_for_model("a cat", 77);
-    assert_eq!(
-        (short.prompt_tokens, short.kept_tokens, short.truncated()),
-        (4, 4, false)
-    );
+    assert_eq!((short.prompt_tokens, short.kept_tokens, short.truncated()), (4, 4, false));
     // Degenerate lengths do not panic.
     assert_eq!(tok.encode_padded("a cat", 0), vec![49406, 49407]);
     assert_eq!(tok.encode_padded("", 77).len(), 77);
@@ -170,12 +136,8 @@ fn counts_and_truncated_text() {
 
 /// A tokenizer.json like the hub's fast CLIP tokenizer, built from the asset files.
 fn tokenizer_json(pair_merges: bool, extra_added: &[(&str, u32)]) -> String {
-    let vocab: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("assets/clip-tokenizer/vocab.json")).unwrap(),
-    )
-    .unwrap();
-    let merges_txt =
-        std::fs::read_to_string(repo().join("assets/clip-tokenizer/merges.txt")).unwrap();
+    let vocab: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("assets/clip-tokenizer/vocab.json")).unwrap()).unwrap();
+    let merges_txt = std::fs::read_to_string(repo().join("assets/clip-tokenizer/merges.txt")).unwrap();
     let merges: Vec<Value> = merges_txt
         .lines()
         .skip(1)
@@ -195,10 +157,8 @@ fn tokenizer_json(pair_merges: bool, extra_added: &[(&str, u32)]) -> String {
                "rstrip": false, "normalized": true, "special": true}),
     ];
     for (content, id) in extra_added {
-        added.push(
-            json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-                          "rstrip": false, "normalized": true, "special": false}),
-        );
+        added.push(json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": true, "special": false}));
     }
     json!({
         "version": "1.0",
@@ -234,11 +194,7 @@ fn tokenizer_json_in_folder_with_sd2_configs() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tokenizer.json"), tokenizer_json(true, &[])).unwrap();
     for f in ["special_tokens_map.json", "tokenizer_config.json"] {
-        std::fs::copy(
-            repo().join("fixtures/tokenizer/sd2-config").join(f),
-            dir.path().join(f),
-        )
-        .unwrap();
+        std::fs::copy(repo().join("fixtures/tokenizer/sd2-config").join(f), dir.path().join(f)).unwrap();
     }
     let tok = ClipTokenizer::from_dir(dir.path()).unwrap();
     assert_eq!(tok.pad_id(), 0);
@@ -253,16 +209,9 @@ fn check_added(tok: &ClipTokenizer) {
     for case in f["added_cases"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         assert_eq!(tok.encode(prompt), ids(&case["ids"]), "{prompt:?}");
-        assert_eq!(
-            tok.encode_padded(prompt, 77),
-            ids(&case["padded"]),
-            "{prompt:?}"
-        );
+        assert_eq!(tok.encode_padded(prompt, 77), ids(&case["padded"]), "{prompt:?}");
     }
-    assert_eq!(
-        tok.decode(&tok.encode("a photo of <cat-toy> on a beach")),
-        "a photo of <cat-toy> on a beach"
-    );
+    assert_eq!(tok.decode(&tok.encode("a photo of <cat-toy> on a beach")), "a photo of <cat-toy> on a beach");
 }
 
 #[test]
@@ -307,10 +256,7 @@ fn missing_files() {
     let e = ClipTokenizer::from_dir(dir.path()).unwrap_err();
     assert!(matches!(e, TokenizerError::MissingFiles { .. }), "{e:?}");
     let msg = err_text(e);
-    assert!(
-        msg.contains(&dir.path().display().to_string()) && msg.contains("vocab.json"),
-        "{msg}"
-    );
+    assert!(msg.contains(&dir.path().display().to_string()) && msg.contains("vocab.json"), "{msg}");
 
     let e = ClipTokenizer::from_tokenizer_json(dir.path().join("tokenizer.json")).unwrap_err();
     assert!(matches!(e, TokenizerError::Io { .. }), "{e:?}");
@@ -318,10 +264,7 @@ fn missing_files() {
 
     // vocab.json without merges.txt is not a slow-tokenizer folder either.
     std::fs::write(dir.path().join("vocab.json"), "{}").unwrap();
-    assert!(matches!(
-        ClipTokenizer::from_dir(dir.path()),
-        Err(TokenizerError::MissingFiles { .. })
-    ));
+    assert!(matches!(ClipTokenizer::from_dir(dir.path()), Err(TokenizerError::MissingFiles { .. })));
 }
 
 #[test]
@@ -336,33 +279,22 @@ fn malformed_vocab() {
     // A vocabulary that is not byte-level.
     let e = ClipTokenizer::from_vocab_merges(r#"{"a": 0}"#, merges).unwrap_err();
     let msg = err_text(e);
-    assert!(
-        msg.contains("vocab.json") && msg.contains("byte symbol"),
-        "{msg}"
-    );
+    assert!(msg.contains("vocab.json") && msg.contains("byte symbol"), "{msg}");
 }
 
 #[test]
 fn malformed_merges_name_the_file_and_merge() {
     let dir = folder(None);
-    std::fs::write(
-        dir.path().join("merges.txt"),
-        "#version: 0.2\ni n\nt h e x\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("merges.txt"), "#version: 0.2\ni n\nt h e x\n").unwrap();
     let e = ClipTokenizer::from_dir(dir.path()).unwrap_err();
     let msg = err_text(e);
-    assert!(
-        msg.contains("merges.txt") && msg.contains("#2") && msg.contains("t h e x"),
-        "{msg}"
-    );
+    assert!(msg.contains("merges.txt") && msg.contains("#2") && msg.contains("t h e x"), "{msg}");
 
     std::fs::write(dir.path().join("merges.txt"), "#version: 0.2\ni n\nzz qq\n").unwrap();
     let msg = err_text(ClipTokenizer::from_dir(dir.path()).unwrap_err());
     assert!(msg.contains("not in the vocabulary"), "{msg}");
 
-    let bad =
-        r#"{"model": {"type": "BPE", "end_of_word_suffix": "</w>", "vocab": {}, "merges": [1]}}"#;
+    let bad = r#"{"model": {"type": "BPE", "end_of_word_suffix": "</w>", "vocab": {}, "merges": [1]}}"#;
     let msg = err_text(ClipTokenizer::from_tokenizer_json_str(bad).unwrap_err());
     assert!(msg.contains("merge #1"), "{msg}");
 }
@@ -370,25 +302,16 @@ fn malformed_merges_name_the_file_and_merge() {
 #[test]
 fn unknown_special_token() {
     let dir = folder(None);
-    std::fs::write(
-        dir.path().join("special_tokens_map.json"),
-        r#"{"pad_token": "<|pad|>"}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("special_tokens_map.json"), r#"{"pad_token": "<|pad|>"}"#).unwrap();
     let e = ClipTokenizer::from_dir(dir.path()).unwrap_err();
-    assert!(
-        matches!(e, TokenizerError::UnknownSpecialToken { role: "pad", .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e, TokenizerError::UnknownSpecialToken { role: "pad", .. }), "{e:?}");
     let msg = err_text(e);
     assert!(msg.contains("special_tokens_map.json"), "{msg}");
     assert!(msg.contains("<|pad|>"), "{msg}");
 
     std::fs::write(dir.path().join("special_tokens_map.json"), "{ broken").unwrap();
     let e = ClipTokenizer::from_dir(dir.path()).unwrap_err();
-    assert!(
-        matches!(e, TokenizerError::Json { .. }) && err_text(e).contains("special_tokens_map.json")
-    );
+    assert!(matches!(e, TokenizerError::Json { .. }) && err_text(e).contains("special_tokens_map.json"));
 }
 
 #[test]
@@ -406,29 +329,16 @@ fn unsupported_tokenizer_json() {
 #[test]
 fn null_pad_falls_back_to_eos() {
     let dir = folder(None);
-    std::fs::write(
-        dir.path().join("special_tokens_map.json"),
-        r#"{"pad_token": null}"#,
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("special_tokens_map.json"), r#"{"pad_token": null}"#).unwrap();
     assert_eq!(ClipTokenizer::from_dir(dir.path()).unwrap().pad_id(), 49407);
 }
 
 #[test]
 fn conventions_really_differ() {
     // Guards the comparison itself: SD 1.x ids must not pass as SD 2.x ones.
-    let differ = cases()
-        .iter()
-        .filter(|c| c["sd1"]["padded"] != c["sd2"]["padded"])
-        .count();
+    let differ = cases().iter().filter(|c| c["sd1"]["padded"] != c["sd2"]["padded"]).count();
     assert!(differ >= cases().len() / 2);
-    let bang = cases()
-        .iter()
-        .find(|c| c["prompt"].as_str().unwrap().starts_with("!!!"))
-        .unwrap();
+    let bang = cases().iter().find(|c| c["prompt"].as_str().unwrap().starts_with("!!!")).unwrap();
     assert_ne!(bang["sd1"]["ids"], bang["sd2"]["ids"]);
-    assert_ne!(
-        sd1().encode(bang["prompt"].as_str().unwrap()),
-        ids(&bang["sd2"]["ids"])
-    );
+    assert_ne!(sd1().encode(bang["prompt"].as_str().unwrap()), ids(&bang["sd2"]["ids"]));
 }

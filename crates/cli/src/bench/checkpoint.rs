@@ -7,19 +7,26 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use plantain_engine::models::clip::{self, ClipOutputs, ClipTextConfig};
+use plantain_engine::models::presets::Preset;
 use plantain_engine::models::unet::{self, UNetConfig};
 use plantain_engine::models::vae::{self, VaeConfig};
 use plantain_engine::weights::TensorIndex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The parts of a diffusers folder, as config JSON text.
+/// The parts of a diffusers folder, as config JSON text (single text encoder models).
 pub struct FolderSpec<'a> {
     pub model_index: &'a str,
     pub scheduler: &'a str,
     pub text_encoder: &'a str,
     pub unet: &'a str,
     pub vae: &'a str,
+}
+
+impl From<Preset> for FolderSpec<'static> {
+    fn from(p: Preset) -> Self {
+        Self { model_index: p.model_index, scheduler: p.scheduler, text_encoder: p.text_encoder, unet: p.unet, vae: p.vae }
+    }
 }
 
 /// Writes `spec` under `dir` with random fp16 weights; returns the bytes written.
@@ -78,13 +85,8 @@ pub fn write_random_safetensors(path: &Path, tensors: &[(String, Vec<usize>)], s
         let n: usize = shape.iter().product();
         let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
         let is_norm_scale = shape.len() == 1 && name.ends_with(".weight") && name.contains("norm");
-        let scale = if shape.len() == 1 {
-            0.02
-        } else if name.contains("embedding") {
-            0.02
-        } else {
-            1.0 / (fan_in as f32).sqrt()
-        };
+        // Biases and embeddings small; matrices and convolutions at PyTorch's default scale.
+        let scale = if shape.len() == 1 || name.contains("embedding") { 0.02 } else { 1.0 / (fan_in as f32).sqrt() };
         buf.clear();
         buf.reserve(n * 2);
         for _ in 0..n {

@@ -2,7 +2,6 @@
 //! measured the same way as scripts/bench_diffusers.py measures diffusers (the peer).
 
 mod checkpoint;
-mod configs;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ndarray::{ArrayD, IxDyn};
 use plantain_engine::models::clip::{self, ClipOutputs, ClipTextConfig};
+use plantain_engine::models::presets;
 use plantain_engine::models::unet::{self, UNetConfig};
 use plantain_engine::models::vae::{self, VaeConfig};
 use plantain_engine::pipeline::{GenerateRequest, LoadOptions, ModelSource, Pipeline};
@@ -91,7 +91,8 @@ impl Bench {
 
 fn text_ids() -> Input {
     let tok = plantain_tokenizer::ClipTokenizer::embedded_default();
-    let ids: Vec<i64> = tok.encode_padded("a lighthouse at dusk, 35mm photo, golden hour, dramatic sky", 77).into_iter().map(i64::from).collect();
+    let ids: Vec<i64> =
+        tok.encode_padded("a lighthouse at dusk, 35mm photo, golden hour, dramatic sky", 77).into_iter().map(i64::from).collect();
     Input::I64(ArrayD::from_shape_vec(IxDyn(&[1, 77]), ids).expect("77 ids"))
 }
 
@@ -162,28 +163,8 @@ pub fn run(a: Args) -> Result<()> {
     let result = (|| -> Result<()> {
         for which in &a.only {
             let (tag, name, spec) = match which.as_str() {
-                "sd15" => (
-                    "sd15",
-                    "SD 1.5",
-                    FolderSpec {
-                        model_index: configs::SD15_INDEX,
-                        scheduler: configs::SD15_SCHEDULER,
-                        text_encoder: configs::CLIP_L_TEXT,
-                        unet: configs::SD15_UNET,
-                        vae: configs::SD_VAE,
-                    },
-                ),
-                "turbo" => (
-                    "turbo",
-                    "SD-Turbo",
-                    FolderSpec {
-                        model_index: configs::TURBO_INDEX,
-                        scheduler: configs::TURBO_SCHEDULER,
-                        text_encoder: configs::OPENCLIP_H_TEXT,
-                        unet: configs::SD21_UNET,
-                        vae: configs::SD_VAE,
-                    },
-                ),
+                "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
+                "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
                 other => anyhow::bail!("unknown model `{other}` (sd15, turbo)"),
             };
             let dir = root.join(tag);
@@ -226,7 +207,10 @@ pub fn run(a: Args) -> Result<()> {
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     println!();
-    println!("plantain (ONNX Runtime 1.31.1), {} threads, fp32 compute, batch 1, {cpu}; median of {} after 1 warm-up", a.threads, b.repeats);
+    println!(
+        "plantain (ONNX Runtime 1.31.1), {} threads, fp32 compute, batch 1, {cpu}; median of {} after 1 warm-up",
+        a.threads, b.repeats
+    );
     println!();
     println!("| measurement | median (s) | runs (s) | peak RSS so far (GiB) |");
     println!("|---|---|---|---|");
@@ -243,7 +227,12 @@ pub fn run(a: Args) -> Result<()> {
         let results: serde_json::Map<String, serde_json::Value> = b
             .rows
             .iter()
-            .map(|r| (r.key.clone(), serde_json::json!({"label": r.label, "median_s": r.median(), "times_s": r.times, "peak_rss_gb_so_far": r.peak_rss_gib})))
+            .map(|r| {
+                (
+                    r.key.clone(),
+                    serde_json::json!({"label": r.label, "median_s": r.median(), "times_s": r.times, "peak_rss_gb_so_far": r.peak_rss_gib}),
+                )
+            })
             .collect();
         let doc = serde_json::json!({"tool": "plantain", "threads": a.threads, "size": a.size, "repeats": b.repeats, "cpu": cpu, "results": results, "peak_rss_gb": peak_rss_gib()});
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;

@@ -54,12 +54,7 @@ impl StoredTensor {
         let row: usize = self.shape[1..].iter().product::<usize>() * self.dtype.size();
         let mut shape = self.shape.clone();
         shape[0] = end - start;
-        StoredTensor {
-            file: self.file.clone(),
-            offset: self.offset + (start * row) as u64,
-            dtype: self.dtype,
-            shape,
-        }
+        StoredTensor { file: self.file.clone(), offset: self.offset + (start * row) as u64, dtype: self.dtype, shape }
     }
 }
 
@@ -76,12 +71,25 @@ pub struct Value(pub(crate) usize);
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    Input { name: String, dtype: DType, dims: Vec<Dim> },
+    Input {
+        name: String,
+        dtype: DType,
+        dims: Vec<Dim>,
+    },
     /// A stored weight, converted to f32 on use.
     Weight(StoredTensor),
-    ConstF32 { shape: Vec<usize>, data: Vec<f32> },
-    ConstI64 { shape: Vec<usize>, data: Vec<i64> },
-    Conv { stride: i64, pads: [i64; 4] },
+    ConstF32 {
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    },
+    ConstI64 {
+        shape: Vec<usize>,
+        data: Vec<i64>,
+    },
+    Conv {
+        stride: i64,
+        pads: [i64; 4],
+    },
     MatMul,
     Add,
     Sub,
@@ -94,23 +102,45 @@ pub enum Op {
     Sin,
     Cos,
     Exp,
-    Softmax { axis: i64 },
-    LayerNorm { eps: f32 },
-    InstanceNorm { eps: f32 },
+    Softmax {
+        axis: i64,
+    },
+    LayerNorm {
+        eps: f32,
+    },
+    InstanceNorm {
+        eps: f32,
+    },
     /// Target shape as a value (ONNX semantics: 0 copies the input dim, -1 is inferred).
     Reshape,
-    Transpose { perm: Vec<i64> },
-    Concat { axis: i64 },
-    Slice { axis: i64, start: i64, end: i64 },
-    Unsqueeze { axes: Vec<i64> },
-    Gather { axis: i64 },
+    Transpose {
+        perm: Vec<i64>,
+    },
+    Concat {
+        axis: i64,
+    },
+    Slice {
+        axis: i64,
+        start: i64,
+        end: i64,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+    Gather {
+        axis: i64,
+    },
     /// ONNX `GatherND` with `batch_dims = 1`: row `indices[b]` of batch item `b`.
     GatherNdBatch1,
-    ArgMax { axis: i64 },
+    ArgMax {
+        axis: i64,
+    },
     Shape,
     CastF32,
     ResizeNearest2x,
-    Pad { pads: Vec<i64> },
+    Pad {
+        pads: Vec<i64>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -59,10 +59,13 @@ pub fn value_dtypes(graph: &Graph) -> Vec<DType> {
         out.push(match &node.op {
             Op::Input { dtype, .. } => *dtype,
             Op::ConstI64 { .. } | Op::Shape | Op::ArgMax { .. } => DType::I64,
-            Op::Reshape | Op::Transpose { .. } | Op::Concat { .. } | Op::Slice { .. } | Op::Unsqueeze { .. } | Op::Gather { .. }
-            | Op::GatherNdBatch1 => {
-                first.unwrap_or(DType::F32)
-            }
+            Op::Reshape
+            | Op::Transpose { .. }
+            | Op::Concat { .. }
+            | Op::Slice { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Gather { .. }
+            | Op::GatherNdBatch1 => first.unwrap_or(DType::F32),
             _ => DType::F32,
         });
     }

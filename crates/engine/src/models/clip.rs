@@ -46,7 +46,11 @@ fn default_eps() -> f32 {
 impl ClipTextConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| EngineError::bad_config(path, e))
+        Self::from_json(&text).map_err(|e| EngineError::bad_config(path, e))
+    }
+    /// Parses the text of a transformers `CLIPTextConfig` JSON.
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
     }
 }
 
@@ -118,11 +122,18 @@ pub fn build(cfg: &ClipTextConfig, weights: &TensorIndex, outs: ClipOutputs) -> 
 
     let mut outputs = vec![("last_hidden_state", last), ("penultimate", penultimate), ("pooled", pooled)];
     if outs.projection {
-        let proj = cfg.projection_dim.ok_or_else(|| EngineError::Unsupported("text_encoder_2 needs `projection_dim` in its config".into()))?;
-        let te = linear(g, &p, "text_projection", pooled, c, proj, false)?;
+        let proj =
+            cfg.projection_dim.ok_or_else(|| EngineError::Unsupported("text_encoder_2 needs `projection_dim` in its config".into()))?;
+        // diffusers stores `text_projection.weight` [proj, width]; OpenCLIP single files keep
+        // their `text_projection` [width, proj], multiplied as is.
+        let te = if p.has("text_projection") && !p.has("text_projection.weight") {
+            let w = p.get(g, "text_projection", &[c, proj])?;
+            g.matmul(pooled, w)
+        } else {
+            linear(g, &p, "text_projection", pooled, c, proj, false)?
+        };
         outputs.push(("text_embeds", te));
     }
     let g = std::mem::take(g);
     Ok(g.finish(&outputs))
 }
-

@@ -2,6 +2,7 @@
 
 pub mod clip;
 pub mod nn;
+pub mod presets;
 pub mod taesd;
 pub mod unet;
 pub mod vae;

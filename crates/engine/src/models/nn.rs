@@ -20,7 +20,18 @@ pub fn linear(g: &mut GraphBuilder, p: &Params, prefix: &str, x: Value, inp: usi
 
 /// A square 2D convolution with symmetric padding.
 #[allow(clippy::too_many_arguments)]
-pub fn conv(g: &mut GraphBuilder, p: &Params, prefix: &str, x: Value, inp: usize, out: usize, kernel: usize, stride: i64, pad: i64, bias: bool) -> Result<Value> {
+pub fn conv(
+    g: &mut GraphBuilder,
+    p: &Params,
+    prefix: &str,
+    x: Value,
+    inp: usize,
+    out: usize,
+    kernel: usize,
+    stride: i64,
+    pad: i64,
+    bias: bool,
+) -> Result<Value> {
     let w = p.get(g, &format!("{prefix}.weight"), &[out, inp, kernel, kernel])?;
     let b = if bias { Some(p.get(g, &format!("{prefix}.bias"), &[out])?) } else { None };
     Ok(g.conv2d(x, w, b, stride, pad))

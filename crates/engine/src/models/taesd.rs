@@ -64,7 +64,9 @@ impl TaesdConfig {
         if cfg.upsampling_scaling_factor != 2 {
             return Err(EngineError::bad_config(path, "only upsampling_scaling_factor 2 is supported"));
         }
-        if cfg.encoder_block_out_channels.len() != cfg.num_encoder_blocks.len() || cfg.decoder_block_out_channels.len() != cfg.num_decoder_blocks.len() {
+        if cfg.encoder_block_out_channels.len() != cfg.num_encoder_blocks.len()
+            || cfg.decoder_block_out_channels.len() != cfg.num_decoder_blocks.len()
+        {
             return Err(EngineError::bad_config(path, "block channel and block count lists differ in length"));
         }
         Ok(cfg)
@@ -87,7 +89,11 @@ fn block(g: &mut GraphBuilder, p: &Params, pre: &str, x: Value, inp: usize, out:
 pub fn build_encoder(cfg: &TaesdConfig, weights: &TensorIndex) -> Result<Graph> {
     let p = Params::new(weights, "taesd");
     let mut g = GraphBuilder::new();
-    let x = g.input("sample", DType::F32, vec![Dim::Named("batch"), Dim::Fixed(cfg.in_channels as i64), Dim::Named("height"), Dim::Named("width")]);
+    let x = g.input(
+        "sample",
+        DType::F32,
+        vec![Dim::Named("batch"), Dim::Fixed(cfg.in_channels as i64), Dim::Named("height"), Dim::Named("width")],
+    );
     // [-1, 1] → [0, 1]
     let one = g.scalar(1.0);
     let x = g.add(x, one);
@@ -115,7 +121,11 @@ pub fn build_encoder(cfg: &TaesdConfig, weights: &TensorIndex) -> Result<Graph> 
 pub fn build_decoder(cfg: &TaesdConfig, weights: &TensorIndex) -> Result<Graph> {
     let p = Params::new(weights, "taesd");
     let mut g = GraphBuilder::new();
-    let z = g.input("latent", DType::F32, vec![Dim::Named("batch"), Dim::Fixed(cfg.latent_channels as i64), Dim::Named("height"), Dim::Named("width")]);
+    let z = g.input(
+        "latent",
+        DType::F32,
+        vec![Dim::Named("batch"), Dim::Fixed(cfg.latent_channels as i64), Dim::Named("height"), Dim::Named("width")],
+    );
     // Soft clamp: tanh(z / 3) * 3.
     let z = g.mul_scalar(z, 1.0 / 3.0);
     let z = g.tanh(z);

@@ -279,9 +279,14 @@ impl Ctx<'_> {
 pub fn build(cfg: &UNetConfig, weights: &TensorIndex) -> Result<Graph> {
     let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "unet"), cfg };
     let batch = Dim::Named("batch");
-    let sample = c.g.input("sample", DType::F32, vec![batch.clone(), Dim::Fixed(cfg.in_channels as i64), Dim::Named("height"), Dim::Named("width")]);
+    let sample =
+        c.g.input("sample", DType::F32, vec![batch.clone(), Dim::Fixed(cfg.in_channels as i64), Dim::Named("height"), Dim::Named("width")]);
     let timestep = c.g.input("timestep", DType::F32, vec![batch.clone()]);
-    let ctx = c.g.input("encoder_hidden_states", DType::F32, vec![batch.clone(), Dim::Named("tokens"), Dim::Fixed(cfg.cross_attention_dim as i64)]);
+    let ctx = c.g.input(
+        "encoder_hidden_states",
+        DType::F32,
+        vec![batch.clone(), Dim::Named("tokens"), Dim::Fixed(cfg.cross_attention_dim as i64)],
+    );
 
     let ch0 = cfg.block_out_channels[0];
     let temb_dim = ch0 * 4;

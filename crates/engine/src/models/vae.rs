@@ -57,9 +57,13 @@ fn yes() -> bool {
 impl VaeConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| EngineError::bad_config(path, e))?;
+        Self::from_json(&text).map_err(|e| EngineError::bad_config(path, e))
+    }
+    /// Parses the text of a diffusers `vae/config.json`.
+    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+        let cfg: Self = serde_json::from_str(text).map_err(|e| e.to_string())?;
         if cfg.block_out_channels.iter().any(|c| c % cfg.norm_num_groups != 0) {
-            return Err(EngineError::bad_config(path, "block_out_channels must be multiples of norm_num_groups"));
+            return Err("block_out_channels must be multiples of norm_num_groups".into());
         }
         Ok(cfg)
     }
@@ -116,7 +120,11 @@ impl Ctx<'_> {
 /// Encoder graph: `sample` `[B, 3, H, W]` in [-1, 1] → `mean`, `logvar` `[B, 4, H/8, W/8]`.
 pub fn build_encoder(cfg: &VaeConfig, weights: &TensorIndex) -> Result<Graph> {
     let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups };
-    let x = c.g.input("sample", DType::F32, vec![Dim::Named("batch"), Dim::Fixed(cfg.in_channels as i64), Dim::Named("height"), Dim::Named("width")]);
+    let x = c.g.input(
+        "sample",
+        DType::F32,
+        vec![Dim::Named("batch"), Dim::Fixed(cfg.in_channels as i64), Dim::Named("height"), Dim::Named("width")],
+    );
     let chans = &cfg.block_out_channels;
     let mut x = conv(&mut c.g, &c.p, "encoder.conv_in", x, cfg.in_channels, chans[0], 3, 1, 1, true)?;
     let mut ch = chans[0];
@@ -148,7 +156,11 @@ pub fn build_encoder(cfg: &VaeConfig, weights: &TensorIndex) -> Result<Graph> {
 /// `[B, 3, 8h, 8w]` in about [-1, 1].
 pub fn build_decoder(cfg: &VaeConfig, weights: &TensorIndex) -> Result<Graph> {
     let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups };
-    let z = c.g.input("latent", DType::F32, vec![Dim::Named("batch"), Dim::Fixed(cfg.latent_channels as i64), Dim::Named("height"), Dim::Named("width")]);
+    let z = c.g.input(
+        "latent",
+        DType::F32,
+        vec![Dim::Named("batch"), Dim::Fixed(cfg.latent_channels as i64), Dim::Named("height"), Dim::Named("width")],
+    );
     let l = cfg.latent_channels;
     let mut x = if cfg.use_post_quant_conv { conv(&mut c.g, &c.p, "post_quant_conv", z, l, l, 1, 1, 0, true)? } else { z };
     let chans: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();

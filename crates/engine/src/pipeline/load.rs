@@ -7,10 +7,10 @@ use plantain_tokenizer::ClipTokenizer;
 use serde_json::Value as Json;
 
 use crate::error::{EngineError, Result};
-use crate::models::Family;
 use crate::models::clip::ClipTextConfig;
 use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
+use crate::models::{Family, presets};
 use crate::weights::TensorIndex;
 
 /// Where a model comes from.
@@ -209,10 +209,82 @@ pub(crate) fn diffusers(dir: &Path, variant: Option<&str>) -> Result<Parts> {
 }
 
 /// Reads a single-file checkpoint; configs come from `config_dir` (a diffusers folder) when
-/// given, else from the standard configs of the detected family.
+/// given, else from the standard configs of the detected family. A config that does not fit
+/// the weights fails when the graphs are built, naming the first tensor that disagrees.
 pub(crate) fn single_file(file: &Path, config_dir: Option<&Path>) -> Result<Parts> {
-    let _ = (file, config_dir);
-    Err(EngineError::Unsupported("single-file checkpoints: loader not wired yet".into()))
+    let sf = crate::weights::single_file::open(file)?;
+    let mut notes = Vec::new();
+    let (class, scheduler, te1_cfg, te2_cfg, unet_cfg, vae_cfg, force_zeros) = match config_dir {
+        Some(dir) => {
+            let index = read_json(&dir.join("model_index.json"))?;
+            let class = index.get("_class_name").and_then(Json::as_str).unwrap_or("").to_string();
+            let sched_path = config_file(dir, "scheduler", "scheduler_config.json")?;
+            let scheduler = SchedulerConfig::from_file(&sched_path).map_err(|e| EngineError::bad_config(&sched_path, e))?;
+            let te1 = ClipTextConfig::from_file(&config_file(dir, "text_encoder", "config.json")?)?;
+            let te2 = match sf.family {
+                Family::Sdxl => Some(ClipTextConfig::from_file(&config_file(dir, "text_encoder_2", "config.json")?)?),
+                _ => None,
+            };
+            let unet = UNetConfig::from_file(&config_file(dir, "unet", "config.json")?)?;
+            let vae = VaeConfig::from_file(&config_file(dir, "vae", "config.json")?)?;
+            let fz = index.get("force_zeros_for_empty_prompt").and_then(Json::as_bool).unwrap_or(sf.family == Family::Sdxl);
+            (class, scheduler, te1, te2, unet, vae, fz)
+        }
+        None => {
+            let preset = match sf.family {
+                Family::Sd1 => presets::SD15,
+                Family::Sd2 => {
+                    // The weights do not say whether a 2.x model predicts noise (2.x-base,
+                    // SD-Turbo) or velocity (768 v); the file name usually does.
+                    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+                    if name.contains("turbo") || name.contains("base") {
+                        notes.push("SD 2.x single file named turbo/base: using SD-Turbo's 512px epsilon configs".into());
+                        presets::SD_TURBO
+                    } else {
+                        notes.push(
+                            "SD 2.x single file: assuming the 768px v-prediction model (SD 2.1); for 2.x-base or SD-Turbo \
+                             checkpoints pass --config-dir with that model's diffusers folder"
+                                .into(),
+                        );
+                        presets::SD21
+                    }
+                }
+                Family::Sdxl => presets::SDXL,
+            };
+            let file_cfg = |what: &str, text: &str| EngineError::bad_config(Path::new(what), text.to_string());
+            let parse_clip =
+                |t: &str| serde_json::from_str::<ClipTextConfig>(t).map_err(|e| file_cfg("preset text encoder", &e.to_string()));
+            let scheduler = SchedulerConfig::from_json_str(preset.scheduler).map_err(|e| file_cfg("preset scheduler", &e.to_string()))?;
+            let te1 = parse_clip(preset.text_encoder)?;
+            let te2 = preset.text_encoder_2.map(parse_clip).transpose()?;
+            let unet = UNetConfig::from_json(preset.unet).map_err(|e| file_cfg("preset unet", &e))?;
+            let vae = serde_json::from_str::<VaeConfig>(preset.vae).map_err(|e| file_cfg("preset vae", &e.to_string()))?;
+            let class = if sf.family == Family::Sdxl { "StableDiffusionXLPipeline" } else { "StableDiffusionPipeline" };
+            (class.to_string(), scheduler, te1, te2, unet, vae, sf.family == Family::Sdxl)
+        }
+    };
+    let tok = |sub: &str, openclip: bool, notes: &mut Vec<String>| match config_dir {
+        Some(dir) => tokenizer(dir, sub, openclip, notes),
+        None => Ok(if openclip { ClipTokenizer::embedded_default_openclip() } else { ClipTokenizer::embedded_default() }),
+    };
+    let te1_openclip = sf.family == Family::Sd2;
+    let text_encoder =
+        TextEncoderParts { tokenizer: tok("tokenizer", te1_openclip, &mut notes)?, config: te1_cfg, weights: sf.text_encoder };
+    let text_encoder_2 = match (te2_cfg, sf.text_encoder_2) {
+        (Some(config), Some(weights)) => Some(TextEncoderParts { tokenizer: tok("tokenizer_2", true, &mut notes)?, config, weights }),
+        _ => None,
+    };
+    Ok(Parts {
+        family: sf.family,
+        pipeline_class: class,
+        text_encoder,
+        text_encoder_2,
+        unet: (unet_cfg, sf.unet),
+        vae: (vae_cfg, sf.vae),
+        scheduler,
+        force_zeros_for_empty_prompt: force_zeros,
+        notes,
+    })
 }
 
 #[cfg(test)]

@@ -15,8 +15,11 @@ use crate::graph::{DType, GraphBuilder, StoredTensor, Value};
 pub struct TensorIndex {
     tensors: HashMap<String, StoredTensor>,
     /// Set by [`TensorIndex::recording`]: every weight a graph builder asks for is noted here.
-    recorder: Option<Arc<Mutex<Vec<(String, Vec<usize>)>>>>,
+    recorder: Option<Arc<Mutex<Vec<NamedShape>>>>,
 }
+
+/// A weight's name and shape.
+pub type NamedShape = (String, Vec<usize>);
 
 impl TensorIndex {
     /// Reads the header of a safetensors file. Data stays on disk; only names, dtypes, shapes and
@@ -34,7 +37,11 @@ impl TensorIndex {
         if data_start + data_end > map.len() as u64 {
             return Err(EngineError::CorruptWeights {
                 path: path.to_path_buf(),
-                reason: format!("the header describes {} bytes of tensor data but the file holds {}", data_end, map.len() as u64 - data_start),
+                reason: format!(
+                    "the header describes {} bytes of tensor data but the file holds {}",
+                    data_end,
+                    map.len() as u64 - data_start
+                ),
             });
         }
         let file_arc = Arc::new(path.to_path_buf());
@@ -75,7 +82,7 @@ impl TensorIndex {
     }
 
     /// What a [`recording`](Self::recording) index was asked for, in order, without repeats.
-    pub fn recorded(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn recorded(&self) -> Vec<NamedShape> {
         let Some(r) = &self.recorder else { return Vec::new() };
         let list = r.lock().map(|l| l.clone()).unwrap_or_default();
         let mut seen = std::collections::HashSet::new();
@@ -130,7 +137,8 @@ impl<'a> Params<'a> {
             let placeholder = StoredTensor { file: Arc::new(PathBuf::new()), offset: 0, dtype: DType::F32, shape: shape.to_vec() };
             return Ok(g.weight(placeholder));
         }
-        let stored = self.index.get(name).ok_or_else(|| EngineError::MissingWeight { component: self.component, name: name.to_string() })?;
+        let stored =
+            self.index.get(name).ok_or_else(|| EngineError::MissingWeight { component: self.component, name: name.to_string() })?;
         let same = stored.shape == shape;
         let squeezable = {
             let strip = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();

@@ -15,10 +15,7 @@ pub fn write(p: &Path, bytes: &[u8]) {
 pub fn safetensors(keys: &[&str]) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     for (i, k) in keys.iter().enumerate() {
-        header.insert(
-            k.to_string(),
-            json!({"dtype": "F32", "shape": [1], "data_offsets": [i * 4, i * 4 + 4]}),
-        );
+        header.insert(k.to_string(), json!({"dtype": "F32", "shape": [1], "data_offsets": [i * 4, i * 4 + 4]}));
     }
     let h = serde_json::to_vec(&header).unwrap();
     let mut out = (h.len() as u64).to_le_bytes().to_vec();
@@ -58,35 +55,18 @@ pub fn pipeline_files(arch: Arch, variants: &[Option<&str>]) -> Vec<(String, Vec
         "safety_checker": [null, null],
         "feature_extractor": [null, null]
     });
-    let mut models = vec![
-        ("unet", "diffusion_pytorch_model"),
-        ("vae", "diffusion_pytorch_model"),
-        ("text_encoder", "model"),
-    ];
+    let mut models = vec![("unet", "diffusion_pytorch_model"), ("vae", "diffusion_pytorch_model"), ("text_encoder", "model")];
     if matches!(arch, Arch::Sdxl) {
         index["text_encoder_2"] = json!(["transformers", "CLIPTextModelWithProjection"]);
         index["tokenizer_2"] = json!(["transformers", "CLIPTokenizer"]);
         models.push(("text_encoder_2", "model"));
     }
     let mut files = vec![
-        (
-            "model_index.json".to_string(),
-            serde_json::to_vec(&index).unwrap(),
-        ),
-        (
-            "unet/config.json".into(),
-            serde_json::to_vec(&json!({"cross_attention_dim": cross, "sample_size": sample}))
-                .unwrap(),
-        ),
+        ("model_index.json".to_string(), serde_json::to_vec(&index).unwrap()),
+        ("unet/config.json".into(), serde_json::to_vec(&json!({"cross_attention_dim": cross, "sample_size": sample})).unwrap()),
         ("vae/config.json".into(), b"{}".to_vec()),
-        (
-            "text_encoder/config.json".into(),
-            serde_json::to_vec(&json!({"hidden_size": hidden})).unwrap(),
-        ),
-        (
-            "scheduler/scheduler_config.json".into(),
-            serde_json::to_vec(&json!({"prediction_type": pred})).unwrap(),
-        ),
+        ("text_encoder/config.json".into(), serde_json::to_vec(&json!({"hidden_size": hidden})).unwrap()),
+        ("scheduler/scheduler_config.json".into(), serde_json::to_vec(&json!({"prediction_type": pred})).unwrap()),
         ("tokenizer/vocab.json".into(), b"{}".to_vec()),
         ("tokenizer/merges.txt".into(), b"#".to_vec()),
         ("tokenizer/tokenizer_config.json".into(), b"{}".to_vec()),
@@ -117,13 +97,7 @@ pub fn plain_pipeline(root: &Path, arch: Arch, variants: &[Option<&str>]) {
 
 /// Write a pipeline into an HF cache the way huggingface_hub does: content in `blobs/`,
 /// snapshot entries as symlinks, `refs/<name>` holding the commit. Returns the snapshot dir.
-pub fn hf_snapshot(
-    cache: &Path,
-    repo_id: &str,
-    commit: &str,
-    refs: &[&str],
-    files: &[(String, Vec<u8>)],
-) -> PathBuf {
+pub fn hf_snapshot(cache: &Path, repo_id: &str, commit: &str, refs: &[&str], files: &[(String, Vec<u8>)]) -> PathBuf {
     let repo = cache.join(format!("models--{}", repo_id.replace('/', "--")));
     let snap = repo.join("snapshots").join(commit);
     for (i, (rel, bytes)) in files.iter().enumerate() {

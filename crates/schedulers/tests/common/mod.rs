@@ -21,24 +21,14 @@ pub const TOL: f32 = 1e-5;
 pub const TIMESTEP_REL_TOL: f32 = 1e-6;
 
 pub fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/schedulers")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "read {}: {e} (run scripts/scheduler_fixtures.py)",
-            path.display()
-        )
-    });
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/schedulers").join(name);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e} (run scripts/scheduler_fixtures.py)", path.display()));
     serde_json::from_str(&text).expect("fixture JSON")
 }
 
 pub fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("expected array, got {v}"))
-        .iter()
-        .map(|x| x.as_f64().expect("number") as f32)
-        .collect()
+    v.as_array().unwrap_or_else(|| panic!("expected array, got {v}")).iter().map(|x| x.as_f64().expect("number") as f32).collect()
 }
 
 pub fn opt_floats(v: &Value) -> Option<Vec<f32>> {
@@ -57,13 +47,7 @@ pub fn build_case(case: &Value) -> Box<dyn Scheduler> {
 
 /// Largest |a - b|, panicking with context on length mismatch or NaN.
 pub fn max_abs_diff(ctx: &str, got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{ctx}: length {} vs expected {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{ctx}: length {} vs expected {}", got.len(), want.len());
     let mut worst = 0.0f32;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(g.is_finite(), "{ctx}: non-finite value {g} at {i}");
@@ -79,19 +63,13 @@ pub fn max_abs_diff(ctx: &str, got: &[f32], want: &[f32]) -> f32 {
 pub fn assert_close(ctx: &str, got: &[f32], want: &[f32]) -> f32 {
     let abs = max_abs_diff(ctx, got, want);
     let worst = scaled_error(got, want);
-    assert!(
-        worst <= TOL,
-        "{ctx}: max scaled error {worst:e} > {TOL:e}\n got: {got:?}\nwant: {want:?}"
-    );
+    assert!(worst <= TOL, "{ctx}: max scaled error {worst:e} > {TOL:e}\n got: {got:?}\nwant: {want:?}");
     abs
 }
 
 /// Largest `|got - want| / max(1, |want|)`.
 pub fn scaled_error(got: &[f32], want: &[f32]) -> f32 {
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
-        .fold(0.0, f32::max)
+    got.iter().zip(want).map(|(g, w)| (g - w).abs() / w.abs().max(1.0)).fold(0.0, f32::max)
 }
 
 /// Like [`assert_close`] but scaled by the step's input too:
@@ -107,27 +85,17 @@ pub fn assert_close_to_operands(ctx: &str, got: &[f32], want: &[f32], input: &[f
     for ((g, w), x) in got.iter().zip(want).zip(input) {
         worst = worst.max((g - w).abs() / w.abs().max(x.abs()).max(1.0));
     }
-    assert!(
-        worst <= TOL,
-        "{ctx}: max operand-scaled error {worst:e} > {TOL:e}"
-    );
+    assert!(worst <= TOL, "{ctx}: max operand-scaled error {worst:e} > {TOL:e}");
     abs
 }
 
 pub fn assert_timesteps(ctx: &str, got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{ctx}: timesteps {got:?} vs {want:?}"
-    );
+    assert_eq!(got.len(), want.len(), "{ctx}: timesteps {got:?} vs {want:?}");
     let mut worst = 0.0f32;
     for (g, w) in got.iter().zip(want) {
         let err = (g - w).abs();
         worst = worst.max(err);
-        assert!(
-            err <= TIMESTEP_REL_TOL * w.abs().max(1.0),
-            "{ctx}: timesteps {got:?} vs {want:?}"
-        );
+        assert!(err <= TIMESTEP_REL_TOL * w.abs().max(1.0), "{ctx}: timesteps {got:?} vs {want:?}");
     }
     worst
 }
@@ -150,14 +118,7 @@ impl Stats {
     fn merge(&mut self, o: &Stats, ill_conditioned: bool) {
         self.steps_checked += o.steps_checked;
         if ill_conditioned {
-            let m = [
-                o.timesteps,
-                o.sigmas,
-                o.scaled,
-                o.step,
-                o.free_run,
-                o.add_noise,
-            ];
+            let m = [o.timesteps, o.sigmas, o.scaled, o.step, o.free_run, o.add_noise];
             self.ill_conditioned = m.into_iter().fold(self.ill_conditioned, f32::max);
             return;
         }
@@ -173,14 +134,7 @@ impl Stats {
         println!(
             "{label}: {} steps; max abs err: step {:e}, scale_model_input {:e}, add_noise {:e}, \
              timesteps {:e}, free-run final {:e}, sigmas {:e}; zero-SNR cases (any) {:e}",
-            self.steps_checked,
-            self.step,
-            self.scaled,
-            self.add_noise,
-            self.timesteps,
-            self.free_run,
-            self.sigmas,
-            self.ill_conditioned,
+            self.steps_checked, self.step, self.scaled, self.add_noise, self.timesteps, self.free_run, self.sigmas, self.ill_conditioned,
         );
     }
 }
@@ -210,11 +164,7 @@ fn set_up(case: &Value, sched: &mut dyn Scheduler) {
         }
         Some(s) => sched.set_timesteps_img2img(n, s).unwrap(),
     };
-    assert_eq!(
-        begin,
-        case["begin_index"].as_u64().unwrap() as usize,
-        "{name}: begin index"
-    );
+    assert_eq!(begin, case["begin_index"].as_u64().unwrap() as usize, "{name}: begin index");
     assert_eq!(sched.begin_index(), begin, "{name}: begin_index()");
 }
 
@@ -228,51 +178,27 @@ pub fn replay_case(case: &Value, all: &mut Stats) {
     let mut local = Stats::default();
     let stats = &mut local;
 
-    stats.timesteps = stats.timesteps.max(assert_timesteps(
-        &format!("{name} timesteps"),
-        sched.timesteps(),
-        &floats(&case["timesteps"]),
-    ));
+    stats.timesteps = stats.timesteps.max(assert_timesteps(&format!("{name} timesteps"), sched.timesteps(), &floats(&case["timesteps"])));
     match (sched.sigmas(), opt_floats(&case["sigmas"])) {
         (Some(got), Some(want)) => {
-            stats.sigmas = stats
-                .sigmas
-                .max(assert_close(&format!("{name} sigmas"), got, &want));
+            stats.sigmas = stats.sigmas.max(assert_close(&format!("{name} sigmas"), got, &want));
         }
         (None, None) => {}
         (g, w) => panic!("{name}: sigmas presence differs: {g:?} vs {w:?}"),
     }
     let ins = case["init_noise_sigma"].as_f64().unwrap() as f32;
-    stats.sigmas = stats.sigmas.max(assert_close(
-        &format!("{name} init_noise_sigma"),
-        &[sched.init_noise_sigma()],
-        &[ins],
-    ));
+    stats.sigmas = stats.sigmas.max(assert_close(&format!("{name} init_noise_sigma"), &[sched.init_noise_sigma()], &[ins]));
 
     let begin = sched.begin_index();
     let initial = floats(&case["initial_latents"]);
     if let Some(an) = case.get("add_noise") {
-        let got = sched
-            .add_noise(&floats(&an["original"]), &floats(&an["noise"]), begin)
-            .unwrap();
-        stats.add_noise = stats.add_noise.max(assert_close(
-            &format!("{name} add_noise"),
-            &got,
-            &floats(&an["output"]),
-        ));
-        assert_eq!(
-            floats(&an["output"]),
-            initial,
-            "{name}: fixture consistency"
-        );
+        let got = sched.add_noise(&floats(&an["original"]), &floats(&an["noise"]), begin).unwrap();
+        stats.add_noise = stats.add_noise.max(assert_close(&format!("{name} add_noise"), &got, &floats(&an["output"])));
+        assert_eq!(floats(&an["output"]), initial, "{name}: fixture consistency");
     }
 
     let steps = case["steps"].as_array().unwrap();
-    assert_eq!(
-        steps.len(),
-        sched.timesteps().len() - begin,
-        "{name}: step count"
-    );
+    assert_eq!(steps.len(), sched.timesteps().len() - begin, "{name}: step count");
 
     // Pass 1: each step from diffusers' own input.
     let mut input = initial.clone();
@@ -281,27 +207,15 @@ pub fn replay_case(case: &Value, all: &mut Stats) {
         let ctx = format!("{name} step {i}");
         let scaled = sched.scale_model_input(&input, i).unwrap();
         match opt_floats(&rec["scaled"]) {
-            Some(want) => {
-                stats.scaled =
-                    stats
-                        .scaled
-                        .max(assert_close(&format!("{ctx} scaled"), &scaled, &want))
-            }
-            None => assert_eq!(
-                scaled, input,
-                "{ctx}: scale_model_input must be the identity"
-            ),
+            Some(want) => stats.scaled = stats.scaled.max(assert_close(&format!("{ctx} scaled"), &scaled, &want)),
+            None => assert_eq!(scaled, input, "{ctx}: scale_model_input must be the identity"),
         }
         let noise = opt_floats(&rec["noise"]);
         assert_eq!(sched.needs_noise(i), noise.is_some(), "{ctx}: needs_noise");
         let mo = floats(&rec["model_output"]);
         let out = sched.step(&mo, i, &input, noise.as_deref()).unwrap();
         let want = floats(&rec["prev_sample"]);
-        let err = if ill_conditioned {
-            assert_close_to_operands(&ctx, &out, &want, &input)
-        } else {
-            assert_close(&ctx, &out, &want)
-        };
+        let err = if ill_conditioned { assert_close_to_operands(&ctx, &out, &want, &input) } else { assert_close(&ctx, &out, &want) };
         stats.step = stats.step.max(err);
         stats.steps_checked += 1;
         input = want;
@@ -315,9 +229,7 @@ pub fn replay_case(case: &Value, all: &mut Stats) {
         let i = rec["step_index"].as_u64().unwrap() as usize;
         let noise = opt_floats(&rec["noise"]);
         let _ = sched.scale_model_input(&latents, i).unwrap();
-        latents = sched
-            .step(&floats(&rec["model_output"]), i, &latents, noise.as_deref())
-            .unwrap();
+        latents = sched.step(&floats(&rec["model_output"]), i, &latents, noise.as_deref()).unwrap();
     }
     let last = steps.last().unwrap();
     let want = floats(&last["prev_sample"]);
@@ -329,9 +241,6 @@ pub fn replay_case(case: &Value, all: &mut Stats) {
         assert_close(&ctx, &latents, &want)
     };
     stats.free_run = stats.free_run.max(err);
-    println!(
-        "  {name}: {} steps, max abs err step {:e}, free-run {:e}",
-        local.steps_checked, local.step, local.free_run
-    );
+    println!("  {name}: {} steps, max abs err step {:e}, free-run {:e}", local.steps_checked, local.step, local.free_run);
     all.merge(&local, ill_conditioned);
 }
