@@ -118,7 +118,13 @@ pub fn run(a: Args) -> Result<()> {
         variant: a.variant.clone(),
         tiny_autoencoder: a.tiny_vae.clone(),
     };
-    let pipeline = Pipeline::load(&source, &opts).with_context(|| format!("loading {}", resolved.path.display()))?;
+    let hint = match &source {
+        ModelSource::SingleFile { config_dir: None, .. } => {
+            " (a non-standard single file needs --config-dir with a diffusers folder of its configs)"
+        }
+        _ => "",
+    };
+    let pipeline = Pipeline::load(&source, &opts).with_context(|| format!("loading {}{hint}", resolved.path.display()))?;
     spinner.finish_and_clear();
     eprintln!("loaded {} ({}) in {:.1}s", resolved.display_name, pipeline.family(), started.elapsed().as_secs_f32());
     for n in pipeline.notes() {
