@@ -919,6 +919,52 @@ def build_taesd() -> dict:
 # --------------------------------------------------------------------------------------------
 
 
+def build_inpaint() -> dict:
+    """A 9-channel inpainting UNet beside sd1's other parts (symlinked), and diffusers'
+    StableDiffusionInpaintPipeline run on given noise, latent mask and masked-image latents."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    d = TINY / "sd1-inpaint"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    seed = ARCH_SEED["sd1"] + 500
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**dict(unet_config("sd1"), in_channels=9))
+    perturb_(unet, seed + 1)
+    unet.to(torch.float16).save_pretrained(str(d / "unet"), safe_serialization=True)
+    for sub in ("text_encoder", "tokenizer", "vae", "scheduler"):
+        (d / sub).symlink_to(Path("..") / "sd1" / sub, target_is_directory=True)
+    index = json.loads((TINY / "sd1" / "model_index.json").read_text())
+    index["_class_name"] = "StableDiffusionInpaintPipeline"
+    (d / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(str(d), torch_dtype=F32, local_files_only=True,
+                                                          safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    assert_all_f32(pipe.unet, "sd1-inpaint/unet")
+    R: dict[str, torch.Tensor] = {}
+    h = HW // 8
+    R["inpaint_latents"] = torch.randn(1, 4, h, h, generator=gen(seed + 10))
+    R["inpaint_masked_latents"] = torch.randn(1, 4, h, h, generator=gen(seed + 11))
+    mask = torch.zeros(1, 1, HW, HW)
+    mask[..., HW // 2:] = 1.0  # repaint the right half: aligned to latent cells
+    R["inpaint_mask_latent"] = mask[..., ::8, ::8].contiguous()
+    final = {}
+
+    def cb(p, i, t, cbk):
+        final.update({k: v.detach().clone() for k, v in cbk.items()})
+        return cbk
+
+    img = pipe(prompt=PROMPT, negative_prompt=NEG, image=torch.zeros(1, 3, HW, HW), mask_image=mask,
+               masked_image_latents=R["inpaint_masked_latents"].clone(), latents=R["inpaint_latents"].clone(),
+               height=HW, width=HW, num_inference_steps=STEPS, guidance_scale=GUIDANCE["sd1"], strength=1.0,
+               output_type="pt", callback_on_step_end=cb, callback_on_step_end_tensor_inputs=["latents"])
+    R["inpaint_final_latents"] = to_f32(final["latents"])
+    R["inpaint_image"] = to_f32(img.images)
+    return R
+
+
 def save_ref(name: str, R: dict) -> None:
     out = {}
     for k in sorted(R):
@@ -1052,6 +1098,12 @@ def write_readme(all_refs: dict, infos: dict) -> None:
     A("width, and both are 16 wide here, so it fills text_encoder_2 from embedders.0; that component is checked with")
     A("diffusers' `convert_open_clip_checkpoint` directly instead.")
     A("")
+    A("sd1-inpaint: `fixtures/tiny/sd1-inpaint/` is a StableDiffusionInpaintPipeline whose UNet (fp16) takes 9 input")
+    A("channels (latents, mask, masked-image latents); its text encoder, tokenizer, VAE and scheduler are symlinks to")
+    A("sd1's. The refs run the pipeline with strength 1 on `inpaint_latents` (N(0,1), scaled by init_noise_sigma),")
+    A("`mask_image` = right half, whose latent-size nearest downsample is `inpaint_mask_latent`, and")
+    A("`masked_image_latents` = `inpaint_masked_latents` given directly (random, so no VAE encode is involved).")
+    A("")
     A("## Files and tensors")
     for name, R in all_refs.items():
         A("")
@@ -1072,7 +1124,7 @@ def write_readme(all_refs: dict, infos: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--arch", nargs="*", default=["sd1", "sd2", "sdxl", "taesd"])
+    ap.add_argument("--arch", nargs="*", default=["sd1", "sd2", "sdxl", "sd1-inpaint", "taesd"])
     ap.add_argument("--skip-single-file-check", action="store_true")
     args = ap.parse_args()
 
@@ -1087,6 +1139,11 @@ def main() -> None:
     with torch.no_grad():
         for arch in args.arch:
             print(f"== {arch}", flush=True)
+            if arch == "sd1-inpaint":
+                R = build_inpaint()
+                save_ref("sd1-inpaint", R)
+                all_refs[arch] = R
+                continue
             if arch == "taesd":
                 R = build_taesd()
                 save_ref("taesd", R)

@@ -170,3 +170,16 @@ fn sdxl_generates_at_a_non_square_size() {
     let g = go(&p, &r);
     assert_eq!(g.image.dimensions(), (96, 64));
 }
+
+#[test]
+fn inpainting_model_generates_with_a_mask_and_refuses_without() {
+    let p = load("sd1-inpaint");
+    let mut r = request(6);
+    r.init_image = Some(image::RgbImage::from_fn(64, 64, |x, _| image::Rgb([(x * 4) as u8, 90, 200])));
+    r.strength = 1.0;
+    r.mask = Some(image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x >= 32 { 255 } else { 0 }])));
+    assert_eq!(go(&p, &r).image.dimensions(), (64, 64));
+    r.mask = None;
+    let e = p.generate(&r, &mut |_| ControlFlow::Continue(())).unwrap_err().to_string();
+    assert!(e.contains("inpainting model"), "{e}");
+}

@@ -186,3 +186,35 @@ fn image_encoding_matches_the_vae_mean_scaled() {
     let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(d < 2e-3, "encode_image differs by {d}");
 }
+
+#[test]
+fn nine_channel_inpainting_matches_diffusers() {
+    let refs = Refs::load("sd1-inpaint");
+    let p = load("sd1-inpaint");
+    assert!(p.is_inpainting_model());
+    let cond = p.encode_prompt(PROMPT, Some(""), 7.5).unwrap();
+    let (scheduler, _, _) = p.scheduler_for(None).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let out = p
+        .denoise(
+            &cond,
+            DenoiseInput {
+                latent_size: (8, 8),
+                steps: 4,
+                guidance: 7.5,
+                scheduler,
+                noise: vec_of(&refs.f("inpaint_latents")),
+                init_latents: None,
+                strength: 1.0,
+                mask: Some(vec_of(&refs.f("inpaint_mask_latent"))),
+                masked_image_latents: Some(vec_of(&refs.f("inpaint_masked_latents"))),
+                rng: &mut rng,
+            },
+            &mut |_| ControlFlow::Continue(()),
+        )
+        .unwrap();
+    let out = ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 4, 8, 8]), out).unwrap();
+    assert_close("sd1 inpaint final latents", &out, &refs.f("inpaint_final_latents"), TOL);
+    let img = p.decode(out.as_slice().unwrap(), (8, 8), Decoder::Full).unwrap();
+    assert_image_close("sd1 inpaint image", &img, &refs.f("inpaint_image"));
+}
