@@ -464,13 +464,19 @@ fn family_from_configs(root: &Path, class_name: Option<&str>) -> (Option<Family>
     let mut notes = Vec::new();
     let unet = json_at(&root.join("unet/config.json"));
     let cross = unet.as_ref().and_then(|u| u.get("cross_attention_dim")).and_then(|v| v.as_u64());
-    let te_hidden = json_at(&root.join("text_encoder/config.json")).and_then(|t| t.get("hidden_size").and_then(|v| v.as_u64()));
+    let te = json_at(&root.join("text_encoder/config.json"));
+    let te_hidden = te.as_ref().and_then(|t| t.get("hidden_size").and_then(|v| v.as_u64()));
+    // Unusual widths (small custom models): OpenCLIP-trained encoders use gelu, OpenAI CLIP quick_gelu.
+    let te_act = te.as_ref().and_then(|t| t.get("hidden_act").and_then(|v| v.as_str()).map(str::to_string));
+    let is_sd_class = class_name.is_some_and(|c| c.starts_with("StableDiffusion"));
     let is_xl_class = class_name.is_some_and(|c| c.contains("XL"));
     let family = match (cross, te_hidden) {
         _ if is_xl_class => Some(Family::Sdxl),
         (Some(2048), _) => Some(Family::Sdxl),
         (Some(1024), _) | (None, Some(1024)) => Some(Family::Sd2),
         (Some(768), _) | (None, Some(768)) => Some(Family::Sd1),
+        _ if is_sd_class && te_act.as_deref() == Some("gelu") => Some(Family::Sd2),
+        _ if is_sd_class && te_act.as_deref() == Some("quick_gelu") => Some(Family::Sd1),
         _ => None,
     };
     let Some(family) = family else {
