@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use common::{Refs, assert_close, runtime, tiny};
 use ndarray::ArrayD;
-use plantain_engine::pipeline::{Decoder, DenoiseInput, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::pipeline::{Conditioning, Decoder, DenoiseInput, LoadOptions, ModelSource, Pipeline};
 use rand::SeedableRng;
 
 const PROMPT: &str = "a red star above a blue circle, 35mm photo";
@@ -52,6 +52,46 @@ fn run_t2i(arch: &str, negative: Option<&str>, final_name: &str, image_name: &st
     run_t2i_on(&load(arch), arch, negative, final_name, image_name);
 }
 
+/// What the reference run fed the loop besides the conditioning.
+#[derive(Default)]
+struct LoopInputs {
+    noise: Vec<f32>,
+    init_latents: Option<Vec<f32>>,
+    strength: f32,
+    mask: Option<Vec<f32>>,
+    masked_image_latents: Option<Vec<f32>>,
+}
+
+/// Runs 4 denoising steps with the model's own scheduler on 8x8 latents; returns the latents
+/// and the (step, total, timestep) reported after each step.
+fn denoise(p: &Pipeline, cond: &Conditioning, guidance: f32, i: LoopInputs) -> (Vec<f32>, Vec<(usize, usize, f32)>) {
+    let (scheduler, _, _) = p.scheduler_for(None).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut seen = Vec::new();
+    let out = p
+        .denoise(
+            cond,
+            DenoiseInput {
+                latent_size: (8, 8),
+                steps: 4,
+                guidance,
+                scheduler,
+                noise: i.noise,
+                init_latents: i.init_latents,
+                strength: i.strength,
+                mask: i.mask,
+                masked_image_latents: i.masked_image_latents,
+                rng: &mut rng,
+            },
+            &mut |pr| {
+                seen.push((pr.step, pr.total, pr.timestep));
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    (out, seen)
+}
+
 fn run_t2i_on(p: &Pipeline, arch: &str, negative: Option<&str>, final_name: &str, image_name: &str) {
     let refs = Refs::load(arch);
     let g = guidance(arch);
@@ -60,31 +100,7 @@ fn run_t2i_on(p: &Pipeline, arch: &str, negative: Option<&str>, final_name: &str
         let both = ndarray::concatenate(ndarray::Axis(0), &[refs.f("neg_cond").view(), refs.f("cond").view()]).unwrap();
         assert_close(&format!("{arch} conditioning"), &cond.hidden.clone().into_dyn(), &both, TOL);
     }
-    let (scheduler, _, _) = p.scheduler_for(None).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let latents = refs.f("t2i_latents");
-    let mut steps_seen = Vec::new();
-    let out = p
-        .denoise(
-            &cond,
-            DenoiseInput {
-                latent_size: (8, 8),
-                steps: 4,
-                guidance: g,
-                scheduler,
-                noise: vec_of(&latents),
-                init_latents: None,
-                strength: 1.0,
-                mask: None,
-                masked_image_latents: None,
-                rng: &mut rng,
-            },
-            &mut |pr| {
-                steps_seen.push((pr.step, pr.total, pr.timestep));
-                ControlFlow::Continue(())
-            },
-        )
-        .unwrap();
+    let (out, steps_seen) = denoise(p, &cond, g, LoopInputs { noise: vec_of(&refs.f("t2i_latents")), strength: 1.0, ..Default::default() });
     let want_t: Vec<f32> = refs.f("t2i_timesteps").iter().copied().collect();
     assert_eq!(steps_seen.iter().map(|s| s.2).collect::<Vec<_>>(), want_t, "{arch} timesteps");
     assert_eq!(steps_seen.last().map(|s| (s.0, s.1)), Some((4, 4)));
@@ -126,30 +142,14 @@ fn run_i2i(arch: &str) {
     let p = load(arch);
     let g = guidance(arch);
     let cond = p.encode_prompt(PROMPT, Some(""), g).unwrap();
-    let (scheduler, _, _) = p.scheduler_for(None).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut seen = Vec::new();
-    let out = p
-        .denoise(
-            &cond,
-            DenoiseInput {
-                latent_size: (8, 8),
-                steps: 4,
-                guidance: g,
-                scheduler,
-                noise: vec_of(&refs.f("i2i_noise")),
-                init_latents: Some(vec_of(&refs.f("i2i_init_latents"))),
-                strength: 0.6,
-                mask: None,
-                masked_image_latents: None,
-                rng: &mut rng,
-            },
-            &mut |pr| {
-                seen.push(pr.timestep);
-                ControlFlow::Continue(())
-            },
-        )
-        .unwrap();
+    let inputs = LoopInputs {
+        noise: vec_of(&refs.f("i2i_noise")),
+        init_latents: Some(vec_of(&refs.f("i2i_init_latents"))),
+        strength: 0.6,
+        ..Default::default()
+    };
+    let (out, seen) = denoise(&p, &cond, g, inputs);
+    let seen: Vec<f32> = seen.iter().map(|s| s.2).collect();
     assert_eq!(seen, refs.f("i2i_timesteps").iter().copied().collect::<Vec<_>>(), "{arch} img2img timesteps");
     let img = p.decode(&out, (8, 8), Decoder::Full).unwrap();
     assert_image_close(&format!("{arch} img2img image"), &img, &refs.f("i2i_image_out"));
@@ -193,26 +193,14 @@ fn nine_channel_inpainting_matches_diffusers() {
     let p = load("sd1-inpaint");
     assert!(p.is_inpainting_model());
     let cond = p.encode_prompt(PROMPT, Some(""), 7.5).unwrap();
-    let (scheduler, _, _) = p.scheduler_for(None).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let out = p
-        .denoise(
-            &cond,
-            DenoiseInput {
-                latent_size: (8, 8),
-                steps: 4,
-                guidance: 7.5,
-                scheduler,
-                noise: vec_of(&refs.f("inpaint_latents")),
-                init_latents: None,
-                strength: 1.0,
-                mask: Some(vec_of(&refs.f("inpaint_mask_latent"))),
-                masked_image_latents: Some(vec_of(&refs.f("inpaint_masked_latents"))),
-                rng: &mut rng,
-            },
-            &mut |_| ControlFlow::Continue(()),
-        )
-        .unwrap();
+    let inputs = LoopInputs {
+        noise: vec_of(&refs.f("inpaint_latents")),
+        strength: 1.0,
+        mask: Some(vec_of(&refs.f("inpaint_mask_latent"))),
+        masked_image_latents: Some(vec_of(&refs.f("inpaint_masked_latents"))),
+        ..Default::default()
+    };
+    let (out, _) = denoise(&p, &cond, 7.5, inputs);
     let out = ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 4, 8, 8]), out).unwrap();
     assert_close("sd1 inpaint final latents", &out, &refs.f("inpaint_final_latents"), TOL);
     let img = p.decode(out.as_slice().unwrap(), (8, 8), Decoder::Full).unwrap();
