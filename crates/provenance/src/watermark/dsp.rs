@@ -53,6 +53,30 @@ impl Plane {
         Plane { w: self.w, h: self.h, data: box_1d(&tmp, self.w, self.h, r, false) }
     }
 
+    /// Mean over a (2r+1)² box with wrap-around (for spectra).
+    pub fn box_blur_cyclic(&self, r: usize) -> Plane {
+        let (w, h) = (self.w, self.h);
+        let norm = 1.0 / (2 * r + 1) as f32;
+        let mut tmp = vec![0f32; w * h];
+        for y in 0..h {
+            let row = &self.data[y * w..(y + 1) * w];
+            let mut acc: f32 = (0..=2 * r).map(|k| row[(k + w - r % w) % w]).sum();
+            for x in 0..w {
+                tmp[y * w + x] = acc * norm;
+                acc += row[(x + r + 1) % w] - row[(x + w - r % w) % w];
+            }
+        }
+        let mut out = vec![0f32; w * h];
+        for x in 0..w {
+            let mut acc: f32 = (0..=2 * r).map(|k| tmp[((k + h - r % h) % h) * w + x]).sum();
+            for y in 0..h {
+                out[y * w + x] = acc * norm;
+                acc += tmp[((y + r + 1) % h) * w + x] - tmp[((y + h - r % h) % h) * w + x];
+            }
+        }
+        Plane { w, h, data: out }
+    }
+
     /// Area-average downscale by the real factor `g >= 1`.
     pub fn downscale(&self, g: f32) -> Plane {
         if g <= 1.0 {

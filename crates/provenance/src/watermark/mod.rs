@@ -12,7 +12,8 @@
 //! - **Scale**: a cell is 4 px for images whose long side is 256..=1024 px, 2 px below that, and
 //!   `4 * long_side / 1024` px above (a 4K frame has 15 px cells), so the detector sees the same
 //!   pattern after reducing any image to at most 1024 px.
-//! - **Strength**: added equally to R, G and B, scaled by local activity (stronger in texture,
+//! - **Strength**: a luma change (spread over R, G, B in proportion to the luma weights, the
+//!   cheapest way to move luma per squared error), scaled by local activity (stronger in texture,
 //!   weaker on flat areas), with a global cap on the RMS change ([`EmbedOptions::max_rms`]) that
 //!   keeps PSNR above 40 dB.
 //! - **Detection** (blind, needs only the key): luma → at most 1024 px → a locally normalised
@@ -59,6 +60,8 @@ const WORK_SIDE: f32 = 1024.0;
 const P_MIN: f32 = 36.0;
 const P_MAX: f32 = 330.0;
 const MAX_ANGLE_DEG: f32 = 6.0;
+/// Lattice estimates tried.
+const LATTICE_CANDIDATES: usize = 3;
 /// Sync peaks tried per lattice hypothesis.
 const PEAKS_PER_HYPOTHESIS: usize = 3;
 
@@ -364,12 +367,17 @@ pub fn embed_with(img: &RgbImage, payload: &Payload, key: &WatermarkKey, opts: &
     }
     let mut out = img.clone();
     for (px, d) in out.as_mut().chunks_exact_mut(3).zip(&delta) {
-        for c in px {
-            *c = (f32::from(*c) + d).round().clamp(0.0, 255.0) as u8;
+        for (c, k) in px.iter_mut().zip(RGB_FOR_LUMA) {
+            *c = (f32::from(*c) + d * k).round().clamp(0.0, 255.0) as u8;
         }
     }
     out
 }
+
+/// The RGB change that moves BT.601 luma by 1 with the least squared change (proportional to the
+/// luma weights): 25% less MSE than changing R, G and B equally.
+const RGB_FOR_LUMA: [f32; 3] = [0.299 / LUMA_W2, 0.587 / LUMA_W2, 0.114 / LUMA_W2];
+const LUMA_W2: f32 = 0.299 * 0.299 + 0.587 * 0.587 + 0.114 * 0.114;
 
 type AxisWeights = [(usize, usize, f32, f32)];
 
@@ -393,7 +401,8 @@ fn render(values: &[f32], amp: &[f32], alpha: &[f32], xs: &AxisWeights, ys: &Axi
         }
         energy += f64::from(e);
     }
-    let rms = (energy / delta.len().max(1) as f64).sqrt() as f32;
+    // RMS of the RGB change per channel.
+    let rms = (energy / delta.len().max(1) as f64 / (3.0 * f64::from(LUMA_W2))).sqrt() as f32;
     if rms > max_rms {
         let gain = max_rms / rms;
         delta.iter_mut().for_each(|d| *d *= gain);
@@ -427,8 +436,20 @@ fn lattice_candidates(r: &Plane) -> Vec<(f32, f32)> {
         }
     }
     dsp::fft2(&mut buf, fw, fh, false);
-    for v in buf.iter_mut() {
-        *v = Complex32::new(v.norm_sqr(), 0.0);
+    // Whitened power spectrum: the tiling puts the watermark on spectral lines, the picture has a
+    // smooth spectrum; dividing by a local average keeps the lines and flattens the picture.
+    let power = Plane { w: fw, h: fh, data: buf.iter().map(|v| v.norm_sqr()).collect() };
+    let smooth = power.box_blur_cyclic(4);
+    let (lo_x, lo_y) = (fw as f32 / 40.0, fh as f32 / 40.0);
+    for (i, v) in buf.iter_mut().enumerate() {
+        let (x, y) = (i % fw, i / fw);
+        let fx = x.min(fw - x) as f32 / lo_x;
+        let fy = y.min(fh - y) as f32 / lo_y;
+        // Keep 1/40 .. 1/4 cycles per pixel: below is picture, above is JPEG blocking and
+        // interpolation artefacts (a rotated image has its own lattice at 1/sin(angle)).
+        let r2 = fx * fx + fy * fy;
+        let white = if !(1.0..=100.0).contains(&r2) { 0.0 } else { power.data[i] / (smooth.data[i] + 1e-9) - 1.0 };
+        *v = Complex32::new(white, 0.0);
     }
     dsp::fft2(&mut buf, fw, fh, true);
     let zero = buf[0].re.max(1e-6);
@@ -449,9 +470,16 @@ fn lattice_candidates(r: &Plane) -> Vec<(f32, f32)> {
     let max_p = P_MAX.min(r.w.min(r.h) as f32 * 0.75);
     let score = |p: f32, th: f32| -> f32 {
         let (c, s) = (th.cos(), th.sin());
+        // A peak, not a ridge: straight edges (a rotated image's borders) make ridges through the
+        // origin; subtract the mean of four neighbours along and across the lag.
+        let d = (p / 40.0).max(3.0);
+        let peak = |x: f32, y: f32| {
+            acf(x, y)
+                - 0.25 * (acf(x + d * c, y + d * s) + acf(x - d * c, y - d * s) + acf(x - d * s, y + d * c) + acf(x + d * s, y - d * c))
+        };
         let a = (p * c, p * s);
         let b = (-p * s, p * c);
-        acf(a.0, a.1) + acf(b.0, b.1) + 0.5 * (acf(a.0 + b.0, a.1 + b.1) + acf(a.0 - b.0, a.1 - b.1))
+        peak(a.0, a.1) + peak(b.0, b.1) + 0.5 * (peak(a.0 + b.0, a.1 + b.1) + peak(a.0 - b.0, a.1 - b.1))
     };
     let mut best: Vec<(f32, f32, f32)> = Vec::new();
     let max_th = MAX_ANGLE_DEG.to_radians();
@@ -475,7 +503,7 @@ fn lattice_candidates(r: &Plane) -> Vec<(f32, f32)> {
             let p = if half >= P_MIN && score(half, th) > 0.5 * score(p, th) { half } else { p };
             out.push((p, th));
         }
-        if out.len() == 2 {
+        if out.len() == LATTICE_CANDIDATES {
             break;
         }
     }
@@ -679,4 +707,11 @@ pub fn diagnose(img: &RgbImage, key: &WatermarkKey, payload: &Payload) -> (f32, 
     let coded = code::encode(&info_bits(key, *payload));
     let err = coded.iter().zip(&soft).filter(|&(&c, &s)| (c == 1) != (s > 0.0)).count();
     (err as f32 / CODED_BITS as f32, sync_peaks(&folded, &template))
+}
+
+/// Diagnostics for tuning: the lattice candidates (period in working pixels, degrees).
+#[doc(hidden)]
+pub fn lattice_debug(img: &RgbImage) -> Vec<(f32, f32)> {
+    let g = (img.width().max(img.height()) as f32 / WORK_SIDE).max(1.0);
+    lattice_candidates(&residual(&Plane::luma(img).downscale(g))).into_iter().map(|(p, t)| (p, t.to_degrees())).collect()
 }
