@@ -342,7 +342,7 @@ pub fn embed_with(img: &RgbImage, payload: &Payload, key: &WatermarkKey, opts: &
     let r = (cell.round() as usize).max(2);
     let mean = y.box_blur(r);
     let dev = Plane { w, h, data: y.data.iter().zip(&mean.data).map(|(a, m)| (a - m) * (a - m)).collect() };
-    let alpha: Vec<f32> = dev.box_blur(r).data.iter().map(|v| (1.0 + 0.3 * v.max(0.0).sqrt()).clamp(1.0, 6.0) * opts.strength).collect();
+    let alpha: Vec<f32> = dev.box_blur(r).data.iter().map(|v| (0.85 + 0.3 * v.max(0.0).sqrt()).clamp(0.85, 6.0) * opts.strength).collect();
     drop((mean, dev));
     let xs = axis_weights(w, cell);
     let ys = axis_weights(h, cell);
@@ -352,7 +352,9 @@ pub fn embed_with(img: &RgbImage, payload: &Payload, key: &WatermarkKey, opts: &
     let readings = |luma: &Plane| cell_readings(&fold(&residual(&luma.downscale(g)), p0, 0.0), 0, 0);
     let host = readings(&y);
     let mut amp = vec![1f32; NCELLS];
-    let mut delta = render(&values, &amp, &alpha, &xs, &ys, opts.max_rms);
+    // Thumbnails (< 256 px) have too few pixels to be choosy: they use the whole PSNR budget.
+    let rms_range = (if long < 256 { 0.9 * opts.max_rms } else { 0.0 }, opts.max_rms);
+    let mut delta = render(&values, &amp, &alpha, &xs, &ys, rms_range);
     if w.min(h) >= 32 {
         let marked = Plane { w, h, data: y.data.iter().zip(&delta).map(|(a, d)| (a + d).clamp(0.0, 255.0)).collect() };
         let with = readings(&marked);
@@ -362,7 +364,7 @@ pub fn embed_with(img: &RgbImage, payload: &Payload, key: &WatermarkKey, opts: &
             for ((a, hst), v) in amp.iter_mut().zip(&host).zip(&values) {
                 *a = (1.0 - 0.8 * hst * v / gamma).clamp(0.25, 3.0);
             }
-            delta = render(&values, &amp, &alpha, &xs, &ys, opts.max_rms);
+            delta = render(&values, &amp, &alpha, &xs, &ys, rms_range);
         }
     }
     let mut out = img.clone();
@@ -382,8 +384,8 @@ const LUMA_W2: f32 = 0.299 * 0.299 + 0.587 * 0.587 + 0.114 * 0.114;
 type AxisWeights = [(usize, usize, f32, f32)];
 
 /// The luma change: cell values times per-cell amplitudes, interpolated, times the per-pixel
-/// amplitude, scaled down to at most `max_rms`.
-fn render(values: &[f32], amp: &[f32], alpha: &[f32], xs: &AxisWeights, ys: &AxisWeights, max_rms: f32) -> Vec<f32> {
+/// amplitude, scaled into `min_rms..=max_rms`.
+fn render(values: &[f32], amp: &[f32], alpha: &[f32], xs: &AxisWeights, ys: &AxisWeights, (min_rms, max_rms): (f32, f32)) -> Vec<f32> {
     let vals: Vec<f32> = values.iter().zip(amp).map(|(v, a)| v * a).collect();
     let w = xs.len();
     let mut delta = vec![0f32; w * ys.len()];
@@ -403,8 +405,8 @@ fn render(values: &[f32], amp: &[f32], alpha: &[f32], xs: &AxisWeights, ys: &Axi
     }
     // RMS of the RGB change per channel.
     let rms = (energy / delta.len().max(1) as f64 / (3.0 * f64::from(LUMA_W2))).sqrt() as f32;
-    if rms > max_rms {
-        let gain = max_rms / rms;
+    if rms > max_rms || rms < min_rms {
+        let gain = rms.clamp(min_rms, max_rms) / rms.max(1e-6);
         delta.iter_mut().for_each(|d| *d *= gain);
     }
     delta
