@@ -414,10 +414,10 @@ fn render(values: &[f32], amp: &[f32], alpha: &[f32], xs: &AxisWeights, ys: &Axi
 
 /// The locally normalised band-pass residual the detector works on.
 fn residual(y: &Plane) -> Plane {
-    let low = y.box_blur(3).box_blur(3);
+    let low = y.box_blur(1).box_blur(1);
     let mut r = Plane { w: y.w, h: y.h, data: y.data.iter().zip(&low.data).map(|(a, b)| a - b).collect() };
     let sq = Plane { w: y.w, h: y.h, data: r.data.iter().map(|v| v * v).collect() };
-    let var = sq.box_blur(8);
+    let var = sq.box_blur(4);
     for (v, s) in r.data.iter_mut().zip(&var.data) {
         *v = (*v / (s.max(0.0) + 1.0).sqrt()).clamp(-3.0, 3.0);
     }
