@@ -70,7 +70,8 @@ const WORK_SIDE: f32 = 1024.0;
 const P_MIN: f32 = 36.0;
 const P_MAX: f32 = 330.0;
 const MAX_ANGLE_DEG: f32 = 6.0;
-/// Lattice estimates tried.
+/// Lattice estimates screened by their sync peak, and decoded.
+const LATTICE_SCAN: usize = 12;
 const LATTICE_CANDIDATES: usize = 3;
 /// Sync peaks tried per lattice hypothesis.
 const PEAKS_PER_HYPOTHESIS: usize = 3;
@@ -515,7 +516,7 @@ fn lattice_candidates(r: &Plane) -> Vec<(f32, f32)> {
             let p = if half >= P_MIN && score(half, th) > 0.5 * score(p, th) { half } else { p };
             out.push((p, th));
         }
-        if out.len() == LATTICE_CANDIDATES {
+        if out.len() == LATTICE_SCAN {
             break;
         }
     }
@@ -629,6 +630,9 @@ fn bits_to_u64(bits: &[u8]) -> u64 {
     bits.iter().fold(0u64, |acc, &b| (acc << 1) | u64::from(b))
 }
 
+/// A lattice hypothesis: period, angle, folded tile, sync peaks.
+type Hypothesis = (f32, f32, Vec<f32>, Vec<(usize, usize, f32)>);
+
 /// Looks for the watermark of `key` in `img` (blind: the payload is not needed).
 pub fn detect(img: &RgbImage, key: &WatermarkKey) -> Detection {
     let mut det = Detection {
@@ -653,17 +657,32 @@ pub fn detect(img: &RgbImage, key: &WatermarkKey) -> Detection {
     let layout = Layout::new(key);
     let mut template: Vec<Complex32> = sync_template(&layout).into_iter().map(|v| Complex32::new(v, 0.0)).collect();
     dsp::fft2(&mut template, TILE, TILE, false);
-    // Hypotheses: the lattice estimates, then the unattacked periods.
-    let mut hyps = lattice_candidates(&r);
-    for p in [TILE as f32, TILE as f32 / 2.0] {
-        if hyps.iter().all(|&(q, t): &(f32, f32)| (q - p).abs() > 1.0 || t.abs() > 0.2f32.to_radians()) {
-            hyps.push((p, 0.0));
-        }
-    }
+    // Hypotheses: the unattacked periods, then the lattice estimates that the sync pattern
+    // confirms best (screening does not decode, so it does not add to the false positive bound).
+    let identity = [(TILE as f32, 0.0f32), (TILE as f32 / 2.0, 0.0)];
+    let mut hyps: Vec<Hypothesis> = identity
+        .iter()
+        .map(|&(p, th)| {
+            let folded = fold(&r, p, th);
+            let peaks = sync_peaks(&folded, &template);
+            (p, th, folded, peaks)
+        })
+        .collect();
+    let mut screened: Vec<_> = lattice_candidates(&r)
+        .into_iter()
+        .filter(|&(q, t)| identity.iter().all(|&(p, _)| (q - p).abs() > 1.0 || t.abs() > 0.2f32.to_radians()))
+        .map(|(p, th)| {
+            let folded = fold(&r, p, th);
+            let peaks = sync_peaks(&folded, &template);
+            (p, th, folded, peaks)
+        })
+        .collect();
+    let top_z = |h: &Hypothesis| h.3.first().map_or(f32::MIN, |pk| pk.2);
+    screened.sort_by(|a, b| top_z(b).total_cmp(&top_z(a)));
+    hyps.extend(screened.into_iter().take(LATTICE_CANDIDATES));
     let mut best_z = f32::MIN;
-    for (p, th) in hyps {
-        let folded = fold(&r, p, th);
-        for (dx, dy, z) in sync_peaks(&folded, &template) {
+    for (p, th, folded, peaks) in hyps {
+        for (dx, dy, z) in peaks {
             det.attempts += 1;
             let soft = soft_bits(&folded, dx, dy, &layout);
             let bits = code::decode(&soft, INFO_BITS);
