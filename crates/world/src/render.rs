@@ -1,0 +1,176 @@
+//! The anti-aliased renderer (tiny-skia): background, shapes, then the lighting over the whole
+//! picture. Deterministic; any size from 32 px to 4096 px a side, any aspect ratio.
+
+use image::RgbImage;
+use tiny_skia::{FillRule, Paint, Path, PathBuilder, Pixmap, Rect, Transform};
+
+use crate::scene::{Background, ColorName, LightDir, Lighting, Object, Scene, Shape};
+
+/// Brightness change at the lit / far edge of the picture (+-6 %).
+pub const LIGHT_GRADIENT: f32 = 0.06;
+/// Red is raised and blue lowered by this much (0..255 scale) at warmth 1 (the reverse at -1).
+pub const WARMTH_SHIFT: f32 = 12.0;
+
+/// Renders the scene at `width` x `height` pixels.
+///
+/// Objects sit at the centres of the canvas's 3x3 grid cells plus their jitter; their size is
+/// relative to the canvas's short side. A split background's horizon is the pixel row
+/// `round(height / 2)`.
+pub fn render(scene: &Scene, width: u32, height: u32) -> RgbImage {
+    let mut pixmap = Pixmap::new(width.max(1), height.max(1)).expect("canvas size within tiny-skia's limits");
+    paint_background(&mut pixmap, scene.background);
+    for object in &scene.objects {
+        paint_object(&mut pixmap, object, width, height);
+    }
+    let mut image = RgbImage::new(width, height);
+    for (pixel, out) in pixmap.pixels().iter().zip(image.pixels_mut()) {
+        // Every paint is opaque, so the premultiplied values are the colour itself.
+        out.0 = [pixel.red(), pixel.green(), pixel.blue()];
+    }
+    apply_lighting(&mut image, scene.lighting);
+    image
+}
+
+/// The pixel row where the ground of a split background starts.
+pub fn horizon_row(height: u32) -> u32 {
+    (height as f32 * Background::HORIZON).round() as u32
+}
+
+fn solid_paint(color: ColorName) -> Paint<'static> {
+    let [r, g, b] = color.rgb();
+    let mut paint = Paint::default();
+    paint.set_color_rgba8(r, g, b, 255);
+    paint.anti_alias = true;
+    paint
+}
+
+fn paint_background(pixmap: &mut Pixmap, background: Background) {
+    let (w, h) = (pixmap.width(), pixmap.height());
+    match background {
+        Background::Solid(c) => {
+            let [r, g, b] = c.rgb();
+            pixmap.fill(tiny_skia::Color::from_rgba8(r, g, b, 255));
+        }
+        Background::Split { sky, ground } => {
+            let [r, g, b] = sky.rgb();
+            pixmap.fill(tiny_skia::Color::from_rgba8(r, g, b, 255));
+            let top = horizon_row(h);
+            if top < h {
+                let rect = Rect::from_xywh(0.0, top as f32, w as f32, (h - top) as f32).expect("non-empty ground");
+                pixmap.fill_rect(rect, &solid_paint(ground), Transform::identity(), None);
+            }
+        }
+    }
+}
+
+fn paint_object(pixmap: &mut Pixmap, object: &Object, width: u32, height: u32) {
+    let (cx, cy) = object.center_px(width, height);
+    let extent = object.extent_px(width, height);
+    if let Some(path) = shape_path(object.shape, cx, cy, extent) {
+        let rule = if object.shape == Shape::Ring { FillRule::EvenOdd } else { FillRule::Winding };
+        pixmap.fill_path(&path, &solid_paint(object.color), rule, Transform::identity(), None);
+    }
+}
+
+/// Inner / outer radius of a ring: thick enough to stay a ring at 10 px, with a clear hole.
+pub const RING_INNER_RATIO: f32 = 0.54;
+/// Inner / outer radius of the star's five points.
+pub const STAR_INNER_RATIO: f32 = 0.45;
+
+/// The outline of `shape` centred at (cx, cy) inside a square box of side `extent` (pixels).
+/// A ring is two circles, to be filled even-odd.
+pub fn shape_path(shape: Shape, cx: f32, cy: f32, extent: f32) -> Option<Path> {
+    let s = extent;
+    // Unit-box coordinates (-0.5..0.5, y down) to pixels.
+    let p = |x: f32, y: f32| (cx + x * s, cy + y * s);
+    let mut pb = PathBuilder::new();
+    match shape {
+        Shape::Circle => pb.push_circle(cx, cy, 0.5 * s),
+        Shape::Ring => {
+            pb.push_circle(cx, cy, 0.5 * s);
+            pb.push_circle(cx, cy, 0.5 * s * RING_INNER_RATIO);
+        }
+        Shape::Square => {
+            let half = 0.43;
+            polygon(&mut pb, &[p(-half, -half), p(half, -half), p(half, half), p(-half, half)]);
+        }
+        Shape::Diamond => polygon(&mut pb, &[p(0.0, -0.5), p(0.4, 0.0), p(0.0, 0.5), p(-0.4, 0.0)]),
+        Shape::Triangle => {
+            let h = 0.5 * 3f32.sqrt() / 2.0;
+            polygon(&mut pb, &[p(0.0, -h), p(0.5, h), p(-0.5, h)]);
+        }
+        Shape::Cross => {
+            let (a, t) = (0.48, 0.17);
+            polygon(
+                &mut pb,
+                &[p(-t, -a), p(t, -a), p(t, -t), p(a, -t), p(a, t), p(t, t), p(t, a), p(-t, a), p(-t, t), p(-a, t), p(-a, -t), p(-t, -t)],
+            );
+        }
+        Shape::Star => {
+            // Outer radius so the star is `extent` wide; shifted down so its box is centred.
+            let outer = 0.5 / (72f32.to_radians().sin());
+            let shift = outer * (1.0 - 36f32.to_radians().cos()) / 2.0;
+            let points: Vec<(f32, f32)> = (0..10)
+                .map(|i| {
+                    let r = if i % 2 == 0 { outer } else { outer * STAR_INNER_RATIO };
+                    let angle = (-90.0 + 36.0 * i as f32).to_radians();
+                    p(r * angle.cos(), r * angle.sin() + shift)
+                })
+                .collect();
+            polygon(&mut pb, &points);
+        }
+        Shape::Heart => {
+            // Two lobes meeting in a notch at the top, sides curving into a point at the bottom.
+            let dy = 0.015;
+            let q = |x: f32, y: f32| p(x, y + dy);
+            let start = q(0.0, 0.43);
+            pb.move_to(start.0, start.1);
+            let mut cubic = |c1: (f32, f32), c2: (f32, f32), end: (f32, f32)| {
+                let (c1, c2, end) = (q(c1.0, c1.1), q(c2.0, c2.1), q(end.0, end.1));
+                pb.cubic_to(c1.0, c1.1, c2.0, c2.1, end.0, end.1);
+            };
+            cubic((-0.1, 0.3), (-0.5, 0.1), (-0.5, -0.17));
+            cubic((-0.5, -0.37), (-0.37, -0.46), (-0.25, -0.46));
+            cubic((-0.12, -0.46), (-0.03, -0.38), (0.0, -0.27));
+            cubic((0.03, -0.38), (0.12, -0.46), (0.25, -0.46));
+            cubic((0.37, -0.46), (0.5, -0.37), (0.5, -0.17));
+            cubic((0.5, 0.1), (0.1, 0.3), (0.0, 0.43));
+            pb.close();
+        }
+    }
+    pb.finish()
+}
+
+fn polygon(pb: &mut PathBuilder, points: &[(f32, f32)]) {
+    pb.move_to(points[0].0, points[0].1);
+    for &(x, y) in &points[1..] {
+        pb.line_to(x, y);
+    }
+    pb.close();
+}
+
+/// The brightness factor and the red/blue shift the lighting applies at pixel (x, y).
+pub fn lighting_at(lighting: Lighting, x: u32, y: u32, width: u32, height: u32) -> (f32, f32) {
+    let u = (x as f32 + 0.5) / width as f32;
+    let v = (y as f32 + 0.5) / height as f32;
+    // +1 at the lit edge, -1 at the far edge.
+    let towards_light = match lighting.direction {
+        None => 0.0,
+        Some(LightDir::Left) => 1.0 - 2.0 * u,
+        Some(LightDir::Right) => 2.0 * u - 1.0,
+        Some(LightDir::Top) => 1.0 - 2.0 * v,
+    };
+    (1.0 + LIGHT_GRADIENT * towards_light, WARMTH_SHIFT * lighting.warmth.clamp(-1.0, 1.0))
+}
+
+fn apply_lighting(image: &mut RgbImage, lighting: Lighting) {
+    if lighting.direction.is_none() && lighting.warmth == 0.0 {
+        return;
+    }
+    let (w, h) = image.dimensions();
+    for (x, y, pixel) in image.enumerate_pixels_mut() {
+        let (gain, shift) = lighting_at(lighting, x, y, w, h);
+        let [r, g, b] = pixel.0.map(|c| c as f32 * gain);
+        pixel.0 = [r + shift, g, b - shift].map(|c| c.round().clamp(0.0, 255.0) as u8);
+    }
+}
