@@ -257,7 +257,7 @@ pub fn caption_detailed(scene: &Scene, rng: &mut impl Rng) -> Caption {
                 let o = &scene.objects[i];
                 let phrase = object_phrase(o, rng);
                 let pos = pick(rng, position_phrases(o.h, o.v));
-                if k == 0 && rng.random_bool(0.2) { format!("{pos}, {phrase}") } else { format!("{phrase} {pos}") }
+                if n == 1 && k == 0 && rng.random_bool(0.25) { format!("{pos}, {phrase}") } else { format!("{phrase} {pos}") }
             })
             .collect();
         let last_sep = pick(rng, &[" and ", " and ", ", and ", "; "]);

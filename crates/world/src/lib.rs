@@ -13,9 +13,10 @@ pub mod check;
 pub mod render;
 pub mod sample;
 pub mod scene;
+pub mod testing;
 
 pub use caption::{Caption, Stated, caption, caption_detailed, caption_plain};
-pub use check::{CheckReport, ObjectCheck, check};
+pub use check::{Analysis, CheckReport, Component, ObjectCheck, analyse, check};
 pub use render::render;
 pub use sample::{HELD_OUT_COLOR_SHAPE, HELD_OUT_SHAPE_CELL, Split, is_held_out, sample_scene};
 pub use scene::{Background, ColorName, HPos, LightDir, Lighting, Object, Relation, Scene, Shape, Size, VPos};
