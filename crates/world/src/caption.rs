@@ -156,7 +156,7 @@ fn background_phrase(background: Background, rng: &mut impl Rng) -> (String, boo
 fn lighting_phrase(scene: &Scene, rng: &mut impl Rng) -> Option<String> {
     let warmth = scene.lighting.warmth;
     let tone = if warmth > 0.3 {
-        Some(pick(rng, &["warm", "golden-hour"]))
+        Some(pick(rng, &["warm", "soft warm"]))
     } else if warmth < -0.3 {
         Some(pick(rng, &["cool", "cold"]))
     } else {
@@ -295,4 +295,130 @@ pub fn caption_detailed(scene: &Scene, rng: &mut impl Rng) -> Caption {
     relations_stated.sort_unstable();
     relations_stated.dedup();
     Caption { text, stated: Stated { absolute, relations: relations_stated } }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::sample::{Split, sample_scene};
+    use crate::scene::{Lighting, Size};
+
+    /// The words of a caption, lower case, split at anything that is not a letter or '-'.
+    fn words(text: &str) -> Vec<String> {
+        text.split(|c: char| !(c.is_ascii_alphabetic() || c == '-')).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    }
+
+    fn contains_phrase(text: &str, phrase: &str) -> bool {
+        let (t, p) = (words(text), words(phrase));
+        t.windows(p.len()).any(|w| w == p.as_slice())
+    }
+
+    /// The colours a caption names, read back word by word.
+    fn colours_named(text: &str) -> BTreeSet<ColorName> {
+        let w = words(text);
+        ColorName::ALL.into_iter().filter(|c| c.all_words().any(|cw| w.iter().any(|x| x == cw))).collect()
+    }
+
+    fn shapes_named(text: &str) -> BTreeSet<Shape> {
+        Shape::ALL.into_iter().filter(|s| s.all_words().any(|sw| contains_phrase(text, sw))).collect()
+    }
+
+    #[test]
+    fn captions_state_every_checked_attribute() {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut texts = BTreeSet::new();
+        for i in 0..3000 {
+            let scene = sample_scene(&mut rng, if i % 4 == 0 { Split::HeldOut } else { Split::Train });
+            let c = caption_detailed(&scene, &mut rng);
+            let text = &c.text;
+            // Colours: exactly the scene's (objects and background), read back from the words.
+            let mut colours: BTreeSet<ColorName> = scene.objects.iter().map(|o| o.color).collect();
+            colours.insert(scene.background.sky());
+            colours.insert(scene.background.ground());
+            assert_eq!(colours_named(text), colours, "{text}");
+            let shapes: BTreeSet<Shape> = scene.objects.iter().map(|o| o.shape).collect();
+            assert_eq!(shapes_named(text), shapes, "{text}");
+            // Each object's colour and shape are named together ("red star", "star in red").
+            for o in &scene.objects {
+                let together = o.color.all_words().any(|cw| {
+                    o.shape.all_words().any(|sw| {
+                        contains_phrase(text, &format!("{cw} {sw}"))
+                            || contains_phrase(text, &format!("{sw} in {cw}"))
+                            || Size::ALL.iter().any(|s| {
+                                s.synonyms().iter().chain([&s.word()]).any(|z| contains_phrase(text, &format!("{z} {sw} in {cw}")))
+                            })
+                    })
+                });
+                assert!(together, "{:?} {:?} not named together in: {text}", o.color, o.shape);
+            }
+            match scene.background {
+                Background::Solid(_) => {
+                    assert!(["background", "backdrop", "on"].iter().any(|w| words(text).contains(&w.to_string())), "{text}")
+                }
+                Background::Split { .. } => assert!(contains_phrase(text, "sky") && contains_phrase(text, "ground"), "{text}"),
+            }
+            // Every object's position is stated, absolutely or through a stated relation.
+            for (k, o) in scene.objects.iter().enumerate() {
+                if c.stated.absolute[k] {
+                    assert!(position_phrases(o.h, o.v).iter().any(|p| contains_phrase(text, p)), "position of {k} missing: {text}");
+                } else {
+                    assert!(
+                        c.stated.relations.iter().any(|&r| scene.relations[r].0 == k || scene.relations[r].2 == k),
+                        "{k} unplaced: {text}"
+                    );
+                }
+            }
+            for &r in &c.stated.relations {
+                let (a, rel, b) = scene.relations[r];
+                let phrases: Vec<&str> = relation_phrases(rel).iter().chain(relation_phrases(rel.inverse())).copied().collect();
+                let said = phrases.iter().any(|p| contains_phrase(text, p) || contains_phrase(text, p.trim_end_matches(" of")));
+                assert!(said && a < b, "relation {r} not stated: {text}");
+            }
+            if scene.objects.len() == 1 {
+                assert!(c.stated.absolute[0], "{text}");
+            }
+            texts.insert(text.clone());
+        }
+        // Real variety: nearly every caption is different.
+        assert!(texts.len() > 2900, "{} distinct captions", texts.len());
+    }
+
+    #[test]
+    fn captions_are_deterministic_for_a_seed() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let scene = sample_scene(&mut rng, Split::Train);
+        let a = caption(&scene, &mut ChaCha8Rng::seed_from_u64(1));
+        let b = caption(&scene, &mut ChaCha8Rng::seed_from_u64(1));
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn plain_caption_is_canonical() {
+        let objects = vec![
+            Object { shape: Shape::Star, color: ColorName::Red, size: Size::Small, h: HPos::Center, v: VPos::Top, jitter: (0.0, 0.0) },
+            Object {
+                shape: Shape::Circle,
+                color: ColorName::Blue,
+                size: Size::Large,
+                h: HPos::Center,
+                v: VPos::Bottom,
+                jitter: (0.0, 0.0),
+            },
+        ];
+        let mut scene = Scene {
+            background: Background::Solid(ColorName::Yellow),
+            lighting: Lighting::NEUTRAL,
+            relations: Scene::relations_from_cells(&objects),
+            objects,
+        };
+        assert_eq!(caption_plain(&scene), "a red star at the top and a blue circle at the bottom on a yellow background");
+        scene.background = Background::Split { sky: ColorName::White, ground: ColorName::Green };
+        scene.objects[0].color = ColorName::Orange;
+        assert_eq!(caption_plain(&scene), "an orange star at the top and a blue circle at the bottom under a white sky above green ground");
+    }
 }

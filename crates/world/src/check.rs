@@ -149,40 +149,23 @@ const MAX_MATCHED_COMPONENTS: usize = 8;
 const UNMATCHED_COST: f32 = 4.0;
 
 /// The injective assignment of objects to components (or to nothing) with the least total
-/// cost; exhaustive, since there are at most 3 objects and 8 components.
+/// cost; exhaustive over all (m + 1)^n choices, since there are at most 3 objects and 8
+/// components.
 fn best_assignment(n: usize, m: usize, cost: &dyn Fn(usize, usize) -> f32) -> Vec<Option<usize>> {
-    fn search(
-        i: usize,
-        n: usize,
-        m: usize,
-        cost: &dyn Fn(usize, usize) -> f32,
-        used: &mut Vec<bool>,
-        current: &mut Vec<Option<usize>>,
-        total: f32,
-        best: &mut (f32, Vec<Option<usize>>),
-    ) {
-        if total >= best.0 {
-            return;
-        }
-        if i == n {
-            *best = (total, current.clone());
-            return;
-        }
-        for j in 0..m {
-            if !used[j] {
-                used[j] = true;
-                current.push(Some(j));
-                search(i + 1, n, m, cost, used, current, total + cost(i, j), best);
-                current.pop();
-                used[j] = false;
-            }
-        }
-        current.push(None);
-        search(i + 1, n, m, cost, used, current, total + UNMATCHED_COST, best);
-        current.pop();
-    }
+    let choices = m + 1; // component index, or m for "none"
     let mut best = (f32::INFINITY, vec![None; n]);
-    search(0, n, m, cost, &mut vec![false; m], &mut Vec::with_capacity(n), 0.0, &mut best);
+    let total_choices = choices.pow(n as u32);
+    for code in 0..total_choices {
+        let picks: Vec<usize> = (0..n).map(|i| code / choices.pow(i as u32) % choices).collect();
+        let injective = picks.iter().enumerate().all(|(i, &a)| a == m || picks[..i].iter().all(|&b| b != a));
+        if !injective {
+            continue;
+        }
+        let total: f32 = picks.iter().enumerate().map(|(i, &j)| if j == m { UNMATCHED_COST } else { cost(i, j) }).sum();
+        if total < best.0 {
+            best = (total, picks.iter().map(|&j| (j < m).then_some(j)).collect());
+        }
+    }
     best.1
 }
 
@@ -292,11 +275,12 @@ fn solve3(a: [[f64; 3]; 3], b: [f64; 3]) -> Option<[f64; 3]> {
             return None;
         }
         m.swap(col, pivot);
-        for row in 0..3 {
+        let pivot_row = m[col];
+        for (row, values) in m.iter_mut().enumerate() {
             if row != col {
-                let f = m[row][col] / m[col][col];
-                for k in col..4 {
-                    m[row][k] -= f * m[col][k];
+                let f = values[col] / pivot_row[col];
+                for (v, p) in values.iter_mut().zip(pivot_row).skip(col) {
+                    *v -= f * p;
                 }
             }
         }
@@ -490,7 +474,7 @@ fn pieces_of(labels: &[u32], w: usize) -> Vec<Piece> {
 
 /// Fragments smaller than any object join the largest piece within 2 px (a star tip cut off by
 /// the threshold); the rest are specks and are dropped later.
-fn merge_fragments(pieces: &mut Vec<Piece>, min_object_area: f32, w: usize) {
+fn merge_fragments(pieces: &mut [Piece], min_object_area: f32, w: usize) {
     const REACH: usize = 2;
     let mut order: Vec<usize> = (0..pieces.len()).collect();
     order.sort_by_key(|&i| pieces[i].pixels.len());
@@ -774,7 +758,8 @@ impl CoverageMap {
         // (3: triangle vs heart, 4: square vs diamond / cross, 5: star).
         const RAYS: usize = 72;
         let step = 0.5;
-        let reach = (w.max(h) as f32) * 1.5;
+        // Far enough to leave the window from the centroid in any direction.
+        let reach = cx.max(w as f32 - cx).hypot(cy.max(h as f32 - cy)) + 1.0;
         let mut profile = [0f32; RAYS];
         for (k, r) in profile.iter_mut().enumerate() {
             let angle = k as f32 / RAYS as f32 * std::f32::consts::TAU;
@@ -844,55 +829,66 @@ fn convex_hull_area(points: &mut [(f32, f32)]) -> f32 {
     (0..n).map(|i| hull[i].0 * hull[(i + 1) % n].1 - hull[(i + 1) % n].0 * hull[i].1).sum::<f32>().abs() / 2.0
 }
 
-/// Reference statistics of the features of one shape at one pixel size.
-#[derive(Clone, Debug)]
-struct ShapeStats {
-    size: f32,
-    mean: [f32; FEATURES],
-    std: [f32; FEATURES],
-}
-
-/// Box sides (pixels) the reference shapes are rendered at; the analysis never sees objects
-/// larger than ~0.26 * 256 px.
-const REFERENCE_EXTENTS: [f32; 12] = [8.0, 10.0, 12.0, 14.0, 17.0, 20.0, 24.0, 29.0, 35.0, 43.0, 54.0, 68.0];
+/// Box sides (pixels) the reference shapes are rendered at, ~15 % apart; the analysis never
+/// sees objects larger than ~0.26 * 256 px.
+const REFERENCE_EXTENTS: [f32; 18] =
+    [7.0, 8.0, 9.2, 10.5, 12.0, 13.8, 15.8, 18.0, 20.7, 23.7, 27.0, 31.0, 35.6, 40.8, 46.7, 53.5, 61.3, 70.0];
 /// Blurs the references are rendered with (Gaussian sigma in pixels).
-const REFERENCE_BLURS: [f32; 3] = [0.0, 0.7, 1.2];
-/// Sub-pixel placements of the references.
-const REFERENCE_OFFSETS: [(f32, f32); 4] = [(0.0, 0.0), (0.5, 0.25), (0.25, 0.5), (0.75, 0.75)];
+const REFERENCE_BLURS: [f32; 4] = [0.0, 0.5, 0.9, 1.3];
+/// Sub-pixel phases of the references along each axis.
+const REFERENCE_PHASES: [f32; 3] = [0.0, 1.0 / 3.0, 2.0 / 3.0];
 /// No feature is trusted to better than this (keeps a sharp reference from being too strict).
 const FEATURE_STD_FLOOR: f32 = 0.03;
 
-/// Per shape, per reference extent: feature statistics, computed once.
-fn reference_stats() -> &'static Vec<Vec<ShapeStats>> {
-    static STATS: OnceLock<Vec<Vec<ShapeStats>>> = OnceLock::new();
-    STATS.get_or_init(|| {
-        Shape::ALL
+/// The features of every shape rendered at one extent, in every phase and blur.
+struct ReferenceScale {
+    /// Per shape (in `Shape::ALL` order): mean measured size and the samples' features.
+    shapes: Vec<(f32, Vec<[f32; FEATURES]>)>,
+    /// Per feature: its spread over all shapes (to weigh features against each other).
+    spread: [f32; FEATURES],
+}
+
+fn reference_scale(index: usize) -> &'static ReferenceScale {
+    static SCALES: [OnceLock<ReferenceScale>; REFERENCE_EXTENTS.len()] = [const { OnceLock::new() }; REFERENCE_EXTENTS.len()];
+    SCALES[index].get_or_init(|| {
+        let extent = REFERENCE_EXTENTS[index];
+        let shapes: Vec<(f32, Vec<[f32; FEATURES]>)> = Shape::ALL
             .iter()
             .map(|&shape| {
-                REFERENCE_EXTENTS
-                    .iter()
-                    .map(|&extent| {
-                        let mut all = Vec::new();
-                        for &blur in &REFERENCE_BLURS {
-                            for &offset in &REFERENCE_OFFSETS {
-                                if let Some(f) = reference_coverage(shape, extent, offset, blur).features() {
-                                    all.push(f);
-                                }
+                let mut sizes = 0f32;
+                let mut samples = Vec::new();
+                for &blur in &REFERENCE_BLURS {
+                    for &px in &REFERENCE_PHASES {
+                        for &py in &REFERENCE_PHASES {
+                            if let Some(f) = reference_coverage(shape, extent, (px, py), blur).features() {
+                                sizes += f.size;
+                                samples.push(f.values);
                             }
                         }
-                        let n = all.len().max(1) as f32;
-                        let size = all.iter().map(|f| f.size).sum::<f32>() / n;
-                        let mean: [f32; FEATURES] = std::array::from_fn(|k| all.iter().map(|f| f.values[k]).sum::<f32>() / n);
-                        let std: [f32; FEATURES] = std::array::from_fn(|k| {
-                            let var = all.iter().map(|f| (f.values[k] - mean[k]).powi(2)).sum::<f32>() / n;
-                            (var + FEATURE_STD_FLOOR * FEATURE_STD_FLOOR).sqrt()
-                        });
-                        ShapeStats { size, mean, std }
-                    })
-                    .collect()
+                    }
+                }
+                (sizes / samples.len().max(1) as f32, samples)
             })
-            .collect()
+            .collect();
+        let all: Vec<&[f32; FEATURES]> = shapes.iter().flat_map(|s| s.1.iter()).collect();
+        let n = all.len().max(1) as f32;
+        let spread = std::array::from_fn(|k| {
+            let mean = all.iter().map(|f| f[k]).sum::<f32>() / n;
+            let var = all.iter().map(|f| (f[k] - mean).powi(2)).sum::<f32>() / n;
+            (var + FEATURE_STD_FLOOR * FEATURE_STD_FLOOR).sqrt()
+        });
+        ReferenceScale { shapes, spread }
     })
+}
+
+/// How much larger than its box side each shape measures (its binary box's larger side over
+/// the extent it is drawn at), to pick the reference extent that matches a component.
+fn size_factor(shape: Shape) -> f32 {
+    match shape {
+        Shape::Square => 0.86,
+        Shape::Cross => 0.96,
+        _ => 1.0,
+    }
 }
 
 /// The exact coverage of a shape rendered alone (white on black), optionally blurred.
@@ -939,21 +935,30 @@ pub(crate) fn gaussian_blur(data: &[f32], w: usize, h: usize, sigma: f32) -> Vec
     out
 }
 
-/// The shape whose reference features (at the reference size nearest the component's) give
-/// the features the highest likelihood, and its margin over the runner-up (in log-likelihood).
+/// The shape whose reference renderings (at the extent that matches the component's size,
+/// and the neighbouring extents) come nearest the features, in features scaled by their
+/// spread; and its margin over the runner-up (difference of squared distances).
 fn classify_shape(features: &Features) -> (Shape, f32) {
-    let stats = reference_stats();
+    let last = REFERENCE_EXTENTS.len() - 1;
     let mut scores: Vec<(f32, Shape)> = Shape::ALL
         .iter()
-        .zip(stats)
-        .map(|(&shape, per_size)| {
-            let nearest = per_size
-                .iter()
-                .min_by(|a, b| (a.size.ln() - features.size.ln()).abs().total_cmp(&(b.size.ln() - features.size.ln()).abs()))
-                .expect("references");
-            let nll: f32 =
-                (0..FEATURES).map(|k| ((features.values[k] - nearest.mean[k]) / nearest.std[k]).powi(2) / 2.0 + nearest.std[k].ln()).sum();
-            (nll, shape)
+        .enumerate()
+        .map(|(s, &shape)| {
+            let extent = features.size / size_factor(shape);
+            let nearest = (0..=last)
+                .min_by(|&a, &b| {
+                    (REFERENCE_EXTENTS[a].ln() - extent.ln()).abs().total_cmp(&(REFERENCE_EXTENTS[b].ln() - extent.ln()).abs())
+                })
+                .unwrap_or(0);
+            let spread = reference_scale(nearest).spread;
+            let mut best = f32::INFINITY;
+            for index in nearest.saturating_sub(1)..=(nearest + 1).min(last) {
+                for sample in &reference_scale(index).shapes[s].1 {
+                    let d: f32 = (0..FEATURES).map(|k| ((features.values[k] - sample[k]) / spread[k]).powi(2)).sum();
+                    best = best.min(d);
+                }
+            }
+            (best, shape)
         })
         .collect();
     scores.sort_by(|a, b| a.0.total_cmp(&b.0));

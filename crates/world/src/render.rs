@@ -174,3 +174,96 @@ fn apply_lighting(image: &mut RgbImage, lighting: Lighting) {
         pixel.0 = [r + shift, g, b - shift].map(|c| c.round().clamp(0.0, 255.0) as u8);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::sample::{Split, sample_scene};
+    use crate::scene::{HPos, Size, VPos};
+
+    fn close(a: [u8; 3], b: [u8; 3], tolerance: i32) -> bool {
+        (0..3).all(|i| (a[i] as i32 - b[i] as i32).abs() <= tolerance)
+    }
+
+    #[test]
+    fn rendering_is_deterministic() {
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        for _ in 0..10 {
+            let scene = sample_scene(&mut rng, Split::Train);
+            assert_eq!(render(&scene, 96, 64), render(&scene, 96, 64));
+        }
+    }
+
+    #[test]
+    fn objects_and_background_have_their_colours_at_every_size_and_aspect() {
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        // Lighting moves colours by at most ~6 % + 12.
+        let tolerance = 30;
+        for (w, h) in [(32, 32), (64, 64), (256, 32), (32, 256), (97, 41), (4096, 512), (512, 4096)] {
+            let scene = sample_scene(&mut rng, Split::Train);
+            let image = render(&scene, w, h);
+            assert_eq!(image.dimensions(), (w, h));
+            assert!(close(image.get_pixel(0, 0).0, scene.background.sky().rgb(), tolerance));
+            assert!(close(image.get_pixel(w - 1, h - 1).0, scene.background.ground().rgb(), tolerance));
+            for o in &scene.objects {
+                // A ring is empty at its centre; every other shape is solid there.
+                let (cx, cy) = o.center_px(w, h);
+                let (x, y) = if o.shape == Shape::Ring { (cx + 0.38 * o.extent_px(w, h), cy) } else { (cx, cy) };
+                let pixel = image.get_pixel(x as u32, y as u32).0;
+                assert!(close(pixel, o.color.rgb(), tolerance), "{w}x{h} {o:?}: {pixel:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn edges_are_anti_aliased_and_shapes_scale_with_the_short_side() {
+        let object = Object {
+            shape: Shape::Circle,
+            color: ColorName::Black,
+            size: Size::Large,
+            h: HPos::Center,
+            v: VPos::Middle,
+            jitter: (0.0, 0.0),
+        };
+        let scene = Scene {
+            background: Background::Solid(ColorName::White),
+            lighting: Lighting::NEUTRAL,
+            objects: vec![object],
+            relations: vec![],
+        };
+        let coverage = |w: u32, h: u32| {
+            let image = render(&scene, w, h);
+            let blends = image.pixels().filter(|p| p.0[0] > 40 && p.0[0] < 230).count();
+            let dark: f32 = image.pixels().map(|p| (245.0 - p.0[0] as f32) / 220.0).sum();
+            (blends, dark)
+        };
+        let (blends, area) = coverage(128, 128);
+        assert!(blends > 20, "no anti-aliased rim: {blends}");
+        let expected = std::f32::consts::PI * (0.5 * Size::Large.extent() * 128.0).powi(2);
+        assert!((area - expected).abs() < 0.02 * expected, "{area} vs {expected}");
+        // On a 8:1 canvas the circle keeps its size relative to the short side.
+        let (_, wide) = coverage(1024, 128);
+        assert!((wide - expected).abs() < 0.02 * expected, "{wide} vs {expected}");
+    }
+
+    #[test]
+    fn lighting_is_a_subtle_gradient_and_tint() {
+        let scene = Scene {
+            background: Background::Solid(ColorName::Gray),
+            lighting: Lighting { direction: Some(LightDir::Left), warmth: 1.0 },
+            objects: vec![],
+            relations: vec![],
+        };
+        let image = render(&scene, 100, 10);
+        let (left, right) = (image.get_pixel(0, 5).0, image.get_pixel(99, 5).0);
+        assert!(left[1] > right[1] + 10 && left[1] < right[1] + 25, "{left:?} {right:?}");
+        assert!(left[0] > left[2] + 15, "warm light raises red over blue: {left:?}");
+        let top_lit = Scene { lighting: Lighting { direction: Some(LightDir::Top), warmth: -1.0 }, ..scene };
+        let image = render(&top_lit, 10, 100);
+        assert!(image.get_pixel(5, 0).0[1] > image.get_pixel(5, 99).0[1] + 10);
+        assert!(image.get_pixel(5, 50).0[2] > image.get_pixel(5, 50).0[0] + 15, "cool light raises blue");
+    }
+}

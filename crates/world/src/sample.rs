@@ -106,6 +106,14 @@ pub fn sample_any_scene(rng: &mut impl Rng) -> Scene {
         }
         objects.push(object);
     }
+    // A neighbour's jitter can leave too small a gap even for an unjittered object: then none
+    // is jittered (the cells alone always keep the gaps).
+    let gaps_kept = objects.iter().enumerate().all(|(i, a)| objects[i + 1..].iter().all(|b| gap(a, b) >= MIN_GAP));
+    if !gaps_kept {
+        for o in &mut objects {
+            o.jitter = (0.0, 0.0);
+        }
+    }
     let relations = Scene::relations_from_cells(&objects);
     Scene { background, lighting, objects, relations }
 }
@@ -191,10 +199,10 @@ pub fn validate(scene: &Scene) -> Result<(), String> {
     if !(1..=3).contains(&n) {
         return Err(format!("{n} objects"));
     }
-    if let Background::Split { sky, ground } = scene.background {
-        if sky.confusable_with(ground) {
-            return Err(format!("sky {sky:?} and ground {ground:?} are confusable"));
-        }
+    if let Background::Split { sky, ground } = scene.background
+        && sky.confusable_with(ground)
+    {
+        return Err(format!("sky {sky:?} and ground {ground:?} are confusable"));
     }
     if !(-1.0..=1.0).contains(&scene.lighting.warmth) {
         return Err(format!("warmth {}", scene.lighting.warmth));
@@ -222,4 +230,100 @@ pub fn validate(scene: &Scene) -> Result<(), String> {
         return Err("relations do not match the cells".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::scene::Relation;
+
+    #[test]
+    fn sampling_is_deterministic_for_a_seed() {
+        for split in [Split::Train, Split::HeldOut] {
+            let draw = |seed| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                (0..50).map(|_| sample_scene(&mut rng, split)).collect::<Vec<_>>()
+            };
+            assert_eq!(draw(3), draw(3));
+            assert_ne!(draw(3), draw(4));
+        }
+    }
+
+    #[test]
+    fn splits_keep_their_invariants_over_thousands_of_scenes() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut counts = [0usize; 4];
+        let mut train_pairs = HashSet::new();
+        for i in 0..6000 {
+            let split = if i % 3 == 0 { Split::HeldOut } else { Split::Train };
+            let scene = sample_scene(&mut rng, split);
+            validate(&scene).unwrap_or_else(|e| panic!("{e}: {}", scene.to_json()));
+            assert_eq!(is_held_out(&scene), split == Split::HeldOut, "{}", scene.to_json());
+            counts[scene.objects.len()] += 1;
+            for (a, r, b) in &scene.relations {
+                let (ca, cb) = (scene.objects[*a].cell(), scene.objects[*b].cell());
+                let expected = match r {
+                    Relation::LeftOf => ca.0.index() < cb.0.index(),
+                    Relation::RightOf => ca.0.index() > cb.0.index(),
+                    Relation::Above => ca.1.index() < cb.1.index(),
+                    Relation::Below => ca.1.index() > cb.1.index(),
+                };
+                assert!(expected && a < b);
+            }
+            if split == Split::Train {
+                train_pairs.extend(scene.objects.iter().map(|o| (o.color, o.shape)));
+            }
+        }
+        // Every combination that is not held out is seen in training.
+        assert_eq!(train_pairs.len(), 88 - HELD_OUT_COLOR_SHAPE.len());
+        // 45 / 35 / 20 % of scenes have 1 / 2 / 3 objects (the held-out split shifts this a bit).
+        let total = 6000.0;
+        assert!((counts[1] as f64 / total - 0.45).abs() < 0.06, "{counts:?}");
+        assert!((counts[2] as f64 / total - 0.35).abs() < 0.06, "{counts:?}");
+        assert!((counts[3] as f64 / total - 0.20).abs() < 0.06, "{counts:?}");
+    }
+
+    #[test]
+    fn held_out_set_is_small_and_spread_over_colours_and_shapes() {
+        let colours: HashSet<_> = HELD_OUT_COLOR_SHAPE.iter().map(|p| p.0).collect();
+        assert_eq!(colours.len(), 11, "each colour is held out with one shape");
+        for shape in Shape::ALL {
+            assert!(HELD_OUT_COLOR_SHAPE.iter().filter(|p| p.1 == shape).count() <= 2);
+        }
+    }
+
+    #[test]
+    fn validate_catches_overlaps_shared_cells_and_hidden_objects() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let scene = loop {
+            let s = sample_scene(&mut rng, Split::Train);
+            if s.objects.len() == 2 {
+                break s;
+            }
+        };
+        let mut shared = scene.clone();
+        shared.objects[1].h = shared.objects[0].h;
+        shared.objects[1].v = shared.objects[0].v;
+        shared.relations = Scene::relations_from_cells(&shared.objects);
+        assert!(validate(&shared).is_err());
+        let mut hidden = scene.clone();
+        hidden.background = Background::Solid(hidden.objects[0].color);
+        assert!(validate(&hidden).is_err());
+        let mut wrong_relations = scene.clone();
+        wrong_relations.relations.clear();
+        assert!(validate(&wrong_relations).is_err());
+        let mut near = scene.clone();
+        near.objects = vec![
+            Object { shape: Shape::Square, color: ColorName::Red, size: Size::Large, h: HPos::Left, v: VPos::Top, jitter: (0.03, 0.0) },
+            Object { shape: Shape::Square, color: ColorName::Blue, size: Size::Large, h: HPos::Center, v: VPos::Top, jitter: (-0.03, 0.0) },
+        ];
+        near.background = Background::Solid(ColorName::White);
+        near.relations = Scene::relations_from_cells(&near.objects);
+        assert!(validate(&near).unwrap_err().contains("apart"));
+    }
 }

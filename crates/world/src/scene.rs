@@ -427,3 +427,75 @@ impl Object {
         self.size.extent() * width.min(height) as f32
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{LIGHT_GRADIENT, WARMTH_SHIFT};
+
+    #[test]
+    fn palette_colours_stay_nearest_to_themselves_under_the_strongest_lighting() {
+        for a in ColorName::ALL {
+            for b in ColorName::ALL {
+                if a != b {
+                    assert!(a.distance(b) >= 95.0, "{a:?} and {b:?} are only {} apart", a.distance(b));
+                }
+            }
+            for gain in [1.0 - LIGHT_GRADIENT, 1.0, 1.0 + LIGHT_GRADIENT] {
+                for warmth in [-1.0, 0.0, 1.0] {
+                    let [r, g, bl] = a.rgb().map(|c| c as f32 * gain);
+                    let lit = [r + WARMTH_SHIFT * warmth, g, bl - WARMTH_SHIFT * warmth].map(|c| c.clamp(0.0, 255.0));
+                    assert_eq!(ColorName::nearest(lit), a, "{a:?} at gain {gain} warmth {warmth}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_word_names_exactly_one_colour_and_one_shape() {
+        let colour_words: Vec<&str> = ColorName::ALL.iter().flat_map(|c| c.all_words()).collect();
+        let shape_words: Vec<&str> = Shape::ALL.iter().flat_map(|s| s.all_words()).collect();
+        for (i, w) in colour_words.iter().enumerate() {
+            assert!(!colour_words[i + 1..].contains(w), "colour word {w} is used twice");
+            assert!(!shape_words.iter().any(|s| s.split(' ').any(|part| part == *w)), "colour word {w} is also in a shape word");
+        }
+        for (i, w) in shape_words.iter().enumerate() {
+            assert!(!shape_words[i + 1..].contains(w), "shape word {w} is used twice");
+        }
+    }
+
+    #[test]
+    fn scenes_round_trip_through_readable_json() {
+        let objects = vec![
+            Object { shape: Shape::Star, color: ColorName::Red, size: Size::Large, h: HPos::Left, v: VPos::Top, jitter: (0.01, -0.02) },
+            Object { shape: Shape::Ring, color: ColorName::Blue, size: Size::Small, h: HPos::Right, v: VPos::Bottom, jitter: (0.0, 0.0) },
+        ];
+        let scene = Scene {
+            background: Background::Split { sky: ColorName::White, ground: ColorName::Green },
+            lighting: Lighting { direction: Some(LightDir::Left), warmth: 0.5 },
+            relations: Scene::relations_from_cells(&objects),
+            objects,
+        };
+        let json = scene.to_json();
+        for word in ["\"star\"", "\"red\"", "\"split\"", "\"sky\": \"white\"", "\"left_of\"", "\"above\""] {
+            assert!(json.contains(word), "{word} missing from {json}");
+        }
+        assert_eq!(Scene::from_json(&json).unwrap(), scene);
+    }
+
+    #[test]
+    fn relations_follow_the_cells() {
+        let at = |h, v| Object { shape: Shape::Circle, color: ColorName::Red, size: Size::Small, h, v, jitter: (0.0, 0.0) };
+        let objects = [at(HPos::Left, VPos::Bottom), at(HPos::Right, VPos::Bottom), at(HPos::Center, VPos::Top)];
+        assert_eq!(
+            Scene::relations_from_cells(&objects),
+            vec![
+                (0, Relation::LeftOf, 1),
+                (0, Relation::LeftOf, 2),
+                (0, Relation::Below, 2),
+                (1, Relation::RightOf, 2),
+                (1, Relation::Below, 2)
+            ]
+        );
+    }
+}
