@@ -7,7 +7,7 @@ use plantain_world::testing::{Degradation, evaluate_ground_truth, evaluate_mutat
 fn main() {
     let scenes: usize = std::env::args().nth(1).map(|s| s.parse().expect("a count")).unwrap_or(300);
     for (w, h) in [(64, 64), (96, 48), (48, 96), (256, 256), (1024, 576)] {
-        for degradation in [Degradation::None, Degradation::BlurNoise] {
+        for degradation in [Degradation::None, Degradation::BlurNoise, Degradation::Strong] {
             let r = evaluate_ground_truth(scenes, w, h, degradation, 11);
             println!("{w}x{h} {degradation:?}: {r}");
             for f in r.failures.iter().take(4) {
@@ -15,9 +15,9 @@ fn main() {
             }
         }
     }
-    for (w, h) in [(64, 64), (256, 256)] {
-        let r = evaluate_mutations(scenes, w, h, Degradation::BlurNoise, 12);
-        println!("mutations {w}x{h}: {r}");
+    for (w, h, degradation) in [(64, 64, Degradation::BlurNoise), (64, 64, Degradation::Strong), (256, 256, Degradation::BlurNoise)] {
+        let r = evaluate_mutations(scenes, w, h, degradation, 12);
+        println!("mutations {w}x{h} {degradation:?}: {r}");
         for f in r.failures.iter().take(6) {
             println!("   {f}");
         }

@@ -3,10 +3,15 @@
 //!
 //! Top: every shape at each size, rendered at 64x64 and enlarged 3x (nearest neighbour, to see
 //! the real pixels). Below: sampled scenes at 256x256, 96x48 and 48x96; their captions are
-//! printed in order.
+//! printed in order. Last: the first scenes again at 64x64, blurred + noisy and then with the
+//! checker's "strong" degradation (wobble, blur, colour cast, noise), enlarged 3x, with the
+//! checker's verdict printed.
 
 use image::{RgbImage, imageops};
-use plantain_world::{Background, ColorName, HPos, Lighting, Object, Scene, Shape, Size, Split, VPos, caption, render, sample_scene};
+use plantain_world::testing::{Degradation, degrade};
+use plantain_world::{
+    Background, ColorName, HPos, Lighting, Object, Scene, Shape, Size, Split, VPos, caption, check, render, sample_scene,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -40,6 +45,17 @@ fn main() {
             _ => imageops::resize(&render(&scene, 256, 256), tile, tile, imageops::FilterType::Triangle),
         };
         tiles.push(picture);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for degradation in [Degradation::BlurNoise, Degradation::Strong] {
+        for i in 0..8u64 {
+            let scene = sample_scene(&mut rng, Split::Train);
+            let small = degrade(&render(&scene, 64, 64), degradation, i);
+            let report = check(&scene, &small);
+            let found: Vec<String> = report.components.iter().map(|c| format!("{:?} {:?}", c.color, c.shape)).collect();
+            println!("{degradation:?} {i}: all correct {} (found {})", report.all_correct(), found.join(", "));
+            tiles.push(imageops::resize(&small, tile, tile, imageops::FilterType::Nearest));
+        }
     }
     let rows = tiles.len().div_ceil(cols);
     let gap = 4;

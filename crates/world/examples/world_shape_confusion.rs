@@ -14,7 +14,7 @@ fn main() {
     let width: u32 = args.first().map(|s| s.parse().expect("width")).unwrap_or(96);
     let height: u32 = args.get(1).map(|s| s.parse().expect("height")).unwrap_or(48);
     let scenes: usize = args.get(2).map(|s| s.parse().expect("count")).unwrap_or(1000);
-    for degradation in [Degradation::None, Degradation::BlurNoise] {
+    for degradation in [Degradation::None, Degradation::BlurNoise, Degradation::Strong] {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let mut confusions: BTreeMap<String, usize> = BTreeMap::new();
         let mut per_shape: BTreeMap<Shape, (usize, usize)> = BTreeMap::new();
@@ -34,7 +34,8 @@ fn main() {
                 }
             }
         }
-        println!("{width}x{height} {degradation:?}");
+        let (ok, n) = per_shape.values().fold((0, 0), |acc, v| (acc.0 + v.0, acc.1 + v.1));
+        println!("{width}x{height} {degradation:?}: shapes right {ok}/{n} ({:.1}%)", 100.0 * ok as f64 / n as f64);
         for (s, (ok, n)) in &per_shape {
             println!("  {s:?}: {ok}/{n}");
         }

@@ -92,7 +92,7 @@ impl CheckReport {
 }
 
 /// Larger images are shrunk to this short side first: every feature is measured well by then.
-const ANALYSIS_SHORT_SIDE: u32 = 256;
+const ANALYSIS_SHORT_SIDE: u32 = 160;
 /// Border pixels farther than this (RGB) from every palette colour do not vote on the background.
 const BORDER_PURITY: f32 = 70.0;
 /// A pixel this far (RGB) from the expected background is part of some object.
@@ -187,17 +187,52 @@ struct Rgb32 {
 impl Rgb32 {
     fn from_image(image: &RgbImage) -> Rgb32 {
         let (w, h) = image.dimensions();
+        let full = Rgb32 { w: w as usize, h: h as usize, px: image.pixels().map(|p| p.0.map(|c| c as f32)).collect() };
         let short = w.min(h);
-        let shrunk;
-        let image = if short > ANALYSIS_SHORT_SIDE {
-            let scale = ANALYSIS_SHORT_SIDE as f32 / short as f32;
-            let (nw, nh) = (((w as f32 * scale).round() as u32).max(1), ((h as f32 * scale).round() as u32).max(1));
-            shrunk = image::imageops::resize(image, nw, nh, image::imageops::FilterType::Triangle);
-            &shrunk
-        } else {
-            image
-        };
-        Rgb32 { w: image.width() as usize, h: image.height() as usize, px: image.pixels().map(|p| p.0.map(|c| c as f32)).collect() }
+        if short <= ANALYSIS_SHORT_SIDE {
+            return full;
+        }
+        let scale = ANALYSIS_SHORT_SIDE as f32 / short as f32;
+        let (nw, nh) = (((w as f32 * scale).round() as usize).max(1), ((h as f32 * scale).round() as usize).max(1));
+        full.box_resized(nw, full.h).transposed().box_resized(nh, nw).transposed()
+    }
+
+    /// Shrinks the width to `nw` by averaging the pixels each output pixel covers (weighted by
+    /// how much of them it covers).
+    fn box_resized(&self, nw: usize, h: usize) -> Rgb32 {
+        let ratio = self.w as f32 / nw as f32;
+        let mut px = vec![[0f32; 3]; nw * h];
+        for x in 0..nw {
+            let (start, end) = (x as f32 * ratio, (x + 1) as f32 * ratio);
+            let mut weights = Vec::new();
+            let mut sx = start.floor() as usize;
+            while (sx as f32) < end && sx < self.w {
+                let overlap = (end.min(sx as f32 + 1.0) - start.max(sx as f32)).max(0.0);
+                weights.push((sx, overlap / ratio));
+                sx += 1;
+            }
+            for y in 0..h {
+                let mut acc = [0f32; 3];
+                for &(sx, wgt) in &weights {
+                    let p = self.px[y * self.w + sx];
+                    for ch in 0..3 {
+                        acc[ch] += p[ch] * wgt;
+                    }
+                }
+                px[y * nw + x] = acc;
+            }
+        }
+        Rgb32 { w: nw, h, px }
+    }
+
+    fn transposed(&self) -> Rgb32 {
+        let mut px = vec![[0f32; 3]; self.w * self.h];
+        for y in 0..self.h {
+            for x in 0..self.w {
+                px[x * self.h + y] = self.px[y * self.w + x];
+            }
+        }
+        Rgb32 { w: self.h, h: self.w, px }
     }
 
     fn at(&self, x: usize, y: usize) -> [f32; 3] {
@@ -558,10 +593,14 @@ fn describe(
             coverage[yy * rw + xx] = t.clamp(0.0, 1.0);
         }
     }
-    let map = CoverageMap::new(rw, rh, coverage);
+    // Shape features hardly change above ~24 px, so large components are measured at that
+    // size (block averages of coverage are exactly a coarser rendering's anti-aliasing).
+    let piece_size = (piece.bbox.2 - piece.bbox.0).max(piece.bbox.3 - piece.bbox.1) + 1;
+    let factor = piece_size.div_ceil(MEASURE_SIZE).max(1);
+    let map = CoverageMap::new(rw, rh, coverage).downsampled(factor);
     let features = map.features()?;
     let (shape, shape_margin) = classify_shape(&features);
-    let (cx, cy) = (x0 as f32 + features.centroid.0, y0 as f32 + features.centroid.1);
+    let (cx, cy) = (x0 as f32 + features.centroid.0 * factor as f32, y0 as f32 + features.centroid.1 * factor as f32);
     let cell = (
         HPos::from_index((cx / w as f32 * 3.0).floor().max(0.0) as usize),
         VPos::from_index((cy / h as f32 * 3.0).floor().max(0.0) as usize),
@@ -671,6 +710,21 @@ impl CoverageMap {
             }
         }
         CoverageMap { w, h, t }
+    }
+
+    /// Averages `factor` x `factor` blocks (the last ones partial).
+    fn downsampled(self, factor: usize) -> CoverageMap {
+        if factor <= 1 {
+            return self;
+        }
+        let (w, h) = (self.w.div_ceil(factor), self.h.div_ceil(factor));
+        let mut t = vec![0f32; w * h];
+        for y in 0..self.h {
+            for x in 0..self.w {
+                t[(y / factor) * w + x / factor] += self.t[y * self.w + x] / (factor * factor) as f32;
+            }
+        }
+        CoverageMap::new(w, h, t)
     }
 
     /// Bilinear coverage at a continuous position (pixel centres at +0.5); 0 outside.
@@ -829,21 +883,26 @@ fn convex_hull_area(points: &mut [(f32, f32)]) -> f32 {
     (0..n).map(|i| hull[i].0 * hull[(i + 1) % n].1 - hull[(i + 1) % n].0 * hull[i].1).sum::<f32>().abs() / 2.0
 }
 
-/// Box sides (pixels) the reference shapes are rendered at, ~15 % apart; the analysis never
-/// sees objects larger than ~0.26 * 256 px.
-const REFERENCE_EXTENTS: [f32; 18] =
-    [7.0, 8.0, 9.2, 10.5, 12.0, 13.8, 15.8, 18.0, 20.7, 23.7, 27.0, 31.0, 35.6, 40.8, 46.7, 53.5, 61.3, 70.0];
+/// Box sides (pixels) the reference shapes are rendered at, ~15 % apart; components are
+/// measured at most [`MEASURE_SIZE`] px large.
+const REFERENCE_EXTENTS: [f32; 13] = [7.0, 8.0, 9.2, 10.5, 12.0, 13.8, 15.8, 18.0, 20.7, 23.7, 27.0, 31.0, 35.6];
+/// Components larger than this (pixels) are measured shrunk to at most this size.
+const MEASURE_SIZE: usize = 24;
 /// Blurs the references are rendered with (Gaussian sigma in pixels).
-const REFERENCE_BLURS: [f32; 4] = [0.0, 0.5, 0.9, 1.3];
+const REFERENCE_BLURS: [f32; 5] = [0.0, 0.5, 0.9, 1.3, 1.7];
 /// Sub-pixel phases of the references along each axis.
 const REFERENCE_PHASES: [f32; 3] = [0.0, 1.0 / 3.0, 2.0 / 3.0];
 /// No feature is trusted to better than this (keeps a sharp reference from being too strict).
 const FEATURE_STD_FLOOR: f32 = 0.03;
 
+/// A reference rendering's features and the distance penalty of its kind.
+type ReferenceSample = ([f32; FEATURES], f32);
+
 /// The features of every shape rendered at one extent, in every phase and blur.
 struct ReferenceScale {
     /// Per shape (in `Shape::ALL` order): mean measured size and the samples' features.
-    shapes: Vec<(f32, Vec<[f32; FEATURES]>)>,
+    /// Each sample carries the distance penalty of its kind (0 for exact renderings).
+    shapes: Vec<(f32, Vec<ReferenceSample>)>,
     /// Per feature: its spread over all shapes (to weigh features against each other).
     spread: [f32; FEATURES],
 }
@@ -852,25 +911,40 @@ fn reference_scale(index: usize) -> &'static ReferenceScale {
     static SCALES: [OnceLock<ReferenceScale>; REFERENCE_EXTENTS.len()] = [const { OnceLock::new() }; REFERENCE_EXTENTS.len()];
     SCALES[index].get_or_init(|| {
         let extent = REFERENCE_EXTENTS[index];
-        let shapes: Vec<(f32, Vec<[f32; FEATURES]>)> = Shape::ALL
+        let shapes: Vec<(f32, Vec<ReferenceSample>)> = Shape::ALL
             .iter()
             .map(|&shape| {
                 let mut sizes = 0f32;
                 let mut samples = Vec::new();
+                let mut add = |map: CoverageMap, penalty: f32| {
+                    if let Some(f) = map.features() {
+                        sizes += f.size;
+                        samples.push((f.values, penalty));
+                    }
+                };
                 for &blur in &REFERENCE_BLURS {
                     for &px in &REFERENCE_PHASES {
                         for &py in &REFERENCE_PHASES {
-                            if let Some(f) = reference_coverage(shape, extent, (px, py), blur).features() {
-                                sizes += f.size;
-                                samples.push(f.values);
-                            }
+                            add(reference_coverage(shape, extent, (px, py), blur, Transform::identity()), 0.0);
+                        }
+                    }
+                }
+                // Slightly rotated, squashed and sheared versions: what a generator draws when
+                // it draws the shape imperfectly.
+                for &distortion in &REFERENCE_DISTORTIONS {
+                    for &blur in &[0.6, 1.2] {
+                        for &phase in &REFERENCE_PHASES {
+                            add(
+                                reference_coverage(shape, extent, (phase, 1.0 - phase), blur, distortion_transform(distortion)),
+                                DISTORTED_REFERENCE_PENALTY,
+                            );
                         }
                     }
                 }
                 (sizes / samples.len().max(1) as f32, samples)
             })
             .collect();
-        let all: Vec<&[f32; FEATURES]> = shapes.iter().flat_map(|s| s.1.iter()).collect();
+        let all: Vec<&[f32; FEATURES]> = shapes.iter().flat_map(|s| s.1.iter().map(|x| &x.0)).collect();
         let n = all.len().max(1) as f32;
         let spread = std::array::from_fn(|k| {
             let mean = all.iter().map(|f| f[k]).sum::<f32>() / n;
@@ -891,8 +965,30 @@ fn size_factor(shape: Shape) -> f32 {
     }
 }
 
-/// The exact coverage of a shape rendered alone (white on black), optionally blurred.
-fn reference_coverage(shape: Shape, extent: f32, offset: (f32, f32), blur: f32) -> CoverageMap {
+/// A distorted reference only wins where no exact one comes this close (in squared scaled
+/// feature distance): exact shapes keep matching exact renderings.
+const DISTORTED_REFERENCE_PENALTY: f32 = 0.5;
+/// (rotation in degrees, x scale, y scale, shear) of the distorted references.
+const REFERENCE_DISTORTIONS: [(f32, f32, f32, f32); 8] = [
+    (7.0, 1.0, 1.0, 0.0),
+    (-7.0, 1.0, 1.0, 0.0),
+    (0.0, 1.12, 0.92, 0.0),
+    (0.0, 0.92, 1.12, 0.0),
+    (0.0, 1.0, 1.0, 0.12),
+    (0.0, 1.0, 1.0, -0.12),
+    (4.0, 1.08, 0.95, 0.06),
+    (-4.0, 0.95, 1.08, -0.06),
+];
+
+fn distortion_transform((degrees, sx, sy, shear): (f32, f32, f32, f32)) -> Transform {
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    // Rotation after shear after scale, about the origin (the shape's centre is moved there).
+    Transform::from_row(sx, 0.0, shear * sy, sy, 0.0, 0.0).post_concat(Transform::from_row(cos, sin, -sin, cos, 0.0, 0.0))
+}
+
+/// The exact coverage of a shape rendered alone (white on black), optionally distorted (about
+/// its centre) and blurred.
+fn reference_coverage(shape: Shape, extent: f32, offset: (f32, f32), blur: f32, distortion: Transform) -> CoverageMap {
     let side = (extent * 1.2).ceil() as u32 + 8;
     let mut pixmap = Pixmap::new(side, side).expect("small reference canvas");
     let c = side as f32 / 2.0;
@@ -900,8 +996,9 @@ fn reference_coverage(shape: Shape, extent: f32, offset: (f32, f32), blur: f32) 
     paint.set_color_rgba8(255, 255, 255, 255);
     paint.anti_alias = true;
     let rule = if shape == Shape::Ring { FillRule::EvenOdd } else { FillRule::Winding };
-    if let Some(path) = shape_path(shape, c + offset.0, c + offset.1, extent) {
-        pixmap.fill_path(&path, &paint, rule, Transform::identity(), None);
+    if let Some(path) = shape_path(shape, 0.0, 0.0, extent) {
+        let placed = distortion.post_translate(c + offset.0, c + offset.1);
+        pixmap.fill_path(&path, &paint, rule, placed, None);
     }
     let mut t: Vec<f32> = pixmap.pixels().iter().map(|p| p.red() as f32 / 255.0).collect();
     if blur > 0.0 {
@@ -912,24 +1009,41 @@ fn reference_coverage(shape: Shape, extent: f32, offset: (f32, f32), blur: f32) 
 
 /// Separable Gaussian blur of a single-channel map (edges clamp).
 pub(crate) fn gaussian_blur(data: &[f32], w: usize, h: usize, sigma: f32) -> Vec<f32> {
-    let radius = (sigma * 3.0).ceil() as i64;
-    let kernel: Vec<f32> = (-radius..=radius).map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp()).collect();
+    let radius = (sigma * 3.0).ceil() as usize;
+    let kernel: Vec<f32> = (0..=2 * radius).map(|i| (-((i as f32 - radius as f32).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
     let total: f32 = kernel.iter().sum();
     let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
-    let mut tmp = vec![0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            tmp[y * w + x] = (-radius..=radius)
-                .map(|i| data[y * w + (x as i64 + i).clamp(0, w as i64 - 1) as usize] * kernel[(i + radius) as usize])
-                .sum();
+    // One line at a time, padded by repeating its end values (plain loops: this also runs in
+    // unoptimised test builds).
+    let blur_line = |line: &[f32], out: &mut [f32], padded: &mut Vec<f32>| {
+        padded.clear();
+        padded.extend(std::iter::repeat_n(line[0], radius));
+        padded.extend_from_slice(line);
+        padded.extend(std::iter::repeat_n(line[line.len() - 1], radius));
+        for (i, o) in out.iter_mut().enumerate() {
+            let window = &padded[i..i + kernel.len()];
+            let mut acc = 0.0;
+            for (a, k) in window.iter().zip(&kernel) {
+                acc += a * k;
+            }
+            *o = acc;
         }
-    }
-    let mut out = vec![0f32; w * h];
+    };
+    let mut padded = Vec::with_capacity(w.max(h) + 2 * radius);
+    let mut rows = vec![0f32; w * h];
     for y in 0..h {
-        for x in 0..w {
-            out[y * w + x] = (-radius..=radius)
-                .map(|i| tmp[(y as i64 + i).clamp(0, h as i64 - 1) as usize * w + x] * kernel[(i + radius) as usize])
-                .sum();
+        blur_line(&data[y * w..(y + 1) * w], &mut rows[y * w..(y + 1) * w], &mut padded);
+    }
+    let mut column = vec![0f32; h];
+    let mut blurred = vec![0f32; h];
+    let mut out = vec![0f32; w * h];
+    for x in 0..w {
+        for y in 0..h {
+            column[y] = rows[y * w + x];
+        }
+        blur_line(&column, &mut blurred, &mut padded);
+        for y in 0..h {
+            out[y * w + x] = blurred[y];
         }
     }
     out
@@ -953,8 +1067,8 @@ fn classify_shape(features: &Features) -> (Shape, f32) {
             let spread = reference_scale(nearest).spread;
             let mut best = f32::INFINITY;
             for index in nearest.saturating_sub(1)..=(nearest + 1).min(last) {
-                for sample in &reference_scale(index).shapes[s].1 {
-                    let d: f32 = (0..FEATURES).map(|k| ((features.values[k] - sample[k]) / spread[k]).powi(2)).sum();
+                for (sample, penalty) in &reference_scale(index).shapes[s].1 {
+                    let d: f32 = penalty + (0..FEATURES).map(|k| ((features.values[k] - sample[k]) / spread[k]).powi(2)).sum::<f32>();
                     best = best.min(d);
                 }
             }

@@ -20,6 +20,9 @@ pub enum Degradation {
     /// Gaussian blur (sigma 0.7 px at a 64 px short side, growing gently with size) and Gaussian
     /// noise (sigma 6 per channel): roughly what a small diffusion model's output looks like.
     BlurNoise,
+    /// Worse than a decent model's output: a smooth geometric wobble (up to ~1 px at 64 px),
+    /// blur sigma 1.1 px, a colour cast of up to 15 per channel and noise sigma 10.
+    Strong,
 }
 
 /// Applies the degradation (deterministic for the seed).
@@ -29,11 +32,71 @@ pub fn degrade(image: &RgbImage, degradation: Degradation, seed: u64) -> RgbImag
         Degradation::BlurNoise => {
             let short = image.width().min(image.height()) as f32;
             let sigma = 0.7 * (short / 64.0).max(1.0).powf(0.25);
-            let mut out = image::imageops::blur(image, sigma);
+            let mut out = blur(image, sigma);
             add_noise(&mut out, 6.0, seed);
             out
         }
+        Degradation::Strong => {
+            let short = image.width().min(image.height()) as f32;
+            let scale = (short / 64.0).max(1.0);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+            let mut out = wobble(image, 1.0 * scale, &mut rng);
+            out = blur(&out, 1.1 * scale.powf(0.25));
+            let cast: [f32; 3] = std::array::from_fn(|_| rng.random_range(-15.0..=15.0));
+            for p in out.pixels_mut() {
+                for (c, shift) in p.0.iter_mut().zip(cast) {
+                    *c = (*c as f32 + shift).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+            add_noise(&mut out, 10.0, seed);
+            out
+        }
     }
+}
+
+/// Resamples the image through a smooth random displacement field of the given amplitude
+/// (pixels): shapes keep their identity but lose their exact geometry.
+fn wobble(image: &RgbImage, amplitude: f32, rng: &mut impl Rng) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let waves: Vec<[f32; 4]> = (0..4)
+        .map(|_| {
+            [
+                rng.random_range(1.0..3.0),
+                rng.random_range(1.0..3.0),
+                rng.random_range(0.0..std::f32::consts::TAU),
+                rng.random_range(0.0..std::f32::consts::TAU),
+            ]
+        })
+        .collect();
+    let field = |x: f32, y: f32, k: usize| {
+        let [fx, fy, px, py] = waves[k];
+        let (u, v) = (x / w as f32 * std::f32::consts::TAU, y / h as f32 * std::f32::consts::TAU);
+        amplitude * 0.5 * ((fx * v + px).sin() + (fy * u + py).sin())
+    };
+    let sample = |x: f32, y: f32, ch: usize| {
+        let (x, y) = (x.clamp(0.0, w as f32 - 1.0), y.clamp(0.0, h as f32 - 1.0));
+        let (x0, y0) = (x.floor() as u32, y.floor() as u32);
+        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+        let (ax, ay) = (x - x0 as f32, y - y0 as f32);
+        let g = |x, y| image.get_pixel(x, y).0[ch] as f32;
+        (g(x0, y0) * (1.0 - ax) + g(x1, y0) * ax) * (1.0 - ay) + (g(x0, y1) * (1.0 - ax) + g(x1, y1) * ax) * ay
+    };
+    RgbImage::from_fn(w, h, |x, y| {
+        let (fx, fy) = (x as f32, y as f32);
+        let (dx, dy) = (field(fx, fy, 0) + field(fx, fy, 2), field(fx, fy, 1) + field(fx, fy, 3));
+        image::Rgb(std::array::from_fn(|ch| sample(fx + dx, fy + dy, ch).round().clamp(0.0, 255.0) as u8))
+    })
+}
+
+/// Gaussian blur of every channel (separable; edges clamp).
+pub fn blur(image: &RgbImage, sigma: f32) -> RgbImage {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let channels: Vec<Vec<f32>> =
+        (0..3).map(|ch| crate::check::gaussian_blur(&image.pixels().map(|p| p.0[ch] as f32).collect::<Vec<_>>(), w, h, sigma)).collect();
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let i = y as usize * w + x as usize;
+        image::Rgb(std::array::from_fn(|ch| channels[ch][i].round().clamp(0.0, 255.0) as u8))
+    })
 }
 
 /// Adds Gaussian noise of standard deviation `sigma` to every channel.
