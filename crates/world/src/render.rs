@@ -129,12 +129,12 @@ pub fn shape_path(shape: Shape, cx: f32, cy: f32, extent: f32) -> Option<Path> {
                 let (c1, c2, end) = (q(c1.0, c1.1), q(c2.0, c2.1), q(end.0, end.1));
                 pb.cubic_to(c1.0, c1.1, c2.0, c2.1, end.0, end.1);
             };
-            cubic((-0.1, 0.3), (-0.5, 0.1), (-0.5, -0.17));
+            cubic((-0.2, 0.27), (-0.5, 0.07), (-0.5, -0.17));
             cubic((-0.5, -0.37), (-0.37, -0.46), (-0.25, -0.46));
             cubic((-0.12, -0.46), (-0.03, -0.38), (0.0, -0.27));
             cubic((0.03, -0.38), (0.12, -0.46), (0.25, -0.46));
             cubic((0.37, -0.46), (0.5, -0.37), (0.5, -0.17));
-            cubic((0.5, 0.1), (0.1, 0.3), (0.0, 0.43));
+            cubic((0.5, 0.07), (0.2, 0.27), (0.0, 0.43));
             pb.close();
         }
     }
@@ -265,5 +265,56 @@ mod tests {
         let image = render(&top_lit, 10, 100);
         assert!(image.get_pixel(5, 0).0[1] > image.get_pixel(5, 99).0[1] + 10);
         assert!(image.get_pixel(5, 50).0[2] > image.get_pixel(5, 50).0[0] + 15, "cool light raises blue");
+    }
+}
+
+#[cfg(test)]
+mod footprint_tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::sample::{Split, sample_scene};
+
+    /// The pixels an object changes when drawn alone on the scene's background.
+    fn footprint(scene: &Scene, object: usize, w: u32, h: u32) -> Vec<(i64, i64)> {
+        let bare = Scene { objects: vec![], relations: vec![], ..scene.clone() };
+        let alone = Scene { objects: vec![scene.objects[object]], relations: vec![], ..scene.clone() };
+        let (a, b) = (render(&bare, w, h), render(&alone, w, h));
+        a.enumerate_pixels().filter(|(x, y, p)| b.get_pixel(*x, *y) != *p).map(|(x, y, _)| (x as i64, y as i64)).collect()
+    }
+
+    #[test]
+    fn objects_never_touch_at_any_size() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let mut pairs = 0;
+        for i in 0..300 {
+            let scene = sample_scene(&mut rng, if i % 2 == 0 { Split::Train } else { Split::HeldOut });
+            if scene.objects.len() < 2 {
+                continue;
+            }
+            let (w, h) = [(64, 64), (96, 48), (48, 96), (256, 32), (32, 256)][i % 5];
+            // At least 2 untouched pixels between objects at a 64 px short side, 1 below.
+            let required_gap = if w.min(h) >= 64 { 2 } else { 1 };
+            let prints: Vec<_> = (0..scene.objects.len()).map(|k| footprint(&scene, k, w, h)).collect();
+            for a in 0..prints.len() {
+                for b in a + 1..prints.len() {
+                    pairs += 1;
+                    let gap = prints[a]
+                        .iter()
+                        .flat_map(|p| prints[b].iter().map(move |q| (p.0 - q.0).abs().max((p.1 - q.1).abs()) - 1))
+                        .min()
+                        .unwrap();
+                    assert!(gap >= required_gap, "{w}x{h}: objects {a} and {b} only {gap} px apart: {}", scene.to_json());
+                }
+            }
+            // The outermost pixels stay background (what the checker reads it from); at 32 px the
+            // border gap is below a pixel.
+            for (k, print) in prints.iter().enumerate().filter(|_| w.min(h) >= 48) {
+                let inside = print.iter().all(|&(x, y)| x > 0 && y > 0 && x < w as i64 - 1 && y < h as i64 - 1);
+                assert!(inside, "{w}x{h}: object {k} touches the border: {}", scene.to_json());
+            }
+        }
+        assert!(pairs > 150);
     }
 }
