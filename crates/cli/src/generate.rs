@@ -12,6 +12,7 @@ use plantain_engine::runtime::RuntimeOptions;
 use plantain_hub::{Layout, ResolveOptions, resolve};
 
 use crate::io;
+use crate::provenance_cmd::{self, StampArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -70,14 +71,18 @@ pub struct Args {
     /// Run on the GPU (builds with `--features cuda` and the onnxruntime-gpu library only).
     #[arg(long)]
     pub cuda: bool,
+    /// Output file; the format follows the extension: .png, .jpg/.jpeg or .webp (lossless).
     #[arg(long, short, default_value = "out.png")]
     pub output: PathBuf,
+    /// Provenance: every output carries an invisible watermark and signed C2PA Content
+    /// Credentials unless switched off here.
+    #[command(flatten)]
+    pub provenance: StampArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if !a.output.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) {
-        bail!("--output must end in .png");
-    }
+    let format = provenance_cmd::output_format(&a.output)?;
+    let prov = provenance_cmd::load_for_stamping(&a.provenance)?;
     let resolved = resolve(&a.model, &ResolveOptions::from_env())?;
     for n in &resolved.notes {
         eprintln!("note: {n}");
@@ -142,7 +147,8 @@ pub fn run(a: Args) -> Result<()> {
     });
     bar.finish_and_clear();
     let g = result?;
-    io::write_png(&g.image, &a.output)?;
+    let stamp = provenance_cmd::stamp(&prov, &g.image, format, &resolved.display_name, a.image.as_deref(), &g)?;
+    io::write_atomic(&stamp.bytes, &a.output)?;
     for w in &g.warnings {
         eprintln!("warning: {w}");
     }

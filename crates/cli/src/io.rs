@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 /// Inputs larger than this on a side are refused before decoding.
 pub const MAX_INPUT_SIDE: u32 = 8192;
@@ -31,19 +31,13 @@ pub fn read_mask(path: &Path) -> Result<image::GrayImage> {
     Ok(img.to_luma8())
 }
 
-/// Writes the PNG next to its destination and renames it into place, so a failure never
-/// leaves a half-written file.
-pub fn write_png(img: &image::RgbImage, path: &Path) -> Result<()> {
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("png") => {}
-        other => bail!("output must be a .png file (got {:?})", other.unwrap_or("no extension")),
-    }
+/// Writes `bytes` (an encoded, stamped image) next to its destination and renames it into
+/// place, so a failure never leaves a half-written file.
+pub fn write_atomic(bytes: &[u8], path: &Path) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
     let result = (|| {
-        let mut buf = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut buf, image::ImageFormat::Png)?;
-        std::fs::write(&tmp, buf.into_inner()).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("moving the image to {}", path.display()))
     })();
     if result.is_err() {
@@ -73,13 +67,12 @@ mod tests {
     }
 
     #[test]
-    fn output_must_be_png_and_nothing_is_left_on_failure() {
+    fn nothing_is_left_on_failure() {
         let dir = tempfile::tempdir().unwrap();
-        let img = image::RgbImage::new(2, 2);
-        assert!(write_png(&img, &dir.path().join("x.jpg")).is_err());
-        assert!(write_png(&img, &dir.path().join("missing/x.png")).is_err());
+        assert!(write_atomic(b"x", &dir.path().join("missing/x.png")).is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        write_png(&img, &dir.path().join("x.png")).unwrap();
+        write_atomic(b"x", &dir.path().join("x.png")).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(std::fs::read(dir.path().join("x.png")).unwrap(), b"x");
     }
 }

@@ -4,6 +4,8 @@ mod bench;
 mod generate;
 mod hubcmd;
 mod io;
+mod provenance_cmd;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +26,8 @@ enum Command {
     Models(hubcmd::ModelsArgs),
     /// Time text encoding, UNet steps, VAE and a 1-step SD-Turbo run on full-size random weights.
     Bench(bench::Args),
+    /// Check files for plantain's watermark and C2PA Content Credentials (one verdict per file).
+    Verify(verify::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +41,7 @@ fn main() -> std::process::ExitCode {
         Command::Pull(a) => hubcmd::pull(a),
         Command::Models(a) => hubcmd::models(a),
         Command::Bench(a) => bench::run(a),
+        Command::Verify(a) => verify::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

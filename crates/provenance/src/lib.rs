@@ -227,10 +227,6 @@ impl Provenance {
             notices.push("watermark: OFF (explicit setting); outputs carry no invisible watermark".into());
             None
         };
-        let mut anchors = String::new();
-        for p in &settings.trust_anchors {
-            anchors.push_str(&std::fs::read_to_string(p).map_err(|e| ProvenanceError::Identity(format!("{}: {e}", p.display())))?);
-        }
         let identity = if !settings.c2pa {
             notices.push("C2PA: OFF (explicit setting); outputs carry no Content Credentials".into());
             None
@@ -248,13 +244,23 @@ impl Provenance {
                 _ => return Err(ProvenanceError::Identity("configure both the certificate chain and the private key, or neither".into())),
             }
         };
-        // This installation's own local CA, if any, is trusted for its own outputs.
-        let local_ca = settings.local_identity_dir.join(identity::LOCAL_CA_FILE);
-        if let Ok(pem) = std::fs::read_to_string(&local_ca) {
-            anchors.push_str(&pem);
-        }
-        let trust = Trust { anchors_pem: (!anchors.is_empty()).then_some(anchors) };
+        let trust = trust(settings)?;
         Ok(Provenance { key, identity, trust, notices })
+    }
+
+    /// For verification only: reads the watermark key and the trust anchors if they exist and
+    /// creates nothing (no key, no signing identity; `identity` is `None`). Without a key file the
+    /// watermark is not checked, and `notices` says so.
+    pub fn load_for_verify(settings: &Settings) -> Result<Self, ProvenanceError> {
+        let key = WatermarkKey::load(&settings.watermark_key_file)?;
+        let mut notices = Vec::new();
+        if key.is_none() {
+            notices.push(format!(
+                "watermark: no key at {}, so the watermark cannot be checked (it is created by the first stamped output)",
+                settings.watermark_key_file.display()
+            ));
+        }
+        Ok(Provenance { key, identity: None, trust: trust(settings)?, notices })
     }
 
     /// Watermarks, encodes, labels and signs one output.
@@ -266,6 +272,19 @@ impl Provenance {
     pub fn verify(&self, bytes: &[u8]) -> Result<VerifyReport, ProvenanceError> {
         verify(bytes, self.key.as_ref(), &self.trust)
     }
+}
+
+/// Configured trust anchors plus this installation's own local CA, if any (trusted for its own
+/// outputs).
+fn trust(settings: &Settings) -> Result<Trust, ProvenanceError> {
+    let mut anchors = String::new();
+    for p in &settings.trust_anchors {
+        anchors.push_str(&std::fs::read_to_string(p).map_err(|e| ProvenanceError::Identity(format!("{}: {e}", p.display())))?);
+    }
+    if let Ok(pem) = std::fs::read_to_string(settings.local_identity_dir.join(identity::LOCAL_CA_FILE)) {
+        anchors.push_str(&pem);
+    }
+    Ok(Trust { anchors_pem: (!anchors.is_empty()).then_some(anchors) })
 }
 
 /// Watermarks (if `key`), encodes, labels and signs (if `identity`) one output.

@@ -176,3 +176,26 @@ fn switched_off_and_reloaded() {
     assert_eq!(a.identity.unwrap().cert_chain_pem, b.identity.unwrap().cert_chain_pem);
     assert!(!b.notices.iter().any(|n| n.contains("created")));
 }
+
+#[test]
+fn loading_for_verification_creates_nothing() {
+    let dir = temp_dir("verify-only");
+    let settings = Settings::in_dir(dir.join("prov"), "t");
+    let p = Provenance::load_for_verify(&settings).unwrap();
+    assert!(p.key.is_none() && p.identity.is_none() && p.trust.anchors_pem.is_none());
+    assert!(p.notices.iter().any(|n| n.contains("cannot be checked")), "{:?}", p.notices);
+    assert!(!dir.join("prov").exists());
+    // After a stamping load, the same key and the local CA are found.
+    let stamping = Provenance::load(&settings).unwrap();
+    let p = Provenance::load_for_verify(&settings).unwrap();
+    assert_eq!(p.key, stamping.key);
+    assert!(p.trust.anchors_pem.as_deref().is_some_and(|a| a.contains("BEGIN CERTIFICATE")));
+    assert!(p.notices.is_empty());
+    let out = stamping.stamp(&scene(256, 256, 2), MediaFormat::Png, &ManifestInfo::created("m")).unwrap();
+    let r = p.verify(&out.bytes).unwrap();
+    assert!(r.manifest.unwrap().trusted);
+    assert_eq!(r.watermark.unwrap().payload, out.payload);
+    // A damaged key file is an error, not a silently missing key.
+    std::fs::write(&settings.watermark_key_file, "not hex").unwrap();
+    assert!(Provenance::load_for_verify(&settings).is_err());
+}

@@ -137,6 +137,15 @@ impl WatermarkKey {
         hex::encode(&d[..8])
     }
 
+    /// Reads the key file (64 hex digits); `Ok(None)` when it does not exist (nothing is created).
+    pub fn load(path: &Path) -> Result<Option<Self>, KeyError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Some(Self::from_hex(&text).ok_or_else(|| KeyError::Format { path: path.display().to_string() })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(KeyError::Io { path: path.display().to_string(), source }),
+        }
+    }
+
     /// Reads the key file (64 hex digits), or creates it with a new random key (mode 0600 on
     /// Unix) when it does not exist. Returns the key and whether it was created.
     pub fn load_or_create(path: &Path) -> Result<(Self, bool), KeyError> {
