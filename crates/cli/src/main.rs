@@ -5,6 +5,7 @@ mod generate;
 mod hubcmd;
 mod io;
 mod provenance_cmd;
+mod serve;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +29,10 @@ enum Command {
     Bench(bench::Args),
     /// Check files for plantain's watermark and C2PA Content Credentials (one verdict per file).
     Verify(verify::Args),
+    /// Run the Gemini- and OpenAI-compatible image API server.
+    Serve(serve::Args),
+    /// Manage the server's API keys (create, list, revoke).
+    Keys(serve::KeysArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +47,8 @@ fn main() -> std::process::ExitCode {
         Command::Models(a) => hubcmd::models(a),
         Command::Bench(a) => bench::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Keys(a) => serve::keys(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,98 @@
+//! `plantain serve` (the Gemini / OpenAI-compatible HTTP server) and `plantain keys`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use plantain_server::Config;
+use plantain_server::store::MetaStore;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// TOML config file (see the README's "Server" section); environment variables override it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Listen address (overrides the config and PLANTAIN_LISTEN).
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut cfg = Config::load(a.config.as_deref()).context("reading the server config")?;
+    if let Some(l) = a.listen {
+        cfg.listen = l;
+    }
+    plantain_server::run_blocking(cfg).context("plantain serve")?;
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct KeysArgs {
+    /// The server's config file (its data_dir holds the keys).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    /// The data directory (instead of the config's data_dir).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once and only its hash is stored.
+    Create {
+        /// A label for the key (who or what uses it).
+        #[arg(long, default_value = "default")]
+        name: String,
+    },
+    /// List keys (ids, labels, dates; never the keys).
+    List,
+    /// Revoke a key by id; with --delete-data also delete its outputs (records and blobs).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        delete_data: bool,
+    },
+}
+
+pub fn keys(a: KeysArgs) -> Result<()> {
+    let data_dir = match a.data_dir {
+        Some(d) => d,
+        None => Config::load(a.config.as_deref()).context("reading the server config")?.data_dir,
+    };
+    let (store, blobs) = plantain_server::open_stores(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?;
+    match a.command {
+        KeysCommand::Create { name } => {
+            let (id, secret) = plantain_server::create_key(&store, &name)?;
+            eprintln!("created key {id} ({name}) in {}; it is shown only now:", data_dir.display());
+            println!("{secret}");
+        }
+        KeysCommand::List => {
+            let keys = store.list_keys()?;
+            if keys.is_empty() {
+                eprintln!("no keys in {} (the server accepts loopback clients without a key)", data_dir.display());
+            }
+            for k in keys {
+                let state = match k.revoked_at {
+                    Some(t) => format!("revoked at {t}"),
+                    None => "active".to_string(),
+                };
+                println!("{}\t{}\tcreated {}\t{state}", k.id, k.name, k.created_at);
+            }
+        }
+        KeysCommand::Revoke { id, delete_data } => {
+            let revoked = store.revoke_key(&id)?;
+            if !revoked && !delete_data {
+                bail!("no active key {id}");
+            }
+            if revoked {
+                eprintln!("revoked {id}");
+            }
+            if delete_data {
+                let n = plantain_server::delete_key_data(&store, &blobs, &id)?;
+                eprintln!("deleted {id}'s outputs ({n} blobs)");
+            }
+        }
+    }
+    Ok(())
+}

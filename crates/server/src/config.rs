@@ -1,0 +1,324 @@
+//! Server configuration: a TOML file, then environment variables on top.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// The Gemini and OpenAI model strings answered by the default model unless the config says
+/// otherwise, so that clients work by changing only their base URL.
+pub const DEFAULT_ALIASES: &[&str] = &[
+    "gemini-3.1-flash-image-preview",
+    "gemini-2.5-flash-image",
+    "gemini-2.5-flash-image-preview",
+    "gemini-3-pro-image-preview",
+    "gpt-image-1",
+    "gpt-image-1-mini",
+    "dall-e-2",
+    "dall-e-3",
+];
+
+/// The whole configuration (see the README's "Server" section for every key).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `host:port`. Without API keys the server only binds loopback addresses.
+    pub listen: String,
+    /// SQLite database, blobs, provenance keys and the signature secret live here.
+    pub data_dir: PathBuf,
+    /// Base of the URLs handed out for `response_format=url` (default: from the Host header).
+    pub public_url: Option<String>,
+    /// The model answering when a request names none (OpenAI) and for the default aliases.
+    pub default_model: Option<String>,
+    /// Reject model image parts without a valid `thoughtSignature` (Google's behaviour).
+    /// Default false: an unsigned image is used as a plain input image.
+    pub strict_signatures: bool,
+    /// Log level filter when `PLANTAIN_LOG` is not set.
+    pub log: String,
+    /// Delete outputs (records and blobs) older than this many days; 0 keeps them.
+    pub retention_days: u32,
+    pub limits: Limits,
+    pub provenance: ProvenanceConfig,
+    pub models: Vec<ModelConfig>,
+    /// Extra names: `alias = "model"`.
+    pub aliases: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body (JSON or multipart), bytes.
+    pub max_body_bytes: usize,
+    /// Largest single input image after base64 decoding, bytes (Gemini: 7 MB inline).
+    pub max_image_bytes: usize,
+    /// Largest input image in decoded pixels (width x height): decompression bombs stop here.
+    pub max_input_pixels: u64,
+    /// Longest input image side.
+    pub max_input_side: u32,
+    /// Reference images per request (Gemini 3.1 Flash Image: 14).
+    pub max_images: usize,
+    /// Longest prompt, characters (all text parts together).
+    pub max_prompt_chars: usize,
+    /// Most images per request (`candidateCount`, OpenAI `n`).
+    pub max_candidates: u32,
+    /// Per API key (or per client address without keys); 0 = unlimited.
+    pub requests_per_minute: u32,
+    /// Images per API key per UTC day; 0 = unlimited.
+    pub images_per_day: u32,
+    /// Largest `imageSize` served ("512", "1K", "2K", "4K").
+    pub max_image_size: String,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 << 20,
+            max_image_bytes: 7_000_000,
+            max_input_pixels: 40_000_000,
+            max_input_side: 8192,
+            max_images: 14,
+            max_prompt_chars: 8192,
+            max_candidates: 4,
+            requests_per_minute: 0,
+            images_per_day: 0,
+            max_image_size: "4K".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvenanceConfig {
+    /// Embed the invisible watermark (switching it off is explicit and logged).
+    pub watermark: bool,
+    /// Sign C2PA Content Credentials.
+    pub c2pa: bool,
+    pub cert_chain: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    /// Name put into a locally created signing identity.
+    pub operator: String,
+}
+
+impl Default for ProvenanceConfig {
+    fn default() -> Self {
+        ProvenanceConfig { watermark: true, c2pa: true, cert_chain: None, private_key: None, operator: "plantain server".into() }
+    }
+}
+
+/// One served model.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// What clients call it (`plantain-nano`, `sd-turbo`).
+    pub name: String,
+    /// What `plantain generate --model` takes: a folder, a `.safetensors` file, a short name or
+    /// a hub id (resolved offline). Default: `name`.
+    pub source: Option<String>,
+    /// Other names for it (Gemini / OpenAI model strings).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Denoising steps (default: the model's).
+    pub steps: Option<usize>,
+    /// Guidance scale (default: the model's).
+    pub guidance: Option<f32>,
+    /// img2img strength at temperature 1 (see the README's mapping).
+    pub strength: Option<f32>,
+    /// ONNX Runtime threads (0 = all cores).
+    #[serde(default)]
+    pub threads: usize,
+    /// Queued jobs per lane (previews ≤ 1K, finals 2K/4K) before 503 UNAVAILABLE.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// For a single `.safetensors` file: the diffusers folder with its configs.
+    pub config_dir: Option<PathBuf>,
+}
+
+fn default_queue() -> usize {
+    8
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("plantain-data"),
+            public_url: None,
+            default_model: None,
+            strict_signatures: false,
+            log: "info".into(),
+            retention_days: 0,
+            limits: Limits::default(),
+            provenance: ProvenanceConfig::default(),
+            models: Vec::new(),
+            aliases: Default::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path` (relative paths inside are taken from the file's folder), then applies the
+    /// environment ([`Config::apply_env`]). Without a file: defaults plus environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read(p.to_path_buf(), e))?;
+                let mut cfg = Config::from_toml(&text).map_err(|e| ConfigError::Parse(p.to_path_buf(), e))?;
+                let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                cfg.rebase(&base);
+                cfg
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        cfg.finish();
+        Ok(cfg)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn rebase(&mut self, base: &Path) {
+        let abs = |p: &PathBuf| rebased(base, p);
+        self.data_dir = rebased(base, &self.data_dir);
+        for m in &mut self.models {
+            // A relative source that exists next to the config file is taken from there; anything
+            // else (short names, hub ids, paths relative to the working directory) goes to the
+            // resolver unchanged.
+            if let Some(s) = &m.source {
+                let p = base.join(s);
+                if Path::new(s).is_relative() && !base.as_os_str().is_empty() && p.exists() {
+                    m.source = Some(p.to_string_lossy().into_owned());
+                }
+            }
+            m.config_dir = m.config_dir.as_ref().map(abs);
+        }
+        self.provenance.cert_chain = self.provenance.cert_chain.as_ref().map(abs);
+        self.provenance.private_key = self.provenance.private_key.as_ref().map(abs);
+    }
+
+    /// Environment variables override the file: `PLANTAIN_LISTEN`, `PLANTAIN_DATA_DIR`,
+    /// `PLANTAIN_PUBLIC_URL`, `PLANTAIN_DEFAULT_MODEL`, `PLANTAIN_STRICT_SIGNATURES`,
+    /// `PLANTAIN_REQUESTS_PER_MINUTE`, `PLANTAIN_IMAGES_PER_DAY`, `PLANTAIN_MAX_BODY_BYTES`,
+    /// and `PLANTAIN_SERVE_MODEL` (adds a model: `name=source`, or just a source).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let num = |k: &str, v: &str| v.trim().parse::<u64>().map_err(|_| ConfigError::Env(k.into(), v.into()));
+        if let Some(v) = get("PLANTAIN_LISTEN") {
+            self.listen = v;
+        }
+        if let Some(v) = get("PLANTAIN_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = get("PLANTAIN_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = get("PLANTAIN_DEFAULT_MODEL") {
+            self.default_model = Some(v);
+        }
+        if let Some(v) = get("PLANTAIN_STRICT_SIGNATURES") {
+            self.strict_signatures = matches!(v.trim(), "1" | "true" | "yes");
+        }
+        if let Some(v) = get("PLANTAIN_REQUESTS_PER_MINUTE") {
+            self.limits.requests_per_minute = num("PLANTAIN_REQUESTS_PER_MINUTE", &v)? as u32;
+        }
+        if let Some(v) = get("PLANTAIN_IMAGES_PER_DAY") {
+            self.limits.images_per_day = num("PLANTAIN_IMAGES_PER_DAY", &v)? as u32;
+        }
+        if let Some(v) = get("PLANTAIN_MAX_BODY_BYTES") {
+            self.limits.max_body_bytes = num("PLANTAIN_MAX_BODY_BYTES", &v)? as usize;
+        }
+        if let Some(v) = get("PLANTAIN_SERVE_MODEL") {
+            let (name, source) = match v.split_once('=') {
+                Some((n, s)) => (n.to_string(), s.to_string()),
+                None => ("plantain-nano".to_string(), v.clone()),
+            };
+            self.models.retain(|m| m.name != name);
+            self.models.insert(0, ModelConfig::new(&name, &source));
+        }
+        Ok(())
+    }
+
+    /// Fills defaults: the plantain-nano model when none is configured, the default model and
+    /// the Gemini/OpenAI aliases pointing at it.
+    fn finish(&mut self) {
+        if self.models.is_empty() {
+            self.models.push(ModelConfig::new("plantain-nano", "models/plantain-nano"));
+        }
+        if self.default_model.is_none() {
+            self.default_model = Some(self.models[0].name.clone());
+        }
+        let default = self.default_model.clone().unwrap_or_default();
+        let taken: Vec<String> = self.models.iter().flat_map(|m| std::iter::once(m.name.clone()).chain(m.aliases.clone())).collect();
+        for a in DEFAULT_ALIASES {
+            if !taken.iter().any(|t| t == a) {
+                self.aliases.entry((*a).to_string()).or_insert_with(|| default.clone());
+            }
+        }
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Listen(self.listen.clone()))
+    }
+}
+
+fn rebased(base: &Path, p: &Path) -> PathBuf {
+    if p.is_relative() && !base.as_os_str().is_empty() { base.join(p) } else { p.to_path_buf() }
+}
+
+impl ModelConfig {
+    pub fn new(name: &str, source: &str) -> Self {
+        ModelConfig {
+            name: name.into(),
+            source: Some(source.into()),
+            aliases: Vec::new(),
+            steps: None,
+            guidance: None,
+            strength: None,
+            threads: 0,
+            queue: default_queue(),
+            config_dir: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_alias_gemini_names_to_nano() {
+        let mut c = Config::default();
+        c.finish();
+        assert_eq!(c.models[0].name, "plantain-nano");
+        assert_eq!(c.aliases.get("gemini-3.1-flash-image-preview").map(String::as_str), Some("plantain-nano"));
+    }
+
+    #[test]
+    fn toml_and_env() {
+        let mut c = Config::from_toml(
+            r#"
+            listen = "0.0.0.0:9000"
+            [limits]
+            images_per_day = 5
+            [[models]]
+            name = "tiny"
+            source = "fixtures/tiny/sd1"
+            steps = 2
+            aliases = ["gemini-2.5-flash-image"]
+            "#,
+        )
+        .unwrap();
+        c.apply_env(|k| (k == "PLANTAIN_REQUESTS_PER_MINUTE").then(|| "7".to_string())).unwrap();
+        c.finish();
+        assert_eq!(c.limits.images_per_day, 5);
+        assert_eq!(c.limits.requests_per_minute, 7);
+        assert_eq!(c.default_model.as_deref(), Some("tiny"));
+        // The model's own alias wins; the others point at the default.
+        assert!(!c.aliases.contains_key("gemini-2.5-flash-image"));
+        assert_eq!(c.aliases["gemini-3.1-flash-image-preview"], "tiny");
+        assert!(Config::from_toml("nonsense = 1").is_err());
+        assert!(c.apply_env(|k| (k == "PLANTAIN_IMAGES_PER_DAY").then(|| "x".to_string())).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Errors: one API error type rendered as the Gemini or the OpenAI envelope, plus the
+//! library's start-up and storage errors.
+
+use std::path::PathBuf;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Configuration problems (reported at start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("environment variable {0}={1:?} is not a number")]
+    Env(String, String),
+    #[error("listen address {0:?} is not host:port")]
+    Listen(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Storage problems (SQLite, blob folder).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("blob store {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An error answered to an API client. `status` is the Google RPC status name, which also
+/// picks the OpenAI `type`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{http} {status}: {message}")]
+pub struct ApiError {
+    pub http: StatusCode,
+    pub status: &'static str,
+    pub message: String,
+    /// OpenAI's `param` (which field was wrong), when known.
+    pub param: Option<String>,
+    /// Seconds, sent as `Retry-After` (429 and 503).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(http: StatusCode, status: &'static str, message: impl Into<String>) -> Self {
+        ApiError { http, status, message: message.into(), param: None, retry_after: None }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", message)
+    }
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message)
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_ARGUMENT", message)
+    }
+    pub fn exhausted(message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError { retry_after: Some(retry_after.max(1)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", message) }
+    }
+    pub fn unavailable(message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError { retry_after: Some(retry_after.max(1)), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message) }
+    }
+    pub fn unimplemented(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_IMPLEMENTED, "UNIMPLEMENTED", message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "ABORTED", message)
+    }
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", message)
+    }
+    pub fn with_param(mut self, p: &str) -> Self {
+        self.param = Some(p.to_string());
+        self
+    }
+
+    /// `{"error":{"code":400,"message":…,"status":"INVALID_ARGUMENT"}}`.
+    pub fn gemini_body(&self) -> serde_json::Value {
+        json!({"error": {"code": self.http.as_u16(), "message": self.message, "status": self.status}})
+    }
+
+    /// `{"error":{"message":…,"type":…,"param":…,"code":…}}`.
+    pub fn openai_body(&self) -> serde_json::Value {
+        let (ty, code) = match self.status {
+            "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "NOT_FOUND" => ("invalid_request_error", None),
+            "UNAUTHENTICATED" => ("invalid_request_error", Some("invalid_api_key")),
+            "PERMISSION_DENIED" => ("invalid_request_error", Some("permission_denied")),
+            "RESOURCE_EXHAUSTED" => ("rate_limit_error", Some("rate_limit_exceeded")),
+            "UNAVAILABLE" => ("server_error", Some("server_overloaded")),
+            "UNIMPLEMENTED" => ("invalid_request_error", Some("unsupported")),
+            "ABORTED" => ("invalid_request_error", Some("conflict")),
+            _ => ("server_error", None),
+        };
+        let code = if self.status == "NOT_FOUND" { Some("not_found") } else { code };
+        json!({"error": {"message": self.message, "type": ty, "param": self.param, "code": code}})
+    }
+
+    fn respond(&self, body: serde_json::Value) -> Response {
+        let mut r = (self.http, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r.extensions_mut().insert(self.clone());
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        ApiError::internal(format!("storage error: {e}"))
+    }
+}
+
+/// An [`ApiError`] in the Gemini envelope.
+#[derive(Debug)]
+pub struct GeminiError(pub ApiError);
+
+/// An [`ApiError`] in the OpenAI envelope.
+#[derive(Debug)]
+pub struct OpenAiError(pub ApiError);
+
+macro_rules! envelope_from {
+    ($t:ty) => {
+        impl From<ApiError> for $t {
+            fn from(e: ApiError) -> Self {
+                Self(e)
+            }
+        }
+        impl From<StoreError> for $t {
+            fn from(e: StoreError) -> Self {
+                Self(e.into())
+            }
+        }
+    };
+}
+envelope_from!(GeminiError);
+envelope_from!(OpenAiError);
+
+impl IntoResponse for GeminiError {
+    fn into_response(self) -> Response {
+        self.0.respond(self.0.gemini_body())
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        self.0.respond(self.0.openai_body())
+    }
+}

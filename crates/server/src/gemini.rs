@@ -1,0 +1,618 @@
+//! The Gemini API: `models/{model}:generateContent`, `:streamGenerateContent`, `:countTokens`,
+//! `GET models`, `GET models/{model}`, under `/v1beta/` and `/v1/`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use plantain_core::{AspectRatio, ImageSize, output_pixels};
+use plantain_provenance::MediaFormat;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, GeminiError};
+use crate::generate::{self, GenSpec, Output, RequestCtx};
+use crate::media::{B64, InputImage, decode_base64, decode_input};
+use crate::ops::{Flavor, admit, idempotent, read_body};
+use crate::signature::{SignatureError, Signed};
+use crate::store::Artefact;
+use crate::worker::ProgressEvent;
+use crate::{AppState, RequestId};
+
+/// Tokens an input image counts for (Gemini 3.1 Flash Image).
+pub const INPUT_IMAGE_TOKENS: u32 = 1120;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    let mut r = Router::new();
+    for v in ["v1beta", "v1"] {
+        r = r.route(&format!("/{v}/models"), get(list_models)).route(&format!("/{v}/models/{{name}}"), get(get_model).post(model_action));
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire types (the SDKs send camelCase; snake_case is accepted too).
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateContentRequest {
+    #[serde(default)]
+    pub contents: Vec<Content>,
+    #[serde(alias = "system_instruction")]
+    pub system_instruction: Option<Content>,
+    #[serde(alias = "generation_config")]
+    pub generation_config: Option<GenerationConfig>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+pub struct Content {
+    pub role: Option<String>,
+    #[serde(default)]
+    pub parts: Vec<Part>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Part {
+    pub text: Option<String>,
+    #[serde(alias = "inline_data")]
+    pub inline_data: Option<InlineData>,
+    #[serde(alias = "file_data")]
+    pub file_data: Option<FileData>,
+    pub thought: Option<bool>,
+    #[serde(alias = "thought_signature")]
+    pub thought_signature: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineData {
+    #[serde(alias = "mime_type")]
+    pub mime_type: Option<String>,
+    #[serde(default)]
+    pub data: String,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct FileData {
+    #[serde(alias = "mime_type")]
+    pub mime_type: Option<String>,
+    #[serde(alias = "file_uri")]
+    pub file_uri: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationConfig {
+    #[serde(alias = "response_modalities")]
+    pub response_modalities: Option<Vec<String>>,
+    #[serde(alias = "image_config")]
+    pub image_config: Option<ImageConfig>,
+    #[serde(alias = "response_format")]
+    pub response_format: Option<ResponseFormat>,
+    #[serde(alias = "candidate_count")]
+    pub candidate_count: Option<i64>,
+    pub seed: Option<i64>,
+    pub temperature: Option<f64>,
+}
+
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageConfig {
+    #[serde(alias = "aspect_ratio")]
+    pub aspect_ratio: Option<String>,
+    #[serde(alias = "image_size")]
+    pub image_size: Option<String>,
+    /// `image/png` (default) or `image/jpeg` (Vertex's `imageOutputOptions.mimeType`).
+    #[serde(alias = "output_mime_type")]
+    pub output_mime_type: Option<String>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+pub struct ResponseFormat {
+    pub image: Option<ImageConfig>,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid(format!("Invalid JSON payload received: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Models.
+
+fn model_json(name: &str, served_by: &str, state: &AppState) -> Value {
+    let ready = state.workers.get(served_by).map(|w| format!("{:?}", w.state())).unwrap_or_default();
+    json!({
+        "name": format!("models/{name}"),
+        "baseModelId": name,
+        "version": env!("CARGO_PKG_VERSION"),
+        "displayName": if name == served_by { name.to_string() } else { format!("{name} (served by {served_by})") },
+        "description": format!("Image generation by plantain with the local model {served_by} ({ready})"),
+        "inputTokenLimit": 32768,
+        "outputTokenLimit": 32768,
+        "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"],
+    })
+}
+
+async fn list_models(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, headers: HeaderMap, req: Request) -> Response {
+    if let Err(e) = admit(&state, &rid, &headers, req.uri().query()) {
+        return GeminiError(e).into_response();
+    }
+    let models: Vec<Value> = state.model_names().iter().map(|(n, m)| model_json(n, m, &state)).collect();
+    axum::Json(json!({ "models": models })).into_response()
+}
+
+async fn get_model(
+    State(state): State<Arc<AppState>>,
+    rid: axum::Extension<RequestId>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, GeminiError> {
+    admit(&state, &rid, &headers, req.uri().query())?;
+    let n = name.strip_prefix("models/").unwrap_or(&name);
+    let w = state.model(n).ok_or_else(|| unknown_model(n, "v1beta"))?;
+    Ok(axum::Json(model_json(n, &w.name, &state)).into_response())
+}
+
+fn unknown_model(name: &str, version: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "models/{name} is not found for API version {version}, or is not supported for generateContent. Call ListModels to see the available models."
+    ))
+}
+
+async fn model_action(
+    State(state): State<Arc<AppState>>,
+    rid: axum::Extension<RequestId>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Response {
+    let version = if req.uri().path().starts_with("/v1beta/") { "v1beta" } else { "v1" };
+    let (parts, body) = req.into_parts();
+    let Some((model, action)) = name.rsplit_once(':') else {
+        return GeminiError(ApiError::not_found(format!("POST models/{name}: expected models/MODEL:ACTION"))).into_response();
+    };
+    let ctx = match admit(&state, &rid, &parts.headers, parts.uri.query()) {
+        Ok(c) => c,
+        Err(e) => return GeminiError(e).into_response(),
+    };
+    let body = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(e) => return GeminiError(e).into_response(),
+    };
+    let Some(worker) = state.model(model) else {
+        return GeminiError(unknown_model(model, version)).into_response();
+    };
+    let model = model.to_string();
+    match action {
+        "generateContent" => {
+            let route = format!("generateContent/{model}");
+            let fut = async {
+                match generate_content(&state, &ctx, &model, worker, &body).await {
+                    Ok(v) => axum::Json(v).into_response(),
+                    Err(e) => GeminiError(e).into_response(),
+                }
+            };
+            idempotent(&state, &ctx, &route, &parts.headers, &body, Flavor::Gemini, fut).await
+        }
+        "streamGenerateContent" => match stream_generate_content(state.clone(), ctx, model, worker, &body) {
+            Ok(r) => r,
+            Err(e) => GeminiError(e).into_response(),
+        },
+        "countTokens" => match count_tokens(&state, &body) {
+            Ok(v) => axum::Json(v).into_response(),
+            Err(e) => GeminiError(e).into_response(),
+        },
+        "batchGenerateContent" => match crate::batch::create(&state, &ctx, &model, &worker.name, &body) {
+            Ok(v) => axum::Json(v).into_response(),
+            Err(e) => GeminiError(e).into_response(),
+        },
+        other => GeminiError(ApiError::not_found(format!(
+            "unknown method {other:?}; this server answers generateContent, streamGenerateContent and countTokens"
+        )))
+        .into_response(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Turning a request into a GenSpec.
+
+/// What the request asks for, checked.
+pub struct Prepared {
+    pub spec: GenSpec,
+    pub include_text: bool,
+    pub ratio: AspectRatio,
+    pub size: ImageSize,
+    pub input_images: u32,
+}
+
+/// An image part found in the request, with where it sits.
+struct FoundImage {
+    content: usize,
+    from_model: bool,
+    image: InputImage,
+    /// The stored artefact the part's signature names.
+    artefact: Option<Artefact>,
+}
+
+fn is_model(c: &Content) -> bool {
+    c.role.as_deref() == Some("model")
+}
+
+pub fn prepare(
+    state: &AppState,
+    worker: Arc<crate::worker::Worker>,
+    req: &GenerateContentRequest,
+    key_id: &Option<String>,
+) -> Result<Prepared, ApiError> {
+    let limits = &state.config.limits;
+    if req.contents.is_empty() {
+        return Err(ApiError::invalid("contents is not specified: send at least one content with a text part"));
+    }
+    for (ci, c) in req.contents.iter().enumerate() {
+        if let Some(r) = c.role.as_deref()
+            && r != "user"
+            && r != "model"
+        {
+            return Err(ApiError::invalid(format!("contents[{ci}].role must be \"user\" or \"model\", got {r:?}")));
+        }
+    }
+    let gc = req.generation_config.as_ref();
+
+    // Modalities: this server makes images; text comes only as a short caption.
+    let mut include_text = true;
+    if let Some(m) = gc.and_then(|g| g.response_modalities.as_ref()) {
+        let up: Vec<String> = m.iter().map(|s| s.to_ascii_uppercase()).collect();
+        if let Some(bad) = up.iter().find(|s| !matches!(s.as_str(), "TEXT" | "IMAGE")) {
+            return Err(ApiError::invalid(format!("responseModalities: unsupported modality {bad:?}; this server answers TEXT and IMAGE")));
+        }
+        if !up.iter().any(|s| s == "IMAGE") {
+            return Err(ApiError::invalid("responseModalities must include IMAGE: this server only generates images"));
+        }
+        include_text = up.iter().any(|s| s == "TEXT");
+    }
+
+    // Images (inline or file), counted before anything is decoded.
+    let total_images: usize =
+        req.contents.iter().flat_map(|c| &c.parts).filter(|p| p.inline_data.is_some() || p.file_data.is_some()).count();
+    if total_images > limits.max_images {
+        return Err(ApiError::invalid(format!(
+            "{total_images} images in the request; at most {} reference images are supported",
+            limits.max_images
+        )));
+    }
+    let mut found = Vec::new();
+    for (ci, c) in req.contents.iter().enumerate() {
+        for (pi, p) in c.parts.iter().enumerate() {
+            let what = format!("contents[{ci}].parts[{pi}]");
+            let image = if let Some(fd) = &p.file_data {
+                let uri = fd.file_uri.as_deref().ok_or_else(|| ApiError::invalid(format!("{what}.fileData.fileUri is required")))?;
+                let (bytes, stored_mime) = crate::files::resolve_file_uri(state, uri, key_id)?;
+                decode_input(bytes, fd.mime_type.as_deref().or(Some(stored_mime.as_str())), limits, &format!("{what}.fileData"))?
+            } else if let Some(d) = &p.inline_data {
+                if d.data.is_empty() {
+                    return Err(ApiError::invalid(format!("{what}.inlineData.data is empty")));
+                }
+                let bytes = decode_base64(&d.data, &format!("{what}.inlineData.data"))?;
+                decode_input(bytes, d.mime_type.as_deref(), limits, &format!("{what}.inlineData"))?
+            } else {
+                continue;
+            };
+            let mut artefact = None;
+            if is_model(c) {
+                match p.thought_signature.as_deref() {
+                    Some(sig) => match state.signer.check(sig) {
+                        Ok(Signed::Image(id)) => artefact = state.store.artefact(&id)?,
+                        Ok(Signed::Text(_)) | Err(SignatureError::Malformed) | Err(SignatureError::BadMac) => {
+                            return Err(ApiError::invalid(format!(
+                                "Image part has an invalid thought_signature in content position {}, part position {}",
+                                ci + 1,
+                                pi + 1
+                            )));
+                        }
+                    },
+                    None if state.config.strict_signatures => {
+                        return Err(ApiError::invalid(format!(
+                            "Image part is missing a thought_signature in content position {}, part position {}",
+                            ci + 1,
+                            pi + 1
+                        )));
+                    }
+                    None => {}
+                }
+            }
+            found.push(FoundImage { content: ci, from_model: is_model(c), image, artefact });
+        }
+    }
+
+    // The prompt: the users' text, oldest first (a later turn refines an earlier one).
+    let texts: Vec<&str> = req
+        .contents
+        .iter()
+        .filter(|c| !is_model(c))
+        .flat_map(|c| &c.parts)
+        .filter(|p| p.thought != Some(true))
+        .filter_map(|p| p.text.as_deref())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    let prompt = texts.join(". ");
+    let chars = prompt.chars().count();
+    if chars > limits.max_prompt_chars {
+        return Err(ApiError::invalid(format!("the prompt is {chars} characters, over the limit of {}", limits.max_prompt_chars)));
+    }
+    if prompt.is_empty() && found.is_empty() {
+        return Err(ApiError::invalid("the request has no text prompt"));
+    }
+
+    // What to edit: the images of the latest user turn; else the latest model image.
+    let last_user = req.contents.iter().rposition(|c| !is_model(c));
+    let mut sources: Vec<&FoundImage> = found.iter().filter(|f| Some(f.content) == last_user && !f.from_model).collect();
+    if sources.is_empty()
+        && let Some(m) = found.iter().rev().find(|f| f.from_model)
+    {
+        sources.push(m);
+    }
+    if sources.len() > 1 {
+        return Err(ApiError::unimplemented(format!(
+            "{} images in the latest turn: combining several images (fusion) is not built in this server yet; send one image to edit",
+            sources.len()
+        )));
+    }
+    let source = sources.first().copied();
+    let parent = source.and_then(|s| s.artefact.clone());
+    // The stored version a signature names is what gets edited (the client may have re-encoded it).
+    let init = source.map(|s| match parent.as_ref().and_then(|a| state.blobs.get(&a.output_hash).ok().flatten()) {
+        Some(b) => decode_input(b, None, limits, "stored image").unwrap_or_else(|_| s.image.clone()),
+        None => s.image.clone(),
+    });
+
+    // Image settings: imageConfig, or responseFormat.image.
+    let ic =
+        gc.and_then(|g| g.image_config.clone().or_else(|| g.response_format.as_ref().and_then(|r| r.image.clone()))).unwrap_or_default();
+    let ratio = match ic.aspect_ratio.as_deref() {
+        Some(r) => r.parse::<AspectRatio>().map_err(|e| ApiError::invalid(format!("imageConfig.aspectRatio: {e}")))?,
+        // An edit keeps its input's shape, as Gemini does.
+        None => init.as_ref().map(|i| AspectRatio::nearest(i.rgba.width(), i.rgba.height())).unwrap_or_default(),
+    };
+    let size = match ic.image_size.as_deref() {
+        Some(s) => s.parse::<ImageSize>().map_err(|e| ApiError::invalid(format!("imageConfig.imageSize: {e}")))?,
+        None => ImageSize::S1K,
+    };
+    let max_size: ImageSize = limits.max_image_size.parse().unwrap_or(ImageSize::S4K);
+    if size > max_size {
+        return Err(ApiError::invalid(format!("imageConfig.imageSize {size} is not served here; the largest size is {max_size}")));
+    }
+    let format = match ic.output_mime_type.as_deref() {
+        None | Some("image/png") => MediaFormat::Png,
+        Some("image/jpeg") => MediaFormat::Jpeg,
+        Some("image/webp") => MediaFormat::WebP,
+        Some(o) => return Err(ApiError::invalid(format!("imageConfig.outputMimeType {o:?}: use image/png, image/jpeg or image/webp"))),
+    };
+    let (width, height) = output_pixels(ratio, size);
+
+    let count = gc.and_then(|g| g.candidate_count).unwrap_or(1);
+    if count < 1 || count > i64::from(limits.max_candidates) {
+        return Err(ApiError::invalid(format!("candidateCount must be between 1 and {}, got {count}", limits.max_candidates)));
+    }
+    let temperature = gc.and_then(|g| g.temperature);
+    if let Some(t) = temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::invalid(format!("temperature must be within [0, 2], got {t}")));
+    }
+    // temperature → how far an edit may move from its input: 0 → 0.3, 1 → 0.75 (default), 2 → 1.
+    let strength = temperature.map(|t| (0.3 + 0.45 * t).min(1.0) as f32);
+    // The seed a signature names keeps an edit consistent with its source when none is given.
+    let seed = gc.and_then(|g| g.seed).map(|s| s as u64).or(parent.as_ref().map(|p| p.seed));
+
+    let prompt_tokens = state.tokenizer.count_tokens(&prompt) as u32 + INPUT_IMAGE_TOKENS * found.len() as u32;
+    let params = json!({
+        "api": "gemini", "aspectRatio": ratio.as_str(), "imageSize": size.as_str(), "width": width, "height": height,
+        "candidateCount": count, "seed": seed, "temperature": temperature, "strength": strength,
+        "inputImages": found.iter().map(|f| &f.image.hash).collect::<Vec<_>>(),
+    });
+    let ingredients = found.iter().map(|f| f.image.clone()).collect();
+    Ok(Prepared {
+        spec: GenSpec {
+            worker,
+            prompt,
+            negative: None,
+            width,
+            height,
+            size_label: size.as_str().to_string(),
+            count: count as u32,
+            seed,
+            init,
+            mask: None,
+            strength,
+            format,
+            parent,
+            ingredients,
+            params,
+            tokens_per_image: size.output_tokens(),
+            prompt_tokens,
+        },
+        include_text,
+        ratio,
+        size,
+        input_images: found.len() as u32,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Responses.
+
+fn usage(prompt_tokens: u32, input_images: u32, out_tokens: u32) -> Value {
+    let image_in = INPUT_IMAGE_TOKENS * input_images;
+    let text_in = prompt_tokens.saturating_sub(image_in);
+    let mut details = vec![json!({"modality": "TEXT", "tokenCount": text_in})];
+    if image_in > 0 {
+        details.push(json!({"modality": "IMAGE", "tokenCount": image_in}));
+    }
+    json!({
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": out_tokens,
+        "totalTokenCount": prompt_tokens + out_tokens,
+        "promptTokensDetails": details,
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": out_tokens}],
+    })
+}
+
+pub fn response_json(state: &AppState, ctx: &RequestCtx, model: &str, p: &Prepared, outs: &[Output]) -> Value {
+    let candidates: Vec<Value> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let a = &o.artefact;
+            let mut parts = Vec::new();
+            if p.include_text {
+                let text = format!("Here is the image ({}x{}, {} {}, seed {}).", a.width, a.height, p.ratio, p.size, a.seed);
+                parts.push(json!({"text": text, "thoughtSignature": state.signer.mint(&Signed::Text(ctx.request_id.clone()))}));
+            }
+            parts.push(json!({
+                "inlineData": {"mimeType": a.mime, "data": B64.encode(o.bytes.as_slice())},
+                "thoughtSignature": state.signer.mint(&Signed::Image(a.id.clone())),
+            }));
+            json!({"content": {"role": "model", "parts": parts}, "finishReason": "STOP", "index": i})
+        })
+        .collect();
+    let out_tokens = p.spec.tokens_per_image * outs.len() as u32;
+    json!({
+        "candidates": candidates,
+        "usageMetadata": usage(p.spec.prompt_tokens, p.input_images, out_tokens),
+        "modelVersion": model,
+        "responseId": ctx.request_id,
+    })
+}
+
+async fn generate_content(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    model: &str,
+    worker: Arc<crate::worker::Worker>,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let req: GenerateContentRequest = parse_json(body)?;
+    let p = prepare(state, worker, &req, &ctx.caller.key_id)?;
+    let pending = generate::start(state, ctx, clone_spec(&p.spec), false)?;
+    let outs = pending.finish(state).await?;
+    Ok(response_json(state, ctx, model, &p, &outs))
+}
+
+/// The spec is moved into the job; the response needs its numbers, so keep a copy.
+pub fn clone_spec(s: &GenSpec) -> GenSpec {
+    GenSpec {
+        worker: s.worker.clone(),
+        prompt: s.prompt.clone(),
+        negative: s.negative.clone(),
+        width: s.width,
+        height: s.height,
+        size_label: s.size_label.clone(),
+        count: s.count,
+        seed: s.seed,
+        init: s.init.clone(),
+        mask: s.mask.clone(),
+        strength: s.strength,
+        format: s.format,
+        parent: s.parent.clone(),
+        ingredients: s.ingredients.clone(),
+        params: s.params.clone(),
+        tokens_per_image: s.tokens_per_image,
+        prompt_tokens: s.prompt_tokens,
+    }
+}
+
+/// SSE: while the engine runs, chunks carrying a thought part "step k of n" (the SDKs keep
+/// thought parts out of `.text`); then one chunk with the images. Errors found before the
+/// job is queued (bad input, quota, full queue) are plain HTTP errors; a failure after the
+/// stream started is sent as a final `{"error": …}` event.
+fn stream_generate_content(
+    state: Arc<AppState>,
+    ctx: RequestCtx,
+    model: String,
+    worker: Arc<crate::worker::Worker>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let req: GenerateContentRequest = parse_json(body)?;
+    let p = prepare(&state, worker, &req, &ctx.caller.key_id)?;
+    let mut pending = generate::start(&state, &ctx, clone_spec(&p.spec), true)?;
+    let mut progress = pending.progress.take();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Value>(16);
+    // The stream owns `pending` through this task's handle: when the client goes away the
+    // receiver drops, `tx.send` fails, the task ends and the job's cancel guard fires.
+    tokio::spawn(async move {
+        let id = ctx.request_id.clone();
+        let fin = pending.finish(&state);
+        tokio::pin!(fin);
+        loop {
+            tokio::select! {
+                ev = async { match progress.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    match ev {
+                        Some(ProgressEvent { image, step, total }) => {
+                            let text = format!("step {step} of {total} (image {} of {})", image + 1, p.spec.count);
+                            let chunk = json!({
+                                "candidates": [{"content": {"role": "model", "parts": [{"text": text, "thought": true}]}, "index": 0}],
+                                "modelVersion": model, "responseId": id,
+                            });
+                            if tx.send(chunk).await.is_err() { return; }
+                        }
+                        None => progress = None,
+                    }
+                }
+                res = &mut fin => {
+                    let v = match res {
+                        Ok(outs) => response_json(&state, &ctx, &model, &p, &outs),
+                        Err(e) => e.gemini_body(),
+                    };
+                    let _ = tx.send(v).await;
+                    return;
+                }
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|v| (Ok::<Event, Infallible>(Event::default().data(v.to_string())), rx))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// `countTokens`: text by the CLIP tokenizer the models use (no truncation), each image 1120.
+fn count_tokens(state: &AppState, body: &[u8]) -> Result<Value, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct CountReq {
+        #[serde(default)]
+        contents: Vec<Content>,
+        #[serde(alias = "generate_content_request")]
+        generate_content_request: Option<GenerateContentRequest>,
+    }
+    let r: CountReq = parse_json(body)?;
+    let contents = match r.generate_content_request {
+        Some(g) => g.contents,
+        None => r.contents,
+    };
+    let mut text = 0u32;
+    let mut images = 0u32;
+    for p in contents.iter().flat_map(|c| &c.parts) {
+        if let Some(t) = &p.text {
+            text += state.tokenizer.count_tokens(t) as u32;
+        }
+        if p.inline_data.is_some() || p.file_data.is_some() {
+            images += 1;
+        }
+    }
+    let mut details = vec![json!({"modality": "TEXT", "tokenCount": text})];
+    if images > 0 {
+        details.push(json!({"modality": "IMAGE", "tokenCount": images * INPUT_IMAGE_TOKENS}));
+    }
+    Ok(json!({"totalTokens": text + images * INPUT_IMAGE_TOKENS, "promptTokensDetails": details}))
+}

@@ -1,0 +1,477 @@
+//! The OpenAI Images API: `POST /v1/images/generations` (JSON), `/v1/images/edits` and
+//! `/v1/images/variations` (multipart), errors in OpenAI's envelope.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use plantain_core::ImageSize;
+use plantain_engine::pipeline::{MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE};
+use plantain_provenance::MediaFormat;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::{ApiError, OpenAiError};
+use crate::generate::{self, GenSpec, Output, RequestCtx, ext};
+use crate::media::{B64, InputImage, decode_input, has_alpha, openai_mask};
+use crate::ops::{Flavor, admit, idempotent, read_body};
+use crate::worker::Worker;
+use crate::{AppState, RequestId};
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/images/generations", post(generations))
+        .route("/v1/images/edits", post(edits))
+        .route("/v1/images/variations", post(variations))
+}
+
+/// The fields the three endpoints share (multipart fields arrive as strings).
+#[derive(Deserialize, Default, Debug, Clone)]
+struct Params {
+    prompt: Option<String>,
+    model: Option<String>,
+    n: Option<Value>,
+    size: Option<String>,
+    quality: Option<String>,
+    background: Option<String>,
+    output_format: Option<String>,
+    response_format: Option<String>,
+    stream: Option<Value>,
+    seed: Option<Value>,
+}
+
+fn as_int(v: &Value, what: &str) -> Result<i64, ApiError> {
+    match v {
+        Value::Number(n) => n.as_i64().ok_or_else(|| ApiError::invalid(format!("{what} must be an integer")).with_param(what)),
+        Value::String(s) => {
+            s.trim().parse().map_err(|_| ApiError::invalid(format!("{what} must be an integer, got {s:?}")).with_param(what))
+        }
+        _ => Err(ApiError::invalid(format!("{what} must be an integer")).with_param(what)),
+    }
+}
+
+fn as_bool(v: &Value) -> bool {
+    matches!(v, Value::Bool(true)) || matches!(v, Value::String(s) if s == "true")
+}
+
+struct Common {
+    worker: Arc<Worker>,
+    model_label: String,
+    n: u32,
+    width: u32,
+    height: u32,
+    format: MediaFormat,
+    url: bool,
+    stream: bool,
+    seed: Option<u64>,
+    quality: String,
+}
+
+/// `size`: `auto` (1024x1024, or for an edit the standard size closest to the input's shape)
+/// or `WxH` with each side 64..=4096 — the output has exactly those pixels.
+fn parse_size(size: Option<&str>, input: Option<&InputImage>) -> Result<(u32, u32), ApiError> {
+    match size.map(str::trim) {
+        None | Some("auto") | Some("") => Ok(match input {
+            Some(i) if i.rgba.width() * 10 > i.rgba.height() * 12 => (1536, 1024),
+            Some(i) if i.rgba.height() * 10 > i.rgba.width() * 12 => (1024, 1536),
+            _ => (1024, 1024),
+        }),
+        Some(s) => {
+            let bad = || ApiError::invalid(format!("size {s:?}: use auto or WIDTHxHEIGHT, each side 64 to 4096")).with_param("size");
+            let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+            let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| bad())?, h.trim().parse().map_err(|_| bad())?);
+            if !(64..=4096).contains(&w)
+                || !(64..=4096).contains(&h)
+                || w > MAX_OUTPUT_SIDE
+                || u64::from(w) * u64::from(h) > MAX_OUTPUT_PIXELS
+            {
+                return Err(bad());
+            }
+            Ok((w, h))
+        }
+    }
+}
+
+fn common(state: &AppState, p: &Params, input: Option<&InputImage>) -> Result<Common, ApiError> {
+    let limits = &state.config.limits;
+    let (worker, model_label) = match p.model.as_deref().filter(|m| !m.is_empty()) {
+        Some(m) => (
+            state
+                .model(m)
+                .ok_or_else(|| ApiError::not_found(format!("The model `{m}` does not exist on this server")).with_param("model"))?,
+            m.to_string(),
+        ),
+        None => {
+            let w = state.default_model().ok_or_else(|| ApiError::not_found("no default model is configured").with_param("model"))?;
+            let n = w.name.clone();
+            (w, n)
+        }
+    };
+    let n = match &p.n {
+        Some(v) => as_int(v, "n")?,
+        None => 1,
+    };
+    if n < 1 || n > i64::from(limits.max_candidates.min(10)) {
+        return Err(
+            ApiError::invalid(format!("n must be between 1 and {} on this server, got {n}", limits.max_candidates.min(10))).with_param("n")
+        );
+    }
+    let (width, height) = parse_size(p.size.as_deref(), input)?;
+    let format = match p.output_format.as_deref().unwrap_or("png") {
+        "png" => MediaFormat::Png,
+        "jpeg" | "jpg" => MediaFormat::Jpeg,
+        "webp" => MediaFormat::WebP,
+        o => return Err(ApiError::invalid(format!("output_format {o:?}: use png, jpeg or webp")).with_param("output_format")),
+    };
+    let url = match p.response_format.as_deref().unwrap_or("b64_json") {
+        "b64_json" => false,
+        "url" => true,
+        o => return Err(ApiError::invalid(format!("response_format {o:?}: use b64_json or url")).with_param("response_format")),
+    };
+    match p.background.as_deref() {
+        None | Some("auto") | Some("opaque") => {}
+        Some("transparent") => {
+            return Err(
+                ApiError::invalid("background=transparent is not supported: the models here draw opaque images").with_param("background")
+            );
+        }
+        Some(o) => return Err(ApiError::invalid(format!("background {o:?}: use auto or opaque")).with_param("background")),
+    }
+    let quality = p.quality.clone().unwrap_or_else(|| "auto".into());
+    if !matches!(quality.as_str(), "auto" | "low" | "medium" | "high" | "standard" | "hd") {
+        return Err(ApiError::invalid(format!("quality {quality:?}: use auto, low, medium or high")).with_param("quality"));
+    }
+    let seed = p.seed.as_ref().map(|v| as_int(v, "seed")).transpose()?.map(|s| s as u64);
+    Ok(Common {
+        worker,
+        model_label,
+        n: n as u32,
+        width,
+        height,
+        format,
+        url,
+        stream: p.stream.as_ref().is_some_and(as_bool),
+        seed,
+        quality,
+    })
+}
+
+fn check_prompt(state: &AppState, prompt: Option<&str>, required: bool) -> Result<String, ApiError> {
+    let p = prompt.unwrap_or("").trim().to_string();
+    if required && p.is_empty() {
+        return Err(ApiError::invalid("prompt is required").with_param("prompt"));
+    }
+    let max = state.config.limits.max_prompt_chars;
+    if p.chars().count() > max {
+        return Err(ApiError::invalid(format!("prompt is {} characters, over the limit of {max}", p.chars().count())).with_param("prompt"));
+    }
+    Ok(p)
+}
+
+/// Output tokens: those of the Gemini size closest in area.
+fn tokens_for(w: u32, h: u32) -> u32 {
+    let area = f64::from(w) * f64::from(h);
+    let size = ImageSize::ALL
+        .into_iter()
+        .min_by(|a, b| {
+            let (aw, ah) = plantain_core::output_pixels(plantain_core::AspectRatio::R1x1, *a);
+            let (bw, bh) = plantain_core::output_pixels(plantain_core::AspectRatio::R1x1, *b);
+            (f64::from(aw * ah).ln() - area.ln()).abs().total_cmp(&(f64::from(bw * bh).ln() - area.ln()).abs())
+        })
+        .unwrap_or_default();
+    size.output_tokens()
+}
+
+fn spec(
+    state: &AppState,
+    c: &Common,
+    prompt: String,
+    init: Option<InputImage>,
+    mask: Option<image::GrayImage>,
+    strength: Option<f32>,
+    extra: Value,
+) -> GenSpec {
+    let prompt_tokens = state.tokenizer.count_tokens(&prompt) as u32 + if init.is_some() { crate::gemini::INPUT_IMAGE_TOKENS } else { 0 };
+    GenSpec {
+        worker: c.worker.clone(),
+        prompt,
+        negative: None,
+        width: c.width,
+        height: c.height,
+        size_label: format!("{}x{}", c.width, c.height),
+        count: c.n,
+        seed: c.seed,
+        ingredients: init.iter().cloned().collect(),
+        init,
+        mask,
+        strength,
+        format: c.format,
+        parent: None,
+        params: json!({"api": "openai", "model": c.model_label, "n": c.n, "width": c.width, "height": c.height,
+            "quality": c.quality, "seed": c.seed, "strength": strength, "extra": extra}),
+        tokens_per_image: tokens_for(c.width, c.height),
+        prompt_tokens,
+    }
+}
+
+fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &state.config.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
+fn response_json(state: &AppState, c: &Common, headers: &HeaderMap, outs: &[Output], prompt_tokens: u32) -> Value {
+    let base = base_url(state, headers);
+    let data: Vec<Value> = outs
+        .iter()
+        .map(|o| {
+            if c.url {
+                json!({"url": format!("{base}/v1/blobs/{}.{}", o.artefact.output_hash, ext(&o.artefact.mime))})
+            } else {
+                json!({"b64_json": B64.encode(o.bytes.as_slice())})
+            }
+        })
+        .collect();
+    let out_tokens = tokens_for(c.width, c.height) * outs.len() as u32;
+    json!({
+        "created": crate::store::now(),
+        "data": data,
+        "background": "opaque",
+        "output_format": match c.format { MediaFormat::Png => "png", MediaFormat::Jpeg => "jpeg", MediaFormat::WebP => "webp" },
+        "quality": c.quality,
+        "size": format!("{}x{}", c.width, c.height),
+        "usage": {
+            "input_tokens": prompt_tokens, "output_tokens": out_tokens, "total_tokens": prompt_tokens + out_tokens,
+            "input_tokens_details": {"text_tokens": prompt_tokens, "image_tokens": 0},
+        },
+    })
+}
+
+async fn run(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    c: Common,
+    s: GenSpec,
+    event_prefix: &'static str,
+) -> Result<Response, ApiError> {
+    let prompt_tokens = s.prompt_tokens;
+    let pending = generate::start(state, ctx, s, false)?;
+    if c.stream {
+        // No partial images: the engine gives no previews yet, so only `*.completed` events.
+        let state = state.clone();
+        let headers = headers.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
+        tokio::spawn(async move {
+            let fin = pending.finish(&state);
+            tokio::pin!(fin);
+            let res = tokio::select! { r = &mut fin => r, _ = tx.closed() => return };
+            match res {
+                Ok(outs) => {
+                    let body = response_json(&state, &c, &headers, &outs, prompt_tokens);
+                    for d in body["data"].as_array().cloned().unwrap_or_default() {
+                        let ev = json!({"type": format!("{event_prefix}.completed"), "b64_json": d.get("b64_json"), "created_at": body["created"],
+                            "background": "opaque", "output_format": body["output_format"], "quality": body["quality"], "size": body["size"], "usage": body["usage"]});
+                        let e = Event::default().event(format!("{event_prefix}.completed")).data(ev.to_string());
+                        if tx.send(e).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Event::default().event("error").data(e.openai_body().to_string())).await;
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx)) });
+        return Ok(Sse::new(stream).into_response());
+    }
+    let outs = pending.finish(state).await?;
+    Ok(axum::Json(response_json(state, &c, headers, &outs, prompt_tokens)).into_response())
+}
+
+async fn generations(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let ctx = match admit(&state, &rid, &parts.headers, parts.uri.query()) {
+        Ok(c) => c,
+        Err(e) => return OpenAiError(e).into_response(),
+    };
+    let body = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(e) => return OpenAiError(e).into_response(),
+    };
+    let fut = async {
+        let r: Result<Response, ApiError> = async {
+            let p: Params = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::invalid(format!("We could not parse the JSON body of your request: {e}")))?;
+            let prompt = check_prompt(&state, p.prompt.as_deref(), true)?;
+            let c = common(&state, &p, None)?;
+            let s = spec(&state, &c, prompt, None, None, None, Value::Null);
+            run(&state, &ctx, &parts.headers, c, s, "image_generation").await
+        }
+        .await;
+        r.unwrap_or_else(|e| OpenAiError(e).into_response())
+    };
+    idempotent(&state, &ctx, "images/generations", &parts.headers, &body, Flavor::OpenAi, fut).await
+}
+
+/// A multipart form: files by field name, other fields as text.
+struct Form {
+    files: Vec<(String, Option<String>, Vec<u8>)>,
+    fields: HashMap<String, String>,
+    /// Everything received, for the idempotency hash.
+    digest: Vec<u8>,
+}
+
+async fn read_form(state: &AppState, req: Request) -> Result<Form, ApiError> {
+    let mut mp = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::invalid(format!("this endpoint takes multipart/form-data: {}", e.body_text())))?;
+    let limit = state.config.limits.max_body_bytes;
+    let mut total = 0usize;
+    let mut form = Form { files: Vec::new(), fields: HashMap::new(), digest: Vec::new() };
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    while let Some(mut field) =
+        mp.next_field().await.map_err(|e| ApiError::invalid(format!("malformed multipart body: {}", e.body_text())))?
+    {
+        let name = field.name().unwrap_or("").to_string();
+        let is_file = field.file_name().is_some();
+        let ctype = field.content_type().map(str::to_string);
+        let mut data = Vec::new();
+        while let Some(chunk) =
+            field.chunk().await.map_err(|e| ApiError::invalid(format!("malformed multipart body: {}", e.body_text())))?
+        {
+            total += chunk.len();
+            if total > limit {
+                return Err(ApiError::too_large(format!("request body is over the limit of {limit} bytes")));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        hasher.update(name.as_bytes());
+        hasher.update(&data);
+        if is_file || name == "image" || name == "image[]" || name == "mask" {
+            form.files.push((name, ctype, data));
+        } else {
+            form.fields.insert(name, String::from_utf8_lossy(&data).into_owned());
+        }
+    }
+    form.digest = hasher.finalize().to_vec();
+    Ok(form)
+}
+
+fn form_params(f: &Form) -> Params {
+    let g = |k: &str| f.fields.get(k).cloned();
+    Params {
+        prompt: g("prompt"),
+        model: g("model"),
+        n: g("n").map(Value::String),
+        size: g("size"),
+        quality: g("quality"),
+        background: g("background"),
+        output_format: g("output_format"),
+        response_format: g("response_format"),
+        stream: g("stream").map(Value::String),
+        seed: g("seed").map(Value::String),
+    }
+}
+
+fn form_images(state: &AppState, f: &Form) -> Result<(Vec<InputImage>, Option<InputImage>), ApiError> {
+    let limits = &state.config.limits;
+    let mut images = Vec::new();
+    let mut mask = None;
+    for (i, (name, ctype, data)) in f.files.iter().enumerate() {
+        // A generic `application/octet-stream` says nothing; anything else is checked against the bytes.
+        let declared = ctype.as_deref().filter(|c| *c != "application/octet-stream");
+        match name.as_str() {
+            "image" | "image[]" => {
+                images.push(decode_input(data.clone(), declared, limits, &format!("image[{i}]")).map_err(|e| e.with_param("image"))?)
+            }
+            "mask" => mask = Some(decode_input(data.clone(), declared, limits, "mask").map_err(|e| e.with_param("mask"))?),
+            other => return Err(ApiError::invalid(format!("unexpected file field {other:?}")).with_param(other)),
+        }
+    }
+    if images.len() > 16.min(limits.max_images) {
+        return Err(
+            ApiError::invalid(format!("{} images; at most {} are accepted", images.len(), 16.min(limits.max_images))).with_param("image")
+        );
+    }
+    Ok((images, mask))
+}
+
+async fn edits(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Response {
+    multipart_route(state, rid, req, "images/edits").await
+}
+
+async fn variations(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Response {
+    multipart_route(state, rid, req, "images/variations").await
+}
+
+async fn multipart_route(state: Arc<AppState>, rid: axum::Extension<RequestId>, req: Request, route: &'static str) -> Response {
+    let headers = req.headers().clone();
+    let ctx = match admit(&state, &rid, &headers, req.uri().query()) {
+        Ok(c) => c,
+        Err(e) => return OpenAiError(e).into_response(),
+    };
+    let form = match read_form(&state, req).await {
+        Ok(f) => f,
+        Err(e) => return OpenAiError(e).into_response(),
+    };
+    let digest = form.digest.clone();
+    let fut = async {
+        let r: Result<Response, ApiError> = async {
+            let p = form_params(&form);
+            let (images, mask) = form_images(&state, &form)?;
+            let Some(first) = images.first().cloned() else {
+                return Err(ApiError::invalid("image is required").with_param("image"));
+            };
+            if images.len() > 1 {
+                return Err(ApiError::unimplemented(format!(
+                    "{} input images: combining several images is not built in this server yet; send one image",
+                    images.len()
+                ))
+                .with_param("image"));
+            }
+            let c = common(&state, &p, Some(&first))?;
+            if route == "images/variations" {
+                // A variation: the image redrawn without a prompt at strength 0.6.
+                let s = spec(&state, &c, String::new(), Some(first), None, Some(0.6), json!({"variation": true}));
+                return run(&state, &ctx, &headers, c, s, "image_variation").await;
+            }
+            let prompt = check_prompt(&state, p.prompt.as_deref(), true)?;
+            let mask = match mask {
+                Some(m) => {
+                    if m.rgba.dimensions() != first.rgba.dimensions() {
+                        return Err(ApiError::invalid(format!(
+                            "mask is {}x{} but the image is {}x{}: they must be the same size",
+                            m.rgba.width(),
+                            m.rgba.height(),
+                            first.rgba.width(),
+                            first.rgba.height()
+                        ))
+                        .with_param("mask"));
+                    }
+                    let alpha = has_alpha(&m);
+                    Some(openai_mask(&m, alpha))
+                }
+                None => None,
+            };
+            // With a mask the masked area is redrawn from scratch; without, the whole image at 0.75.
+            let strength = if mask.is_some() { Some(1.0) } else { None };
+            let s = spec(&state, &c, prompt, Some(first), mask, strength, Value::Null);
+            run(&state, &ctx, &headers, c, s, "image_edit").await
+        }
+        .await;
+        r.unwrap_or_else(|e| OpenAiError(e).into_response())
+    };
+    idempotent(&state, &ctx, route, &headers, &digest, Flavor::OpenAi, fut).await
+}

@@ -1,0 +1,207 @@
+//! Operations routes (`/healthz`, `/readyz`, `/metrics`, `/v1/verify`, blob URLs) and the
+//! helpers every API route shares: body limit, authentication and rate limit, idempotency.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::auth::authenticate;
+use crate::error::{ApiError, GeminiError, OpenAiError};
+use crate::generate::RequestCtx;
+use crate::store::IdempotentResponse;
+use crate::worker::ModelState;
+use crate::{AppState, RequestId};
+
+/// Which envelope errors are written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Gemini,
+    OpenAi,
+}
+
+impl Flavor {
+    pub fn render(self, e: ApiError) -> Response {
+        match self {
+            Flavor::Gemini => GeminiError(e).into_response(),
+            Flavor::OpenAi => OpenAiError(e).into_response(),
+        }
+    }
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/verify", post(verify))
+        .route("/v1/blobs/{name}", get(blob))
+}
+
+/// Reads the whole body, refusing more than the configured limit with 413.
+pub async fn read_body(state: &AppState, body: Body) -> Result<bytes_alias::Bytes, ApiError> {
+    let limit = state.config.limits.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_big =
+            std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) || e.to_string().contains("length limit");
+        if too_big {
+            ApiError::too_large(format!("request body is over the limit of {limit} bytes"))
+        } else {
+            ApiError::invalid(format!("could not read the request body: {e}"))
+        }
+    })
+}
+
+/// Re-exported so the handlers need no direct `bytes` dependency.
+pub mod bytes_alias {
+    pub use axum::body::Bytes;
+}
+
+/// Authentication, then the per-caller rate limit.
+pub fn admit(state: &AppState, req_id: &RequestId, headers: &HeaderMap, query: Option<&str>) -> Result<RequestCtx, ApiError> {
+    let caller = authenticate(state.store.as_ref(), headers, query)?;
+    state.limiter.check(caller.label(), state.config.limits.requests_per_minute)?;
+    Ok(RequestCtx { request_id: req_id.0.clone(), caller })
+}
+
+struct InflightGuard<'a> {
+    state: &'a AppState,
+    key: String,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.state.idem_inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+/// Runs `f` once per `Idempotency-Key` (per caller and route): a repeat with the same body gets
+/// the stored response (header `idempotent-replayed: true`); the same key with another body
+/// is refused (400), and a repeat while the first is still running gets 409. Only successful
+/// responses are stored, so a failed request can be retried under the same key.
+pub async fn idempotent<Fut>(
+    state: &AppState,
+    ctx: &RequestCtx,
+    route: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    flavor: Flavor,
+    f: Fut,
+) -> Response
+where
+    Fut: Future<Output = Response>,
+{
+    let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty()) else {
+        return f.await;
+    };
+    if key.len() > 255 {
+        return flavor.render(ApiError::invalid("Idempotency-Key is longer than 255 characters"));
+    }
+    let scope = format!("{}|{route}", ctx.caller.label());
+    let body_hash = crate::media::sha256_hex(body);
+    match state.store.idempotent(&scope, key) {
+        Ok(Some(stored)) => {
+            if stored.request_hash != body_hash {
+                return flavor.render(ApiError::invalid("this Idempotency-Key was used with a different request body"));
+            }
+            let mut r = Response::new(Body::from(stored.body));
+            *r.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+            if let Ok(v) = HeaderValue::from_str(&stored.content_type) {
+                r.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return r;
+        }
+        Ok(None) => {}
+        Err(e) => return flavor.render(e.into()),
+    }
+    let inflight_key = format!("{scope}|{key}");
+    if !state.idem_inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(inflight_key.clone()) {
+        return flavor.render(ApiError::conflict("a request with this Idempotency-Key is still running"));
+    }
+    let _guard = InflightGuard { state, key: inflight_key };
+    let res = f.await;
+    if !res.status().is_success() {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => return flavor.render(ApiError::internal(format!("reading the response: {e}"))),
+    };
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    let rec = IdempotentResponse { request_hash: body_hash, status: parts.status.as_u16(), content_type, body: bytes.to_vec() };
+    if let Err(e) = state.store.put_idempotent(&scope, key, &rec) {
+        tracing::warn!(error = %e, "could not store the idempotent response");
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let models: serde_json::Map<String, serde_json::Value> = state
+        .workers
+        .values()
+        .map(|w| {
+            let v = match w.state() {
+                ModelState::Loading => json!({"state": "loading"}),
+                ModelState::Ready { family } => json!({"state": "ready", "family": family}),
+                ModelState::Failed(e) => json!({"state": "failed", "error": e}),
+            };
+            (w.name.clone(), v)
+        })
+        .collect();
+    let ready = state.default_model().is_some_and(|w| matches!(w.state(), ModelState::Ready { .. }));
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(json!({"ready": ready, "default_model": state.config.default_model, "models": models}))).into_response()
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&state.queues(), state.workers.values().map(|w| w.cancelled.load(std::sync::atomic::Ordering::Relaxed)).sum()),
+    )
+        .into_response()
+}
+
+/// `POST /v1/verify`: the body is an image file; answers the provenance report (C2PA manifest,
+/// watermark detection with this installation's key, one-line verdict).
+async fn verify(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Result<Response, GeminiError> {
+    let (parts, body) = req.into_parts();
+    admit(&state, &rid, &parts.headers, parts.uri.query())?;
+    let bytes = read_body(&state, body).await?;
+    if crate::media::sniff(&bytes).is_none() {
+        return Err(ApiError::invalid("the body is not a PNG, JPEG or WebP image").into());
+    }
+    let prov = state.provenance.clone();
+    let report = tokio::task::spawn_blocking(move || prov.verify(&bytes))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    Ok(axum::Json(report).into_response())
+}
+
+/// `GET /v1/blobs/{sha256}.{ext}`: images handed out as `url` (OpenAI `response_format=url`).
+/// The address is the content's sha256, so it cannot be guessed; no key is needed to fetch it.
+async fn blob(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, OpenAiError> {
+    let hash = name.split('.').next().unwrap_or("");
+    let bytes = state.blobs.get(hash)?.ok_or_else(|| ApiError::not_found(format!("no image {name}")))?;
+    let mime = crate::media::sniff(&bytes).unwrap_or("application/octet-stream");
+    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "private, max-age=86400, immutable")], bytes).into_response())
+}
+
+/// Unknown paths: the OpenAI envelope under `/v1/images`, Gemini's elsewhere.
+pub async fn not_found(req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let e = ApiError::not_found(format!("{} {path} is not a route of this server", req.method()));
+    if path.starts_with("/v1/images") { Flavor::OpenAi.render(e) } else { Flavor::Gemini.render(e) }
+}

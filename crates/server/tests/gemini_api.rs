@@ -1,0 +1,299 @@
+//! The Gemini routes over real HTTP with the tiny model.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+
+struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    fn new(s: &plantain_server::Server) -> Self {
+        Client { base: format!("http://{}", s.addr), http: reqwest::Client::new() }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.base)).json(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_raw(&self, path: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn gen_req(text: &str, config: Value) -> Value {
+    json!({"contents": [{"role": "user", "parts": [{"text": text}]}], "generationConfig": config})
+}
+
+const GEN: &str = "/v1beta/models/gemini-3.1-flash-image-preview:generateContent";
+
+fn image_parts(resp: &Value) -> Vec<&Value> {
+    resp["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["content"]["parts"].as_array().unwrap())
+        .filter(|p| p.get("inlineData").is_some())
+        .collect()
+}
+
+fn assert_error(resp: &(u16, Value), code: u16, status: &str, needle: &str) {
+    assert_eq!(resp.0, code, "{}", resp.1);
+    assert_eq!(resp.1["error"]["code"], code, "{}", resp.1);
+    assert_eq!(resp.1["error"]["status"], status, "{}", resp.1);
+    let msg = resp.1["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_shapes_modalities_candidates_and_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(&dir)).await;
+    let c = Client::new(&s);
+
+    // camelCase imageConfig: exactly the table's pixels; TEXT+IMAGE → a caption and an image.
+    let (st, r) =
+        c.post(GEN, &gen_req("a red square", json!({"imageConfig": {"aspectRatio": "16:9", "imageSize": "512"}, "seed": 42}))).await;
+    assert_eq!(st, 200, "{r}");
+    let parts = r["candidates"][0]["content"]["parts"].as_array().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert!(parts[0]["text"].as_str().unwrap().contains("seed 42"));
+    assert!(parts[0]["thoughtSignature"].is_string());
+    assert!(parts[1]["thoughtSignature"].is_string());
+    assert_eq!(parts[1]["inlineData"]["mimeType"], "image/png");
+    assert_eq!(dims(parts[1]["inlineData"]["data"].as_str().unwrap()), (688, 384));
+    assert_eq!(r["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(r["usageMetadata"]["candidatesTokenCount"], 747);
+    assert_eq!(r["modelVersion"], "gemini-3.1-flash-image-preview");
+
+    // snake_case, IMAGE only → no text part; candidateCount 2 → two images.
+    let body = json!({"contents": [{"parts": [{"text": "a cat"}]}],
+        "generation_config": {"response_modalities": ["IMAGE"], "candidate_count": 2, "image_config": {"aspect_ratio": "21:9", "image_size": "512"}}});
+    let (st, r) = c.post("/v1/models/tiny:generateContent", &body).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["candidates"].as_array().unwrap().len(), 2);
+    for cand in r["candidates"].as_array().unwrap() {
+        let parts = cand["content"]["parts"].as_array().unwrap();
+        assert_eq!(parts.len(), 1, "IMAGE only must give no text part");
+        assert_eq!(dims(parts[0]["inlineData"]["data"].as_str().unwrap()), (792, 336));
+    }
+    assert_ne!(image_parts(&r)[0]["inlineData"]["data"], image_parts(&r)[1]["inlineData"]["data"]);
+
+    // responseFormat.image (the newer shape) and a lowercase k (lenient).
+    let (st, r) = c
+        .post(
+            GEN,
+            &gen_req(
+                "x",
+                json!({"responseModalities": ["IMAGE"], "responseFormat": {"image": {"aspectRatio": "1:4", "imageSize": "0.5k"}}}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(dims(image_parts(&r)[0]["inlineData"]["data"].as_str().unwrap()), (256, 1024));
+
+    // Every output is stamped: the server's own verify finds its watermark.
+    let png = B64.decode(image_parts(&r)[0]["inlineData"]["data"].as_str().unwrap()).unwrap();
+    let rv = reqwest::Client::new().post(format!("{}/v1/verify", c.base)).body(png).send().await.unwrap();
+    assert_eq!(rv.status(), 200);
+    let report: Value = rv.json().await.unwrap();
+    assert_eq!(report["watermark"]["present"], true, "{report}");
+    assert!(report["manifest"].is_object(), "{report}");
+
+    // Models, countTokens, health, metrics.
+    let (st, r) = c.get("/v1beta/models").await;
+    assert_eq!(st, 200);
+    assert!(r["models"].as_array().unwrap().iter().any(|m| m["name"] == "models/gemini-3.1-flash-image-preview"));
+    let (st, r) = c.get("/v1beta/models/gemini-2.5-flash-image").await;
+    assert_eq!(st, 200);
+    assert!(r["displayName"].as_str().unwrap().contains("tiny"));
+    assert_error(&c.get("/v1beta/models/nope").await, 404, "NOT_FOUND", "models/nope");
+    let (st, r) = c
+        .post(
+            "/v1beta/models/tiny:countTokens",
+            &json!({"contents": [{"parts": [{"text": "a photo of a cat"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    // "a photo of a cat" is 5 CLIP tokens plus start and end; one image counts 1120.
+    assert_eq!(r["totalTokens"], 1127);
+    assert_eq!(c.get("/healthz").await.0, 200);
+    let m = reqwest::get(format!("{}/metrics", c.base)).await.unwrap().text().await.unwrap();
+    assert!(m.contains("plantain_images_total{model=\"tiny\"} 4"), "{m}");
+    assert!(m.contains("plantain_generation_seconds_bucket{model=\"tiny\",size=\"512\""), "{m}");
+    assert!(m.contains("plantain_queue_depth{model=\"tiny\"} 0"), "{m}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_get_gemini_envelopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.limits.max_body_bytes = 3_000_000;
+    cfg.limits.max_image_bytes = 1_000_000;
+    cfg.limits.max_prompt_chars = 100;
+    let s = start(cfg).await;
+    let c = Client::new(&s);
+    let with_image = |mime: &str, data: String| json!({"contents": [{"role": "user", "parts": [{"text": "edit"}, {"inlineData": {"mimeType": mime, "data": data}}]}]});
+
+    assert_error(&c.post_raw(GEN, b"{not json".to_vec()).await, 400, "INVALID_ARGUMENT", "Invalid JSON");
+    assert_error(&c.post_raw(GEN, br#"{"contents": "hello"}"#.to_vec()).await, 400, "INVALID_ARGUMENT", "Invalid JSON");
+    assert_error(&c.post(GEN, &json!({"contents": []})).await, 400, "INVALID_ARGUMENT", "contents");
+    assert_error(&c.post(GEN, &with_image("image/png", "!!!not base64!!!".into())).await, 400, "INVALID_ARGUMENT", "base64");
+    assert_error(&c.post(GEN, &with_image("image/png", b64(&jpeg_bytes(8, 8)))).await, 400, "INVALID_ARGUMENT", "image/jpeg");
+    assert_error(&c.post(GEN, &with_image("image/png", b64(b"GIF89a-not-really"))).await, 400, "INVALID_ARGUMENT", "gif");
+    assert_error(&c.post(GEN, &with_image("image/png", b64(b"plain text"))).await, 400, "INVALID_ARGUMENT", "not a PNG");
+    // Decompression bomb: a small file whose pixels are over the limit (1 MP in this config).
+    let bomb = png_bytes(2000, 2000, [0, 0, 0]);
+    assert!(bomb.len() < 100_000);
+    assert_error(&c.post(GEN, &with_image("image/png", b64(&bomb))).await, 400, "INVALID_ARGUMENT", "2000x2000");
+    // An image over the per-image byte limit, and a body over the body limit.
+    let noisy: Vec<u8> = (0..1_200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    assert_error(&c.post(GEN, &with_image("image/png", b64(&noisy))).await, 400, "INVALID_ARGUMENT", "over the limit");
+    assert_error(&c.post_raw(GEN, vec![b' '; 3_500_000]).await, 413, "INVALID_ARGUMENT", "body");
+    assert_error(
+        &c.post("/v1beta/models/no-such-model:generateContent", &gen_req("x", json!({}))).await,
+        404,
+        "NOT_FOUND",
+        "no-such-model",
+    );
+    assert_error(
+        &c.post(GEN, &gen_req("x", json!({"imageConfig": {"aspectRatio": "7:3"}}))).await,
+        400,
+        "INVALID_ARGUMENT",
+        "aspect ratio",
+    );
+    assert_error(&c.post(GEN, &gen_req("x", json!({"imageConfig": {"imageSize": "3K"}}))).await, 400, "INVALID_ARGUMENT", "image size");
+    assert_error(&c.post(GEN, &gen_req("x", json!({"candidateCount": 0}))).await, 400, "INVALID_ARGUMENT", "candidateCount");
+    assert_error(&c.post(GEN, &gen_req("x", json!({"responseModalities": ["TEXT"]}))).await, 400, "INVALID_ARGUMENT", "IMAGE");
+    assert_error(&c.post(GEN, &gen_req(&"long ".repeat(40), json!({}))).await, 400, "INVALID_ARGUMENT", "prompt");
+    let many: Vec<Value> =
+        (0..15).map(|_| json!({"inlineData": {"mimeType": "image/png", "data": b64(&png_bytes(4, 4, [1, 2, 3]))}})).collect();
+    let mut parts = vec![json!({"text": "fuse"})];
+    parts.extend(many);
+    assert_error(&c.post(GEN, &json!({"contents": [{"parts": parts}]})).await, 400, "INVALID_ARGUMENT", "at most 14");
+    // Not built: honest 501s.
+    let two = json!({"contents": [{"parts": [{"text": "fuse"},
+        {"inlineData": {"mimeType": "image/png", "data": b64(&png_bytes(8, 8, [1, 2, 3]))}},
+        {"inlineData": {"mimeType": "image/png", "data": b64(&png_bytes(8, 8, [3, 2, 1]))}}]}]});
+    assert_error(&c.post(GEN, &two).await, 501, "UNIMPLEMENTED", "fusion");
+    assert_error(&c.post("/v1beta/models/tiny:batchGenerateContent", &json!({})).await, 400, "INVALID_ARGUMENT", "batch");
+    assert_error(&c.get("/v1beta/files/nope").await, 403, "PERMISSION_DENIED", "nope");
+    assert_error(&c.get("/v1beta/nothing/here").await, 404, "NOT_FOUND", "not a route");
+    // Nothing above was a server error.
+    let m = reqwest::get(format!("{}/metrics", c.base)).await.unwrap().text().await.unwrap();
+    assert!(!m.contains("code=\"500\""), "{m}");
+    s.stop().await;
+}
+
+fn model_turn(resp: &Value) -> Value {
+    resp["candidates"][0]["content"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_turn_editing_with_and_without_signatures() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(&dir)).await;
+    let c = Client::new(&s);
+    let cfg = json!({"imageConfig": {"aspectRatio": "1:1", "imageSize": "512"}, "seed": 7});
+    let (st, r1) = c.post(GEN, &gen_req("a lighthouse", cfg.clone())).await;
+    assert_eq!(st, 200, "{r1}");
+    let turn1 = model_turn(&r1);
+    let sig = turn1["parts"][1]["thoughtSignature"].as_str().unwrap().to_string();
+    let first_id = match s.state.signer.check(&sig).unwrap() {
+        plantain_server::signature::Signed::Image(id) => id,
+        other => panic!("{other:?}"),
+    };
+    let first = s.state.store.artefact(&first_id).unwrap().unwrap();
+    assert_eq!((first.version, first.seed, first.parent_id.clone()), (1, 7, None));
+
+    // Turn 2 resends the history: the signed model image is the one edited; the new version's
+    // parent is the first, its version 2, its seed the parent's (none given).
+    let history = |model: Value| {
+        json!({"contents": [
+            {"role": "user", "parts": [{"text": "a lighthouse"}]},
+            model,
+            {"role": "user", "parts": [{"text": "make it night"}]}],
+          "generationConfig": {"imageConfig": {"imageSize": "512"}}})
+    };
+    let (st, r2) = c.post(GEN, &history(turn1.clone())).await;
+    assert_eq!(st, 200, "{r2}");
+    let sig2 = r2["candidates"][0]["content"]["parts"][1]["thoughtSignature"].as_str().unwrap();
+    let plantain_server::signature::Signed::Image(id2) = s.state.signer.check(sig2).unwrap() else { panic!() };
+    let second = s.state.store.artefact(&id2).unwrap().unwrap();
+    assert_eq!(second.parent_id.as_deref(), Some(first_id.as_str()));
+    assert_eq!((second.version, second.seed), (2, 7));
+
+    // Dropped signature, lenient (default): the image is used as a plain input, no parent.
+    let mut unsigned = turn1.clone();
+    for p in unsigned["parts"].as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("thoughtSignature");
+    }
+    let (st, r3) = c.post(GEN, &history(unsigned.clone())).await;
+    assert_eq!(st, 200, "{r3}");
+    let sig3 = r3["candidates"][0]["content"]["parts"][1]["thoughtSignature"].as_str().unwrap();
+    let plantain_server::signature::Signed::Image(id3) = s.state.signer.check(sig3).unwrap() else { panic!() };
+    let third = s.state.store.artefact(&id3).unwrap().unwrap();
+    assert_eq!((third.parent_id, third.version), (None, 1));
+
+    // A forged signature is refused whatever the mode.
+    let mut forged = turn1.clone();
+    forged["parts"][1]["thoughtSignature"] = json!(sig.replace(&sig[10..14], "AAAA"));
+    assert_error(&c.post(GEN, &history(forged)).await, 400, "INVALID_ARGUMENT", "invalid thought_signature");
+    s.stop().await;
+
+    // Strict mode: a dropped signature is refused as Google does.
+    let mut cfg = config(&dir);
+    cfg.strict_signatures = true;
+    let s = start(cfg).await;
+    let c = Client::new(&s);
+    assert_error(
+        &c.post(GEN, &history(unsigned)).await,
+        400,
+        "INVALID_ARGUMENT",
+        "missing a thought_signature in content position 2, part position 2",
+    );
+    // The signature minted by the first server still verifies: the secret is kept in data_dir.
+    let (st, r) = c.post(GEN, &history(turn1)).await;
+    assert_eq!(st, 200, "{r}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_sends_progress_then_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(&dir)).await;
+    let url = format!("http://{}/v1beta/models/tiny:streamGenerateContent?alt=sse", s.addr);
+    let body = gen_req("a boat", json!({"imageConfig": {"aspectRatio": "3:2", "imageSize": "512"}}));
+    let r = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let text = r.text().await.unwrap();
+    let events: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert!(events.len() >= 3, "{events:?}");
+    let progress: Vec<&Value> = events.iter().filter(|e| e["candidates"][0]["content"]["parts"][0]["thought"] == true).collect();
+    assert_eq!(progress.len(), 2, "2 steps → 2 progress chunks");
+    assert!(progress[0]["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap().starts_with("step 1 of 2"));
+    let last = events.last().unwrap();
+    assert_eq!(dims(image_parts(last)[0]["inlineData"]["data"].as_str().unwrap()), (632, 424));
+
+    // Errors before the stream starts are plain HTTP errors.
+    let url = format!("http://{}/v1beta/models/tiny:streamGenerateContent?alt=sse", s.addr);
+    let r = reqwest::Client::new().post(url).json(&gen_req("x", json!({"imageConfig": {"aspectRatio": "5:5"}}))).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    s.stop().await;
+}

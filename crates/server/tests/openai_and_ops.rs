@@ -1,0 +1,266 @@
+//! The OpenAI routes, keys, quotas, rate limits, idempotency and backpressure.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn assert_openai_error(status: u16, body: &Value, code: u16, needle: &str) {
+    assert_eq!(status, code, "{body}");
+    let e = &body["error"];
+    assert!(e["type"].is_string(), "{body}");
+    assert!(e["message"].as_str().unwrap().contains(needle), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_generations_edits_variations() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(&dir)).await;
+    let base = format!("http://{}", s.addr);
+    let http = reqwest::Client::new();
+
+    let r = http
+        .post(format!("{base}/v1/images/generations"))
+        .json(&json!({"prompt": "a fox", "size": "512x384", "n": 2, "model": "gpt-image-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(dims(v["data"][0]["b64_json"].as_str().unwrap()), (512, 384));
+    assert_eq!(v["size"], "512x384");
+    assert!(v["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    // response_format=url: served by this server; jpeg output.
+    let r = http
+        .post(format!("{base}/v1/images/generations"))
+        .json(&json!({"prompt": "a fox", "size": "256x256", "response_format": "url", "output_format": "jpeg"}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let url = v["data"][0]["url"].as_str().unwrap();
+    assert!(url.starts_with(&base) && url.ends_with(".jpg"), "{url}");
+    let img = http.get(url).send().await.unwrap();
+    assert_eq!(img.headers()["content-type"], "image/jpeg");
+    let bytes = img.bytes().await.unwrap();
+    assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 256);
+
+    // Errors in OpenAI's envelope.
+    for (body, code, needle) in [
+        (json!({"prompt": "x", "size": "10x10"}), 400, "size"),
+        (json!({"prompt": "x", "n": 0}), 400, "n must be"),
+        (json!({"size": "256x256"}), 400, "prompt is required"),
+        (json!({"prompt": "x", "model": "nope"}), 404, "nope"),
+        (json!({"prompt": "x", "background": "transparent"}), 400, "transparent"),
+        (json!({"prompt": "x", "response_format": "gif"}), 400, "response_format"),
+    ] {
+        let r = http.post(format!("{base}/v1/images/generations")).json(&body).send().await.unwrap();
+        let st = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_openai_error(st, &v, code, needle);
+    }
+    let r = http.post(format!("{base}/v1/images/generations")).body("{oops").send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_openai_error(st, &r.json().await.unwrap(), 400, "JSON");
+
+    // Edit with a mask (transparent = edit), same size as the image; output keeps the requested size.
+    let image = png_bytes(64, 48, [200, 10, 10]);
+    let mut mask = image::RgbaImage::from_pixel(64, 48, image::Rgba([0, 0, 0, 255]));
+    for y in 0..24 {
+        for x in 0..32 {
+            mask.put_pixel(x, y, image::Rgba([0, 0, 0, 0]));
+        }
+    }
+    let mut mask_png = std::io::Cursor::new(Vec::new());
+    mask.write_to(&mut mask_png, image::ImageFormat::Png).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(image.clone()).file_name("in.png").mime_str("image/png").unwrap())
+        .part("mask", reqwest::multipart::Part::bytes(mask_png.into_inner()).file_name("mask.png").mime_str("image/png").unwrap())
+        .text("prompt", "a window")
+        .text("size", "320x256");
+    let r = http.post(format!("{base}/v1/images/edits")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(dims(v["data"][0]["b64_json"].as_str().unwrap()), (320, 256));
+
+    // A mask of another size, a MIME type that lies, two images: refused.
+    let form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(image.clone()).file_name("in.png").mime_str("image/png").unwrap())
+        .part("mask", reqwest::multipart::Part::bytes(png_bytes(8, 8, [0, 0, 0])).file_name("m.png").mime_str("image/png").unwrap())
+        .text("prompt", "x");
+    let r = http.post(format!("{base}/v1/images/edits")).multipart(form).send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_openai_error(st, &r.json().await.unwrap(), 400, "same size");
+    let form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(jpeg_bytes(16, 16)).file_name("in.png").mime_str("image/png").unwrap())
+        .text("prompt", "x");
+    let r = http.post(format!("{base}/v1/images/edits")).multipart(form).send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_openai_error(st, &r.json().await.unwrap(), 400, "image/jpeg");
+    let form = reqwest::multipart::Form::new()
+        .part("image[]", reqwest::multipart::Part::bytes(image.clone()).file_name("a.png").mime_str("image/png").unwrap())
+        .part("image[]", reqwest::multipart::Part::bytes(image.clone()).file_name("b.png").mime_str("image/png").unwrap())
+        .text("prompt", "x");
+    let r = http.post(format!("{base}/v1/images/edits")).multipart(form).send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_openai_error(st, &r.json().await.unwrap(), 501, "several images");
+    let r = http.post(format!("{base}/v1/images/edits")).json(&json!({"prompt": "x"})).send().await.unwrap();
+    let st = r.status().as_u16();
+    assert_openai_error(st, &r.json().await.unwrap(), 400, "multipart");
+
+    // Variation: img2img without a prompt.
+    let form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(image).file_name("in.png").mime_str("image/png").unwrap())
+        .text("size", "128x128");
+    let r = http.post(format!("{base}/v1/images/variations")).multipart(form).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(dims(v["data"][0]["b64_json"].as_str().unwrap()), (128, 128));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_quota_rate_limit_and_idempotency() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.limits.images_per_day = 2;
+    cfg.limits.requests_per_minute = 7;
+    let s = start(cfg).await;
+    let base = format!("http://{}", s.addr);
+    let http = reqwest::Client::new();
+    let gen_url = format!("{base}/v1beta/models/tiny:generateContent");
+    let body = json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
+
+    // Keys: once one exists, requests need it (header, Bearer, or ?key=).
+    let (id, secret) = plantain_server::create_key(s.state.store.as_ref(), "test").unwrap();
+    let keys = s.state.store.list_keys().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(!format!("{keys:?}").contains(&secret), "the key itself is never stored");
+    let r = http.get(format!("{base}/v1beta/models")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
+    assert_eq!(http.get(format!("{base}/v1beta/models")).header("x-goog-api-key", "wrong").send().await.unwrap().status(), 401);
+    assert_eq!(http.get(format!("{base}/v1beta/models?key={secret}")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{base}/v1beta/models")).bearer_auth(&secret).send().await.unwrap().status(), 200);
+
+    // Idempotency: the same key and body give the stored response, not a second image.
+    let send =
+        |k: &'static str, b: Value| http.post(&gen_url).header("x-goog-api-key", &secret).header("idempotency-key", k).json(&b).send();
+    let r1 = send("req-1", body.clone()).await.unwrap();
+    assert_eq!(r1.status(), 200);
+    let t1 = r1.text().await.unwrap();
+    let r2 = send("req-1", body.clone()).await.unwrap();
+    assert_eq!(r2.status(), 200);
+    assert_eq!(r2.headers()["idempotent-replayed"], "true");
+    assert_eq!(r2.text().await.unwrap(), t1);
+    assert_eq!(s.state.store.images_since(Some(&id), 0).unwrap(), 1);
+    let r3 = send("req-1", json!({"contents": [{"parts": [{"text": "other"}]}]})).await.unwrap();
+    assert_eq!(r3.status(), 400);
+
+    // Daily quota: 2 images per day → the second fresh image is allowed, the third is not.
+    assert_eq!(send("req-2", body.clone()).await.unwrap().status(), 200);
+    let r = send("req-3", body.clone()).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert!(v["error"]["message"].as_str().unwrap().contains("quota"));
+
+    // Rate limit: 7 per minute; this test has made 7 keyed requests so far (a wrong key is
+    // refused before it counts).
+    let r = http.get(format!("{base}/v1beta/models")).header("x-goog-api-key", &secret).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+
+    // Revoking the key, then deleting its data removes its blobs.
+    assert!(s.state.store.revoke_key(&id).unwrap());
+    assert_eq!(
+        http.get(format!("{base}/v1beta/models")).header("x-goog-api-key", &secret).send().await.unwrap().status(),
+        200,
+        "no keys left → open"
+    );
+    let hash = {
+        let v: Value = serde_json::from_str(&t1).unwrap();
+        let sig = v["candidates"][0]["content"]["parts"][1]["thoughtSignature"].as_str().unwrap().to_string();
+        let plantain_server::signature::Signed::Image(aid) = s.state.signer.check(&sig).unwrap() else { panic!() };
+        s.state.store.artefact(&aid).unwrap().unwrap().output_hash
+    };
+    assert!(s.state.blobs.get(&hash).unwrap().is_some());
+    assert_eq!(plantain_server::delete_key_data(s.state.store.as_ref(), s.state.blobs.as_ref(), &id).unwrap(), 2);
+    assert!(s.state.blobs.get(&hash).unwrap().is_none());
+    assert_eq!(s.state.store.images_since(Some(&id), 0).unwrap(), 0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_answers_503_and_unloadable_model_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.models[0].queue = 1;
+    cfg.models[0].steps = Some(30);
+    let mut broken = plantain_server::config::ModelConfig::new("broken", "/nonexistent/model/folder");
+    broken.queue = 1;
+    cfg.models.push(broken);
+    let s = start(cfg).await;
+    let base = format!("http://{}", s.addr);
+    let http = reqwest::Client::new();
+    let body = json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
+
+    let r = http.post(format!("{base}/v1beta/models/broken:generateContent")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "UNAVAILABLE");
+
+    // A queue of one: of 6 simultaneous requests at most one waits while one runs; the rest are
+    // turned away with 503 and Retry-After.
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let (h, u, b) = (http.clone(), format!("{base}/v1beta/models/tiny:generateContent"), body.clone());
+        handles.push(tokio::spawn(async move {
+            let r = h.post(u).json(&b).send().await.unwrap();
+            (r.status().as_u16(), r.headers().get("retry-after").is_some())
+        }));
+    }
+    let mut ok = 0;
+    let mut busy = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            (200, _) => ok += 1,
+            (503, true) => busy += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!((1..=2).contains(&ok) && busy >= 4 && ok + busy == 6, "ok {ok}, busy {busy}");
+    let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(m.contains("plantain_model_ready{model=\"broken\"} 0"), "{m}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_cancels_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.models[0].steps = Some(400);
+    let s = start(cfg).await;
+    let base = format!("http://{}", s.addr);
+    let body = json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_millis(1500)).build().unwrap();
+    let r = client.post(format!("{base}/v1beta/models/tiny:generateContent")).json(&body).send().await;
+    assert!(r.is_err(), "the request should time out on the client");
+    // The worker stops between steps and records nothing.
+    let mut cancelled = false;
+    for _ in 0..100 {
+        let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        if m.contains("plantain_jobs_cancelled_total 1") && m.contains("plantain_worker_busy{model=\"tiny\"} 0") {
+            cancelled = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(cancelled, "job was not cancelled");
+    assert_eq!(s.state.store.images_since(None, 0).unwrap(), 0);
+    s.stop().await;
+}

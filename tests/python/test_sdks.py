@@ -1,0 +1,303 @@
+"""Drives a running plantain server with the real `google-genai` and `openai` SDKs.
+
+Run: tests/python/run.sh (builds the server binary, starts it on a loopback port with the
+tiny random-weight model, runs these checks, stops it). Plain asserts, no pytest needed.
+"""
+
+import base64
+import os
+import struct
+import sys
+import traceback
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+import openai
+
+BASE = os.environ["PLANTAIN_URL"]
+GEMINI = "gemini-3.1-flash-image-preview"
+
+
+def png_size(data: bytes):
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
+    return struct.unpack(">II", data[16:24])
+
+
+def small_png(w=64, h=48, rgb=(200, 20, 20), alpha=None):
+    """A tiny PNG written by hand (zlib only), so no imaging library is needed."""
+    import zlib
+
+    channels = 4 if alpha is not None else 3
+    rows = b""
+    for y in range(h):
+        rows += b"\x00"
+        for x in range(w):
+            px = bytes(rgb)
+            if alpha is not None:
+                px += bytes([alpha(x, y)])
+            rows += px
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 6 if channels == 4 else 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+_CLIENT = None
+
+
+def gclient():
+    # One client for the run: a Client that is garbage-collected closes its HTTP session.
+    global _CLIENT
+    if _CLIENT is None:
+        _CLIENT = genai.Client(api_key="local", http_options=types.HttpOptions(base_url=BASE))
+    return _CLIENT
+
+
+def oclient():
+    return openai.OpenAI(api_key="local", base_url=BASE + "/v1", max_retries=0)
+
+
+def image_parts(resp):
+    return [p for c in resp.candidates for p in c.content.parts if p.inline_data is not None]
+
+
+def test_generate_with_image_config():
+    r = gclient().models.generate_content(
+        model=GEMINI,
+        contents="a red lighthouse",
+        config=types.GenerateContentConfig(
+            response_modalities=["IMAGE"],
+            image_config=types.ImageConfig(aspect_ratio="16:9", image_size="512"),
+            seed=5,
+        ),
+    )
+    parts = image_parts(r)
+    assert len(parts) == 1
+    assert parts[0].inline_data.mime_type == "image/png"
+    assert png_size(parts[0].inline_data.data) == (688, 384)
+    assert parts[0].thought_signature, "image parts carry a thoughtSignature"
+    assert all(p.text is None for p in r.candidates[0].content.parts), "IMAGE only: no text"
+    assert r.usage_metadata.candidates_token_count == 747
+
+
+def test_candidate_count_and_text():
+    r = gclient().models.generate_content(
+        model=GEMINI,
+        contents="two cats",
+        config=types.GenerateContentConfig(candidate_count=2, image_config=types.ImageConfig(aspect_ratio="1:1", image_size="512")),
+    )
+    assert len(r.candidates) == 2
+    assert "seed" in r.text
+    assert all(png_size(p.inline_data.data) == (512, 512) for p in image_parts(r))
+
+
+def test_chat_multi_turn_edit_with_signatures():
+    chat = gclient().chats.create(
+        model=GEMINI, config=types.GenerateContentConfig(image_config=types.ImageConfig(aspect_ratio="3:2", image_size="512"))
+    )
+    r1 = chat.send_message("a lighthouse at dusk")
+    assert png_size(image_parts(r1)[0].inline_data.data) == (632, 424)
+    r2 = chat.send_message("make it night")
+    assert png_size(image_parts(r2)[0].inline_data.data) == (632, 424)
+    assert image_parts(r2)[0].inline_data.data != image_parts(r1)[0].inline_data.data
+    assert len(chat.get_history()) == 4
+
+
+def history_without_signature(first):
+    model = first.candidates[0].content
+    stripped = types.Content(
+        role="model",
+        parts=[types.Part(inline_data=p.inline_data) if p.inline_data else types.Part(text=p.text) for p in model.parts],
+    )
+    return [
+        types.Content(role="user", parts=[types.Part(text="a boat")]),
+        stripped,
+        types.Content(role="user", parts=[types.Part(text="make it red")]),
+    ]
+
+
+def test_dropped_signature_is_accepted_leniently():
+    c = gclient()
+    cfg = types.GenerateContentConfig(image_config=types.ImageConfig(image_size="512"))
+    first = c.models.generate_content(model=GEMINI, contents="a boat", config=cfg)
+    r = c.models.generate_content(model=GEMINI, contents=history_without_signature(first), config=cfg)
+    assert len(image_parts(r)) == 1
+
+
+def test_tampered_signature_is_a_client_error():
+    c = gclient()
+    cfg = types.GenerateContentConfig(image_config=types.ImageConfig(image_size="512"))
+    first = c.models.generate_content(model=GEMINI, contents="a boat", config=cfg)
+    contents = history_without_signature(first)
+    contents[1].parts[-1].thought_signature = b"pls1" + b"x" * 33
+    try:
+        c.models.generate_content(model=GEMINI, contents=contents, config=cfg)
+        raise AssertionError("expected ClientError")
+    except genai_errors.ClientError as e:
+        assert e.code == 400 and "thought_signature" in str(e), e
+
+
+def test_inline_image_edit():
+    img = small_png()
+    r = gclient().models.generate_content(
+        model=GEMINI,
+        contents=[types.Part.from_bytes(data=img, mime_type="image/png"), "make it blue"],
+        config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="512")),
+    )
+    # An edit keeps the input's shape: 64x48 is 4:3 → 600x448 at 512.
+    assert png_size(image_parts(r)[0].inline_data.data) == (600, 448)
+
+
+def test_streaming():
+    chunks = list(
+        gclient().models.generate_content_stream(
+            model=GEMINI, contents="a tree", config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="512"))
+        )
+    )
+    assert len(chunks) >= 2
+    thoughts = [p for ch in chunks for p in ch.candidates[0].content.parts if p.thought]
+    assert thoughts and thoughts[0].text.startswith("step 1 of"), thoughts
+    assert png_size(image_parts(chunks[-1])[0].inline_data.data) == (512, 512)
+
+
+def test_count_tokens_and_models():
+    c = gclient()
+    assert c.models.count_tokens(model=GEMINI, contents="a photo of a cat").total_tokens == 7  # 5 CLIP tokens + start/end
+    m = c.models.get(model=GEMINI)
+    assert m.name == "models/" + GEMINI
+    names = [m.name for m in c.models.list()]
+    assert "models/" + GEMINI in names, names
+
+
+def expect_client_error(code, fn, needle):
+    try:
+        fn()
+    except genai_errors.ClientError as e:
+        assert e.code == code, (e.code, e)
+        assert needle in str(e), e
+        return
+    raise AssertionError("expected ClientError %d" % code)
+
+
+def test_errors_surface_as_client_error():
+    c = gclient()
+    expect_client_error(
+        400,
+        lambda: c.models.generate_content(
+            model=GEMINI, contents="x", config=types.GenerateContentConfig(image_config=types.ImageConfig(aspect_ratio="7:3"))
+        ),
+        "aspect ratio",
+    )
+    expect_client_error(404, lambda: c.models.generate_content(model="no-such-model", contents="x"), "no-such-model")
+    expect_client_error(
+        400,
+        lambda: c.models.generate_content(
+            model=GEMINI, contents="x", config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="3K"))
+        ),
+        "image size",
+    )
+    expect_client_error(
+        400,
+        lambda: c.models.generate_content(
+            model=GEMINI, contents=[types.Part.from_bytes(data=small_png(), mime_type="image/jpeg"), "x"]
+        ),
+        "image/png",
+    )
+
+
+def test_files_upload_and_file_data():
+    import io
+
+    c = gclient()
+    f = c.files.upload(file=io.BytesIO(small_png(80, 60)), config=types.UploadFileConfig(mime_type="image/png", display_name="in"))
+    assert f.state.name == "ACTIVE", f
+    assert c.files.get(name=f.name).display_name == "in"
+    assert f.name in [x.name for x in c.files.list()]
+    r = c.models.generate_content(
+        model=GEMINI,
+        contents=[types.Part.from_uri(file_uri=f.uri, mime_type="image/png"), "make it red"],
+        config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="512")),
+    )
+    assert png_size(image_parts(r)[0].inline_data.data) == (600, 448)
+    c.files.delete(name=f.name)
+    expect_client_error(403, lambda: c.files.get(name=f.name), "permission")
+
+
+def test_batch_inline_requests():
+    import time
+
+    c = gclient()
+    cfg = {"response_modalities": ["IMAGE"], "image_config": {"image_size": "512"}}
+    job = c.batches.create(
+        model=GEMINI,
+        src=[
+            {"contents": [{"parts": [{"text": "one"}], "role": "user"}], "config": cfg, "metadata": {"key": "a"}},
+            {"contents": [{"parts": [{"text": "two"}], "role": "user"}], "config": cfg, "metadata": {"key": "b"}},
+        ],
+        config={"display_name": "sdk batch"},
+    )
+    assert job.name.startswith("batches/")
+    for _ in range(600):
+        job = c.batches.get(name=job.name)
+        if job.state.name in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"):
+            break
+        time.sleep(0.2)
+    assert job.state.name == "JOB_STATE_SUCCEEDED", job.state
+    out = job.dest.inlined_responses
+    assert len(out) == 2
+    assert png_size(image_parts(out[0].response)[0].inline_data.data) == (512, 512)
+    assert job.name in [b.name for b in c.batches.list()]
+    c.batches.delete(name=job.name)
+
+
+def test_openai_generate_and_url():
+    o = oclient()
+    r = o.images.generate(model="gpt-image-1", prompt="a fox", size="512x384", n=2)
+    assert len(r.data) == 2
+    assert png_size(base64.b64decode(r.data[0].b64_json)) == (512, 384)
+    r = o.images.generate(model="dall-e-2", prompt="a fox", size="256x256", response_format="url")
+    assert r.data[0].url.startswith(BASE)
+    import urllib.request
+
+    with urllib.request.urlopen(r.data[0].url) as f:
+        assert png_size(f.read()) == (256, 256)
+
+
+def test_openai_edit_with_mask_and_errors():
+    o = oclient()
+    img = small_png()
+    mask = small_png(rgb=(0, 0, 0), alpha=lambda x, y: 0 if x < 32 else 255)
+    r = o.images.edit(image=("in.png", img, "image/png"), mask=("mask.png", mask, "image/png"), prompt="a window", size="320x256")
+    assert png_size(base64.b64decode(r.data[0].b64_json)) == (320, 256)
+    try:
+        o.images.generate(model="gpt-image-1", prompt="x", size="10x10")
+        raise AssertionError("expected BadRequestError")
+    except openai.BadRequestError as e:
+        assert e.status_code == 400 and e.body["param"] == "size", e.body
+    try:
+        o.images.generate(model="nope", prompt="x")
+        raise AssertionError("expected NotFoundError")
+    except openai.NotFoundError as e:
+        assert "nope" in e.body["message"]
+
+
+def main():
+    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
+    failed = 0
+    for name, fn in tests:
+        try:
+            fn()
+            print("ok   ", name, flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL ", name, flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (len(tests) - failed, failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
