@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plantain_core::{AspectRatio, ImageSize, output_pixels};
 use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline};
 use plantain_engine::runtime::RuntimeOptions;
-use plantain_hub::{Layout, ResolveOptions, resolve};
+use plantain_hub::{Layout, resolve};
 
 use crate::io;
 use crate::provenance_cmd::{self, StampArgs};
@@ -18,8 +18,9 @@ use crate::provenance_cmd::{self, StampArgs};
 pub struct Args {
     /// What to draw (or, with --image, how to change it).
     pub prompt: String,
-    /// Short name (sd15, sd21, sd-turbo, sdxl, sdxl-turbo), hub repo id, diffusers folder or .safetensors file.
-    #[arg(long, short, default_value = "sd-turbo")]
+    /// plantain-nano (bundled, the default), a short name (sd15, sd21, sd-turbo, sdxl, sdxl-turbo), hub repo id,
+    /// diffusers folder or .safetensors file.
+    #[arg(long, short, default_value = "plantain-nano")]
     pub model: String,
     /// Aspect ratio: 1:1, 2:3, 3:2, 3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9, 1:4, 4:1, 1:8, 8:1.
     #[arg(long, default_value = "1:1")]
@@ -83,7 +84,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let format = provenance_cmd::output_format(&a.output)?;
     let prov = provenance_cmd::load_for_stamping(&a.provenance)?;
-    let resolved = resolve(&a.model, &ResolveOptions::from_env())?;
+    let resolved = resolve(&a.model, &crate::hubcmd::resolve_options())?;
     for n in &resolved.notes {
         eprintln!("note: {n}");
     }

@@ -4,6 +4,7 @@ mod bench;
 mod generate;
 mod hubcmd;
 mod io;
+mod nano_cmd;
 mod provenance_cmd;
 mod serve;
 mod verify;
@@ -29,6 +30,12 @@ enum Command {
     Bench(bench::Args),
     /// Check files for plantain's watermark and C2PA Content Credentials (one verdict per file).
     Verify(verify::Args),
+    /// Train a model of plantain's own (plantain-nano) on the synthetic world.
+    #[command(subcommand)]
+    Train(nano_cmd::TrainCommand),
+    /// Measure prompt adherence with the synthetic world's scene checker.
+    #[command(subcommand)]
+    Eval(nano_cmd::EvalCommand),
     /// Run the Gemini- and OpenAI-compatible image API server.
     Serve(serve::Args),
     /// Manage the server's API keys (create, list, revoke).
@@ -47,6 +54,8 @@ fn main() -> std::process::ExitCode {
         Command::Models(a) => hubcmd::models(a),
         Command::Bench(a) => bench::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Train(c) => nano_cmd::run(c),
+        Command::Eval(c) => nano_cmd::eval(c),
         Command::Serve(a) => serve::run(a),
         Command::Keys(a) => serve::keys(a),
     };

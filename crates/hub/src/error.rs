@@ -83,8 +83,10 @@ pub enum HubError {
 
     /// `plantain-nano` ships with plantain rather than on the hub; the caller did not say where.
     #[error(
-        "plantain-nano ships with plantain, not on the hub, and no folder for it is configured: set \
-         PLANTAIN_NANO_DIR (or PLANTAIN_MODELS, containing plantain-nano/), or pass --model /path/to/plantain-nano{}",
+        "plantain-nano was not found{}: its trained weights are not in this checkout yet (see README, \
+         \"plantain-nano\"). Train it with `plantain train nano` (writes models/plantain-nano), point \
+         PLANTAIN_NANO_DIR (or PLANTAIN_MODELS, containing plantain-nano/) at a trained folder, or pass \
+         --model with another model (e.g. a local SD-Turbo folder)",
         tried.as_ref().map(|p| format!(" (`{}` does not exist)", p.display())).unwrap_or_default()
     )]
     NanoNotFound { tried: Option<PathBuf> },

@@ -488,8 +488,11 @@ fn family_from_configs(root: &Path, class_name: Option<&str>) -> (Option<Family>
     };
     let mut d = family.defaults();
     if let Some(size) = unet.as_ref().and_then(|u| u.get("sample_size")).and_then(|v| v.as_u64()) {
-        // Latents are 1/8 of the image in every SD VAE.
-        d.resolution = (size * 8) as u32;
+        // Latents are 1/8 of the image in every SD VAE; smaller VAEs (plantain-nano) say so
+        // by their number of blocks.
+        let vae = json_at(&root.join("vae/config.json"));
+        let blocks = vae.as_ref().and_then(|v| v.get("block_out_channels")).and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(4);
+        d.resolution = (size << blocks.saturating_sub(1).min(6)) as u32;
     }
     let sched = json_at(&root.join("scheduler/scheduler_config.json"));
     match sched.as_ref().and_then(|s| s.get("prediction_type")).and_then(|v| v.as_str()) {

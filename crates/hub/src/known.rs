@@ -136,7 +136,8 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         name: "plantain-nano",
         source: KnownSource::Bundled,
         family: None,
-        defaults: None,
+        // 20 Euler steps; guidance chosen by `plantain eval nano` (see the model card).
+        defaults: Some(Defaults { steps: 20, guidance: 5.0, resolution: 64, prediction: Prediction::Epsilon }),
         licence: "ships with plantain; see the LICENSE file in its folder",
         description: "small model shipped with plantain for tests and demos (local folder, never downloaded)",
     },

@@ -227,6 +227,12 @@ impl ClipTokenizer {
             .expect("the embedded CLIP vocabulary is checked by the crate's tests")
     }
 
+    /// The text of the embedded `vocab.json` and `merges.txt`, for writing a model's
+    /// tokenizer folder.
+    pub fn embedded_files() -> (&'static str, &'static str) {
+        (EMBEDDED_VOCAB, EMBEDDED_MERGES)
+    }
+
     /// A tokenizer from the text of a `vocab.json` and a `merges.txt`, with CLIP's default
     /// special tokens (SD 1.x padding).
     pub fn from_vocab_merges(vocab_json: &str, merges_txt: &str) -> Result<Self> {

@@ -33,6 +33,8 @@ pub struct UNetConfig {
     pub freq_shift: f32,
     /// SDXL's `text_time` additional embedding: (addition_time_embed_dim, projection input dim).
     pub text_time: Option<(usize, usize)>,
+    /// Latent side of the square the model was trained at (diffusers' `sample_size`).
+    pub sample_size: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +57,8 @@ struct RawUNetConfig {
     transformer_layers_per_block: Json,
     #[serde(default)]
     use_linear_projection: bool,
+    #[serde(default)]
+    sample_size: Option<Json>,
     #[serde(default = "thirty_two")]
     norm_num_groups: usize,
     #[serde(default = "norm_eps")]
@@ -174,6 +178,7 @@ impl UNetConfig {
             }
         }
         Ok(Self {
+            sample_size: raw.sample_size.as_ref().and_then(|v| v.as_u64()).map(|v| v as usize),
             in_channels: raw.in_channels,
             out_channels: raw.out_channels,
             block_out_channels: raw.block_out_channels,

@@ -306,8 +306,14 @@ impl Pipeline {
     pub fn pixel_multiple(&self) -> u32 {
         self.vae_scale() * self.unet_cfg.spatial_multiple() as u32
     }
-    /// The side of the square the model was trained at.
+    /// The side of the square the model was trained at: the UNet config's `sample_size` times
+    /// the VAE factor (what diffusers draws by default), or the family's standard size for
+    /// configs without one and for the tiny test models (whose `sample_size` means nothing).
     pub fn native_resolution(&self) -> u32 {
+        // Below 16 latents a side `sample_size` is a test model's placeholder, not a training size.
+        if let Some(latents) = self.unet_cfg.sample_size.filter(|&s| s >= 16) {
+            return latents as u32 * self.vae_scale();
+        }
         match self.family {
             Family::Sd1 => 512,
             // SD 2.x v-prediction checkpoints are the 768 ones; eps ones (2.x-base, Turbo) 512.

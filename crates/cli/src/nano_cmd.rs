@@ -1,0 +1,187 @@
+//! `plantain train nano`: trains plantain-nano on the synthetic world (candle, CPU).
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use plantain_nano::{NanoConfig, Phase, TrainOptions};
+
+#[derive(clap::Subcommand)]
+pub enum TrainCommand {
+    /// Train plantain-nano from scratch (or resume from --work) and write a diffusers folder.
+    Nano(TrainArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Where the finished model (diffusers layout) goes; replaced only when training is done.
+    #[arg(long, default_value = "models/plantain-nano")]
+    pub out: PathBuf,
+    /// Checkpoint folder; a run started with the same settings resumes from it.
+    #[arg(long, default_value = "nano-train")]
+    pub work: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Autoencoder steps (default: the documented recipe's).
+    #[arg(long)]
+    pub vae_steps: Option<u64>,
+    /// Text encoder + UNet steps (default: the documented recipe's).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Images per diffusion step.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Use the tiny test architecture (seconds, for trying the command out).
+    #[arg(long)]
+    pub tiny: bool,
+}
+
+pub fn run(cmd: TrainCommand) -> Result<()> {
+    let TrainCommand::Nano(a) = cmd;
+    let cfg = if a.tiny { NanoConfig::tiny() } else { NanoConfig::standard() };
+    let mut opts = TrainOptions::standard();
+    opts.seed = a.seed;
+    if let Some(v) = a.vae_steps {
+        opts.vae_steps = v;
+    }
+    if let Some(v) = a.steps {
+        opts.steps = v;
+    }
+    if let Some(v) = a.batch {
+        opts.batch = v;
+    }
+    opts.checkpoint_every = opts.checkpoint_every.min(opts.steps.max(1)).min(opts.vae_steps.max(1));
+    eprintln!(
+        "training plantain-nano ({} px native): {} autoencoder steps x {}, {} diffusion steps x {}, seed {}; checkpoints in {}",
+        cfg.native_resolution(),
+        opts.vae_steps,
+        opts.vae_batch,
+        opts.steps,
+        opts.batch,
+        opts.seed,
+        a.work.display()
+    );
+    let style =
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}, {elapsed} elapsed, eta {eta}")?.progress_chars("=> ");
+    let bar = ProgressBar::new(opts.vae_steps).with_style(style).with_prefix("autoencoder");
+    let mut current = Phase::Autoencoder;
+    let cancel = AtomicBool::new(false);
+    let summary = plantain_nano::train(&cfg, &opts, &a.work, &a.out, &cancel, &mut |p| {
+        if p.phase != current {
+            current = p.phase;
+            bar.reset();
+            bar.set_prefix("diffusion");
+        }
+        bar.set_length(p.total);
+        bar.set_position(p.step);
+        bar.set_message(format!("loss {:.4}, grad {:.2}", p.loss, p.grad_norm));
+        if !bar.is_hidden() {
+            return;
+        }
+        // Not a terminal (e.g. a log file): a line every 50 steps.
+        if p.step.is_multiple_of(50) || p.step == p.total {
+            eprintln!(
+                "{:?} step {}/{}: loss {:.5}, grad norm {:.3}, {:.0}s",
+                p.phase,
+                p.step,
+                p.total,
+                p.loss,
+                p.grad_norm,
+                p.elapsed.as_secs_f64()
+            );
+        }
+    })
+    .context("training plantain-nano")?;
+    bar.finish_and_clear();
+    println!(
+        "{}: {} parameters, autoencoder loss {:.5}, diffusion loss {:.5}, latent scale {:.4}, {:.1} min of training",
+        a.out.display(),
+        summary.params,
+        summary.vae_loss,
+        summary.loss,
+        summary.latent_scale,
+        summary.seconds / 60.0
+    );
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum EvalCommand {
+    /// Prompt adherence of plantain-nano (or another model) on the synthetic world, measured
+    /// by the scene checker: held-out attribute combinations and the training distribution.
+    Nano(EvalArgs),
+}
+
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    #[arg(long, short, default_value = "plantain-nano")]
+    pub model: String,
+    /// Scenes per split.
+    #[arg(long, default_value_t = 100)]
+    pub scenes: usize,
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Guidance scale (default: the model's).
+    #[arg(long)]
+    pub guidance: Option<f32>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write every generated image (PNG, named by split, index and right/wrong) here.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+pub fn eval(cmd: EvalCommand) -> Result<()> {
+    use plantain_engine::pipeline::{LoadOptions, ModelSource, Pipeline};
+    use plantain_engine::runtime::RuntimeOptions;
+    use plantain_nano::eval::{EvalOptions, evaluate, markdown_table};
+    use plantain_world::Split;
+
+    let EvalCommand::Nano(a) = cmd;
+    let resolved = plantain_hub::resolve(&a.model, &crate::hubcmd::resolve_options())?;
+    anyhow::ensure!(resolved.layout == plantain_hub::Layout::Diffusers, "{}: eval needs a diffusers folder", resolved.path.display());
+    let opts = LoadOptions { runtime: RuntimeOptions { threads: a.threads, ..Default::default() }, ..Default::default() };
+    let pipeline = Pipeline::load(&ModelSource::Diffusers(resolved.path.clone()), &opts)
+        .with_context(|| format!("loading {}", resolved.path.display()))?;
+    let guidance = a.guidance.unwrap_or(resolved.defaults.guidance);
+    let eval_opts = EvalOptions { scenes: a.scenes, steps: a.steps, guidance, seed: a.seed, size: None };
+    if let Some(dir) = &a.save {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let started = std::time::Instant::now();
+    let mut tables = Vec::new();
+    for (split, name) in [(Split::HeldOut, "held-out"), (Split::Train, "train")] {
+        let bar = ProgressBar::new(a.scenes as u64).with_style(
+            ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} scenes, {elapsed} elapsed, eta {eta}")?.progress_chars("=> "),
+        );
+        bar.set_prefix(name);
+        let acc = evaluate(&pipeline, split, &eval_opts, &mut |i, s| {
+            bar.set_position(i as u64 + 1);
+            if let Some(dir) = &a.save {
+                let verdict = if s.all_correct { "ok" } else { "wrong" };
+                let path = dir.join(format!("{name}-{i:04}-{verdict}.png"));
+                if let Err(e) = s.image.save(&path) {
+                    eprintln!("warning: {}: {e}", path.display());
+                }
+                let _ = std::fs::write(path.with_extension("txt"), format!("{}\n{}\n", s.prompt, s.scene.to_json()));
+            }
+        })?;
+        bar.finish_and_clear();
+        tables.push(acc);
+    }
+    println!(
+        "{} ({}), {} scenes per split, {} steps, guidance {guidance}, seed {}, {:.0}s:\n",
+        resolved.display_name,
+        resolved.path.display(),
+        a.scenes,
+        a.steps,
+        a.seed,
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", markdown_table(&tables[0], &tables[1]));
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Times one training step of each network at the standard size (forward + backward).
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use plantain_nano::NanoConfig;
+use plantain_nano::nn::Store;
+
+fn main() -> plantain_nano::Result<()> {
+    let cfg = NanoConfig::standard();
+    let batch: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(16);
+    let mut s = Store::new(0);
+    let vae = plantain_nano::vae::Vae::new(&mut s, &cfg.vae)?;
+    let x = Tensor::randn(0f32, 1.0, (batch, 3, 64, 64), &Device::Cpu)?;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (m, _) = vae.encode(&x)?;
+        let r = vae.decode(&m)?;
+        let t1 = t.elapsed();
+        let g = r.sqr()?.mean_all()?.backward()?;
+        println!(
+            "vae batch {batch}: fwd {:.2}s, fwd+bwd {:.2}s ({} grads)",
+            t1.as_secs_f64(),
+            t.elapsed().as_secs_f64(),
+            g.get_ids().count()
+        );
+    }
+    let mut s = Store::new(0);
+    let text = plantain_nano::text::TextEncoder::new(&mut s, &cfg.text)?;
+    let unet = plantain_nano::unet::UNet::new(&mut s, &cfg.unet)?;
+    let ids = Tensor::zeros((batch, 77), candle_core::DType::U32, &Device::Cpu)?;
+    let z = Tensor::randn(0f32, 1.0, (batch, 4, 16, 16), &Device::Cpu)?;
+    let ts: Vec<f32> = (0..batch).map(|i| (i * 37 % 1000) as f32).collect();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let ctx = text.forward(&ids)?;
+        let y = unet.forward(&z, &ts, &ctx)?;
+        let t1 = t.elapsed();
+        let _g = y.sqr()?.mean_all()?.backward()?;
+        println!("text+unet batch {batch}: fwd {:.2}s, fwd+bwd {:.2}s", t1.as_secs_f64(), t.elapsed().as_secs_f64());
+    }
+    Ok(())
+}

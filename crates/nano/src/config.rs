@@ -1,0 +1,247 @@
+//! plantain-nano's architecture, and the diffusers / transformers config files that describe it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub intermediate_size: usize,
+    pub max_positions: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UNetConfig {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    /// Per down level: cross-attention transformers or not (mirrored on the way up).
+    pub attention: Vec<bool>,
+    pub layers_per_block: usize,
+    pub heads: usize,
+    pub cross_attention_dim: usize,
+    pub norm_num_groups: usize,
+    /// Latent side of the native square (diffusers' `sample_size`).
+    pub sample_size: usize,
+}
+
+impl UNetConfig {
+    pub fn time_embed_dim(&self) -> usize {
+        self.block_out_channels[0] * 4
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VaeConfig {
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub latent_channels: usize,
+    pub norm_num_groups: usize,
+    /// Pixel side of the native square.
+    pub sample_size: usize,
+}
+
+impl VaeConfig {
+    pub fn scale_factor(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NanoConfig {
+    pub text: TextConfig,
+    pub unet: UNetConfig,
+    pub vae: VaeConfig,
+}
+
+impl NanoConfig {
+    /// The shipped model: 64 px native, latents 16x16x4.
+    pub fn standard() -> Self {
+        Self {
+            text: TextConfig { vocab_size: 49408, hidden_size: 128, layers: 3, heads: 4, intermediate_size: 512, max_positions: 77 },
+            unet: UNetConfig {
+                in_channels: 4,
+                out_channels: 4,
+                block_out_channels: vec![32, 64, 64],
+                attention: vec![true, true, false],
+                layers_per_block: 1,
+                heads: 4,
+                cross_attention_dim: 128,
+                norm_num_groups: 16,
+                sample_size: 16,
+            },
+            vae: VaeConfig {
+                block_out_channels: vec![16, 32, 32],
+                layers_per_block: 1,
+                latent_channels: 4,
+                norm_num_groups: 8,
+                sample_size: 64,
+            },
+        }
+    }
+
+    /// A model small enough for unit tests (seconds per step on one core).
+    pub fn tiny() -> Self {
+        Self {
+            text: TextConfig { vocab_size: 49408, hidden_size: 16, layers: 1, heads: 2, intermediate_size: 32, max_positions: 77 },
+            unet: UNetConfig {
+                in_channels: 4,
+                out_channels: 4,
+                block_out_channels: vec![16, 32],
+                attention: vec![true, false],
+                layers_per_block: 1,
+                heads: 2,
+                cross_attention_dim: 16,
+                norm_num_groups: 8,
+                sample_size: 8,
+            },
+            vae: VaeConfig {
+                block_out_channels: vec![8, 16],
+                layers_per_block: 1,
+                latent_channels: 4,
+                norm_num_groups: 4,
+                sample_size: 16,
+            },
+        }
+    }
+
+    /// Pixel side of the native square.
+    pub fn native_resolution(&self) -> usize {
+        self.unet.sample_size * self.vae.scale_factor()
+    }
+
+    /// Canvas sides must be multiples of this (VAE factor × UNet down-sampling).
+    pub fn pixel_multiple(&self) -> usize {
+        self.vae.scale_factor() << (self.unet.block_out_channels.len() - 1)
+    }
+}
+
+const DIFFUSERS_VERSION: &str = "0.42.1";
+
+pub fn model_index_json() -> Value {
+    json!({
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "feature_extractor": [null, null],
+        "image_encoder": [null, null],
+        "requires_safety_checker": false,
+        "safety_checker": [null, null],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]
+    })
+}
+
+pub fn text_encoder_json(c: &TextConfig) -> Value {
+    json!({
+        "architectures": ["CLIPTextModel"],
+        "attention_dropout": 0.0,
+        "bos_token_id": 49406,
+        "dropout": 0.0,
+        "eos_token_id": 49407,
+        "hidden_act": "quick_gelu",
+        "hidden_size": c.hidden_size,
+        "initializer_factor": 1.0,
+        "initializer_range": 0.02,
+        "intermediate_size": c.intermediate_size,
+        "layer_norm_eps": 1e-05,
+        "max_position_embeddings": c.max_positions,
+        "model_type": "clip_text_model",
+        "num_attention_heads": c.heads,
+        "num_hidden_layers": c.layers,
+        "pad_token_id": 1,
+        "projection_dim": c.hidden_size,
+        "torch_dtype": "float32",
+        "vocab_size": c.vocab_size
+    })
+}
+
+pub fn unet_json(c: &UNetConfig) -> Value {
+    let n = c.block_out_channels.len();
+    let down: Vec<&str> = c.attention.iter().map(|&a| if a { "CrossAttnDownBlock2D" } else { "DownBlock2D" }).collect();
+    let up: Vec<&str> = (0..n).map(|i| if c.attention[n - 1 - i] { "CrossAttnUpBlock2D" } else { "UpBlock2D" }).collect();
+    json!({
+        "_class_name": "UNet2DConditionModel",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "act_fn": "silu",
+        "attention_head_dim": c.heads,
+        "block_out_channels": c.block_out_channels,
+        "center_input_sample": false,
+        "cross_attention_dim": c.cross_attention_dim,
+        "down_block_types": down,
+        "downsample_padding": 1,
+        "flip_sin_to_cos": true,
+        "freq_shift": 0,
+        "in_channels": c.in_channels,
+        "layers_per_block": c.layers_per_block,
+        "mid_block_scale_factor": 1,
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "norm_eps": 1e-05,
+        "norm_num_groups": c.norm_num_groups,
+        "out_channels": c.out_channels,
+        "sample_size": c.sample_size,
+        "transformer_layers_per_block": 1,
+        "up_block_types": up,
+        "upcast_attention": false,
+        "use_linear_projection": false
+    })
+}
+
+pub fn vae_json(c: &VaeConfig, scaling_factor: f32) -> Value {
+    let n = c.block_out_channels.len();
+    json!({
+        "_class_name": "AutoencoderKL",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "act_fn": "silu",
+        "block_out_channels": c.block_out_channels,
+        "down_block_types": vec!["DownEncoderBlock2D"; n],
+        "force_upcast": false,
+        "in_channels": 3,
+        "latent_channels": c.latent_channels,
+        "layers_per_block": c.layers_per_block,
+        "mid_block_add_attention": true,
+        "norm_num_groups": c.norm_num_groups,
+        "out_channels": 3,
+        "sample_size": c.sample_size,
+        "scaling_factor": scaling_factor,
+        "up_block_types": vec!["UpDecoderBlock2D"; n],
+        "use_post_quant_conv": true,
+        "use_quant_conv": true
+    })
+}
+
+/// The noise schedule the UNet is trained on: SD's (scaled-linear betas, ε-prediction), so
+/// every standard sampler applies.
+pub fn scheduler_json() -> Value {
+    json!({
+        "_class_name": "EulerDiscreteScheduler",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "interpolation_type": "linear",
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "steps_offset": 1,
+        "timestep_spacing": "trailing",
+        "use_karras_sigmas": false
+    })
+}
+
+/// ᾱ_t of [`scheduler_json`]'s schedule, t = 0..1000.
+pub fn alphas_cumprod() -> Vec<f64> {
+    let (start, end, n) = (0.00085f64.sqrt(), 0.012f64.sqrt(), 1000);
+    let mut acc = 1.0;
+    (0..n)
+        .map(|i| {
+            let b = start + (end - start) * i as f64 / (n - 1) as f64;
+            acc *= 1.0 - b * b;
+            acc
+        })
+        .collect()
+}

@@ -1,0 +1,180 @@
+//! Writes a trained model as a standard diffusers folder (what the engine and diffusers load).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use plantain_tokenizer::ClipTokenizer;
+use serde_json::json;
+
+use crate::config::{NanoConfig, model_index_json, scheduler_json, text_encoder_json, unet_json, vae_json};
+use crate::{NanoError, Result};
+
+/// Facts about the run that the model card reports.
+#[derive(Clone, Debug)]
+pub struct ExportInfo {
+    pub seed: u64,
+    pub vae_steps: u64,
+    pub steps: u64,
+    pub batch: usize,
+    pub vae_loss: f64,
+    pub loss: f64,
+    pub seconds: f64,
+    pub params: usize,
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| NanoError::io(parent, e))?;
+    }
+    std::fs::write(path, bytes).map_err(|e| NanoError::io(path, e))
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).expect("json serialises");
+    text.push('\n');
+    write(path, text.as_bytes())
+}
+
+fn save_weights(path: &Path, weights: &BTreeMap<String, Tensor>, dtype: DType) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| NanoError::io(parent, e))?;
+    }
+    let converted: BTreeMap<String, Tensor> =
+        weights.iter().map(|(k, t)| Ok((k.clone(), t.to_dtype(dtype)?))).collect::<candle_core::Result<_>>()?;
+    Ok(crate::nn::save_tensors(&converted, path)?)
+}
+
+/// Writes `out` (replacing it only once everything is written).
+#[allow(clippy::too_many_arguments)]
+pub fn export(
+    out: &Path,
+    cfg: &NanoConfig,
+    text: &BTreeMap<String, Tensor>,
+    unet: &BTreeMap<String, Tensor>,
+    vae: &BTreeMap<String, Tensor>,
+    latent_scale: f32,
+    info: &ExportInfo,
+    dtype: DType,
+) -> Result<()> {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plantain-nano".into());
+    let tmp = out.with_file_name(format!(".{name}.partial"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| NanoError::io(&tmp, e))?;
+    }
+    write_json(&tmp.join("model_index.json"), &model_index_json())?;
+    write_json(&tmp.join("scheduler/scheduler_config.json"), &scheduler_json())?;
+    write_json(&tmp.join("text_encoder/config.json"), &text_encoder_json(&cfg.text))?;
+    write_json(&tmp.join("unet/config.json"), &unet_json(&cfg.unet))?;
+    write_json(&tmp.join("vae/config.json"), &vae_json(&cfg.vae, latent_scale))?;
+    let (vocab, merges) = ClipTokenizer::embedded_files();
+    write(&tmp.join("tokenizer/vocab.json"), vocab.as_bytes())?;
+    write(&tmp.join("tokenizer/merges.txt"), merges.as_bytes())?;
+    write_json(
+        &tmp.join("tokenizer/tokenizer_config.json"),
+        &json!({
+            "bos_token": "<|startoftext|>",
+            "eos_token": "<|endoftext|>",
+            "model_max_length": cfg.text.max_positions,
+            "pad_token": "<|endoftext|>",
+            "tokenizer_class": "CLIPTokenizer",
+            "unk_token": "<|endoftext|>"
+        }),
+    )?;
+    write_json(
+        &tmp.join("tokenizer/special_tokens_map.json"),
+        &json!({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}),
+    )?;
+    save_weights(&tmp.join("text_encoder/model.safetensors"), text, dtype)?;
+    save_weights(&tmp.join("unet/diffusion_pytorch_model.safetensors"), unet, dtype)?;
+    save_weights(&tmp.join("vae/diffusion_pytorch_model.safetensors"), vae, dtype)?;
+    write(&tmp.join("README.md"), model_card(cfg, info).as_bytes())?;
+    write_json(&tmp.join("training.json"), &training_json(cfg, info, latent_scale))?;
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(|e| NanoError::io(out, e))?;
+    }
+    std::fs::rename(&tmp, out).map_err(|e| NanoError::io(out, e))
+}
+
+fn training_json(cfg: &NanoConfig, info: &ExportInfo, latent_scale: f32) -> serde_json::Value {
+    json!({
+        "config": cfg,
+        "seed": info.seed,
+        "autoencoder_steps": info.vae_steps,
+        "diffusion_steps": info.steps,
+        "batch": info.batch,
+        "final_autoencoder_loss": info.vae_loss,
+        "final_diffusion_loss": info.loss,
+        "train_seconds": info.seconds,
+        "parameters": info.params,
+        "latent_scale": latent_scale,
+    })
+}
+
+/// The card's fixed part; `plantain eval nano --write-card` adds the evaluation table.
+pub fn model_card(cfg: &NanoConfig, info: &ExportInfo) -> String {
+    let native = cfg.native_resolution();
+    format!(
+        r#"---
+license: apache-2.0
+library_name: diffusers
+pipeline_tag: text-to-image
+---
+# plantain-nano
+
+A small text-to-image model of a **synthetic world of coloured shapes** — circles, squares,
+triangles, stars, hearts, rings, crosses and diamonds on solid or two-tone backgrounds — made by
+the plantain project so that plantain works out of the box with no download, and so that prompt
+adherence, editing and self-checks can be measured against exact ground truth. It draws nothing
+else: for photographs use a real model (`plantain pull sd-turbo`, `sdxl-turbo`, ...).
+
+## Architecture (Stable Diffusion 1.x layout, diffusers format)
+- Text encoder: CLIP text transformer ({tl} layers, width {tw}, {th} heads) with the real CLIP BPE tokenizer.
+- UNet2DConditionModel: channels {uc:?}, cross-attention per level {ua:?}, {ul} resnet per level.
+- AutoencoderKL: channels {vc:?}, {lat} latent channels, factor {vf}; latent scale {scale}.
+- Native resolution {native}x{native}; other aspect ratios at canvases of about the same area
+  (sides multiples of {mult}). Weights stored in fp16, computed in f32. {params} parameters.
+
+## Data
+Scenes sampled and rendered by `crates/world` (anti-aliased, exact ground truth), captions from
+its grammar (synonyms, word order, positions, relations, lighting), 10% empty captions for
+classifier-free guidance. Some attribute combinations are held out of training (see
+`crates/world/src/sample.rs`) and used only for evaluation.
+
+## Training (reproduce)
+```
+plantain train nano --out models/plantain-nano --work target/nano-work --seed {seed}
+```
+Candle autograd on the CPU: {vsteps} autoencoder steps, then {steps} diffusion steps (batch
+{batch}, AdamW, ε-prediction with min-SNR-5 weighting, EMA 0.999), {mins:.0} minutes in all on the
+machine in BENCHMARKS.md. Final losses: autoencoder {vloss:.4}, diffusion {loss:.4}.
+Deterministic from the seed; `--work` holds resumable checkpoints.
+
+## Licence
+Apache-2.0, like plantain. Trained only on procedurally generated images.
+"#,
+        tl = cfg.text.layers,
+        tw = cfg.text.hidden_size,
+        th = cfg.text.heads,
+        uc = cfg.unet.block_out_channels,
+        ua = cfg.unet.attention,
+        ul = cfg.unet.layers_per_block,
+        vc = cfg.vae.block_out_channels,
+        lat = cfg.vae.latent_channels,
+        vf = cfg.vae.scale_factor(),
+        scale = latent_scale_text(cfg),
+        mult = cfg.pixel_multiple(),
+        params = info.params,
+        seed = info.seed,
+        vsteps = info.vae_steps,
+        steps = info.steps,
+        batch = info.batch,
+        mins = info.seconds / 60.0,
+        vloss = info.vae_loss,
+        loss = info.loss,
+    )
+}
+
+fn latent_scale_text(_cfg: &NanoConfig) -> &'static str {
+    "in vae/config.json (`scaling_factor`)"
+}

@@ -1,0 +1,369 @@
+//! The training recipe: first the autoencoder on rendered scenes, then the text encoder and the
+//! UNet together on its latents (ε-prediction, min-SNR weighting, caption dropout for
+//! classifier-free guidance, EMA weights). Every step's data and noise come from the seed and
+//! the step number, and checkpoints hold weights, optimizer moments and EMA, so a resumed run
+//! continues exactly where it stopped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Tensor, Var};
+use plantain_tokenizer::ClipTokenizer;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::adamw::AdamW;
+use crate::config::{NanoConfig, alphas_cumprod};
+use crate::data::{batch, buckets, gaussian, pick_bucket};
+use crate::export::{ExportInfo, export};
+use crate::nn::Store;
+use crate::text::TextEncoder;
+use crate::unet::UNet;
+use crate::vae::Vae;
+use crate::{NanoError, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub seed: u64,
+    pub vae_steps: u64,
+    pub vae_batch: usize,
+    pub vae_lr: f64,
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: u64,
+    pub caption_dropout: f64,
+    /// Scale of the per-channel offset added to the training noise.
+    pub offset_noise: f64,
+    pub ema_decay: f64,
+    pub checkpoint_every: u64,
+}
+
+impl TrainOptions {
+    /// The CPU recipe for [`NanoConfig::standard`], sized to finish within about an hour on
+    /// 2 cores (candle's CPU backend is bound by element-wise ops at these sizes). Measured: too
+    /// few autoencoder steps for reconstructions the scene checker accepts; see the README.
+    pub fn standard() -> Self {
+        Self {
+            seed: 0,
+            vae_steps: 200,
+            vae_batch: 8,
+            vae_lr: 2e-3,
+            steps: 900,
+            batch: 16,
+            lr: 1e-3,
+            warmup: 50,
+            caption_dropout: 0.1,
+            offset_noise: 0.05,
+            ema_decay: 0.995,
+            checkpoint_every: 50,
+        }
+    }
+
+    /// A few steps of everything, for tests.
+    pub fn smoke() -> Self {
+        Self {
+            seed: 0,
+            vae_steps: 3,
+            vae_batch: 2,
+            vae_lr: 1e-3,
+            steps: 3,
+            batch: 2,
+            lr: 1e-3,
+            warmup: 1,
+            caption_dropout: 0.1,
+            offset_noise: 0.05,
+            ema_decay: 0.9,
+            checkpoint_every: 2,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Autoencoder,
+    Diffusion,
+}
+
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub phase: Phase,
+    pub step: u64,
+    pub total: u64,
+    /// Smoothed training loss.
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub elapsed: Duration,
+}
+
+/// What the checkpoint folder says about the run; written after the weights, atomically.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct State {
+    config: Option<NanoConfig>,
+    options: Option<TrainOptions>,
+    vae_step: u64,
+    latent_scale: Option<f32>,
+    step: u64,
+    vae_loss: f64,
+    loss: f64,
+    seconds: f64,
+}
+
+pub struct Summary {
+    pub vae_loss: f64,
+    pub loss: f64,
+    pub latent_scale: f32,
+    pub seconds: f64,
+    pub params: usize,
+}
+
+fn step_rng(seed: u64, phase: Phase, step: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(match phase {
+        Phase::Autoencoder => step,
+        Phase::Diffusion => (1 << 40) + step,
+    });
+    rng
+}
+
+fn lr_at(base: f64, warmup: u64, total: u64, step: u64) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    // Cosine decay to a tenth of the base rate.
+    let p = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+    base * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+}
+
+struct Paths {
+    dir: PathBuf,
+}
+
+impl Paths {
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+fn write_state(paths: &Paths, state: &State) -> Result<()> {
+    let tmp = paths.file("state.json.partial");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state).expect("state serialises")).map_err(|e| NanoError::io(&tmp, e))?;
+    std::fs::rename(&tmp, paths.file("state.json")).map_err(|e| NanoError::io(paths.file("state.json"), e))
+}
+
+fn merged_vars(a: &Store, b: &Store) -> BTreeMap<String, Var> {
+    a.vars().iter().chain(b.vars()).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Trains plantain-nano with checkpoints in `work` (resuming from them when present) and
+/// writes the finished model, in diffusers layout, to `out`.
+pub fn train(
+    cfg: &NanoConfig,
+    opts: &TrainOptions,
+    work: &Path,
+    out: &Path,
+    cancel: &AtomicBool,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Summary> {
+    std::fs::create_dir_all(work).map_err(|e| NanoError::io(work, e))?;
+    let paths = Paths { dir: work.to_path_buf() };
+    let mut state: State = match std::fs::read(paths.file("state.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| NanoError::Checkpoint(format!("state.json: {e}")))?,
+        Err(_) => State::default(),
+    };
+    if state.config.as_ref().is_some_and(|c| c != cfg) || state.options.as_ref().is_some_and(|o| o != opts) {
+        return Err(NanoError::Checkpoint(format!(
+            "{} holds a run with another configuration; use a new --work folder or delete it",
+            work.display()
+        )));
+    }
+    state.config = Some(cfg.clone());
+    state.options = Some(opts.clone());
+    let started = Instant::now();
+    let seconds_before = state.seconds;
+    let tokenizer = ClipTokenizer::embedded_default();
+    let native = cfg.native_resolution() as u32;
+    let shapes = buckets(cfg);
+
+    // Phase 1: the autoencoder.
+    let vae_file = paths.file("vae.safetensors");
+    let mut vae_store = if state.vae_step > 0 { Store::load(&vae_file, opts.seed)? } else { Store::new(opts.seed) };
+    let vae = Vae::new(&mut vae_store, &cfg.vae)?;
+    if state.vae_step < opts.vae_steps {
+        let mut opt = AdamW::new(opts.vae_lr, 0.0);
+        if state.vae_step > 0 {
+            opt.load(&paths.file("vae-optimizer.safetensors"))?;
+        }
+        let vars = vae_store.vars().clone();
+        let mut smooth = state.vae_loss;
+        while state.vae_step < opts.vae_steps {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(NanoError::Cancelled);
+            }
+            let step = state.vae_step;
+            let mut rng = step_rng(opts.seed, Phase::Autoencoder, step);
+            let shape = pick_bucket(&shapes, native, &mut rng);
+            let b = batch(&tokenizer, opts.vae_batch, shape, 0.0, cfg.text.max_positions, &mut rng)?;
+            let (mean, logvar) = vae.encode(&b.images)?;
+            let eps = gaussian(mean.dims(), &mut rng)?;
+            let z = (&mean + ((&logvar * 0.5)?.exp()? * eps)?)?;
+            let recon = vae.decode(&z)?;
+            let diff = (recon - &b.images)?;
+            let rec = (diff.sqr()?.mean_all()? + (diff.abs()?.mean_all()? * 0.5)?)?;
+            let kl = (((mean.sqr()? + logvar.exp()?)? - 1.0)? - &logvar)?.mean_all()?;
+            let loss = rec.add(&(kl * 1e-5)?)?;
+            let grads = loss.backward()?;
+            let lr = lr_at(opts.vae_lr, opts.warmup, opts.vae_steps, step);
+            let norm = opt.step(&vars, &grads, lr, 1.0)?;
+            let l = rec.to_scalar::<f32>()? as f64;
+            smooth = if step == 0 { l } else { 0.98 * smooth + 0.02 * l };
+            state.vae_step += 1;
+            state.vae_loss = smooth;
+            state.seconds = seconds_before + started.elapsed().as_secs_f64();
+            on_progress(&Progress {
+                phase: Phase::Autoencoder,
+                step: state.vae_step,
+                total: opts.vae_steps,
+                loss: smooth,
+                grad_norm: norm,
+                elapsed: Duration::from_secs_f64(state.seconds),
+            });
+            if state.vae_step.is_multiple_of(opts.checkpoint_every) || state.vae_step == opts.vae_steps {
+                vae_store.save(&vae_file)?;
+                opt.save(&paths.file("vae-optimizer.safetensors"))?;
+                write_state(&paths, &state)?;
+            }
+        }
+    }
+
+    // The latent scale that gives the UNet unit-variance inputs, as SD's 0.18215 does.
+    let latent_scale = match state.latent_scale {
+        Some(s) => s,
+        None => {
+            let mut sum = 0.0f64;
+            let mut sq = 0.0f64;
+            let mut n = 0usize;
+            for k in 0..8 {
+                let mut rng = step_rng(opts.seed ^ 0x5ca1e, Phase::Autoencoder, k);
+                let b = batch(&tokenizer, opts.vae_batch.max(4), (native, native), 0.0, cfg.text.max_positions, &mut rng)?;
+                let (mean, logvar) = vae.encode(&b.images)?;
+                let z = (&mean + ((&logvar * 0.5)?.exp()? * gaussian(mean.dims(), &mut rng)?)?)?;
+                let v: Vec<f32> = z.flatten_all()?.to_vec1()?;
+                n += v.len();
+                sum += v.iter().map(|&x| x as f64).sum::<f64>();
+                sq += v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+            }
+            let mean = sum / n as f64;
+            let std = (sq / n as f64 - mean * mean).sqrt().max(1e-6);
+            let s = (1.0 / std) as f32;
+            state.latent_scale = Some(s);
+            write_state(&paths, &state)?;
+            s
+        }
+    };
+
+    // Phase 2: text encoder + UNet on the frozen autoencoder's latents.
+    let text_file = paths.file("text_encoder.safetensors");
+    let unet_file = paths.file("unet.safetensors");
+    let resuming = state.step > 0;
+    let mut text_store = if resuming { Store::load(&text_file, opts.seed)? } else { Store::new(opts.seed) };
+    let mut unet_store = if resuming { Store::load(&unet_file, opts.seed)? } else { Store::new(opts.seed) };
+    let text = TextEncoder::new(&mut text_store, &cfg.text)?;
+    let unet = UNet::new(&mut unet_store, &cfg.unet)?;
+    let vars = merged_vars(&text_store, &unet_store);
+    let mut opt = AdamW::new(opts.lr, 0.01);
+    let mut ema: BTreeMap<String, Tensor> = if resuming {
+        candle_core::safetensors::load(paths.file("ema.safetensors"), &candle_core::Device::Cpu)?.into_iter().collect()
+    } else {
+        vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>()?
+    };
+    if resuming {
+        opt.load(&paths.file("optimizer.safetensors"))?;
+    }
+    let alphas = alphas_cumprod();
+    let mut smooth = state.loss;
+    while state.step < opts.steps {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(NanoError::Cancelled);
+        }
+        let step = state.step;
+        let mut rng = step_rng(opts.seed, Phase::Diffusion, step);
+        let shape = pick_bucket(&shapes, native, &mut rng);
+        let b = batch(&tokenizer, opts.batch, shape, opts.caption_dropout, cfg.text.max_positions, &mut rng)?;
+        let (mean, logvar) = vae.encode(&b.images)?;
+        let z = (&mean + ((&logvar * 0.5)?.exp()? * gaussian(mean.dims(), &mut rng)?)?)?;
+        let z = (z * latent_scale as f64)?.detach();
+        let n = opts.batch;
+        let ts: Vec<usize> = (0..n).map(|_| rng.random_range(0..alphas.len())).collect();
+        // Offset noise (a shared per-channel shift): lets the model move a picture's mean
+        // colour, which plain noise schedules barely train, and flat backgrounds need.
+        let dims = z.dims().to_vec();
+        let offset = (gaussian(&[dims[0], dims[1], 1, 1], &mut rng)? * opts.offset_noise)?;
+        let noise = gaussian(&dims, &mut rng)?.broadcast_add(&offset)?;
+        let sa: Vec<f32> = ts.iter().map(|&t| alphas[t].sqrt() as f32).collect();
+        let sb: Vec<f32> = ts.iter().map(|&t| (1.0 - alphas[t]).sqrt() as f32).collect();
+        let col = |v: Vec<f32>| Tensor::from_vec(v, (n, 1, 1, 1), &candle_core::Device::Cpu);
+        let noisy = (z.broadcast_mul(&col(sa)?)? + noise.broadcast_mul(&col(sb)?)?)?;
+        let ctx = text.forward(&b.ids)?;
+        let tf: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+        let pred = unet.forward(&noisy, &tf, &ctx)?;
+        // min-SNR-5 weighting (Hang et al. 2023) for ε-prediction: min(snr, 5) / snr.
+        let weights: Vec<f32> = ts
+            .iter()
+            .map(|&t| {
+                let snr = alphas[t] / (1.0 - alphas[t]);
+                (snr.min(5.0) / snr) as f32
+            })
+            .collect();
+        let per_sample = (pred - &noise)?.sqr()?.flatten_from(1)?.mean(1)?;
+        let w = Tensor::from_vec(weights, n, &candle_core::Device::Cpu)?;
+        let loss = (per_sample.clone() * &w)?.mean_all()?;
+        let grads = loss.backward()?;
+        let lr = lr_at(opts.lr, opts.warmup, opts.steps, step);
+        let norm = opt.step(&vars, &grads, lr, 1.0)?;
+        let decay = opts.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        for (k, v) in &vars {
+            let e = ema.get_mut(k).expect("ema has every var");
+            *e = ((&*e * decay)? + (v.as_tensor() * (1.0 - decay))?)?.detach();
+        }
+        let l = per_sample.mean_all()?.to_scalar::<f32>()? as f64;
+        smooth = if step == 0 { l } else { 0.99 * smooth + 0.01 * l };
+        state.step += 1;
+        state.loss = smooth;
+        state.seconds = seconds_before + started.elapsed().as_secs_f64();
+        on_progress(&Progress {
+            phase: Phase::Diffusion,
+            step: state.step,
+            total: opts.steps,
+            loss: smooth,
+            grad_norm: norm,
+            elapsed: Duration::from_secs_f64(state.seconds),
+        });
+        if state.step.is_multiple_of(opts.checkpoint_every) || state.step == opts.steps {
+            text_store.save(&text_file)?;
+            unet_store.save(&unet_file)?;
+            opt.save(&paths.file("optimizer.safetensors"))?;
+            crate::nn::save_tensors(&ema, &paths.file("ema.safetensors"))?;
+            write_state(&paths, &state)?;
+        }
+    }
+
+    let pick = |store: &Store| -> BTreeMap<String, Tensor> { store.vars().keys().map(|k| (k.clone(), ema[k].clone())).collect() };
+    let vae_weights: BTreeMap<String, Tensor> = vae_store.vars().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let params = text_store.param_count() + unet_store.param_count() + vae_store.param_count();
+    let info = ExportInfo {
+        seed: opts.seed,
+        vae_steps: opts.vae_steps,
+        steps: opts.steps,
+        batch: opts.batch,
+        vae_loss: state.vae_loss,
+        loss: state.loss,
+        seconds: state.seconds,
+        params,
+    };
+    export(out, cfg, &pick(&text_store), &pick(&unet_store), &vae_weights, latent_scale, &info, DType::F16)?;
+    Ok(Summary { vae_loss: state.vae_loss, loss: state.loss, latent_scale, seconds: state.seconds, params })
+}

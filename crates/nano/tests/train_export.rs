@@ -1,0 +1,142 @@
+//! The trainer on the tiny architecture: determinism, exact resume, and an export that the
+//! engine loads and computes the same as the trainer's own modules.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+use ndarray::ArrayD;
+use plantain_engine::models::clip::{self, ClipOutputs, ClipTextConfig};
+use plantain_engine::models::unet::{self as engine_unet, UNetConfig as EngineUNetConfig};
+use plantain_engine::models::vae::{self as engine_vae, VaeConfig as EngineVaeConfig};
+use plantain_engine::runtime::{Input, Network, RuntimeOptions};
+use plantain_engine::weights::TensorIndex;
+use plantain_nano::nn::Store;
+use plantain_nano::{NanoConfig, TrainOptions, train};
+
+fn runtime() -> RuntimeOptions {
+    let dir = std::env::temp_dir().join(format!("plantain-nano-test-cache-{}", std::process::id()));
+    RuntimeOptions { threads: 1, cache_dir: dir, cuda: false }
+}
+
+fn run(work: &Path, out: &Path, cancel_at: Option<u64>) -> plantain_nano::Result<plantain_nano::train::Summary> {
+    let cancel = AtomicBool::new(false);
+    train(&NanoConfig::tiny(), &TrainOptions::smoke(), work, out, &cancel, &mut |p| {
+        if p.phase == plantain_nano::Phase::Diffusion && Some(p.step) == cancel_at {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    })
+}
+
+fn read(path: PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn training_is_deterministic_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let sa = run(&a.join("work"), &a.join("model"), None).unwrap();
+    assert!(sa.loss.is_finite() && sa.vae_loss.is_finite());
+
+    // Stopped after diffusion step 3 of 3's predecessor checkpoint, then resumed.
+    let err = run(&b.join("work"), &b.join("model"), Some(2)).err().expect("cancelled");
+    assert!(matches!(err, plantain_nano::NanoError::Cancelled), "{err}");
+    assert!(!b.join("model").exists(), "no model is written before training ends");
+    let sb = run(&b.join("work"), &b.join("model"), None).unwrap();
+    assert_eq!(sa.loss, sb.loss);
+
+    for file in ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"] {
+        assert!(read(a.join("model").join(file)) == read(b.join("model").join(file)), "{file} differs after resume");
+    }
+    for file in ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt", "README.md"] {
+        assert!(a.join("model").join(file).is_file(), "{file} missing");
+    }
+}
+
+#[test]
+fn another_configuration_refuses_the_checkpoint_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(&tmp.path().join("work"), &tmp.path().join("model"), None).unwrap();
+    let mut other = TrainOptions::smoke();
+    other.seed = 7;
+    let err = train(&NanoConfig::tiny(), &other, &tmp.path().join("work"), &tmp.path().join("m2"), &AtomicBool::new(false), &mut |_| {})
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("another configuration"), "{err}");
+}
+
+fn to_nd(t: &Tensor) -> ArrayD<f32> {
+    let shape = t.dims().to_vec();
+    ArrayD::from_shape_vec(shape, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap()
+}
+
+fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+    let err = got.iter().zip(want.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(err <= 1e-4 * scale.max(1.0), "{what}: max error {err} (scale {scale})");
+}
+
+fn seeded(shape: &[usize], seed: u64) -> Tensor {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    plantain_nano::data::gaussian(shape, &mut rng).unwrap()
+}
+
+/// The exported folder, run by the engine's ONNX graphs, computes what the trainer's candle
+/// modules compute with the same (fp16-rounded) weights.
+#[test]
+fn export_loads_in_the_engine_with_the_same_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    run(&tmp.path().join("work"), &model, None).unwrap();
+    let cfg = NanoConfig::tiny();
+
+    // Text encoder.
+    let dir = model.join("text_encoder");
+    let mut store = Store::load(&dir.join("model.safetensors"), 0).unwrap();
+    let text = plantain_nano::text::TextEncoder::new(&mut store, &cfg.text).unwrap();
+    let tok = plantain_tokenizer::ClipTokenizer::embedded_default();
+    let ids: Vec<u32> = tok.encode_padded("a crimson star left of a small blue ring", 77);
+    let want = text.forward(&Tensor::from_vec(ids.clone(), (1, 77), &Device::Cpu).unwrap()).unwrap();
+    let ecfg = ClipTextConfig::from_file(&dir.join("config.json")).unwrap();
+    let idx = TensorIndex::open(&dir.join("model.safetensors")).unwrap();
+    let net = Network::new(&clip::build(&ecfg, &idx, ClipOutputs { projection: false }).unwrap(), "nano-te", &runtime()).unwrap();
+    let ids64 = ArrayD::from_shape_vec(vec![1, 77], ids.iter().map(|&v| v as i64).collect()).unwrap();
+    let got = net.run(vec![("input_ids", Input::I64(ids64))]).unwrap();
+    assert_close("text encoder", &got["last_hidden_state"], &to_nd(&want));
+
+    // UNet.
+    let dir = model.join("unet");
+    let mut store = Store::load(&dir.join("diffusion_pytorch_model.safetensors"), 0).unwrap();
+    let unet = plantain_nano::unet::UNet::new(&mut store, &cfg.unet).unwrap();
+    let x = seeded(&[2, 4, 8, 12], 1);
+    let ctx = seeded(&[2, 77, cfg.unet.cross_attention_dim], 2);
+    let want = unet.forward(&x, &[999.0, 250.0], &ctx).unwrap();
+    let ecfg = EngineUNetConfig::from_file(&dir.join("config.json")).unwrap();
+    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let net = Network::new(&engine_unet::build(&ecfg, &idx).unwrap(), "nano-unet", &runtime()).unwrap();
+    let t = ArrayD::from_shape_vec(vec![2], vec![999.0f32, 250.0]).unwrap();
+    let got = net
+        .run(vec![("sample", Input::F32(to_nd(&x))), ("timestep", Input::F32(t)), ("encoder_hidden_states", Input::F32(to_nd(&ctx)))])
+        .unwrap();
+    assert_close("unet", &got["out_sample"], &to_nd(&want));
+
+    // Autoencoder.
+    let dir = model.join("vae");
+    let mut store = Store::load(&dir.join("diffusion_pytorch_model.safetensors"), 0).unwrap();
+    let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae).unwrap();
+    let ecfg = EngineVaeConfig::from_file(&dir.join("config.json")).unwrap();
+    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let z = seeded(&[1, 4, 6, 10], 3);
+    let want = vae.decode(&z).unwrap();
+    let dec = Network::new(&engine_vae::build_decoder(&ecfg, &idx).unwrap(), "nano-vae-dec", &runtime()).unwrap();
+    let got = dec.run(vec![("latent", Input::F32(to_nd(&z)))]).unwrap();
+    assert_close("vae decode", &got["sample"], &to_nd(&want));
+    let img = (seeded(&[1, 3, 16, 32], 4).tanh().unwrap()).to_dtype(DType::F32).unwrap();
+    let (mean, _) = vae.encode(&img).unwrap();
+    let enc = Network::new(&engine_vae::build_encoder(&ecfg, &idx).unwrap(), "nano-vae-enc", &runtime()).unwrap();
+    let got = enc.run(vec![("sample", Input::F32(to_nd(&img)))]).unwrap();
+    assert_close("vae mean", &got["mean"], &to_nd(&mean));
+}
