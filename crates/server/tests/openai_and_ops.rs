@@ -239,28 +239,45 @@ async fn full_queue_answers_503_and_unloadable_model_is_unavailable() {
     s.stop().await;
 }
 
+async fn wait_cancelled(base: &str, n: u64) {
+    for _ in 0..200 {
+        let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        if m.contains(&format!("plantain_jobs_cancelled_total {n}")) && m.contains("plantain_worker_busy{model=\"tiny\"} 0") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("job was not cancelled");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_cancels_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&dir);
-    cfg.models[0].steps = Some(400);
+    cfg.models[0].steps = Some(1000);
     let s = start(cfg).await;
     let base = format!("http://{}", s.addr);
     let body = json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_millis(1500)).build().unwrap();
-    let r = client.post(format!("{base}/v1beta/models/tiny:generateContent")).json(&body).send().await;
-    assert!(r.is_err(), "the request should time out on the client");
-    // The worker stops between steps and records nothing.
-    let mut cancelled = false;
-    for _ in 0..100 {
-        let m = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-        if m.contains("plantain_jobs_cancelled_total 1") && m.contains("plantain_worker_busy{model=\"tiny\"} 0") {
-            cancelled = true;
+
+    // A stream read until its first progress chunk, then dropped: timing-independent.
+    let mut r =
+        reqwest::Client::new().post(format!("{base}/v1beta/models/tiny:streamGenerateContent?alt=sse")).json(&body).send().await.unwrap();
+    let mut seen = String::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&c));
+        if seen.contains("step 1 of 1000") {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(cancelled, "job was not cancelled");
+    drop(r);
+    wait_cancelled(&base, 1).await;
+
+    // A plain request whose client gives up (1000 steps take longer than 1 s).
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_millis(1000)).build().unwrap();
+    let r = client.post(format!("{base}/v1beta/models/tiny:generateContent")).json(&body).send().await;
+    assert!(r.is_err(), "the request should time out on the client");
+    wait_cancelled(&base, 2).await;
+    // Nothing was recorded for either.
     assert_eq!(s.state.store.images_since(None, 0).unwrap(), 0);
     s.stop().await;
 }
