@@ -48,6 +48,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        quiet_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Generate(a) => generate::run(*a),
         Command::Pull(a) => hubcmd::pull(a),
@@ -65,5 +68,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Printing commands end quietly when their reader goes away (`plantain verify … | head`), as
+/// Unix tools do, instead of panicking on EPIPE. The server keeps Rust's default (SIGPIPE
+/// ignored): a client that vanishes must not kill it.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

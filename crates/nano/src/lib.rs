@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod fused;
 pub mod nn;
 pub mod text;
 pub mod train;

@@ -1,14 +1,14 @@
 //! Trainable building blocks on candle's autograd, named like diffusers / transformers modules
 //! so the saved tensors load unchanged in the engine and in diffusers.
 //!
-//! Only ops with a backward pass in candle 0.11 are used (its fused softmax / layer-norm kernels
-//! have none), and every weight is initialised from a seed and its own name, so a model is the
+//! Only ops with a backward pass are used (candle 0.11's own fused softmax / layer-norm kernels
+//! have none; [`crate::fused`] has ours), and every weight is initialised from a seed and its own name, so a model is the
 //! same whatever order its parts are built in.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{D, DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
@@ -73,6 +73,15 @@ impl Store {
         let t = var.as_tensor().clone();
         self.vars.insert(name.to_string(), var);
         Ok(t)
+    }
+
+    /// Creates `name` with the given values unless it exists (a checkpoint was loaded), so
+    /// a layer built afterwards picks them up instead of its default initialisation.
+    pub fn preset(&mut self, name: &str, values: Tensor) -> Result<()> {
+        if !self.vars.contains_key(name) {
+            self.vars.insert(name.to_string(), Var::from_tensor(&values)?);
+        }
+        Ok(())
     }
 
     pub fn vars(&self) -> &BTreeMap<String, Var> {
@@ -142,44 +151,24 @@ impl Conv2d {
         Ok(Self { weight, bias, stride, padding })
     }
 
-    /// As im2col from shifted views and one matmul: candle's CPU conv backward goes through a
-    /// naive transposed convolution that is far too slow to train with, while narrow, cat and
-    /// matmul have fast backward passes.
+    /// As im2col and one matmul with the bias as the weight matrix's last column: candle's CPU
+    /// conv backward goes through a naive transposed convolution that is far too slow to train
+    /// with; [`crate::fused::im2col`] has a one-pass backward.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_padded(x, self.padding, self.padding)
+    }
+
+    /// With `lo` zero rows/columns before and `hi` after (diffusers' VAE downsamplers pad
+    /// only bottom and right).
+    pub fn forward_padded(&self, x: &Tensor, lo: usize, hi: usize) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let (o, _, k, _) = self.weight.dims4()?;
-        let (p, s) = (self.padding, self.stride);
-        let ho = (h + 2 * p - k) / s + 1;
-        let wo = (w + 2 * p - k) / s + 1;
-        let cols = if k == 1 && s == 1 && p == 0 {
-            x.reshape((b, c, h * w))?
-        } else {
-            let xp = if p > 0 { x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)? } else { x.clone() };
-            let mut views = Vec::with_capacity(k * k);
-            for i in 0..k {
-                for j in 0..k {
-                    let v = if s == 1 {
-                        xp.narrow(2, i, ho)?.narrow(3, j, wo)?
-                    } else {
-                        // Rows i, i+s, …: take s*ho rows and keep the first of every s.
-                        let rows = (xp.dims()[2] - i).min(s * ho);
-                        let cols = (xp.dims()[3] - j).min(s * wo);
-                        let v = xp.narrow(2, i, rows)?.narrow(3, j, cols)?;
-                        let v = if rows < s * ho || cols < s * wo {
-                            v.pad_with_zeros(2, 0, s * ho - rows)?.pad_with_zeros(3, 0, s * wo - cols)?
-                        } else {
-                            v
-                        };
-                        v.reshape((b, c, ho, s, wo, s))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((b, c, ho, wo))?
-                    };
-                    views.push(v.unsqueeze(2)?);
-                }
-            }
-            Tensor::cat(&views, 2)?.reshape((b, c * k * k, ho * wo))?
-        };
-        let wmat = self.weight.reshape((o, c * k * k))?;
-        let y = wmat.broadcast_matmul(&cols)?.reshape((b, o, ho, wo))?;
-        y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
+        let s = self.stride;
+        let ho = (h + lo + hi - k) / s + 1;
+        let wo = (w + lo + hi - k) / s + 1;
+        let cols = crate::fused::im2col(x, k, s, lo, hi, true)?;
+        let wmat = Tensor::cat(&[self.weight.reshape((o, c * k * k))?, self.bias.reshape((o, 1))?], 1)?;
+        wmat.broadcast_matmul(&cols)?.reshape((b, o, ho, wo))
     }
 }
 
@@ -199,13 +188,12 @@ impl GroupNorm {
 
     /// `x`: `[B, C, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let g = x.reshape((b, self.groups, (c / self.groups) * h * w))?;
-        let mean = g.mean_keepdim(2)?;
-        let centred = g.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(2)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?.reshape((b, c, h, w))?;
-        normed.broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?.broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+        crate::fused::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, false)
+    }
+
+    /// `silu(self.forward(x))` in one fused pass.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        crate::fused::group_norm(x, &self.weight, &self.bias, self.groups, self.eps, true)
     }
 }
 
@@ -223,11 +211,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centred = x.broadcast_sub(&mean)?;
-        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        crate::fused::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -244,7 +228,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
-    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    let probs = crate::fused::softmax_last_dim(&scores)?;
     probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, c))
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adamw::AdamW;
 use crate::config::{NanoConfig, alphas_cumprod};
-use crate::data::{batch, buckets, gaussian, pick_bucket};
+use crate::data::{batch, buckets, edge_weights, gaussian, pick_bucket};
 use crate::export::{ExportInfo, export};
 use crate::nn::Store;
 use crate::text::TextEncoder;
@@ -31,6 +31,8 @@ pub struct TrainOptions {
     pub vae_steps: u64,
     pub vae_batch: usize,
     pub vae_lr: f64,
+    /// Extra autoencoder loss weight on edges ([`edge_weights`]).
+    pub vae_edge_weight: f32,
     pub steps: u64,
     pub batch: usize,
     pub lr: f64,
@@ -49,10 +51,11 @@ impl TrainOptions {
     pub fn standard() -> Self {
         Self {
             seed: 0,
-            vae_steps: 200,
+            vae_steps: 1500,
             vae_batch: 8,
             vae_lr: 2e-3,
-            steps: 900,
+            vae_edge_weight: 8.0,
+            steps: 1400,
             batch: 16,
             lr: 1e-3,
             warmup: 50,
@@ -70,6 +73,7 @@ impl TrainOptions {
             vae_steps: 3,
             vae_batch: 2,
             vae_lr: 1e-3,
+            vae_edge_weight: 8.0,
             steps: 3,
             batch: 2,
             lr: 1e-3,
@@ -212,7 +216,9 @@ pub fn train(
             let z = (&mean + ((&logvar * 0.5)?.exp()? * eps)?)?;
             let recon = vae.decode(&z)?;
             let diff = (recon - &b.images)?;
-            let rec = (diff.sqr()?.mean_all()? + (diff.abs()?.mean_all()? * 0.5)?)?;
+            let weights = edge_weights(&b.images, opts.vae_edge_weight)?;
+            let wmean = weights.mean_all()?.to_scalar::<f32>()? as f64;
+            let rec = ((diff.sqr()? + (diff.abs()? * 0.5)?)?.broadcast_mul(&weights)?.mean_all()? / wmean)?;
             let kl = (((mean.sqr()? + logvar.exp()?)? - 1.0)? - &logvar)?.mean_all()?;
             let loss = rec.add(&(kl * 1e-5)?)?;
             let grads = loss.backward()?;

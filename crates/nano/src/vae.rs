@@ -27,8 +27,8 @@ impl Resnet {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
@@ -125,6 +125,11 @@ impl Vae {
         let enc_mid = Mid::new(s, "encoder.mid_block", g, ch)?;
         let enc_norm = GroupNorm::new(s, "encoder.conv_norm_out", g, ch, EPS)?;
         let enc_out = Conv2d::new(s, "encoder.conv_out", ch, 2 * l, 3, 1, 1)?;
+        // The log-variance starts at -8 (σ ≈ 0.02), not at 0: with σ = 1 the decoder first sees
+        // mostly noise and the tiny KL weight leaves it there for thousands of steps.
+        let mut quant_bias = vec![0f32; l];
+        quant_bias.extend(std::iter::repeat_n(-8f32, l));
+        s.preset("quant_conv.bias", Tensor::from_vec(quant_bias, 2 * l, &candle_core::Device::Cpu)?)?;
         let quant = Conv2d::new(s, "quant_conv", 2 * l, 2 * l, 1, 1, 0)?;
         let post_quant = Conv2d::new(s, "post_quant_conv", l, l, 1, 1, 0)?;
         let rev: Vec<usize> = chans.iter().rev().copied().collect();
@@ -172,11 +177,11 @@ impl Vae {
                 x = r.forward(&x)?;
             }
             if let Some(d) = down {
-                x = d.forward(&x.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?)?;
+                x = d.forward_padded(&x, 0, 1)?;
             }
         }
         x = self.enc_mid.forward(&x)?;
-        x = self.enc_out.forward(&self.enc_norm.forward(&x)?.silu()?)?;
+        x = self.enc_out.forward(&self.enc_norm.forward_silu(&x)?)?;
         let moments = self.quant.forward(&x)?;
         let l = self.latent_channels;
         // diffusers clamps the log-variance to [-30, 20].
@@ -196,6 +201,6 @@ impl Vae {
                 x = u.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?;
             }
         }
-        self.dec_out.forward(&self.dec_norm.forward(&x)?.silu()?)
+        self.dec_out.forward(&self.dec_norm.forward_silu(&x)?)
     }
 }

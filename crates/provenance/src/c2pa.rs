@@ -21,10 +21,11 @@ pub const GENERATION_LABEL: &str = "org.plantain.generation";
 pub enum Action {
     /// Made from a prompt only: `c2pa.created`, digital source type `trainedAlgorithmicMedia`.
     Created,
-    /// An edit of an input image (img2img, inpainting, conversational edit): `c2pa.edited`, the
-    /// input as `parentOf` ingredient.
+    /// An edit of an input image (img2img, inpainting, conversational edit): `c2pa.opened` of
+    /// the input (the `parentOf` ingredient), then `c2pa.edited`; further inputs `c2pa.placed`.
     Edited,
-    /// A fusion of several input images: `c2pa.placed`, the inputs as `componentOf` ingredients.
+    /// A fusion of several input images into a new one: `c2pa.created`, then `c2pa.placed` with
+    /// the inputs as `componentOf` ingredients.
     Placed,
 }
 
@@ -105,27 +106,32 @@ fn context(trust: &Trust) -> Result<::c2pa::Context, ProvenanceError> {
 pub fn sign(bytes: &[u8], format: MediaFormat, info: &ManifestInfo, identity: &SigningIdentity) -> Result<Vec<u8>, ProvenanceError> {
     let version = env!("CARGO_PKG_VERSION");
     let dst = info.digital_source_type();
-    let (action, relationship) = match info.action {
-        Action::Created => ("c2pa.created", "parentOf"),
-        Action::Edited => ("c2pa.edited", "parentOf"),
-        Action::Placed => ("c2pa.placed", "componentOf"),
-    };
     let ids: Vec<String> = (0..info.ingredients.len()).map(|i| format!("input-{i}")).collect();
-    let mut act = json!({
-        "action": action,
-        "digitalSourceType": dst,
-        "softwareAgent": { "name": "plantain", "version": version },
-        "description": format!("model: {}", info.model),
-    });
-    if !ids.is_empty() {
-        act["parameters"] = json!({ "ingredientIds": ids });
-    }
-    let mut actions = vec![act];
-    if info.action == Action::Edited && info.ingredients.len() > 1 {
-        // Further inputs of an edit are placed into it.
-        actions[0]["parameters"] = json!({ "ingredientIds": [ids[0]] });
-        actions.push(json!({ "action": "c2pa.placed", "parameters": { "ingredientIds": ids[1..] } }));
-    }
+    let main = |action: &str| {
+        json!({
+            "action": action,
+            "digitalSourceType": dst,
+            "softwareAgent": { "name": "plantain", "version": version },
+            "description": format!("model: {}", info.model),
+        })
+    };
+    let placed = |ids: &[String]| json!({ "action": "c2pa.placed", "parameters": { "ingredientIds": ids } });
+    // C2PA 2.x: a manifest's first action is `c2pa.created` or `c2pa.opened` (of its one
+    // `parentOf` ingredient); validators reject anything else as malformed.
+    let actions: Vec<Value> = match (info.action, ids.split_first()) {
+        (Action::Edited, Some((parent, others))) => {
+            let mut v = vec![json!({ "action": "c2pa.opened", "parameters": { "ingredientIds": [parent] } }), main("c2pa.edited")];
+            if !others.is_empty() {
+                // Further inputs of an edit are placed into it.
+                v.push(placed(others));
+            }
+            v
+        }
+        (Action::Placed, Some(_)) => vec![main("c2pa.created"), placed(&ids)],
+        // An edit or fusion whose inputs were not given: a new image all the same.
+        (Action::Edited, None) => vec![main("c2pa.created"), main("c2pa.edited")],
+        (Action::Created, _) | (Action::Placed, None) => vec![main("c2pa.created")],
+    };
     let mut generation = serde_json::Map::new();
     generation.insert("model".into(), json!(info.model));
     for (k, v) in &info.parameters {
@@ -152,7 +158,9 @@ pub fn sign(bytes: &[u8], format: MediaFormat, info: &ManifestInfo, identity: &S
     let mut builder = ::c2pa::Builder::from_context(context(&Trust::default())?)
         .with_definition(definition.to_string().as_str())
         .map_err(|e| c2pa_err("manifest definition", e))?;
-    for (ing, id) in info.ingredients.iter().zip(&ids) {
+    for (i, (ing, id)) in info.ingredients.iter().zip(&ids).enumerate() {
+        // The edited image is the parent; everything placed into an image is a component.
+        let relationship = if info.action == Action::Edited && i == 0 { "parentOf" } else { "componentOf" };
         let fmt = MediaFormat::sniff(ing.bytes)
             .ok_or_else(|| ProvenanceError::BadImage(format!("ingredient {}: not PNG, JPEG or WebP", ing.title)))?;
         let ij = json!({ "title": ing.title, "relationship": relationship, "label": id });

@@ -148,13 +148,30 @@ fn edits_record_ingredients_by_hash() {
     let out = prov().stamp(&scene(256, 256, 6), MediaFormat::Png, &info).unwrap();
     let r = prov().verify(&out.bytes).unwrap();
     let m = r.manifest.unwrap();
-    assert!(m.signature_valid && m.hash_valid, "{m:?}");
-    assert_eq!(m.actions, vec!["c2pa.edited".to_string()]);
+    // Valid as a whole (an edit must open its parent first, or validators call it malformed).
+    assert!(m.signature_valid && m.hash_valid && m.trusted && m.failures.is_empty(), "{m:?}");
+    assert_eq!(m.actions, vec!["c2pa.opened".to_string(), "c2pa.edited".to_string()]);
     assert_eq!(m.ingredients, vec!["input.png".to_string()]);
     assert!(m.digital_source_type.unwrap().ends_with("/compositeWithTrainedAlgorithmicMedia"));
     // The input's bytes are not embedded (only its hash).
     let probe = &input[input.len() / 2..input.len() / 2 + 64];
     assert!(!out.bytes.windows(64).any(|w| w == probe));
+}
+
+#[test]
+fn fusions_are_created_with_their_inputs_placed() {
+    let a = encode(&scene(128, 128, 7), MediaFormat::Png).unwrap();
+    let b = encode(&scene(128, 128, 8), MediaFormat::Jpeg).unwrap();
+    let info = ManifestInfo {
+        action: Action::Placed,
+        ingredients: vec![Ingredient { title: "subject.png".into(), bytes: &a }, Ingredient { title: "scene.jpg".into(), bytes: &b }],
+        ..ManifestInfo::created("sd-turbo")
+    };
+    let out = prov().stamp(&scene(256, 256, 9), MediaFormat::Png, &info).unwrap();
+    let m = prov().verify(&out.bytes).unwrap().manifest.unwrap();
+    assert!(m.signature_valid && m.hash_valid && m.trusted && m.failures.is_empty(), "{m:?}");
+    assert_eq!(m.actions, vec!["c2pa.created".to_string(), "c2pa.placed".to_string()]);
+    assert_eq!(m.ingredients, vec!["subject.png".to_string(), "scene.jpg".to_string()]);
 }
 
 #[test]
