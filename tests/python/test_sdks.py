@@ -253,6 +253,41 @@ def test_batch_inline_requests():
     c.batches.delete(name=job.name)
 
 
+def test_batch_from_jsonl_file():
+    import io
+    import json
+    import time
+
+    c = gclient()
+    cfg = {"responseModalities": ["IMAGE"], "imageConfig": {"imageSize": "512", "aspectRatio": "16:9"}}
+    lines = [
+        {"key": "first", "request": {"contents": [{"parts": [{"text": "one"}]}], "generationConfig": cfg}},
+        {"key": "second", "request": {"contents": [{"parts": [{"text": "two"}]}], "generationConfig": cfg}},
+    ]
+    data = ("\n".join(json.dumps(x) for x in lines) + "\n{broken\n").encode()
+    src = c.files.upload(file=io.BytesIO(data), config=types.UploadFileConfig(mime_type="application/jsonl", display_name="reqs"))
+    job = c.batches.create(model=GEMINI, src=src.name, config={"display_name": "sdk file batch"})
+    for _ in range(600):
+        job = c.batches.get(name=job.name)
+        if job.state.name in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"):
+            break
+        time.sleep(0.2)
+    assert job.state.name == "JOB_STATE_SUCCEEDED", job.state
+    assert job.dest.file_name and job.dest.file_name.startswith("files/"), job.dest
+    out = c.files.download(file=job.dest.file_name).decode().splitlines()
+    got = [json.loads(x) for x in out]
+    assert [g.get("key") for g in got] == ["first", "second", None], got
+    for g in got[:2]:
+        r = types.GenerateContentResponse.model_validate_json(json.dumps(g["response"]))
+        assert png_size(image_parts(r)[0].inline_data.data) == (688, 384)
+    assert got[2]["error"]["status"] == "INVALID_ARGUMENT" and "line 3" in got[2]["error"]["message"], got[2]
+    # The results file is a GENERATED file of the Files API, downloadable through the File object too.
+    f = c.files.get(name=job.dest.file_name)
+    assert f.source.name == "GENERATED", f.source
+    assert c.files.download(file=f) == "\n".join(out).encode() + b"\n"
+    expect_client_error(403, lambda: c.batches.create(model=GEMINI, src="files/missing"), "permission")
+
+
 def test_openai_generate_and_url():
     o = oclient()
     r = o.images.generate(model="gpt-image-1", prompt="a fox", size="512x384", n=2)

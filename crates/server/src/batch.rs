@@ -1,5 +1,12 @@
-//! Gemini batch jobs (`:batchGenerateContent` with inline requests; `GET/DELETE batches/{name}`,
-//! `GET batches`, `POST batches/{name}:cancel`), durable across restarts and `kill -9`.
+//! Gemini batch jobs (`:batchGenerateContent` with inline requests or a JSONL file from the
+//! Files API; `GET/DELETE batches/{name}`, `GET batches`, `POST batches/{name}:cancel`),
+//! durable across restarts and `kill -9`.
+//!
+//! A JSONL input (`inputConfig.fileName`) holds one `{"key": …, "request": {…}}` per line; a
+//! line that cannot be read becomes a FAILED item with its own error, the others run. When the
+//! batch is done its results are written, in input order, as a JSONL file
+//! (`{"key": …, "response": {…}}` or `{"key": …, "error": {…}}` per line) named
+//! `files/batch-ID`, reported as `output.responsesFile` and downloadable from the Files API.
 //!
 //! The batch and its requests are written to SQLite in one transaction before the answer is
 //! sent. One runner task takes pending items oldest first and runs each through the same path
@@ -22,10 +29,10 @@ use crate::files::rfc3339;
 use crate::gemini::{GenerateContentRequest, prepare, response_json};
 use crate::generate::{self, Output, RequestCtx};
 use crate::ops::admit;
-use crate::store::{BatchItem, BatchRecord, now};
+use crate::store::{BatchItem, BatchRecord, FileRecord, NewItem, now};
 use crate::{AppState, RequestId};
 
-/// Most requests in one batch.
+/// Most requests in one batch (inline or JSONL lines).
 pub const MAX_REQUESTS: usize = 1000;
 
 pub fn routes() -> Router<Arc<AppState>> {
@@ -63,7 +70,9 @@ fn batch_json(b: &BatchRecord, items: &[BatchItem]) -> Value {
     if let Some(t) = b.ended_at {
         meta["endTime"] = json!(rfc3339(t));
     }
-    if done {
+    if let Some(f) = &b.output_file {
+        meta["output"] = json!({"responsesFile": f});
+    } else if done {
         let responses: Vec<Value> = items
             .iter()
             .map(|i| {
@@ -79,6 +88,9 @@ fn batch_json(b: &BatchRecord, items: &[BatchItem]) -> Value {
             .collect();
         meta["output"] = json!({"inlinedResponses": {"inlinedResponses": responses}});
     }
+    if let Some(f) = &b.input_file {
+        meta["inputConfig"] = json!({"fileName": f});
+    }
     json!({"name": b.name, "metadata": meta, "done": done})
 }
 
@@ -88,25 +100,21 @@ pub fn create(state: &AppState, ctx: &RequestCtx, requested: &str, model: &str, 
     let batch = v.get("batch").ok_or_else(|| ApiError::invalid("the body needs a batch object"))?;
     let input =
         batch.get("inputConfig").or_else(|| batch.get("input_config")).ok_or_else(|| ApiError::invalid("batch.inputConfig is required"))?;
-    if input.get("fileName").or_else(|| input.get("file_name")).is_some() {
-        return Err(ApiError::unimplemented("batch input from a JSONL file is not built in this server yet; send inline requests"));
-    }
-    let reqs = input
-        .get("requests")
-        .and_then(|r| r.get("requests"))
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::invalid("batch.inputConfig.requests.requests must be a list"))?;
-    if reqs.is_empty() || reqs.len() > MAX_REQUESTS {
-        return Err(ApiError::invalid(format!("a batch holds 1 to {MAX_REQUESTS} requests, got {}", reqs.len())));
-    }
-    let mut items = Vec::with_capacity(reqs.len());
-    for (i, r) in reqs.iter().enumerate() {
-        let req = r.get("request").cloned().ok_or_else(|| ApiError::invalid(format!("requests[{i}].request is required")))?;
-        // Shape errors are refused now; everything else (bad sizes, images) fails its item only.
-        serde_json::from_value::<GenerateContentRequest>(req.clone())
-            .map_err(|e| ApiError::invalid(format!("requests[{i}].request: Invalid JSON payload received: {e}")))?;
-        items.push((req, r.get("metadata").cloned()));
-    }
+    let file_name = match input.get("fileName").or_else(|| input.get("file_name")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(f)) => Some(f.as_str()),
+        Some(_) => return Err(ApiError::invalid("batch.inputConfig.fileName must be a string (files/NAME)")),
+    };
+    let (items, input_file) = match file_name {
+        Some(f) => {
+            if input.get("requests").is_some() {
+                return Err(ApiError::invalid("batch.inputConfig takes either fileName or requests, not both"));
+            }
+            let (items, name) = items_from_file(state, f, &ctx.caller.key_id)?;
+            (items, Some(name))
+        }
+        None => (inline_items(input)?, None),
+    };
     let t = now();
     let rec = BatchRecord {
         name: format!("batches/{}", &crate::signature::new_id()[..16]),
@@ -117,12 +125,128 @@ pub fn create(state: &AppState, ctx: &RequestCtx, requested: &str, model: &str, 
         created_at: t,
         updated_at: t,
         ended_at: None,
+        input_file,
+        output_file: None,
     };
     state.store.create_batch(&rec, &items)?;
     state.batch_notify.notify_one();
     tracing::info!(request_id = %ctx.request_id, key_id = %ctx.caller.label(), batch = %rec.name, model = requested, items = items.len(), "batch created");
     let items = state.store.batch_items(&rec.name)?;
     Ok(batch_json(&rec, &items))
+}
+
+fn inline_items(input: &Value) -> Result<Vec<NewItem>, ApiError> {
+    let reqs = input
+        .get("requests")
+        .and_then(|r| r.get("requests"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid("batch.inputConfig needs requests.requests (a list) or fileName"))?;
+    if reqs.is_empty() || reqs.len() > MAX_REQUESTS {
+        return Err(ApiError::invalid(format!("a batch holds 1 to {MAX_REQUESTS} requests, got {}", reqs.len())));
+    }
+    let mut items = Vec::with_capacity(reqs.len());
+    for (i, r) in reqs.iter().enumerate() {
+        let req = r.get("request").cloned().ok_or_else(|| ApiError::invalid(format!("requests[{i}].request is required")))?;
+        // Shape errors are refused now; everything else (bad sizes, images) fails its item only.
+        serde_json::from_value::<GenerateContentRequest>(req.clone())
+            .map_err(|e| ApiError::invalid(format!("requests[{i}].request: Invalid JSON payload received: {e}")))?;
+        items.push(NewItem { request: req, metadata: r.get("metadata").cloned(), failed: None });
+    }
+    Ok(items)
+}
+
+/// Reads a JSONL batch input from the caller's files: one item per non-blank line. A line that
+/// is not JSON, has no `request` or a request of the wrong shape becomes a FAILED item (its
+/// error names the line); the file as a whole is refused only when it cannot be a batch input
+/// (missing, not the caller's, still uploading, an image, no lines, too many lines).
+fn items_from_file(state: &AppState, name: &str, key: &Option<String>) -> Result<(Vec<NewItem>, String), ApiError> {
+    let name = name.trim();
+    let short = name.rsplit_once("files/").map(|(_, n)| n).unwrap_or(name);
+    let f = crate::files::visible(state, short, key)?;
+    let bytes = crate::files::file_bytes(state, &f)?;
+    if let Some(m) = crate::media::sniff(&bytes) {
+        return Err(ApiError::invalid(format!("{} is an image ({m}), not a JSONL batch input", f.name)));
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<(usize, &str)> = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).filter(|(_, l)| !l.is_empty()).collect();
+    if lines.is_empty() || lines.len() > MAX_REQUESTS {
+        return Err(ApiError::invalid(format!("{}: a batch holds 1 to {MAX_REQUESTS} requests (lines), got {}", f.name, lines.len())));
+    }
+    let items = lines
+        .into_iter()
+        .map(|(ln, line)| {
+            let fail = |key: Option<Value>, msg: String| NewItem {
+                request: Value::Null,
+                metadata: key.map(|k| json!({"key": k})),
+                failed: Some(ApiError::invalid(format!("{} line {ln}: {msg}", f.name)).gemini_body()),
+            };
+            let v: Value = match serde_json::from_str(line) {
+                Ok(v @ Value::Object(_)) => v,
+                Ok(_) => return fail(None, "expected a JSON object {\"key\": …, \"request\": {…}}".into()),
+                Err(e) => return fail(None, format!("Invalid JSON: {e}")),
+            };
+            let key = v.get("key").cloned();
+            let Some(req) = v.get("request").cloned() else {
+                return fail(key, "request is required".into());
+            };
+            if let Err(e) = serde_json::from_value::<GenerateContentRequest>(req.clone()) {
+                return fail(key, format!("request: Invalid JSON payload received: {e}"));
+            }
+            NewItem { request: req, metadata: key.map(|k| json!({"key": k})), failed: None }
+        })
+        .collect();
+    Ok((items, f.name))
+}
+
+/// The results of a file-input batch as JSONL, in input order.
+fn output_jsonl(items: &[BatchItem]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in items {
+        let mut line = match &i.result {
+            Some(r) => r.clone(),
+            None => json!({"error": {"code": 499, "message": "cancelled before it finished", "status": "CANCELLED"}}),
+        };
+        if let Some(k) = i.metadata.as_ref().and_then(|m| m.get("key")) {
+            line["key"] = k.clone();
+        }
+        out.extend_from_slice(line.to_string().as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Moves a batch whose items are all settled (or that is being cancelled) to `final_state`;
+/// a file-input batch gets its output file in the same transaction. Safe to repeat (the
+/// output's name is the batch's, and only a pending or running batch is completed).
+fn complete(state: &AppState, b: &BatchRecord, final_state: &str) -> Result<bool, ApiError> {
+    let output = match &b.input_file {
+        None => None,
+        Some(_) => {
+            let bytes = output_jsonl(&state.store.batch_items(&b.name)?);
+            let hash = state.blobs.put(&bytes)?;
+            let t = now();
+            let id = b.name.strip_prefix("batches/").unwrap_or(&b.name);
+            Some(FileRecord {
+                name: format!("files/batch-{id}"),
+                key_id: b.key_id.clone(),
+                display_name: Some(format!("results of {}", b.name)),
+                mime_type: "application/jsonl".into(),
+                size_bytes: bytes.len() as i64,
+                sha256: Some(hash),
+                state: "ACTIVE".into(),
+                upload_id: None,
+                received: bytes.len() as i64,
+                created_at: t,
+                expires_at: t + crate::files::TTL_SECS,
+                source: "GENERATED".into(),
+            })
+        }
+    };
+    let done = state.store.complete_batch(&b.name, final_state, output.as_ref())?;
+    if done {
+        tracing::info!(batch = %b.name, state = final_state, output = ?output.as_ref().map(|f| &f.name), "batch completed");
+    }
+    Ok(done)
 }
 
 fn visible(state: &AppState, name: &str, key: &Option<String>) -> Result<BatchRecord, ApiError> {
@@ -167,7 +291,7 @@ async fn cancel(
     let b = visible(&state, name, &ctx.caller.key_id)?;
     if matches!(b.state.as_str(), "BATCH_STATE_PENDING" | "BATCH_STATE_RUNNING") {
         state.store.cancel_batch_items(&b.name)?;
-        state.store.set_batch_state(&b.name, "BATCH_STATE_CANCELLED", true)?;
+        complete(&state, &b, "BATCH_STATE_CANCELLED")?;
     }
     Ok(axum::Json(json!({})).into_response())
 }
@@ -188,6 +312,17 @@ async fn delete_batch(
 /// Runs batch items one after another, forever (started by the server).
 pub async fn runner(state: Arc<AppState>) {
     loop {
+        // Batches whose last item is done (also after a crash right after it) are completed.
+        match state.store.settled_batches() {
+            Ok(v) => {
+                for b in v {
+                    if let Err(e) = complete(&state, &b, "BATCH_STATE_SUCCEEDED") {
+                        tracing::error!(batch = %b.name, error = %e, "batch runner: could not complete the batch");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "batch runner: storage error"),
+        }
         let next = match state.store.next_batch_item() {
             Ok(n) => n,
             Err(e) => {
@@ -213,15 +348,8 @@ pub async fn runner(state: Arc<AppState>) {
             Err(e) => ("FAILED", e.gemini_body()),
         };
         tracing::info!(batch = %b.name, item = item.idx, state = item_state, "batch item done");
-        let r = state.store.finish_batch_item(&b.name, item.idx, item_state, &result).and_then(|_| {
-            let items = state.store.batch_items(&b.name)?;
-            let cur = state.store.batch(&b.name)?;
-            if cur.is_some_and(|c| c.state == "BATCH_STATE_RUNNING") && !items.iter().any(|i| i.state == "PENDING") {
-                state.store.set_batch_state(&b.name, "BATCH_STATE_SUCCEEDED", true)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = r {
+        // The batch itself is completed at the top of the loop once no item is pending.
+        if let Err(e) = state.store.finish_batch_item(&b.name, item.idx, item_state, &result) {
             tracing::error!(error = %e, "batch runner: storage error");
         }
     }

@@ -1,6 +1,8 @@
 //! The Gemini Files API, as the SDKs use it: resumable upload (`start`, then `upload,
 //! finalize` with offsets), get, list, delete. Uploaded images can then be sent as `fileData`
-//! parts. Files expire after 48 hours, as Google's do.
+//! parts; JSONL files feed batches (`inputConfig.fileName`), whose results come back as a
+//! GENERATED file. Any file of the caller can be downloaded (`GET files/{name}:download?alt=media`,
+//! also under `/download/v1beta/`). Files expire after 48 hours, as Google's do.
 
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use crate::ops::{admit, read_body};
 use crate::store::{FileRecord, now};
 use crate::{AppState, RequestId};
 
-const TTL_SECS: i64 = 48 * 3600;
+pub const TTL_SECS: i64 = 48 * 3600;
 
 pub fn routes() -> Router<Arc<AppState>> {
     let mut r = Router::new();
@@ -26,7 +28,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         r = r
             .route(&format!("/upload/{v}/files"), post(upload))
             .route(&format!("/{v}/files"), get(list))
-            .route(&format!("/{v}/files/{{name}}"), get(get_file).delete(delete_file));
+            .route(&format!("/{v}/files/{{name}}"), get(get_file).delete(delete_file))
+            .route(&format!("/download/{v}/files/{{name}}"), get(get_file));
     }
     r
 }
@@ -65,8 +68,9 @@ pub fn file_json(f: &FileRecord, base: &str) -> Value {
         "updateTime": rfc3339(f.created_at),
         "expirationTime": rfc3339(f.expires_at),
         "uri": format!("{base}/v1beta/{}", f.name),
+        "downloadUri": format!("{base}/download/v1beta/{}:download?alt=media", f.name),
         "state": f.state,
-        "source": "UPLOADED",
+        "source": f.source,
     });
     if let Some(d) = &f.display_name {
         v["displayName"] = json!(d);
@@ -152,6 +156,7 @@ async fn upload(State(state): State<Arc<AppState>>, rid: axum::Extension<Request
             received: 0,
             created_at: t,
             expires_at: t + TTL_SECS,
+            source: "UPLOADED".into(),
         };
         state.store.put_file(&rec)?;
         let mut r = axum::Json(json!({})).into_response();
@@ -214,7 +219,7 @@ async fn upload(State(state): State<Arc<AppState>>, rid: axum::Extension<Request
     Ok(r)
 }
 
-fn visible(state: &AppState, name: &str, key: &Option<String>) -> Result<FileRecord, ApiError> {
+pub fn visible(state: &AppState, name: &str, key: &Option<String>) -> Result<FileRecord, ApiError> {
     let name = if name.starts_with("files/") { name.to_string() } else { format!("files/{name}") };
     match state.store.file(&name)? {
         Some(f) if &f.key_id == key && f.expires_at > now() => Ok(f),
@@ -229,8 +234,31 @@ async fn get_file(
     req: Request,
 ) -> Result<Response, GeminiError> {
     let ctx = admit(&state, &rid, req.headers(), req.uri().query())?;
+    if let Some(name) = name.strip_suffix(":download") {
+        // `files/{name}:download?alt=media`: the bytes (what `client.files.download` asks for).
+        let f = visible(&state, name, &ctx.caller.key_id)?;
+        let bytes = file_bytes(&state, &f)?;
+        let mime = HeaderValue::from_str(&f.mime_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+        return Ok(([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response());
+    }
+    if req.uri().path().starts_with("/download/") {
+        return Err(ApiError::not_found(format!("GET {}: only files/NAME:download is served here", req.uri().path())).into());
+    }
     let f = visible(&state, &name, &ctx.caller.key_id)?;
     Ok(axum::Json(file_json(&f, &base_url(&state, req.headers()))).into_response())
+}
+
+/// The stored bytes of an ACTIVE file.
+pub fn file_bytes(state: &AppState, f: &FileRecord) -> Result<Vec<u8>, ApiError> {
+    if f.state != "ACTIVE" {
+        return Err(ApiError::failed_precondition(format!("{} is still uploading", f.name)));
+    }
+    f.sha256
+        .as_deref()
+        .map(|h| state.blobs.get(h))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| ApiError::not_found(format!("{} has no data", f.name)))
 }
 
 async fn list(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Result<Response, GeminiError> {
@@ -262,16 +290,7 @@ pub fn resolve_file_uri(state: &AppState, uri: &str, key: &Option<String>) -> Re
         return Err(ApiError::invalid(format!("fileUri {uri:?} is not a file of this server (…/files/NAME)")));
     };
     let f = visible(state, &uri[i..], key)?;
-    if f.state != "ACTIVE" {
-        return Err(ApiError::failed_precondition(format!("{} is still uploading", f.name)));
-    }
-    let bytes = f
-        .sha256
-        .as_deref()
-        .map(|h| state.blobs.get(h))
-        .transpose()?
-        .flatten()
-        .ok_or_else(|| ApiError::not_found(format!("{} has no data", f.name)))?;
+    let bytes = file_bytes(state, &f)?;
     Ok((bytes, f.mime_type))
 }
 

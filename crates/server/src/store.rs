@@ -91,11 +91,19 @@ pub trait MetaStore: Send + Sync {
     /// Deletes the record; returns its blob address when no other file uses it.
     fn delete_file(&self, name: &str) -> Result<Option<String>, StoreError>;
 
-    fn create_batch(&self, b: &BatchRecord, requests: &[(serde_json::Value, Option<serde_json::Value>)]) -> Result<(), StoreError>;
+    /// Writes the batch and all its items in one transaction.
+    fn create_batch(&self, b: &BatchRecord, items: &[NewItem]) -> Result<(), StoreError>;
     fn batch(&self, name: &str) -> Result<Option<BatchRecord>, StoreError>;
     fn list_batches(&self, key_id: Option<&str>) -> Result<Vec<BatchRecord>, StoreError>;
     fn batch_items(&self, name: &str) -> Result<Vec<BatchItem>, StoreError>;
     fn set_batch_state(&self, name: &str, state: &str, ended: bool) -> Result<(), StoreError>;
+    /// Moves a pending or running batch to the final `state` and, in the same transaction,
+    /// records its output file (file-input batches). Returns false (and writes nothing) when
+    /// the batch was no longer pending or running.
+    fn complete_batch(&self, name: &str, state: &str, output: Option<&FileRecord>) -> Result<bool, StoreError>;
+    /// Pending or running batches with no pending item left: done but not yet completed (the
+    /// runner completes them, also after a crash between the last item and the completion).
+    fn settled_batches(&self) -> Result<Vec<BatchRecord>, StoreError>;
     /// The oldest pending item of a pending or running batch.
     fn next_batch_item(&self) -> Result<Option<(BatchRecord, BatchItem)>, StoreError>;
     fn finish_batch_item(&self, batch: &str, idx: i64, state: &str, result: &serde_json::Value) -> Result<(), StoreError>;
@@ -159,6 +167,8 @@ pub struct FileRecord {
     pub received: i64,
     pub created_at: i64,
     pub expires_at: i64,
+    /// `UPLOADED` (Files API) or `GENERATED` (a batch's output).
+    pub source: String,
 }
 
 /// A batch job.
@@ -174,6 +184,20 @@ pub struct BatchRecord {
     pub created_at: i64,
     pub updated_at: i64,
     pub ended_at: Option<i64>,
+    /// `files/…` the requests were read from (JSONL input); None for inline requests.
+    pub input_file: Option<String>,
+    /// `files/…` the results were written to, once a file-input batch is done.
+    pub output_file: Option<String>,
+}
+
+/// An item of a batch being created: its request, its `metadata` (inline) or `{"key": …}`
+/// (JSONL line), and `failed` when the item was refused before it could run (a malformed
+/// JSONL line): it is stored as FAILED with that error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewItem {
+    pub request: serde_json::Value,
+    pub metadata: Option<serde_json::Value>,
+    pub failed: Option<serde_json::Value>,
 }
 
 /// One request of a batch; `result` is `{"response": …}` or `{"error": …}` once done.
@@ -195,12 +219,24 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        // Columns added after the first release: databases written before get them here.
+        add_column(&conn, "files", "source", "TEXT NOT NULL DEFAULT 'UPLOADED'")?;
+        add_column(&conn, "batches", "input_file", "TEXT")?;
+        add_column(&conn, "batches", "output_file", "TEXT")?;
         Ok(SqliteStore { conn: Mutex::new(conn) })
     }
 
     pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn add_column(conn: &Connection, table: &str, column: &str, decl: &str) -> Result<(), StoreError> {
+    let has: bool = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?.exists([column])?;
+    if !has {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 fn json_col(s: String) -> serde_json::Value {
@@ -252,6 +288,7 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
         received: r.get(8)?,
         created_at: r.get(9)?,
         expires_at: r.get(10)?,
+        source: r.get(11)?,
     })
 }
 
@@ -265,6 +302,8 @@ fn batch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRecord> {
         created_at: r.get(5)?,
         updated_at: r.get(6)?,
         ended_at: r.get(7)?,
+        input_file: r.get(8)?,
+        output_file: r.get(9)?,
     })
 }
 
@@ -279,9 +318,31 @@ fn item_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchItem> {
     })
 }
 
-const FILE_COLS: &str = "name, key_id, display_name, mime_type, size_bytes, sha256, state, upload_id, received, created_at, expires_at";
-const BATCH_COLS: &str = "name, key_id, model, display_name, state, created_at, updated_at, ended_at";
+const FILE_COLS: &str =
+    "name, key_id, display_name, mime_type, size_bytes, sha256, state, upload_id, received, created_at, expires_at, source";
+const BATCH_COLS: &str = "name, key_id, model, display_name, state, created_at, updated_at, ended_at, input_file, output_file";
 const ITEM_COLS: &str = "batch, idx, request, metadata, state, result";
+
+fn put_file_on(conn: &Connection, f: &FileRecord) -> Result<(), StoreError> {
+    conn.execute(
+        &format!("INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)"),
+        params![
+            f.name,
+            f.key_id,
+            f.display_name,
+            f.mime_type,
+            f.size_bytes,
+            f.sha256,
+            f.state,
+            f.upload_id,
+            f.received,
+            f.created_at,
+            f.expires_at,
+            f.source
+        ],
+    )?;
+    Ok(())
+}
 
 fn insert_artefact_on(conn: &Connection, a: &Artefact) -> Result<(), StoreError> {
     conn.execute(
@@ -327,23 +388,7 @@ impl MetaStore for SqliteStore {
     }
 
     fn put_file(&self, f: &FileRecord) -> Result<(), StoreError> {
-        self.conn().execute(
-            &format!("INSERT OR REPLACE INTO files ({FILE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
-            params![
-                f.name,
-                f.key_id,
-                f.display_name,
-                f.mime_type,
-                f.size_bytes,
-                f.sha256,
-                f.state,
-                f.upload_id,
-                f.received,
-                f.created_at,
-                f.expires_at
-            ],
-        )?;
-        Ok(())
+        put_file_on(&self.conn(), f)
     }
 
     fn file(&self, name: &str) -> Result<Option<FileRecord>, StoreError> {
@@ -374,17 +419,35 @@ impl MetaStore for SqliteStore {
         Ok((users == 0).then_some(h))
     }
 
-    fn create_batch(&self, b: &BatchRecord, requests: &[(serde_json::Value, Option<serde_json::Value>)]) -> Result<(), StoreError> {
+    fn create_batch(&self, b: &BatchRecord, items: &[NewItem]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            &format!("INSERT INTO batches ({BATCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"),
-            params![b.name, b.key_id, b.model, b.display_name, b.state, b.created_at, b.updated_at, b.ended_at],
+            &format!("INSERT INTO batches ({BATCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+            params![
+                b.name,
+                b.key_id,
+                b.model,
+                b.display_name,
+                b.state,
+                b.created_at,
+                b.updated_at,
+                b.ended_at,
+                b.input_file,
+                b.output_file
+            ],
         )?;
-        for (i, (req, meta)) in requests.iter().enumerate() {
+        for (i, it) in items.iter().enumerate() {
             tx.execute(
-                &format!("INSERT INTO batch_items ({ITEM_COLS}) VALUES (?1,?2,?3,?4,'PENDING',NULL)"),
-                params![b.name, i as i64, req.to_string(), meta.as_ref().map(|m| m.to_string())],
+                &format!("INSERT INTO batch_items ({ITEM_COLS}) VALUES (?1,?2,?3,?4,?5,?6)"),
+                params![
+                    b.name,
+                    i as i64,
+                    it.request.to_string(),
+                    it.metadata.as_ref().map(|m| m.to_string()),
+                    if it.failed.is_some() { "FAILED" } else { "PENDING" },
+                    it.failed.as_ref().map(|e| e.to_string())
+                ],
             )?;
         }
         tx.commit()?;
@@ -416,6 +479,36 @@ impl MetaStore for SqliteStore {
             params![name, state, t, ended],
         )?;
         Ok(())
+    }
+
+    fn complete_batch(&self, name: &str, state: &str, output: Option<&FileRecord>) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let t = now();
+        let n = tx.execute(
+            "UPDATE batches SET state = ?2, updated_at = ?3, ended_at = ?3, output_file = ?4 \
+             WHERE name = ?1 AND state IN ('BATCH_STATE_PENDING', 'BATCH_STATE_RUNNING')",
+            params![name, state, t, output.map(|f| f.name.as_str())],
+        )?;
+        if n == 0 {
+            return Ok(false); // dropping `tx` rolls back
+        }
+        if let Some(f) = output {
+            put_file_on(&tx, f)?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn settled_batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT {BATCH_COLS} FROM batches WHERE state IN ('BATCH_STATE_PENDING', 'BATCH_STATE_RUNNING') \
+             AND NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch = batches.name AND i.state = 'PENDING') \
+             ORDER BY created_at, name"
+        ))?;
+        let rows = st.query_map([], batch_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn next_batch_item(&self) -> Result<Option<(BatchRecord, BatchItem)>, StoreError> {

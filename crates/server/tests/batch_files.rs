@@ -47,6 +47,60 @@ async fn batch_state(url: &str, name: &str) -> Value {
     reqwest::get(format!("{url}/v1beta/{name}")).await.unwrap().json().await.unwrap()
 }
 
+/// Uploads `data` through the resumable Files API in one request; returns the file's name.
+async fn upload_file(url: &str, data: &[u8], mime: &str) -> String {
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{url}/upload/v1beta/files"))
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header("x-goog-upload-header-content-length", data.len().to_string())
+        .header("x-goog-upload-header-content-type", mime)
+        .json(&json!({"file": {"displayName": "input"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let upload_url = r.headers()["x-goog-upload-url"].to_str().unwrap().to_string();
+    let r = http
+        .post(&upload_url)
+        .header("x-goog-upload-command", "upload, finalize")
+        .header("x-goog-upload-offset", "0")
+        .body(data.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let f: Value = r.json().await.unwrap();
+    f["file"]["name"].as_str().unwrap().to_string()
+}
+
+fn jsonl_line(key: &str, text: &str, seed: u64) -> String {
+    json!({"key": key, "request": {"contents": [{"parts": [{"text": text}]}],
+        "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"imageSize": "512"}, "seed": seed}}})
+    .to_string()
+}
+
+async fn create_file_batch(url: &str, file: &str) -> (u16, Value) {
+    let body = json!({"batch": {"displayName": "from a file", "inputConfig": {"fileName": file}}});
+    let r = reqwest::Client::new()
+        .post(format!("{url}/v1beta/models/gemini-3.1-flash-image-preview:batchGenerateContent"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Downloads a batch's output file and parses its lines.
+async fn download_lines(url: &str, file: &str) -> Vec<Value> {
+    let r = reqwest::get(format!("{url}/v1beta/{file}:download?alt=media")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_survives_kill_9_and_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,6 +138,12 @@ async fn batch_survives_kill_9_and_restart() {
     let created: Value = r.json().await.unwrap();
     let name = created["name"].as_str().unwrap().to_string();
     assert_eq!(created["metadata"]["state"], "BATCH_STATE_PENDING");
+    // A second batch from a JSONL file: queued behind the first, so it is still pending at the kill.
+    let jsonl = format!("{}\n{}\n", jsonl_line("f0", "file item 0", 7), jsonl_line("f1", "file item 1", 8));
+    let input = upload_file(&url, jsonl.as_bytes(), "application/jsonl").await;
+    let (st, fcreated) = create_file_batch(&url, &input).await;
+    assert_eq!(st, 200, "{fcreated}");
+    let fname = fcreated["name"].as_str().unwrap().to_string();
 
     // Kill -9 once some but not all items are done.
     let t = Instant::now();
@@ -111,6 +171,22 @@ async fn batch_survives_kill_9_and_restart() {
         assert!(t.elapsed() < Duration::from_secs(300), "batch did not finish: {v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let fdone = loop {
+        let v = batch_state(&url, &fname).await;
+        if v["done"] == true {
+            break v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "file batch did not finish: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(fdone["metadata"]["state"], "BATCH_STATE_SUCCEEDED", "{fdone}");
+    let out_file = fdone["metadata"]["output"]["responsesFile"].as_str().unwrap().to_string();
+    let lines = download_lines(&url, &out_file).await;
+    assert_eq!(lines.iter().map(|l| l["key"].as_str().unwrap()).collect::<Vec<_>>(), ["f0", "f1"]);
+    for l in &lines {
+        let data = l["response"]["candidates"][0]["content"]["parts"][0]["inlineData"]["data"].as_str().unwrap();
+        assert_eq!(dims(data), (512, 512));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
 
@@ -133,6 +209,89 @@ async fn batch_survives_kill_9_and_restart() {
         let n = store.artefacts_of_request(&format!("{name}/{i}")).unwrap().len();
         assert_eq!(n, usize::from(i != 3), "item {i}");
     }
+    for i in 0..2 {
+        assert_eq!(store.artefacts_of_request(&format!("{fname}/{i}")).unwrap().len(), 1, "file item {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_from_jsonl_file_writes_a_results_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(&dir)).await;
+    let url = format!("http://{}", s.addr);
+
+    // Five lines (and a blank one): two good, one not JSON, one without a request, one whose
+    // request fails when it runs. Each failure is reported on its own line; the others run.
+    let mut bad_ratio: Value = serde_json::from_str(&jsonl_line("bad-ratio", "x", 1)).unwrap();
+    bad_ratio["request"]["generationConfig"]["imageConfig"]["aspectRatio"] = json!("7:7");
+    let jsonl = [
+        jsonl_line("a", "first", 1),
+        "{not json".to_string(),
+        String::new(),
+        json!({"key": "no-request"}).to_string(),
+        bad_ratio.to_string(),
+        jsonl_line("b", "second", 2).replace("\"512\"", "\"512\",\"aspectRatio\":\"16:9\""),
+    ]
+    .join("\n");
+    let input = upload_file(&url, jsonl.as_bytes(), "application/jsonl").await;
+    let (st, created) = create_file_batch(&url, &input).await;
+    assert_eq!(st, 200, "{created}");
+    assert_eq!(created["metadata"]["inputConfig"]["fileName"], input.as_str());
+    assert_eq!(created["metadata"]["batchStats"]["requestCount"], "5");
+    let name = created["name"].as_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    let done = loop {
+        let v = batch_state(&url, &name).await;
+        if v["done"] == true {
+            break v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "batch did not finish: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["metadata"]["state"], "BATCH_STATE_SUCCEEDED", "{done}");
+    assert_eq!(done["metadata"]["batchStats"]["successfulRequestCount"], "2");
+    assert_eq!(done["metadata"]["batchStats"]["failedRequestCount"], "3");
+    assert!(done["metadata"]["output"].get("inlinedResponses").is_none(), "{done}");
+    let out = done["metadata"]["output"]["responsesFile"].as_str().unwrap().to_string();
+    assert!(out.starts_with("files/batch-"), "{out}");
+
+    // The output is a GENERATED file of the caller, listed, downloadable under both paths.
+    let f: Value = reqwest::get(format!("{url}/v1beta/{out}")).await.unwrap().json().await.unwrap();
+    assert_eq!(f["source"], "GENERATED", "{f}");
+    assert_eq!(f["mimeType"], "application/jsonl");
+    let lines = download_lines(&url, &out).await;
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["key"], "a");
+    assert_eq!(dims(lines[0]["response"]["candidates"][0]["content"]["parts"][0]["inlineData"]["data"].as_str().unwrap()), (512, 512));
+    assert!(lines[1].get("key").is_none());
+    assert_eq!(lines[1]["error"]["status"], "INVALID_ARGUMENT");
+    assert!(lines[1]["error"]["message"].as_str().unwrap().contains("line 2"), "{}", lines[1]);
+    assert_eq!(lines[2]["key"], "no-request");
+    assert!(lines[2]["error"]["message"].as_str().unwrap().contains("line 4: request is required"), "{}", lines[2]);
+    assert_eq!(lines[3]["key"], "bad-ratio");
+    assert!(lines[3]["error"]["message"].as_str().unwrap().contains("aspectRatio"), "{}", lines[3]);
+    assert_eq!(lines[4]["key"], "b");
+    assert_eq!(dims(lines[4]["response"]["candidates"][0]["content"]["parts"][0]["inlineData"]["data"].as_str().unwrap()), (688, 384));
+    let via_download = reqwest::get(format!("{url}{}", f["downloadUri"].as_str().unwrap().trim_start_matches(&url))).await.unwrap();
+    assert_eq!(via_download.status(), 200);
+    assert_eq!(via_download.text().await.unwrap().lines().count(), 5);
+
+    // Inputs that cannot be a batch: the API's errors, no batch created.
+    let img = upload_file(&url, &png_bytes(8, 8, [1, 2, 3]), "image/png").await;
+    for (file, code, needle) in [(img.as_str(), 400, "not a JSONL"), ("files/nope", 403, "permission"), (input.as_str(), 200, "")] {
+        let (st, v) = create_file_batch(&url, file).await;
+        assert_eq!(st, code, "{v}");
+        if code != 200 {
+            assert!(v["error"]["message"].as_str().unwrap().contains(needle), "{v}");
+        }
+    }
+    let empty = upload_file(&url, b"\n\n", "application/jsonl").await;
+    let (st, v) = create_file_batch(&url, &empty).await;
+    assert_eq!(st, 400, "{v}");
+    let body = json!({"batch": {"inputConfig": {"fileName": input, "requests": {"requests": []}}}});
+    let r = reqwest::Client::new().post(format!("{url}/v1beta/models/tiny:batchGenerateContent")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    s.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
