@@ -83,6 +83,25 @@ def test_generate_with_image_config():
     assert r.usage_metadata.candidates_token_count == 747
 
 
+def test_system_instruction_is_part_of_the_prompt():
+    def gen(system):
+        return gclient().models.generate_content(
+            model=GEMINI,
+            contents="a red lighthouse",
+            config=types.GenerateContentConfig(
+                system_instruction=system,
+                response_modalities=["IMAGE"],
+                image_config=types.ImageConfig(image_size="512"),
+                seed=3,
+            ),
+        )
+
+    plain, styled = gen(None), gen("drawn as a watercolour on rough paper")
+    # The system text is part of the prompt (and its tokens); the Rust test checks the prompt itself.
+    assert styled.usage_metadata.prompt_token_count > plain.usage_metadata.prompt_token_count
+    assert png_size(image_parts(styled)[0].inline_data.data) == (512, 512)
+
+
 def test_candidate_count_and_text():
     r = gclient().models.generate_content(
         model=GEMINI,

@@ -332,14 +332,19 @@ pub fn prepare(
         }
     }
 
-    // The prompt: the users' text, oldest first (a later turn refines an earlier one).
-    let texts: Vec<&str> = req
-        .contents
-        .iter()
-        .filter(|c| !is_model(c))
-        .flat_map(|c| &c.parts)
-        .filter(|p| p.thought != Some(true))
-        .filter_map(|p| p.text.as_deref())
+    // The prompt: the system instruction's text, then the users' text, oldest first (a later
+    // turn refines an earlier one).
+    let system = system_texts(req)?;
+    let texts: Vec<&str> = system
+        .into_iter()
+        .chain(
+            req.contents
+                .iter()
+                .filter(|c| !is_model(c))
+                .flat_map(|c| &c.parts)
+                .filter(|p| p.thought != Some(true))
+                .filter_map(|p| p.text.as_deref()),
+        )
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect();
@@ -445,6 +450,18 @@ pub fn prepare(
         size,
         input_images: found.len() as u32,
     })
+}
+
+/// The text parts of `systemInstruction` (it goes ahead of the users' text in the prompt).
+/// Images there are refused: this server has no use for a reference image outside the turns.
+fn system_texts(req: &GenerateContentRequest) -> Result<Vec<&str>, ApiError> {
+    let Some(si) = &req.system_instruction else { return Ok(Vec::new()) };
+    if let Some(pi) = si.parts.iter().position(|p| p.inline_data.is_some() || p.file_data.is_some()) {
+        return Err(ApiError::invalid(format!(
+            "systemInstruction.parts[{pi}]: only text is used in a system instruction; send images in contents"
+        )));
+    }
+    Ok(si.parts.iter().filter(|p| p.thought != Some(true)).filter_map(|p| p.text.as_deref()).collect())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -596,11 +613,14 @@ fn count_tokens(state: &AppState, body: &[u8]) -> Result<Value, ApiError> {
         generate_content_request: Option<GenerateContentRequest>,
     }
     let r: CountReq = parse_json(body)?;
+    let mut text = 0u32;
     let contents = match r.generate_content_request {
-        Some(g) => g.contents,
+        Some(g) => {
+            text += system_texts(&g)?.iter().map(|t| state.tokenizer.count_tokens(t) as u32).sum::<u32>();
+            g.contents
+        }
         None => r.contents,
     };
-    let mut text = 0u32;
     let mut images = 0u32;
     for p in contents.iter().flat_map(|c| &c.parts) {
         if let Some(t) = &p.text {

@@ -297,3 +297,59 @@ async fn streaming_sends_progress_then_the_image() {
     assert_eq!(r.status(), 400);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_instruction_goes_ahead_of_the_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(&dir)).await;
+    let c = Client::new(&s);
+    let cfg = json!({"responseModalities": ["IMAGE"], "imageConfig": {"imageSize": "512"}, "seed": 9});
+    let plain = gen_req("a cat", cfg.clone());
+    let mut with_system = plain.clone();
+    with_system["systemInstruction"] = json!({"parts": [{"text": "in watercolour"}, {"text": "  "}]});
+    let mut snake = plain.clone();
+    snake["system_instruction"] = json!({"role": "system", "parts": [{"text": "in watercolour"}]});
+
+    let (st, a) = c.post(GEN, &plain).await;
+    assert_eq!(st, 200, "{a}");
+    let (st, b) = c.post(GEN, &with_system).await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b2) = c.post(GEN, &snake).await;
+    assert_eq!(st, 200, "{b2}");
+    // The recorded prompt (by its hash) is the system text, then the user's, joined with ". ".
+    let prompt_hash = |r: &Value| {
+        let arts = s.state.store.artefacts_of_request(r["responseId"].as_str().unwrap()).unwrap();
+        arts[0].prompt_hash.clone()
+    };
+    let sha = |t: &str| plantain_server::media::sha256_hex(t.as_bytes());
+    assert_eq!(prompt_hash(&a), sha("a cat"));
+    assert_eq!(prompt_hash(&b), sha("in watercolour. a cat"));
+    assert_eq!(prompt_hash(&b2), sha("in watercolour. a cat"));
+    let tokens = |r: &Value| r["usageMetadata"]["promptTokenCount"].as_u64().unwrap();
+    assert!(tokens(&b) > tokens(&a), "{} vs {}", tokens(&b), tokens(&a));
+    // Same seed, different prompt → the engine drew something else. Compared by mean pixel
+    // difference: each output carries its own watermark payload and manifest, so two runs of
+    // the same prompt differ a little, never byte for byte.
+    let pixels = |r: &Value| {
+        let bytes = B64.decode(image_parts(r)[0]["inlineData"]["data"].as_str().unwrap()).unwrap();
+        image::load_from_memory(&bytes).unwrap().to_rgb8().into_raw()
+    };
+    let mad = |x: &[u8], y: &[u8]| x.iter().zip(y).map(|(p, q)| f64::from(p.abs_diff(*q))).sum::<f64>() / x.len() as f64;
+    let (same, other) = (mad(&pixels(&b), &pixels(&b2)), mad(&pixels(&a), &pixels(&b)));
+    assert!(other > 4.0 * same + 1.0, "same prompt differs by {same:.2}, another prompt by {other:.2}");
+
+    // countTokens of a generateContentRequest counts the system instruction too.
+    let (_, n1) = c.post("/v1beta/models/tiny:countTokens", &json!({"generateContentRequest": plain})).await;
+    let (_, n2) = c.post("/v1beta/models/tiny:countTokens", &json!({"generateContentRequest": with_system})).await;
+    assert!(n2["totalTokens"].as_u64().unwrap() > n1["totalTokens"].as_u64().unwrap(), "{n1} {n2}");
+
+    // A system instruction alone is a prompt; an image in it is refused.
+    let only = json!({"systemInstruction": {"parts": [{"text": "a lighthouse"}]}, "contents": [{"role": "user", "parts": []}],
+        "generationConfig": cfg});
+    let (st, r) = c.post(GEN, &only).await;
+    assert_eq!(st, 200, "{r}");
+    let mut img = with_system.clone();
+    img["systemInstruction"]["parts"][1] = json!({"inlineData": {"mimeType": "image/png", "data": b64(&png_bytes(8, 8, [1, 2, 3]))}});
+    assert_error(&c.post(GEN, &img).await, 400, "INVALID_ARGUMENT", "systemInstruction.parts[1]");
+    s.stop().await;
+}
