@@ -1,7 +1,9 @@
 //! One worker thread owns each loaded model. Jobs wait in a bounded queue with two lanes
-//! (previews ≤ 1K and finals 2K/4K), taken fairly across callers; a full lane answers 503.
+//! (previews ≤ 1K and finals 2K/4K); within a lane callers (API keys) are served round-robin,
+//! one job each in turn, so a caller that queued many jobs cannot starve one that queued one.
+//! A full lane answers 503.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -64,9 +66,60 @@ pub struct ModelDefaults {
     pub native: u32,
 }
 
+/// One lane: a FIFO per caller and the round-robin order of callers with waiting jobs.
+#[derive(Default)]
+struct LaneQueue {
+    jobs: HashMap<String, VecDeque<EngineJob>>,
+    /// Callers with at least one waiting job; the front one is served next.
+    turn: VecDeque<String>,
+    len: usize,
+}
+
+impl LaneQueue {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, job: EngineJob) {
+        let q = self.jobs.entry(job.caller.clone()).or_default();
+        if q.is_empty() {
+            // A caller with nothing waiting joins at the back of the round.
+            self.turn.push_back(job.caller.clone());
+        }
+        q.push_back(job);
+        self.len += 1;
+    }
+
+    /// The oldest job of the caller whose turn it is; that caller goes to the back of the
+    /// round if it has more waiting.
+    fn pop(&mut self) -> Option<EngineJob> {
+        let caller = self.turn.pop_front()?;
+        let q = self.jobs.get_mut(&caller)?;
+        let job = q.pop_front()?;
+        if q.is_empty() {
+            self.jobs.remove(&caller);
+        } else {
+            self.turn.push_back(caller);
+        }
+        self.len -= 1;
+        Some(job)
+    }
+
+    fn drain(&mut self) -> Vec<EngineJob> {
+        let mut v = Vec::with_capacity(self.len);
+        while let Some(j) = self.pop() {
+            v.push(j);
+        }
+        v
+    }
+}
+
 struct QueueInner {
-    lanes: [VecDeque<EngineJob>; 2],
-    last_caller: Option<String>,
+    lanes: [LaneQueue; 2],
     previews_in_row: u32,
     busy: bool,
     shutdown: bool,
@@ -81,6 +134,25 @@ struct Queue {
 /// After this many preview jobs in a row a waiting final job goes first (no starvation).
 const PREVIEW_BURST: u32 = 4;
 
+impl QueueInner {
+    fn new() -> Self {
+        QueueInner { lanes: [LaneQueue::default(), LaneQueue::default()], previews_in_row: 0, busy: false, shutdown: false }
+    }
+
+    /// The next job without waiting: previews first (but a final after a burst of previews);
+    /// within the lane, the caller whose turn it is (round-robin).
+    fn take(&mut self) -> Option<EngineJob> {
+        let lane = match (self.lanes[0].is_empty(), self.lanes[1].is_empty()) {
+            (true, true) => return None,
+            (false, true) => 0,
+            (true, false) => 1,
+            (false, false) => usize::from(self.previews_in_row >= PREVIEW_BURST),
+        };
+        self.previews_in_row = if lane == 0 { self.previews_in_row + 1 } else { 0 };
+        self.lanes[lane].pop()
+    }
+}
+
 impl Queue {
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
@@ -91,36 +163,24 @@ impl Queue {
         if q.shutdown || q.lanes[job.lane as usize].len() >= self.capacity {
             return Err(job);
         }
-        q.lanes[job.lane as usize].push_back(job);
+        q.lanes[job.lane as usize].push(job);
         self.cv.notify_one();
         Ok(())
     }
 
-    /// The next job: previews first (but a final after a burst of previews), and within a lane
-    /// the first job from a caller other than the last one served, when there is one.
+    /// The next job, waiting for one: see [`QueueInner::take`].
     fn pop(&self) -> Option<EngineJob> {
         let mut q = self.lock();
         loop {
             if q.shutdown {
                 return None;
             }
-            let lane = match (q.lanes[0].is_empty(), q.lanes[1].is_empty()) {
-                (true, true) => {
-                    q.busy = false;
-                    q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                    continue;
-                }
-                (false, true) => 0,
-                (true, false) => 1,
-                (false, false) => usize::from(q.previews_in_row >= PREVIEW_BURST),
-            };
-            q.previews_in_row = if lane == 0 { q.previews_in_row + 1 } else { 0 };
-            let last = q.last_caller.clone();
-            let idx = q.lanes[lane].iter().position(|j| Some(&j.caller) != last.as_ref()).unwrap_or(0);
-            let job = q.lanes[lane].remove(idx)?;
-            q.last_caller = Some(job.caller.clone());
-            q.busy = true;
-            return Some(job);
+            if let Some(job) = q.take() {
+                q.busy = true;
+                return Some(job);
+            }
+            q.busy = false;
+            q = self.cv.wait(q).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
@@ -140,17 +200,7 @@ impl Worker {
     /// Resolves the model (offline) and starts its thread, which loads it. Never fails: a model
     /// that cannot be found or loaded is reported by [`Worker::state`] and answers 503.
     pub fn spawn(cfg: &ModelConfig) -> Worker {
-        let queue = Arc::new(Queue {
-            inner: Mutex::new(QueueInner {
-                lanes: [VecDeque::new(), VecDeque::new()],
-                last_caller: None,
-                previews_in_row: 0,
-                busy: false,
-                shutdown: false,
-            }),
-            cv: Condvar::new(),
-            capacity: cfg.queue.max(1),
-        });
+        let queue = Arc::new(Queue { inner: Mutex::new(QueueInner::new()), cv: Condvar::new(), capacity: cfg.queue.max(1) });
         let spec = cfg.source.clone().unwrap_or_else(|| cfg.name.clone());
         let mut defaults = ModelDefaults {
             steps: cfg.steps.unwrap_or(25),
@@ -230,8 +280,8 @@ impl Worker {
         let drained: Vec<EngineJob> = {
             let mut q = self.queue.lock();
             q.shutdown = true;
-            let mut v: Vec<EngineJob> = q.lanes[0].drain(..).collect();
-            v.extend(q.lanes[1].drain(..));
+            let mut v = q.lanes[0].drain();
+            v.extend(q.lanes[1].drain());
             v
         };
         self.queue.cv.notify_all();
@@ -312,4 +362,84 @@ fn run_job(p: &Pipeline, job: &EngineJob) -> JobResult {
         out.push(r?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(caller: &str, lane: Lane, tag: usize) -> EngineJob {
+        let (reply, _) = oneshot::channel();
+        // The request's seed carries a tag, so the test can tell jobs apart.
+        let mut r = GenerateRequest::new("x", 64, 64);
+        r.seed = tag as u64;
+        EngineJob { requests: vec![r], caller: caller.into(), lane, cancel: Arc::new(AtomicBool::new(false)), progress: None, reply }
+    }
+
+    fn order(q: &mut QueueInner) -> Vec<(String, u64)> {
+        std::iter::from_fn(|| q.take()).map(|j| (j.caller.clone(), j.requests[0].seed)).collect()
+    }
+
+    #[test]
+    fn callers_are_served_round_robin_within_a_lane() {
+        let mut q = QueueInner::new();
+        // A queues 50 jobs, then B queues 1, then C queues 2, then A one more.
+        for i in 0..50 {
+            q.lanes[0].push(job("A", Lane::Preview, i));
+        }
+        q.lanes[0].push(job("B", Lane::Preview, 100));
+        q.lanes[0].push(job("C", Lane::Preview, 200));
+        q.lanes[0].push(job("C", Lane::Preview, 201));
+        q.lanes[0].push(job("A", Lane::Preview, 50));
+        assert_eq!(q.lanes[0].len(), 54);
+        let got = order(&mut q);
+        assert_eq!(got.len(), 54);
+        // B's only job is second, C's two jobs come one round apart, A's keep their order.
+        let first: Vec<(&str, u64)> = got[..6].iter().map(|(c, t)| (c.as_str(), *t)).collect();
+        assert_eq!(first, [("A", 0), ("B", 100), ("C", 200), ("A", 1), ("C", 201), ("A", 2)]);
+        let a: Vec<u64> = got.iter().filter(|(c, _)| c == "A").map(|(_, t)| *t).collect();
+        assert_eq!(a, (0..=50).collect::<Vec<_>>());
+        assert!(q.lanes[0].is_empty() && q.lanes[0].jobs.is_empty() && q.lanes[0].turn.is_empty());
+
+        // A caller that comes back after its queue emptied joins the back of the round.
+        q.lanes[0].push(job("A", Lane::Preview, 1));
+        assert_eq!(q.take().map(|j| j.requests[0].seed), Some(1));
+        q.lanes[0].push(job("B", Lane::Preview, 3));
+        q.lanes[0].push(job("B", Lane::Preview, 5));
+        q.lanes[0].push(job("A", Lane::Preview, 4));
+        assert_eq!(order(&mut q), [("B".into(), 3), ("A".into(), 4), ("B".into(), 5)]);
+    }
+
+    #[test]
+    fn finals_run_after_a_burst_of_previews_and_lanes_are_fair_separately() {
+        let mut q = QueueInner::new();
+        for i in 0..6 {
+            q.lanes[0].push(job("A", Lane::Preview, i));
+        }
+        q.lanes[0].push(job("B", Lane::Preview, 10));
+        q.lanes[1].push(job("A", Lane::Final, 20));
+        q.lanes[1].push(job("A", Lane::Final, 21));
+        q.lanes[1].push(job("C", Lane::Final, 30));
+        let got: Vec<u64> = order(&mut q).into_iter().map(|(_, t)| t).collect();
+        // 4 previews (A, B alternating while B has one), a final, 4 more previews... finals
+        // alternate A, C.
+        assert_eq!(got, [0, 10, 1, 2, 20, 3, 4, 5, 30, 21]);
+    }
+
+    #[test]
+    fn a_full_lane_refuses_and_shutdown_drains_every_caller() {
+        let queue = Queue { inner: Mutex::new(QueueInner::new()), cv: Condvar::new(), capacity: 3 };
+        assert!(queue.push(job("A", Lane::Preview, 0)).is_ok());
+        assert!(queue.push(job("A", Lane::Preview, 1)).is_ok());
+        assert!(queue.push(job("B", Lane::Preview, 2)).is_ok());
+        assert!(queue.push(job("C", Lane::Preview, 3)).is_err(), "the lane holds 3");
+        assert!(queue.push(job("C", Lane::Final, 4)).is_ok(), "lanes are bounded separately");
+        assert_eq!(queue.pop().map(|j| j.caller), Some("A".into()));
+        assert_eq!(queue.pop().map(|j| j.caller), Some("B".into()));
+        let mut q = queue.lock();
+        let mut left: Vec<u64> = q.lanes[0].drain().into_iter().chain(q.lanes[1].drain()).map(|j| j.requests[0].seed).collect();
+        left.sort();
+        assert_eq!(left, [1, 4]);
+        assert_eq!(q.lanes[0].len() + q.lanes[1].len(), 0);
+    }
 }
