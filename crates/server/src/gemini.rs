@@ -202,10 +202,17 @@ async fn model_action(
             };
             idempotent(&state, &ctx, &route, &parts.headers, &body, Flavor::Gemini, fut).await
         }
-        "streamGenerateContent" => match stream_generate_content(state.clone(), ctx, model, worker, &body) {
-            Ok(r) => r,
-            Err(e) => GeminiError(e).into_response(),
-        },
+        "streamGenerateContent" => {
+            // A repeat with the same Idempotency-Key replays the stored stream (every chunk).
+            let route = format!("streamGenerateContent/{model}");
+            let fut = async {
+                match stream_generate_content(state.clone(), ctx.clone(), model, worker, &body) {
+                    Ok(r) => r,
+                    Err(e) => GeminiError(e).into_response(),
+                }
+            };
+            idempotent(&state, &ctx, &route, &parts.headers, &body, Flavor::Gemini, fut).await
+        }
         "countTokens" => match count_tokens(&state, &body) {
             Ok(v) => axum::Json(v).into_response(),
             Err(e) => GeminiError(e).into_response(),
@@ -444,6 +451,7 @@ pub fn prepare(
             params,
             tokens_per_image: size.output_tokens(),
             prompt_tokens,
+            steps: None,
         },
         include_text,
         ratio,
@@ -544,6 +552,7 @@ pub fn clone_spec(s: &GenSpec) -> GenSpec {
         params: s.params.clone(),
         tokens_per_image: s.tokens_per_image,
         prompt_tokens: s.prompt_tokens,
+        steps: s.steps,
     }
 }
 

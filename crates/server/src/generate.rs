@@ -50,6 +50,8 @@ pub struct GenSpec {
     pub params: serde_json::Value,
     /// Output tokens per image (usage ledger).
     pub tokens_per_image: u32,
+    /// Denoising steps; None: the model's configured `steps`.
+    pub steps: Option<usize>,
     pub prompt_tokens: u32,
 }
 
@@ -94,9 +96,14 @@ pub struct Pending {
 
 /// Checks quota and queues the job (503 when the model's lane is full). Errors here happen
 /// before any response is sent, so they reach the client as HTTP errors even for streams.
-pub fn start(state: &AppState, ctx: &RequestCtx, spec: GenSpec, want_progress: bool) -> Result<Pending, ApiError> {
+pub fn start(state: &AppState, ctx: &RequestCtx, mut spec: GenSpec, want_progress: bool) -> Result<Pending, ApiError> {
     check_quota(state.store.as_ref(), &ctx.caller, state.config.limits.images_per_day, spec.count)?;
     let d = spec.worker.defaults;
+    // The steps the engine runs are also recorded with every artefact.
+    let steps = spec.steps.unwrap_or(d.steps).max(1);
+    if let Some(p) = spec.params.as_object_mut() {
+        p.insert("steps".into(), json!(steps));
+    }
     let base_seed = spec.seed.unwrap_or_else(rand::random);
     let seeds: Vec<u64> = (0..u64::from(spec.count)).map(|i| base_seed.wrapping_add(i)).collect();
     let init_rgb = spec.init.as_ref().map(InputImage::rgb);
@@ -105,7 +112,7 @@ pub fn start(state: &AppState, ctx: &RequestCtx, spec: GenSpec, want_progress: b
         .map(|&seed| {
             let mut r = GenerateRequest::new(spec.prompt.clone(), spec.width, spec.height);
             r.negative_prompt = spec.negative.clone();
-            r.steps = d.steps;
+            r.steps = steps;
             r.guidance = d.guidance;
             r.seed = seed;
             r.init_image = init_rgb.clone();
@@ -139,7 +146,7 @@ pub fn start(state: &AppState, ctx: &RequestCtx, spec: GenSpec, want_progress: b
         guard: CancelOnDrop { flag: cancel, armed: true },
         queued: Instant::now(),
         seeds,
-        steps: d.steps,
+        steps,
     })
 }
 

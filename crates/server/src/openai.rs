@@ -72,6 +72,21 @@ struct Common {
     stream: bool,
     seed: Option<u64>,
     quality: String,
+    /// Denoising steps `quality` asks for.
+    steps: usize,
+}
+
+/// OpenAI `quality` → denoising steps, from the model's configured `steps` (its full
+/// quality): `low` half, `medium` three quarters, `high`, `hd`, `standard` and `auto` all of
+/// them (rounded, at least 1). None: not a quality OpenAI defines.
+pub fn quality_steps(quality: &str, configured: usize) -> Option<usize> {
+    let share = match quality {
+        "low" => 0.5,
+        "medium" => 0.75,
+        "high" | "hd" | "standard" | "auto" => 1.0,
+        _ => return None,
+    };
+    Some(((configured as f64 * share).round() as usize).max(1))
 }
 
 /// `size`: `auto` (1024x1024, or for an edit the standard size closest to the input's shape)
@@ -145,9 +160,8 @@ fn common(state: &AppState, p: &Params, input: Option<&InputImage>) -> Result<Co
         Some(o) => return Err(ApiError::invalid(format!("background {o:?}: use auto or opaque")).with_param("background")),
     }
     let quality = p.quality.clone().unwrap_or_else(|| "auto".into());
-    if !matches!(quality.as_str(), "auto" | "low" | "medium" | "high" | "standard" | "hd") {
-        return Err(ApiError::invalid(format!("quality {quality:?}: use auto, low, medium or high")).with_param("quality"));
-    }
+    let steps = quality_steps(&quality, worker.defaults.steps)
+        .ok_or_else(|| ApiError::invalid(format!("quality {quality:?}: use auto, low, medium or high")).with_param("quality"))?;
     let seed = p.seed.as_ref().map(|v| as_int(v, "seed")).transpose()?.map(|s| s as u64);
     Ok(Common {
         worker,
@@ -160,6 +174,7 @@ fn common(state: &AppState, p: &Params, input: Option<&InputImage>) -> Result<Co
         stream: p.stream.as_ref().is_some_and(as_bool),
         seed,
         quality,
+        steps,
     })
 }
 
@@ -218,6 +233,7 @@ fn spec(
             "quality": c.quality, "seed": c.seed, "strength": strength, "extra": extra}),
         tokens_per_image: tokens_for(c.width, c.height),
         prompt_tokens,
+        steps: Some(c.steps),
     }
 }
 

@@ -70,12 +70,12 @@ pub fn admit(state: &AppState, req_id: &RequestId, headers: &HeaderMap, query: O
     Ok(RequestCtx { request_id: req_id.0.clone(), caller })
 }
 
-struct InflightGuard<'a> {
-    state: &'a AppState,
+struct InflightGuard {
+    state: Arc<AppState>,
     key: String,
 }
 
-impl Drop for InflightGuard<'_> {
+impl Drop for InflightGuard {
     fn drop(&mut self) {
         self.state.idem_inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
     }
@@ -85,8 +85,12 @@ impl Drop for InflightGuard<'_> {
 /// the stored response (header `idempotent-replayed: true`); the same key with another body
 /// is refused (400), and a repeat while the first is still running gets 409. Only successful
 /// responses are stored, so a failed request can be retried under the same key.
+///
+/// Streams (`text/event-stream`) pass through as they are made and are stored once they end
+/// well (their last event is not an `error`); a client that leaves early stores nothing, and
+/// the key counts as running until the stream ends.
 pub async fn idempotent<Fut>(
-    state: &AppState,
+    state: &Arc<AppState>,
     ctx: &RequestCtx,
     route: &str,
     headers: &HeaderMap,
@@ -125,22 +129,82 @@ where
     if !state.idem_inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(inflight_key.clone()) {
         return flavor.render(ApiError::conflict("a request with this Idempotency-Key is still running"));
     }
-    let _guard = InflightGuard { state, key: inflight_key };
+    let guard = InflightGuard { state: state.clone(), key: inflight_key };
     let res = f.await;
     if !res.status().is_success() {
         return res;
     }
     let (parts, body) = res.into_parts();
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    if content_type.starts_with("text/event-stream") {
+        let tee = SseTee {
+            inner: body.into_data_stream(),
+            seen: Vec::new(),
+            record: Some((
+                guard,
+                scope,
+                key.to_string(),
+                IdempotentResponse { request_hash: body_hash, status: parts.status.as_u16(), content_type, body: Vec::new() },
+            )),
+        };
+        let stream = futures::stream::unfold(tee, |mut t| async move {
+            use futures::StreamExt;
+            match t.inner.next().await {
+                Some(Ok(chunk)) => {
+                    t.seen.extend_from_slice(&chunk);
+                    Some((Ok(chunk), t))
+                }
+                Some(Err(e)) => {
+                    t.record = None;
+                    Some((Err(e), t))
+                }
+                None => {
+                    if let Some((guard, scope, key, mut rec)) = t.record.take()
+                        && sse_ended_well(&t.seen)
+                    {
+                        rec.body = std::mem::take(&mut t.seen);
+                        if let Err(e) = guard.state.store.put_idempotent(&scope, &key, &rec) {
+                            tracing::warn!(error = %e, "could not store the idempotent stream");
+                        }
+                    }
+                    None
+                }
+            }
+        });
+        return Response::from_parts(parts, Body::from_stream(stream));
+    }
     let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(b) => b,
         Err(e) => return flavor.render(ApiError::internal(format!("reading the response: {e}"))),
     };
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_string();
+    drop(guard);
     let rec = IdempotentResponse { request_hash: body_hash, status: parts.status.as_u16(), content_type, body: bytes.to_vec() };
     if let Err(e) = state.store.put_idempotent(&scope, key, &rec) {
         tracing::warn!(error = %e, "could not store the idempotent response");
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// A stream passed through to the client and kept, to be stored when it ends well.
+struct SseTee {
+    inner: axum::body::BodyDataStream,
+    seen: Vec<u8>,
+    /// Dropped (with the in-flight mark) when the stream fails or the client leaves.
+    record: Option<(InflightGuard, String, String, IdempotentResponse)>,
+}
+
+/// Whether an SSE body has events and its last event is not an error (`event: error`, or
+/// data whose JSON has a top-level `error`: how both APIs report a failure mid-stream).
+pub fn sse_ended_well(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    let Some(last) = text.split("\n\n").map(str::trim).filter(|e| e.lines().any(|l| l.starts_with("data:"))).last() else {
+        return false;
+    };
+    if last.lines().any(|l| l.trim() == "event: error") {
+        return false;
+    }
+    let data: String = last.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect::<Vec<_>>().join("\n");
+    !serde_json::from_str::<serde_json::Value>(&data).is_ok_and(|v| v.get("error").is_some())
 }
 
 async fn healthz() -> Response {
@@ -204,4 +268,18 @@ pub async fn not_found(req: Request) -> Response {
     let path = req.uri().path().to_string();
     let e = ApiError::not_found(format!("{} {path} is not a route of this server", req.method()));
     if path.starts_with("/v1/images") { Flavor::OpenAi.render(e) } else { Flavor::Gemini.render(e) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sse_success_is_judged_by_the_last_event() {
+        use super::sse_ended_well as ok;
+        assert!(ok(b"data: {\"candidates\":[]}\n\ndata: {\"candidates\":[1]}\n\n"));
+        assert!(ok(b"event: image_generation.completed\ndata: {\"b64_json\":\"x\"}\n\n:\n\n"));
+        assert!(!ok(b"data: {\"candidates\":[]}\n\ndata: {\"error\":{\"code\":500}}\n\n"));
+        assert!(!ok(b"event: error\ndata: {\"message\":\"x\"}\n\n"));
+        assert!(!ok(b""));
+        assert!(!ok(b":keep-alive\n\n"));
+    }
 }

@@ -2,6 +2,7 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::*;
 use serde_json::{Value, json};
 
@@ -279,5 +280,77 @@ async fn client_disconnect_cancels_the_job() {
     wait_cancelled(&base, 2).await;
     // Nothing was recorded for either.
     assert_eq!(s.state.store.images_since(None, 0).unwrap(), 0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_streams_and_quality_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.models[0].steps = Some(4);
+    let s = start(cfg).await;
+    let base = format!("http://{}", s.addr);
+    let http = reqwest::Client::new();
+    let images = || s.state.store.images_since(None, 0).unwrap();
+
+    // A Gemini stream under an Idempotency-Key: the repeat replays every chunk, no new image.
+    let url = format!("{base}/v1beta/models/tiny:streamGenerateContent?alt=sse");
+    let body = json!({"contents": [{"parts": [{"text": "a boat"}]}],
+        "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"imageSize": "512"}}});
+    let send = |k: &'static str, b: &Value| http.post(&url).header("idempotency-key", k).json(b).send();
+    let first = send("s-1", &body).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first = first.text().await.unwrap();
+    assert_eq!(first.matches("data: ").count(), 5, "4 progress chunks and the image: {first:.300}");
+    assert_eq!(images(), 1);
+    let again = send("s-1", &body).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert!(again.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert_eq!(again.text().await.unwrap(), first);
+    assert_eq!(images(), 1, "replayed, not generated again");
+    // The same key with another body is refused; a failed stream is not stored.
+    let other = json!({"contents": [{"parts": [{"text": "a car"}]}]});
+    assert_eq!(send("s-1", &other).await.unwrap().status(), 400);
+    let bad = json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"imageConfig": {"aspectRatio": "5:5"}}});
+    assert_eq!(send("s-2", &bad).await.unwrap().status(), 400);
+    let r = send("s-2", &body).await.unwrap();
+    assert_eq!(r.headers().get("idempotent-replayed"), None);
+    assert!(r.text().await.unwrap().contains("inlineData"));
+    assert_eq!(images(), 2);
+
+    // OpenAI streams are covered too.
+    let oai = format!("{base}/v1/images/generations");
+    let ob = json!({"prompt": "a fox", "size": "256x256", "stream": true});
+    let r1 = http.post(&oai).header("idempotency-key", "o-1").json(&ob).send().await.unwrap().text().await.unwrap();
+    assert!(r1.contains("event: image_generation.completed"), "{r1:.200}");
+    let r2 = http.post(&oai).header("idempotency-key", "o-1").json(&ob).send().await.unwrap();
+    assert_eq!(r2.headers()["idempotent-replayed"], "true");
+    assert_eq!(r2.text().await.unwrap(), r1);
+    assert_eq!(images(), 3);
+
+    // quality → steps (configured 4): low 2, medium 3, high/hd/auto/standard 4.
+    let mut pixels = std::collections::HashMap::new();
+    for (q, steps) in [("low", 2), ("medium", 3), ("high", 4), ("hd", 4), ("standard", 4), ("auto", 4)] {
+        let r = http.post(&oai).json(&json!({"prompt": "a fox", "size": "256x256", "quality": q, "seed": 1})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+        let arts = s.state.store.artefacts_of_request(&rid).unwrap();
+        assert_eq!(arts[0].params["steps"], steps, "quality {q}");
+        assert_eq!(arts[0].params["quality"], q);
+        let v: Value = r.json().await.unwrap();
+        let png = B64.decode(v["data"][0]["b64_json"].as_str().unwrap()).unwrap();
+        pixels.insert(q, image::load_from_memory(&png).unwrap().to_rgb8().into_raw());
+    }
+    // The steps reach the engine: same seed, fewer steps → another picture; the same steps →
+    // the same picture up to each output's own watermark.
+    let mad = |x: &[u8], y: &[u8]| x.iter().zip(y).map(|(p, q)| f64::from(p.abs_diff(*q))).sum::<f64>() / x.len() as f64;
+    let (same, fewer) = (mad(&pixels["high"], &pixels["auto"]), mad(&pixels["high"], &pixels["low"]));
+    assert!(fewer > 4.0 * same + 1.0, "same steps differ by {same:.2}, fewer steps by {fewer:.2}");
+    let r = http.post(&oai).json(&json!({"prompt": "a fox", "quality": "ultra"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "quality");
     s.stop().await;
 }
