@@ -338,6 +338,25 @@ def test_openai_edit_with_mask_and_errors():
         assert "nope" in e.body["message"]
 
 
+def test_openai_stream_and_partial_images():
+    o = oclient()
+    events = list(o.images.generate(model="gpt-image-1", prompt="a fox", size="256x192", stream=True))
+    assert [e.type for e in events] == ["image_generation.completed"], [e.type for e in events]
+    assert png_size(base64.b64decode(events[0].b64_json)) == (256, 192)
+    try:
+        o.images.generate(model="gpt-image-1", prompt="a fox", size="256x192", stream=True, partial_images=2)
+        raise AssertionError("expected BadRequestError")
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "partial_images" and "not supported" in e.body["message"], e.body
+    try:
+        o.images.edit(image=("in.png", small_png(), "image/png"), prompt="a window", stream=True, partial_images=1)
+        raise AssertionError("expected BadRequestError")
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "partial_images", e.body
+    events = list(o.images.edit(image=("in.png", small_png(), "image/png"), prompt="a window", size="128x96", stream=True))
+    assert [e.type for e in events] == ["image_edit.completed"], [e.type for e in events]
+
+
 def main():
     tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
     failed = 0

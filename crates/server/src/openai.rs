@@ -44,6 +44,7 @@ struct Params {
     output_format: Option<String>,
     response_format: Option<String>,
     stream: Option<Value>,
+    partial_images: Option<Value>,
     seed: Option<Value>,
 }
 
@@ -87,6 +88,30 @@ pub fn quality_steps(quality: &str, configured: usize) -> Option<usize> {
         _ => return None,
     };
     Some(((configured as f64 * share).round() as usize).max(1))
+}
+
+/// `partial_images` (0–3, as OpenAI allows). With `stream=true`, 1–3 is refused: the engine's
+/// progress callback reports the step (k of n) but not the intermediate latents, so there is
+/// nothing to decode into a preview — and a preview made any other way (another, shorter
+/// generation) would not be a partial image of this one. Without `stream` the field has no
+/// effect, as with OpenAI.
+fn check_partial_images(v: Option<&Value>, stream: bool) -> Result<(), ApiError> {
+    let n = match v {
+        None | Some(Value::Null) => 0,
+        Some(v) => as_int(v, "partial_images")?,
+    };
+    if !(0..=3).contains(&n) {
+        return Err(ApiError::invalid(format!("partial_images must be between 0 and 3, got {n}")).with_param("partial_images"));
+    }
+    if n > 0 && stream {
+        return Err(ApiError::invalid(
+            "partial_images is not supported by this server: its engine reports denoising progress but not the \
+             intermediate image, so no partial image can be made. Send partial_images=0 (or leave it out); \
+             stream=true then sends the finished image as a *.completed event",
+        )
+        .with_param("partial_images"));
+    }
+    Ok(())
 }
 
 /// `size`: `auto` (1024x1024, or for an edit the standard size closest to the input's shape)
@@ -163,19 +188,9 @@ fn common(state: &AppState, p: &Params, input: Option<&InputImage>) -> Result<Co
     let steps = quality_steps(&quality, worker.defaults.steps)
         .ok_or_else(|| ApiError::invalid(format!("quality {quality:?}: use auto, low, medium or high")).with_param("quality"))?;
     let seed = p.seed.as_ref().map(|v| as_int(v, "seed")).transpose()?.map(|s| s as u64);
-    Ok(Common {
-        worker,
-        model_label,
-        n: n as u32,
-        width,
-        height,
-        format,
-        url,
-        stream: p.stream.as_ref().is_some_and(as_bool),
-        seed,
-        quality,
-        steps,
-    })
+    let stream = p.stream.as_ref().is_some_and(as_bool);
+    check_partial_images(p.partial_images.as_ref(), stream)?;
+    Ok(Common { worker, model_label, n: n as u32, width, height, format, url, stream, seed, quality, steps })
 }
 
 fn check_prompt(state: &AppState, prompt: Option<&str>, required: bool) -> Result<String, ApiError> {
@@ -283,7 +298,7 @@ async fn run(
     let prompt_tokens = s.prompt_tokens;
     let pending = generate::start(state, ctx, s, false)?;
     if c.stream {
-        // No partial images: the engine gives no previews yet, so only `*.completed` events.
+        // No partial images (see `check_partial_images`): only `*.completed` events.
         let state = state.clone();
         let headers = headers.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
@@ -397,6 +412,7 @@ fn form_params(f: &Form) -> Params {
         output_format: g("output_format"),
         response_format: g("response_format"),
         stream: g("stream").map(Value::String),
+        partial_images: g("partial_images").map(Value::String),
         seed: g("seed").map(Value::String),
     }
 }

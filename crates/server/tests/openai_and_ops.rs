@@ -354,3 +354,57 @@ async fn idempotent_streams_and_quality_steps() {
     assert_eq!(v["error"]["param"], "quality");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_without_partial_images_and_a_clear_refusal_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(&dir)).await;
+    let base = format!("http://{}", s.addr);
+    let http = reqwest::Client::new();
+    let gen_url = format!("{base}/v1/images/generations");
+
+    // stream=true, partial_images 0: one completed event per image, in OpenAI's shape.
+    let r =
+        http.post(&gen_url).json(&json!({"prompt": "a fox", "size": "256x192", "stream": true, "partial_images": 0})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("event: image_generation.completed"), "{text:.200}");
+    let data: Value = serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+    assert_eq!(data["type"], "image_generation.completed");
+    assert_eq!(dims(data["b64_json"].as_str().unwrap()), (256, 192));
+
+    // partial_images 1-3 with stream: 400 saying why, in OpenAI's envelope; out of range: 400.
+    for (body, needle) in [
+        (json!({"prompt": "a fox", "stream": true, "partial_images": 2}), "not supported"),
+        (json!({"prompt": "a fox", "stream": true, "partial_images": 4}), "between 0 and 3"),
+        (json!({"prompt": "a fox", "partial_images": -1}), "between 0 and 3"),
+        (json!({"prompt": "a fox", "stream": true, "partial_images": "x"}), "integer"),
+    ] {
+        let r = http.post(&gen_url).json(&body).send().await.unwrap();
+        let st = r.status().as_u16();
+        let v: Value = r.json().await.unwrap();
+        assert_openai_error(st, &v, 400, needle);
+        assert_eq!(v["error"]["param"], "partial_images", "{v}");
+    }
+    // Without stream the field has no effect (as with OpenAI).
+    let r = http.post(&gen_url).json(&json!({"prompt": "a fox", "size": "64x64", "partial_images": 2})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Edits (multipart): the same refusal; without partial images the image_edit.completed event.
+    let form = |partial: &str| {
+        reqwest::multipart::Form::new()
+            .part("image", reqwest::multipart::Part::bytes(png_bytes(64, 48, [9, 9, 9])).file_name("in.png").mime_str("image/png").unwrap())
+            .text("prompt", "a window")
+            .text("size", "128x96")
+            .text("stream", "true")
+            .text("partial_images", partial.to_string())
+    };
+    let r = http.post(format!("{base}/v1/images/edits")).multipart(form("1")).send().await.unwrap();
+    let st = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    assert_openai_error(st, &v, 400, "not supported");
+    let r = http.post(format!("{base}/v1/images/edits")).multipart(form("0")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("event: image_edit.completed"));
+    s.stop().await;
+}
