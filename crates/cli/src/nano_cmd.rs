@@ -133,6 +133,9 @@ pub struct EvalArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Rewrite the model folder's card (README.md) with this evaluation as its Evaluation section.
+    #[arg(long)]
+    pub write_card: bool,
 }
 
 pub fn eval(cmd: EvalCommand) -> Result<()> {
@@ -182,6 +185,17 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
         a.seed,
         started.elapsed().as_secs_f64()
     );
-    print!("{}", markdown_table(&tables[0], &tables[1]));
+    let table = markdown_table(&tables[0], &tables[1]);
+    print!("{table}");
+    if a.write_card {
+        let section = format!(
+            "Measured by `plantain eval nano --scenes {} --steps {} --guidance {guidance} --seed {}`: one image per caption \
+             through the engine at the native size, scored by the world's scene checker (no ML). Held-out \
+             combinations are attribute pairs never shown together in training.\n\n{table}",
+            a.scenes, a.steps, a.seed
+        );
+        plantain_nano::export::write_card(&resolved.path, &section)?;
+        eprintln!("wrote the evaluation into {}", resolved.path.join("README.md").display());
+    }
     Ok(())
 }

@@ -28,7 +28,7 @@ fn main() -> plantain_nano::Result<()> {
     let text = plantain_nano::text::TextEncoder::new(&mut s, &cfg.text)?;
     let unet = plantain_nano::unet::UNet::new(&mut s, &cfg.unet)?;
     let ids = Tensor::zeros((batch, 77), candle_core::DType::U32, &Device::Cpu)?;
-    let z = Tensor::randn(0f32, 1.0, (batch, 4, 16, 16), &Device::Cpu)?;
+    let z = Tensor::randn(0f32, 1.0, (batch, cfg.unet.in_channels, 16, 16), &Device::Cpu)?;
     let ts: Vec<f32> = (0..batch).map(|i| (i * 37 % 1000) as f32).collect();
     for _ in 0..3 {
         let t = Instant::now();

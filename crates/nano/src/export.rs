@@ -5,18 +5,17 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 use plantain_tokenizer::ClipTokenizer;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::{NanoConfig, model_index_json, scheduler_json, text_encoder_json, unet_json, vae_json};
+use crate::train::TrainOptions;
 use crate::{NanoError, Result};
 
-/// Facts about the run that the model card reports.
-#[derive(Clone, Debug)]
+/// Facts about the run that the model card reports (kept in the folder's `training.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExportInfo {
-    pub seed: u64,
-    pub vae_steps: u64,
-    pub steps: u64,
-    pub batch: usize,
+    pub options: TrainOptions,
     pub vae_loss: f64,
     pub loss: f64,
     pub seconds: f64,
@@ -97,21 +96,28 @@ pub fn export(
 }
 
 fn training_json(cfg: &NanoConfig, info: &ExportInfo, latent_scale: f32) -> serde_json::Value {
-    json!({
-        "config": cfg,
-        "seed": info.seed,
-        "autoencoder_steps": info.vae_steps,
-        "diffusion_steps": info.steps,
-        "batch": info.batch,
-        "final_autoencoder_loss": info.vae_loss,
-        "final_diffusion_loss": info.loss,
-        "train_seconds": info.seconds,
-        "parameters": info.params,
-        "latent_scale": latent_scale,
-    })
+    json!({ "config": cfg, "latent_scale": latent_scale, "run": info })
 }
 
-/// The card's fixed part; `plantain eval nano --write-card` adds the evaluation table.
+/// Rewrites the model card of an exported folder from its `training.json`, with
+/// `evaluation` (Markdown: what was measured, how, and the table) as its Evaluation section.
+pub fn write_card(dir: &Path, evaluation: &str) -> Result<()> {
+    let path = dir.join("training.json");
+    let bytes = std::fs::read(&path).map_err(|e| NanoError::io(&path, e))?;
+    #[derive(Deserialize)]
+    struct Training {
+        config: NanoConfig,
+        run: ExportInfo,
+    }
+    let t: Training = serde_json::from_slice(&bytes).map_err(|e| NanoError::Checkpoint(format!("{}: {e}", path.display())))?;
+    let card = format!("{}\n## Evaluation\n\n{}\n", model_card(&t.config, &t.run).trim_end(), evaluation.trim_end());
+    let out = dir.join("README.md");
+    let tmp = dir.join(".README.md.partial");
+    write(&tmp, card.as_bytes())?;
+    std::fs::rename(&tmp, &out).map_err(|e| NanoError::io(&out, e))
+}
+
+/// The card without its evaluation (`plantain eval nano --write-card` adds that).
 pub fn model_card(cfg: &NanoConfig, info: &ExportInfo) -> String {
     let native = cfg.native_resolution();
     format!(
@@ -143,12 +149,15 @@ classifier-free guidance. Some attribute combinations are held out of training (
 
 ## Training (reproduce)
 ```
-plantain train nano --out models/plantain-nano --work target/nano-work --seed {seed}
+plantain train nano --out models/plantain-nano --work nano-train --seed {seed}
 ```
-Candle autograd on the CPU: {vsteps} autoencoder steps, then {steps} diffusion steps (batch
-{batch}, AdamW, ε-prediction with min-SNR-5 weighting, EMA 0.999), {mins:.0} minutes in all on the
-machine in BENCHMARKS.md. Final losses: autoencoder {vloss:.4}, diffusion {loss:.4}.
-Deterministic from the seed; `--work` holds resumable checkpoints.
+Candle autograd on the CPU. Autoencoder: {vsteps} steps of batch {vbatch} (AdamW, lr {vlr},
+L2 + ½·L1 reconstruction with {edge}x extra weight on edges, KL weight 1e-5). Then text encoder +
+UNet together: {steps} steps of batch {batch} (AdamW, lr {lr}, weight decay 0.01, {warmup} warm-up
+steps then cosine decay, ε-prediction with min-SNR-5 weighting, offset noise {offset},
+{dropout:.0}% empty captions, EMA {ema}); {mins:.0} minutes in all on the machine in BENCHMARKS.md.
+Final smoothed losses: autoencoder {vloss:.4}, diffusion {loss:.4}. Deterministic from the seed;
+`--work` holds resumable checkpoints. Every option is in `training.json`.
 
 ## Licence
 Apache-2.0, like plantain. Trained only on procedurally generated images.
@@ -165,10 +174,18 @@ Apache-2.0, like plantain. Trained only on procedurally generated images.
         scale = latent_scale_text(cfg),
         mult = cfg.pixel_multiple(),
         params = info.params,
-        seed = info.seed,
-        vsteps = info.vae_steps,
-        steps = info.steps,
-        batch = info.batch,
+        seed = info.options.seed,
+        vsteps = info.options.vae_steps,
+        vbatch = info.options.vae_batch,
+        vlr = info.options.vae_lr,
+        edge = info.options.vae_edge_weight,
+        steps = info.options.steps,
+        batch = info.options.batch,
+        lr = info.options.lr,
+        warmup = info.options.warmup,
+        offset = info.options.offset_noise,
+        dropout = info.options.caption_dropout * 100.0,
+        ema = info.options.ema_decay,
         mins = info.seconds / 60.0,
         vloss = info.vae_loss,
         loss = info.loss,

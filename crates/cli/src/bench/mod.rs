@@ -30,7 +30,8 @@ pub struct Args {
     /// Image side in pixels.
     #[arg(long, default_value_t = 512)]
     pub size: usize,
-    /// Which models: sd15, turbo.
+    /// Which models: sd15, turbo (random weights), nano (the shipped plantain-nano: 20 steps
+    /// end-to-end at its native size).
     #[arg(long, value_delimiter = ',', default_value = "sd15,turbo")]
     pub only: Vec<String>,
     /// Where to write the random checkpoints (default: a temporary folder, removed afterwards).
@@ -148,6 +149,28 @@ fn components(dir: &Path, rt: &RuntimeOptions, b: &mut Bench, tag: &str, name: &
     Ok(())
 }
 
+/// The shipped plantain-nano, generating as `plantain generate` does with its defaults (20
+/// steps, classifier-free guidance) at the native size.
+fn nano(rt: &RuntimeOptions, b: &mut Bench, load_times: &mut Vec<(String, Duration)>) -> Result<()> {
+    let resolved = plantain_hub::resolve("plantain-nano", &crate::hubcmd::resolve_options())?;
+    eprintln!("plantain-nano ({})", resolved.path.display());
+    let t = Instant::now();
+    let p = Pipeline::load(&ModelSource::Diffusers(resolved.path.clone()), &LoadOptions { runtime: rt.clone(), ..Default::default() })?;
+    load_times.push(("plantain-nano".to_string(), t.elapsed()));
+    let side = p.native_resolution();
+    let mut req = GenerateRequest::new("a red star above a blue circle on a yellow background", side, side);
+    req.steps = 20;
+    req.guidance = resolved.defaults.guidance;
+    b.measure(
+        "nano_20step_total",
+        &format!("plantain-nano 20 steps end-to-end (text + 2x20 UNet evals with guidance {} + VAE decode, {side}x{side})", req.guidance),
+        || {
+            p.generate(&req, &mut |_| ControlFlow::Continue(()))?;
+            Ok(())
+        },
+    )
+}
+
 pub fn run(a: Args) -> Result<()> {
     let tmp;
     let root = match &a.dir {
@@ -162,10 +185,14 @@ pub fn run(a: Args) -> Result<()> {
     let mut load_times: Vec<(String, Duration)> = Vec::new();
     let result = (|| -> Result<()> {
         for which in &a.only {
+            if which == "nano" {
+                nano(&rt, &mut b, &mut load_times)?;
+                continue;
+            }
             let (tag, name, spec) = match which.as_str() {
                 "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
                 "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
-                other => anyhow::bail!("unknown model `{other}` (sd15, turbo)"),
+                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, nano)"),
             };
             let dir = root.join(tag);
             if !dir.join("unet/diffusion_pytorch_model.safetensors").exists() {

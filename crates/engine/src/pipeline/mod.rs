@@ -244,10 +244,14 @@ impl Pipeline {
             None => None,
         };
         let (unet_cfg, unet_w) = parts.unet;
-        if !matches!(unet_cfg.in_channels, 4 | 9) {
+        // The UNet reads the VAE's latents (4 channels in SD; plantain-nano uses 8), or, in an
+        // inpainting UNet, latents + mask + masked-image latents.
+        let l = parts.vae.0.latent_channels;
+        if unet_cfg.in_channels != l && unet_cfg.in_channels != 2 * l + 1 {
             return Err(EngineError::Unsupported(format!(
-                "UNet with {} input channels (expected 4, or 9 for inpainting)",
-                unet_cfg.in_channels
+                "UNet with {} input channels for a VAE with {l} latent channels (expected {l}, or {} for inpainting)",
+                unet_cfg.in_channels,
+                2 * l + 1
             )));
         }
         let unet = Network::new(&unet::build(&unet_cfg, &unet_w)?, &label("unet"), rt)?;
@@ -293,7 +297,7 @@ impl Pipeline {
         &self.notes
     }
     pub fn is_inpainting_model(&self) -> bool {
-        self.unet_cfg.in_channels == 9
+        self.unet_cfg.in_channels == 2 * self.vae_cfg.latent_channels + 1
     }
     pub fn scheduler_config(&self) -> &SchedulerConfig {
         &self.scheduler
