@@ -340,10 +340,15 @@ pub fn create_key(store: &dyn MetaStore, name: &str) -> Result<(String, String),
     Ok((id, secret))
 }
 
-/// Deletes every artefact recorded for a key and the blobs nothing else uses; returns how many
-/// blobs were removed.
+/// Deletes every artefact recorded for a key, the key's files (Files API uploads and batch
+/// results files), and the blobs nothing else uses; returns how many blobs were removed.
 pub fn delete_key_data(store: &dyn MetaStore, blobs: &dyn BlobStore, key_id: &str) -> Result<usize, StoreError> {
-    let hashes = store.delete_artefacts_of_key(key_id)?;
+    let mut hashes = store.delete_artefacts_of_key(key_id)?;
+    for f in store.list_files(Some(key_id))? {
+        hashes.extend(store.delete_file(&f.name)?);
+    }
+    hashes.sort();
+    hashes.dedup();
     for h in &hashes {
         blobs.delete(h)?;
     }

@@ -190,8 +190,30 @@ async fn keys_quota_rate_limit_and_idempotency() {
         s.state.store.artefact(&aid).unwrap().unwrap().output_hash
     };
     assert!(s.state.blobs.get(&hash).unwrap().is_some());
-    assert_eq!(plantain_server::delete_key_data(s.state.store.as_ref(), s.state.blobs.as_ref(), &id).unwrap(), 2);
+    // A file the key uploaded goes too (recorded directly: the key's rate limit is spent).
+    let upload = s.state.blobs.put(b"an uploaded reference image").unwrap();
+    let now = plantain_server::store::now();
+    s.state
+        .store
+        .put_file(&plantain_server::store::FileRecord {
+            name: "files/keyfile1".into(),
+            key_id: Some(id.clone()),
+            display_name: None,
+            mime_type: "image/png".into(),
+            size_bytes: 27,
+            sha256: Some(upload.clone()),
+            state: "ACTIVE".into(),
+            upload_id: None,
+            received: 27,
+            created_at: now,
+            expires_at: now + 3600,
+            source: "UPLOADED".into(),
+        })
+        .unwrap();
+    assert_eq!(plantain_server::delete_key_data(s.state.store.as_ref(), s.state.blobs.as_ref(), &id).unwrap(), 3);
     assert!(s.state.blobs.get(&hash).unwrap().is_none());
+    assert!(s.state.blobs.get(&upload).unwrap().is_none());
+    assert!(s.state.store.file("files/keyfile1").unwrap().is_none());
     assert_eq!(s.state.store.images_since(Some(&id), 0).unwrap(), 0);
     s.stop().await;
 }
