@@ -16,9 +16,8 @@ fn main() -> plantain_nano::Result<()> {
     let mut store = Store::load(std::path::Path::new(&path), 0)?;
     let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
-    let (mut ok, mut psnr_sum) = (0usize, 0f64);
-    // Per attribute: background, count, object colour, shape, position (correct, total).
-    let mut tally = [(0usize, 0usize); 5];
+    let mut psnr_sum = 0f64;
+    let mut acc = plantain_nano::eval::Accuracy::default();
     let save = std::env::var_os("VAE_CHECK_SAVE").map(std::path::PathBuf::from);
     for _ in 0..n {
         let scene = sample_scene(&mut rng, Split::Train);
@@ -37,29 +36,17 @@ fn main() -> plantain_nano::Result<()> {
             let v = |c: usize| ((y[c * 4096 + i].clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
             image::Rgb([v(0), v(1), v(2)])
         });
-        let r = check(&scene, &out);
-        ok += r.all_correct() as usize;
-        let mut add = |i: usize, v: bool| {
-            tally[i].0 += v as usize;
-            tally[i].1 += 1;
-        };
-        add(0, r.background);
-        add(1, r.count);
-        for o in &r.objects {
-            add(2, o.color);
-            add(3, o.shape);
-            add(4, o.position);
-        }
+        acc.record(&check(&scene, &out));
         if let Some(dir) = &save {
-            let k = tally[0].1;
+            let k = acc.all.total;
             std::fs::create_dir_all(dir).map_err(|e| plantain_nano::NanoError::io(dir, e))?;
             let _ = img.save(dir.join(format!("{k:03}-in.png")));
             let _ = out.save(dir.join(format!("{k:03}-out.png")));
         }
     }
-    println!("{n} scenes: checker all-correct on reconstructions {ok}/{n}, mean PSNR {:.1} dB", psnr_sum / n as f64);
-    for (name, (c, t)) in ["background", "count", "object colour", "shape", "position"].iter().zip(tally) {
-        println!("  {name}: {c}/{t}");
+    println!("{n} scenes: checker all-correct on reconstructions {}/{n}, mean PSNR {:.1} dB", acc.all.correct, psnr_sum / n as f64);
+    for (name, t) in acc.rows() {
+        println!("  {name}: {}/{}", t.correct, t.total);
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 
 use plantain_engine::pipeline::{GenerateRequest, Pipeline};
-use plantain_world::{Scene, Split, caption_plain, check, sample_scene};
+use plantain_world::{CheckReport, Scene, Split, caption_plain, check, sample_scene};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -59,6 +59,21 @@ pub struct Accuracy {
 }
 
 impl Accuracy {
+    /// Adds one image's checker report to the tallies.
+    pub fn record(&mut self, report: &CheckReport) {
+        self.background.add(report.background);
+        self.count.add(report.count);
+        for o in &report.objects {
+            self.color.add(o.found && o.color);
+            self.shape.add(o.found && o.shape);
+            self.position.add(o.found && o.position);
+        }
+        for &r in &report.relations {
+            self.relations.add(r);
+        }
+        self.all.add(report.all_correct());
+    }
+
     pub fn rows(&self) -> [(&'static str, Tally); 7] {
         [
             ("background colour", self.background),
@@ -101,18 +116,8 @@ pub fn evaluate(
         req.seed = opts.seed.wrapping_add(i as u64);
         let generated = pipeline.generate(&req, &mut |_| ControlFlow::Continue(()))?;
         let report = check(&scene, &generated.image);
-        acc.background.add(report.background);
-        acc.count.add(report.count);
-        for o in &report.objects {
-            acc.color.add(o.found && o.color);
-            acc.shape.add(o.found && o.shape);
-            acc.position.add(o.found && o.position);
-        }
-        for &r in &report.relations {
-            acc.relations.add(r);
-        }
+        acc.record(&report);
         let all_correct = report.all_correct();
-        acc.all.add(all_correct);
         on_sample(i, &Sample { scene, prompt, image: generated.image, all_correct });
     }
     Ok(acc)

@@ -170,14 +170,6 @@ impl GroupNormOp {
         }
         Ok(Dims { channels: d[1], spatial: d[2..].iter().product() })
     }
-
-    /// Mean and 1/std of group `g`'s values.
-    fn stats(&self, xs: &[f32]) -> (f32, f32) {
-        let n = xs.len() as f64;
-        let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-        (mean as f32, 1.0 / (var as f32 + self.eps).sqrt())
-    }
 }
 
 fn sigmoid(v: f32) -> f32 {
@@ -205,7 +197,7 @@ impl CustomOp3 for GroupNormOp {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(len).zip(x.par_chunks(len)).enumerate().for_each(|(bg, (o, xs))| {
             let g = bg % self.groups;
-            let (mean, rstd) = self.stats(xs);
+            let (mean, rstd) = mean_rstd(xs, self.eps);
             for (ci, (oc, xc)) in o.chunks_mut(d.spatial).zip(xs.chunks(d.spatial)).enumerate() {
                 let ch = g * per_group + ci;
                 let (a, b) = (rstd * weight[ch], bias[ch] - mean * rstd * weight[ch]);
@@ -241,7 +233,7 @@ impl CustomOp3 for GroupNormOp {
                             .enumerate()
                             .map(|(bg, (dxs, (xs, gs)))| {
                                 let g = bg % self.groups;
-                                let (mean, rstd) = self.stats(xs);
+                                let (mean, rstd) = mean_rstd(xs, self.eps);
                                 let mut dw = vec![0f32; per_group];
                                 let mut db = vec![0f32; per_group];
                                 // dL/dxhat, and its mean and its mean times xhat over the group.
@@ -331,7 +323,7 @@ impl CustomOp3 for LayerNormOp {
         let dim = weight.len();
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(dim).zip(x.par_chunks(dim)).for_each(|(o, xs)| {
-            let (mean, rstd) = row_stats(xs, self.eps);
+            let (mean, rstd) = mean_rstd(xs, self.eps);
             for i in 0..dim {
                 o[i] = (xs[i] - mean) * rstd * weight[i] + bias[i];
             }
@@ -355,7 +347,7 @@ impl CustomOp3 for LayerNormOp {
                     let mut dw = vec![0f32; dim];
                     let mut db = vec![0f32; dim];
                     for ((dxs, xs), gs) in dx.chunks_mut(dim).zip(xv.chunks(dim)).zip(gv.chunks(dim)) {
-                        let (mean, rstd) = row_stats(xs, self.eps);
+                        let (mean, rstd) = mean_rstd(xs, self.eps);
                         let (mut sum_d, mut sum_dx) = (0f32, 0f32);
                         for i in 0..dim {
                             let xhat = (xs[i] - mean) * rstd;
@@ -385,11 +377,13 @@ impl CustomOp3 for LayerNormOp {
     }
 }
 
-fn row_stats(xs: &[f32], eps: f32) -> (f32, f32) {
-    let n = xs.len() as f32;
-    let mean = xs.iter().sum::<f32>() / n;
-    let var = xs.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+/// Mean and 1/sqrt(variance + eps) of one normalisation group (sums in f64: groups hold up
+/// to tens of thousands of values).
+fn mean_rstd(xs: &[f32], eps: f32) -> (f32, f32) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean as f32, 1.0 / (var as f32 + eps).sqrt())
 }
 
 /// `layer_norm(x) * weight + bias` over the last dimension.
