@@ -138,7 +138,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         family: None,
         // 20 Euler steps; guidance chosen by `plantain eval nano` (see the model card).
         defaults: Some(Defaults { steps: 20, guidance: 5.0, resolution: 64, prediction: Prediction::Epsilon }),
-        licence: "ships with plantain; see the LICENSE file in its folder",
+        licence: "Apache-2.0, like plantain (model card: models/plantain-nano/README.md)",
         description: "small model shipped with plantain for tests and demos (local folder, never downloaded)",
     },
 ];

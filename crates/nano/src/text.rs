@@ -1,6 +1,6 @@
 //! A small CLIP text transformer (transformers' `CLIPTextModel` names), trained from scratch.
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 use crate::config::TextConfig;
 use crate::nn::{Init, LayerNorm, Linear, Store, attention, quick_gelu};
@@ -29,12 +29,23 @@ impl TextEncoder {
     pub fn new(s: &mut Store, cfg: &TextConfig) -> Result<Self> {
         let d = cfg.hidden_size;
         let p = "text_model";
-        let token_embedding = s.get(&format!("{p}.embeddings.token_embedding.weight"), &[cfg.vocab_size, d], Init::Normal(0.02))?;
-        let position_embedding =
-            s.get(&format!("{p}.embeddings.position_embedding.weight"), &[cfg.max_positions, d], Init::Normal(0.01))?;
+        // Token identity has to reach the UNet. With CLIP's 0.02 embeddings and default-sized
+        // residual branches, the branches' shared output was 40x the embeddings from the first
+        // step, every prompt came out of the encoder nearly the same (measured: 0.6% apart) and
+        // the UNet learnt to ignore the text. So: unit-scale token vectors, and the residual
+        // branches' output projections start at zero (the encoder starts as the identity on
+        // them; GPT-2/ReZero-style), growing only as far as training pushes them.
+        let token_embedding = s.get(&format!("{p}.embeddings.token_embedding.weight"), &[cfg.vocab_size, d], Init::Normal(1.0))?;
+        let position_embedding = s.get(&format!("{p}.embeddings.position_embedding.weight"), &[cfg.max_positions, d], Init::Normal(0.2))?;
         let mut layers = Vec::new();
         for i in 0..cfg.layers {
             let l = format!("{p}.encoder.layers.{i}");
+            for branch_out in [format!("{l}.self_attn.out_proj"), format!("{l}.mlp.fc2")] {
+                let out_dim = d;
+                let in_dim = if branch_out.ends_with("fc2") { cfg.intermediate_size } else { d };
+                s.preset(&format!("{branch_out}.weight"), Tensor::zeros((out_dim, in_dim), DType::F32, &Device::Cpu)?)?;
+                s.preset(&format!("{branch_out}.bias"), Tensor::zeros(out_dim, DType::F32, &Device::Cpu)?)?;
+            }
             layers.push(Layer {
                 ln1: LayerNorm::new(s, &format!("{l}.layer_norm1"), d, 1e-5)?,
                 q: Linear::new(s, &format!("{l}.self_attn.q_proj"), d, d, true)?,

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::adamw::AdamW;
+use crate::adamw::{AdamW, ema_update};
 use crate::config::{NanoConfig, alphas_cumprod};
 use crate::data::{batch, buckets, edge_weights, gaussian, pick_bucket};
 use crate::export::{ExportInfo, export};
@@ -49,8 +49,7 @@ pub struct TrainOptions {
 
 impl TrainOptions {
     /// The CPU recipe for [`NanoConfig::standard`], sized to the 90-minute budget on 2 cores
-    /// (measured: 76 minutes). Measured too: the model it makes does not follow prompts yet
-    /// (BENCHMARKS.md), so it is not shipped; see the README.
+    /// (autoencoder about 26 minutes, diffusion about 1.4 s a step; BENCHMARKS.md).
     pub fn standard() -> Self {
         Self {
             seed: 0,
@@ -59,7 +58,7 @@ impl TrainOptions {
             vae_lr: 2e-3,
             vae_edge_weight: 2.0,
             vae_crop: 32,
-            steps: 1300,
+            steps: 2200,
             batch: 16,
             lr: 1e-3,
             warmup: 50,
@@ -68,6 +67,11 @@ impl TrainOptions {
             ema_decay: 0.995,
             checkpoint_every: 50,
         }
+    }
+
+    /// What the autoencoder phase depends on (its schedule shares the warm-up length).
+    fn autoencoder_part(&self) -> (u64, u64, usize, f64, f32, u32, u64) {
+        (self.seed, self.vae_steps, self.vae_batch, self.vae_lr, self.vae_edge_weight, self.vae_crop, self.warmup)
     }
 
     /// A few steps of everything, for tests.
@@ -147,6 +151,35 @@ fn lr_at(base: f64, warmup: u64, total: u64, step: u64) -> f64 {
     base * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
 }
 
+/// Where a diffusion step's time goes (logged at debug level at each checkpoint).
+#[derive(Default)]
+struct StepTiming {
+    steps: u32,
+    render: Duration,
+    encode: Duration,
+    forward: Duration,
+    backward: Duration,
+    update: Duration,
+}
+
+impl StepTiming {
+    fn log_and_reset(&mut self) {
+        if self.steps > 0 {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0 / self.steps as f64;
+            tracing::debug!(
+                steps = self.steps,
+                render_ms = ms(self.render),
+                encode_ms = ms(self.encode),
+                forward_ms = ms(self.forward),
+                backward_ms = ms(self.backward),
+                update_ms = ms(self.update),
+                "diffusion step time"
+            );
+        }
+        *self = Self::default();
+    }
+}
+
 struct Paths {
     dir: PathBuf,
 }
@@ -183,11 +216,21 @@ pub fn train(
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| NanoError::Checkpoint(format!("state.json: {e}")))?,
         Err(_) => State::default(),
     };
-    if state.config.as_ref().is_some_and(|c| c != cfg) || state.options.as_ref().is_some_and(|o| o != opts) {
+    let same_run = state.config.as_ref().is_none_or(|c| c == cfg) && state.options.as_ref().is_none_or(|o| o == opts);
+    // A finished autoencoder serves a run that changes only the later phase, as long as that
+    // phase has not started: trying diffusion settings need not repeat the first half hour.
+    let reuses_autoencoder = state.step == 0
+        && state.vae_step == opts.vae_steps
+        && state.config.as_ref().is_some_and(|c| c.vae == cfg.vae)
+        && state.options.as_ref().is_some_and(|o| o.autoencoder_part() == opts.autoencoder_part());
+    if !same_run && !reuses_autoencoder {
         return Err(NanoError::Checkpoint(format!(
             "{} holds a run with another configuration; use a new --work folder or delete it",
             work.display()
         )));
+    }
+    if !same_run {
+        tracing::info!("reusing the finished autoencoder in {}", work.display());
     }
     state.config = Some(cfg.clone());
     state.options = Some(opts.clone());
@@ -254,7 +297,7 @@ pub fn train(
             });
             if state.vae_step.is_multiple_of(opts.checkpoint_every) || state.vae_step == opts.vae_steps {
                 vae_store.save(&vae_file)?;
-                opt.save(&paths.file("vae-optimizer.safetensors"))?;
+                opt.save(&paths.file("vae-optimizer.safetensors"), &vars)?;
                 write_state(&paths, &state)?;
             }
         }
@@ -296,7 +339,7 @@ pub fn train(
     let unet = UNet::new(&mut unet_store, &cfg.unet)?;
     let vars = merged_vars(&text_store, &unet_store);
     let mut opt = AdamW::new(opts.lr, 0.01);
-    let mut ema: BTreeMap<String, Tensor> = if resuming {
+    let ema: BTreeMap<String, Tensor> = if resuming {
         candle_core::safetensors::load(paths.file("ema.safetensors"), &candle_core::Device::Cpu)?.into_iter().collect()
     } else {
         vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>()?
@@ -306,6 +349,7 @@ pub fn train(
     }
     let alphas = alphas_cumprod();
     let mut smooth = state.loss;
+    let mut timing = StepTiming::default();
     while state.step < opts.steps {
         if cancel.load(Ordering::Relaxed) {
             return Err(NanoError::Cancelled);
@@ -313,10 +357,14 @@ pub fn train(
         let step = state.step;
         let mut rng = step_rng(opts.seed, Phase::Diffusion, step);
         let shape = pick_bucket(&shapes, native, &mut rng);
+        let mark = Instant::now();
         let b = batch(&tokenizer, opts.batch, shape, opts.caption_dropout, cfg.text.max_positions, &mut rng)?;
+        timing.render += mark.elapsed();
+        let mark = Instant::now();
         let (mean, logvar) = vae.encode(&b.images)?;
         let z = (&mean + ((&logvar * 0.5)?.exp()? * gaussian(mean.dims(), &mut rng)?)?)?;
         let z = (z * latent_scale as f64)?.detach();
+        timing.encode += mark.elapsed();
         let n = opts.batch;
         let ts: Vec<usize> = (0..n).map(|_| rng.random_range(0..alphas.len())).collect();
         // Offset noise (a shared per-channel shift): lets the model move a picture's mean
@@ -328,6 +376,7 @@ pub fn train(
         let sb: Vec<f32> = ts.iter().map(|&t| (1.0 - alphas[t]).sqrt() as f32).collect();
         let col = |v: Vec<f32>| Tensor::from_vec(v, (n, 1, 1, 1), &candle_core::Device::Cpu);
         let noisy = (z.broadcast_mul(&col(sa)?)? + noise.broadcast_mul(&col(sb)?)?)?;
+        let mark = Instant::now();
         let ctx = text.forward(&b.ids)?;
         let tf: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
         let pred = unet.forward(&noisy, &tf, &ctx)?;
@@ -342,14 +391,19 @@ pub fn train(
         let per_sample = (pred - &noise)?.sqr()?.flatten_from(1)?.mean(1)?;
         let w = Tensor::from_vec(weights, n, &candle_core::Device::Cpu)?;
         let loss = (per_sample.clone() * &w)?.mean_all()?;
+        timing.forward += mark.elapsed();
+        let mark = Instant::now();
         let grads = loss.backward()?;
+        timing.backward += mark.elapsed();
+        let mark = Instant::now();
         let lr = lr_at(opts.lr, opts.warmup, opts.steps, step);
         let norm = opt.step(&vars, &grads, lr, 1.0)?;
         let decay = opts.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
         for (k, v) in &vars {
-            let e = ema.get_mut(k).expect("ema has every var");
-            *e = ((&*e * decay)? + (v.as_tensor() * (1.0 - decay))?)?.detach();
+            ema_update(&ema[k], v.as_tensor(), decay)?;
         }
+        timing.update += mark.elapsed();
+        timing.steps += 1;
         let l = per_sample.mean_all()?.to_scalar::<f32>()? as f64;
         smooth = if step == 0 { l } else { 0.99 * smooth + 0.01 * l };
         state.step += 1;
@@ -366,9 +420,10 @@ pub fn train(
         if state.step.is_multiple_of(opts.checkpoint_every) || state.step == opts.steps {
             text_store.save(&text_file)?;
             unet_store.save(&unet_file)?;
-            opt.save(&paths.file("optimizer.safetensors"))?;
+            opt.save(&paths.file("optimizer.safetensors"), &vars)?;
             crate::nn::save_tensors(&ema, &paths.file("ema.safetensors"))?;
             write_state(&paths, &state)?;
+            timing.log_and_reset();
         }
     }
 

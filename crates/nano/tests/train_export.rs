@@ -66,6 +66,36 @@ fn another_configuration_refuses_the_checkpoint_folder() {
     assert!(err.to_string().contains("another configuration"), "{err}");
 }
 
+#[test]
+fn a_finished_autoencoder_serves_new_diffusion_settings_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train_with = |opts: &TrainOptions, work: &Path| {
+        train(&NanoConfig::tiny(), opts, work, &tmp.path().join("model"), &AtomicBool::new(false), &mut |_| {})
+    };
+    // Stopped during diffusion step 1, before its first checkpoint: the folder holds a
+    // finished autoencoder and no diffusion state.
+    let work = tmp.path().join("work");
+    assert!(matches!(run(&work, &tmp.path().join("m"), Some(1)), Err(plantain_nano::NanoError::Cancelled)));
+    let vae_before = read(work.join("vae.safetensors"));
+
+    let mut autoencoder_changed = TrainOptions::smoke();
+    autoencoder_changed.vae_lr *= 2.0;
+    let err = train_with(&autoencoder_changed, &work).err().expect("refused");
+    assert!(err.to_string().contains("another configuration"), "{err}");
+
+    let mut diffusion_changed = TrainOptions::smoke();
+    diffusion_changed.lr *= 0.5;
+    diffusion_changed.steps = 2;
+    train_with(&diffusion_changed, &work).unwrap();
+    assert!(read(work.join("vae.safetensors")) == vae_before, "the autoencoder was not retrained");
+
+    // Once diffusion has started, its settings are fixed too.
+    let mut changed_again = diffusion_changed.clone();
+    changed_again.lr *= 0.5;
+    let err = train_with(&changed_again, &work).err().expect("refused");
+    assert!(err.to_string().contains("another configuration"), "{err}");
+}
+
 fn to_nd(t: &Tensor) -> ArrayD<f32> {
     let shape = t.dims().to_vec();
     ArrayD::from_shape_vec(shape, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).unwrap()
