@@ -177,6 +177,9 @@ fn run() -> Result<(), String> {
             }
             t.bits += 64;
             t.bits_ok += 64 - u64::from(d.best_guess.map_or(32, |g| g.bit_errors(payload)));
+            if !ok {
+                eprintln!("\r  not found: {name} after {}", a.name());
+            }
             if !d.present && *a == Attack::None {
                 missed_clean.push(name.clone());
             }

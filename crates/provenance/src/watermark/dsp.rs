@@ -24,6 +24,14 @@ impl Plane {
         Plane { w, h, data }
     }
 
+    /// The projection of every RGB pixel on `wts`.
+    pub fn project(img: &image::RgbImage, wts: [f32; 3]) -> Self {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let data =
+            img.as_raw().chunks_exact(3).map(|p| wts[0] * f32::from(p[0]) + wts[1] * f32::from(p[1]) + wts[2] * f32::from(p[2])).collect();
+        Plane { w, h, data }
+    }
+
     #[inline]
     pub fn at(&self, x: usize, y: usize) -> f32 {
         self.data[y * self.w + x]

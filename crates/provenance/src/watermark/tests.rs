@@ -86,3 +86,36 @@ fn key_and_payload_encodings() {
     assert!(matches!(WatermarkKey::load_or_create(&path), Err(KeyError::Format { .. })));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn chroma_copy_stays_off_flat_areas() {
+    // Top half flat grey, bottom half strong texture (a picture whose luma alone fails the
+    // simulated JPEG, so the chroma copy takes its largest share).
+    let key = WatermarkKey::from_passphrase("test");
+    let p = Payload::new_random(&key);
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let img = RgbImage::from_fn(512, 512, |_, y| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        if y < 256 { image::Rgb([128, 128, 128]) } else { image::Rgb([(s >> 8) as u8, (s >> 16) as u8, (s >> 24) as u8]) }
+    });
+    let wm = embed(&img, &p, &key);
+    assert!(psnr(&img, &wm) >= 40.0);
+    assert_eq!(detect(&wm, &key).payload, Some(p));
+    // RMS of the change along the chroma copy's direction (the luma change has none, only its
+    // rounding), over the flat part away from the texture, and over the texture.
+    let along = |y0: u32, y1: u32| {
+        let mut e = 0f64;
+        for y in y0..y1 {
+            for x in 0..512 {
+                let (a, b) = (img.get_pixel(x, y).0, wm.get_pixel(x, y).0);
+                let d: f32 = (0..3).map(|c| (f32::from(b[c]) - f32::from(a[c])) * CHROMA_U[c]).sum();
+                e += f64::from(d * d);
+            }
+        }
+        (e / (f64::from(y1 - y0) * 512.0)).sqrt()
+    };
+    let (flat, texture) = (along(0, 230), along(280, 512));
+    assert!(flat < 0.4 && texture > 1.0, "chroma RMS flat {flat}, texture {texture}");
+}
