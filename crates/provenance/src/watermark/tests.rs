@@ -91,8 +91,9 @@ fn key_and_payload_encodings() {
 fn chroma_copy_stays_off_flat_areas() {
     // Top half flat grey, bottom half strong texture (a picture whose luma alone fails the
     // simulated JPEG, so the chroma copy takes its largest share).
+    // Whether luma alone survives the simulated JPEG depends on the payload too, so fixed payloads
+    // are tried until one gives the chroma copy its share; every one must keep flat areas clean.
     let key = WatermarkKey::from_passphrase("test");
-    let p = Payload::new_random(&key);
     let mut s = 0x9e37_79b9_7f4a_7c15u64;
     let img = RgbImage::from_fn(512, 512, |_, y| {
         s ^= s << 13;
@@ -100,22 +101,32 @@ fn chroma_copy_stays_off_flat_areas() {
         s ^= s << 17;
         if y < 256 { image::Rgb([128, 128, 128]) } else { image::Rgb([(s >> 8) as u8, (s >> 16) as u8, (s >> 24) as u8]) }
     });
-    let wm = embed(&img, &p, &key);
-    assert!(psnr(&img, &wm) >= 40.0);
-    assert_eq!(detect(&wm, &key).payload, Some(p));
-    // RMS of the change along the chroma copy's direction (the luma change has none, only its
-    // rounding), over the flat part away from the texture, and over the texture.
-    let along = |y0: u32, y1: u32| {
-        let mut e = 0f64;
-        for y in y0..y1 {
-            for x in 0..512 {
-                let (a, b) = (img.get_pixel(x, y).0, wm.get_pixel(x, y).0);
-                let d: f32 = (0..3).map(|c| (f32::from(b[c]) - f32::from(a[c])) * CHROMA_U[c]).sum();
-                e += f64::from(d * d);
+    let mut seen = Vec::new();
+    for nonce in [0x89ab_cdefu32, 0x8765_4321, 0x3c3c_c3c3, 0x3333_4444, 0xffff_1234, 0x0000_0001] {
+        let v = (u64::from(Payload::PLANTAIN) << 48) | (u64::from(key.key_id()) << 32) | u64::from(nonce);
+        let p = Payload::from_u64(v);
+        let wm = embed(&img, &p, &key);
+        assert!(psnr(&img, &wm) >= 40.0);
+        assert_eq!(detect(&wm, &key).payload, Some(p));
+        // RMS of the change along the chroma copy's direction (the luma change has none, only its
+        // rounding), over the flat part away from the texture, and over the texture.
+        let along = |y0: u32, y1: u32| {
+            let mut e = 0f64;
+            for y in y0..y1 {
+                for x in 0..512 {
+                    let (a, b) = (img.get_pixel(x, y).0, wm.get_pixel(x, y).0);
+                    let d: f32 = (0..3).map(|c| (f32::from(b[c]) - f32::from(a[c])) * CHROMA_U[c]).sum();
+                    e += f64::from(d * d);
+                }
             }
+            (e / (f64::from(y1 - y0) * 512.0)).sqrt()
+        };
+        let (flat, texture) = (along(0, 230), along(280, 512));
+        assert!(flat < 0.4, "nonce {nonce:x}: chroma RMS on the flat part {flat} (texture {texture})");
+        seen.push((flat, texture));
+        if texture > 1.0 {
+            return;
         }
-        (e / (f64::from(y1 - y0) * 512.0)).sqrt()
-    };
-    let (flat, texture) = (along(0, 230), along(280, 512));
-    assert!(flat < 0.4 && texture > 1.0, "chroma RMS flat {flat}, texture {texture}");
+    }
+    panic!("no payload gave the chroma copy a share on the texture: (flat, texture) RMS {seen:?}");
 }
