@@ -26,6 +26,11 @@ pub struct UNetConfig {
     pub norm_num_groups: usize,
     /// Latent side of the native square (diffusers' `sample_size`).
     pub sample_size: usize,
+    /// Heads of diffusers' `text` additional embedding (the prompt attention-pooled into the
+    /// time embedding: a global path for whole-picture attributes like the background); none
+    /// without it.
+    #[serde(default)]
+    pub text_pool_heads: Option<usize>,
 }
 
 impl UNetConfig {
@@ -76,6 +81,7 @@ impl NanoConfig {
                 cross_attention_dim: 128,
                 norm_num_groups: 16,
                 sample_size: 16,
+                text_pool_heads: Some(4),
             },
             vae: VaeConfig {
                 block_out_channels: vec![16, 32, 32],
@@ -101,6 +107,7 @@ impl NanoConfig {
                 cross_attention_dim: 16,
                 norm_num_groups: 8,
                 sample_size: 8,
+                text_pool_heads: Some(2),
             },
             vae: VaeConfig {
                 block_out_channels: vec![8, 16],
@@ -169,7 +176,7 @@ pub fn unet_json(c: &UNetConfig) -> Value {
     let n = c.block_out_channels.len();
     let down: Vec<&str> = c.attention.iter().map(|&a| if a { "CrossAttnDownBlock2D" } else { "DownBlock2D" }).collect();
     let up: Vec<&str> = (0..n).map(|i| if c.attention[n - 1 - i] { "CrossAttnUpBlock2D" } else { "UpBlock2D" }).collect();
-    json!({
+    let mut v = json!({
         "_class_name": "UNet2DConditionModel",
         "_diffusers_version": DIFFUSERS_VERSION,
         "act_fn": "silu",
@@ -193,7 +200,12 @@ pub fn unet_json(c: &UNetConfig) -> Value {
         "up_block_types": up,
         "upcast_attention": false,
         "use_linear_projection": false
-    })
+    });
+    if let Some(heads) = c.text_pool_heads {
+        v["addition_embed_type"] = json!("text");
+        v["addition_embed_type_num_heads"] = json!(heads);
+    }
+    v
 }
 
 pub fn vae_json(c: &VaeConfig, scaling_factor: f32) -> Value {

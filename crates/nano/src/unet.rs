@@ -3,7 +3,7 @@
 use candle_core::{Result, Tensor};
 
 use crate::config::UNetConfig;
-use crate::nn::{Conv2d, GroupNorm, LayerNorm, Linear, Store, attention, from_tokens, timestep_embedding, to_tokens};
+use crate::nn::{Conv2d, GroupNorm, Init, LayerNorm, Linear, Store, attention, from_tokens, timestep_embedding, to_tokens};
 
 struct Resnet {
     norm1: GroupNorm,
@@ -110,6 +110,47 @@ impl Transformer {
     }
 }
 
+/// diffusers' `TextTimeEmbedding` (`add_embedding`): the prompt's states attention-pooled by one
+/// query (their mean plus a learned offset), projected to the time embedding's size.
+struct TextPool {
+    norm1: LayerNorm,
+    offset: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    proj: Linear,
+    norm2: LayerNorm,
+    heads: usize,
+}
+
+impl TextPool {
+    fn new(s: &mut Store, cfg: &UNetConfig, heads: usize) -> Result<Self> {
+        let (d, p) = (cfg.cross_attention_dim, "add_embedding");
+        // Starts small beside the time embedding, so the new path does not swamp it at first.
+        s.preset(&format!("{p}.norm2.weight"), Tensor::full(0.2f32, cfg.time_embed_dim(), &candle_core::Device::Cpu)?)?;
+        Ok(Self {
+            norm1: LayerNorm::new(s, &format!("{p}.norm1"), d, 1e-5)?,
+            offset: s.get(&format!("{p}.pool.positional_embedding"), &[1, d], Init::Normal((d as f32).powf(-0.5)))?,
+            q: Linear::new(s, &format!("{p}.pool.q_proj"), d, d, true)?,
+            k: Linear::new(s, &format!("{p}.pool.k_proj"), d, d, true)?,
+            v: Linear::new(s, &format!("{p}.pool.v_proj"), d, d, true)?,
+            proj: Linear::new(s, &format!("{p}.proj"), d, cfg.time_embed_dim(), true)?,
+            norm2: LayerNorm::new(s, &format!("{p}.norm2"), cfg.time_embed_dim(), 1e-5)?,
+            heads,
+        })
+    }
+
+    /// `[B, T, D]` → `[B, time_embed_dim]`.
+    fn forward(&self, ctx: &Tensor) -> Result<Tensor> {
+        let (b, _, d) = ctx.dims3()?;
+        let x = self.norm1.forward(ctx)?;
+        let query = x.mean_keepdim(1)?.broadcast_add(&self.offset)?;
+        let all = Tensor::cat(&[&query, &x], 1)?;
+        let pooled = attention(&self.q.forward(&query)?, &self.k.forward(&all)?, &self.v.forward(&all)?, self.heads, None)?;
+        self.norm2.forward(&self.proj.forward(&pooled.reshape((b, d))?)?)
+    }
+}
+
 struct Layer {
     resnet: Resnet,
     attn: Option<Transformer>,
@@ -129,6 +170,7 @@ pub struct UNet {
     cfg: UNetConfig,
     time1: Linear,
     time2: Linear,
+    text_pool: Option<TextPool>,
     conv_in: Conv2d,
     down: Vec<(Vec<Layer>, Option<Conv2d>)>,
     mid: (Resnet, Transformer, Resnet),
@@ -145,6 +187,7 @@ impl UNet {
         let temb = cfg.time_embed_dim();
         let time1 = Linear::new(s, "time_embedding.linear_1", ch0, temb, true)?;
         let time2 = Linear::new(s, "time_embedding.linear_2", temb, temb, true)?;
+        let text_pool = cfg.text_pool_heads.map(|h| TextPool::new(s, cfg, h)).transpose()?;
         let conv_in = Conv2d::new(s, "conv_in", cfg.in_channels, ch0, 3, 1, 1)?;
         let mut skips = vec![ch0];
         let mut ch = ch0;
@@ -190,7 +233,7 @@ impl UNet {
         }
         let norm_out = GroupNorm::new(s, "conv_norm_out", cfg.norm_num_groups, ch, 1e-5)?;
         let conv_out = Conv2d::new(s, "conv_out", ch, cfg.out_channels, 3, 1, 1)?;
-        Ok(Self { cfg: cfg.clone(), time1, time2, conv_in, down, mid, up, norm_out, conv_out })
+        Ok(Self { cfg: cfg.clone(), time1, time2, text_pool, conv_in, down, mid, up, norm_out, conv_out })
     }
 
     /// Noise prediction for latents `x` `[B, C, h, w]` at per-sample `timesteps`, conditioned on
@@ -198,7 +241,10 @@ impl UNet {
     pub fn forward(&self, x: &Tensor, timesteps: &[f32], ctx: &Tensor) -> Result<Tensor> {
         let ch0 = self.cfg.block_out_channels[0];
         let t = timestep_embedding(timesteps, ch0, true, 0.0)?;
-        let temb = self.time2.forward(&self.time1.forward(&t)?.silu()?)?;
+        let mut temb = self.time2.forward(&self.time1.forward(&t)?.silu()?)?;
+        if let Some(pool) = &self.text_pool {
+            temb = (temb + pool.forward(ctx)?)?;
+        }
         let mut x = self.conv_in.forward(x)?;
         let mut skips = vec![x.clone()];
         for (layers, sampler) in &self.down {

@@ -141,6 +141,10 @@ pub enum Op {
     Pad {
         pads: Vec<i64>,
     },
+    /// Mean over one axis, kept as size 1.
+    ReduceMean {
+        axis: i64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -319,5 +323,9 @@ impl GraphBuilder {
     /// Zero padding; `pads` in ONNX order (all begins, then all ends).
     pub fn pad(&mut self, x: Value, pads: &[i64]) -> Value {
         self.push(Op::Pad { pads: pads.to_vec() }, &[x])
+    }
+    /// Mean along `axis`, which stays in the shape with size 1.
+    pub fn reduce_mean(&mut self, x: Value, axis: i64) -> Value {
+        self.push(Op::ReduceMean { axis }, &[x])
     }
 }

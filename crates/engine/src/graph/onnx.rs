@@ -188,6 +188,11 @@ pub fn to_model_proto(graph: &Graph, file_name: &dyn Fn(&Path) -> String) -> Mod
                 initializers.push(i64_tensor(p.clone(), pads));
                 simple("Pad", vec![ins[0].clone(), p], vec![]);
             }
+            Op::ReduceMean { axis } => {
+                let a = aux_name("axes");
+                initializers.push(i64_tensor(a.clone(), &[*axis]));
+                simple("ReduceMean", vec![ins[0].clone(), a], vec![attr_int("keepdims", 1)]);
+            }
         }
     }
 

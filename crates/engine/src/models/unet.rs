@@ -33,6 +33,9 @@ pub struct UNetConfig {
     pub freq_shift: f32,
     /// SDXL's `text_time` additional embedding: (addition_time_embed_dim, projection input dim).
     pub text_time: Option<(usize, usize)>,
+    /// diffusers' `text` additional embedding (`TextTimeEmbedding`): the prompt's hidden states,
+    /// attention-pooled with this many heads, projected and added to the time embedding.
+    pub text_pool_heads: Option<usize>,
     /// Latent side of the square the model was trained at (diffusers' `sample_size`).
     pub sample_size: Option<usize>,
 }
@@ -73,6 +76,10 @@ struct RawUNetConfig {
     addition_time_embed_dim: Option<usize>,
     #[serde(default)]
     projection_class_embeddings_input_dim: Option<usize>,
+    #[serde(default = "sixty_four")]
+    addition_embed_type_num_heads: usize,
+    #[serde(default)]
+    encoder_hid_dim: Option<usize>,
     #[serde(default)]
     class_embed_type: Option<String>,
     #[serde(default)]
@@ -93,6 +100,9 @@ fn two() -> Json {
 }
 fn thirty_two() -> usize {
     32
+}
+fn sixty_four() -> usize {
+    64
 }
 fn norm_eps() -> f32 {
     1e-5
@@ -164,14 +174,27 @@ impl UNetConfig {
             per_block(&raw.num_attention_heads, n, None, "num_attention_heads")?
         };
         let transformer_layers = per_block(&raw.transformer_layers_per_block, n, Some(1), "transformer_layers_per_block")?;
-        let text_time = match raw.addition_embed_type.as_deref() {
-            None => None,
-            Some("text_time") => Some((
-                raw.addition_time_embed_dim.ok_or("text_time needs addition_time_embed_dim")?,
-                raw.projection_class_embeddings_input_dim.ok_or("text_time needs projection_class_embeddings_input_dim")?,
-            )),
+        let (mut text_time, mut text_pool_heads) = (None, None);
+        match raw.addition_embed_type.as_deref() {
+            None => {}
+            Some("text_time") => {
+                text_time = Some((
+                    raw.addition_time_embed_dim.ok_or("text_time needs addition_time_embed_dim")?,
+                    raw.projection_class_embeddings_input_dim.ok_or("text_time needs projection_class_embeddings_input_dim")?,
+                ))
+            }
+            Some("text") => {
+                let heads = raw.addition_embed_type_num_heads;
+                if raw.encoder_hid_dim.is_some() {
+                    return Err("addition_embed_type `text` with encoder_hid_dim is not supported".into());
+                }
+                if heads == 0 || cross % heads != 0 {
+                    return Err(format!("addition_embed_type_num_heads {heads} does not divide cross_attention_dim {cross}"));
+                }
+                text_pool_heads = Some(heads);
+            }
             Some(other) => return Err(format!("addition_embed_type `{other}` is not supported")),
-        };
+        }
         for (i, (&c, &h)) in raw.block_out_channels.iter().zip(&heads).enumerate() {
             if c % h != 0 || c % raw.norm_num_groups != 0 {
                 return Err(format!("block {i}: {c} channels do not divide into {h} heads / {} groups", raw.norm_num_groups));
@@ -194,6 +217,7 @@ impl UNetConfig {
             flip_sin_to_cos: raw.flip_sin_to_cos,
             freq_shift: raw.freq_shift,
             text_time,
+            text_pool_heads,
         })
     }
 
@@ -278,6 +302,25 @@ impl Ctx<'_> {
     }
 }
 
+/// diffusers' `TextTimeEmbedding`: layer norm, attention pooling (one query: the mean token plus
+/// a learned offset, over that query and every token), projection, layer norm. `[B, T, D]` →
+/// `[B, temb_dim]`.
+fn text_pool_embedding(g: &mut GraphBuilder, p: &Params, ctx: Value, dim: usize, heads: usize, temb_dim: usize) -> Result<Value> {
+    let pre = "add_embedding";
+    let x = layer_norm(g, p, &format!("{pre}.norm1"), ctx, dim, 1e-5)?;
+    let offset = p.get(g, &format!("{pre}.pool.positional_embedding"), &[1, dim])?;
+    let mean = g.reduce_mean(x, 1);
+    let query = g.add(mean, offset);
+    let all = g.concat(&[query, x], 1);
+    let q = linear(g, p, &format!("{pre}.pool.q_proj"), query, dim, dim, true)?;
+    let k = linear(g, p, &format!("{pre}.pool.k_proj"), all, dim, dim, true)?;
+    let v = linear(g, p, &format!("{pre}.pool.v_proj"), all, dim, dim, true)?;
+    let pooled = attention(g, q, k, v, heads, dim / heads, None);
+    let pooled = g.reshape_to(pooled, &[0, dim as i64]);
+    let a = linear(g, p, &format!("{pre}.proj"), pooled, dim, temb_dim, true)?;
+    layer_norm(g, p, &format!("{pre}.norm2"), a, temb_dim, 1e-5)
+}
+
 /// Builds the UNet graph. Inputs: `sample` `[B, C, H, W]`, `timestep` `[B]` (float),
 /// `encoder_hidden_states` `[B, T, cross_dim]`, and for SDXL `text_embeds` `[B, P]` and
 /// `time_ids` `[B, 6]`. Output: `out_sample`.
@@ -312,6 +355,10 @@ pub fn build(cfg: &UNetConfig, weights: &TensorIndex) -> Result<Graph> {
         let a = linear(&mut c.g, &c.p, "add_embedding.linear_1", add, proj_in, temb_dim, true)?;
         let a = c.g.silu(a);
         let a = linear(&mut c.g, &c.p, "add_embedding.linear_2", a, temb_dim, temb_dim, true)?;
+        temb = c.g.add(temb, a);
+    }
+    if let Some(heads) = cfg.text_pool_heads {
+        let a = text_pool_embedding(&mut c.g, &c.p, ctx, cfg.cross_attention_dim, heads, temb_dim)?;
         temb = c.g.add(temb, a);
     }
 
@@ -361,4 +408,26 @@ pub fn build(cfg: &UNetConfig, weights: &TensorIndex) -> Result<Graph> {
     x = c.g.silu(x);
     x = conv(&mut c.g, &c.p, "conv_out", x, ch, cfg.out_channels, 3, 1, 1, true)?;
     Ok(c.g.finish(&[("out_sample", x)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::presets::SD15_UNET;
+
+    fn with(extra: &str) -> std::result::Result<UNetConfig, String> {
+        UNetConfig::from_json(&SD15_UNET.replacen('{', &format!("{{{extra}, "), 1))
+    }
+
+    #[test]
+    fn text_addition_embedding_is_read_and_checked() {
+        assert_eq!(UNetConfig::from_json(SD15_UNET).unwrap().text_pool_heads, None);
+        assert_eq!(with(r#""addition_embed_type": "text""#).unwrap().text_pool_heads, Some(64));
+        assert_eq!(with(r#""addition_embed_type": "text", "addition_embed_type_num_heads": 8"#).unwrap().text_pool_heads, Some(8));
+        let err = with(r#""addition_embed_type": "text", "addition_embed_type_num_heads": 5"#).unwrap_err();
+        assert!(err.contains("does not divide"), "{err}");
+        let err = with(r#""addition_embed_type": "text", "encoder_hid_dim": 1024"#).unwrap_err();
+        assert!(err.contains("encoder_hid_dim"), "{err}");
+        assert!(with(r#""addition_embed_type": "image""#).unwrap_err().contains("not supported"));
+    }
 }
