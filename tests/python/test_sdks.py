@@ -338,21 +338,64 @@ def test_openai_edit_with_mask_and_errors():
         assert "nope" in e.body["message"]
 
 
+def decode_png(data: bytes):
+    """Checks that a PNG decodes (chunks, CRCs, zlib stream, scanline filters) and returns its
+    size, without an imaging library."""
+    import zlib
+
+    w, h = png_size(data)
+    pos, idat, bit_depth, colour = 8, b"", None, None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(tag + body) & 0xFFFFFFFF == crc, tag
+        if tag == b"IHDR":
+            bit_depth, colour = body[8], body[9]
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    assert (bit_depth, colour) in ((8, 2), (8, 6)), (bit_depth, colour)
+    raw = zlib.decompress(idat)
+    stride = 1 + w * (3 if colour == 2 else 4)
+    assert len(raw) == h * stride, (len(raw), h, stride)
+    assert all(raw[y * stride] <= 4 for y in range(h))
+    return w, h
+
+
 def test_openai_stream_and_partial_images():
+    from openai.types import ImageEditPartialImageEvent, ImageGenCompletedEvent, ImageGenPartialImageEvent
+
     o = oclient()
     events = list(o.images.generate(model="gpt-image-1", prompt="a fox", size="256x192", stream=True))
     assert [e.type for e in events] == ["image_generation.completed"], [e.type for e in events]
     assert png_size(base64.b64decode(events[0].b64_json)) == (256, 192)
+    # partial_images=2: two partial images (the server's model runs 2 steps), then the image.
+    events = list(o.images.generate(model="gpt-image-1", prompt="a fox", size="256x192", stream=True, partial_images=2))
+    types_ = [e.type for e in events]
+    assert types_ == ["image_generation.partial_image"] * 2 + ["image_generation.completed"], types_
+    for i, e in enumerate(events[:2]):
+        assert isinstance(e, ImageGenPartialImageEvent), type(e)
+        assert e.partial_image_index == i
+        assert e.size == "256x192" and e.output_format == "png" and e.background == "opaque" and e.quality == "auto", e
+        assert e.created_at > 1_700_000_000
+        assert decode_png(base64.b64decode(e.b64_json)) == (256, 192)
+    assert isinstance(events[2], ImageGenCompletedEvent), type(events[2])
+    assert decode_png(base64.b64decode(events[2].b64_json)) == (256, 192)
+    # Out of range: 400 in OpenAI's envelope.
     try:
-        o.images.generate(model="gpt-image-1", prompt="a fox", size="256x192", stream=True, partial_images=2)
+        o.images.generate(model="gpt-image-1", prompt="a fox", size="256x192", stream=True, partial_images=4)
         raise AssertionError("expected BadRequestError")
     except openai.BadRequestError as e:
-        assert e.body["param"] == "partial_images" and "not supported" in e.body["message"], e.body
-    try:
-        o.images.edit(image=("in.png", small_png(), "image/png"), prompt="a window", stream=True, partial_images=1)
-        raise AssertionError("expected BadRequestError")
-    except openai.BadRequestError as e:
-        assert e.body["param"] == "partial_images", e.body
+        assert e.body["param"] == "partial_images" and "between 0 and 3" in e.body["message"], e.body
+    # Edits: image_edit.partial_image, then image_edit.completed.
+    events = list(
+        o.images.edit(image=("in.png", small_png(), "image/png"), prompt="a window", size="128x96", stream=True, partial_images=1)
+    )
+    assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"], [e.type for e in events]
+    assert isinstance(events[0], ImageEditPartialImageEvent), type(events[0])
+    assert events[0].partial_image_index == 0
+    assert decode_png(base64.b64decode(events[0].b64_json)) == (128, 96)
     events = list(o.images.edit(image=("in.png", small_png(), "image/png"), prompt="a window", size="128x96", stream=True))
     assert [e.type for e in events] == ["image_edit.completed"], [e.type for e in events]
 

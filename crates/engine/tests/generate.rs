@@ -183,3 +183,78 @@ fn inpainting_model_generates_with_a_mask_and_refuses_without() {
     let e = p.generate(&r, &mut |_| ControlFlow::Continue(())).unwrap_err().to_string();
     assert!(e.contains("inpainting model"), "{e}");
 }
+
+/// Mean absolute difference per channel value, in 8-bit levels.
+fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (x as f64 - y as f64).abs()).sum::<f64>() / a.as_raw().len() as f64
+}
+
+#[test]
+fn previews_come_at_the_asked_steps_with_the_output_size_and_end_at_the_final_image() {
+    use plantain_engine::pipeline::Decoder;
+    let without_taesd =
+        Pipeline::load(&ModelSource::Diffusers(tiny("sd1")), &LoadOptions { runtime: runtime(), ..Default::default() }).unwrap();
+    for (p, decoder) in [(load("sd1"), Decoder::Tiny), (without_taesd, Decoder::Full)] {
+        assert_eq!(p.preview_decoder(), decoder);
+        let mut r = request(11);
+        r.steps = 4;
+        // Not a multiple of the grid: drawn on a canvas and resized, previews too.
+        (r.width, r.height) = (80, 48);
+        // The final image decoded like the previews, so that the last one can be compared.
+        r.decoder = decoder;
+        let (mut previews, mut estimates, mut final_latents) = (Vec::new(), Vec::new(), Vec::new());
+        let g = p
+            .generate_with(&r, &mut |pr, st| {
+                assert_eq!(st.latents().len(), 4 * st.latent_size().0 * st.latent_size().1);
+                if [1, 3, 4].contains(&pr.step) {
+                    previews.push((pr.step, p.preview(st, r.width, r.height).unwrap()));
+                    estimates.push(st.denoised().unwrap());
+                }
+                final_latents = st.latents().to_vec();
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(previews.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 3, 4], "{decoder:?}");
+        for (s, img) in &previews {
+            assert_eq!(img.dimensions(), (80, 48), "{decoder:?} step {s}");
+        }
+        // Asking for previews does not change the result.
+        assert_eq!(g.image, go(&p, &r).image, "{decoder:?}");
+        // The last step's estimate is the final latents (the schedule ends at zero noise), so
+        // the last preview is the final image up to rounding; the first step's estimate is not.
+        let gap = |a: &[f32]| a.iter().zip(&final_latents).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        let scale = final_latents.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let (first_l, last_l) = (gap(&estimates[0]), gap(&estimates[2]));
+        let last = mean_abs_diff(&previews[2].1, &g.image);
+        let first = mean_abs_diff(&previews[0].1, &g.image);
+        eprintln!(
+            "{decoder:?}: to the final latents (scale {scale:.2}): first estimate {first_l:.3e}, last {last_l:.3e}; \
+             to the final image: first preview {first:.3}, last {last:.3} levels"
+        );
+        assert!(last_l <= 1e-4 * scale, "{decoder:?}: last estimate is {last_l} from the final latents");
+        assert!(first_l > 0.1 * scale, "{decoder:?}: first estimate is only {first_l} from the final latents");
+        assert!(last < 0.5, "{decoder:?}: last preview differs from the final image by {last} levels on average");
+    }
+}
+
+#[test]
+fn previews_of_latent_blend_inpainting_keep_the_unmasked_part() {
+    // With an all-black mask nothing is repainted: every preview is the input's round trip.
+    let p = load("sd1");
+    let src = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 100]));
+    let mut r = request(5);
+    r.init_image = Some(src.clone());
+    r.strength = 1.0;
+    r.mask = Some(image::GrayImage::new(64, 64));
+    r.decoder = plantain_engine::pipeline::Decoder::Tiny;
+    let round_trip = p.decode(&p.encode_image(&src).unwrap(), (8, 8), p.preview_decoder()).unwrap();
+    let mut n = 0;
+    p.generate_with(&r, &mut |_, st| {
+        assert_eq!(p.preview(st, 64, 64).unwrap(), round_trip);
+        n += 1;
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(n, 3);
+}

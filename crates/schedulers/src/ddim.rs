@@ -172,6 +172,28 @@ impl Scheduler for Ddim {
         check_len("noise", noise.len(), original.len())?;
         alpha_add_noise(&self.base.alphas_cumprod, self.timesteps_int[step_index], original, noise)
     }
+
+    fn pred_original_sample(&self, model_output: &[f32], step_index: usize, sample: &[f32]) -> Result<Vec<f32>> {
+        check_step_inputs(self.timesteps.len(), step_index, model_output, sample, None, false)?;
+        let a_t = self.base.alphas_cumprod[self.timesteps_int[step_index]];
+        let (sqrt_a, sqrt_b) = (a_t.sqrt(), (1.0 - a_t).sqrt());
+        let (pred, clip) = (self.base.prediction, self.clip_sample);
+        Ok(model_output
+            .iter()
+            .zip(sample)
+            .map(|(&mo, &x)| {
+                let x0 = match pred {
+                    Prediction::Epsilon => (x - sqrt_b * mo) / sqrt_a,
+                    Prediction::Sample => mo,
+                    Prediction::V => sqrt_a * x - sqrt_b * mo,
+                };
+                match clip {
+                    Some(r) => x0.clamp(-r, r),
+                    None => x0,
+                }
+            })
+            .collect())
+    }
 }
 
 /// `sqrt(a_t) * x0 + sqrt(1 - a_t) * noise` (DDPM forward process).

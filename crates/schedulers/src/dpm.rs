@@ -350,6 +350,11 @@ impl Scheduler for DpmSolverMultistep {
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[step_index]);
         Ok(original.iter().zip(noise).map(|(&o, &n)| alpha_t * o + sigma_t * n).collect())
     }
+
+    fn pred_original_sample(&self, model_output: &[f32], step_index: usize, sample: &[f32]) -> Result<Vec<f32>> {
+        check_step_inputs(self.timesteps.len(), step_index, model_output, sample, None, false)?;
+        Ok(self.convert(self.sigmas[step_index], model_output, sample))
+    }
 }
 
 #[cfg(test)]

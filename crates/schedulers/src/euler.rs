@@ -101,6 +101,13 @@ impl SigmaSchedule {
         Ok(original.iter().zip(noise).map(|(o, n)| o + n * sigma).collect())
     }
 
+    /// [`Self::pred_original`] over a whole buffer at `step_index`.
+    fn pred_original_all(&self, model_output: &[f32], i: usize, sample: &[f32]) -> Result<Vec<f32>> {
+        check_step_inputs(self.timesteps.len(), i, model_output, sample, None, false)?;
+        let sigma = self.sigmas[i];
+        Ok(model_output.iter().zip(sample).map(|(&mo, &x)| self.pred_original(sigma, mo, x)).collect())
+    }
+
     /// x0 prediction, with diffusers' f32 operation order.
     fn pred_original(&self, sigma: f32, mo: f32, x: f32) -> f32 {
         match self.base.prediction {
@@ -216,6 +223,10 @@ impl Scheduler for EulerDiscrete {
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>> {
         self.s.add_noise(original, noise, step_index)
     }
+
+    fn pred_original_sample(&self, model_output: &[f32], step_index: usize, sample: &[f32]) -> Result<Vec<f32>> {
+        self.s.pred_original_all(model_output, step_index, sample)
+    }
 }
 
 /// Euler ancestral: Euler to `sigma_down`, then fresh noise up to the next
@@ -311,5 +322,9 @@ impl Scheduler for EulerAncestralDiscrete {
 
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>> {
         self.s.add_noise(original, noise, step_index)
+    }
+
+    fn pred_original_sample(&self, model_output: &[f32], step_index: usize, sample: &[f32]) -> Result<Vec<f32>> {
+        self.s.pred_original_all(model_output, step_index, sample)
     }
 }

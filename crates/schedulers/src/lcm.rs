@@ -163,4 +163,34 @@ impl Scheduler for Lcm {
         check_len("noise", noise.len(), original.len())?;
         alpha_add_noise(&self.base.alphas_cumprod, self.timesteps_int[step_index], original, noise)
     }
+
+    /// LCM's own estimate: the boundary-condition `denoised` (`c_out * x0 + c_skip * x`), which
+    /// is what its last step returns.
+    fn pred_original_sample(&self, model_output: &[f32], step_index: usize, sample: &[f32]) -> Result<Vec<f32>> {
+        check_step_inputs(self.timesteps.len(), step_index, model_output, sample, None, false)?;
+        let t = self.timesteps_int[step_index];
+        let a_t = self.base.alphas_cumprod[t];
+        let scaled = t as f32 * self.timestep_scaling;
+        let denom = scaled * scaled + 0.25;
+        let c_skip = (1.0 / denom) * 0.25;
+        let c_out = scaled / denom.sqrt();
+        let (sqrt_a, sqrt_b) = (a_t.sqrt(), (1.0 - a_t).sqrt());
+        let (pred, clip) = (self.base.prediction, self.clip_sample);
+        Ok(model_output
+            .iter()
+            .zip(sample)
+            .map(|(&mo, &x)| {
+                let x0 = match pred {
+                    Prediction::Epsilon => (x - sqrt_b * mo) / sqrt_a,
+                    Prediction::Sample => mo,
+                    Prediction::V => sqrt_a * x - sqrt_b * mo,
+                };
+                let x0 = match clip {
+                    Some(r) => x0.clamp(-r, r),
+                    None => x0,
+                };
+                c_out * x0 + c_skip * x
+            })
+            .collect())
+    }
 }

@@ -98,6 +98,13 @@ pub trait Scheduler: Send + fmt::Debug {
 
     /// Noise clean latents to the level of `step_index` (img2img start).
     fn add_noise(&self, original: &[f32], noise: &[f32], step_index: usize) -> Result<Vec<f32>>;
+
+    /// The model's estimate of the clean sample ("x0", `pred_original_sample` in diffusers)
+    /// at `step_index`, from the same `model_output` and `sample` that [`Scheduler::step`]
+    /// takes (or took) for that index. Reads the schedule only, so it may be called after
+    /// `step`; what previews of a running generation are decoded from. At the last step of
+    /// a schedule that ends at zero noise it equals what `step` returns.
+    fn pred_original_sample(&self, model_output: &[f32], step_index: usize, sample: &[f32]) -> Result<Vec<f32>>;
 }
 
 /// The samplers plantain exposes, by their CLI names.
@@ -363,6 +370,48 @@ mod tests {
         }
         assert_eq!("Euler_A".parse::<SchedulerKind>().unwrap(), SchedulerKind::EulerAncestral);
         assert!("heun".parse::<SchedulerKind>().is_err());
+    }
+
+    /// A fixed pseudo-random buffer (no RNG dependency).
+    fn wave(n: usize, phase: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * 0.731 + phase).sin() * 1.7).collect()
+    }
+
+    #[test]
+    fn pred_original_is_what_the_last_step_lands_on_and_leaves_the_state_alone() {
+        let config = SchedulerConfig::stable_diffusion_v1();
+        let n = 16;
+        for name in SchedulerKind::NAMES {
+            let kind: SchedulerKind = name.parse().unwrap();
+            let run = |ask: bool| {
+                let mut s = build(kind, &config).unwrap();
+                s.set_timesteps(4).unwrap();
+                let mut x: Vec<f32> = wave(n, 0.0).iter().map(|v| v * s.init_noise_sigma()).collect();
+                let (mut last_x0, mut first_gap) = (Vec::new(), 0.0f32);
+                for i in 0..s.timesteps().len() {
+                    let mo = wave(n, i as f32 + 1.0);
+                    let noise = wave(n, 10.0 + i as f32);
+                    let x0 = if ask { s.pred_original_sample(&mo, i, &x).unwrap() } else { Vec::new() };
+                    let next = s.step(&mo, i, &x, s.needs_noise(i).then_some(noise.as_slice())).unwrap();
+                    if ask && i == 0 {
+                        first_gap = x0.iter().zip(&next).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                    }
+                    last_x0 = x0;
+                    x = next;
+                }
+                (x, last_x0, first_gap)
+            };
+            let (plain, _, _) = run(false);
+            let (x, x0, first_gap) = run(true);
+            assert_eq!(plain, x, "{name}: asking for x0 changed the trajectory");
+            // Early on, x0 is far from the next (noisy) sample; at the end they meet. DDIM with
+            // SD 1's `set_alpha_to_one = false` ends at alphas_cumprod[0] = 0.99915, not at 1, so
+            // its last sample keeps a trace of noise.
+            let gap = x0.iter().zip(&x).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let tol = if kind == SchedulerKind::Ddim { 0.1 } else { 1e-4 };
+            assert!(gap <= tol, "{name}: last x0 vs final sample differ by {gap}");
+            assert!(first_gap > 0.5, "{name}: first x0 vs next sample differ by only {first_gap}");
+        }
     }
 
     #[test]

@@ -133,6 +133,10 @@ pub struct ModelConfig {
     pub queue: usize,
     /// For a single `.safetensors` file: the diffusers folder with its configs.
     pub config_dir: Option<PathBuf>,
+    /// A TAESD folder (`config.json` + `diffusion_pytorch_model.safetensors`, e.g.
+    /// `madebyollin/taesd`) that decodes OpenAI partial images quickly; without one they are
+    /// decoded with the model's own VAE.
+    pub tiny_vae: Option<PathBuf>,
 }
 
 fn default_queue() -> usize {
@@ -194,6 +198,7 @@ impl Config {
                 }
             }
             m.config_dir = m.config_dir.as_ref().map(abs);
+            m.tiny_vae = m.tiny_vae.as_ref().map(abs);
         }
         self.provenance.cert_chain = self.provenance.cert_chain.as_ref().map(abs);
         self.provenance.private_key = self.provenance.private_key.as_ref().map(abs);
@@ -279,6 +284,7 @@ impl ModelConfig {
             threads: 0,
             queue: default_queue(),
             config_dir: None,
+            tiny_vae: None,
         }
     }
 }

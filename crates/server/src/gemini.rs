@@ -452,6 +452,7 @@ pub fn prepare(
             tokens_per_image: size.output_tokens(),
             prompt_tokens,
             steps: None,
+            partial_images: 0,
         },
         include_text,
         ratio,
@@ -553,6 +554,7 @@ pub fn clone_spec(s: &GenSpec) -> GenSpec {
         tokens_per_image: s.tokens_per_image,
         prompt_tokens: s.prompt_tokens,
         steps: s.steps,
+        partial_images: s.partial_images,
     }
 }
 

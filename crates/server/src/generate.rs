@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use image::GrayImage;
+use image::{GrayImage, RgbImage};
 use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::GenerateRequest;
-use plantain_provenance::{Action, Ingredient, ManifestInfo, MediaFormat};
+use plantain_provenance::{Action, Ingredient, ManifestInfo, MediaFormat, Provenance};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::media::{InputImage, sha256_hex};
 use crate::signature::new_id;
 use crate::store::{Artefact, now};
-use crate::worker::{EngineJob, JobResult, Lane, ProgressEvent, Worker};
+use crate::worker::{EngineJob, JobResult, Lane, PreviewEvent, PreviewRequest, ProgressEvent, Worker};
 
 /// Who asked, for records and logs.
 #[derive(Clone, Debug)]
@@ -53,6 +53,9 @@ pub struct GenSpec {
     /// Denoising steps; None: the model's configured `steps`.
     pub steps: Option<usize>,
     pub prompt_tokens: u32,
+    /// Partial images (previews) per image to send while the engine runs (OpenAI
+    /// `partial_images` with `stream`); 0: none.
+    pub partial_images: usize,
 }
 
 /// A stored, stamped output.
@@ -82,16 +85,97 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// How a request's images are stamped (watermark, labels, C2PA): the same for its finished
+/// images and its partial images.
+#[derive(Clone)]
+struct Stamper {
+    prov: Arc<Provenance>,
+    model: String,
+    format: MediaFormat,
+    action: Action,
+    /// C2PA ingredients (title, bytes; only their hashes go in).
+    ingredients: Arc<Vec<(String, Vec<u8>)>>,
+    steps: usize,
+}
+
+impl Stamper {
+    fn new(state: &AppState, spec: &GenSpec, steps: usize) -> Self {
+        let action = match (&spec.init, spec.ingredients.len()) {
+            (None, 0) => Action::Created,
+            (_, n) if n > 1 => Action::Placed,
+            _ => Action::Edited,
+        };
+        let ingredients =
+            spec.ingredients.iter().enumerate().map(|(i, im)| (format!("input-{i}.{}", ext(im.mime)), im.bytes.clone())).collect();
+        Stamper {
+            prov: state.provenance.clone(),
+            model: spec.worker.name.clone(),
+            format: spec.format,
+            action,
+            ingredients: Arc::new(ingredients),
+            steps,
+        }
+    }
+
+    /// Blocking: watermark, encode, label and sign one picture.
+    fn stamp(&self, img: &RgbImage, seed: u64, extra: &[(&str, serde_json::Value)]) -> Result<Vec<u8>, ApiError> {
+        let mut info = ManifestInfo::created(&self.model);
+        info.action = self.action;
+        info.ingredients = self.ingredients.iter().map(|(t, b)| Ingredient { title: t.clone(), bytes: b }).collect();
+        // As a string: C2PA's CBOR integers are i64 and seeds are u64.
+        info.parameters.insert("seed".into(), json!(seed.to_string()));
+        info.parameters.insert("steps".into(), json!(self.steps));
+        for (k, v) in extra {
+            info.parameters.insert((*k).into(), v.clone());
+        }
+        self.prov.stamp(img, self.format, &info).map(|s| s.bytes).map_err(|e| ApiError::internal(format!("provenance stamp failed: {e}")))
+    }
+}
+
+/// The partial images of a queued generation, as the engine makes them.
+pub struct Partials {
+    rx: mpsc::UnboundedReceiver<PreviewEvent>,
+    stamper: Stamper,
+    seeds: Vec<u64>,
+}
+
+impl Partials {
+    /// The next partial image; `None` once the job has ended.
+    pub async fn next(&mut self) -> Option<PreviewEvent> {
+        self.rx.recv().await
+    }
+
+    /// A partial image already made, without waiting.
+    pub fn try_next(&mut self) -> Option<PreviewEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Stamps a partial image like a finished one (invisible watermark, labels and signed C2PA
+    /// Content Credentials, which record it as partial image `index` after step `step`).
+    /// Partial images are not stored.
+    pub async fn stamp(&self, ev: PreviewEvent) -> Result<Vec<u8>, ApiError> {
+        let stamper = self.stamper.clone();
+        let seed = self.seeds.get(ev.image).copied().unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let extra = [("partial_image", json!(ev.index)), ("partial_step", json!(ev.step)), ("partial_of_steps", json!(ev.total))];
+            stamper.stamp(&ev.picture, seed, &extra)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("stamping task failed: {e}")))?
+    }
+}
+
 /// A queued generation.
 pub struct Pending {
     spec: GenSpec,
     ctx: RequestCtx,
     reply: oneshot::Receiver<JobResult>,
     pub progress: Option<mpsc::UnboundedReceiver<ProgressEvent>>,
+    partials: Option<Partials>,
+    stamper: Stamper,
     guard: CancelOnDrop,
     queued: Instant,
     seeds: Vec<u64>,
-    steps: usize,
 }
 
 /// Checks quota and queues the job (503 when the model's lane is full). Errors here happen
@@ -130,15 +214,25 @@ pub fn start(state: &AppState, ctx: &RequestCtx, mut spec: GenSpec, want_progres
     } else {
         (None, None)
     };
+    let (previews, preview_rx) = if spec.partial_images > 0 {
+        let (a, b) = mpsc::unbounded_channel();
+        (Some(PreviewRequest { per_image: spec.partial_images, tx: a }), Some(b))
+    } else {
+        (None, None)
+    };
     spec.worker.submit(EngineJob {
         requests,
         caller: ctx.caller.label().to_string(),
         lane,
         cancel: cancel.clone(),
         progress: ptx,
+        previews,
         reply: tx,
     })?;
+    let stamper = Stamper::new(state, &spec, steps);
     Ok(Pending {
+        partials: preview_rx.map(|rx| Partials { rx, stamper: stamper.clone(), seeds: seeds.clone() }),
+        stamper,
         spec,
         ctx: ctx.clone(),
         reply: rx,
@@ -146,7 +240,6 @@ pub fn start(state: &AppState, ctx: &RequestCtx, mut spec: GenSpec, want_progres
         guard: CancelOnDrop { flag: cancel, armed: true },
         queued: Instant::now(),
         seeds,
-        steps,
     })
 }
 
@@ -160,6 +253,11 @@ fn engine_error(e: EngineError) -> ApiError {
 }
 
 impl Pending {
+    /// The partial images, when the spec asked for some (once; `finish` then ignores them).
+    pub fn take_partials(&mut self) -> Option<Partials> {
+        self.partials.take()
+    }
+
     /// Waits for the engine, stamps, stores and records every image.
     pub async fn finish(mut self, state: &Arc<AppState>) -> Result<Vec<Output>, ApiError> {
         let result = (&mut self.reply).await.unwrap_or(Err(EngineError::Cancelled));
@@ -170,36 +268,15 @@ impl Pending {
         };
         let spec = &self.spec;
         let model = spec.worker.name.clone();
-        let prov = state.provenance.clone();
         let format = spec.format;
-        let action = match (&spec.init, spec.ingredients.len()) {
-            (None, 0) => Action::Created,
-            (_, n) if n > 1 => Action::Placed,
-            _ => Action::Edited,
-        };
-        let ingredients: Vec<(String, Vec<u8>)> =
-            spec.ingredients.iter().enumerate().map(|(i, im)| (format!("input-{i}.{}", ext(im.mime)), im.bytes.clone())).collect();
-        let steps = self.steps;
         let t_stamp = Instant::now();
         let images: Vec<_> = generated.iter().map(|g| (g.image.clone(), g.seed)).collect();
-        let model_c = model.clone();
+        let stamper = self.stamper.clone();
         let stamped = tokio::task::spawn_blocking(move || {
-            images
-                .iter()
-                .map(|(img, seed)| {
-                    let mut info = ManifestInfo::created(&model_c);
-                    info.action = action;
-                    info.ingredients = ingredients.iter().map(|(t, b)| Ingredient { title: t.clone(), bytes: b }).collect();
-                    // As a string: C2PA's CBOR integers are i64 and seeds are u64.
-                    info.parameters.insert("seed".into(), json!(seed.to_string()));
-                    info.parameters.insert("steps".into(), json!(steps));
-                    prov.stamp(img, format, &info).map(|s| s.bytes)
-                })
-                .collect::<Result<Vec<_>, _>>()
+            images.iter().map(|(img, seed)| stamper.stamp(img, *seed, &[])).collect::<Result<Vec<_>, _>>()
         })
         .await
-        .map_err(|e| ApiError::internal(format!("stamping task failed: {e}")))?
-        .map_err(|e| ApiError::internal(format!("provenance stamp failed: {e}")))?;
+        .map_err(|e| ApiError::internal(format!("stamping task failed: {e}")))??;
         let stamp_secs = t_stamp.elapsed().as_secs_f64();
 
         let prompt_hash = sha256_hex(spec.prompt.as_bytes());

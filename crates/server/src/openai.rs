@@ -75,6 +75,8 @@ struct Common {
     quality: String,
     /// Denoising steps `quality` asks for.
     steps: usize,
+    /// Partial images per image (only with `stream`).
+    partial_images: u32,
 }
 
 /// OpenAI `quality` → denoising steps, from the model's configured `steps` (its full
@@ -90,12 +92,12 @@ pub fn quality_steps(quality: &str, configured: usize) -> Option<usize> {
     Some(((configured as f64 * share).round() as usize).max(1))
 }
 
-/// `partial_images` (0–3, as OpenAI allows). With `stream=true`, 1–3 is refused: the engine's
-/// progress callback reports the step (k of n) but not the intermediate latents, so there is
-/// nothing to decode into a preview — and a preview made any other way (another, shorter
-/// generation) would not be a partial image of this one. Without `stream` the field has no
-/// effect, as with OpenAI.
-fn check_partial_images(v: Option<&Value>, stream: bool) -> Result<(), ApiError> {
+/// `partial_images` (0–3, as OpenAI allows): with `stream=true`, that many partial images
+/// (previews decoded from the model's estimate of the finished picture at evenly spaced
+/// denoising steps, see [`crate::worker::preview_steps`]) come as `*.partial_image` events
+/// before each image's `*.completed` event. Without `stream` the field has no effect, as with
+/// OpenAI.
+fn check_partial_images(v: Option<&Value>) -> Result<u32, ApiError> {
     let n = match v {
         None | Some(Value::Null) => 0,
         Some(v) => as_int(v, "partial_images")?,
@@ -103,15 +105,7 @@ fn check_partial_images(v: Option<&Value>, stream: bool) -> Result<(), ApiError>
     if !(0..=3).contains(&n) {
         return Err(ApiError::invalid(format!("partial_images must be between 0 and 3, got {n}")).with_param("partial_images"));
     }
-    if n > 0 && stream {
-        return Err(ApiError::invalid(
-            "partial_images is not supported by this server: its engine reports denoising progress but not the \
-             intermediate image, so no partial image can be made. Send partial_images=0 (or leave it out); \
-             stream=true then sends the finished image as a *.completed event",
-        )
-        .with_param("partial_images"));
-    }
-    Ok(())
+    Ok(n as u32)
 }
 
 /// `size`: `auto` (1024x1024, or for an edit the standard size closest to the input's shape)
@@ -189,8 +183,9 @@ fn common(state: &AppState, p: &Params, input: Option<&InputImage>) -> Result<Co
         .ok_or_else(|| ApiError::invalid(format!("quality {quality:?}: use auto, low, medium or high")).with_param("quality"))?;
     let seed = p.seed.as_ref().map(|v| as_int(v, "seed")).transpose()?.map(|s| s as u64);
     let stream = p.stream.as_ref().is_some_and(as_bool);
-    check_partial_images(p.partial_images.as_ref(), stream)?;
-    Ok(Common { worker, model_label, n: n as u32, width, height, format, url, stream, seed, quality, steps })
+    let partial_images = check_partial_images(p.partial_images.as_ref())?;
+    let partial_images = if stream { partial_images } else { 0 };
+    Ok(Common { worker, model_label, n: n as u32, width, height, format, url, stream, seed, quality, steps, partial_images })
 }
 
 fn check_prompt(state: &AppState, prompt: Option<&str>, required: bool) -> Result<String, ApiError> {
@@ -249,6 +244,7 @@ fn spec(
         tokens_per_image: tokens_for(c.width, c.height),
         prompt_tokens,
         steps: Some(c.steps),
+        partial_images: c.partial_images as usize,
     }
 }
 
@@ -277,7 +273,7 @@ fn response_json(state: &AppState, c: &Common, headers: &HeaderMap, outs: &[Outp
         "created": crate::store::now(),
         "data": data,
         "background": "opaque",
-        "output_format": match c.format { MediaFormat::Png => "png", MediaFormat::Jpeg => "jpeg", MediaFormat::WebP => "webp" },
+        "output_format": format_name(c.format),
         "quality": c.quality,
         "size": format!("{}x{}", c.width, c.height),
         "usage": {
@@ -296,18 +292,41 @@ async fn run(
     event_prefix: &'static str,
 ) -> Result<Response, ApiError> {
     let prompt_tokens = s.prompt_tokens;
-    let pending = generate::start(state, ctx, s, false)?;
+    let mut pending = generate::start(state, ctx, s, false)?;
     if c.stream {
-        // No partial images (see `check_partial_images`): only `*.completed` events.
+        // `*.partial_image` events while the engine runs (when asked), then `*.completed`.
         let state = state.clone();
         let headers = headers.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
+        let mut partials = pending.take_partials();
         tokio::spawn(async move {
             let fin = pending.finish(&state);
             tokio::pin!(fin);
-            let res = tokio::select! { r = &mut fin => r, _ = tx.closed() => return };
+            let mut index = 0u32;
+            let res = loop {
+                let ev = tokio::select! {
+                    biased;
+                    // The client left: dropping `fin` cancels the job between steps.
+                    _ = tx.closed() => return,
+                    Some(ev) = next_partial(&mut partials) => ev,
+                    r = &mut fin => break r,
+                };
+                if let Some(p) = partials.as_ref()
+                    && send_partial(&tx, p, ev, &c, event_prefix, &mut index).await.is_err()
+                {
+                    return;
+                }
+            };
             match res {
                 Ok(outs) => {
+                    // Partial images made just before the end that were not forwarded yet.
+                    if let Some(p) = partials.as_mut() {
+                        while let Some(ev) = p.try_next() {
+                            if send_partial(&tx, p, ev, &c, event_prefix, &mut index).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                     let body = response_json(&state, &c, &headers, &outs, prompt_tokens);
                     for d in body["data"].as_array().cloned().unwrap_or_default() {
                         let ev = json!({"type": format!("{event_prefix}.completed"), "b64_json": d.get("b64_json"), "created_at": body["created"],
@@ -328,6 +347,51 @@ async fn run(
     }
     let outs = pending.finish(state).await?;
     Ok(axum::Json(response_json(state, &c, headers, &outs, prompt_tokens)).into_response())
+}
+
+/// The next partial image; never resolves when none were asked for.
+async fn next_partial(p: &mut Option<generate::Partials>) -> Option<crate::worker::PreviewEvent> {
+    match p {
+        Some(p) => p.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stamps one partial image and sends it as a `*.partial_image` event (OpenAI's
+/// `ImageGenPartialImageEvent` / `ImageEditPartialImageEvent`). `index` counts the stream's
+/// partial images from 0 (with `n` > 1, image after image). Err: the client is gone, or the
+/// stamp failed (an `error` event was sent).
+async fn send_partial(
+    tx: &tokio::sync::mpsc::Sender<Event>,
+    p: &generate::Partials,
+    ev: crate::worker::PreviewEvent,
+    c: &Common,
+    event_prefix: &str,
+    index: &mut u32,
+) -> Result<(), ()> {
+    let bytes = match p.stamp(ev).await {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = tx.send(Event::default().event("error").data(e.openai_body().to_string())).await;
+            return Err(());
+        }
+    };
+    let kind = format!("{event_prefix}.partial_image");
+    let body = json!({
+        "type": kind, "b64_json": B64.encode(&bytes), "created_at": crate::store::now(), "background": "opaque",
+        "output_format": format_name(c.format), "quality": c.quality, "size": format!("{}x{}", c.width, c.height),
+        "partial_image_index": *index,
+    });
+    *index += 1;
+    tx.send(Event::default().event(kind).data(body.to_string())).await.map_err(|_| ())
+}
+
+fn format_name(f: MediaFormat) -> &'static str {
+    match f {
+        MediaFormat::Png => "png",
+        MediaFormat::Jpeg => "jpeg",
+        MediaFormat::WebP => "webp",
+    }
 }
 
 async fn generations(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Response {

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use image::RgbImage;
 use plantain_engine::error::EngineError;
-use plantain_engine::pipeline::{GenerateRequest, Generated, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::pipeline::{GenerateRequest, Generated, LoadOptions, ModelSource, Pipeline, Progress, StepLatents};
 use plantain_engine::runtime::RuntimeOptions;
 use plantain_hub::{Layout, ResolveOptions, resolve};
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +36,34 @@ pub struct ProgressEvent {
     pub total: usize,
 }
 
+/// A partial image (preview) of image `image` (0-based) of a job, decoded from the model's
+/// estimate of the finished picture after denoising step `step` of `total`; the output size.
+#[derive(Debug)]
+pub struct PreviewEvent {
+    pub image: usize,
+    /// 0-based among this image's previews.
+    pub index: usize,
+    pub step: usize,
+    pub total: usize,
+    pub picture: RgbImage,
+}
+
+/// Previews a job wants: up to `per_image` of each image, at evenly spaced steps
+/// ([`preview_steps`]).
+pub struct PreviewRequest {
+    pub per_image: usize,
+    pub tx: mpsc::UnboundedSender<PreviewEvent>,
+}
+
+/// The steps (1-based, of `total`) at which `count` previews are made: evenly spaced inside
+/// the run, `ceil(k * total / (m + 1))` for `k = 1..=m` with `m = min(count, total)` — at most
+/// one per step, and the last step (the finished picture) only when there are no more steps
+/// than previews.
+pub fn preview_steps(count: usize, total: usize) -> Vec<usize> {
+    let m = count.min(total);
+    (1..=m).map(|k| (k * total).div_ceil(m + 1)).collect()
+}
+
 pub type JobResult = Result<Vec<Generated>, EngineError>;
 
 /// A unit of work for a model: one or more engine requests run back to back.
@@ -46,6 +75,8 @@ pub struct EngineJob {
     /// Set when the client went away: the job stops between denoising steps.
     pub cancel: Arc<AtomicBool>,
     pub progress: Option<mpsc::UnboundedSender<ProgressEvent>>,
+    /// Partial images to send while the job runs.
+    pub previews: Option<PreviewRequest>,
     pub reply: oneshot::Sender<JobResult>,
 }
 
@@ -232,7 +263,11 @@ impl Worker {
                 None
             }
         };
-        let opts = LoadOptions { runtime: RuntimeOptions { threads: cfg.threads, ..Default::default() }, ..Default::default() };
+        let opts = LoadOptions {
+            runtime: RuntimeOptions { threads: cfg.threads, ..Default::default() },
+            tiny_autoencoder: cfg.tiny_vae.clone(),
+            ..Default::default()
+        };
         let cancelled = Arc::new(AtomicU64::new(0));
         let (q, st, name, c) = (queue.clone(), state.clone(), cfg.name.clone(), cancelled.clone());
         let thread = std::thread::Builder::new()
@@ -344,20 +379,46 @@ fn run_worker(
 fn run_job(p: &Pipeline, job: &EngineJob) -> JobResult {
     let mut out = Vec::with_capacity(job.requests.len());
     for (i, req) in job.requests.iter().enumerate() {
-        let mut cb = |pr: &plantain_engine::pipeline::Progress| {
+        let mut at: Vec<usize> = Vec::new();
+        let mut made = 0;
+        let mut preview_error = None;
+        let mut cb = |pr: &Progress, st: &StepLatents<'_>| {
             if job.cancel.load(Ordering::Relaxed) || job.reply.is_closed() {
                 return ControlFlow::Break(());
             }
             if let Some(tx) = &job.progress {
                 let _ = tx.send(ProgressEvent { image: i, step: pr.step, total: pr.total });
             }
+            if let Some(want) = &job.previews {
+                if pr.step == 1 {
+                    // The step count is known once the run starts (img2img runs part of it).
+                    at = preview_steps(want.per_image, pr.total);
+                }
+                if at.contains(&pr.step) {
+                    match p.preview(st, req.width, req.height) {
+                        Ok(picture) => {
+                            let _ = want.tx.send(PreviewEvent { image: i, index: made, step: pr.step, total: pr.total, picture });
+                            made += 1;
+                        }
+                        Err(e) => {
+                            // A partial image that cannot be made stops the job with that error
+                            // rather than leaving the stream short of what was asked.
+                            preview_error = Some(e);
+                            return ControlFlow::Break(());
+                        }
+                    }
+                }
+            }
             ControlFlow::Continue(())
         };
         // A panic inside the engine must not take the worker (and the model) down.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.generate(req, &mut cb)))
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.generate_with(req, &mut cb)))
             .unwrap_or_else(|_| Err(EngineError::Runtime("the engine panicked on this request".into())));
         if job.cancel.load(Ordering::Relaxed) {
             return Err(EngineError::Cancelled);
+        }
+        if let Some(e) = preview_error {
+            return Err(EngineError::Runtime(format!("making a partial image failed: {e}")));
         }
         out.push(r?);
     }
@@ -373,11 +434,39 @@ mod tests {
         // The request's seed carries a tag, so the test can tell jobs apart.
         let mut r = GenerateRequest::new("x", 64, 64);
         r.seed = tag as u64;
-        EngineJob { requests: vec![r], caller: caller.into(), lane, cancel: Arc::new(AtomicBool::new(false)), progress: None, reply }
+        EngineJob {
+            requests: vec![r],
+            caller: caller.into(),
+            lane,
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: None,
+            previews: None,
+            reply,
+        }
     }
 
     fn order(q: &mut QueueInner) -> Vec<(String, u64)> {
         std::iter::from_fn(|| q.take()).map(|j| (j.caller.clone(), j.requests[0].seed)).collect()
+    }
+
+    #[test]
+    fn previews_are_evenly_spaced_and_at_most_one_per_step() {
+        assert_eq!(preview_steps(0, 25), Vec::<usize>::new());
+        assert_eq!(preview_steps(1, 25), [13]);
+        assert_eq!(preview_steps(2, 4), [2, 3]);
+        assert_eq!(preview_steps(3, 4), [1, 2, 3]);
+        assert_eq!(preview_steps(3, 25), [7, 13, 19]);
+        // No more steps than previews: one per step, the last one included.
+        assert_eq!(preview_steps(3, 3), [1, 2, 3]);
+        assert_eq!(preview_steps(3, 2), [1, 2]);
+        assert_eq!(preview_steps(2, 1), [1]);
+        for total in 1..40 {
+            for count in 0..=3 {
+                let s = preview_steps(count, total);
+                assert_eq!(s.len(), count.min(total));
+                assert!(s.windows(2).all(|w| w[0] < w[1]) && s.iter().all(|&k| (1..=total).contains(&k)), "{count} of {total}: {s:?}");
+            }
+        }
     }
 
     #[test]

@@ -300,7 +300,26 @@ async fn client_disconnect_cancels_the_job() {
     let r = client.post(format!("{base}/v1beta/models/tiny:generateContent")).json(&body).send().await;
     assert!(r.is_err(), "the request should time out on the client");
     wait_cancelled(&base, 2).await;
-    // Nothing was recorded for either.
+
+    // An OpenAI stream with partial images, dropped after its first partial image (at step
+    // 125 of 500: quality low halves the 1000 steps): the job still stops between steps.
+    let mut r = reqwest::Client::new()
+        .post(format!("{base}/v1/images/generations"))
+        .json(&json!({"prompt": "x", "size": "64x64", "quality": "low", "stream": true, "partial_images": 3}))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        seen.push_str(&String::from_utf8_lossy(&c));
+        if seen.contains("\n\n") && seen.contains("image_generation.partial_image") {
+            break;
+        }
+    }
+    assert!(!seen.contains("completed"), "{seen:.300}");
+    drop(r);
+    wait_cancelled(&base, 3).await;
+    // Nothing was recorded for any of them.
     assert_eq!(s.state.store.images_since(None, 0).unwrap(), 0);
     s.stop().await;
 }
@@ -377,8 +396,22 @@ async fn idempotent_streams_and_quality_steps() {
     s.stop().await;
 }
 
+/// Server-sent events as (event name, JSON data) pairs.
+fn sse_events(text: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((std::mem::take(&mut name), serde_json::from_str(d).unwrap()));
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaming_without_partial_images_and_a_clear_refusal_with() {
+async fn streaming_with_and_without_partial_images() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(config(&dir)).await;
     let base = format!("http://{}", s.addr);
@@ -389,15 +422,66 @@ async fn streaming_without_partial_images_and_a_clear_refusal_with() {
     let r =
         http.post(&gen_url).json(&json!({"prompt": "a fox", "size": "256x192", "stream": true, "partial_images": 0})).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
-    assert!(text.contains("event: image_generation.completed"), "{text:.200}");
-    let data: Value = serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
-    assert_eq!(data["type"], "image_generation.completed");
-    assert_eq!(dims(data["b64_json"].as_str().unwrap()), (256, 192));
+    let events = sse_events(&r.text().await.unwrap());
+    assert_eq!(events.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["image_generation.completed"]);
+    assert_eq!(events[0].1["type"], "image_generation.completed");
+    assert_eq!(dims(events[0].1["b64_json"].as_str().unwrap()), (256, 192));
 
-    // partial_images 1-3 with stream: 400 saying why, in OpenAI's envelope; out of range: 400.
+    // partial_images 2 (the model runs 2 steps): a partial image after each step, then the
+    // completed event. Every field of OpenAI's ImageGenPartialImageEvent.
+    let r = http
+        .post(&gen_url)
+        .json(
+            &json!({"prompt": "a fox", "size": "256x1024", "stream": true, "partial_images": 2, "quality": "high", "output_format": "png"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let events = sse_events(&r.text().await.unwrap());
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["image_generation.partial_image", "image_generation.partial_image", "image_generation.completed"]);
+    for (i, (_, d)) in events[..2].iter().enumerate() {
+        assert_eq!(d["type"], "image_generation.partial_image", "{d}");
+        assert_eq!(d["partial_image_index"], i, "{d}");
+        assert_eq!(d["size"], "256x1024");
+        assert_eq!(d["quality"], "high");
+        assert_eq!(d["background"], "opaque");
+        assert_eq!(d["output_format"], "png");
+        assert!(d["created_at"].as_u64().unwrap() > 1_700_000_000, "{d}");
+        assert_eq!(dims(d["b64_json"].as_str().unwrap()), (256, 1024));
+        // Stamped like every output: the server's own verify finds its watermark and manifest.
+        let bytes = B64.decode(d["b64_json"].as_str().unwrap()).unwrap();
+        let rv = http.post(format!("{base}/v1/verify")).body(bytes).send().await.unwrap();
+        let report: Value = rv.json().await.unwrap();
+        // (At this size: the watermark is not always found in the tiny model's small outputs.)
+        assert_eq!(report["watermark"]["present"], true, "{report}");
+        assert_eq!(report["soft_binding_matches"], true, "{report}");
+        assert!(report["manifest"].is_object(), "{report}");
+    }
+    // The last partial image is the model's estimate after the last step: the final picture up
+    // to its (independent) watermark.
+    let decode = |d: &Value| image::load_from_memory(&B64.decode(d["b64_json"].as_str().unwrap()).unwrap()).unwrap().to_rgb8();
+    let (last, fin) = (decode(&events[1].1), decode(&events[2].1));
+    let mad = last.as_raw().iter().zip(fin.as_raw()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / last.as_raw().len() as f64;
+    assert!(mad < 4.0, "last partial image vs final: {mad:.2} levels on average");
+
+    // More partial images than steps: one per step. With n=2, each image has its own, numbered
+    // on through the stream.
+    let r = http
+        .post(&gen_url)
+        .json(&json!({"prompt": "a fox", "size": "64x64", "stream": true, "partial_images": 3, "n": 2}))
+        .send()
+        .await
+        .unwrap();
+    let events = sse_events(&r.text().await.unwrap());
+    let summary: Vec<(&str, Value)> = events.iter().map(|(n, d)| (n.as_str(), d["partial_image_index"].clone())).collect();
+    let p = "image_generation.partial_image";
+    let c = "image_generation.completed";
+    assert_eq!(summary, [(p, json!(0)), (p, json!(1)), (p, json!(2)), (p, json!(3)), (c, Value::Null), (c, Value::Null)], "{summary:?}");
+
+    // Out of range or not a number: 400 in OpenAI's envelope, stream or not.
     for (body, needle) in [
-        (json!({"prompt": "a fox", "stream": true, "partial_images": 2}), "not supported"),
         (json!({"prompt": "a fox", "stream": true, "partial_images": 4}), "between 0 and 3"),
         (json!({"prompt": "a fox", "partial_images": -1}), "between 0 and 3"),
         (json!({"prompt": "a fox", "stream": true, "partial_images": "x"}), "integer"),
@@ -408,11 +492,13 @@ async fn streaming_without_partial_images_and_a_clear_refusal_with() {
         assert_openai_error(st, &v, 400, needle);
         assert_eq!(v["error"]["param"], "partial_images", "{v}");
     }
-    // Without stream the field has no effect (as with OpenAI).
+    // Without stream the field has no effect (as with OpenAI): a plain JSON answer.
     let r = http.post(&gen_url).json(&json!({"prompt": "a fox", "size": "64x64", "partial_images": 2})).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
 
-    // Edits (multipart): the same refusal; without partial images the image_edit.completed event.
+    // Edits (multipart): image_edit.partial_image events, then image_edit.completed.
     let form = |partial: &str| {
         reqwest::multipart::Form::new()
             .part("image", reqwest::multipart::Part::bytes(png_bytes(64, 48, [9, 9, 9])).file_name("in.png").mime_str("image/png").unwrap())
@@ -422,11 +508,49 @@ async fn streaming_without_partial_images_and_a_clear_refusal_with() {
             .text("partial_images", partial.to_string())
     };
     let r = http.post(format!("{base}/v1/images/edits")).multipart(form("1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let events = sse_events(&r.text().await.unwrap());
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["image_edit.partial_image", "image_edit.completed"]);
+    assert_eq!(events[0].1["type"], "image_edit.partial_image");
+    assert_eq!(events[0].1["partial_image_index"], 0);
+    assert_eq!(dims(events[0].1["b64_json"].as_str().unwrap()), (128, 96));
+    let r = http.post(format!("{base}/v1/images/edits")).multipart(form("9")).send().await.unwrap();
     let st = r.status().as_u16();
     let v: Value = r.json().await.unwrap();
-    assert_openai_error(st, &v, 400, "not supported");
+    assert_openai_error(st, &v, 400, "between 0 and 3");
     let r = http.post(format!("{base}/v1/images/edits")).multipart(form("0")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("event: image_edit.completed"));
+    assert_eq!(sse_events(&r.text().await.unwrap()).iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["image_edit.completed"]);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_images_use_the_tiny_vae_when_one_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.models[0].tiny_vae = Some(std::path::PathBuf::from(tiny_model()).with_file_name("taesd"));
+    let s = start(cfg).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/images/generations", s.addr))
+        .json(&json!({"prompt": "a fox", "size": "96x64", "stream": true, "partial_images": 2, "output_format": "jpeg"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let events = sse_events(&r.text().await.unwrap());
+    let p = "image_generation.partial_image";
+    assert_eq!(events.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), [p, p, "image_generation.completed"]);
+    assert_eq!(events[0].1["output_format"], "jpeg");
+    let bytes = B64.decode(events[0].1["b64_json"].as_str().unwrap()).unwrap();
+    assert_eq!(&bytes[..2], [0xff, 0xd8], "a JPEG");
+    assert_eq!(dims(events[0].1["b64_json"].as_str().unwrap()), (96, 64));
+    // The partial image after the last step has the final latents, decoded by TAESD: with the
+    // model's VAE it would be the final picture up to the watermark (about 1 level, see above);
+    // the tiny random TAESD draws something else.
+    let decode = |d: &Value| image::load_from_memory(&B64.decode(d["b64_json"].as_str().unwrap()).unwrap()).unwrap().to_rgb8();
+    let (last, fin) = (decode(&events[1].1), decode(&events[2].1));
+    let mad = last.as_raw().iter().zip(fin.as_raw()).map(|(a, b)| f64::from(a.abs_diff(*b))).sum::<f64>() / last.as_raw().len() as f64;
+    assert!(mad > 10.0, "last partial image vs final: {mad:.2} levels on average");
     s.stop().await;
 }

@@ -111,6 +111,57 @@ pub struct Progress {
     pub elapsed: Duration,
 }
 
+/// The denoising loop's state after a step, for callers that want more than the step count
+/// (see [`Pipeline::generate_with`]). Borrowed from the loop: nothing is copied unless asked
+/// for, so a callback that ignores it costs nothing.
+pub struct StepLatents<'a> {
+    scheduler: &'a dyn Scheduler,
+    step_index: usize,
+    /// The (guided) model output of this step and the latents it was computed on.
+    model_output: &'a [f32],
+    sample: &'a [f32],
+    /// The latents after the step.
+    latents: &'a [f32],
+    /// Latent-blend inpainting: (mask, init latents); outside the mask the picture is the init.
+    keep: Option<(&'a [f32], &'a [f32])>,
+    latent_size: (usize, usize),
+}
+
+impl<'a> StepLatents<'a> {
+    /// Latent height and width.
+    pub fn latent_size(&self) -> (usize, usize) {
+        self.latent_size
+    }
+
+    /// The scaled latents after this step (still noisy until the last one).
+    pub fn latents(&self) -> &'a [f32] {
+        self.latents
+    }
+
+    /// The model's current estimate of the finished latents ("x0", diffusers'
+    /// `pred_original_sample`), computed on each call: what a preview of the running
+    /// generation is decoded from ([`Pipeline::preview`]). For latent-blend inpainting the part
+    /// outside the mask is the init image's.
+    pub fn denoised(&self) -> Result<Vec<f32>> {
+        let mut x0 = self
+            .scheduler
+            .pred_original_sample(self.model_output, self.step_index, self.sample)
+            .map_err(|e| EngineError::Scheduler(e.to_string()))?;
+        if let Some((mask, init)) = self.keep {
+            for ((x, i), m) in x0.iter_mut().zip(init).zip(mask.iter().cycle()) {
+                *x = (1.0 - m) * i + m * *x;
+            }
+        }
+        Ok(x0)
+    }
+}
+
+impl std::fmt::Debug for StepLatents<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepLatents").field("step_index", &self.step_index).field("latent_size", &self.latent_size).finish_non_exhaustive()
+    }
+}
+
 /// Where the time went.
 #[derive(Clone, Debug, Default)]
 pub struct Timings {
@@ -458,12 +509,41 @@ impl Pipeline {
         Ok(images::from_tensor(sample))
     }
 
+    /// The decoder previews use: TAESD when one is loaded ([`LoadOptions::tiny_autoencoder`]),
+    /// else the model's own VAE.
+    pub fn preview_decoder(&self) -> Decoder {
+        if self.taesd.is_some() { Decoder::Tiny } else { Decoder::Full }
+    }
+
+    /// A preview of a running generation at `width`x`height` (the request's output size): the
+    /// step's estimate of the finished latents ([`StepLatents::denoised`]) decoded with
+    /// [`Pipeline::preview_decoder`] and resized like the final image.
+    pub fn preview(&self, step: &StepLatents<'_>, width: u32, height: u32) -> Result<RgbImage> {
+        if width == 0 || height == 0 || width > MAX_OUTPUT_SIDE || height > MAX_OUTPUT_SIDE {
+            return Err(EngineError::InvalidRequest(format!("preview size {width}x{height} is outside 1..={MAX_OUTPUT_SIDE} per side")));
+        }
+        let x0 = step.denoised()?;
+        let img = self.decode(&x0, step.latent_size(), self.preview_decoder())?;
+        Ok(images::resize_exact(img, width, height))
+    }
+
     /// The denoising loop. Returns the final scaled latents.
     pub fn denoise(
         &self,
         cond: &Conditioning,
         input: DenoiseInput,
         progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Vec<f32>> {
+        self.denoise_with(cond, input, &mut |p, _| progress(p))
+    }
+
+    /// [`Pipeline::denoise`] with a callback that also sees the step's latents
+    /// ([`StepLatents`]), e.g. to make previews.
+    pub fn denoise_with(
+        &self,
+        cond: &Conditioning,
+        input: DenoiseInput,
+        on_step: &mut dyn FnMut(&Progress, &StepLatents<'_>) -> ControlFlow<()>,
     ) -> Result<Vec<f32>> {
         let DenoiseInput {
             latent_size: (h, w),
@@ -556,19 +636,34 @@ impl Pipeline {
                 pred[..n].to_vec()
             };
             let step_noise = if scheduler.needs_noise(i) { Some(gaussian(rng, n)) } else { None };
-            latents = scheduler.step(&model_out, i, &latents, step_noise.as_deref()).map_err(sched_err)?;
+            let mut next = scheduler.step(&model_out, i, &latents, step_noise.as_deref()).map_err(sched_err)?;
             // Latent-blend inpainting for ordinary checkpoints: keep the unmasked part on the
             // init image's trajectory.
-            if !inpaint9 && let (Some(m), Some(init)) = (&mask, &init_latents) {
+            let keep = match (&mask, &init_latents) {
+                (Some(m), Some(init)) if !inpaint9 => Some((m.as_slice(), init.as_slice())),
+                _ => None,
+            };
+            if let Some((m, init)) = keep {
                 let proper =
-                    if i + 1 < timesteps.len() { scheduler.add_noise(init, &noise, i + 1).map_err(sched_err)? } else { init.clone() };
-                for ((l, p), mv) in latents.iter_mut().zip(&proper).zip(m.iter().cycle()) {
+                    if i + 1 < timesteps.len() { scheduler.add_noise(init, &noise, i + 1).map_err(sched_err)? } else { init.to_vec() };
+                for ((l, p), mv) in next.iter_mut().zip(&proper).zip(m.iter().cycle()) {
                     *l = (1.0 - mv) * p + mv * *l;
                 }
             }
-            if progress(&Progress { step: k + 1, total, timestep: t, elapsed: started.elapsed() }).is_break() {
+            let progress = Progress { step: k + 1, total, timestep: t, elapsed: started.elapsed() };
+            let state = StepLatents {
+                scheduler: scheduler.as_ref(),
+                step_index: i,
+                model_output: &model_out,
+                sample: &latents,
+                latents: &next,
+                keep,
+                latent_size: (h, w),
+            };
+            if on_step(&progress, &state).is_break() {
                 return Err(EngineError::Cancelled);
             }
+            latents = next;
         }
         Ok(latents)
     }
@@ -587,6 +682,16 @@ impl Pipeline {
 
     /// The whole job: text → (image →) latents → denoise → pixels at the requested size.
     pub fn generate(&self, req: &GenerateRequest, progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>) -> Result<Generated> {
+        self.generate_with(req, &mut |p, _| progress(p))
+    }
+
+    /// [`Pipeline::generate`] with a callback that also sees each step's latents: pass them
+    /// to [`Pipeline::preview`] for a preview image of the request's size.
+    pub fn generate_with(
+        &self,
+        req: &GenerateRequest,
+        on_step: &mut dyn FnMut(&Progress, &StepLatents<'_>) -> ControlFlow<()>,
+    ) -> Result<Generated> {
         self.validate(req)?;
         let mut timings = Timings::default();
         let (cw, ch) = self.canvas_for(req.width, req.height);
@@ -629,7 +734,7 @@ impl Pipeline {
         let strength = if init.is_some() { req.strength } else { 1.0 };
         let t = Instant::now();
         let steps_before = req.steps;
-        let latents = self.denoise(
+        let latents = self.denoise_with(
             &cond,
             DenoiseInput {
                 latent_size,
@@ -643,7 +748,7 @@ impl Pipeline {
                 masked_image_latents: masked_latents,
                 rng: &mut rng,
             },
-            progress,
+            on_step,
         )?;
         timings.denoise = t.elapsed();
         let t = Instant::now();
