@@ -233,7 +233,8 @@ pub fn vae_json(c: &VaeConfig, scaling_factor: f32) -> Value {
 
 /// The noise schedule the UNet is trained on: SD's (scaled-linear betas, ε-prediction), so
 /// every standard sampler applies.
-pub fn scheduler_json() -> Value {
+/// `v_prediction`: the UNet predicts v (α·ε − σ·x0) rather than ε.
+pub fn scheduler_json(v_prediction: bool) -> Value {
     json!({
         "_class_name": "EulerDiscreteScheduler",
         "_diffusers_version": DIFFUSERS_VERSION,
@@ -242,7 +243,7 @@ pub fn scheduler_json() -> Value {
         "beta_start": 0.00085,
         "interpolation_type": "linear",
         "num_train_timesteps": 1000,
-        "prediction_type": "epsilon",
+        "prediction_type": if v_prediction { "v_prediction" } else { "epsilon" },
         "steps_offset": 1,
         "timestep_spacing": "trailing",
         "use_karras_sigmas": false

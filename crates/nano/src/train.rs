@@ -45,6 +45,10 @@ pub struct TrainOptions {
     pub offset_noise: f64,
     pub ema_decay: f64,
     pub checkpoint_every: u64,
+    /// Predict v (α·ε − σ·x0) instead of ε, with loss weights that keep the high-noise steps,
+    /// where only the prompt can say what the picture is, in play (see the loss below).
+    #[serde(default)]
+    pub v_prediction: bool,
 }
 
 impl TrainOptions {
@@ -66,6 +70,7 @@ impl TrainOptions {
             offset_noise: 0.05,
             ema_decay: 0.995,
             checkpoint_every: 50,
+            v_prediction: true,
         }
     }
 
@@ -91,6 +96,7 @@ impl TrainOptions {
             offset_noise: 0.05,
             ema_decay: 0.9,
             checkpoint_every: 2,
+            v_prediction: true,
         }
     }
 }
@@ -380,15 +386,27 @@ pub fn train(
         let ctx = text.forward(&b.ids)?;
         let tf: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
         let pred = unet.forward(&noisy, &tf, &ctx)?;
-        // min-SNR-5 weighting (Hang et al. 2023) for ε-prediction: min(snr, 5) / snr.
+        // Loss weights, stated as weights on the x0 error (ε-MSE = snr·x0-MSE, v-MSE =
+        // (snr+1)·x0-MSE). ε with min-SNR-5 (Hang et al. 2023) weighs x0 by min(snr, 5): next to
+        // nothing at high noise, where nothing but the prompt says what the picture is, so the
+        // first model learned to draw without reading it. v with min(snr+1, 5)/(snr+1) weighs
+        // x0 by min(snr+1, 5): at least 1 everywhere, capped at low noise like min-SNR.
         let weights: Vec<f32> = ts
             .iter()
             .map(|&t| {
                 let snr = alphas[t] / (1.0 - alphas[t]);
-                (snr.min(5.0) / snr) as f32
+                if opts.v_prediction { ((snr + 1.0).min(5.0) / (snr + 1.0)) as f32 } else { (snr.min(5.0) / snr) as f32 }
             })
             .collect();
-        let per_sample = (pred - &noise)?.sqr()?.flatten_from(1)?.mean(1)?;
+        let target = if opts.v_prediction {
+            // v = α·ε − σ·x0 (diffusers' get_velocity), with the same (offset) noise.
+            let sa: Vec<f32> = ts.iter().map(|&t| alphas[t].sqrt() as f32).collect();
+            let sb: Vec<f32> = ts.iter().map(|&t| (1.0 - alphas[t]).sqrt() as f32).collect();
+            (noise.broadcast_mul(&col(sa)?)? - z.broadcast_mul(&col(sb)?)?)?
+        } else {
+            noise.clone()
+        };
+        let per_sample = (pred - &target)?.sqr()?.flatten_from(1)?.mean(1)?;
         let w = Tensor::from_vec(weights, n, &candle_core::Device::Cpu)?;
         let loss = (per_sample.clone() * &w)?.mean_all()?;
         timing.forward += mark.elapsed();
