@@ -32,6 +32,10 @@ pub struct TrainArgs {
     /// Images per diffusion step.
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Train the UNet to predict v instead of ε, with loss weights that keep high noise in play
+    /// (measured in BENCHMARKS.md; not the documented recipe)
+    #[arg(long)]
+    pub v_prediction: bool,
     /// Use the tiny test architecture (seconds, for trying the command out).
     #[arg(long)]
     pub tiny: bool,
@@ -57,6 +61,9 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     }
     if let Some(v) = a.batch {
         opts.batch = v;
+    }
+    if a.v_prediction {
+        opts.v_prediction = true;
     }
     opts.checkpoint_every = opts.checkpoint_every.min(opts.steps.max(1)).min(opts.vae_steps.max(1));
     eprintln!(

@@ -70,7 +70,8 @@ impl TrainOptions {
             offset_noise: 0.05,
             ema_decay: 0.995,
             checkpoint_every: 50,
-            v_prediction: true,
+            // Measured no better overall (BENCHMARKS.md, fourth run): ε stays the recipe.
+            v_prediction: false,
         }
     }
 
