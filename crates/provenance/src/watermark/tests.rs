@@ -42,7 +42,8 @@ fn any_size_from_tiny_to_large() {
     let smooth = |w, h| RgbImage::from_fn(w, h, |x, y| image::Rgb([(40 + x) as u8, (90 + y / 2) as u8, 160]));
     for (w, h) in [(1, 1), (17, 9), (64, 64), (96, 200), (256, 200), (1500, 900)] {
         let img = if w < 200 { smooth(w, h) } else { scene(w, h, 5) };
-        let p = Payload::new_random(&key);
+        // A fixed payload per size: a random one would make the test's outcome vary by run.
+        let p = Payload { generator: Payload::PLANTAIN, key_id: key.key_id(), nonce: 0x5eed_0000 ^ (w * 7919 + h) };
         let wm = embed(&img, &p, &key);
         assert_eq!(wm.dimensions(), (w, h));
         let d = detect(&wm, &key);
