@@ -26,6 +26,17 @@ fn png(img: &image::RgbImage) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A gradient input and an inpainting request over it with an all-black mask (nothing to
+/// repaint).
+fn unmasked_inpainting() -> (image::RgbImage, GenerateRequest) {
+    let src = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 100]));
+    let mut r = request(5);
+    r.init_image = Some(src.clone());
+    r.strength = 1.0;
+    r.mask = Some(image::GrayImage::new(64, 64));
+    (src, r)
+}
+
 fn go(p: &Pipeline, r: &GenerateRequest) -> plantain_engine::pipeline::Generated {
     p.generate(r, &mut |_| ControlFlow::Continue(())).unwrap()
 }
@@ -111,11 +122,7 @@ fn img2img_with_low_strength_stays_close_to_the_input() {
 fn latent_blend_inpainting_keeps_the_unmasked_latents() {
     // With an all-black mask nothing may change: the result is the VAE round trip of the input.
     let p = load("sd1");
-    let src = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 100]));
-    let mut r = request(5);
-    r.init_image = Some(src.clone());
-    r.strength = 1.0;
-    r.mask = Some(image::GrayImage::new(64, 64));
+    let (src, r) = unmasked_inpainting();
     let g = go(&p, &r);
     let round_trip = p.decode(&p.encode_image(&src).unwrap(), (8, 8), Default::default()).unwrap();
     assert_eq!(g.image, round_trip);
@@ -242,11 +249,7 @@ fn previews_come_at_the_asked_steps_with_the_output_size_and_end_at_the_final_im
 fn previews_of_latent_blend_inpainting_keep_the_unmasked_part() {
     // With an all-black mask nothing is repainted: every preview is the input's round trip.
     let p = load("sd1");
-    let src = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 100]));
-    let mut r = request(5);
-    r.init_image = Some(src.clone());
-    r.strength = 1.0;
-    r.mask = Some(image::GrayImage::new(64, 64));
+    let (src, mut r) = unmasked_inpainting();
     r.decoder = plantain_engine::pipeline::Decoder::Tiny;
     let round_trip = p.decode(&p.encode_image(&src).unwrap(), (8, 8), p.preview_decoder()).unwrap();
     let mut n = 0;

@@ -178,21 +178,7 @@ impl Scheduler for Ddim {
         let a_t = self.base.alphas_cumprod[self.timesteps_int[step_index]];
         let (sqrt_a, sqrt_b) = (a_t.sqrt(), (1.0 - a_t).sqrt());
         let (pred, clip) = (self.base.prediction, self.clip_sample);
-        Ok(model_output
-            .iter()
-            .zip(sample)
-            .map(|(&mo, &x)| {
-                let x0 = match pred {
-                    Prediction::Epsilon => (x - sqrt_b * mo) / sqrt_a,
-                    Prediction::Sample => mo,
-                    Prediction::V => sqrt_a * x - sqrt_b * mo,
-                };
-                match clip {
-                    Some(r) => x0.clamp(-r, r),
-                    None => x0,
-                }
-            })
-            .collect())
+        Ok(model_output.iter().zip(sample).map(|(&mo, &x)| alpha_x0(pred, clip, sqrt_a, sqrt_b, mo, x)).collect())
     }
 }
 
@@ -201,4 +187,18 @@ pub(crate) fn alpha_add_noise(alphas_cumprod: &[f32], t: usize, original: &[f32]
     let a = alphas_cumprod[t];
     let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
     Ok(original.iter().zip(noise).map(|(&o, &n)| sa * o + sb * n).collect())
+}
+
+/// The clean-sample estimate x0 from one model output `mo` at sample `x` (ᾱ-parameterised
+/// schedulers: `sqrt_a` = √ᾱ_t, `sqrt_b` = √(1−ᾱ_t)), clipped to `clip` when set.
+pub(crate) fn alpha_x0(pred: Prediction, clip: Option<f32>, sqrt_a: f32, sqrt_b: f32, mo: f32, x: f32) -> f32 {
+    let x0 = match pred {
+        Prediction::Epsilon => (x - sqrt_b * mo) / sqrt_a,
+        Prediction::Sample => mo,
+        Prediction::V => sqrt_a * x - sqrt_b * mo,
+    };
+    match clip {
+        Some(r) => x0.clamp(-r, r),
+        None => x0,
+    }
 }

@@ -1,7 +1,7 @@
 //! `LCMScheduler`.
 
-use crate::config::{Base, LCM_DEFAULTS, Prediction, SchedulerConfig};
-use crate::ddim::{alpha_add_noise, clip_range};
+use crate::config::{Base, LCM_DEFAULTS, SchedulerConfig};
+use crate::ddim::{alpha_add_noise, alpha_x0, clip_range};
 use crate::error::{Result, SchedulerError};
 use crate::numerics;
 use crate::{Scheduler, SchedulerKind, check_index, check_len, check_step_inputs};
@@ -48,6 +48,14 @@ impl Lcm {
     }
 
     /// diffusers `LCMScheduler.set_timesteps(n, strength=strength)`.
+    /// LCM's boundary-condition scalings (c_skip, c_out) at timestep `t`, in f32 like the
+    /// tensor maths upstream.
+    fn boundary_scalings(&self, t: usize) -> (f32, f32) {
+        let scaled = t as f32 * self.timestep_scaling;
+        let denom = scaled * scaled + 0.25;
+        ((1.0 / denom) * 0.25, scaled / denom.sqrt())
+    }
+
     fn set_with_strength(&mut self, n: usize, strength: f64) -> Result<()> {
         if !(0.0..=1.0).contains(&strength) {
             return Err(SchedulerError::InvalidStrength(strength));
@@ -126,11 +134,7 @@ impl Scheduler for Lcm {
         let ac = &self.base.alphas_cumprod;
         let (a_t, a_prev) = (ac[t], ac[prev_t]);
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
-        // Boundary-condition scalings, in f32 like the tensor maths upstream.
-        let scaled = t as f32 * self.timestep_scaling;
-        let denom = scaled * scaled + 0.25;
-        let c_skip = (1.0 / denom) * 0.25;
-        let c_out = scaled / denom.sqrt();
+        let (c_skip, c_out) = self.boundary_scalings(t);
         let (sqrt_a, sqrt_b) = (a_t.sqrt(), b_t.sqrt());
         let (sqrt_a_prev, sqrt_b_prev) = (a_prev.sqrt(), b_prev.sqrt());
         let pred = self.base.prediction;
@@ -140,15 +144,7 @@ impl Scheduler for Lcm {
             .zip(sample)
             .enumerate()
             .map(|(k, (&mo, &x))| {
-                let x0 = match pred {
-                    Prediction::Epsilon => (x - sqrt_b * mo) / sqrt_a,
-                    Prediction::Sample => mo,
-                    Prediction::V => sqrt_a * x - sqrt_b * mo,
-                };
-                let x0 = match clip {
-                    Some(r) => x0.clamp(-r, r),
-                    None => x0,
-                };
+                let x0 = alpha_x0(pred, clip, sqrt_a, sqrt_b, mo, x);
                 let denoised = c_out * x0 + c_skip * x;
                 match noise {
                     Some(n) => sqrt_a_prev * denoised + sqrt_b_prev * n[k],
@@ -170,25 +166,14 @@ impl Scheduler for Lcm {
         check_step_inputs(self.timesteps.len(), step_index, model_output, sample, None, false)?;
         let t = self.timesteps_int[step_index];
         let a_t = self.base.alphas_cumprod[t];
-        let scaled = t as f32 * self.timestep_scaling;
-        let denom = scaled * scaled + 0.25;
-        let c_skip = (1.0 / denom) * 0.25;
-        let c_out = scaled / denom.sqrt();
+        let (c_skip, c_out) = self.boundary_scalings(t);
         let (sqrt_a, sqrt_b) = (a_t.sqrt(), (1.0 - a_t).sqrt());
         let (pred, clip) = (self.base.prediction, self.clip_sample);
         Ok(model_output
             .iter()
             .zip(sample)
             .map(|(&mo, &x)| {
-                let x0 = match pred {
-                    Prediction::Epsilon => (x - sqrt_b * mo) / sqrt_a,
-                    Prediction::Sample => mo,
-                    Prediction::V => sqrt_a * x - sqrt_b * mo,
-                };
-                let x0 = match clip {
-                    Some(r) => x0.clamp(-r, r),
-                    None => x0,
-                };
+                let x0 = alpha_x0(pred, clip, sqrt_a, sqrt_b, mo, x);
                 c_out * x0 + c_skip * x
             })
             .collect())
