@@ -49,7 +49,7 @@ fn batch_json(b: &BatchRecord, items: &[BatchItem]) -> Value {
     let done = matches!(b.state.as_str(), "BATCH_STATE_SUCCEEDED" | "BATCH_STATE_FAILED" | "BATCH_STATE_CANCELLED");
     let ok = items.iter().filter(|i| i.state == "SUCCEEDED").count();
     let failed = items.iter().filter(|i| i.state == "FAILED").count();
-    let pending = items.iter().filter(|i| i.state == "PENDING").count();
+    let pending = items.iter().filter(|i| matches!(i.state.as_str(), "PENDING" | "RUNNING")).count();
     let mut meta = json!({
         "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
         "name": b.name,
@@ -204,7 +204,7 @@ fn output_jsonl(items: &[BatchItem]) -> Vec<u8> {
     for i in items {
         let mut line = match &i.result {
             Some(r) => r.clone(),
-            None => json!({"error": {"code": 499, "message": "cancelled before it finished", "status": "CANCELLED"}}),
+            None => json!({"error": {"code": 499, "message": "cancelled before it ran", "status": "CANCELLED"}}),
         };
         if let Some(k) = i.metadata.as_ref().and_then(|m| m.get("key")) {
             line["key"] = k.clone();
@@ -277,7 +277,8 @@ async fn get_batch(
     Ok(axum::Json(batch_json(&b, &state.store.batch_items(&b.name)?)).into_response())
 }
 
-/// `POST batches/{name}:cancel`: pending items are not run; a running item finishes.
+/// `POST batches/{name}:cancel`: pending items are not run; a running item finishes and keeps
+/// its result, and the runner then completes the batch as cancelled.
 async fn cancel(
     State(state): State<Arc<AppState>>,
     rid: axum::Extension<RequestId>,
@@ -290,8 +291,9 @@ async fn cancel(
     };
     let b = visible(&state, name, &ctx.caller.key_id)?;
     if matches!(b.state.as_str(), "BATCH_STATE_PENDING" | "BATCH_STATE_RUNNING") {
-        state.store.cancel_batch_items(&b.name)?;
-        complete(&state, &b, "BATCH_STATE_CANCELLED")?;
+        if !state.store.cancel_batch_items(&b.name)? {
+            complete(&state, &b, "BATCH_STATE_CANCELLED")?;
+        }
     }
     Ok(axum::Json(json!({})).into_response())
 }
@@ -304,8 +306,9 @@ async fn delete_batch(
 ) -> Result<Response, GeminiError> {
     let ctx = admit(&state, &rid, req.headers(), req.uri().query())?;
     let b = visible(&state, &name, &ctx.caller.key_id)?;
-    state.store.cancel_batch_items(&b.name)?;
-    state.store.delete_batch(&b.name)?;
+    if let Some(h) = state.store.delete_batch(&b.name)? {
+        state.blobs.delete(&h)?;
+    }
     Ok(axum::Json(json!({"name": b.name, "done": true})).into_response())
 }
 
@@ -316,7 +319,10 @@ pub async fn runner(state: Arc<AppState>) {
         match state.store.settled_batches() {
             Ok(v) => {
                 for b in v {
-                    if let Err(e) = complete(&state, &b, "BATCH_STATE_SUCCEEDED") {
+                    // A batch with cancelled items was cancelled while an item ran.
+                    let cancelled = state.store.batch_items(&b.name).map(|items| items.iter().any(|i| i.state == "CANCELLED"));
+                    let final_state = if matches!(cancelled, Ok(true)) { "BATCH_STATE_CANCELLED" } else { "BATCH_STATE_SUCCEEDED" };
+                    if let Err(e) = complete(&state, &b, final_state) {
                         tracing::error!(batch = %b.name, error = %e, "batch runner: could not complete the batch");
                     }
                 }
@@ -338,6 +344,15 @@ pub async fn runner(state: Arc<AppState>) {
             }
             continue;
         };
+        match state.store.start_batch_item(&b.name, item.idx) {
+            Ok(true) => {}
+            Ok(false) => continue, // cancelled or deleted since it was picked
+            Err(e) => {
+                tracing::error!(error = %e, "batch runner: storage error");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        }
         if b.state == "BATCH_STATE_PENDING"
             && let Err(e) = state.store.set_batch_state(&b.name, "BATCH_STATE_RUNNING", false)
         {

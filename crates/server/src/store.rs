@@ -101,15 +101,23 @@ pub trait MetaStore: Send + Sync {
     /// records its output file (file-input batches). Returns false (and writes nothing) when
     /// the batch was no longer pending or running.
     fn complete_batch(&self, name: &str, state: &str, output: Option<&FileRecord>) -> Result<bool, StoreError>;
-    /// Pending or running batches with no pending item left: done but not yet completed (the
-    /// runner completes them, also after a crash between the last item and the completion).
+    /// Pending or running batches with no pending or running item left: done but not yet
+    /// completed (the runner completes them, also after a crash between the last item and the
+    /// completion).
     fn settled_batches(&self) -> Result<Vec<BatchRecord>, StoreError>;
-    /// The oldest pending item of a pending or running batch.
+    /// The oldest unfinished (pending, or running when a crash interrupted it) item of a
+    /// pending or running batch.
     fn next_batch_item(&self) -> Result<Option<(BatchRecord, BatchItem)>, StoreError>;
+    /// Marks a pending item running; false when it is no longer pending (cancelled or deleted
+    /// meanwhile), and then it must not run.
+    fn start_batch_item(&self, batch: &str, idx: i64) -> Result<bool, StoreError>;
     fn finish_batch_item(&self, batch: &str, idx: i64, state: &str, result: &serde_json::Value) -> Result<(), StoreError>;
-    /// Marks pending items of a batch cancelled.
-    fn cancel_batch_items(&self, batch: &str) -> Result<(), StoreError>;
-    fn delete_batch(&self, name: &str) -> Result<bool, StoreError>;
+    /// Marks pending items of a batch cancelled (a running item is left to finish); returns
+    /// whether an item is still running.
+    fn cancel_batch_items(&self, batch: &str) -> Result<bool, StoreError>;
+    /// Deletes the batch, its items and its results file; returns the results file's blob
+    /// hash when nothing else uses it any more (the caller deletes the blob).
+    fn delete_batch(&self, name: &str) -> Result<Option<String>, StoreError>;
 }
 
 pub fn now() -> i64 {
@@ -504,7 +512,7 @@ impl MetaStore for SqliteStore {
         let conn = self.conn();
         let mut st = conn.prepare(&format!(
             "SELECT {BATCH_COLS} FROM batches WHERE state IN ('BATCH_STATE_PENDING', 'BATCH_STATE_RUNNING') \
-             AND NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch = batches.name AND i.state = 'PENDING') \
+             AND NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch = batches.name AND i.state IN ('PENDING', 'RUNNING')) \
              ORDER BY created_at, name"
         ))?;
         let rows = st.query_map([], batch_row)?;
@@ -517,7 +525,7 @@ impl MetaStore for SqliteStore {
             .query_row(
                 &format!(
                     "SELECT {BATCH_COLS} FROM batches WHERE state IN ('BATCH_STATE_PENDING', 'BATCH_STATE_RUNNING') \
-                     AND EXISTS (SELECT 1 FROM batch_items i WHERE i.batch = batches.name AND i.state = 'PENDING') \
+                     AND EXISTS (SELECT 1 FROM batch_items i WHERE i.batch = batches.name AND i.state IN ('PENDING', 'RUNNING')) \
                      ORDER BY created_at, name LIMIT 1"
                 ),
                 [],
@@ -526,7 +534,7 @@ impl MetaStore for SqliteStore {
             .optional()?;
         let Some(b) = b else { return Ok(None) };
         let item = conn.query_row(
-            &format!("SELECT {ITEM_COLS} FROM batch_items WHERE batch = ?1 AND state = 'PENDING' ORDER BY idx LIMIT 1"),
+            &format!("SELECT {ITEM_COLS} FROM batch_items WHERE batch = ?1 AND state IN ('PENDING', 'RUNNING') ORDER BY idx LIMIT 1"),
             [&b.name],
             item_row,
         )?;
@@ -541,18 +549,50 @@ impl MetaStore for SqliteStore {
         Ok(())
     }
 
-    fn cancel_batch_items(&self, batch: &str) -> Result<(), StoreError> {
-        self.conn().execute("UPDATE batch_items SET state = 'CANCELLED' WHERE batch = ?1 AND state = 'PENDING'", [batch])?;
-        Ok(())
+    fn start_batch_item(&self, batch: &str, idx: i64) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE batch_items SET state = 'RUNNING' WHERE batch = ?1 AND idx = ?2 AND state IN ('PENDING', 'RUNNING')",
+            params![batch, idx],
+        )?;
+        Ok(n > 0)
     }
 
-    fn delete_batch(&self, name: &str) -> Result<bool, StoreError> {
+    fn cancel_batch_items(&self, batch: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM batch_items WHERE batch = ?1", [name])?;
-        let n = tx.execute("DELETE FROM batches WHERE name = ?1", [name])?;
+        tx.execute("UPDATE batch_items SET state = 'CANCELLED' WHERE batch = ?1 AND state = 'PENDING'", [batch])?;
+        let running: i64 =
+            tx.query_row("SELECT COUNT(*) FROM batch_items WHERE batch = ?1 AND state = 'RUNNING'", [batch], |r| r.get(0))?;
         tx.commit()?;
-        Ok(n > 0)
+        Ok(running > 0)
+    }
+
+    fn delete_batch(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let output: Option<Option<String>> =
+            tx.query_row("SELECT output_file FROM batches WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        let mut hash = None;
+        if let Some(Some(file)) = output {
+            hash =
+                tx.query_row("SELECT sha256 FROM files WHERE name = ?1", [&file], |r| r.get::<_, Option<String>>(0)).optional()?.flatten();
+            tx.execute("DELETE FROM files WHERE name = ?1", [&file])?;
+        }
+        tx.execute("DELETE FROM batch_items WHERE batch = ?1", [name])?;
+        tx.execute("DELETE FROM batches WHERE name = ?1", [name])?;
+        let unused = match hash {
+            Some(h) => {
+                let users: i64 = tx.query_row(
+                    "SELECT (SELECT COUNT(*) FROM files WHERE sha256 = ?1) + (SELECT COUNT(*) FROM artefacts WHERE output_hash = ?1)",
+                    [&h],
+                    |r| r.get(0),
+                )?;
+                (users == 0).then_some(h)
+            }
+            None => None,
+        };
+        tx.commit()?;
+        Ok(unused)
     }
 
     fn insert_artefact(&self, a: &Artefact) -> Result<(), StoreError> {

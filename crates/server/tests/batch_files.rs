@@ -350,3 +350,62 @@ async fn files_upload_and_file_data_parts() {
     assert_eq!(r.status(), 403);
     s.stop().await;
 }
+
+/// Cancelling a file batch while an item runs: the item finishes and its result is kept, the
+/// items after it are cancelled, and only then is the batch CANCELLED with its results file.
+/// Deleting the batch removes that file and its bytes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_keeps_the_running_item_and_delete_removes_the_results_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.models[0].steps = Some(30);
+    let s = start(cfg).await;
+    let url = format!("http://{}", s.addr);
+    let jsonl = [jsonl_line("a", "first", 1), jsonl_line("b", "second", 2), jsonl_line("c", "third", 3)].join("\n");
+    let input = upload_file(&url, jsonl.as_bytes(), "application/jsonl").await;
+    let (st, created) = create_file_batch(&url, &input).await;
+    assert_eq!(st, 200, "{created}");
+    let name = created["name"].as_str().unwrap().to_string();
+
+    // Wait until the first item is running, then cancel.
+    let t = Instant::now();
+    while !s.state.store.batch_items(&name).unwrap().iter().any(|i| i.state == "RUNNING") {
+        assert!(t.elapsed() < Duration::from_secs(60), "no item started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = reqwest::Client::new().post(format!("{url}/v1beta/{name}:cancel")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let states: Vec<String> = s.state.store.batch_items(&name).unwrap().into_iter().map(|i| i.state).collect();
+    assert_eq!(states, ["RUNNING", "CANCELLED", "CANCELLED"]);
+    let v = batch_state(&url, &name).await;
+    assert_eq!(v["done"], false, "the running item has not finished: {v}");
+
+    let done = loop {
+        let v = batch_state(&url, &name).await;
+        if v["done"] == true {
+            break v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(600), "batch did not finish: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["metadata"]["state"], "BATCH_STATE_CANCELLED", "{done}");
+    assert_eq!(done["metadata"]["batchStats"]["successfulRequestCount"], "1");
+    let out = done["metadata"]["output"]["responsesFile"].as_str().unwrap().to_string();
+    let lines = download_lines(&url, &out).await;
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["key"], "a");
+    assert_eq!(dims(lines[0]["response"]["candidates"][0]["content"]["parts"][0]["inlineData"]["data"].as_str().unwrap()), (512, 512));
+    for l in &lines[1..] {
+        assert_eq!(l["error"]["status"], "CANCELLED", "{l}");
+    }
+    let hash = s.state.store.file(&out).unwrap().expect("results file recorded").sha256.expect("hashed");
+
+    // Deleting the batch deletes its results file (and the file's bytes).
+    let r = reqwest::Client::new().delete(format!("{url}/v1beta/{name}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(reqwest::get(format!("{url}/v1beta/{name}")).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(format!("{url}/v1beta/{out}")).await.unwrap().status(), 403);
+    assert!(s.state.store.file(&out).unwrap().is_none());
+    assert!(s.state.blobs.get(&hash).unwrap().is_none(), "the results file's bytes are gone");
+    s.stop().await;
+}
