@@ -290,10 +290,9 @@ async fn cancel(
         return Err(ApiError::not_found(format!("POST batches/{name}: only :cancel is a method here")).into());
     };
     let b = visible(&state, name, &ctx.caller.key_id)?;
-    if matches!(b.state.as_str(), "BATCH_STATE_PENDING" | "BATCH_STATE_RUNNING") {
-        if !state.store.cancel_batch_items(&b.name)? {
-            complete(&state, &b, "BATCH_STATE_CANCELLED")?;
-        }
+    // With an item still running, the runner completes the batch once that item is done.
+    if matches!(b.state.as_str(), "BATCH_STATE_PENDING" | "BATCH_STATE_RUNNING") && !state.store.cancel_batch_items(&b.name)? {
+        complete(&state, &b, "BATCH_STATE_CANCELLED")?;
     }
     Ok(axum::Json(json!({})).into_response())
 }

@@ -131,6 +131,11 @@ pub struct ModelConfig {
     /// Queued jobs per lane (previews ≤ 1K, finals 2K/4K) before 503 UNAVAILABLE.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// Most jobs one API key may have waiting in a lane (default: the whole lane). Lower it
+    /// when many keys share a model, so that no key can fill the queue: past its share a key
+    /// gets 429 RESOURCE_EXHAUSTED while others still get in.
+    #[serde(default)]
+    pub queue_per_key: Option<usize>,
     /// For a single `.safetensors` file: the diffusers folder with its configs.
     pub config_dir: Option<PathBuf>,
     /// A TAESD folder (`config.json` + `diffusion_pytorch_model.safetensors`, e.g.
@@ -283,6 +288,7 @@ impl ModelConfig {
             strength: None,
             threads: 0,
             queue: default_queue(),
+            queue_per_key: None,
             config_dir: None,
             tiny_vae: None,
         }

@@ -160,6 +160,16 @@ struct Queue {
     inner: Mutex<QueueInner>,
     cv: Condvar,
     capacity: usize,
+    /// Most jobs one caller may have waiting in a lane (at most `capacity`).
+    per_caller: usize,
+}
+
+/// Why a job was not queued.
+enum Refused {
+    /// The lane is full (or the worker is shutting down).
+    Full,
+    /// The caller already has its share of the lane waiting.
+    CallerShare,
 }
 
 /// After this many preview jobs in a row a waiting final job goes first (no starvation).
@@ -189,10 +199,14 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, job: EngineJob) -> Result<(), EngineJob> {
+    fn push(&self, job: EngineJob) -> Result<(), (EngineJob, Refused)> {
         let mut q = self.lock();
-        if q.shutdown || q.lanes[job.lane as usize].len() >= self.capacity {
-            return Err(job);
+        let lane = &q.lanes[job.lane as usize];
+        if q.shutdown || lane.len() >= self.capacity {
+            return Err((job, Refused::Full));
+        }
+        if lane.jobs.get(&job.caller).map_or(0, VecDeque::len) >= self.per_caller {
+            return Err((job, Refused::CallerShare));
         }
         q.lanes[job.lane as usize].push(job);
         self.cv.notify_one();
@@ -231,7 +245,9 @@ impl Worker {
     /// Resolves the model (offline) and starts its thread, which loads it. Never fails: a model
     /// that cannot be found or loaded is reported by [`Worker::state`] and answers 503.
     pub fn spawn(cfg: &ModelConfig) -> Worker {
-        let queue = Arc::new(Queue { inner: Mutex::new(QueueInner::new()), cv: Condvar::new(), capacity: cfg.queue.max(1) });
+        let capacity = cfg.queue.max(1);
+        let per_caller = cfg.queue_per_key.unwrap_or(capacity).clamp(1, capacity);
+        let queue = Arc::new(Queue { inner: Mutex::new(QueueInner::new()), cv: Condvar::new(), capacity, per_caller });
         let spec = cfg.source.clone().unwrap_or_else(|| cfg.name.clone());
         let mut defaults = ModelDefaults {
             steps: cfg.steps.unwrap_or(25),
@@ -291,22 +307,25 @@ impl Worker {
         self.queue.capacity
     }
 
-    /// Queues a job; 503 UNAVAILABLE when the model is not loaded or its lane is full.
+    /// Queues a job; 503 UNAVAILABLE when the model is not loaded or its lane is full, 429
+    /// RESOURCE_EXHAUSTED when the caller already has its share of the lane waiting.
     pub fn submit(&self, job: EngineJob) -> Result<(), ApiError> {
         if let ModelState::Failed(e) = self.state() {
             return Err(ApiError::unavailable(format!("model {} is not available: {e}", self.name), 60));
         }
-        let lane = job.lane;
-        self.queue.push(job).map_err(|_| {
-            ApiError::unavailable(
+        let lane = if job.lane == Lane::Preview { "preview" } else { "final" };
+        self.queue.push(job).map_err(|(_, why)| match why {
+            Refused::Full => ApiError::unavailable(
+                format!("model {} is busy: its {lane} queue is full ({} jobs); retry later", self.name, self.queue.capacity),
+                2,
+            ),
+            Refused::CallerShare => ApiError::exhausted(
                 format!(
-                    "model {} is busy: its {} queue is full ({} jobs); retry later",
-                    self.name,
-                    if lane == Lane::Preview { "preview" } else { "final" },
-                    self.queue.capacity
+                    "this API key already has {} jobs waiting in model {}'s {lane} queue (its share); retry when one has run",
+                    self.queue.per_caller, self.name
                 ),
                 2,
-            )
+            ),
         })
     }
 
@@ -517,7 +536,7 @@ mod tests {
 
     #[test]
     fn a_full_lane_refuses_and_shutdown_drains_every_caller() {
-        let queue = Queue { inner: Mutex::new(QueueInner::new()), cv: Condvar::new(), capacity: 3 };
+        let queue = Queue { inner: Mutex::new(QueueInner::new()), cv: Condvar::new(), capacity: 3, per_caller: 3 };
         assert!(queue.push(job("A", Lane::Preview, 0)).is_ok());
         assert!(queue.push(job("A", Lane::Preview, 1)).is_ok());
         assert!(queue.push(job("B", Lane::Preview, 2)).is_ok());
@@ -530,5 +549,21 @@ mod tests {
         left.sort();
         assert_eq!(left, [1, 4]);
         assert_eq!(q.lanes[0].len() + q.lanes[1].len(), 0);
+    }
+
+    #[test]
+    fn a_caller_cannot_take_more_than_its_share_of_a_lane() {
+        let queue = Queue { inner: Mutex::new(QueueInner::new()), cv: Condvar::new(), capacity: 4, per_caller: 2 };
+        assert!(queue.push(job("A", Lane::Preview, 0)).is_ok());
+        assert!(queue.push(job("A", Lane::Preview, 1)).is_ok());
+        assert!(matches!(queue.push(job("A", Lane::Preview, 2)), Err((_, Refused::CallerShare))));
+        assert!(queue.push(job("A", Lane::Final, 3)).is_ok(), "shares are per lane");
+        assert!(queue.push(job("B", Lane::Preview, 4)).is_ok(), "another caller still gets in");
+        assert!(queue.push(job("C", Lane::Preview, 5)).is_ok());
+        assert!(matches!(queue.push(job("D", Lane::Preview, 6)), Err((_, Refused::Full))));
+        // Once one of A's jobs has run, A may queue again.
+        assert_eq!(queue.pop().map(|j| j.caller), Some("A".into()));
+        assert!(matches!(queue.push(job("D", Lane::Preview, 7)), Ok(())));
+        assert!(matches!(queue.push(job("A", Lane::Preview, 8)), Err((_, Refused::Full))));
     }
 }

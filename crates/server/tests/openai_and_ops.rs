@@ -555,3 +555,45 @@ async fn partial_images_use_the_tiny_vae_when_one_is_configured() {
     assert!(mad > 10.0, "last partial image vs final: {mad:.2} levels on average");
     s.stop().await;
 }
+
+/// With `queue_per_key`, a key that floods a lane gets 429 past its share while another key
+/// still gets in (without it, the flood would fill the lane and the other key would get 503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_past_its_queue_share_gets_429_and_others_still_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir);
+    cfg.models[0].queue = 3;
+    cfg.models[0].queue_per_key = Some(1);
+    cfg.models[0].steps = Some(10);
+    let s = start(cfg).await;
+    let base = format!("http://{}", s.addr);
+    let (_, flood) = plantain_server::create_key(s.state.store.as_ref(), "flood").unwrap();
+    let (_, other) = plantain_server::create_key(s.state.store.as_ref(), "other").unwrap();
+    let http = reqwest::Client::new();
+    let body = json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
+    let send = |key: String| {
+        let (h, u, b) = (http.clone(), format!("{base}/v1beta/models/tiny:generateContent"), body.clone());
+        tokio::spawn(async move {
+            let r = h.post(u).header("x-goog-api-key", key).json(&b).send().await.unwrap();
+            let st = r.status().as_u16();
+            let retry = r.headers().get("retry-after").is_some();
+            let v: Value = r.json().await.unwrap();
+            (st, retry, v["error"]["status"].as_str().unwrap_or("").to_string())
+        })
+    };
+    let floods: Vec<_> = (0..5).map(|_| send(flood.clone())).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let late = send(other.clone());
+    let (mut ok, mut exhausted) = (0, 0);
+    for h in floods {
+        match h.await.unwrap() {
+            (200, _, _) => ok += 1,
+            (429, true, st) if st == "RESOURCE_EXHAUSTED" => exhausted += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // One runs and one waits (or, if the first had not started yet, only one waited).
+    assert!((1..=2).contains(&ok) && ok + exhausted == 5, "ok {ok}, exhausted {exhausted}");
+    assert_eq!(late.await.unwrap().0, 200, "the other key was admitted");
+    s.stop().await;
+}
