@@ -43,6 +43,10 @@ pub struct Args {
     /// Guidance scale; at or below 1 the negative prompt is not used (default: the model's).
     #[arg(long)]
     pub guidance: Option<f32>,
+    /// Rescale the guided prediction toward the prompt branch's spread, 0..=1 (diffusers'
+    /// guidance_rescale; helps zero-terminal-SNR models at high guidance).
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f32,
     #[arg(long, short = 'n')]
     pub negative: Option<String>,
     /// euler, euler-a, dpm++2m, dpm++2m-karras, dpm++2m-sde[-karras], ddim, lcm, turbo (default: the model's).
@@ -108,6 +112,7 @@ pub fn run(a: Args) -> Result<()> {
     req.negative_prompt = a.negative.clone();
     req.steps = a.steps.unwrap_or(defaults.steps as usize);
     req.guidance = a.guidance.unwrap_or(defaults.guidance);
+    req.guidance_rescale = a.guidance_rescale;
     req.seed = seed;
     req.scheduler = scheduler;
     req.strength = a.strength;

@@ -75,6 +75,7 @@ fn denoise(p: &Pipeline, cond: &Conditioning, guidance: f32, i: LoopInputs) -> (
                 latent_size: (8, 8),
                 steps: 4,
                 guidance,
+                guidance_rescale: 0.0,
                 scheduler,
                 noise: i.noise,
                 init_latents: i.init_latents,

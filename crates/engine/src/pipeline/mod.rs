@@ -69,6 +69,10 @@ pub struct GenerateRequest {
     pub steps: usize,
     /// Classifier-free guidance scale; at or below 1 the negative branch is skipped.
     pub guidance: f32,
+    /// diffusers' `guidance_rescale` (Lin et al. 2024): 0 = plain guidance, up to 1 = the
+    /// guided prediction scaled back to the prompt branch's standard deviation, which keeps
+    /// high guidance from over-saturating models trained with a zero-terminal-SNR schedule.
+    pub guidance_rescale: f32,
     pub seed: u64,
     /// `None`: the model's own scheduler config.
     pub scheduler: Option<SchedulerKind>,
@@ -91,6 +95,7 @@ impl GenerateRequest {
             height,
             steps: 25,
             guidance: 7.5,
+            guidance_rescale: 0.0,
             seed: 0,
             scheduler: None,
             init_image: None,
@@ -186,6 +191,26 @@ pub struct Generated {
     pub warnings: Vec<String>,
 }
 
+/// diffusers' `rescale_noise_cfg`: the guided prediction scaled to the prompt branch's
+/// standard deviation (unbiased, over the whole latent as diffusers takes it per sample),
+/// mixed `phi` : `1 - phi` with the unscaled one.
+pub fn rescale_guided(pos: &[f32], guided: Vec<f32>, phi: f32) -> Vec<f32> {
+    if phi <= 0.0 || pos.len() < 2 {
+        return guided;
+    }
+    let std = |v: &[f32]| {
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    };
+    let (sp, sg) = (std(pos), std(&guided));
+    if sg == 0.0 {
+        return guided;
+    }
+    let factor = (sp / sg) as f32;
+    guided.into_iter().map(|g| phi * g * factor + (1.0 - phi) * g).collect()
+}
+
 /// Text conditioning for the UNet: `[B, 77, C]` hidden states, and SDXL's pooled embeddings.
 /// With guidance, row 0 is the negative prompt and row 1 the prompt.
 #[derive(Clone, Debug)]
@@ -202,6 +227,8 @@ pub struct DenoiseInput<'a> {
     pub latent_size: (usize, usize),
     pub steps: usize,
     pub guidance: f32,
+    /// See [`GenerateRequest::guidance_rescale`].
+    pub guidance_rescale: f32,
     pub scheduler: Box<dyn Scheduler>,
     /// N(0, 1) noise of the latent's size: the starting point (txt2img) or what the init latents
     /// are noised with (img2img).
@@ -549,6 +576,7 @@ impl Pipeline {
             latent_size: (h, w),
             steps,
             guidance,
+            guidance_rescale,
             mut scheduler,
             noise,
             init_latents,
@@ -631,7 +659,8 @@ impl Pipeline {
             let pred = pred.as_slice().ok_or_else(|| EngineError::Runtime("UNet output not contiguous".into()))?;
             let model_out: Vec<f32> = if cond.guided {
                 let (neg, pos) = pred.split_at(n);
-                neg.iter().zip(pos).map(|(u, c)| u + guidance * (c - u)).collect()
+                let guided: Vec<f32> = neg.iter().zip(pos).map(|(u, c)| u + guidance * (c - u)).collect();
+                rescale_guided(&pos[..n], guided, guidance_rescale)
             } else {
                 pred[..n].to_vec()
             };
@@ -740,6 +769,7 @@ impl Pipeline {
                 latent_size,
                 steps: req.steps,
                 guidance: req.guidance,
+                guidance_rescale: req.guidance_rescale,
                 scheduler,
                 noise,
                 init_latents,
@@ -781,6 +811,9 @@ impl Pipeline {
         if !req.guidance.is_finite() || !(0.0..=50.0).contains(&req.guidance) {
             return bad(format!("guidance must be within 0..=50, got {}", req.guidance));
         }
+        if !(0.0..=1.0).contains(&req.guidance_rescale) {
+            return bad(format!("guidance_rescale must be within 0..=1, got {}", req.guidance_rescale));
+        }
         if req.init_image.is_some() && !(req.strength > 0.0 && req.strength <= 1.0) {
             return bad(format!("strength must be in (0, 1], got {}", req.strength));
         }
@@ -816,4 +849,30 @@ fn load_taesd(dir: &Path) -> Result<(TaesdConfig, TensorIndex)> {
         None,
     )?)?;
     Ok((cfg, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rescale_guided;
+
+    fn std(v: &[f32]) -> f64 {
+        let n = v.len() as f64;
+        let m = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        (v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    }
+
+    #[test]
+    fn guidance_rescale_matches_the_prompt_branch_spread() {
+        let pos: Vec<f32> = (0..64).map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.1).collect();
+        let guided: Vec<f32> = pos.iter().enumerate().map(|(i, p)| 3.0 * p + 0.05 * (i % 5) as f32).collect();
+        assert_eq!(rescale_guided(&pos, guided.clone(), 0.0), guided, "0 is plain guidance");
+        let full = rescale_guided(&pos, guided.clone(), 1.0);
+        assert!((std(&full) - std(&pos)).abs() < 1e-5, "{} vs {}", std(&full), std(&pos));
+        let ratio = full[3] / guided[3];
+        assert!(full.iter().zip(&guided).all(|(f, g)| (f - g * ratio).abs() < 1e-5), "a pure rescale of the guided prediction");
+        let half = rescale_guided(&pos, guided.clone(), 0.7);
+        for ((h, f), g) in half.iter().zip(&full).zip(&guided) {
+            assert!((h - (0.7 * f + 0.3 * g)).abs() < 1e-5);
+        }
+    }
 }
