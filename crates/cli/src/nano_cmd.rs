@@ -32,10 +32,10 @@ pub struct TrainArgs {
     /// Images per diffusion step.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Train the UNet to predict v instead of ε, with loss weights that keep high noise in play
-    /// (measured in BENCHMARKS.md; not the documented recipe)
+    /// The earlier recipe: ε-prediction on SD's noise schedule, uniform timesteps (measured in
+    /// BENCHMARKS.md; kept for comparison)
     #[arg(long)]
-    pub v_prediction: bool,
+    pub epsilon: bool,
     /// Use the tiny test architecture (seconds, for trying the command out).
     #[arg(long)]
     pub tiny: bool,
@@ -51,7 +51,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "50") };
     }
     let cfg = if a.tiny { NanoConfig::tiny() } else { NanoConfig::standard() };
-    let mut opts = TrainOptions::standard();
+    let mut opts = if a.epsilon { TrainOptions::epsilon() } else { TrainOptions::standard() };
     opts.seed = a.seed;
     if let Some(v) = a.vae_steps {
         opts.vae_steps = v;
@@ -61,9 +61,6 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     }
     if let Some(v) = a.batch {
         opts.batch = v;
-    }
-    if a.v_prediction {
-        opts.v_prediction = true;
     }
     opts.checkpoint_every = opts.checkpoint_every.min(opts.steps.max(1)).min(opts.vae_steps.max(1));
     eprintln!(
@@ -139,6 +136,10 @@ pub struct EvalArgs {
     /// Guidance scale (default: the model's).
     #[arg(long)]
     pub guidance: Option<f32>,
+    /// Rescale the guided prediction toward the prompt branch's spread, 0..=1 (diffusers'
+    /// guidance_rescale).
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance_rescale: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Write every generated image (PNG, named by split, index and right/wrong) here.
@@ -165,7 +166,8 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
     let pipeline = Pipeline::load(&ModelSource::Diffusers(resolved.path.clone()), &opts)
         .with_context(|| format!("loading {}", resolved.path.display()))?;
     let guidance = a.guidance.unwrap_or(resolved.defaults.guidance);
-    let eval_opts = EvalOptions { scenes: a.scenes, steps: a.steps, guidance, seed: a.seed, size: None };
+    let eval_opts =
+        EvalOptions { scenes: a.scenes, steps: a.steps, guidance, guidance_rescale: a.guidance_rescale, seed: a.seed, size: None };
     if let Some(dir) = &a.save {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -191,11 +193,12 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
         tables.push(acc);
     }
     println!(
-        "{} ({}), {} scenes per split, {} steps, guidance {guidance}, seed {}, {:.0}s:\n",
+        "{} ({}), {} scenes per split, {} steps, guidance {guidance} (rescale {}), seed {}, {:.0}s:\n",
         resolved.display_name,
         resolved.path.display(),
         a.scenes,
         a.steps,
+        a.guidance_rescale,
         a.seed,
         started.elapsed().as_secs_f64()
     );
@@ -203,10 +206,10 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
     print!("{table}");
     if a.write_card {
         let section = format!(
-            "Measured by `plantain eval nano --scenes {} --steps {} --guidance {guidance} --seed {}`: one image per caption \
+            "Measured by `plantain eval nano --scenes {} --steps {} --guidance {guidance} --guidance-rescale {} --seed {}`: one image per caption \
              through the engine at the native size, scored by the world's scene checker (no ML). Held-out \
              combinations are attribute pairs never shown together in training.\n\n{table}",
-            a.scenes, a.steps, a.seed
+            a.scenes, a.steps, a.guidance_rescale, a.seed
         );
         plantain_nano::export::write_card(&resolved.path, &section)?;
         eprintln!("wrote the evaluation into {}", resolved.path.join("README.md").display());

@@ -233,9 +233,10 @@ pub fn vae_json(c: &VaeConfig, scaling_factor: f32) -> Value {
 
 /// The noise schedule the UNet is trained on: SD's (scaled-linear betas, ε-prediction), so
 /// every standard sampler applies.
-/// `v_prediction`: the UNet predicts v (α·ε − σ·x0) rather than ε.
-pub fn scheduler_json(v_prediction: bool) -> Value {
-    json!({
+/// `v_prediction`: the UNet predicts v (α·ε − σ·x0) rather than ε. `zero_terminal_snr`: the
+/// betas are rescaled so the last step is pure noise (diffusers' `rescale_betas_zero_snr`).
+pub fn scheduler_json(v_prediction: bool, zero_terminal_snr: bool) -> Value {
+    let mut v = json!({
         "_class_name": "EulerDiscreteScheduler",
         "_diffusers_version": DIFFUSERS_VERSION,
         "beta_end": 0.012,
@@ -247,18 +248,60 @@ pub fn scheduler_json(v_prediction: bool) -> Value {
         "steps_offset": 1,
         "timestep_spacing": "trailing",
         "use_karras_sigmas": false
-    })
+    });
+    if zero_terminal_snr {
+        v["rescale_betas_zero_snr"] = json!(true);
+    }
+    v
 }
 
-/// ᾱ_t of [`scheduler_json`]'s schedule, t = 0..1000.
-pub fn alphas_cumprod() -> Vec<f64> {
+/// ᾱ_t of [`scheduler_json`]'s schedule, t = 0..1000. With `zero_terminal_snr`, √ᾱ is
+/// shifted and scaled so that it starts where it did and ends at exactly 0 (Lin et al. 2024,
+/// diffusers' `rescale_zero_terminal_snr`): SD's schedule leaves √ᾱ ≈ 0.07 at the last step,
+/// and on 16x16 latents that still shows a picture's mean colour through the noise (measured:
+/// the model read a red or blue background off pure-noise-level inputs and ignored the
+/// prompt), so at sampling the colours came from the seed.
+pub fn alphas_cumprod(zero_terminal_snr: bool) -> Vec<f64> {
     let (start, end, n) = (0.00085f64.sqrt(), 0.012f64.sqrt(), 1000);
     let mut acc = 1.0;
-    (0..n)
+    let plain: Vec<f64> = (0..n)
         .map(|i| {
             let b = start + (end - start) * i as f64 / (n - 1) as f64;
             acc *= 1.0 - b * b;
             acc
         })
-        .collect()
+        .collect();
+    if !zero_terminal_snr {
+        return plain;
+    }
+    let (first, last) = (plain[0].sqrt(), plain[n - 1].sqrt());
+    plain.iter().map(|a| ((a.sqrt() - last) * first / (first - last)).powi(2)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plantain_schedulers::{SchedulerConfig, SchedulerKind};
+
+    /// The trainer's noise levels are the ones the engine (and diffusers) derive from the
+    /// exported scheduler config, with and without the zero-terminal-SNR rescale.
+    #[test]
+    fn training_schedule_matches_the_exported_scheduler() {
+        for zero_snr in [false, true] {
+            let cfg: SchedulerConfig = serde_json::from_value(scheduler_json(true, zero_snr)).unwrap();
+            let engine = plantain_schedulers::alphas_cumprod(SchedulerKind::Euler, &cfg).unwrap();
+            let ours = alphas_cumprod(zero_snr);
+            assert_eq!(engine.len(), ours.len());
+            // Euler clamps a zero last ᾱ to 2^-24 so its sigma stays finite (as diffusers does).
+            let checked = if zero_snr { ours.len() - 1 } else { ours.len() };
+            for t in 0..checked {
+                assert!((engine[t] as f64 - ours[t]).abs() < 2e-6, "t {t}, zero snr {zero_snr}: {} vs {}", engine[t], ours[t]);
+            }
+            if zero_snr {
+                assert_eq!(ours[999], 0.0);
+                assert!(engine[999] > 0.0 && engine[999] < 1e-6);
+                assert!((ours[0] - alphas_cumprod(false)[0]).abs() < 1e-12, "the first level is kept");
+            }
+        }
+    }
 }

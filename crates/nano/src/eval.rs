@@ -16,6 +16,8 @@ pub struct EvalOptions {
     pub scenes: usize,
     pub steps: usize,
     pub guidance: f32,
+    /// See `GenerateRequest::guidance_rescale`.
+    pub guidance_rescale: f32,
     /// Seeds both the scenes and the generations.
     pub seed: u64,
     /// Output size (the model's native square when `None`).
@@ -113,6 +115,7 @@ pub fn evaluate(
         let mut req = GenerateRequest::new(prompt.clone(), width, height);
         req.steps = opts.steps;
         req.guidance = opts.guidance;
+        req.guidance_rescale = opts.guidance_rescale;
         req.seed = opts.seed.wrapping_add(i as u64);
         let generated = pipeline.generate(&req, &mut |_| ControlFlow::Continue(()))?;
         let report = check(&scene, &generated.image);

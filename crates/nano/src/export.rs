@@ -62,7 +62,7 @@ pub fn export(
         std::fs::remove_dir_all(&tmp).map_err(|e| NanoError::io(&tmp, e))?;
     }
     write_json(&tmp.join("model_index.json"), &model_index_json())?;
-    write_json(&tmp.join("scheduler/scheduler_config.json"), &scheduler_json(info.options.v_prediction))?;
+    write_json(&tmp.join("scheduler/scheduler_config.json"), &scheduler_json(info.options.v_prediction, info.options.zero_terminal_snr))?;
     write_json(&tmp.join("text_encoder/config.json"), &text_encoder_json(&cfg.text))?;
     write_json(&tmp.join("unet/config.json"), &unet_json(&cfg.unet))?;
     write_json(&tmp.join("vae/config.json"), &vae_json(&cfg.vae, latent_scale))?;

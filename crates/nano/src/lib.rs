@@ -30,6 +30,8 @@ pub enum NanoError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    #[error("training options: {0}")]
+    Options(String),
     #[error("cancelled")]
     Cancelled,
 }

@@ -49,7 +49,28 @@ pub struct TrainOptions {
     /// where only the prompt can say what the picture is, in play (see the loss below).
     #[serde(default)]
     pub v_prediction: bool,
+    /// Rescale the noise schedule so its last step is pure noise ([`alphas_cumprod`]); needs
+    /// v-prediction (ε is undefined where there is no signal).
+    #[serde(default)]
+    pub zero_terminal_snr: bool,
+    /// Share of each batch whose timesteps are drawn from the noisiest quarter
+    /// (t ≥ [`HIGH_NOISE_FROM`]) instead of uniformly: there the prompt is all the model has
+    /// to go on, and sampling decides colours and layout in those first steps.
+    #[serde(default)]
+    pub high_noise_share: f64,
+    /// With v-prediction, the loss weighs the x0 error by min(snr + floor, 5): the floor keeps
+    /// the noisiest steps (where only the prompt says what the picture is) in play. At 1 they
+    /// weigh as much as a clean picture's fine detail, and measured, the detail then suffers.
+    #[serde(default = "default_x0_weight_floor")]
+    pub x0_weight_floor: f64,
 }
+
+fn default_x0_weight_floor() -> f64 {
+    1.0
+}
+
+/// Where [`TrainOptions::high_noise_share`]'s timesteps start.
+pub const HIGH_NOISE_FROM: usize = 750;
 
 impl TrainOptions {
     /// The CPU recipe for [`NanoConfig::standard`], sized to the 90-minute budget on 2 cores
@@ -62,22 +83,39 @@ impl TrainOptions {
             vae_lr: 2e-3,
             vae_edge_weight: 2.0,
             vae_crop: 32,
-            steps: 2200,
+            steps: 2600,
             batch: 16,
             lr: 1e-3,
             warmup: 50,
             caption_dropout: 0.1,
-            offset_noise: 0.05,
+            // Zero terminal SNR does what offset noise approximated (Lin et al. 2024).
+            offset_noise: 0.0,
             ema_decay: 0.995,
             checkpoint_every: 50,
-            // Measured no better overall (BENCHMARKS.md, fourth run): ε stays the recipe.
-            v_prediction: false,
+            v_prediction: true,
+            zero_terminal_snr: true,
+            high_noise_share: 0.0,
+            x0_weight_floor: 0.25,
         }
     }
 
     /// What the autoencoder phase depends on (its schedule shares the warm-up length).
     fn autoencoder_part(&self) -> (u64, u64, usize, f64, f32, u32, u64) {
         (self.seed, self.vae_steps, self.vae_batch, self.vae_lr, self.vae_edge_weight, self.vae_crop, self.warmup)
+    }
+
+    /// The earlier recipe (runs one to three in BENCHMARKS.md): ε-prediction on SD's schedule
+    /// with min-SNR-5 weights, uniform timesteps and offset noise.
+    pub fn epsilon() -> Self {
+        Self {
+            steps: 2200,
+            offset_noise: 0.05,
+            v_prediction: false,
+            zero_terminal_snr: false,
+            high_noise_share: 0.0,
+            x0_weight_floor: 1.0,
+            ..Self::standard()
+        }
     }
 
     /// A few steps of everything, for tests.
@@ -98,6 +136,9 @@ impl TrainOptions {
             ema_decay: 0.9,
             checkpoint_every: 2,
             v_prediction: true,
+            zero_terminal_snr: true,
+            high_noise_share: 0.5,
+            x0_weight_floor: 0.25,
         }
     }
 }
@@ -217,6 +258,14 @@ pub fn train(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Summary> {
+    if opts.zero_terminal_snr && !opts.v_prediction {
+        return Err(NanoError::Options(
+            "a zero-terminal-SNR schedule needs v-prediction (ε has no signal to predict from at the last step)".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&opts.high_noise_share) {
+        return Err(NanoError::Options(format!("high_noise_share {} is not a share in [0, 1]", opts.high_noise_share)));
+    }
     std::fs::create_dir_all(work).map_err(|e| NanoError::io(work, e))?;
     let paths = Paths { dir: work.to_path_buf() };
     let mut state: State = match std::fs::read(paths.file("state.json")) {
@@ -354,7 +403,7 @@ pub fn train(
     if resuming {
         opt.load(&paths.file("optimizer.safetensors"))?;
     }
-    let alphas = alphas_cumprod();
+    let alphas = alphas_cumprod(opts.zero_terminal_snr);
     let mut smooth = state.loss;
     let mut timing = StepTiming::default();
     while state.step < opts.steps {
@@ -373,7 +422,12 @@ pub fn train(
         let z = (z * latent_scale as f64)?.detach();
         timing.encode += mark.elapsed();
         let n = opts.batch;
-        let ts: Vec<usize> = (0..n).map(|_| rng.random_range(0..alphas.len())).collect();
+        let ts: Vec<usize> = (0..n)
+            .map(|_| {
+                let high = opts.high_noise_share > 0.0 && rng.random_bool(opts.high_noise_share);
+                rng.random_range(if high { HIGH_NOISE_FROM } else { 0 }..alphas.len())
+            })
+            .collect();
         // Offset noise (a shared per-channel shift): lets the model move a picture's mean
         // colour, which plain noise schedules barely train, and flat backgrounds need.
         let dims = z.dims().to_vec();
@@ -390,13 +444,13 @@ pub fn train(
         // Loss weights, stated as weights on the x0 error (ε-MSE = snr·x0-MSE, v-MSE =
         // (snr+1)·x0-MSE). ε with min-SNR-5 (Hang et al. 2023) weighs x0 by min(snr, 5): next to
         // nothing at high noise, where nothing but the prompt says what the picture is, so the
-        // first model learned to draw without reading it. v with min(snr+1, 5)/(snr+1) weighs
-        // x0 by min(snr+1, 5): at least 1 everywhere, capped at low noise like min-SNR.
+        // first model learned to draw without reading it. v with min(snr+floor, 5)/(snr+1) weighs
+        // x0 by min(snr+floor, 5): at least the floor everywhere, capped at low noise like min-SNR.
         let weights: Vec<f32> = ts
             .iter()
             .map(|&t| {
                 let snr = alphas[t] / (1.0 - alphas[t]);
-                if opts.v_prediction { ((snr + 1.0).min(5.0) / (snr + 1.0)) as f32 } else { (snr.min(5.0) / snr) as f32 }
+                if opts.v_prediction { ((snr + opts.x0_weight_floor).min(5.0) / (snr + 1.0)) as f32 } else { (snr.min(5.0) / snr) as f32 }
             })
             .collect();
         let target = if opts.v_prediction {

@@ -170,3 +170,24 @@ fn export_loads_in_the_engine_with_the_same_outputs() {
     let got = enc.run(vec![("sample", Input::F32(to_nd(&img)))]).unwrap();
     assert_close("vae mean", &got["mean"], &to_nd(&mean));
 }
+
+#[test]
+fn epsilon_on_a_zero_terminal_snr_schedule_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let opts = TrainOptions { v_prediction: false, ..TrainOptions::smoke() };
+    let err = train(&NanoConfig::tiny(), &opts, &work, &tmp.path().join("m"), &AtomicBool::new(false), &mut |_| {}).err().expect("refused");
+    assert!(matches!(err, plantain_nano::NanoError::Options(_)), "{err}");
+    assert!(!work.exists());
+}
+
+#[test]
+fn the_exported_scheduler_says_how_the_model_was_trained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    run(&tmp.path().join("work"), &model, None).unwrap();
+    let sched: serde_json::Value = serde_json::from_slice(&read(model.join("scheduler/scheduler_config.json"))).unwrap();
+    assert_eq!(sched["prediction_type"], "v_prediction");
+    assert_eq!(sched["rescale_betas_zero_snr"], true);
+    assert_eq!(sched["timestep_spacing"], "trailing");
+}
