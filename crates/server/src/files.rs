@@ -85,7 +85,7 @@ fn header<'a>(h: &'a HeaderMap, k: &str) -> Option<&'a str> {
     h.get(k).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-fn uploads_dir(state: &AppState) -> std::path::PathBuf {
+pub(crate) fn uploads_dir(state: &AppState) -> std::path::PathBuf {
     state.config.data_dir.join("uploads")
 }
 

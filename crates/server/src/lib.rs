@@ -200,25 +200,30 @@ impl Server {
         });
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::Io(format!("binding {addr}"), e))?;
         let addr = listener.local_addr().map_err(|e| StartError::Io("local address".into(), e))?;
-        if state.config.retention_days > 0 {
-            let st = state.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
-                loop {
-                    tick.tick().await;
-                    let st2 = st.clone();
-                    let r = tokio::task::spawn_blocking(move || {
-                        apply_retention(st2.store.as_ref(), st2.blobs.as_ref(), st2.config.retention_days)
-                    })
-                    .await;
-                    match r {
-                        Ok(Ok(n)) if n > 0 => tracing::info!(blobs = n, "retention: deleted expired outputs"),
-                        Ok(Err(e)) => tracing::warn!(error = %e, "retention pass failed"),
-                        _ => {}
+        // Housekeeping, at start and hourly: expired files always, old outputs when a
+        // retention window is set.
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let st2 = st.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    let files = purge_expired_files(&st2)?;
+                    let days = st2.config.retention_days;
+                    let blobs = if days > 0 { apply_retention(st2.store.as_ref(), st2.blobs.as_ref(), days)? } else { 0 };
+                    Ok::<_, StoreError>((files, blobs))
+                })
+                .await;
+                match r {
+                    Ok(Ok((files, blobs))) if files + blobs > 0 => {
+                        tracing::info!(files, blobs, "housekeeping: deleted expired files and outputs")
                     }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "housekeeping pass failed"),
+                    _ => {}
                 }
-            });
-        }
+            }
+        });
         let runner = tokio::spawn(batch::runner(state.clone()));
         let app = router(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -353,6 +358,27 @@ pub fn delete_key_data(store: &dyn MetaStore, blobs: &dyn BlobStore, key_id: &st
         blobs.delete(h)?;
     }
     Ok(hashes.len())
+}
+
+/// Deletes files (uploads, finished or not, and batch results files) whose 48 hours are over:
+/// their records, partial uploads and the blobs nothing else uses. Expired files are already
+/// invisible to the API; this makes their bytes go too. Returns how many files were removed.
+pub fn purge_expired_files(state: &AppState) -> Result<usize, StoreError> {
+    let expired = state.store.expired_files(store::now())?;
+    for f in &expired {
+        if let Some(h) = state.store.delete_file(&f.name)? {
+            state.blobs.delete(&h)?;
+        }
+        if let Some(u) = &f.upload_id {
+            let part = files::uploads_dir(state).join(u);
+            match std::fs::remove_file(&part) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::Io(part, e)),
+            }
+        }
+    }
+    Ok(expired.len())
 }
 
 /// Deletes artefacts older than `days` and their now-unused blobs.

@@ -88,6 +88,8 @@ pub trait MetaStore: Send + Sync {
     fn file(&self, name: &str) -> Result<Option<FileRecord>, StoreError>;
     fn file_by_upload(&self, upload_id: &str) -> Result<Option<FileRecord>, StoreError>;
     fn list_files(&self, key_id: Option<&str>) -> Result<Vec<FileRecord>, StoreError>;
+    /// Every key's files whose 48 hours are over at `now`.
+    fn expired_files(&self, now: i64) -> Result<Vec<FileRecord>, StoreError>;
     /// Deletes the record; returns its blob address when no other file uses it.
     fn delete_file(&self, name: &str) -> Result<Option<String>, StoreError>;
 
@@ -411,6 +413,13 @@ impl MetaStore for SqliteStore {
         let conn = self.conn();
         let mut st = conn.prepare(&format!("SELECT {FILE_COLS} FROM files WHERE key_id IS ?1 ORDER BY created_at DESC, name"))?;
         let rows = st.query_map([key_id], file_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn expired_files(&self, now: i64) -> Result<Vec<FileRecord>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!("SELECT {FILE_COLS} FROM files WHERE expires_at <= ?1 ORDER BY expires_at, name"))?;
+        let rows = st.query_map([now], file_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -409,3 +409,54 @@ async fn cancel_keeps_the_running_item_and_delete_removes_the_results_file() {
     assert!(s.state.blobs.get(&hash).unwrap().is_none(), "the results file's bytes are gone");
     s.stop().await;
 }
+
+fn file_record(name: &str, hash: Option<String>, upload_id: Option<&str>, expires_at: i64) -> plantain_server::store::FileRecord {
+    let now = plantain_server::store::now();
+    plantain_server::store::FileRecord {
+        name: name.into(),
+        key_id: None,
+        display_name: None,
+        mime_type: "image/png".into(),
+        size_bytes: 10,
+        sha256: hash,
+        state: if upload_id.is_some() { "PROCESSING" } else { "ACTIVE" }.into(),
+        upload_id: upload_id.map(str::to_string),
+        received: 0,
+        created_at: now - 49 * 3600,
+        expires_at,
+        source: "UPLOADED".into(),
+    }
+}
+
+/// Files past their 48 hours lose their records, their partial uploads and the blobs nothing
+/// else uses; live files and blobs still in use stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_files_are_purged_with_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(&dir)).await;
+    let url = format!("http://{}", s.addr);
+    let now = plantain_server::store::now();
+    let store = s.state.store.as_ref();
+    let old = s.state.blobs.put(b"expired bytes").unwrap();
+    let shared = s.state.blobs.put(b"bytes a live file shares").unwrap();
+    store.put_file(&file_record("files/old", Some(old.clone()), None, now - 1)).unwrap();
+    store.put_file(&file_record("files/oldshared", Some(shared.clone()), None, now - 1)).unwrap();
+    store.put_file(&file_record("files/live", Some(shared.clone()), None, now + 3600)).unwrap();
+    let upload_id = "0123456789abcdef0123456789abcdef";
+    store.put_file(&file_record("files/halfway", None, Some(upload_id), now - 1)).unwrap();
+    let part = dir.path().join("uploads").join(upload_id);
+    std::fs::create_dir_all(part.parent().unwrap()).unwrap();
+    std::fs::write(&part, b"half an upload").unwrap();
+
+    assert_eq!(plantain_server::purge_expired_files(&s.state).unwrap(), 3);
+    for gone in ["files/old", "files/oldshared", "files/halfway"] {
+        assert!(store.file(gone).unwrap().is_none(), "{gone}");
+    }
+    assert!(s.state.blobs.get(&old).unwrap().is_none(), "unused bytes are deleted");
+    assert!(s.state.blobs.get(&shared).unwrap().is_some(), "bytes a live file uses stay");
+    assert!(!part.exists(), "the partial upload is deleted");
+    assert!(store.file("files/live").unwrap().is_some());
+    assert_eq!(reqwest::get(format!("{url}/v1beta/files/live")).await.unwrap().status(), 200);
+    assert_eq!(plantain_server::purge_expired_files(&s.state).unwrap(), 0, "nothing left to purge");
+    s.stop().await;
+}
