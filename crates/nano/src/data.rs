@@ -37,6 +37,9 @@ pub struct Batch {
     pub images: Tensor,
     /// Token ids `[B, 77]` (u32).
     pub ids: Tensor,
+    /// 1 where an object covers the pixel, else 0, `[B, 1, H, W]` (the scene rendered without
+    /// its objects differs there).
+    pub object_masks: Tensor,
     pub scenes: Vec<Scene>,
     pub captions: Vec<String>,
 }
@@ -55,6 +58,7 @@ pub fn batch(
     let mut ids = Vec::with_capacity(n * max_len);
     let mut scenes = Vec::with_capacity(n);
     let mut captions = Vec::with_capacity(n);
+    let mut masks = Vec::with_capacity(n * (width * height) as usize);
     for _ in 0..n {
         let scene = sample_scene(rng, Split::Train);
         let text = if rng.random_bool(drop_caption) { String::new() } else { caption(&scene, rng) };
@@ -62,13 +66,19 @@ pub fn batch(
         for c in 0..3 {
             pixels.extend(img.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
         }
+        let bare = render(&Scene { objects: Vec::new(), relations: Vec::new(), ..scene.clone() }, width, height);
+        masks.extend(img.pixels().zip(bare.pixels()).map(|(a, b)| {
+            let differs = a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 8);
+            if differs { 1f32 } else { 0f32 }
+        }));
         ids.extend(tokenizer.encode_padded(&text, max_len));
         scenes.push(scene);
         captions.push(text);
     }
     let images = Tensor::from_vec(pixels, (n, 3, height as usize, width as usize), &Device::Cpu)?;
     let ids = Tensor::from_vec(ids, (n, max_len), &Device::Cpu)?;
-    Ok(Batch { images, ids, scenes, captions })
+    let object_masks = Tensor::from_vec(masks, (n, 1, height as usize, width as usize), &Device::Cpu)?;
+    Ok(Batch { images, ids, object_masks, scenes, captions })
 }
 
 /// Standard normal noise from a seeded generator (the trainer must be reproducible).
@@ -133,6 +143,36 @@ mod tests {
         let w: Vec<f32> = edge_weights(&img, 8.0).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         for y in 0..6 {
             assert_eq!(&w[y * 6..y * 6 + 6], &[1.0, 9.0, 9.0, 9.0, 1.0, 1.0], "row {y}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn object_masks_cover_the_objects_and_nothing_else() {
+        let tok = ClipTokenizer::embedded_default();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let b = batch(&tok, 6, (64, 64), 0.0, 77, &mut rng).unwrap();
+        let masks: Vec<f32> = b.object_masks.flatten_all().unwrap().to_vec1().unwrap();
+        let px: Vec<f32> = b.images.flatten_all().unwrap().to_vec1().unwrap();
+        for (i, scene) in b.scenes.iter().enumerate() {
+            let m = &masks[i * 4096..(i + 1) * 4096];
+            let share = m.iter().sum::<f32>() / 4096.0;
+            assert!(share > 0.003 && share < 0.6, "scene {i}: object share {share}");
+            // Off the mask the picture is the bare background.
+            let bare = render(&Scene { objects: Vec::new(), relations: Vec::new(), ..scene.clone() }, 64, 64);
+            for (k, p) in bare.pixels().enumerate() {
+                if m[k] == 0.0 {
+                    for c in 0..3 {
+                        let v = px[i * 3 * 4096 + c * 4096 + k];
+                        assert!((v - (p.0[c] as f32 / 127.5 - 1.0)).abs() <= 8.0 / 127.5 + 1e-6);
+                    }
+                }
+            }
         }
     }
 }
