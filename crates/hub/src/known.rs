@@ -136,8 +136,9 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         name: "plantain-nano",
         source: KnownSource::Bundled,
         family: None,
-        // 20 Euler steps; guidance chosen by `plantain eval nano` (see the model card).
-        defaults: Some(Defaults { steps: 20, guidance: 5.0, resolution: 64, prediction: Prediction::Epsilon }),
+        // 20 Euler steps; guidance chosen by `plantain eval nano` (see the model card). The
+        // recipe predicts v on a zero-terminal-SNR schedule; the folder's scheduler config says so.
+        defaults: Some(Defaults { steps: 20, guidance: 5.0, resolution: 64, prediction: Prediction::VPrediction }),
         licence: "Apache-2.0, like plantain (model card: models/plantain-nano/README.md)",
         description: "small model shipped with plantain for tests and demos (local folder, never downloaded)",
     },
