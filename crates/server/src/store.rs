@@ -274,6 +274,16 @@ fn artefact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Artefact> {
     })
 }
 
+/// `Some(hash)` when no file and no artefact uses the blob any more (the caller deletes it).
+fn unused_blob(conn: &Connection, hash: String) -> Result<Option<String>, StoreError> {
+    let users: i64 = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM files WHERE sha256 = ?1) + (SELECT COUNT(*) FROM artefacts WHERE output_hash = ?1)",
+        [&hash],
+        |r| r.get(0),
+    )?;
+    Ok((users == 0).then_some(hash))
+}
+
 fn unreferenced(conn: &Connection, hashes: Vec<String>) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     for h in hashes {
@@ -428,12 +438,7 @@ impl MetaStore for SqliteStore {
         let hash: Option<Option<String>> = conn.query_row("SELECT sha256 FROM files WHERE name = ?1", [name], |r| r.get(0)).optional()?;
         conn.execute("DELETE FROM files WHERE name = ?1", [name])?;
         let Some(Some(h)) = hash else { return Ok(None) };
-        let users: i64 = conn.query_row(
-            "SELECT (SELECT COUNT(*) FROM files WHERE sha256 = ?1) + (SELECT COUNT(*) FROM artefacts WHERE output_hash = ?1)",
-            [&h],
-            |r| r.get(0),
-        )?;
-        Ok((users == 0).then_some(h))
+        unused_blob(&conn, h)
     }
 
     fn create_batch(&self, b: &BatchRecord, items: &[NewItem]) -> Result<(), StoreError> {
@@ -590,14 +595,7 @@ impl MetaStore for SqliteStore {
         tx.execute("DELETE FROM batch_items WHERE batch = ?1", [name])?;
         tx.execute("DELETE FROM batches WHERE name = ?1", [name])?;
         let unused = match hash {
-            Some(h) => {
-                let users: i64 = tx.query_row(
-                    "SELECT (SELECT COUNT(*) FROM files WHERE sha256 = ?1) + (SELECT COUNT(*) FROM artefacts WHERE output_hash = ?1)",
-                    [&h],
-                    |r| r.get(0),
-                )?;
-                (users == 0).then_some(h)
-            }
+            Some(h) => unused_blob(&tx, h)?,
             None => None,
         };
         tx.commit()?;

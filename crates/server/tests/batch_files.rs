@@ -47,6 +47,19 @@ async fn batch_state(url: &str, name: &str) -> Value {
     reqwest::get(format!("{url}/v1beta/{name}")).await.unwrap().json().await.unwrap()
 }
 
+/// Polls a batch until it is done; fails the test after `limit`.
+async fn wait_done(url: &str, name: &str, limit: Duration) -> Value {
+    let t = Instant::now();
+    loop {
+        let v = batch_state(url, name).await;
+        if v["done"] == true {
+            return v;
+        }
+        assert!(t.elapsed() < limit, "batch did not finish: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Uploads `data` through the resumable Files API in one request; returns the file's name.
 async fn upload_file(url: &str, data: &[u8], mime: &str) -> String {
     let http = reqwest::Client::new();
@@ -239,15 +252,7 @@ async fn batch_from_jsonl_file_writes_a_results_file() {
     assert_eq!(created["metadata"]["inputConfig"]["fileName"], input.as_str());
     assert_eq!(created["metadata"]["batchStats"]["requestCount"], "5");
     let name = created["name"].as_str().unwrap().to_string();
-    let t = std::time::Instant::now();
-    let done = loop {
-        let v = batch_state(&url, &name).await;
-        if v["done"] == true {
-            break v;
-        }
-        assert!(t.elapsed() < Duration::from_secs(120), "batch did not finish: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = wait_done(&url, &name, Duration::from_secs(120)).await;
     assert_eq!(done["metadata"]["state"], "BATCH_STATE_SUCCEEDED", "{done}");
     assert_eq!(done["metadata"]["batchStats"]["successfulRequestCount"], "2");
     assert_eq!(done["metadata"]["batchStats"]["failedRequestCount"], "3");
@@ -380,14 +385,7 @@ async fn cancel_keeps_the_running_item_and_delete_removes_the_results_file() {
     let v = batch_state(&url, &name).await;
     assert_eq!(v["done"], false, "the running item has not finished: {v}");
 
-    let done = loop {
-        let v = batch_state(&url, &name).await;
-        if v["done"] == true {
-            break v;
-        }
-        assert!(t.elapsed() < Duration::from_secs(600), "batch did not finish: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = wait_done(&url, &name, Duration::from_secs(600)).await;
     assert_eq!(done["metadata"]["state"], "BATCH_STATE_CANCELLED", "{done}");
     assert_eq!(done["metadata"]["batchStats"]["successfulRequestCount"], "1");
     let out = done["metadata"]["output"]["responsesFile"].as_str().unwrap().to_string();
