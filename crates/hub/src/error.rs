@@ -83,10 +83,10 @@ pub enum HubError {
 
     /// `plantain-nano` ships with plantain rather than on the hub; the caller did not say where.
     #[error(
-        "plantain-nano was not found{}: its trained weights are not in this checkout yet (see README, \
-         \"plantain-nano\"). Train it with `plantain train nano` (writes models/plantain-nano), point \
-         PLANTAIN_NANO_DIR (or PLANTAIN_MODELS, containing plantain-nano/) at a trained folder, or pass \
-         --model with another model (e.g. a local SD-Turbo folder)",
+        "plantain-nano was not found{}: it ships in the plantain repository as models/plantain-nano, \
+         found next to the build tree or under the current directory. Point PLANTAIN_NANO_DIR (or \
+         PLANTAIN_MODELS, containing plantain-nano/) at that folder, train one with `plantain train \
+         nano`, or pass --model with another model (e.g. a local SD-Turbo folder)",
         tried.as_ref().map(|p| format!(" (`{}` does not exist)", p.display())).unwrap_or_default()
     )]
     NanoNotFound { tried: Option<PathBuf> },

@@ -138,7 +138,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         family: None,
         // 20 Euler steps; guidance chosen by `plantain eval nano` (see the model card). The
         // recipe predicts v on a zero-terminal-SNR schedule; the folder's scheduler config says so.
-        defaults: Some(Defaults { steps: 20, guidance: 5.0, resolution: 64, prediction: Prediction::VPrediction }),
+        defaults: Some(Defaults { steps: 20, guidance: 2.0, resolution: 64, prediction: Prediction::VPrediction }),
         licence: "Apache-2.0, like plantain (model card: models/plantain-nano/README.md)",
         description: "small model shipped with plantain for tests and demos (local folder, never downloaded)",
     },

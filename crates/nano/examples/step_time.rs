@@ -38,5 +38,41 @@ fn main() -> plantain_nano::Result<()> {
         let _g = y.sqr()?.mean_all()?.backward()?;
         println!("text+unet batch {batch}: fwd {:.2}s, fwd+bwd {:.2}s", t1.as_secs_f64(), t.elapsed().as_secs_f64());
     }
+    // The text encoder frozen (TrainOptions::freeze_text): no backward pass through it.
+    for _ in 0..3 {
+        let t = Instant::now();
+        let ctx = text.forward(&ids)?.detach();
+        let y = unet.forward(&z, &ts, &ctx)?;
+        let t1 = t.elapsed();
+        let _g = y.sqr()?.mean_all()?.backward()?;
+        println!("frozen text+unet batch {batch}: fwd {:.2}s, fwd+bwd {:.2}s", t1.as_secs_f64(), t.elapsed().as_secs_f64());
+    }
+    // One AdamW step (plus EMA) over each network's parameters.
+    let grads_of = |names: &dyn Fn(&str) -> bool| -> plantain_nano::Result<(std::collections::BTreeMap<String, candle_core::Var>, candle_core::backprop::GradStore)> {
+        let vars: std::collections::BTreeMap<_, _> = s.vars().iter().filter(|(k, _)| names(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let ctx = text.forward(&ids)?;
+        let g = unet.forward(&z, &ts, &ctx)?.sqr()?.mean_all()?.backward()?;
+        Ok((vars, g))
+    };
+    for (name, filter) in [
+        ("text encoder", &(|k: &str| k.starts_with("text_model")) as &dyn Fn(&str) -> bool),
+        ("unet", &|k: &str| !k.starts_with("text_model")),
+    ] {
+        let (vars, grads) = grads_of(filter)?;
+        let mut opt = plantain_nano::adamw::AdamW::new(1e-3, 0.01);
+        let ema: Vec<Tensor> = vars.values().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+        for _ in 0..3 {
+            let t = Instant::now();
+            opt.step(&vars, &grads, 1e-3, 1.0)?;
+            for (e, v) in ema.iter().zip(vars.values()) {
+                plantain_nano::adamw::ema_update(e, v.as_tensor(), 0.995)?;
+            }
+            println!(
+                "optimizer + EMA, {name} ({} parameters): {:.3}s",
+                vars.values().map(|v| v.elem_count()).sum::<usize>(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
     Ok(())
 }

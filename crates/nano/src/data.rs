@@ -4,11 +4,12 @@
 use candle_core::{Device, Result, Tensor};
 use plantain_core::{AspectRatio, native_canvas};
 use plantain_tokenizer::ClipTokenizer;
-use plantain_world::{Scene, Split, caption, render, sample_scene};
+use plantain_world::{Scene, Split, caption_detailed, render, sample_scene};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::NanoConfig;
+use crate::parse::ParseTarget;
 
 /// The canvases (width, height) the engine draws at for every aspect ratio of the API table:
 /// sides multiples of the model's pixel multiple, area near the native square.
@@ -42,6 +43,10 @@ pub struct Batch {
     pub object_masks: Tensor,
     pub scenes: Vec<Scene>,
     pub captions: Vec<String>,
+    /// Each caption's end-of-text position in `ids`.
+    pub eos: Vec<usize>,
+    /// What each caption states, for the parse loss (None where the caption was dropped).
+    pub targets: Vec<Option<ParseTarget>>,
 }
 
 /// `n` training scenes at `width`x`height`; each caption is dropped (replaced by "") with
@@ -59,9 +64,17 @@ pub fn batch(
     let mut scenes = Vec::with_capacity(n);
     let mut captions = Vec::with_capacity(n);
     let mut masks = Vec::with_capacity(n * (width * height) as usize);
+    let mut eos = Vec::with_capacity(n);
+    let mut targets = Vec::with_capacity(n);
     for _ in 0..n {
         let scene = sample_scene(rng, Split::Train);
-        let text = if rng.random_bool(drop_caption) { String::new() } else { caption(&scene, rng) };
+        let (text, target) = if rng.random_bool(drop_caption) {
+            (String::new(), None)
+        } else {
+            let c = caption_detailed(&scene, rng);
+            let target = ParseTarget::new(&scene, &c.stated);
+            (c.text, Some(target))
+        };
         let img = render(&scene, width, height);
         for c in 0..3 {
             pixels.extend(img.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
@@ -71,14 +84,40 @@ pub fn batch(
             let differs = a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 8);
             if differs { 1f32 } else { 0f32 }
         }));
-        ids.extend(tokenizer.encode_padded(&text, max_len));
+        let encoded = tokenizer.encode_for_model(&text, max_len);
+        ids.extend(encoded.ids);
+        eos.push(encoded.kept_tokens - 1);
+        targets.push(target);
         scenes.push(scene);
         captions.push(text);
     }
     let images = Tensor::from_vec(pixels, (n, 3, height as usize, width as usize), &Device::Cpu)?;
     let ids = Tensor::from_vec(ids, (n, max_len), &Device::Cpu)?;
     let object_masks = Tensor::from_vec(masks, (n, 1, height as usize, width as usize), &Device::Cpu)?;
-    Ok(Batch { images, ids, object_masks, scenes, captions })
+    Ok(Batch { images, ids, object_masks, scenes, captions, eos, targets })
+}
+
+/// Captions alone, for teaching the text encoder to parse: token ids `[n, L]` cut to the
+/// longest caption (the encoder is causal, so later padding cannot change these states),
+/// end-of-text positions and targets.
+pub fn caption_batch(
+    tokenizer: &ClipTokenizer,
+    n: usize,
+    max_len: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Tensor, Vec<usize>, Vec<ParseTarget>)> {
+    let mut rows = Vec::with_capacity(n);
+    let mut targets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let scene = sample_scene(rng, Split::Train);
+        let c = caption_detailed(&scene, rng);
+        targets.push(ParseTarget::new(&scene, &c.stated));
+        rows.push(tokenizer.encode_for_model(&c.text, max_len));
+    }
+    let len = rows.iter().map(|r| r.kept_tokens).max().unwrap_or(2);
+    let ids: Vec<u32> = rows.iter().flat_map(|r| r.ids[..len].iter().copied()).collect();
+    let eos = rows.iter().map(|r| r.kept_tokens - 1).collect();
+    Ok((Tensor::from_vec(ids, (n, len), &Device::Cpu)?, eos, targets))
 }
 
 /// Standard normal noise from a seeded generator (the trainer must be reproducible).

@@ -142,3 +142,51 @@ pub fn markdown_table(held_out: &Accuracy, train: &Accuracy) -> String {
     }
     s
 }
+
+/// The project's held-out accuracy targets (issue 3), per attribute row of [`Accuracy::rows`].
+pub const TARGETS: [(&str, f64); 6] = [
+    ("background colour", 95.0),
+    ("object colour", 90.0),
+    ("shape", 85.0),
+    ("position", 85.0),
+    ("count", 80.0),
+    ("two-object relations", 70.0),
+];
+
+/// One sentence on how a held-out result compares with [`TARGETS`], for model cards.
+pub fn targets_note(held_out: &Accuracy) -> String {
+    let rows = held_out.rows();
+    let short: Vec<String> = TARGETS
+        .iter()
+        .filter_map(|&(name, target)| {
+            let got = rows.iter().find(|(n, _)| *n == name)?.1.percent();
+            (got < target).then(|| format!("{name} {got:.0}% (target {target:.0}%)"))
+        })
+        .collect();
+    if short.is_empty() {
+        "Every held-out attribute meets the project's targets.".to_string()
+    } else {
+        format!("**Below the project's held-out targets:** {}.", short.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod targets_tests {
+    use super::*;
+
+    #[test]
+    fn the_note_names_exactly_the_attributes_below_target() {
+        let mut acc = Accuracy {
+            background: Tally { correct: 96, total: 100 },
+            color: Tally { correct: 50, total: 100 },
+            shape: Tally { correct: 90, total: 100 },
+            position: Tally { correct: 90, total: 100 },
+            count: Tally { correct: 80, total: 100 },
+            relations: Tally { correct: 70, total: 100 },
+            ..Default::default()
+        };
+        assert_eq!(targets_note(&acc), "**Below the project's held-out targets:** object colour 50% (target 90%).");
+        acc.color = Tally { correct: 90, total: 100 };
+        assert_eq!(targets_note(&acc), "Every held-out attribute meets the project's targets.");
+    }
+}

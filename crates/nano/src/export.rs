@@ -110,7 +110,7 @@ pub fn write_card(dir: &Path, evaluation: &str) -> Result<()> {
         run: ExportInfo,
     }
     let t: Training = serde_json::from_slice(&bytes).map_err(|e| NanoError::Checkpoint(format!("{}: {e}", path.display())))?;
-    let card = format!("{}\n## Evaluation\n\n{}\n", model_card(&t.config, &t.run).trim_end(), evaluation.trim_end());
+    let card = format!("{}\n\n## Evaluation\n\n{}\n", model_card(&t.config, &t.run).trim_end(), evaluation.trim_end());
     let out = dir.join("README.md");
     let tmp = dir.join(".README.md.partial");
     write(&tmp, card.as_bytes())?;
@@ -149,15 +149,15 @@ classifier-free guidance. Some attribute combinations are held out of training (
 
 ## Training (reproduce)
 ```
-plantain train nano --out models/plantain-nano --work nano-train --seed {seed}
+plantain train nano --out models/plantain-nano --work nano-train --seed {seed}{flag}
 ```
 Candle autograd on the CPU. Autoencoder: {vsteps} steps of batch {vbatch} (AdamW, lr {vlr},
-L2 + ½·L1 reconstruction with {edge}x extra weight on edges, KL weight 1e-5). Then text encoder +
-UNet together: {steps} steps of batch {batch} (AdamW, lr {lr}, weight decay 0.01, {warmup} warm-up
-steps then cosine decay, ε-prediction with min-SNR-5 weighting, offset noise {offset},
-{dropout:.0}% empty captions, EMA {ema}); {mins:.0} minutes in all on the machine in BENCHMARKS.md.
-Final smoothed losses: autoencoder {vloss:.4}, diffusion {loss:.4}. Deterministic from the seed;
-`--work` holds resumable checkpoints. Every option is in `training.json`.
+L2 + ½·L1 reconstruction with {edge}x extra weight on edges, KL weight 1e-5). {text_phase}Then
+{diffused}: {steps} steps of batch {batch} (AdamW, lr {lr}, weight decay 0.01, {warmup} warm-up
+steps then cosine decay, {objective}, {dropout:.0}% empty captions, EMA {ema}); {mins:.0} minutes
+in all on the machine in BENCHMARKS.md. Final smoothed losses: autoencoder {vloss:.4}, diffusion
+{loss:.4}. Deterministic from the seed; `--work` holds resumable checkpoints. Every option is in
+`training.json`.
 
 ## Licence
 Apache-2.0, like plantain. Trained only on procedurally generated images.
@@ -183,13 +183,70 @@ Apache-2.0, like plantain. Trained only on procedurally generated images.
         batch = info.options.batch,
         lr = info.options.lr,
         warmup = info.options.warmup,
-        offset = info.options.offset_noise,
         dropout = info.options.caption_dropout * 100.0,
         ema = info.options.ema_decay,
         mins = info.seconds / 60.0,
         vloss = info.vae_loss,
         loss = info.loss,
+        flag = recipe_flag(&info.options),
+        text_phase = text_phase_text(&info.options),
+        diffused = if info.options.freeze_text { "the UNet (text encoder frozen)" } else { "text encoder + UNet together" },
+        objective = objective_text(&info.options),
     )
+}
+
+/// The `train nano` flag that selects a run's recipe.
+fn recipe_flag(o: &TrainOptions) -> &'static str {
+    let seeded = |r: TrainOptions| TrainOptions { seed: o.seed, ..r };
+    if *o == seeded(TrainOptions::standard()) {
+        ""
+    } else if *o == seeded(TrainOptions::epsilon()) {
+        " --epsilon"
+    } else if *o == seeded(TrainOptions::frozen_text()) {
+        " --frozen-text"
+    } else {
+        "   # plus the non-default options in training.json"
+    }
+}
+
+fn text_phase_text(o: &TrainOptions) -> String {
+    if o.text_steps == 0 {
+        return String::new();
+    }
+    format!(
+        "Then the text encoder alone learns to parse captions: {} steps of batch {} (AdamW, lr {}), a \
+         linear head on the end-of-text state predicting the scene's background colours, object count, \
+         (colour, shape) pairs and grid-cell contents (the head is not exported){}. ",
+        o.text_steps,
+        o.text_batch,
+        o.text_lr,
+        if o.parse_weight > 0.0 {
+            format!("; the parse loss stays on, weight {}, while the UNet trains", o.parse_weight)
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn objective_text(o: &TrainOptions) -> String {
+    let mut parts = Vec::new();
+    if o.v_prediction {
+        parts.push(format!("v-prediction with the x0 error weighted by min(snr + {}, 5)", o.x0_weight_floor));
+    } else {
+        parts.push("ε-prediction with min-SNR-5 weighting".to_string());
+    }
+    parts.push(if o.zero_terminal_snr {
+        "SD's schedule rescaled to zero terminal SNR".into()
+    } else {
+        "SD's scaled-linear schedule".to_string()
+    });
+    if o.object_weight > 0.0 {
+        parts.push(format!("latent cells weighted 1 + {} x their object share", o.object_weight));
+    }
+    if o.offset_noise > 0.0 {
+        parts.push(format!("offset noise {}", o.offset_noise));
+    }
+    parts.join(", ")
 }
 
 fn latent_scale_text(_cfg: &NanoConfig) -> &'static str {

@@ -12,6 +12,7 @@ pub mod eval;
 pub mod export;
 pub mod fused;
 pub mod nn;
+pub mod parse;
 pub mod text;
 pub mod train;
 pub mod unet;

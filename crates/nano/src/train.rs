@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::adamw::{AdamW, ema_update};
 use crate::config::{NanoConfig, alphas_cumprod};
-use crate::data::{batch, buckets, edge_weights, gaussian, pick_bucket};
+use crate::data::{batch, buckets, caption_batch, edge_weights, gaussian, pick_bucket};
 use crate::export::{ExportInfo, export};
 use crate::nn::Store;
+use crate::parse::ParseHead;
 use crate::text::TextEncoder;
 use crate::unet::UNet;
 use crate::vae::Vae;
@@ -68,6 +69,30 @@ pub struct TrainOptions {
     /// a few percent of a picture's area, yet they are what the captions are mostly about.
     #[serde(default)]
     pub object_weight: f64,
+    /// Steps that teach the text encoder to parse captions ([`crate::parse`]) before the
+    /// diffusion phase, on captions alone.
+    #[serde(default)]
+    pub text_steps: u64,
+    #[serde(default = "default_text_batch")]
+    pub text_batch: usize,
+    #[serde(default = "default_text_lr")]
+    pub text_lr: f64,
+    /// Weight of the parse loss beside the diffusion loss (0: the diffusion loss alone).
+    #[serde(default)]
+    pub parse_weight: f64,
+    /// Keep the text encoder as the parse phase left it while the UNet trains: each step skips
+    /// the encoder's backward pass and the update of its 6.9 M parameters (mostly the token
+    /// table), so more UNet steps fit the budget.
+    #[serde(default)]
+    pub freeze_text: bool,
+}
+
+fn default_text_batch() -> usize {
+    64
+}
+
+fn default_text_lr() -> f64 {
+    2e-3
 }
 
 fn default_x0_weight_floor() -> f64 {
@@ -102,7 +127,18 @@ impl TrainOptions {
             high_noise_share: 0.0,
             x0_weight_floor: 0.25,
             object_weight: 8.0,
+            text_steps: 1500,
+            text_batch: 64,
+            text_lr: 2e-3,
+            parse_weight: 0.1,
+            freeze_text: false,
         }
+    }
+
+    /// The eighth run's variant (BENCHMARKS.md): the text encoder frozen after the parse phase
+    /// and the time that saves spent on more UNet steps.
+    pub fn frozen_text() -> Self {
+        Self { steps: 2900, parse_weight: 0.0, freeze_text: true, ..Self::standard() }
     }
 
     /// What the autoencoder phase depends on (its schedule shares the warm-up length).
@@ -121,6 +157,9 @@ impl TrainOptions {
             high_noise_share: 0.0,
             x0_weight_floor: 1.0,
             object_weight: 0.0,
+            text_steps: 0,
+            parse_weight: 0.0,
+            freeze_text: false,
             ..Self::standard()
         }
     }
@@ -147,6 +186,11 @@ impl TrainOptions {
             high_noise_share: 0.5,
             x0_weight_floor: 0.25,
             object_weight: 8.0,
+            text_steps: 3,
+            text_batch: 4,
+            text_lr: 2e-3,
+            parse_weight: 0.1,
+            freeze_text: false,
         }
     }
 }
@@ -154,6 +198,8 @@ impl TrainOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     Autoencoder,
+    /// The text encoder learning to parse captions.
+    Text,
     Diffusion,
 }
 
@@ -175,6 +221,10 @@ struct State {
     options: Option<TrainOptions>,
     vae_step: u64,
     latent_scale: Option<f32>,
+    #[serde(default)]
+    text_step: u64,
+    #[serde(default)]
+    text_loss: f64,
     step: u64,
     vae_loss: f64,
     loss: f64,
@@ -194,6 +244,7 @@ fn step_rng(seed: u64, phase: Phase, step: u64) -> ChaCha8Rng {
     rng.set_stream(match phase {
         Phase::Autoencoder => step,
         Phase::Diffusion => (1 << 40) + step,
+        Phase::Text => (2 << 40) + step,
     });
     rng
 }
@@ -271,6 +322,12 @@ pub fn train(
             "a zero-terminal-SNR schedule needs v-prediction (ε has no signal to predict from at the last step)".into(),
         ));
     }
+    if opts.freeze_text && opts.parse_weight > 0.0 {
+        return Err(NanoError::Options("a parse loss during diffusion needs a text encoder that trains (freeze_text is set)".into()));
+    }
+    if opts.freeze_text && opts.text_steps == 0 {
+        return Err(NanoError::Options("freezing the text encoder without a parse phase would freeze random weights".into()));
+    }
     if !(0.0..=1.0).contains(&opts.high_noise_share) {
         return Err(NanoError::Options(format!("high_noise_share {} is not a share in [0, 1]", opts.high_noise_share)));
     }
@@ -295,6 +352,9 @@ pub fn train(
     }
     if !same_run {
         tracing::info!("reusing the finished autoencoder in {}", work.display());
+        // The text phase may have had other settings: it starts over (it is minutes).
+        state.text_step = 0;
+        state.text_loss = 0.0;
     }
     state.config = Some(cfg.clone());
     state.options = Some(opts.clone());
@@ -393,20 +453,74 @@ pub fn train(
         }
     };
 
-    // Phase 2: text encoder + UNet on the frozen autoencoder's latents.
+    // Phase 2: the text encoder learns to parse captions (no pictures).
     let text_file = paths.file("text_encoder.safetensors");
-    let unet_file = paths.file("unet.safetensors");
+    let head_file = paths.file("parse_head.safetensors");
     let resuming = state.step > 0;
-    let mut text_store = if resuming { Store::load(&text_file, opts.seed)? } else { Store::new(opts.seed) };
-    let mut unet_store = if resuming { Store::load(&unet_file, opts.seed)? } else { Store::new(opts.seed) };
+    let text_started = resuming || state.text_step > 0;
+    let mut text_store = if text_started { Store::load(&text_file, opts.seed)? } else { Store::new(opts.seed) };
     let text = TextEncoder::new(&mut text_store, &cfg.text)?;
+    let mut head_store = if text_started && head_file.exists() { Store::load(&head_file, opts.seed)? } else { Store::new(opts.seed) };
+    let head = ParseHead::new(&mut head_store, cfg.text.hidden_size)?;
+    if state.step == 0 && state.text_step < opts.text_steps {
+        let vars = merged_vars(&text_store, &head_store);
+        let mut opt = AdamW::new(opts.text_lr, 0.01);
+        if state.text_step > 0 {
+            opt.load(&paths.file("text-optimizer.safetensors"))?;
+        }
+        let mut smooth = state.text_loss;
+        let mut accuracy = 0.0;
+        while state.text_step < opts.text_steps {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(NanoError::Cancelled);
+            }
+            let step = state.text_step;
+            let mut rng = step_rng(opts.seed, Phase::Text, step);
+            let (ids, eos, targets) = caption_batch(&tokenizer, opts.text_batch, cfg.text.max_positions, &mut rng)?;
+            let targets: Vec<_> = targets.into_iter().map(Some).collect();
+            let parsed = head.loss(&text.forward(&ids)?, &eos, &targets)?.expect("every caption has a target");
+            let grads = parsed.loss.backward()?;
+            let lr = lr_at(opts.text_lr, opts.warmup, opts.text_steps, step);
+            let norm = opt.step(&vars, &grads, lr, 1.0)?;
+            let l = parsed.loss.to_scalar::<f32>()? as f64;
+            smooth = if step == 0 { l } else { 0.98 * smooth + 0.02 * l };
+            accuracy = if step == 0 { parsed.background_accuracy } else { 0.98 * accuracy + 0.02 * parsed.background_accuracy };
+            state.text_step += 1;
+            state.text_loss = smooth;
+            state.seconds = seconds_before + started.elapsed().as_secs_f64();
+            on_progress(&Progress {
+                phase: Phase::Text,
+                step: state.text_step,
+                total: opts.text_steps,
+                loss: smooth,
+                grad_norm: norm,
+                elapsed: Duration::from_secs_f64(state.seconds),
+            });
+            if state.text_step.is_multiple_of(opts.checkpoint_every) || state.text_step == opts.text_steps {
+                tracing::info!(step = state.text_step, loss = smooth, background_accuracy = accuracy, "text encoder parse");
+                text_store.save(&text_file)?;
+                head_store.save(&head_file)?;
+                opt.save(&paths.file("text-optimizer.safetensors"), &vars)?;
+                write_state(&paths, &state)?;
+            }
+        }
+    }
+
+    // Phase 3: text encoder + UNet on the frozen autoencoder's latents.
+    let unet_file = paths.file("unet.safetensors");
+    let mut unet_store = if resuming { Store::load(&unet_file, opts.seed)? } else { Store::new(opts.seed) };
     let unet = UNet::new(&mut unet_store, &cfg.unet)?;
-    let vars = merged_vars(&text_store, &unet_store);
+    let mut all_vars = merged_vars(&text_store, &unet_store);
+    if opts.parse_weight > 0.0 {
+        all_vars.extend(head_store.vars().iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    // What the optimizer moves; the EMA holds every exported weight either way.
+    let vars: BTreeMap<String, Var> = if opts.freeze_text { unet_store.vars().clone() } else { all_vars.clone() };
     let mut opt = AdamW::new(opts.lr, 0.01);
     let ema: BTreeMap<String, Tensor> = if resuming {
         candle_core::safetensors::load(paths.file("ema.safetensors"), &candle_core::Device::Cpu)?.into_iter().collect()
     } else {
-        vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>()?
+        all_vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>()?
     };
     if resuming {
         opt.load(&paths.file("optimizer.safetensors"))?;
@@ -446,7 +560,7 @@ pub fn train(
         let col = |v: Vec<f32>| Tensor::from_vec(v, (n, 1, 1, 1), &candle_core::Device::Cpu);
         let noisy = (z.broadcast_mul(&col(sa)?)? + noise.broadcast_mul(&col(sb)?)?)?;
         let mark = Instant::now();
-        let ctx = text.forward(&b.ids)?;
+        let ctx = if opts.freeze_text { text.forward(&b.ids)?.detach() } else { text.forward(&b.ids)? };
         let tf: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
         let pred = unet.forward(&noisy, &tf, &ctx)?;
         // Loss weights, stated as weights on the x0 error (ε-MSE = snr·x0-MSE, v-MSE =
@@ -481,7 +595,12 @@ pub fn train(
             sq.flatten_from(1)?.mean(1)?
         };
         let w = Tensor::from_vec(weights, n, &candle_core::Device::Cpu)?;
-        let loss = (per_sample.clone() * &w)?.mean_all()?;
+        let mut loss = (per_sample.clone() * &w)?.mean_all()?;
+        if opts.parse_weight > 0.0
+            && let Some(parsed) = head.loss(&ctx, &b.eos, &b.targets)?
+        {
+            loss = (loss + (parsed.loss * opts.parse_weight)?)?;
+        }
         timing.forward += mark.elapsed();
         let mark = Instant::now();
         let grads = loss.backward()?;
@@ -511,6 +630,9 @@ pub fn train(
         if state.step.is_multiple_of(opts.checkpoint_every) || state.step == opts.steps {
             text_store.save(&text_file)?;
             unet_store.save(&unet_file)?;
+            if opts.parse_weight > 0.0 {
+                head_store.save(&head_file)?;
+            }
             opt.save(&paths.file("optimizer.safetensors"), &vars)?;
             crate::nn::save_tensors(&ema, &paths.file("ema.safetensors"))?;
             write_state(&paths, &state)?;

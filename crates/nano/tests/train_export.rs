@@ -12,7 +12,7 @@ use plantain_engine::models::vae::{self as engine_vae, VaeConfig as EngineVaeCon
 use plantain_engine::runtime::{Input, Network, RuntimeOptions};
 use plantain_engine::weights::TensorIndex;
 use plantain_nano::nn::Store;
-use plantain_nano::{NanoConfig, TrainOptions, train};
+use plantain_nano::{NanoConfig, Phase, TrainOptions, train};
 
 fn runtime() -> RuntimeOptions {
     let dir = std::env::temp_dir().join(format!("plantain-nano-test-cache-{}", std::process::id()));
@@ -20,9 +20,13 @@ fn runtime() -> RuntimeOptions {
 }
 
 fn run(work: &Path, out: &Path, cancel_at: Option<u64>) -> plantain_nano::Result<plantain_nano::train::Summary> {
+    run_until(work, out, cancel_at.map(|s| (Phase::Diffusion, s)))
+}
+
+fn run_until(work: &Path, out: &Path, cancel_at: Option<(Phase, u64)>) -> plantain_nano::Result<plantain_nano::train::Summary> {
     let cancel = AtomicBool::new(false);
     train(&NanoConfig::tiny(), &TrainOptions::smoke(), work, out, &cancel, &mut |p| {
-        if p.phase == plantain_nano::Phase::Diffusion && Some(p.step) == cancel_at {
+        if Some((p.phase, p.step)) == cancel_at {
             cancel.store(true, Ordering::Relaxed);
         }
     })
@@ -45,9 +49,16 @@ fn training_is_deterministic_and_resumes_exactly() {
     assert!(!b.join("model").exists(), "no model is written before training ends");
     let sb = run(&b.join("work"), &b.join("model"), None).unwrap();
     assert_eq!(sa.loss, sb.loss);
+    // Stopped in the text-parse phase, then resumed.
+    let c = tmp.path().join("c");
+    let err = run_until(&c.join("work"), &c.join("model"), Some((Phase::Text, 2))).err().expect("cancelled");
+    assert!(matches!(err, plantain_nano::NanoError::Cancelled), "{err}");
+    let sc = run(&c.join("work"), &c.join("model"), None).unwrap();
+    assert_eq!(sa.loss, sc.loss);
 
     for file in ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors", "vae/diffusion_pytorch_model.safetensors"] {
         assert!(read(a.join("model").join(file)) == read(b.join("model").join(file)), "{file} differs after resume");
+        assert!(read(a.join("model").join(file)) == read(c.join("model").join(file)), "{file} differs after a resume in the text phase");
     }
     for file in ["model_index.json", "scheduler/scheduler_config.json", "tokenizer/vocab.json", "tokenizer/merges.txt", "README.md"] {
         assert!(a.join("model").join(file).is_file(), "{file} missing");
@@ -190,4 +201,55 @@ fn the_exported_scheduler_says_how_the_model_was_trained() {
     assert_eq!(sched["prediction_type"], "v_prediction");
     assert_eq!(sched["rescale_betas_zero_snr"], true);
     assert_eq!(sched["timestep_spacing"], "trailing");
+}
+
+#[test]
+fn a_frozen_text_encoder_keeps_its_parse_phase_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    let mut opts = TrainOptions::smoke();
+    opts.freeze_text = true;
+    opts.parse_weight = 0.0;
+    let cancel = AtomicBool::new(false);
+    // Stopped at the first diffusion step: the parse phase is done and checkpointed.
+    let stopped = train(&NanoConfig::tiny(), &opts, &work, &tmp.path().join("m"), &cancel, &mut |p| {
+        if p.phase == Phase::Diffusion && p.step == 1 {
+            cancel.store(true, Ordering::Relaxed);
+        }
+    });
+    assert!(matches!(stopped, Err(plantain_nano::NanoError::Cancelled)));
+    let text_after_parse = read(work.join("text_encoder.safetensors"));
+    train(&NanoConfig::tiny(), &opts, &work, &tmp.path().join("m"), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(read(work.join("text_encoder.safetensors")) == text_after_parse, "the frozen text encoder changed");
+
+    // The same run with the encoder trained moves it.
+    let mut trained = opts.clone();
+    trained.freeze_text = false;
+    let work2 = tmp.path().join("work2");
+    train(&NanoConfig::tiny(), &trained, &work2, &tmp.path().join("m2"), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let parse_only = Store::load(&work.join("text_encoder.safetensors"), 0).unwrap();
+    let moved = Store::load(&work2.join("text_encoder.safetensors"), 0).unwrap();
+    let differs = parse_only.vars().iter().any(|(k, v)| {
+        let d = (v.as_tensor() - moved.vars()[k].as_tensor()).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        d > 0.0
+    });
+    assert!(differs, "training the text encoder in the diffusion phase changed nothing");
+}
+
+#[test]
+fn contradictory_text_options_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = TrainOptions::smoke();
+    opts.freeze_text = true;
+    let err = train(&NanoConfig::tiny(), &opts, &tmp.path().join("w"), &tmp.path().join("m"), &AtomicBool::new(false), &mut |_| {})
+        .err()
+        .expect("a parse loss on a frozen encoder is refused");
+    assert!(err.to_string().contains("freeze_text"), "{err}");
+    opts.parse_weight = 0.0;
+    opts.text_steps = 0;
+    let err = train(&NanoConfig::tiny(), &opts, &tmp.path().join("w"), &tmp.path().join("m"), &AtomicBool::new(false), &mut |_| {})
+        .err()
+        .expect("freezing random weights is refused");
+    assert!(err.to_string().contains("random weights"), "{err}");
+    assert!(!tmp.path().join("w").exists(), "nothing is written for refused options");
 }

@@ -1,0 +1,55 @@
+//! The committed plantain-nano (models/plantain-nano) still follows prompts: a fixed subset of
+//! the evaluation (`plantain eval nano`) through the engine, with floors under what the subset
+//! measured (the model card and BENCHMARKS.md have the full evaluation).
+
+use std::path::PathBuf;
+
+use plantain_engine::pipeline::{LoadOptions, ModelSource, Pipeline};
+use plantain_engine::runtime::RuntimeOptions;
+use plantain_nano::eval::{Accuracy, EvalOptions, evaluate};
+use plantain_world::Split;
+
+// Floors a few points under what this subset (24 held-out scenes, seed 0, 2 threads) measured
+// when the weights were committed, so that a change to the engine, the schedulers or the weights
+// that makes the model follow prompts worse fails here; a model that ignored the prompt would
+// get about one background and object colour in eleven right.
+const FLOOR_BACKGROUND: f64 = 80.0; // measured 91.7% (22/24)
+const FLOOR_COLOUR: f64 = 40.0; // 51.0% (25/49)
+const FLOOR_SHAPE: f64 = 5.0; // 12.2% (6/49)
+const FLOOR_POSITION: f64 = 30.0; // 40.8% (20/49)
+const FLOOR_COUNT: f64 = 20.0; // 33.3% (8/24)
+
+fn shipped() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/plantain-nano")
+}
+
+fn measure(pipeline: &Pipeline, split: Split) -> Accuracy {
+    // The model's own defaults (hub known-model table): 20 steps, guidance 2.
+    let opts = EvalOptions { scenes: 24, steps: 20, guidance: 2.0, guidance_rescale: 0.0, seed: 0, size: None };
+    evaluate(pipeline, split, &opts, &mut |_, _| {}).expect("generation works")
+}
+
+#[test]
+fn shipped_nano_follows_prompts_on_a_fixed_subset() {
+    let dir = shipped();
+    assert!(dir.join("model_index.json").is_file(), "{} is missing: the model ships in the repository", dir.display());
+    let opts = LoadOptions { runtime: RuntimeOptions { threads: 2, ..Default::default() }, ..Default::default() };
+    let pipeline = Pipeline::load(&ModelSource::Diffusers(dir), &opts).expect("the shipped model loads");
+    let held_out = measure(&pipeline, Split::HeldOut);
+    // (attribute, measured tally, floor in percent) — floors a few points under the measured subset.
+    let floors = [
+        ("background colour", held_out.background, FLOOR_BACKGROUND),
+        ("object colour", held_out.color, FLOOR_COLOUR),
+        ("shape", held_out.shape, FLOOR_SHAPE),
+        ("position", held_out.position, FLOOR_POSITION),
+        ("count", held_out.count, FLOOR_COUNT),
+    ];
+    let mut failures = Vec::new();
+    for (name, tally, floor) in floors {
+        eprintln!("{name}: {:.1}% ({}/{}), floor {floor}%", tally.percent(), tally.correct, tally.total);
+        if tally.percent() < floor {
+            failures.push(format!("{name} {:.1}% < {floor}%", tally.percent()));
+        }
+    }
+    assert!(failures.is_empty(), "held-out accuracy fell: {}", failures.join(", "));
+}
