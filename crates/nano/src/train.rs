@@ -469,7 +469,8 @@ pub fn train(
             opt.load(&paths.file("text-optimizer.safetensors"))?;
         }
         let mut smooth = state.text_loss;
-        let mut accuracy = 0.0;
+        // Only logged, not checkpointed: it starts afresh with each (resumed) process.
+        let mut accuracy: Option<f64> = None;
         while state.text_step < opts.text_steps {
             if cancel.load(Ordering::Relaxed) {
                 return Err(NanoError::Cancelled);
@@ -484,7 +485,7 @@ pub fn train(
             let norm = opt.step(&vars, &grads, lr, 1.0)?;
             let l = parsed.loss.to_scalar::<f32>()? as f64;
             smooth = if step == 0 { l } else { 0.98 * smooth + 0.02 * l };
-            accuracy = if step == 0 { parsed.background_accuracy } else { 0.98 * accuracy + 0.02 * parsed.background_accuracy };
+            accuracy = Some(accuracy.map_or(parsed.background_accuracy, |a| 0.98 * a + 0.02 * parsed.background_accuracy));
             state.text_step += 1;
             state.text_loss = smooth;
             state.seconds = seconds_before + started.elapsed().as_secs_f64();
@@ -497,7 +498,7 @@ pub fn train(
                 elapsed: Duration::from_secs_f64(state.seconds),
             });
             if state.text_step.is_multiple_of(opts.checkpoint_every) || state.text_step == opts.text_steps {
-                tracing::info!(step = state.text_step, loss = smooth, background_accuracy = accuracy, "text encoder parse");
+                tracing::info!(step = state.text_step, loss = smooth, background_accuracy = accuracy.unwrap_or(0.0), "text encoder parse");
                 text_store.save(&text_file)?;
                 head_store.save(&head_file)?;
                 opt.save(&paths.file("text-optimizer.safetensors"), &vars)?;
