@@ -172,7 +172,7 @@ pub struct EvalArgs {
 pub fn eval(cmd: EvalCommand) -> Result<()> {
     use plantain_engine::pipeline::{LoadOptions, ModelSource, Pipeline};
     use plantain_engine::runtime::RuntimeOptions;
-    use plantain_nano::eval::{EvalOptions, evaluate, markdown_table};
+    use plantain_nano::eval::{EvalOptions, evaluate, markdown_table, misses_table};
     use plantain_world::Split;
 
     let EvalCommand::Nano(a) = cmd;
@@ -202,7 +202,8 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
                 if let Err(e) = s.image.save(&path) {
                     eprintln!("warning: {}: {e}", path.display());
                 }
-                let _ = std::fs::write(path.with_extension("txt"), format!("{}\n{}\n", s.prompt, s.scene.to_json()));
+                let report = serde_json::to_string_pretty(&s.report).unwrap_or_default();
+                let _ = std::fs::write(path.with_extension("txt"), format!("{}\n{}\n{report}\n", s.prompt, s.scene.to_json()));
             }
         })?;
         bar.finish_and_clear();
@@ -220,6 +221,7 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
     );
     let table = markdown_table(&tables[0], &tables[1]);
     print!("{table}");
+    print!("\n{}", misses_table(&tables[0], &tables[1]));
     if a.write_card {
         let section = format!(
             "Measured by `plantain eval nano --scenes {} --steps {} --guidance {guidance} --guidance-rescale {} --seed {}`: one image per caption \

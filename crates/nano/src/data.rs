@@ -120,6 +120,37 @@ pub fn caption_batch(
     Ok((Tensor::from_vec(ids, (n, len), &Device::Cpu)?, eos, targets))
 }
 
+/// One `cw`x`ch` crop per picture, placed so that a pixel picked at random from the picture's
+/// object mask lies inside it at least a quarter of the crop from its left/top edge (so the
+/// object is mostly in view), corners on multiples of `f`. Pictures without objects get a random
+/// crop.
+pub fn object_crops(images: &Tensor, masks: &Tensor, (cw, ch): (u32, u32), f: u32, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    let (n, _, h, w) = images.dims4()?;
+    let (cw, ch) = (cw as usize, ch as usize);
+    let f = f.max(1) as usize;
+    let mask: Vec<f32> = masks.flatten_all()?.to_vec1()?;
+    let mut crops = Vec::with_capacity(n);
+    for i in 0..n {
+        let m = &mask[i * h * w..(i + 1) * h * w];
+        let on: Vec<usize> = m.iter().enumerate().filter(|(_, v)| **v > 0.5).map(|(k, _)| k).collect();
+        // Where the crop's corner may go: its last multiple of f still inside the picture.
+        let (max_x, max_y) = ((w - cw) / f * f, (h - ch) / f * f);
+        let (x0, y0) = if on.is_empty() {
+            (rng.random_range(0..=max_x / f) * f, rng.random_range(0..=max_y / f) * f)
+        } else {
+            let k = on[rng.random_range(0..on.len())];
+            let (ax, ay) = (k % w, k / w);
+            let place = |a: usize, side: usize, max: usize, rng: &mut ChaCha8Rng| {
+                let offset = rng.random_range(side / 4..=side - 1 - side / 4);
+                (a.saturating_sub(offset).min(max) / f) * f
+            };
+            (place(ax, cw, max_x, rng), place(ay, ch, max_y, rng))
+        };
+        crops.push(images.narrow(0, i, 1)?.narrow(3, x0, cw)?.narrow(2, y0, ch)?);
+    }
+    Tensor::cat(&crops, 0)?.contiguous()
+}
+
 /// Standard normal noise from a seeded generator (the trainer must be reproducible).
 pub fn gaussian(shape: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
     let n: usize = shape.iter().product();
@@ -212,6 +243,42 @@ mod mask_tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn object_crops_keep_objects_in_view() {
+        let tok = ClipTokenizer::embedded_default();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let b = batch(&tok, 16, (64, 64), 0.0, 77, &mut rng).unwrap();
+        let crops = object_crops(&b.images, &b.object_masks, (32, 32), 4, &mut rng).unwrap();
+        assert_eq!(crops.dims(), &[16, 3, 32, 32]);
+        // Every crop shows a real piece of the picture, and object pixels: with masks cropped
+        // the same way (same rng state) every crop holds some, where random quarters of these
+        // pictures often hold none.
+        let mut rng_a = ChaCha8Rng::seed_from_u64(9);
+        let mut rng_b = ChaCha8Rng::seed_from_u64(9);
+        let img_crops = object_crops(&b.images, &b.object_masks, (32, 32), 4, &mut rng_a).unwrap();
+        let mask_crops = object_crops(&b.object_masks, &b.object_masks, (32, 32), 4, &mut rng_b).unwrap();
+        let m: Vec<f32> = mask_crops.flatten_all().unwrap().to_vec1().unwrap();
+        for (i, c) in m.chunks(32 * 32).enumerate() {
+            let share = c.iter().sum::<f32>() / (32.0 * 32.0);
+            assert!(share > 0.02, "crop {i} shows only {share} object");
+        }
+        // The image crop is the picture at the same place: find it.
+        let px: Vec<f32> = b.images.flatten_all().unwrap().to_vec1().unwrap();
+        let cp: Vec<f32> = img_crops.flatten_all().unwrap().to_vec1().unwrap();
+        for i in 0..16 {
+            let found = (0..=32).step_by(4).any(|y0| {
+                (0..=32).step_by(4).any(|x0| {
+                    (0..3).all(|c| {
+                        (0..32).all(|y| {
+                            (0..32).all(|x| cp[i * 3072 + c * 1024 + y * 32 + x] == px[i * 3 * 4096 + c * 4096 + (y0 + y) * 64 + x0 + x])
+                        })
+                    })
+                })
+            });
+            assert!(found, "crop {i} is not an aligned window of its picture");
         }
     }
 }

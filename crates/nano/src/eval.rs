@@ -58,6 +58,24 @@ pub struct Accuracy {
     pub relations: Tally,
     /// Per image: every attribute right.
     pub all: Tally,
+    /// Where the misses come from (not part of [`Accuracy::rows`]).
+    pub misses: Misses,
+}
+
+/// A breakdown of the misses: objects never found (nothing matched them) versus found with a
+/// wrong attribute, and pictures with too many components (stray or split blobs) versus too few.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Misses {
+    /// Per object: some component was matched to it.
+    pub found: Tally,
+    /// Per found object: right colour / shape / cell.
+    pub color_if_found: Tally,
+    pub shape_if_found: Tally,
+    pub position_if_found: Tally,
+    /// Per image: more components than objects.
+    pub too_many: Tally,
+    /// Per image: fewer components than objects.
+    pub too_few: Tally,
 }
 
 impl Accuracy {
@@ -69,7 +87,15 @@ impl Accuracy {
             self.color.add(o.found && o.color);
             self.shape.add(o.found && o.shape);
             self.position.add(o.found && o.position);
+            self.misses.found.add(o.found);
+            if o.found {
+                self.misses.color_if_found.add(o.color);
+                self.misses.shape_if_found.add(o.shape);
+                self.misses.position_if_found.add(o.position);
+            }
         }
+        self.misses.too_many.add(report.components.len() > report.objects.len());
+        self.misses.too_few.add(report.components.len() < report.objects.len());
         for &r in &report.relations {
             self.relations.add(r);
         }
@@ -95,6 +121,8 @@ pub struct Sample {
     pub prompt: String,
     pub image: image::RgbImage,
     pub all_correct: bool,
+    /// The checker's verdict, with the components it found.
+    pub report: CheckReport,
 }
 
 /// Generates one image per scene of `split` and scores it. `on_sample` sees every result.
@@ -121,7 +149,7 @@ pub fn evaluate(
         let report = check(&scene, &generated.image);
         acc.record(&report);
         let all_correct = report.all_correct();
-        on_sample(i, &Sample { scene, prompt, image: generated.image, all_correct });
+        on_sample(i, &Sample { scene, prompt, image: generated.image, all_correct, report });
     }
     Ok(acc)
 }
@@ -130,6 +158,34 @@ pub fn evaluate(
 pub fn markdown_table(held_out: &Accuracy, train: &Accuracy) -> String {
     let mut s = String::from("| attribute | held-out combinations | training distribution |\n|---|---:|---:|\n");
     for ((name, h), (_, t)) in held_out.rows().iter().zip(train.rows().iter()) {
+        s.push_str(&format!(
+            "| {name} | {:.1}% ({}/{}) | {:.1}% ({}/{}) |\n",
+            h.percent(),
+            h.correct,
+            h.total,
+            t.percent(),
+            t.correct,
+            t.total
+        ));
+    }
+    s
+}
+
+/// A Markdown table of [`Misses`] for both splits.
+pub fn misses_table(held_out: &Accuracy, train: &Accuracy) -> String {
+    let rows = |a: &Accuracy| {
+        let m = &a.misses;
+        [
+            ("objects found", m.found),
+            ("colour right, of found objects", m.color_if_found),
+            ("shape right, of found objects", m.shape_if_found),
+            ("cell right, of found objects", m.position_if_found),
+            ("pictures with too many components", m.too_many),
+            ("pictures with too few components", m.too_few),
+        ]
+    };
+    let mut s = String::from("| where the misses come from | held-out combinations | training distribution |\n|---|---:|---:|\n");
+    for ((name, h), (_, t)) in rows(held_out).iter().zip(rows(train).iter()) {
         s.push_str(&format!(
             "| {name} | {:.1}% ({}/{}) | {:.1}% ({}/{}) |\n",
             h.percent(),
@@ -188,5 +244,28 @@ mod targets_tests {
         assert_eq!(targets_note(&acc), "**Below the project's held-out targets:** object colour 50% (target 90%).");
         acc.color = Tally { correct: 90, total: 100 };
         assert_eq!(targets_note(&acc), "Every held-out attribute meets the project's targets.");
+    }
+
+    #[test]
+    fn misses_separate_missing_objects_from_wrong_attributes() {
+        use plantain_world::{Background, ColorName, ObjectCheck};
+        let obj = |found, color| ObjectCheck { found, color, shape: found, position: found };
+        let report = CheckReport {
+            background: true,
+            count: false,
+            objects: vec![obj(true, false), obj(false, false)],
+            relations: vec![],
+            detected_background: Background::Solid(ColorName::Red),
+            components: vec![],
+            assignment: vec![Some(0), None],
+        };
+        let mut acc = Accuracy::default();
+        acc.record(&report);
+        let m = &acc.misses;
+        assert_eq!((m.found.correct, m.found.total), (1, 2));
+        assert_eq!((m.color_if_found.correct, m.color_if_found.total), (0, 1));
+        assert_eq!((m.shape_if_found.correct, m.shape_if_found.total), (1, 1));
+        assert_eq!((m.too_few.correct, m.too_many.correct), (1, 0));
+        assert!(misses_table(&acc, &acc).contains("| objects found | 50.0% (1/2) |"));
     }
 }

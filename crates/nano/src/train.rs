@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adamw::{AdamW, ema_update};
 use crate::config::{NanoConfig, alphas_cumprod};
-use crate::data::{batch, buckets, caption_batch, edge_weights, gaussian, pick_bucket};
+use crate::data::{batch, buckets, caption_batch, edge_weights, gaussian, object_crops, pick_bucket};
 use crate::export::{ExportInfo, export};
 use crate::nn::Store;
 use crate::parse::ParseHead;
@@ -37,6 +37,11 @@ pub struct TrainOptions {
     /// The autoencoder trains on random crops of at most this side (it is convolutional, and
     /// a quarter of the pixels is a quarter of the cost per image), 0 for whole canvases.
     pub vae_crop: u32,
+    /// Centre each autoencoder crop (per picture) near a random object pixel instead of at a
+    /// random place: a random quarter of a picture is mostly flat background, while the small
+    /// objects are what the autoencoder loses (BENCHMARKS.md: shapes come back as blobs).
+    #[serde(default)]
+    pub vae_object_crops: bool,
     pub steps: u64,
     pub batch: usize,
     pub lr: f64,
@@ -113,6 +118,7 @@ impl TrainOptions {
             vae_lr: 2e-3,
             vae_edge_weight: 2.0,
             vae_crop: 32,
+            vae_object_crops: true,
             steps: 2400,
             batch: 16,
             lr: 1e-3,
@@ -142,8 +148,8 @@ impl TrainOptions {
     }
 
     /// What the autoencoder phase depends on (its schedule shares the warm-up length).
-    fn autoencoder_part(&self) -> (u64, u64, usize, f64, f32, u32, u64) {
-        (self.seed, self.vae_steps, self.vae_batch, self.vae_lr, self.vae_edge_weight, self.vae_crop, self.warmup)
+    fn autoencoder_part(&self) -> (u64, u64, usize, f64, f32, u32, bool, u64) {
+        (self.seed, self.vae_steps, self.vae_batch, self.vae_lr, self.vae_edge_weight, self.vae_crop, self.vae_object_crops, self.warmup)
     }
 
     /// The earlier recipe (runs one to three in BENCHMARKS.md): ε-prediction on SD's schedule
@@ -173,6 +179,7 @@ impl TrainOptions {
             vae_lr: 1e-3,
             vae_edge_weight: 2.0,
             vae_crop: 0,
+            vae_object_crops: false,
             steps: 3,
             batch: 2,
             lr: 1e-3,
@@ -387,9 +394,13 @@ pub fn train(
                 // Sides stay multiples of the autoencoder's factor.
                 let f = cfg.vae.scale_factor() as u32;
                 let (cw, ch) = (opts.vae_crop.min(shape.0), opts.vae_crop.min(shape.1));
-                let x0 = rng.random_range(0..=(shape.0 - cw) / f) * f;
-                let y0 = rng.random_range(0..=(shape.1 - ch) / f) * f;
-                b.images.narrow(3, x0 as usize, cw as usize)?.narrow(2, y0 as usize, ch as usize)?.contiguous()?
+                if opts.vae_object_crops {
+                    object_crops(&b.images, &b.object_masks, (cw, ch), f, &mut rng)?
+                } else {
+                    let x0 = rng.random_range(0..=(shape.0 - cw) / f) * f;
+                    let y0 = rng.random_range(0..=(shape.1 - ch) / f) * f;
+                    b.images.narrow(3, x0 as usize, cw as usize)?.narrow(2, y0 as usize, ch as usize)?.contiguous()?
+                }
             } else {
                 b.images
             };
