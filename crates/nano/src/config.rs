@@ -67,10 +67,7 @@ impl NanoConfig {
     /// factor-4 autoencoder with 4 channels keeps small shapes as blobs for far longer than the
     /// CPU budget allows). Attention at 8x8 and 4x4 only: at 16x16 it took 40% of a training
     /// step (256-token self-attention with 8-wide heads), and 8x8 cells still resolve the
-    /// world's 3x3 positions. The 4x4 level has its own transformers (besides the mid block's):
-    /// there every cell's receptive field spans the picture, so it knows where it is (the
-    /// convolutions' zero padding is the UNet's only sense of position) and can place what the
-    /// prompt says where it says; at 16 tokens they cost next to nothing.
+    /// world's 3x3 positions.
     pub fn standard() -> Self {
         Self {
             text: TextConfig { vocab_size: 49408, hidden_size: 128, layers: 3, heads: 4, intermediate_size: 512, max_positions: 77 },
@@ -78,7 +75,7 @@ impl NanoConfig {
                 in_channels: 8,
                 out_channels: 8,
                 block_out_channels: vec![32, 64, 64],
-                attention: vec![false, true, true],
+                attention: vec![false, true, false],
                 layers_per_block: 1,
                 heads: 4,
                 cross_attention_dim: 128,
@@ -120,6 +117,17 @@ impl NanoConfig {
                 sample_size: 16,
             },
         }
+    }
+
+    /// The ninth run's UNet (BENCHMARKS.md): cross-attention transformers at the 4x4 level too
+    /// (besides the mid block's). There every cell's receptive field spans the picture, so it
+    /// knows where it is (the convolutions' zero padding is the UNet's only sense of position);
+    /// at 16 tokens they cost next to nothing.
+    pub fn with_attention_at_4x4(mut self) -> Self {
+        if let Some(last) = self.unet.attention.last_mut() {
+            *last = true;
+        }
+        self
     }
 
     /// Pixel side of the native square.

@@ -118,7 +118,7 @@ impl TrainOptions {
             vae_lr: 2e-3,
             vae_edge_weight: 2.0,
             vae_crop: 32,
-            vae_object_crops: true,
+            vae_object_crops: false,
             steps: 2400,
             batch: 16,
             lr: 1e-3,
