@@ -176,8 +176,18 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Rewrite the model folder's card (README.md) with this evaluation as its Evaluation section.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_truth")]
     pub write_card: bool,
+    /// Diagnostic: start each picture from the scene's own rendering noised to this strength
+    /// (0..=1, as image-to-image) instead of from pure noise, to see at which noise level the
+    /// model loses (or can no longer restore) an attribute.
+    #[arg(long, value_parser = parse_strength)]
+    pub from_truth: Option<f32>,
+}
+
+fn parse_strength(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) && v > 0.0 { Ok(v) } else { Err(format!("strength {v} is not in (0, 1]")) }
 }
 
 pub fn eval(cmd: EvalCommand) -> Result<()> {
@@ -193,8 +203,15 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
     let pipeline = Pipeline::load(&ModelSource::Diffusers(resolved.path.clone()), &opts)
         .with_context(|| format!("loading {}", resolved.path.display()))?;
     let guidance = a.guidance.unwrap_or(resolved.defaults.guidance);
-    let eval_opts =
-        EvalOptions { scenes: a.scenes, steps: a.steps, guidance, guidance_rescale: a.guidance_rescale, seed: a.seed, size: None };
+    let eval_opts = EvalOptions {
+        scenes: a.scenes,
+        steps: a.steps,
+        guidance,
+        guidance_rescale: a.guidance_rescale,
+        seed: a.seed,
+        size: None,
+        from_truth: a.from_truth,
+    };
     if let Some(dir) = &a.save {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -221,13 +238,14 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
         tables.push(acc);
     }
     println!(
-        "{} ({}), {} scenes per split, {} steps, guidance {guidance} (rescale {}), seed {}, {:.0}s:\n",
+        "{} ({}), {} scenes per split, {} steps, guidance {guidance} (rescale {}), seed {}{}, {:.0}s:\n",
         resolved.display_name,
         resolved.path.display(),
         a.scenes,
         a.steps,
         a.guidance_rescale,
         a.seed,
+        a.from_truth.map(|v| format!(", from the scenes' own renderings at strength {v}")).unwrap_or_default(),
         started.elapsed().as_secs_f64()
     );
     let table = markdown_table(&tables[0], &tables[1]);

@@ -5,7 +5,7 @@
 use std::ops::ControlFlow;
 
 use plantain_engine::pipeline::{GenerateRequest, Pipeline};
-use plantain_world::{CheckReport, Scene, Split, caption_plain, check, sample_scene};
+use plantain_world::{CheckReport, Scene, Split, caption_plain, check, render, sample_scene};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -22,6 +22,9 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Output size (the model's native square when `None`).
     pub size: Option<(u32, u32)>,
+    /// Diagnostic: start from the scene's own rendering noised to this image-to-image strength
+    /// instead of from pure noise.
+    pub from_truth: Option<f32>,
 }
 
 /// Correct / total for one attribute.
@@ -145,6 +148,10 @@ pub fn evaluate(
         req.guidance = opts.guidance;
         req.guidance_rescale = opts.guidance_rescale;
         req.seed = opts.seed.wrapping_add(i as u64);
+        if let Some(strength) = opts.from_truth {
+            req.init_image = Some(render(&scene, width, height));
+            req.strength = strength;
+        }
         let generated = pipeline.generate(&req, &mut |_| ControlFlow::Continue(()))?;
         let report = check(&scene, &generated.image);
         acc.record(&report);
