@@ -151,7 +151,7 @@ classifier-free guidance. Some attribute combinations are held out of training (
 ```
 plantain train nano --out models/plantain-nano --work nano-train --seed {seed}{flag}
 ```
-Candle autograd on the CPU. Autoencoder: {vsteps} steps of batch {vbatch} (AdamW, lr {vlr},
+Candle autograd on the CPU. Autoencoder: {vsteps} steps of batch {vbatch}, {crops} (AdamW, lr {vlr},
 L2 + ½·L1 reconstruction with {edge}x extra weight on edges, KL weight 1e-5). {text_phase}Then
 {diffused}: {steps} steps of batch {batch} (AdamW, lr {lr}, weight decay 0.01, {warmup} warm-up
 steps then cosine decay, {objective}, {dropout:.0}% empty captions, EMA {ema}); {mins:.0} minutes
@@ -188,24 +188,47 @@ Apache-2.0, like plantain. Trained only on procedurally generated images.
         mins = info.seconds / 60.0,
         vloss = info.vae_loss,
         loss = info.loss,
-        flag = recipe_flag(&info.options),
+        flag = recipe_flags(cfg, &info.options),
+        crops = crops_text(&info.options),
         text_phase = text_phase_text(&info.options),
         diffused = if info.options.freeze_text { "the UNet (text encoder frozen)" } else { "text encoder + UNet together" },
         objective = objective_text(&info.options),
     )
 }
 
-/// The `train nano` flag that selects a run's recipe.
-fn recipe_flag(o: &TrainOptions) -> &'static str {
-    let seeded = |r: TrainOptions| TrainOptions { seed: o.seed, ..r };
-    if *o == seeded(TrainOptions::standard()) {
-        ""
+/// The `train nano` flags that reproduce a run: its recipe, then the ninth run's switches.
+fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
+    let seeded = |r: TrainOptions| TrainOptions { seed: o.seed, vae_object_crops: o.vae_object_crops, ..r };
+    let recipe = if *o == seeded(TrainOptions::standard()) {
+        Some("")
     } else if *o == seeded(TrainOptions::epsilon()) {
-        " --epsilon"
+        Some(" --epsilon")
     } else if *o == seeded(TrainOptions::frozen_text()) {
-        " --frozen-text"
+        Some(" --frozen-text")
     } else {
-        "   # plus the non-default options in training.json"
+        None
+    };
+    let (standard, with_4x4) = (NanoConfig::standard(), NanoConfig::standard().with_attention_at_4x4());
+    let architecture = if *cfg == standard {
+        Some("")
+    } else if *cfg == with_4x4 {
+        Some(" --attention-4x4")
+    } else if *cfg == NanoConfig::tiny() {
+        Some(" --tiny")
+    } else {
+        None
+    };
+    match (recipe, architecture) {
+        (Some(r), Some(a)) => format!("{r}{}{a}", if o.vae_object_crops { " --object-crops" } else { "" }),
+        _ => "   # plus the non-default options and configuration in training.json".to_string(),
+    }
+}
+
+fn crops_text(o: &TrainOptions) -> String {
+    match (o.vae_crop, o.vae_object_crops) {
+        (0, _) => "whole canvases".to_string(),
+        (c, true) => format!("{c} px crops centred near an object"),
+        (c, false) => format!("random {c} px crops"),
     }
 }
 
@@ -251,4 +274,24 @@ fn objective_text(o: &TrainOptions) -> String {
 
 fn latent_scale_text(_cfg: &NanoConfig) -> &'static str {
     "in vae/config.json (`scaling_factor`)"
+}
+
+#[cfg(test)]
+mod card_tests {
+    use super::*;
+
+    #[test]
+    fn the_card_names_the_flags_that_reproduce_the_run() {
+        let standard = NanoConfig::standard();
+        let opts = TrainOptions { seed: 3, ..TrainOptions::standard() };
+        assert_eq!(recipe_flags(&standard, &opts), "");
+        let crops = TrainOptions { vae_object_crops: true, ..opts.clone() };
+        assert_eq!(recipe_flags(&standard.clone().with_attention_at_4x4(), &crops), " --object-crops --attention-4x4");
+        let frozen = TrainOptions { seed: 3, vae_object_crops: true, ..TrainOptions::frozen_text() };
+        assert_eq!(recipe_flags(&standard, &frozen), " --frozen-text --object-crops");
+        let odd = TrainOptions { lr: 5e-4, ..opts.clone() };
+        assert!(recipe_flags(&standard, &odd).contains("training.json"));
+        assert_eq!(crops_text(&crops), "32 px crops centred near an object");
+        assert_eq!(crops_text(&opts), "random 32 px crops");
+    }
 }
