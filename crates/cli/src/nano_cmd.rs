@@ -44,6 +44,10 @@ pub struct TrainArgs {
     /// measured in BENCHMARKS.md)
     #[arg(long)]
     pub object_crops: bool,
+    /// Share of each batch's timesteps drawn logit-normally (around the middle of the noise
+    /// schedule, where shapes are decided) instead of uniformly; 0..=1
+    #[arg(long)]
+    pub mid_noise_share: Option<f64>,
     /// The ninth run's UNet: cross-attention transformers at the 4x4 level too
     #[arg(long, conflicts_with = "tiny")]
     pub attention_4x4: bool,
@@ -83,6 +87,9 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         opts.batch = v;
     }
     opts.vae_object_crops |= a.object_crops;
+    if let Some(v) = a.mid_noise_share {
+        opts.mid_noise_share = v;
+    }
     opts.checkpoint_every = opts.checkpoint_every.min(opts.steps.max(1)).min(opts.vae_steps.max(1));
     eprintln!(
         "training plantain-nano ({} px native): {} autoencoder steps x {}, {} text-parse steps x {}, {} diffusion steps x {}, seed {}; checkpoints in {}",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::{NanoConfig, model_index_json, scheduler_json, text_encoder_json, unet_json, vae_json};
-use crate::train::TrainOptions;
+use crate::train::{HIGH_NOISE_FROM, TrainOptions};
 use crate::{NanoError, Result};
 
 /// Facts about the run that the model card reports (kept in the folder's `training.json`).
@@ -198,7 +198,8 @@ Apache-2.0, like plantain. Trained only on procedurally generated images.
 
 /// The `train nano` flags that reproduce a run: its recipe, then the ninth run's switches.
 fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
-    let seeded = |r: TrainOptions| TrainOptions { seed: o.seed, vae_object_crops: o.vae_object_crops, ..r };
+    let seeded =
+        |r: TrainOptions| TrainOptions { seed: o.seed, vae_object_crops: o.vae_object_crops, mid_noise_share: o.mid_noise_share, ..r };
     let recipe = if *o == seeded(TrainOptions::standard()) {
         Some("")
     } else if *o == seeded(TrainOptions::epsilon()) {
@@ -219,7 +220,11 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
         None
     };
     match (recipe, architecture) {
-        (Some(r), Some(a)) => format!("{r}{}{a}", if o.vae_object_crops { " --object-crops" } else { "" }),
+        (Some(r), Some(a)) => {
+            let crops = if o.vae_object_crops { " --object-crops" } else { "" };
+            let mid = if o.mid_noise_share > 0.0 { format!(" --mid-noise-share {}", o.mid_noise_share) } else { String::new() };
+            format!("{r}{crops}{mid}{a}")
+        }
         _ => "   # plus the non-default options and configuration in training.json".to_string(),
     }
 }
@@ -263,6 +268,12 @@ fn objective_text(o: &TrainOptions) -> String {
     } else {
         "SD's scaled-linear schedule".to_string()
     });
+    if o.mid_noise_share > 0.0 {
+        parts.push(format!("{:.0}% of timesteps drawn logit-normally (the rest uniformly)", o.mid_noise_share * 100.0));
+    }
+    if o.high_noise_share > 0.0 {
+        parts.push(format!("{:.0}% of timesteps drawn from t ≥ {HIGH_NOISE_FROM}", o.high_noise_share * 100.0));
+    }
     if o.object_weight > 0.0 {
         parts.push(format!("latent cells weighted 1 + {} x their object share", o.object_weight));
     }
@@ -289,6 +300,8 @@ mod card_tests {
         assert_eq!(recipe_flags(&standard.clone().with_attention_at_4x4(), &crops), " --object-crops --attention-4x4");
         let frozen = TrainOptions { seed: 3, vae_object_crops: true, ..TrainOptions::frozen_text() };
         assert_eq!(recipe_flags(&standard, &frozen), " --frozen-text --object-crops");
+        let mid = TrainOptions { mid_noise_share: 0.5, ..crops.clone() };
+        assert_eq!(recipe_flags(&standard, &mid), " --object-crops --mid-noise-share 0.5");
         let odd = TrainOptions { lr: 5e-4, ..opts.clone() };
         assert!(recipe_flags(&standard, &odd).contains("training.json"));
         assert_eq!(crops_text(&crops), "32 px crops centred near an object");

@@ -64,6 +64,12 @@ pub struct TrainOptions {
     /// to go on, and sampling decides colours and layout in those first steps.
     #[serde(default)]
     pub high_noise_share: f64,
+    /// Share of each batch's timesteps drawn logit-normally (most of them between t ≈ 270 and
+    /// 730) instead of uniformly: with the model given the layout and colours at t = 500 it still
+    /// drew a fifth of the shapes, and the loss weighs those noise levels a fifth to a ninth of
+    /// low noise.
+    #[serde(default)]
+    pub mid_noise_share: f64,
     /// With v-prediction, the loss weighs the x0 error by min(snr + floor, 5): the floor keeps
     /// the noisiest steps (where only the prompt says what the picture is) in play. At 1 they
     /// weigh as much as a clean picture's fine detail, and measured, the detail then suffers.
@@ -104,6 +110,20 @@ fn default_x0_weight_floor() -> f64 {
     1.0
 }
 
+/// One training timestep in `0..len`: uniform, or from the options' high- or middle-noise
+/// share. No random number is drawn for a share of 0, so older runs replay exactly.
+fn draw_timestep(opts: &TrainOptions, len: usize, rng: &mut ChaCha8Rng) -> usize {
+    if opts.mid_noise_share > 0.0 && rng.random_bool(opts.mid_noise_share) {
+        // Logit-normal(0, 1) over the schedule (as SD3 samples its timesteps): most mass in
+        // the middle, where a picture's shapes are decided (BENCHMARKS.md, --from-truth).
+        let z: f64 = rng.sample(rand_distr::StandardNormal);
+        let u = 1.0 / (1.0 + (-z).exp());
+        return ((u * len as f64) as usize).min(len - 1);
+    }
+    let high = opts.high_noise_share > 0.0 && rng.random_bool(opts.high_noise_share);
+    rng.random_range(if high { HIGH_NOISE_FROM } else { 0 }..len)
+}
+
 /// Where [`TrainOptions::high_noise_share`]'s timesteps start.
 pub const HIGH_NOISE_FROM: usize = 750;
 
@@ -131,6 +151,7 @@ impl TrainOptions {
             v_prediction: true,
             zero_terminal_snr: true,
             high_noise_share: 0.0,
+            mid_noise_share: 0.0,
             x0_weight_floor: 0.25,
             object_weight: 8.0,
             text_steps: 1500,
@@ -161,6 +182,7 @@ impl TrainOptions {
             v_prediction: false,
             zero_terminal_snr: false,
             high_noise_share: 0.0,
+            mid_noise_share: 0.0,
             x0_weight_floor: 1.0,
             object_weight: 0.0,
             text_steps: 0,
@@ -191,6 +213,7 @@ impl TrainOptions {
             v_prediction: true,
             zero_terminal_snr: true,
             high_noise_share: 0.5,
+            mid_noise_share: 0.0,
             x0_weight_floor: 0.25,
             object_weight: 8.0,
             text_steps: 3,
@@ -334,6 +357,9 @@ pub fn train(
     }
     if opts.freeze_text && opts.text_steps == 0 {
         return Err(NanoError::Options("freezing the text encoder without a parse phase would freeze random weights".into()));
+    }
+    if !(0.0..=1.0).contains(&opts.mid_noise_share) {
+        return Err(NanoError::Options(format!("mid_noise_share {} is not a share in [0, 1]", opts.mid_noise_share)));
     }
     if !(0.0..=1.0).contains(&opts.high_noise_share) {
         return Err(NanoError::Options(format!("high_noise_share {} is not a share in [0, 1]", opts.high_noise_share)));
@@ -556,12 +582,7 @@ pub fn train(
         let z = (z * latent_scale as f64)?.detach();
         timing.encode += mark.elapsed();
         let n = opts.batch;
-        let ts: Vec<usize> = (0..n)
-            .map(|_| {
-                let high = opts.high_noise_share > 0.0 && rng.random_bool(opts.high_noise_share);
-                rng.random_range(if high { HIGH_NOISE_FROM } else { 0 }..alphas.len())
-            })
-            .collect();
+        let ts: Vec<usize> = (0..n).map(|_| draw_timestep(opts, alphas.len(), &mut rng)).collect();
         // Offset noise (a shared per-channel shift): lets the model move a picture's mean
         // colour, which plain noise schedules barely train, and flat backgrounds need.
         let dims = z.dims().to_vec();
@@ -658,4 +679,41 @@ pub fn train(
     let info = ExportInfo { options: opts.clone(), vae_loss: state.vae_loss, loss: state.loss, seconds: state.seconds, params };
     export(out, cfg, &pick(&text_store), &pick(&unet_store), &vae_weights, latent_scale, &info, DType::F16)?;
     Ok(Summary { vae_loss: state.vae_loss, loss: state.loss, latent_scale, seconds: state.seconds, params })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn histogram(opts: &TrainOptions) -> (f64, f64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let ts: Vec<usize> = (0..20_000).map(|_| draw_timestep(opts, 1000, &mut rng)).collect();
+        let middle = ts.iter().filter(|&&t| (350..650).contains(&t)).count() as f64 / ts.len() as f64;
+        let low = ts.iter().filter(|&&t| t < 100).count() as f64 / ts.len() as f64;
+        (middle, low)
+    }
+
+    #[test]
+    fn a_middle_noise_share_moves_timesteps_to_the_middle() {
+        let uniform = TrainOptions::standard();
+        let (middle, low) = histogram(&uniform);
+        assert!((middle - 0.30).abs() < 0.02 && (low - 0.10).abs() < 0.01, "uniform: {middle} {low}");
+        let all_middle = TrainOptions { mid_noise_share: 1.0, ..TrainOptions::standard() };
+        let (middle, low) = histogram(&all_middle);
+        // Logit-normal(0, 1): P(0.35 < u < 0.65) ≈ 0.46, P(u < 0.1) ≈ 0.014.
+        assert!((middle - 0.46).abs() < 0.02 && low < 0.03, "logit-normal: {middle} {low}");
+        let half = TrainOptions { mid_noise_share: 0.5, ..TrainOptions::standard() };
+        let (middle, _) = histogram(&half);
+        assert!((middle - 0.38).abs() < 0.02, "half and half: {middle}");
+    }
+
+    #[test]
+    fn without_a_middle_share_the_timesteps_replay_as_before() {
+        // The draw the trainer made before the option existed.
+        let opts = TrainOptions::standard();
+        let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(7), ChaCha8Rng::seed_from_u64(7));
+        for _ in 0..1000 {
+            assert_eq!(draw_timestep(&opts, 1000, &mut a), b.random_range(0..1000));
+        }
+    }
 }
