@@ -194,7 +194,7 @@ pub struct EvalArgs {
 
 fn parse_strength(s: &str) -> std::result::Result<f32, String> {
     let v: f32 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if (0.0..=1.0).contains(&v) && v > 0.0 { Ok(v) } else { Err(format!("strength {v} is not in (0, 1]")) }
+    if v > 0.0 && v <= 1.0 { Ok(v) } else { Err(format!("strength {v} is not in (0, 1]")) }
 }
 
 pub fn eval(cmd: EvalCommand) -> Result<()> {

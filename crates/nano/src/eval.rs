@@ -81,6 +81,19 @@ pub struct Misses {
     pub too_few: Tally,
 }
 
+impl Misses {
+    pub fn rows(&self) -> [(&'static str, Tally); 6] {
+        [
+            ("objects found", self.found),
+            ("colour right, of found objects", self.color_if_found),
+            ("shape right, of found objects", self.shape_if_found),
+            ("cell right, of found objects", self.position_if_found),
+            ("pictures with too many components", self.too_many),
+            ("pictures with too few components", self.too_few),
+        ]
+    }
+}
+
 impl Accuracy {
     /// Adds one image's checker report to the tallies.
     pub fn record(&mut self, report: &CheckReport) {
@@ -163,36 +176,18 @@ pub fn evaluate(
 
 /// A Markdown table of both splits.
 pub fn markdown_table(held_out: &Accuracy, train: &Accuracy) -> String {
-    let mut s = String::from("| attribute | held-out combinations | training distribution |\n|---|---:|---:|\n");
-    for ((name, h), (_, t)) in held_out.rows().iter().zip(train.rows().iter()) {
-        s.push_str(&format!(
-            "| {name} | {:.1}% ({}/{}) | {:.1}% ({}/{}) |\n",
-            h.percent(),
-            h.correct,
-            h.total,
-            t.percent(),
-            t.correct,
-            t.total
-        ));
-    }
-    s
+    two_split_table("attribute", &held_out.rows(), &train.rows())
 }
 
 /// A Markdown table of [`Misses`] for both splits.
 pub fn misses_table(held_out: &Accuracy, train: &Accuracy) -> String {
-    let rows = |a: &Accuracy| {
-        let m = &a.misses;
-        [
-            ("objects found", m.found),
-            ("colour right, of found objects", m.color_if_found),
-            ("shape right, of found objects", m.shape_if_found),
-            ("cell right, of found objects", m.position_if_found),
-            ("pictures with too many components", m.too_many),
-            ("pictures with too few components", m.too_few),
-        ]
-    };
-    let mut s = String::from("| where the misses come from | held-out combinations | training distribution |\n|---|---:|---:|\n");
-    for ((name, h), (_, t)) in rows(held_out).iter().zip(rows(train).iter()) {
+    two_split_table("where the misses come from", &held_out.misses.rows(), &train.misses.rows())
+}
+
+/// One row per named tally, held-out beside training.
+fn two_split_table(header: &str, held_out: &[(&str, Tally)], train: &[(&str, Tally)]) -> String {
+    let mut s = format!("| {header} | held-out combinations | training distribution |\n|---|---:|---:|\n");
+    for ((name, h), (_, t)) in held_out.iter().zip(train) {
         s.push_str(&format!(
             "| {name} | {:.1}% ({}/{}) | {:.1}% ({}/{}) |\n",
             h.percent(),
