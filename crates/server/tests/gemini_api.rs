@@ -336,16 +336,20 @@ async fn system_instruction_goes_ahead_of_the_prompt() {
     assert_eq!(prompt_hash(&b2), sha("in watercolour. a cat"));
     let tokens = |r: &Value| r["usageMetadata"]["promptTokenCount"].as_u64().unwrap();
     assert!(tokens(&b) > tokens(&a), "{} vs {}", tokens(&b), tokens(&a));
-    // Same seed, different prompt → the engine drew something else. Compared by mean pixel
-    // difference: each output carries its own watermark payload and manifest, so two runs of
-    // the same prompt differ a little, never byte for byte.
-    let pixels = |r: &Value| {
+    // Same seed, different prompt → the engine drew something else. Each output carries its
+    // own watermark payload and manifest, so two runs of the same prompt differ a little, never
+    // byte for byte. Compared as 16x16 block means, where the watermark partly averages out:
+    // measured, the same prompt differs by 0.1-0.2 and the other by about 0.9 (a ratio of 4-7
+    // with this random-weight model), so the bound leaves room for load and still fails when
+    // the system instruction never reaches the engine (ratio about 1).
+    let blocks = |r: &Value| {
         let bytes = B64.decode(image_parts(r)[0]["inlineData"]["data"].as_str().unwrap()).unwrap();
-        image::load_from_memory(&bytes).unwrap().to_rgb8().into_raw()
+        let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        image::imageops::resize(&img, 16, 16, image::imageops::FilterType::Triangle).into_raw()
     };
     let mad = |x: &[u8], y: &[u8]| x.iter().zip(y).map(|(p, q)| f64::from(p.abs_diff(*q))).sum::<f64>() / x.len() as f64;
-    let (same, other) = (mad(&pixels(&b), &pixels(&b2)), mad(&pixels(&a), &pixels(&b)));
-    assert!(other > 4.0 * same + 1.0, "same prompt differs by {same:.2}, another prompt by {other:.2}");
+    let (same, other) = (mad(&blocks(&b), &blocks(&b2)), mad(&blocks(&a), &blocks(&b)));
+    assert!(other > 2.0 * same, "same prompt differs by {same:.2}, another prompt by {other:.2}");
 
     // countTokens of a generateContentRequest counts the system instruction too.
     let (_, n1) = c.post("/v1beta/models/tiny:countTokens", &json!({"generateContentRequest": plain})).await;
