@@ -266,8 +266,7 @@ impl UNet {
                 x = l.forward(&Tensor::cat(&[&x, &skip], 1)?, &temb, ctx)?;
             }
             if let Some(u) = sampler {
-                let (_, _, h, w) = x.dims4()?;
-                x = u.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?;
+                x = u.forward(&crate::nn::upsample_nearest_2x(&x)?)?;
             }
         }
         self.conv_out.forward(&self.norm_out.forward_silu(&x)?)

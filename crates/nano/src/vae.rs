@@ -197,8 +197,7 @@ impl Vae {
                 x = r.forward(&x)?;
             }
             if let Some(u) = up {
-                let (_, _, h, w) = x.dims4()?;
-                x = u.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?;
+                x = u.forward(&crate::nn::upsample_nearest_2x(&x)?)?;
             }
         }
         self.dec_out.forward(&self.dec_norm.forward_silu(&x)?)
