@@ -1,0 +1,91 @@
+//! How far apart, in the autoencoder's latent space, are two scenes that differ in one
+//! attribute of one object? The diffusion loss is a squared error on these latents, so a
+//! difference the latents barely show is one the UNet is barely taught. For single-object
+//! training scenes it changes the object's shape, colour or cell and prints the mean squared
+//! difference of the (scaled) latents and of the pixels, over the whole picture.
+//!
+//!     cargo run --release -p plantain-nano --example latent_gaps -- WORK/vae.safetensors LATENT_SCALE [scenes]
+use candle_core::{Device, Tensor};
+use plantain_nano::NanoConfig;
+use plantain_nano::nn::Store;
+use plantain_world::{ColorName, HPos, Scene, Shape, Split, render, sample_scene};
+use rand::{Rng, SeedableRng};
+
+fn pixels(scene: &Scene) -> Vec<f32> {
+    let img = render(scene, 64, 64);
+    let mut px = Vec::with_capacity(3 * 64 * 64);
+    for c in 0..3 {
+        px.extend(img.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
+    }
+    px
+}
+
+fn mse(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum::<f64>() / a.len() as f64
+}
+
+fn main() -> plantain_nano::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().expect("usage: latent_gaps VAE.safetensors LATENT_SCALE [scenes]");
+    let scale: f32 = args.next().and_then(|a| a.parse().ok()).expect("the latent scale (state.json's latent_scale)");
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let cfg = NanoConfig::standard();
+    let mut store = Store::load(std::path::Path::new(&path), 0)?;
+    let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae)?;
+    let latent = |px: &[f32]| -> plantain_nano::Result<Vec<f32>> {
+        let x = Tensor::from_vec(px.to_vec(), (1, 3, 64, 64), &Device::Cpu)?;
+        let (mean, _) = vae.encode(&x)?;
+        Ok((mean * f64::from(scale))?.flatten_all()?.to_vec1()?)
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    // (latent gap, pixel gap) sums per changed attribute.
+    let names = ["shape", "colour", "cell (column)"];
+    let mut sums = [(0f64, 0f64); 3];
+    let mut done = 0;
+    while done < n {
+        let scene = sample_scene(&mut rng, Split::Train);
+        if scene.objects.len() != 1 {
+            continue;
+        }
+        let base_px = pixels(&scene);
+        let base = latent(&base_px)?;
+        let o = scene.objects[0];
+        let other_shape = loop {
+            let s = Shape::ALL[rng.random_range(0..Shape::ALL.len())];
+            if s != o.shape {
+                break s;
+            }
+        };
+        let other_color = loop {
+            let c = ColorName::ALL[rng.random_range(0..ColorName::ALL.len())];
+            if c != o.color && plantain_world::sample::color_fits_background(c, scene.background, o.v) {
+                break c;
+            }
+        };
+        let other_h = loop {
+            let h = HPos::ALL[rng.random_range(0..HPos::ALL.len())];
+            if h != o.h {
+                break h;
+            }
+        };
+        let variants = [
+            plantain_world::Object { shape: other_shape, ..o },
+            plantain_world::Object { color: other_color, ..o },
+            plantain_world::Object { h: other_h, ..o },
+        ];
+        for (k, v) in variants.iter().enumerate() {
+            let changed = Scene { objects: vec![*v], ..scene.clone() };
+            let px = pixels(&changed);
+            sums[k].0 += mse(&base, &latent(&px)?);
+            sums[k].1 += mse(&base_px, &px);
+        }
+        done += 1;
+    }
+    println!("{n} single-object training scenes, one attribute changed; mean squared difference over the whole picture:");
+    println!("| changed | scaled latents | pixels ([-1, 1]) |");
+    println!("|---|---:|---:|");
+    for (k, name) in names.iter().enumerate() {
+        println!("| {name} | {:.5} | {:.5} |", sums[k].0 / n as f64, sums[k].1 / n as f64);
+    }
+    Ok(())
+}
