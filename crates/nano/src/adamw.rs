@@ -2,7 +2,7 @@
 //!
 //! The update runs in place, one pass over each parameter: composed tensor ops took a dozen
 //! full passes and allocations per parameter, which cost more than the networks' own
-//! backward pass at plantain-nano's size (8.7 M parameters, most of them the token table).
+//! backward pass at plantain-nano's size (9.0 M parameters, most of them the token table).
 
 use std::collections::BTreeMap;
 use std::path::Path;
