@@ -48,11 +48,6 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Train(_)) && std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let threads = plantain_nano::candle_threads();
-        // SAFETY: at start-up, before any thread exists (training starts its pools later).
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
-    }
     if !matches!(cli.command, Command::Serve(_)) {
         quiet_on_closed_pipe();
     }

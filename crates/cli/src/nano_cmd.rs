@@ -65,6 +65,12 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         // its pool starts, on the first tensor op.
         unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "50") };
     }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // Unless this is set, candle works its thread count out again (reading /proc/cpuinfo)
+        // on every matrix product: 6% of a training step by perf. Fix its own answer once.
+        // SAFETY: as above, before any thread or pool exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", plantain_nano::candle_threads().to_string()) };
+    }
     let mut cfg = if a.tiny { NanoConfig::tiny() } else { NanoConfig::standard() };
     if a.attention_4x4 {
         cfg = cfg.with_attention_at_4x4();

@@ -47,7 +47,7 @@ pub type Result<T> = std::result::Result<T, NanoError>;
 
 /// The thread count candle's CPU kernels use: `RAYON_NUM_THREADS`, else the physical cores it
 /// finds. Unless that variable is set, candle works this out again (reading `/proc/cpuinfo`) on
-/// every matrix product — 6% of a training step by perf — so the CLI sets it once from this.
+/// every matrix product — 6% of a training step by perf — so `plantain train` sets it once from this.
 pub fn candle_threads() -> usize {
     candle_core::utils::get_num_threads()
 }
