@@ -45,12 +45,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub object_crops: bool,
     /// Share of each batch's timesteps drawn logit-normally (around the middle of the noise
-    /// schedule, where shapes are decided) instead of uniformly; 0..=1
+    /// schedule, where shapes are decided) instead of uniformly; 0..=1 (default: the recipe's,
+    /// 0.5; 0 for --epsilon)
     #[arg(long)]
     pub mid_noise_share: Option<f64>,
-    /// The ninth run's UNet: cross-attention transformers at the 4x4 level too
-    #[arg(long, conflicts_with = "tiny")]
-    pub attention_4x4: bool,
+    /// Loss weight on latent cells by their object share: 1 + K x share (default: the
+    /// recipe's, 8)
+    #[arg(long)]
+    pub object_weight: Option<f64>,
+    /// Further loss weight on latent cells that object outlines cross: + W x their share of a
+    /// 2 px band along the outlines (default 0: none)
+    #[arg(long)]
+    pub outline_weight: Option<f64>,
+    /// Latent sides of the UNet levels with cross-attention transformers, e.g. `8` for the
+    /// eighth run's UNet or `16,8,4` (default: the recipe's, 8 and 4)
+    #[arg(long, value_delimiter = ',', conflicts_with = "tiny")]
+    pub attention: Option<Vec<usize>>,
     /// Use the tiny test architecture (seconds, for trying the command out).
     #[arg(long)]
     pub tiny: bool,
@@ -72,8 +82,8 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         unsafe { std::env::set_var("RAYON_NUM_THREADS", plantain_nano::candle_threads().to_string()) };
     }
     let mut cfg = if a.tiny { NanoConfig::tiny() } else { NanoConfig::standard() };
-    if a.attention_4x4 {
-        cfg = cfg.with_attention_at_4x4();
+    if let Some(sides) = &a.attention {
+        cfg = cfg.with_attention_at(sides).map_err(anyhow::Error::msg).context("--attention")?;
     }
     let mut opts = if a.epsilon {
         TrainOptions::epsilon()
@@ -95,6 +105,12 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     opts.vae_object_crops |= a.object_crops;
     if let Some(v) = a.mid_noise_share {
         opts.mid_noise_share = v;
+    }
+    if let Some(v) = a.object_weight {
+        opts.object_weight = v;
+    }
+    if let Some(v) = a.outline_weight {
+        opts.outline_weight = v;
     }
     opts.checkpoint_every = opts.checkpoint_every.min(opts.steps.max(1)).min(opts.vae_steps.max(1));
     eprintln!(

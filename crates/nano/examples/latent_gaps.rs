@@ -32,6 +32,29 @@ fn main() -> plantain_nano::Result<()> {
     let cfg = NanoConfig::standard();
     let mut store = Store::load(std::path::Path::new(&path), 0)?;
     let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae)?;
+    // Loss weights as the trainer puts them on the base scene's cells: none, the object
+    // weight alone, and with outline weights on top.
+    let weightings = [(0.0, 0.0), (8.0, 0.0), (0.0, 16.0), (0.0, 32.0), (4.0, 32.0), (8.0, 32.0), (8.0, 64.0)];
+    let weights_of = |scene: &Scene| -> plantain_nano::Result<Vec<Vec<f32>>> {
+        let img = render(scene, 64, 64);
+        let bare = render(&Scene { objects: Vec::new(), relations: Vec::new(), ..scene.clone() }, 64, 64);
+        let mask: Vec<f32> = img
+            .pixels()
+            .zip(bare.pixels())
+            .map(|(a, b)| if a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 8) { 1.0 } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, (1, 1, 64, 64), &Device::Cpu)?;
+        let f = cfg.vae.scale_factor();
+        weightings
+            .iter()
+            .map(|&(object, outline)| Ok(plantain_nano::train::cell_weights(&mask, f, object, outline)?.flatten_all()?.to_vec1()?))
+            .collect()
+    };
+    // Mean over channels and cells of weight x squared difference.
+    let weighted = |w: &[f32], a: &[f32], b: &[f32]| -> f64 {
+        let cells = w.len();
+        a.iter().zip(b).enumerate().map(|(i, (x, y))| f64::from(w[i % cells]) * f64::from(x - y).powi(2)).sum::<f64>() / a.len() as f64
+    };
     let latent = |px: &[f32]| -> plantain_nano::Result<Vec<f32>> {
         let x = Tensor::from_vec(px.to_vec(), (1, 3, 64, 64), &Device::Cpu)?;
         let (mean, _) = vae.encode(&x)?;
@@ -41,6 +64,7 @@ fn main() -> plantain_nano::Result<()> {
     // (latent gap, pixel gap) sums per changed attribute.
     let names = ["shape", "colour", "cell (column)"];
     let mut sums = [(0f64, 0f64); 3];
+    let mut weighted_sums = [[0f64; 7]; 3];
     let mut done = 0;
     while done < n {
         let scene = sample_scene(&mut rng, Split::Train);
@@ -49,6 +73,7 @@ fn main() -> plantain_nano::Result<()> {
         }
         let base_px = pixels(&scene);
         let base = latent(&base_px)?;
+        let base_weights = weights_of(&scene)?;
         let o = scene.objects[0];
         let other_shape = loop {
             let s = Shape::ALL[rng.random_range(0..Shape::ALL.len())];
@@ -76,7 +101,11 @@ fn main() -> plantain_nano::Result<()> {
         for (k, v) in variants.iter().enumerate() {
             let changed = Scene { objects: vec![*v], ..scene.clone() };
             let px = pixels(&changed);
-            sums[k].0 += mse(&base, &latent(&px)?);
+            let changed_latent = latent(&px)?;
+            sums[k].0 += mse(&base, &changed_latent);
+            for (j, w) in base_weights.iter().enumerate() {
+                weighted_sums[k][j] += weighted(w, &base, &changed_latent);
+            }
             sums[k].1 += mse(&base_px, &px);
         }
         done += 1;
@@ -87,5 +116,16 @@ fn main() -> plantain_nano::Result<()> {
     for (k, name) in names.iter().enumerate() {
         println!("| {name} | {:.5} | {:.5} |", sums[k].0 / n as f64, sums[k].1 / n as f64);
     }
+    println!();
+    println!("The same latent differences under the diffusion loss's cell weights (object weight k, outline weight e):");
+    let heads: Vec<String> = weightings.iter().map(|(k, e)| format!("k {k}, e {e}")).collect();
+    println!("| changed | {} |", heads.join(" | "));
+    println!("|---|{}", "---:|".repeat(weightings.len()));
+    for (k, name) in names.iter().enumerate() {
+        let cells: Vec<String> = weighted_sums[k].iter().map(|v| format!("{:.4}", v / n as f64)).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    let ratios: Vec<String> = (0..weightings.len()).map(|j| format!("{:.2}", weighted_sums[0][j] / weighted_sums[1][j])).collect();
+    println!("| shape / colour | {} |", ratios.join(" | "));
     Ok(())
 }

@@ -6,8 +6,13 @@ use plantain_nano::NanoConfig;
 use plantain_nano::nn::Store;
 
 fn main() -> plantain_nano::Result<()> {
-    let cfg = NanoConfig::standard();
+    // Usage: step_time [BATCH] [ATTENTION_SIDES, e.g. 16,8,4]
     let batch: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(16);
+    let mut cfg = NanoConfig::standard();
+    if let Some(sides) = std::env::args().nth(2) {
+        let sides: Vec<usize> = sides.split(',').map(|s| s.parse().expect("attention sides: numbers like 16,8,4")).collect();
+        cfg = cfg.with_attention_at(&sides).map_err(plantain_nano::NanoError::Options)?;
+    }
     let mut s = Store::new(0);
     let vae = plantain_nano::vae::Vae::new(&mut s, &cfg.vae)?;
     let x = Tensor::randn(0f32, 1.0, (batch, 3, 64, 64), &Device::Cpu)?;

@@ -65,9 +65,11 @@ pub struct NanoConfig {
 impl NanoConfig {
     /// The shipped model: 64 px native, latents 16x16x8 (8 channels rather than SD's 4: a
     /// factor-4 autoencoder with 4 channels keeps small shapes as blobs for far longer than the
-    /// CPU budget allows). Attention at 8x8 and 4x4 only: at 16x16 it took 40% of a training
-    /// step (256-token self-attention with 8-wide heads), and 8x8 cells still resolve the
-    /// world's 3x3 positions.
+    /// CPU budget allows). Cross-attention transformers at 8x8 and 4x4 (the eleventh run; the
+    /// eighth had them at 8x8 only): at 4x4 every cell's receptive field spans the picture, so
+    /// it knows where it is (the convolutions' zero padding is the UNet's only sense of
+    /// position), and 16 tokens cost next to nothing; at 16x16 they took 40% of a training step
+    /// (256-token self-attention with 8-wide heads).
     pub fn standard() -> Self {
         Self {
             text: TextConfig { vocab_size: 49408, hidden_size: 128, layers: 3, heads: 4, intermediate_size: 512, max_positions: 77 },
@@ -75,7 +77,7 @@ impl NanoConfig {
                 in_channels: 8,
                 out_channels: 8,
                 block_out_channels: vec![32, 64, 64],
-                attention: vec![false, true, false],
+                attention: vec![false, true, true],
                 layers_per_block: 1,
                 heads: 4,
                 cross_attention_dim: 128,
@@ -119,15 +121,25 @@ impl NanoConfig {
         }
     }
 
-    /// The ninth run's UNet (BENCHMARKS.md): cross-attention transformers at the 4x4 level too
-    /// (besides the mid block's). There every cell's receptive field spans the picture, so it
-    /// knows where it is (the convolutions' zero padding is the UNet's only sense of position);
-    /// at 16 tokens they cost next to nothing.
-    pub fn with_attention_at_4x4(mut self) -> Self {
-        if let Some(last) = self.unet.attention.last_mut() {
-            *last = true;
+    /// Latent side of each UNet level (16, 8, 4 for the standard model).
+    pub fn level_sides(&self) -> Vec<usize> {
+        (0..self.unet.block_out_channels.len()).map(|i| self.unet.sample_size >> i).collect()
+    }
+
+    /// The UNet with cross-attention transformers at the levels whose latent sides are given
+    /// (e.g. `[8]` for the eighth run's UNet, `[16, 8, 4]` for attention everywhere).
+    pub fn with_attention_at(mut self, sides: &[usize]) -> Result<Self, String> {
+        let levels = self.level_sides();
+        if let Some(bad) = sides.iter().find(|s| !levels.contains(s)) {
+            return Err(format!("the UNet has no {bad}x{bad} level (its levels: {levels:?})"));
         }
-        self
+        self.unet.attention = levels.iter().map(|l| sides.contains(l)).collect();
+        Ok(self)
+    }
+
+    /// The latent sides of the levels with cross-attention.
+    pub fn attention_sides(&self) -> Vec<usize> {
+        self.level_sides().into_iter().zip(&self.unet.attention).filter(|(_, a)| **a).map(|(s, _)| s).collect()
     }
 
     /// Pixel side of the native square.

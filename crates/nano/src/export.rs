@@ -196,34 +196,42 @@ Apache-2.0, like plantain. Trained only on procedurally generated images.
     )
 }
 
-/// The `train nano` flags that reproduce a run: its recipe, then the ninth run's switches.
+/// The `train nano` flags that reproduce a run: its recipe, then the switches on top of it.
 fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
-    let seeded =
-        |r: TrainOptions| TrainOptions { seed: o.seed, vae_object_crops: o.vae_object_crops, mid_noise_share: o.mid_noise_share, ..r };
-    let recipe = if *o == seeded(TrainOptions::standard()) {
-        Some("")
-    } else if *o == seeded(TrainOptions::epsilon()) {
-        Some(" --epsilon")
-    } else if *o == seeded(TrainOptions::frozen_text()) {
-        Some(" --frozen-text")
-    } else {
-        None
-    };
-    let (standard, with_4x4) = (NanoConfig::standard(), NanoConfig::standard().with_attention_at_4x4());
-    let architecture = if *cfg == standard {
-        Some("")
-    } else if *cfg == with_4x4 {
-        Some(" --attention-4x4")
-    } else if *cfg == NanoConfig::tiny() {
-        Some(" --tiny")
+    let recipes =
+        [("", TrainOptions::standard()), (" --epsilon", TrainOptions::epsilon()), (" --frozen-text", TrainOptions::frozen_text())];
+    let recipe = recipes.into_iter().find(|(_, r)| {
+        *o == TrainOptions {
+            seed: o.seed,
+            vae_object_crops: o.vae_object_crops,
+            mid_noise_share: o.mid_noise_share,
+            object_weight: o.object_weight,
+            outline_weight: o.outline_weight,
+            ..r.clone()
+        }
+    });
+    let standard = NanoConfig::standard();
+    let architecture = if *cfg == NanoConfig::tiny() {
+        Some(" --tiny".to_string())
+    } else if *cfg == standard {
+        Some(String::new())
+    } else if let Ok(same) = standard.clone().with_attention_at(&cfg.attention_sides())
+        && same == *cfg
+    {
+        let sides: Vec<String> = cfg.attention_sides().iter().map(|s| s.to_string()).collect();
+        Some(format!(" --attention {}", sides.join(",")))
     } else {
         None
     };
     match (recipe, architecture) {
-        (Some(r), Some(a)) => {
+        (Some((flag, r)), Some(a)) => {
             let crops = if o.vae_object_crops { " --object-crops" } else { "" };
-            let mid = if o.mid_noise_share > 0.0 { format!(" --mid-noise-share {}", o.mid_noise_share) } else { String::new() };
-            format!("{r}{crops}{mid}{a}")
+            let mid =
+                if o.mid_noise_share != r.mid_noise_share { format!(" --mid-noise-share {}", o.mid_noise_share) } else { String::new() };
+            let object = if o.object_weight != r.object_weight { format!(" --object-weight {}", o.object_weight) } else { String::new() };
+            let outline =
+                if o.outline_weight != r.outline_weight { format!(" --outline-weight {}", o.outline_weight) } else { String::new() };
+            format!("{flag}{crops}{mid}{object}{outline}{a}")
         }
         _ => "   # plus the non-default options and configuration in training.json".to_string(),
     }
@@ -274,8 +282,15 @@ fn objective_text(o: &TrainOptions) -> String {
     if o.high_noise_share > 0.0 {
         parts.push(format!("{:.0}% of timesteps drawn from t ≥ {HIGH_NOISE_FROM}", o.high_noise_share * 100.0));
     }
+    let mut cell_terms = Vec::new();
     if o.object_weight > 0.0 {
-        parts.push(format!("latent cells weighted 1 + {} x their object share", o.object_weight));
+        cell_terms.push(format!(" + {} x their object share", o.object_weight));
+    }
+    if o.outline_weight > 0.0 {
+        cell_terms.push(format!(" + {} x their share of a 2 px band along object outlines", o.outline_weight));
+    }
+    if !cell_terms.is_empty() {
+        parts.push(format!("latent cells weighted 1{}", cell_terms.concat()));
     }
     if o.offset_noise > 0.0 {
         parts.push(format!("offset noise {}", o.offset_noise));
@@ -290,6 +305,7 @@ fn latent_scale_text(_cfg: &NanoConfig) -> &'static str {
 #[cfg(test)]
 mod card_tests {
     use super::*;
+    use crate::config::UNetConfig;
 
     #[test]
     fn the_card_names_the_flags_that_reproduce_the_run() {
@@ -297,11 +313,25 @@ mod card_tests {
         let opts = TrainOptions { seed: 3, ..TrainOptions::standard() };
         assert_eq!(recipe_flags(&standard, &opts), "");
         let crops = TrainOptions { vae_object_crops: true, ..opts.clone() };
-        assert_eq!(recipe_flags(&standard.clone().with_attention_at_4x4(), &crops), " --object-crops --attention-4x4");
+        let eighth_unet = standard.clone().with_attention_at(&[8]).unwrap();
+        assert_eq!(recipe_flags(&eighth_unet, &crops), " --object-crops --attention 8");
+        let everywhere = standard.clone().with_attention_at(&[4, 16, 8]).unwrap();
+        assert_eq!(recipe_flags(&everywhere, &opts), " --attention 16,8,4");
         let frozen = TrainOptions { seed: 3, vae_object_crops: true, ..TrainOptions::frozen_text() };
         assert_eq!(recipe_flags(&standard, &frozen), " --frozen-text --object-crops");
-        let mid = TrainOptions { mid_noise_share: 0.5, ..crops.clone() };
-        assert_eq!(recipe_flags(&standard, &mid), " --object-crops --mid-noise-share 0.5");
+        let uniform = TrainOptions { mid_noise_share: 0.0, ..crops.clone() };
+        assert_eq!(recipe_flags(&standard, &uniform), " --object-crops --mid-noise-share 0");
+        let outlined = TrainOptions { outline_weight: 16.0, ..opts.clone() };
+        assert_eq!(recipe_flags(&everywhere, &outlined), " --outline-weight 16 --attention 16,8,4");
+        let outline_only = TrainOptions { object_weight: 0.0, outline_weight: 32.0, ..opts.clone() };
+        assert_eq!(recipe_flags(&standard, &outline_only), " --object-weight 0 --outline-weight 32");
+        let epsilon = TrainOptions { seed: 3, ..TrainOptions::epsilon() };
+        assert_eq!(recipe_flags(&standard, &epsilon), " --epsilon");
+        let epsilon_mid = TrainOptions { mid_noise_share: 0.5, ..epsilon };
+        assert_eq!(recipe_flags(&standard, &epsilon_mid), " --epsilon --mid-noise-share 0.5");
+        assert!(standard.clone().with_attention_at(&[32]).is_err());
+        let wider = NanoConfig { unet: UNetConfig { heads: 8, ..standard.unet.clone() }, ..standard.clone() };
+        assert!(recipe_flags(&wider, &opts).contains("training.json"));
         let odd = TrainOptions { lr: 5e-4, ..opts.clone() };
         assert!(recipe_flags(&standard, &odd).contains("training.json"));
         assert_eq!(crops_text(&crops), "32 px crops centred near an object");

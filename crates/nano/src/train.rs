@@ -80,6 +80,11 @@ pub struct TrainOptions {
     /// a few percent of a picture's area, yet they are what the captions are mostly about.
     #[serde(default)]
     pub object_weight: f64,
+    /// Further weight on latent cells that object outlines cross (+ this x the cell's share of
+    /// a 2 px band along the outlines): an object's shape is all in its outline, and changing
+    /// it moves the latents a third as far as changing its colour (`--example latent_gaps`).
+    #[serde(default)]
+    pub outline_weight: f64,
     /// Steps that teach the text encoder to parse captions ([`crate::parse`]) before the
     /// diffusion phase, on captions alone.
     #[serde(default)]
@@ -124,12 +129,33 @@ fn draw_timestep(opts: &TrainOptions, len: usize, rng: &mut ChaCha8Rng) -> usize
     rng.random_range(if high { HIGH_NOISE_FROM } else { 0 }..len)
 }
 
+/// The diffusion loss's weight on each latent cell (factor `f` pixels on a side) of pictures
+/// with these (batch, 1, h, w) object masks: 1 + `object` x the cell's object share +
+/// `outline` x its share of [`outline_band`], normalised to mean 1 per picture.
+pub fn cell_weights(masks: &Tensor, f: usize, object: f64, outline: f64) -> candle_core::Result<Tensor> {
+    let share = masks.avg_pool2d((f, f))?;
+    let mut w = ((share * object)? + 1.0)?;
+    if outline > 0.0 {
+        w = (w + (outline_band(masks)?.avg_pool2d((f, f))? * outline)?)?;
+    }
+    w.broadcast_div(&w.flatten_from(1)?.mean_keepdim(1)?.unsqueeze(2)?.unsqueeze(3)?)
+}
+
+/// A band about 2 px wide along every outline of a (batch, 1, h, w) object mask: its 3x3
+/// dilation minus its 3x3 erosion.
+pub fn outline_band(masks: &Tensor) -> candle_core::Result<Tensor> {
+    let pad = |m: &Tensor| m.pad_with_same(2, 1, 1)?.pad_with_same(3, 1, 1);
+    let dilated = pad(masks)?.max_pool2d_with_stride(3, 1)?;
+    let eroded = pad(&masks.neg()?)?.max_pool2d_with_stride(3, 1)?.neg()?;
+    dilated - eroded
+}
+
 /// Where [`TrainOptions::high_noise_share`]'s timesteps start.
 pub const HIGH_NOISE_FROM: usize = 750;
 
 impl TrainOptions {
     /// The CPU recipe for [`NanoConfig::standard`], sized to the 90-minute budget on 2 cores
-    /// (autoencoder about 26 minutes, diffusion about 1.4 s a step; BENCHMARKS.md).
+    /// (autoencoder about 26 minutes, text parse about 9, diffusion about 0.75 s a step; BENCHMARKS.md).
     pub fn standard() -> Self {
         Self {
             seed: 0,
@@ -151,9 +177,11 @@ impl TrainOptions {
             v_prediction: true,
             zero_terminal_snr: true,
             high_noise_share: 0.0,
-            mid_noise_share: 0.0,
+            // The eleventh run (BENCHMARKS.md): positions, counts and backgrounds up.
+            mid_noise_share: 0.5,
             x0_weight_floor: 0.25,
             object_weight: 8.0,
+            outline_weight: 0.0,
             text_steps: 1500,
             text_batch: 64,
             text_lr: 2e-3,
@@ -185,6 +213,7 @@ impl TrainOptions {
             mid_noise_share: 0.0,
             x0_weight_floor: 1.0,
             object_weight: 0.0,
+            outline_weight: 0.0,
             text_steps: 0,
             parse_weight: 0.0,
             freeze_text: false,
@@ -216,6 +245,7 @@ impl TrainOptions {
             mid_noise_share: 0.0,
             x0_weight_floor: 0.25,
             object_weight: 8.0,
+            outline_weight: 0.0,
             text_steps: 3,
             text_batch: 4,
             text_lr: 2e-3,
@@ -360,6 +390,11 @@ pub fn train(
     }
     if !(0.0..=1.0).contains(&opts.mid_noise_share) {
         return Err(NanoError::Options(format!("mid_noise_share {} is not a share in [0, 1]", opts.mid_noise_share)));
+    }
+    for (name, w) in [("object_weight", opts.object_weight), ("outline_weight", opts.outline_weight)] {
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(NanoError::Options(format!("{name} {w} is not a weight ≥ 0")));
+        }
     }
     if !(0.0..=1.0).contains(&opts.high_noise_share) {
         return Err(NanoError::Options(format!("high_noise_share {} is not a share in [0, 1]", opts.high_noise_share)));
@@ -617,12 +652,8 @@ pub fn train(
             noise.clone()
         };
         let sq = (pred - &target)?.sqr()?;
-        let per_sample = if opts.object_weight > 0.0 {
-            // Object share of each latent cell, then weights 1 + k·share, mean 1 per picture.
-            let f = cfg.vae.scale_factor();
-            let share = b.object_masks.avg_pool2d((f, f))?;
-            let w = ((share * opts.object_weight)? + 1.0)?;
-            let w = w.broadcast_div(&w.flatten_from(1)?.mean_keepdim(1)?.unsqueeze(2)?.unsqueeze(3)?)?;
+        let per_sample = if opts.object_weight > 0.0 || opts.outline_weight > 0.0 {
+            let w = cell_weights(&b.object_masks, cfg.vae.scale_factor(), opts.object_weight, opts.outline_weight)?;
             sq.broadcast_mul(&w)?.flatten_from(1)?.mean(1)?
         } else {
             sq.flatten_from(1)?.mean(1)?
@@ -695,7 +726,7 @@ mod tests {
 
     #[test]
     fn a_middle_noise_share_moves_timesteps_to_the_middle() {
-        let uniform = TrainOptions::standard();
+        let uniform = TrainOptions { mid_noise_share: 0.0, ..TrainOptions::standard() };
         let (middle, low) = histogram(&uniform);
         assert!((middle - 0.30).abs() < 0.02 && (low - 0.10).abs() < 0.01, "uniform: {middle} {low}");
         let all_middle = TrainOptions { mid_noise_share: 1.0, ..TrainOptions::standard() };
@@ -708,9 +739,31 @@ mod tests {
     }
 
     #[test]
+    fn the_outline_band_follows_the_outline_only() {
+        // A 6x6 square in a 16x16 mask.
+        let mut m = vec![0f32; 256];
+        for y in 5..11 {
+            for x in 5..11 {
+                m[y * 16 + x] = 1.0;
+            }
+        }
+        let mask = Tensor::from_vec(m, (1, 1, 16, 16), &candle_core::Device::Cpu).unwrap();
+        let band: Vec<Vec<f32>> = outline_band(&mask).unwrap().squeeze(0).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        // On the outline, on both sides of it: 1.
+        for (y, x) in [(5, 5), (4, 7), (10, 8), (8, 11), (8, 4), (11, 11)] {
+            assert_eq!(band[y][x], 1.0, "({y}, {x})");
+        }
+        // Inside and well outside: 0 (the canvas edge is not an outline).
+        for (y, x) in [(7, 7), (8, 8), (2, 2), (8, 1), (0, 0), (15, 15), (13, 8)] {
+            assert_eq!(band[y][x], 0.0, "({y}, {x})");
+        }
+        assert_eq!(band.iter().flatten().sum::<f32>(), (8 * 8 - 4 * 4) as f32);
+    }
+
+    #[test]
     fn without_a_middle_share_the_timesteps_replay_as_before() {
         // The draw the trainer made before the option existed.
-        let opts = TrainOptions::standard();
+        let opts = TrainOptions { mid_noise_share: 0.0, ..TrainOptions::standard() };
         let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(7), ChaCha8Rng::seed_from_u64(7));
         for _ in 0..1000 {
             assert_eq!(draw_timestep(&opts, 1000, &mut a), b.random_range(0..1000));
