@@ -245,7 +245,7 @@ impl TrainOptions {
             mid_noise_share: 0.0,
             x0_weight_floor: 0.25,
             object_weight: 8.0,
-            outline_weight: 0.0,
+            outline_weight: 4.0,
             text_steps: 3,
             text_batch: 4,
             text_lr: 2e-3,

@@ -251,5 +251,10 @@ fn contradictory_text_options_are_refused() {
         .err()
         .expect("freezing random weights is refused");
     assert!(err.to_string().contains("random weights"), "{err}");
+    let negative = TrainOptions { outline_weight: -1.0, ..TrainOptions::smoke() };
+    let err = train(&NanoConfig::tiny(), &negative, &tmp.path().join("w"), &tmp.path().join("m"), &AtomicBool::new(false), &mut |_| {})
+        .err()
+        .expect("a negative loss weight is refused");
+    assert!(err.to_string().contains("outline_weight -1"), "{err}");
     assert!(!tmp.path().join("w").exists(), "nothing is written for refused options");
 }
