@@ -56,6 +56,8 @@ fn main() -> plantain_nano::Result<()> {
     let names = ["shape", "colour"];
     // Per (attribute, timestep): sum of responses, and of squared true gaps for the average.
     let mut sums = [[(0f64, 0usize); 3]; 2];
+    // How far the text encoder's output moves when the word changes (relative to its size).
+    let mut context_moves = [0f64; 2];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let mut done = 0;
     while done < n {
@@ -85,6 +87,8 @@ fn main() -> plantain_nano::Result<()> {
             let gap = (latent(&other)? - &z)?;
             let gap2 = dot(&gap, &gap)?;
             let other_ctx = context(&other)?;
+            let moved_ctx = (&other_ctx - &ctx)?;
+            context_moves[k] += (dot(&moved_ctx, &moved_ctx)? / dot(&ctx, &ctx)?).sqrt();
             for (j, &t) in timesteps.iter().enumerate() {
                 let (sa, sb) = (alphas[t].sqrt(), (1.0 - alphas[t]).sqrt());
                 let noisy = ((&z * sa)? + (&noise * sb)?)?;
@@ -107,5 +111,7 @@ fn main() -> plantain_nano::Result<()> {
         let cells: Vec<String> = sums[k].iter().map(|(s, c)| format!("{:.2}", s / *c as f64)).collect();
         println!("| {name} | {} |", cells.join(" | "));
     }
+    let moves: Vec<String> = names.iter().zip(context_moves).map(|(name, m)| format!("{name} {:.3}", m / n as f64)).collect();
+    println!("text encoder output moved by (|Δ| / |output|, all positions): {}", moves.join(", "));
     Ok(())
 }
