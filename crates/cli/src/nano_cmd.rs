@@ -57,6 +57,10 @@ pub struct TrainArgs {
     /// 2 px band along the outlines (default 0: none)
     #[arg(long)]
     pub outline_weight: Option<f64>,
+    /// Train on twin pairs (a scene and the same scene with one object's shape changed) with
+    /// the difference of each pair's errors weighted W in the loss (default 0: off)
+    #[arg(long, value_name = "W")]
+    pub shape_twins: Option<f64>,
     /// Latent sides of the UNet levels with cross-attention transformers, e.g. `8` for the
     /// eighth run's UNet or `16,8,4` (default: the recipe's, 8 and 4)
     #[arg(long, value_delimiter = ',', conflicts_with = "tiny")]
@@ -108,6 +112,9 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     }
     if let Some(v) = a.object_weight {
         opts.object_weight = v;
+    }
+    if let Some(v) = a.shape_twins {
+        opts.shape_twin_weight = v;
     }
     if let Some(v) = a.outline_weight {
         opts.outline_weight = v;

@@ -4,7 +4,7 @@
 use candle_core::{Device, Result, Tensor};
 use plantain_core::{AspectRatio, native_canvas};
 use plantain_tokenizer::ClipTokenizer;
-use plantain_world::{Scene, Split, caption_detailed, render, sample_scene};
+use plantain_world::{Caption, Scene, Shape, Split, caption_detailed, is_held_out, render, sample_scene};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -59,6 +59,66 @@ pub fn batch(
     max_len: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<Batch> {
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        let scene = sample_scene(rng, Split::Train);
+        let caption = if rng.random_bool(drop_caption) { None } else { Some(caption_detailed(&scene, rng)) };
+        items.push((scene, caption));
+    }
+    assemble(tokenizer, items, (width, height), max_len)
+}
+
+/// Like [`batch`], but made of `n / 2` twin pairs (items 2i and 2i + 1): a scene, then the same
+/// scene with one object's shape changed ([`shape_twin`]), captioned in the same words but for
+/// the shape (both dropped, or neither).
+pub fn twin_batch(
+    tokenizer: &ClipTokenizer,
+    n: usize,
+    (width, height): (u32, u32),
+    drop_caption: f64,
+    max_len: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Batch> {
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n / 2 {
+        let scene = sample_scene(rng, Split::Train);
+        let twin = shape_twin(&scene, rng);
+        if rng.random_bool(drop_caption) {
+            items.push((scene, None));
+            items.push((twin, None));
+        } else {
+            // The same draws word for word: only the shape's word differs.
+            let mut twin_rng = rng.clone();
+            let caption = caption_detailed(&scene, rng);
+            let twin_caption = caption_detailed(&twin, &mut twin_rng);
+            items.push((scene, Some(caption)));
+            items.push((twin, Some(twin_caption)));
+        }
+    }
+    assemble(tokenizer, items, (width, height), max_len)
+}
+
+/// The scene with one of its objects given another shape, never making a held-out combination
+/// (the scene itself where no other shape is allowed).
+pub fn shape_twin(scene: &Scene, rng: &mut ChaCha8Rng) -> Scene {
+    for _ in 0..64 {
+        let j = rng.random_range(0..scene.objects.len());
+        let shape = Shape::ALL[rng.random_range(0..Shape::ALL.len())];
+        if shape == scene.objects[j].shape {
+            continue;
+        }
+        let mut twin = scene.clone();
+        twin.objects[j].shape = shape;
+        if !is_held_out(&twin) {
+            return twin;
+        }
+    }
+    scene.clone()
+}
+
+/// Renders and tokenizes scenes with their captions (None: dropped, the empty caption).
+fn assemble(tokenizer: &ClipTokenizer, items: Vec<(Scene, Option<Caption>)>, (width, height): (u32, u32), max_len: usize) -> Result<Batch> {
+    let n = items.len();
     let mut pixels = Vec::with_capacity(n * 3 * (width * height) as usize);
     let mut ids = Vec::with_capacity(n * max_len);
     let mut scenes = Vec::with_capacity(n);
@@ -66,14 +126,13 @@ pub fn batch(
     let mut masks = Vec::with_capacity(n * (width * height) as usize);
     let mut eos = Vec::with_capacity(n);
     let mut targets = Vec::with_capacity(n);
-    for _ in 0..n {
-        let scene = sample_scene(rng, Split::Train);
-        let (text, target) = if rng.random_bool(drop_caption) {
-            (String::new(), None)
-        } else {
-            let c = caption_detailed(&scene, rng);
-            let target = ParseTarget::new(&scene, &c.stated);
-            (c.text, Some(target))
+    for (scene, caption) in items {
+        let (text, target) = match caption {
+            None => (String::new(), None),
+            Some(c) => {
+                let target = ParseTarget::new(&scene, &c.stated);
+                (c.text, Some(target))
+            }
         };
         let img = render(&scene, width, height);
         for c in 0..3 {
@@ -221,6 +280,35 @@ mod tests {
 mod mask_tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn twins_differ_in_one_shape_and_its_word_only() {
+        let tok = ClipTokenizer::embedded_default();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let b = twin_batch(&tok, 24, (64, 64), 0.0, 77, &mut rng).unwrap();
+        assert_eq!(b.scenes.len(), 24);
+        let mut same_wording = 0;
+        for pair in 0..12 {
+            let (a, t) = (&b.scenes[2 * pair], &b.scenes[2 * pair + 1]);
+            assert_eq!(a.objects.len(), t.objects.len());
+            let changed: Vec<usize> = (0..a.objects.len()).filter(|&j| a.objects[j] != t.objects[j]).collect();
+            assert_eq!(changed.len(), 1, "pair {pair}: one object changes");
+            let j = changed[0];
+            assert_ne!(a.objects[j].shape, t.objects[j].shape);
+            assert_eq!(plantain_world::Object { shape: a.objects[j].shape, ..t.objects[j] }, a.objects[j], "only the shape");
+            assert_eq!((a.background, &a.relations), (t.background, &t.relations));
+            assert!(!is_held_out(t), "pair {pair}: the twin is a training scene");
+            let (ca, ct) = (&b.captions[2 * pair], &b.captions[2 * pair + 1]);
+            assert!(!ca.is_empty() && ca != ct, "pair {pair}: {ca} / {ct}");
+            if ca.split(' ').count() == ct.split(' ').count() {
+                same_wording += 1;
+            }
+        }
+        assert!(same_wording >= 6, "most twin captions keep the wording: {same_wording}/12");
+        // Dropped captions are dropped for both twins.
+        let b = twin_batch(&tok, 4, (64, 64), 1.0, 77, &mut rng).unwrap();
+        assert!(b.captions.iter().all(String::is_empty));
+    }
 
     #[test]
     fn object_masks_cover_the_objects_and_nothing_else() {

@@ -207,6 +207,7 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
             mid_noise_share: o.mid_noise_share,
             object_weight: o.object_weight,
             outline_weight: o.outline_weight,
+            shape_twin_weight: o.shape_twin_weight,
             ..r.clone()
         }
     });
@@ -231,7 +232,9 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
             let object = if o.object_weight != r.object_weight { format!(" --object-weight {}", o.object_weight) } else { String::new() };
             let outline =
                 if o.outline_weight != r.outline_weight { format!(" --outline-weight {}", o.outline_weight) } else { String::new() };
-            format!("{flag}{crops}{mid}{object}{outline}{a}")
+            let twins =
+                if o.shape_twin_weight != r.shape_twin_weight { format!(" --shape-twins {}", o.shape_twin_weight) } else { String::new() };
+            format!("{flag}{crops}{mid}{object}{outline}{twins}{a}")
         }
         _ => "   # plus the non-default options and configuration in training.json".to_string(),
     }
@@ -292,6 +295,12 @@ fn objective_text(o: &TrainOptions) -> String {
     if !cell_terms.is_empty() {
         parts.push(format!("latent cells weighted 1{}", cell_terms.concat()));
     }
+    if o.shape_twin_weight > 0.0 {
+        parts.push(format!(
+            "batches of twin pairs (one object's shape changed, same noise and wording) with the pair's error difference weighted {}",
+            o.shape_twin_weight
+        ));
+    }
     if o.offset_noise > 0.0 {
         parts.push(format!("offset noise {}", o.offset_noise));
     }
@@ -325,6 +334,8 @@ mod card_tests {
         assert_eq!(recipe_flags(&everywhere, &outlined), " --outline-weight 16 --attention 16,8,4");
         let outline_only = TrainOptions { object_weight: 0.0, outline_weight: 32.0, ..opts.clone() };
         assert_eq!(recipe_flags(&standard, &outline_only), " --object-weight 0 --outline-weight 32");
+        let twins = TrainOptions { shape_twin_weight: 2.0, ..opts.clone() };
+        assert_eq!(recipe_flags(&standard, &twins), " --shape-twins 2");
         let epsilon = TrainOptions { seed: 3, ..TrainOptions::epsilon() };
         assert_eq!(recipe_flags(&standard, &epsilon), " --epsilon");
         let epsilon_mid = TrainOptions { mid_noise_share: 0.5, ..epsilon };

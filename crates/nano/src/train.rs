@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adamw::{AdamW, ema_update};
 use crate::config::{NanoConfig, alphas_cumprod};
-use crate::data::{batch, buckets, caption_batch, edge_weights, gaussian, object_crops, pick_bucket};
+use crate::data::{batch, buckets, caption_batch, edge_weights, gaussian, object_crops, pick_bucket, twin_batch};
 use crate::export::{ExportInfo, export};
 use crate::nn::Store;
 use crate::parse::ParseHead;
@@ -85,6 +85,11 @@ pub struct TrainOptions {
     /// it moves the latents a third as far as changing its colour (`--example latent_gaps`).
     #[serde(default)]
     pub outline_weight: f64,
+    /// Batches of twin pairs (a scene and the same scene with one object's shape changed, with
+    /// the same noise, timestep and wording) and, at this weight, a loss on the difference of
+    /// each pair's errors: the part of the error only the shape word can explain (0: off).
+    #[serde(default)]
+    pub shape_twin_weight: f64,
     /// Steps that teach the text encoder to parse captions ([`crate::parse`]) before the
     /// diffusion phase, on captions alone.
     #[serde(default)]
@@ -141,6 +146,16 @@ pub fn cell_weights(masks: &Tensor, f: usize, object: f64, outline: f64) -> cand
     w.broadcast_div(&w.flatten_from(1)?.mean_keepdim(1)?.unsqueeze(2)?.unsqueeze(3)?)
 }
 
+/// Each item of the batch twice in a row: (n, ...) to (2n, ...) as a0 a0 a1 a1 ...
+pub fn repeat_pairwise(t: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = t.dims();
+    let mut paired = vec![dims[0], 2];
+    paired.extend_from_slice(&dims[1..]);
+    let mut out = dims.to_vec();
+    out[0] *= 2;
+    t.unsqueeze(1)?.broadcast_as(paired)?.contiguous()?.reshape(out)
+}
+
 /// A band about 2 px wide along every outline of a (batch, 1, h, w) object mask: its 3x3
 /// dilation minus its 3x3 erosion.
 pub fn outline_band(masks: &Tensor) -> candle_core::Result<Tensor> {
@@ -182,6 +197,7 @@ impl TrainOptions {
             x0_weight_floor: 0.25,
             object_weight: 8.0,
             outline_weight: 0.0,
+            shape_twin_weight: 0.0,
             text_steps: 1500,
             text_batch: 64,
             text_lr: 2e-3,
@@ -214,6 +230,7 @@ impl TrainOptions {
             x0_weight_floor: 1.0,
             object_weight: 0.0,
             outline_weight: 0.0,
+            shape_twin_weight: 0.0,
             text_steps: 0,
             parse_weight: 0.0,
             freeze_text: false,
@@ -246,6 +263,7 @@ impl TrainOptions {
             x0_weight_floor: 0.25,
             object_weight: 8.0,
             outline_weight: 4.0,
+            shape_twin_weight: 0.0,
             text_steps: 3,
             text_batch: 4,
             text_lr: 2e-3,
@@ -391,13 +409,18 @@ pub fn train(
     if !(0.0..=1.0).contains(&opts.mid_noise_share) {
         return Err(NanoError::Options(format!("mid_noise_share {} is not a share in [0, 1]", opts.mid_noise_share)));
     }
-    for (name, w) in [("object_weight", opts.object_weight), ("outline_weight", opts.outline_weight)] {
+    for (name, w) in
+        [("object_weight", opts.object_weight), ("outline_weight", opts.outline_weight), ("shape_twin_weight", opts.shape_twin_weight)]
+    {
         if !(w.is_finite() && w >= 0.0) {
             return Err(NanoError::Options(format!("{name} {w} is not a weight ≥ 0")));
         }
     }
     if !(0.0..=1.0).contains(&opts.high_noise_share) {
         return Err(NanoError::Options(format!("high_noise_share {} is not a share in [0, 1]", opts.high_noise_share)));
+    }
+    if opts.shape_twin_weight > 0.0 && (opts.batch < 2 || opts.batch % 2 != 0) {
+        return Err(NanoError::Options(format!("shape twins come in pairs: batch {} is not even", opts.batch)));
     }
     std::fs::create_dir_all(work).map_err(|e| NanoError::io(work, e))?;
     let paths = Paths { dir: work.to_path_buf() };
@@ -609,20 +632,38 @@ pub fn train(
         let mut rng = step_rng(opts.seed, Phase::Diffusion, step);
         let shape = pick_bucket(&shapes, native, &mut rng);
         let mark = Instant::now();
-        let b = batch(&tokenizer, opts.batch, shape, opts.caption_dropout, cfg.text.max_positions, &mut rng)?;
+        let twins = opts.shape_twin_weight > 0.0;
+        let b = if twins {
+            twin_batch(&tokenizer, opts.batch, shape, opts.caption_dropout, cfg.text.max_positions, &mut rng)?
+        } else {
+            batch(&tokenizer, opts.batch, shape, opts.caption_dropout, cfg.text.max_positions, &mut rng)?
+        };
         timing.render += mark.elapsed();
+        // Twins share their random draws (one per pair, repeated); otherwise one per picture.
+        let draw_noise = |dims: &[usize], rng: &mut ChaCha8Rng| -> Result<Tensor> {
+            if !twins {
+                return Ok(gaussian(dims, rng)?);
+            }
+            let mut half = dims.to_vec();
+            half[0] /= 2;
+            Ok(repeat_pairwise(&gaussian(&half, rng)?)?)
+        };
         let mark = Instant::now();
         let (mean, logvar) = vae.encode(&b.images)?;
-        let z = (&mean + ((&logvar * 0.5)?.exp()? * gaussian(mean.dims(), &mut rng)?)?)?;
+        let z = (&mean + ((&logvar * 0.5)?.exp()? * draw_noise(mean.dims(), &mut rng)?)?)?;
         let z = (z * latent_scale as f64)?.detach();
         timing.encode += mark.elapsed();
         let n = opts.batch;
-        let ts: Vec<usize> = (0..n).map(|_| draw_timestep(opts, alphas.len(), &mut rng)).collect();
+        let ts: Vec<usize> = if twins {
+            (0..n / 2).flat_map(|_| [draw_timestep(opts, alphas.len(), &mut rng); 2]).collect()
+        } else {
+            (0..n).map(|_| draw_timestep(opts, alphas.len(), &mut rng)).collect()
+        };
         // Offset noise (a shared per-channel shift): lets the model move a picture's mean
         // colour, which plain noise schedules barely train, and flat backgrounds need.
         let dims = z.dims().to_vec();
-        let offset = (gaussian(&[dims[0], dims[1], 1, 1], &mut rng)? * opts.offset_noise)?;
-        let noise = gaussian(&dims, &mut rng)?.broadcast_add(&offset)?;
+        let offset = (draw_noise(&[dims[0], dims[1], 1, 1], &mut rng)? * opts.offset_noise)?;
+        let noise = draw_noise(&dims, &mut rng)?.broadcast_add(&offset)?;
         let sa: Vec<f32> = ts.iter().map(|&t| alphas[t].sqrt() as f32).collect();
         let sb: Vec<f32> = ts.iter().map(|&t| (1.0 - alphas[t]).sqrt() as f32).collect();
         let col = |v: Vec<f32>| Tensor::from_vec(v, (n, 1, 1, 1), &candle_core::Device::Cpu);
@@ -651,7 +692,8 @@ pub fn train(
         } else {
             noise.clone()
         };
-        let sq = (pred - &target)?.sqr()?;
+        let err = (pred - &target)?;
+        let sq = err.sqr()?;
         let per_sample = if opts.object_weight > 0.0 || opts.outline_weight > 0.0 {
             let w = cell_weights(&b.object_masks, cfg.vae.scale_factor(), opts.object_weight, opts.outline_weight)?;
             sq.broadcast_mul(&w)?.flatten_from(1)?.mean(1)?
@@ -660,6 +702,15 @@ pub fn train(
         };
         let w = Tensor::from_vec(weights, n, &candle_core::Device::Cpu)?;
         let mut loss = (per_sample.clone() * &w)?.mean_all()?;
+        if twins {
+            // The difference of a pair's errors: what the two pictures' shared noise, timestep,
+            // layout and colours cannot explain, only the changed shape (and its word).
+            let (_, c, h, wd) = err.dims4()?;
+            let pairs = err.reshape((n / 2, 2, c, h, wd))?;
+            let gap = (pairs.narrow(1, 0, 1)? - pairs.narrow(1, 1, 1)?)?.sqr()?.flatten_from(1)?.mean(1)?;
+            let pair_w = w.reshape((n / 2, 2))?.narrow(1, 0, 1)?.squeeze(1)?;
+            loss = (loss + ((gap * pair_w)?.mean_all()? * opts.shape_twin_weight)?)?;
+        }
         if opts.parse_weight > 0.0
             && let Some(parsed) = head.loss(&ctx, &b.eos, &b.targets)?
         {
@@ -736,6 +787,13 @@ mod tests {
         let half = TrainOptions { mid_noise_share: 0.5, ..TrainOptions::standard() };
         let (middle, _) = histogram(&half);
         assert!((middle - 0.38).abs() < 0.02, "half and half: {middle}");
+    }
+
+    #[test]
+    fn pairwise_repetition_puts_each_item_twice_in_a_row() {
+        let t = Tensor::from_vec(vec![1f32, 2., 3., 4., 5., 6.], (3, 2), &candle_core::Device::Cpu).unwrap();
+        let r: Vec<Vec<f32>> = repeat_pairwise(&t).unwrap().to_vec2().unwrap();
+        assert_eq!(r, vec![vec![1., 2.], vec![1., 2.], vec![3., 4.], vec![3., 4.], vec![5., 6.], vec![5., 6.]]);
     }
 
     #[test]

@@ -237,6 +237,29 @@ fn a_frozen_text_encoder_keeps_its_parse_phase_weights() {
 }
 
 #[test]
+fn shape_twins_train_deterministically_and_need_an_even_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = TrainOptions { shape_twin_weight: 1.0, ..TrainOptions::smoke() };
+    let run = |name: &str| {
+        let dir = tmp.path().join(name);
+        train(&NanoConfig::tiny(), &opts, &dir.join("w"), &dir.join("m"), &AtomicBool::new(false), &mut |_| {}).unwrap()
+    };
+    let (a, b) = (run("a"), run("b"));
+    assert!(a.loss.is_finite() && a.loss == b.loss);
+    let unet = "m/unet/diffusion_pytorch_model.safetensors";
+    assert!(read(tmp.path().join("a").join(unet)) == read(tmp.path().join("b").join(unet)));
+    let plain = tmp.path().join("plain");
+    let without =
+        train(&NanoConfig::tiny(), &TrainOptions::smoke(), &plain.join("w"), &plain.join("m"), &AtomicBool::new(false), &mut |_| {});
+    assert!(without.unwrap().loss != a.loss, "the twins change the run");
+    let odd = TrainOptions { batch: 3, ..opts.clone() };
+    let err = train(&NanoConfig::tiny(), &odd, &tmp.path().join("w3"), &tmp.path().join("m3"), &AtomicBool::new(false), &mut |_| {})
+        .err()
+        .expect("an odd batch of twins is refused");
+    assert!(err.to_string().contains("not even"), "{err}");
+}
+
+#[test]
 fn contradictory_text_options_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let mut opts = TrainOptions::smoke();
