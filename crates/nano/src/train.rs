@@ -419,7 +419,7 @@ pub fn train(
     if !(0.0..=1.0).contains(&opts.high_noise_share) {
         return Err(NanoError::Options(format!("high_noise_share {} is not a share in [0, 1]", opts.high_noise_share)));
     }
-    if opts.shape_twin_weight > 0.0 && (opts.batch < 2 || opts.batch % 2 != 0) {
+    if opts.shape_twin_weight > 0.0 && (opts.batch < 2 || !opts.batch.is_multiple_of(2)) {
         return Err(NanoError::Options(format!("shape twins come in pairs: batch {} is not even", opts.batch)));
     }
     std::fs::create_dir_all(work).map_err(|e| NanoError::io(work, e))?;
