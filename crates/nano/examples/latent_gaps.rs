@@ -7,18 +7,10 @@
 //!     cargo run --release -p plantain-nano --example latent_gaps -- WORK/vae.safetensors LATENT_SCALE [scenes]
 use candle_core::{Device, Tensor};
 use plantain_nano::NanoConfig;
+use plantain_nano::data::render_for_training;
 use plantain_nano::nn::Store;
-use plantain_world::{ColorName, HPos, Scene, Shape, Split, render, sample_scene};
+use plantain_world::{ColorName, HPos, Scene, Shape, Split, sample_scene};
 use rand::{Rng, SeedableRng};
-
-fn pixels(scene: &Scene) -> Vec<f32> {
-    let img = render(scene, 64, 64);
-    let mut px = Vec::with_capacity(3 * 64 * 64);
-    for c in 0..3 {
-        px.extend(img.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
-    }
-    px
-}
 
 fn mse(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum::<f64>() / a.len() as f64
@@ -35,14 +27,7 @@ fn main() -> plantain_nano::Result<()> {
     // Loss weights as the trainer puts them on the base scene's cells: none, the object
     // weight alone, and with outline weights on top.
     let weightings = [(0.0, 0.0), (8.0, 0.0), (0.0, 16.0), (0.0, 32.0), (4.0, 32.0), (8.0, 32.0), (8.0, 64.0)];
-    let weights_of = |scene: &Scene| -> plantain_nano::Result<Vec<Vec<f32>>> {
-        let img = render(scene, 64, 64);
-        let bare = render(&Scene { objects: Vec::new(), relations: Vec::new(), ..scene.clone() }, 64, 64);
-        let mask: Vec<f32> = img
-            .pixels()
-            .zip(bare.pixels())
-            .map(|(a, b)| if a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 8) { 1.0 } else { 0.0 })
-            .collect();
+    let weights_of = |mask: Vec<f32>| -> plantain_nano::Result<Vec<Vec<f32>>> {
         let mask = Tensor::from_vec(mask, (1, 1, 64, 64), &Device::Cpu)?;
         let f = cfg.vae.scale_factor();
         weightings
@@ -71,9 +56,9 @@ fn main() -> plantain_nano::Result<()> {
         if scene.objects.len() != 1 {
             continue;
         }
-        let base_px = pixels(&scene);
+        let (base_px, base_mask) = render_for_training(&scene, 64, 64);
         let base = latent(&base_px)?;
-        let base_weights = weights_of(&scene)?;
+        let base_weights = weights_of(base_mask)?;
         let o = scene.objects[0];
         let other_shape = loop {
             let s = Shape::ALL[rng.random_range(0..Shape::ALL.len())];
@@ -100,7 +85,7 @@ fn main() -> plantain_nano::Result<()> {
         ];
         for (k, v) in variants.iter().enumerate() {
             let changed = Scene { objects: vec![*v], ..scene.clone() };
-            let px = pixels(&changed);
+            let (px, _) = render_for_training(&changed, 64, 64);
             let changed_latent = latent(&px)?;
             sums[k].0 += mse(&base, &changed_latent);
             for (j, w) in base_weights.iter().enumerate() {

@@ -10,17 +10,14 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use plantain_nano::NanoConfig;
+use plantain_nano::data::render_for_training;
 use plantain_nano::nn::Store;
 use plantain_tokenizer::ClipTokenizer;
-use plantain_world::{ColorName, Object, Scene, Shape, Split, caption_plain, render, sample_scene};
+use plantain_world::{ColorName, Object, Scene, Shape, Split, caption_plain, sample_scene};
 use rand::{Rng, SeedableRng};
 
 fn pixels(scene: &Scene) -> Tensor {
-    let img = render(scene, 64, 64);
-    let mut px = Vec::with_capacity(3 * 64 * 64);
-    for c in 0..3 {
-        px.extend(img.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
-    }
+    let (px, _) = render_for_training(scene, 64, 64);
     Tensor::from_vec(px, (1, 3, 64, 64), &Device::Cpu).expect("shape matches")
 }
 

@@ -116,6 +116,23 @@ pub fn shape_twin(scene: &Scene, rng: &mut ChaCha8Rng) -> Scene {
     scene.clone()
 }
 
+/// A scene as the trainer sees it at `width`x`height`: planar RGB pixels in [-1, 1], and its
+/// object mask (1 where the scene rendered without its objects differs, else 0).
+pub fn render_for_training(scene: &Scene, width: u32, height: u32) -> (Vec<f32>, Vec<f32>) {
+    let img = render(scene, width, height);
+    let mut pixels = Vec::with_capacity(3 * (width * height) as usize);
+    for c in 0..3 {
+        pixels.extend(img.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
+    }
+    let bare = render(&Scene { objects: Vec::new(), relations: Vec::new(), ..scene.clone() }, width, height);
+    let mask = img
+        .pixels()
+        .zip(bare.pixels())
+        .map(|(a, b)| if a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 8) { 1f32 } else { 0f32 })
+        .collect();
+    (pixels, mask)
+}
+
 /// Renders and tokenizes scenes with their captions (None: dropped, the empty caption).
 fn assemble(tokenizer: &ClipTokenizer, items: Vec<(Scene, Option<Caption>)>, (width, height): (u32, u32), max_len: usize) -> Result<Batch> {
     let n = items.len();
@@ -134,15 +151,9 @@ fn assemble(tokenizer: &ClipTokenizer, items: Vec<(Scene, Option<Caption>)>, (wi
                 (c.text, Some(target))
             }
         };
-        let img = render(&scene, width, height);
-        for c in 0..3 {
-            pixels.extend(img.pixels().map(|p| p.0[c] as f32 / 127.5 - 1.0));
-        }
-        let bare = render(&Scene { objects: Vec::new(), relations: Vec::new(), ..scene.clone() }, width, height);
-        masks.extend(img.pixels().zip(bare.pixels()).map(|(a, b)| {
-            let differs = a.0.iter().zip(b.0.iter()).any(|(x, y)| x.abs_diff(*y) > 8);
-            if differs { 1f32 } else { 0f32 }
-        }));
+        let (px, mask) = render_for_training(&scene, width, height);
+        pixels.extend(px);
+        masks.extend(mask);
         let encoded = tokenizer.encode_for_model(&text, max_len);
         ids.extend(encoded.ids);
         eos.push(encoded.kept_tokens - 1);
