@@ -32,6 +32,14 @@ pub struct TrainArgs {
     /// Images per diffusion step.
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Peak learning rate of the diffusion phase (default: the recipe's, 1e-3).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Fine-tune an exported plantain-nano folder (same architecture) instead of training from
+    /// scratch: its autoencoder is kept, there is no parse phase, and --steps diffusion steps
+    /// continue from its text encoder and UNet with the recipe's other settings.
+    #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["vae_steps", "tiny", "attention", "object_crops"])]
+    pub init_from: Option<PathBuf>,
     /// The earlier recipe: ε-prediction on SD's noise schedule, uniform timesteps (measured in
     /// BENCHMARKS.md; kept for comparison)
     #[arg(long, conflicts_with = "frozen_text")]
@@ -89,6 +97,10 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     if let Some(sides) = &a.attention {
         cfg = cfg.with_attention_at(sides).map_err(anyhow::Error::msg).context("--attention")?;
     }
+    if let Some(dir) = &a.init_from {
+        // A fine-tune keeps the model's architecture.
+        cfg = plantain_nano::train::exported_config(dir).with_context(|| format!("--init-from {}", dir.display()))?;
+    }
     let mut opts = if a.epsilon {
         TrainOptions::epsilon()
     } else if a.frozen_text {
@@ -119,7 +131,19 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     if let Some(v) = a.outline_weight {
         opts.outline_weight = v;
     }
-    opts.checkpoint_every = opts.checkpoint_every.min(opts.steps.max(1)).min(opts.vae_steps.max(1));
+    if let Some(v) = a.lr {
+        opts.lr = v;
+    }
+    if let Some(dir) = &a.init_from {
+        opts.init_from = Some(dir.clone());
+        opts.vae_steps = 0;
+        opts.text_steps = 0;
+        opts.parse_weight = 0.0;
+    }
+    opts.checkpoint_every = opts.checkpoint_every.min(opts.steps.max(1));
+    if opts.vae_steps > 0 {
+        opts.checkpoint_every = opts.checkpoint_every.min(opts.vae_steps);
+    }
     eprintln!(
         "training plantain-nano ({} px native): {} autoencoder steps x {}, {} text-parse steps x {}, {} diffusion steps x {}, seed {}; checkpoints in {}",
         cfg.native_resolution(),

@@ -151,8 +151,7 @@ classifier-free guidance. Some attribute combinations are held out of training (
 ```
 plantain train nano --out models/plantain-nano --work nano-train --seed {seed}{flag}
 ```
-Candle autograd on the CPU. Autoencoder: {vsteps} steps of batch {vbatch}, {crops} (AdamW, lr {vlr},
-L2 + ½·L1 reconstruction with {edge}x extra weight on edges, KL weight 1e-5). {text_phase}Then
+Candle autograd on the CPU. {autoencoder}{text_phase}Then
 {diffused}: {steps} steps of batch {batch} (AdamW, lr {lr}, weight decay 0.01, {warmup} warm-up
 steps then cosine decay, {objective}, {dropout:.0}% empty captions, EMA {ema}); {mins:.0} minutes
 in all on the machine in BENCHMARKS.md. Final smoothed losses: autoencoder {vloss:.4}, diffusion
@@ -175,10 +174,7 @@ Apache-2.0, like plantain. Trained only on procedurally generated images.
         mult = cfg.pixel_multiple(),
         params = info.params,
         seed = info.options.seed,
-        vsteps = info.options.vae_steps,
-        vbatch = info.options.vae_batch,
-        vlr = info.options.vae_lr,
-        edge = info.options.vae_edge_weight,
+        autoencoder = autoencoder_text(&info.options),
         steps = info.options.steps,
         batch = info.options.batch,
         lr = info.options.lr,
@@ -189,7 +185,6 @@ Apache-2.0, like plantain. Trained only on procedurally generated images.
         vloss = info.vae_loss,
         loss = info.loss,
         flag = recipe_flags(cfg, &info.options),
-        crops = crops_text(&info.options),
         text_phase = text_phase_text(&info.options),
         diffused = if info.options.freeze_text { "the UNet (text encoder frozen)" } else { "text encoder + UNet together" },
         objective = objective_text(&info.options),
@@ -200,9 +195,17 @@ Apache-2.0, like plantain. Trained only on procedurally generated images.
 fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
     let recipes =
         [("", TrainOptions::standard()), (" --epsilon", TrainOptions::epsilon()), (" --frozen-text", TrainOptions::frozen_text())];
+    // What `--init-from` changes on top of any recipe (the CLI's fine-tune settings).
+    let fine_tune = |r: TrainOptions| match &o.init_from {
+        Some(dir) => TrainOptions { init_from: Some(dir.clone()), vae_steps: 0, text_steps: 0, parse_weight: 0.0, ..r },
+        None => r,
+    };
+    let recipes = recipes.map(|(flag, r)| (flag, fine_tune(r)));
     let recipe = recipes.into_iter().find(|(_, r)| {
         *o == TrainOptions {
             seed: o.seed,
+            steps: o.steps,
+            lr: o.lr,
             vae_object_crops: o.vae_object_crops,
             mid_noise_share: o.mid_noise_share,
             object_weight: o.object_weight,
@@ -234,7 +237,10 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
                 if o.outline_weight != r.outline_weight { format!(" --outline-weight {}", o.outline_weight) } else { String::new() };
             let twins =
                 if o.shape_twin_weight != r.shape_twin_weight { format!(" --shape-twins {}", o.shape_twin_weight) } else { String::new() };
-            format!("{flag}{crops}{mid}{object}{outline}{twins}{a}")
+            let init = o.init_from.as_ref().map(|d| format!(" --init-from {}", d.display())).unwrap_or_default();
+            let steps = if o.steps != r.steps { format!(" --steps {}", o.steps) } else { String::new() };
+            let lr = if o.lr != r.lr { format!(" --lr {}", o.lr) } else { String::new() };
+            format!("{flag}{init}{steps}{lr}{crops}{mid}{object}{outline}{twins}{a}")
         }
         _ => "   # plus the non-default options and configuration in training.json".to_string(),
     }
@@ -245,6 +251,25 @@ fn crops_text(o: &TrainOptions) -> String {
         (0, _) => "whole canvases".to_string(),
         (c, true) => format!("{c} px crops centred near an object"),
         (c, false) => format!("random {c} px crops"),
+    }
+}
+
+fn autoencoder_text(o: &TrainOptions) -> String {
+    match &o.init_from {
+        Some(dir) => format!(
+            "Fine-tuned from the model in `{}` (`--init-from`): its autoencoder and latent scale kept, \
+             its text encoder and UNet the starting point. ",
+            dir.display()
+        ),
+        None => format!(
+            "Autoencoder: {} steps of batch {}, {} (AdamW, lr {}, L2 + ½·L1 reconstruction with {}x extra \
+             weight on edges, KL weight 1e-5). ",
+            o.vae_steps,
+            o.vae_batch,
+            crops_text(o),
+            o.vae_lr,
+            o.vae_edge_weight
+        ),
     }
 }
 
@@ -343,8 +368,27 @@ mod card_tests {
         assert!(standard.clone().with_attention_at(&[32]).is_err());
         let wider = NanoConfig { unet: UNetConfig { heads: 8, ..standard.unet.clone() }, ..standard.clone() };
         assert!(recipe_flags(&wider, &opts).contains("training.json"));
-        let odd = TrainOptions { lr: 5e-4, ..opts.clone() };
+        let odd = TrainOptions { warmup: 10, ..opts.clone() };
         assert!(recipe_flags(&standard, &odd).contains("training.json"));
+        let longer = TrainOptions { steps: 3000, lr: 5e-4, ..opts.clone() };
+        assert_eq!(recipe_flags(&standard, &longer), " --steps 3000 --lr 0.0005");
+        let tuned = TrainOptions {
+            init_from: Some("models/plantain-nano".into()),
+            vae_steps: 0,
+            text_steps: 0,
+            parse_weight: 0.0,
+            steps: 600,
+            shape_twin_weight: 4.0,
+            ..opts.clone()
+        };
+        assert_eq!(recipe_flags(&standard, &tuned), " --init-from models/plantain-nano --steps 600 --shape-twins 4");
+        assert!(
+            model_card(&standard, &ExportInfo { options: tuned, vae_loss: 0.0, loss: 0.0, seconds: 60.0, params: 1 })
+                .contains("Fine-tuned from the model in `models/plantain-nano`")
+        );
+        // A fine-tune that kept a parse loss is not what the CLI makes.
+        let parsed = TrainOptions { init_from: Some("m".into()), vae_steps: 0, text_steps: 0, ..opts.clone() };
+        assert!(recipe_flags(&standard, &parsed).contains("training.json"));
         assert_eq!(crops_text(&crops), "32 px crops centred near an object");
         assert_eq!(crops_text(&opts), "random 32 px crops");
     }

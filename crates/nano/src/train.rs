@@ -106,6 +106,11 @@ pub struct TrainOptions {
     /// table), so more UNet steps fit the budget.
     #[serde(default)]
     pub freeze_text: bool,
+    /// Start from an exported plantain-nano folder's weights (a fine-tune): its autoencoder and
+    /// latent scale are kept as they are (no autoencoder phase), its text encoder and UNet are
+    /// the starting point of the later phases. None: train from scratch.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }
 
 fn default_text_batch() -> usize {
@@ -203,6 +208,7 @@ impl TrainOptions {
             text_lr: 2e-3,
             parse_weight: 0.1,
             freeze_text: false,
+            init_from: None,
         }
     }
 
@@ -269,6 +275,7 @@ impl TrainOptions {
             text_lr: 2e-3,
             parse_weight: 0.1,
             freeze_text: false,
+            init_from: None,
         }
     }
 }
@@ -385,6 +392,50 @@ fn merged_vars(a: &Store, b: &Store) -> BTreeMap<String, Var> {
     a.vars().iter().chain(b.vars()).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The architecture of an exported plantain-nano folder (its `training.json`).
+pub fn exported_config(model: &Path) -> Result<NanoConfig> {
+    let training = model.join("training.json");
+    let bytes = std::fs::read(&training).map_err(|e| NanoError::io(&training, e))?;
+    #[derive(Deserialize)]
+    struct Exported {
+        config: NanoConfig,
+    }
+    let exported: Exported = serde_json::from_slice(&bytes).map_err(|e| NanoError::Checkpoint(format!("{}: {e}", training.display())))?;
+    Ok(exported.config)
+}
+
+/// Makes an exported model's weights the first checkpoint of a fine-tune in `paths`: its
+/// autoencoder and latent scale as the finished first phase, its text encoder and UNet as the
+/// starting point of the later ones.
+fn seed_from_model(model: &Path, cfg: &NanoConfig, paths: &Paths, state: &mut State) -> Result<()> {
+    if exported_config(model)? != *cfg {
+        return Err(NanoError::Checkpoint(format!(
+            "{} has another architecture than this run's; a fine-tune keeps the model's architecture",
+            model.display()
+        )));
+    }
+    let vae_json = model.join("vae/config.json");
+    let bytes = std::fs::read(&vae_json).map_err(|e| NanoError::io(&vae_json, e))?;
+    let scale = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("scaling_factor").and_then(|s| s.as_f64()))
+        .ok_or_else(|| NanoError::Checkpoint(format!("{}: no scaling_factor", vae_json.display())))?;
+    for (part, dst) in [
+        ("vae/diffusion_pytorch_model.safetensors", "vae.safetensors"),
+        ("text_encoder/model.safetensors", "text_encoder.safetensors"),
+        ("unet/diffusion_pytorch_model.safetensors", "unet.safetensors"),
+    ] {
+        let src = model.join(part);
+        if !src.is_file() {
+            return Err(NanoError::Checkpoint(format!("{} is missing", src.display())));
+        }
+        Store::load(&src, 0)?.save(&paths.file(dst))?;
+    }
+    state.latent_scale = Some(scale as f32);
+    tracing::info!(model = %model.display(), "fine-tuning from an exported model");
+    write_state(paths, state)
+}
+
 /// Trains plantain-nano with checkpoints in `work` (resuming from them when present) and
 /// writes the finished model, in diffusers layout, to `out`.
 pub fn train(
@@ -403,7 +454,8 @@ pub fn train(
     if opts.freeze_text && opts.parse_weight > 0.0 {
         return Err(NanoError::Options("a parse loss during diffusion needs a text encoder that trains (freeze_text is set)".into()));
     }
-    if opts.freeze_text && opts.text_steps == 0 {
+    let fine_tune = opts.init_from.is_some();
+    if opts.freeze_text && opts.text_steps == 0 && !fine_tune {
         return Err(NanoError::Options("freezing the text encoder without a parse phase would freeze random weights".into()));
     }
     if !(0.0..=1.0).contains(&opts.mid_noise_share) {
@@ -418,6 +470,14 @@ pub fn train(
     }
     if !(0.0..=1.0).contains(&opts.high_noise_share) {
         return Err(NanoError::Options(format!("high_noise_share {} is not a share in [0, 1]", opts.high_noise_share)));
+    }
+    if fine_tune && opts.vae_steps > 0 {
+        return Err(NanoError::Options("a fine-tune keeps the model's autoencoder: vae_steps must be 0".into()));
+    }
+    if fine_tune && opts.parse_weight > 0.0 && opts.text_steps == 0 {
+        return Err(NanoError::Options(
+            "a parse loss in a fine-tune needs a parse phase first (an exported model has no parse head)".into(),
+        ));
     }
     if opts.shape_twin_weight > 0.0 && (opts.batch < 2 || !opts.batch.is_multiple_of(2)) {
         return Err(NanoError::Options(format!("shape twins come in pairs: batch {} is not even", opts.batch)));
@@ -455,9 +515,15 @@ pub fn train(
     let native = cfg.native_resolution() as u32;
     let shapes = buckets(cfg);
 
+    if let Some(model) = &opts.init_from
+        && state.latent_scale.is_none()
+    {
+        seed_from_model(model, cfg, &paths, &mut state)?;
+    }
+
     // Phase 1: the autoencoder.
     let vae_file = paths.file("vae.safetensors");
-    let mut vae_store = if state.vae_step > 0 { Store::load(&vae_file, opts.seed)? } else { Store::new(opts.seed) };
+    let mut vae_store = if state.vae_step > 0 || fine_tune { Store::load(&vae_file, opts.seed)? } else { Store::new(opts.seed) };
     let vae = Vae::new(&mut vae_store, &cfg.vae)?;
     if state.vae_step < opts.vae_steps {
         let mut opt = AdamW::new(opts.vae_lr, 0.0);
@@ -552,7 +618,7 @@ pub fn train(
     let text_file = paths.file("text_encoder.safetensors");
     let head_file = paths.file("parse_head.safetensors");
     let resuming = state.step > 0;
-    let text_started = resuming || state.text_step > 0;
+    let text_started = resuming || state.text_step > 0 || fine_tune;
     let mut text_store = if text_started { Store::load(&text_file, opts.seed)? } else { Store::new(opts.seed) };
     let text = TextEncoder::new(&mut text_store, &cfg.text)?;
     let mut head_store = if text_started && head_file.exists() { Store::load(&head_file, opts.seed)? } else { Store::new(opts.seed) };
@@ -604,7 +670,7 @@ pub fn train(
 
     // Phase 3: text encoder + UNet on the frozen autoencoder's latents.
     let unet_file = paths.file("unet.safetensors");
-    let mut unet_store = if resuming { Store::load(&unet_file, opts.seed)? } else { Store::new(opts.seed) };
+    let mut unet_store = if resuming || fine_tune { Store::load(&unet_file, opts.seed)? } else { Store::new(opts.seed) };
     let unet = UNet::new(&mut unet_store, &cfg.unet)?;
     let mut all_vars = merged_vars(&text_store, &unet_store);
     if opts.parse_weight > 0.0 {

@@ -281,3 +281,61 @@ fn contradictory_text_options_are_refused() {
     assert!(err.to_string().contains("outline_weight -1"), "{err}");
     assert!(!tmp.path().join("w").exists(), "nothing is written for refused options");
 }
+
+#[test]
+fn a_fine_tune_starts_from_the_exported_weights_keeps_the_autoencoder_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    run(&base.join("work"), &base.join("model"), None).unwrap();
+    let model = base.join("model");
+    let tune =
+        TrainOptions { seed: 1, init_from: Some(model.clone()), vae_steps: 0, text_steps: 0, parse_weight: 0.0, ..TrainOptions::smoke() };
+    let fine_tune = |name: &str, cancel_at: Option<u64>| {
+        let dir = tmp.path().join(name);
+        let cancel = AtomicBool::new(false);
+        train(&NanoConfig::tiny(), &tune, &dir.join("work"), &dir.join("model"), &cancel, &mut |p| {
+            assert_eq!(p.phase, Phase::Diffusion, "a fine-tune has no autoencoder or parse phase");
+            if Some(p.step) == cancel_at {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    fine_tune("a", None).unwrap();
+    // Stopped before its first checkpoint (step 2), and after it: both resume to the same bytes.
+    for (name, stop) in [("b", 1), ("c", 2)] {
+        assert!(matches!(fine_tune(name, Some(stop)), Err(plantain_nano::NanoError::Cancelled)));
+        fine_tune(name, None).unwrap();
+    }
+    let weights = |name: &str, file: &str| read(tmp.path().join(name).join("model").join(file));
+    let unet = "unet/diffusion_pytorch_model.safetensors";
+    let vae = "vae/diffusion_pytorch_model.safetensors";
+    for name in ["b", "c"] {
+        assert!(weights("a", unet) == weights(name, unet), "a fine-tune stopped in run {name} resumed differently");
+    }
+    assert!(weights("a", vae) == read(model.join(vae)), "the fine-tune changed the autoencoder");
+    assert!(weights("a", unet) != read(model.join(unet)), "the fine-tune did not move the UNet");
+    let scale = |dir: &Path| -> f64 {
+        let v: serde_json::Value = serde_json::from_slice(&read(dir.join("vae/config.json"))).unwrap();
+        v["scaling_factor"].as_f64().unwrap()
+    };
+    assert_eq!(scale(&model), scale(&tmp.path().join("a").join("model")));
+    let card = String::from_utf8(weights("a", "README.md")).unwrap();
+    assert!(card.contains("Fine-tuned from the model in"), "{card}");
+
+    // The model's own architecture only, and no autoencoder steps on top of its autoencoder.
+    let other = NanoConfig::tiny().with_attention_at(&[]).unwrap();
+    let err = train(&other, &tune, &tmp.path().join("w1"), &tmp.path().join("m1"), &AtomicBool::new(false), &mut |_| {})
+        .err()
+        .expect("another architecture is refused");
+    assert!(err.to_string().contains("another architecture"), "{err}");
+    let with_vae = TrainOptions { vae_steps: 3, ..tune.clone() };
+    let err = train(&NanoConfig::tiny(), &with_vae, &tmp.path().join("w2"), &tmp.path().join("m2"), &AtomicBool::new(false), &mut |_| {})
+        .err()
+        .expect("autoencoder steps in a fine-tune are refused");
+    assert!(err.to_string().contains("vae_steps must be 0"), "{err}");
+    let missing = TrainOptions { init_from: Some(tmp.path().join("nowhere")), ..tune.clone() };
+    let err = train(&NanoConfig::tiny(), &missing, &tmp.path().join("w3"), &tmp.path().join("m3"), &AtomicBool::new(false), &mut |_| {})
+        .err()
+        .expect("a missing model is refused");
+    assert!(err.to_string().contains("training.json"), "{err}");
+}
