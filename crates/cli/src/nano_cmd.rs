@@ -69,6 +69,10 @@ pub struct TrainArgs {
     /// the difference of each pair's errors weighted W in the loss (default 0: off)
     #[arg(long, value_name = "W")]
     pub shape_twins: Option<f64>,
+    /// Weight of the object probe's loss: a linear head on the UNet's last features, pooled
+    /// over each object's box, must name its shape and colour (default 0: off)
+    #[arg(long, value_name = "W")]
+    pub object_probe: Option<f64>,
     /// Latent sides of the UNet levels with cross-attention transformers, e.g. `8` for the
     /// eighth run's UNet or `16,8,4` (default: the recipe's, 8 and 4)
     #[arg(long, value_delimiter = ',', conflicts_with = "tiny")]
@@ -127,6 +131,9 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     }
     if let Some(v) = a.shape_twins {
         opts.shape_twin_weight = v;
+    }
+    if let Some(v) = a.object_probe {
+        opts.object_probe_weight = v;
     }
     if let Some(v) = a.outline_weight {
         opts.outline_weight = v;

@@ -211,6 +211,7 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
             object_weight: o.object_weight,
             outline_weight: o.outline_weight,
             shape_twin_weight: o.shape_twin_weight,
+            object_probe_weight: o.object_probe_weight,
             ..r.clone()
         }
     });
@@ -240,7 +241,12 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
             let init = o.init_from.as_ref().map(|d| format!(" --init-from {}", d.display())).unwrap_or_default();
             let steps = if o.steps != r.steps { format!(" --steps {}", o.steps) } else { String::new() };
             let lr = if o.lr != r.lr { format!(" --lr {}", o.lr) } else { String::new() };
-            format!("{flag}{init}{steps}{lr}{crops}{mid}{object}{outline}{twins}{a}")
+            let probe = if o.object_probe_weight != r.object_probe_weight {
+                format!(" --object-probe {}", o.object_probe_weight)
+            } else {
+                String::new()
+            };
+            format!("{flag}{init}{steps}{lr}{crops}{mid}{object}{outline}{twins}{probe}{a}")
         }
         _ => "   # plus the non-default options and configuration in training.json".to_string(),
     }
@@ -326,6 +332,12 @@ fn objective_text(o: &TrainOptions) -> String {
             o.shape_twin_weight
         ));
     }
+    if o.object_probe_weight > 0.0 {
+        parts.push(format!(
+            "an object probe (a linear head on the UNet's last features, pooled over each object's box, naming its shape and colour; not exported) weighted {}",
+            o.object_probe_weight
+        ));
+    }
     if o.offset_noise > 0.0 {
         parts.push(format!("offset noise {}", o.offset_noise));
     }
@@ -361,6 +373,9 @@ mod card_tests {
         assert_eq!(recipe_flags(&standard, &outline_only), " --object-weight 0 --outline-weight 32");
         let twins = TrainOptions { shape_twin_weight: 2.0, ..opts.clone() };
         assert_eq!(recipe_flags(&standard, &twins), " --shape-twins 2");
+        let probed = TrainOptions { object_probe_weight: 0.5, ..opts.clone() };
+        assert_eq!(recipe_flags(&standard, &probed), " --object-probe 0.5");
+        assert!(objective_text(&probed).contains("object probe"));
         let epsilon = TrainOptions { seed: 3, ..TrainOptions::epsilon() };
         assert_eq!(recipe_flags(&standard, &epsilon), " --epsilon");
         let epsilon_mid = TrainOptions { mid_noise_share: 0.5, ..epsilon };

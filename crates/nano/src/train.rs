@@ -21,6 +21,7 @@ use crate::data::{batch, buckets, caption_batch, edge_weights, gaussian, object_
 use crate::export::{ExportInfo, export};
 use crate::nn::Store;
 use crate::parse::ParseHead;
+use crate::probe::ObjectProbe;
 use crate::text::TextEncoder;
 use crate::unet::UNet;
 use crate::vae::Vae;
@@ -90,6 +91,10 @@ pub struct TrainOptions {
     /// each pair's errors: the part of the error only the shape word can explain (0: off).
     #[serde(default)]
     pub shape_twin_weight: f64,
+    /// Weight of the object probe's loss ([`crate::probe`]): a linear head on the UNet's last
+    /// features, pooled over each object's box, names its shape and colour (0: off).
+    #[serde(default)]
+    pub object_probe_weight: f64,
     /// Steps that teach the text encoder to parse captions ([`crate::parse`]) before the
     /// diffusion phase, on captions alone.
     #[serde(default)]
@@ -203,6 +208,7 @@ impl TrainOptions {
             object_weight: 8.0,
             outline_weight: 0.0,
             shape_twin_weight: 0.0,
+            object_probe_weight: 0.0,
             text_steps: 1500,
             text_batch: 64,
             text_lr: 2e-3,
@@ -237,6 +243,7 @@ impl TrainOptions {
             object_weight: 0.0,
             outline_weight: 0.0,
             shape_twin_weight: 0.0,
+            object_probe_weight: 0.0,
             text_steps: 0,
             parse_weight: 0.0,
             freeze_text: false,
@@ -270,6 +277,7 @@ impl TrainOptions {
             object_weight: 8.0,
             outline_weight: 4.0,
             shape_twin_weight: 0.0,
+            object_probe_weight: 0.0,
             text_steps: 3,
             text_batch: 4,
             text_lr: 2e-3,
@@ -461,9 +469,12 @@ pub fn train(
     if !(0.0..=1.0).contains(&opts.mid_noise_share) {
         return Err(NanoError::Options(format!("mid_noise_share {} is not a share in [0, 1]", opts.mid_noise_share)));
     }
-    for (name, w) in
-        [("object_weight", opts.object_weight), ("outline_weight", opts.outline_weight), ("shape_twin_weight", opts.shape_twin_weight)]
-    {
+    for (name, w) in [
+        ("object_weight", opts.object_weight),
+        ("outline_weight", opts.outline_weight),
+        ("shape_twin_weight", opts.shape_twin_weight),
+        ("object_probe_weight", opts.object_probe_weight),
+    ] {
         if !(w.is_finite() && w >= 0.0) {
             return Err(NanoError::Options(format!("{name} {w} is not a weight ≥ 0")));
         }
@@ -672,12 +683,18 @@ pub fn train(
     let unet_file = paths.file("unet.safetensors");
     let mut unet_store = if resuming || fine_tune { Store::load(&unet_file, opts.seed)? } else { Store::new(opts.seed) };
     let unet = UNet::new(&mut unet_store, &cfg.unet)?;
+    let probe_file = paths.file("object_probe.safetensors");
+    let mut probe_store = if resuming && probe_file.exists() { Store::load(&probe_file, opts.seed)? } else { Store::new(opts.seed) };
+    let probe =
+        if opts.object_probe_weight > 0.0 { Some(ObjectProbe::new(&mut probe_store, cfg.unet.block_out_channels[0])?) } else { None };
     let mut all_vars = merged_vars(&text_store, &unet_store);
     if opts.parse_weight > 0.0 {
         all_vars.extend(head_store.vars().iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    all_vars.extend(probe_store.vars().iter().map(|(k, v)| (k.clone(), v.clone())));
     // What the optimizer moves; the EMA holds every exported weight either way.
-    let vars: BTreeMap<String, Var> = if opts.freeze_text { unet_store.vars().clone() } else { all_vars.clone() };
+    let mut vars: BTreeMap<String, Var> = if opts.freeze_text { unet_store.vars().clone() } else { all_vars.clone() };
+    vars.extend(probe_store.vars().iter().map(|(k, v)| (k.clone(), v.clone())));
     let mut opt = AdamW::new(opts.lr, 0.01);
     let ema: BTreeMap<String, Tensor> = if resuming {
         candle_core::safetensors::load(paths.file("ema.safetensors"), &candle_core::Device::Cpu)?.into_iter().collect()
@@ -737,7 +754,7 @@ pub fn train(
         let mark = Instant::now();
         let ctx = if opts.freeze_text { text.forward(&b.ids)?.detach() } else { text.forward(&b.ids)? };
         let tf: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
-        let pred = unet.forward(&noisy, &tf, &ctx)?;
+        let (pred, features) = unet.forward_with_features(&noisy, &tf, &ctx)?;
         // Loss weights, stated as weights on the x0 error (ε-MSE = snr·x0-MSE, v-MSE =
         // (snr+1)·x0-MSE). ε with min-SNR-5 (Hang et al. 2023) weighs x0 by min(snr, 5): next to
         // nothing at high noise, where nothing but the prompt says what the picture is, so the
@@ -777,6 +794,20 @@ pub fn train(
             let pair_w = w.reshape((n / 2, 2))?.narrow(1, 0, 1)?.squeeze(1)?;
             loss = (loss + ((gap * pair_w)?.mean_all()? * opts.shape_twin_weight)?)?;
         }
+        if let Some(probe) = &probe {
+            let captioned: Vec<bool> = b.targets.iter().map(|t| t.is_some()).collect();
+            if let Some(probed) = probe.loss(&features, &b.scenes, &captioned, shape)? {
+                loss = (loss + (&probed * opts.object_probe_weight)?)?;
+                if (state.step + 1).is_multiple_of(opts.checkpoint_every) {
+                    let scenes: Vec<_> = b.scenes.iter().zip(&captioned).filter(|(_, c)| **c).map(|(s, _)| s.clone()).collect();
+                    let kept: Vec<u32> = captioned.iter().enumerate().filter(|(_, c)| **c).map(|(i, _)| i as u32).collect();
+                    let n = kept.len();
+                    let feats = features.detach().index_select(&Tensor::from_vec(kept, n, &candle_core::Device::Cpu)?, 0)?;
+                    let accuracy = crate::probe::shape_accuracy(probe, &feats, &scenes, shape)?;
+                    tracing::info!(step = state.step + 1, loss = probed.to_scalar::<f32>()?, shape_accuracy = accuracy, "object probe");
+                }
+            }
+        }
         if opts.parse_weight > 0.0
             && let Some(parsed) = head.loss(&ctx, &b.eos, &b.targets)?
         {
@@ -813,6 +844,9 @@ pub fn train(
             unet_store.save(&unet_file)?;
             if opts.parse_weight > 0.0 {
                 head_store.save(&head_file)?;
+            }
+            if probe.is_some() {
+                probe_store.save(&probe_file)?;
             }
             opt.save(&paths.file("optimizer.safetensors"), &vars)?;
             crate::nn::save_tensors(&ema, &paths.file("ema.safetensors"))?;

@@ -339,3 +339,38 @@ fn a_fine_tune_starts_from_the_exported_weights_keeps_the_autoencoder_and_resume
         .expect("a missing model is refused");
     assert!(err.to_string().contains("training.json"), "{err}");
 }
+
+#[test]
+fn the_object_probe_trains_resumes_exactly_and_is_not_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = TrainOptions { object_probe_weight: 1.0, ..TrainOptions::smoke() };
+    let probed = |name: &str, cancel_at: Option<u64>| {
+        let dir = tmp.path().join(name);
+        let cancel = AtomicBool::new(false);
+        train(&NanoConfig::tiny(), &opts, &dir.join("w"), &dir.join("m"), &cancel, &mut |p| {
+            if p.phase == Phase::Diffusion && Some(p.step) == cancel_at {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    let a = probed("a", None).unwrap();
+    assert!(matches!(probed("b", Some(2)), Err(plantain_nano::NanoError::Cancelled)));
+    assert!(tmp.path().join("b/w/object_probe.safetensors").is_file(), "the probe head is checkpointed");
+    let b = probed("b", None).unwrap();
+    assert!(a.loss.is_finite() && a.loss == b.loss);
+    let unet = "m/unet/diffusion_pytorch_model.safetensors";
+    assert!(read(tmp.path().join("a").join(unet)) == read(tmp.path().join("b").join(unet)), "resumed differently");
+    let plain = tmp.path().join("plain");
+    train(&NanoConfig::tiny(), &TrainOptions::smoke(), &plain.join("w"), &plain.join("m"), &AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert!(read(plain.join(unet)) != read(tmp.path().join("a").join(unet)), "the probe changes the UNet's training");
+    // The same tensors are exported with and without the probe: its head stays behind.
+    let names = |path: PathBuf| -> Vec<String> {
+        let mut n: Vec<String> = candle_core::safetensors::load(path, &Device::Cpu).unwrap().into_keys().collect();
+        n.sort();
+        n
+    };
+    for part in [unet, "m/text_encoder/model.safetensors"] {
+        assert_eq!(names(plain.join(part)), names(tmp.path().join("a").join(part)), "{part}");
+    }
+    assert!(!names(tmp.path().join("a").join(unet)).iter().any(|n| n.contains("probe")));
+}
