@@ -319,6 +319,12 @@ fn a_fine_tune_starts_from_the_exported_weights_keeps_the_autoencoder_and_resume
         v["scaling_factor"].as_f64().unwrap()
     };
     assert_eq!(scale(&model), scale(&tmp.path().join("a").join("model")));
+    let vae_loss = |dir: &Path| -> f64 {
+        let v: serde_json::Value = serde_json::from_slice(&read(dir.join("training.json"))).unwrap();
+        v["run"]["vae_loss"].as_f64().unwrap()
+    };
+    assert_eq!(vae_loss(&model), vae_loss(&tmp.path().join("a").join("model")), "the kept autoencoder keeps its loss");
+    assert!(vae_loss(&model) > 0.0);
     let card = String::from_utf8(weights("a", "README.md")).unwrap();
     assert!(card.contains("Fine-tuned from the model in"), "{card}");
 
