@@ -99,9 +99,8 @@ fn training_json(cfg: &NanoConfig, info: &ExportInfo, latent_scale: f32) -> serd
     json!({ "config": cfg, "latent_scale": latent_scale, "run": info })
 }
 
-/// Rewrites the model card of an exported folder from its `training.json`, with
-/// `evaluation` (Markdown: what was measured, how, and the table) as its Evaluation section.
-pub fn write_card(dir: &Path, evaluation: &str) -> Result<()> {
+/// An exported folder's `training.json`: its architecture and how it was trained.
+pub fn read_training(dir: &Path) -> Result<(NanoConfig, ExportInfo)> {
     let path = dir.join("training.json");
     let bytes = std::fs::read(&path).map_err(|e| NanoError::io(&path, e))?;
     #[derive(Deserialize)]
@@ -110,7 +109,14 @@ pub fn write_card(dir: &Path, evaluation: &str) -> Result<()> {
         run: ExportInfo,
     }
     let t: Training = serde_json::from_slice(&bytes).map_err(|e| NanoError::Checkpoint(format!("{}: {e}", path.display())))?;
-    let card = format!("{}\n\n## Evaluation\n\n{}\n", model_card(&t.config, &t.run).trim_end(), evaluation.trim_end());
+    Ok((t.config, t.run))
+}
+
+/// Rewrites the model card of an exported folder from its `training.json`, with
+/// `evaluation` (Markdown: what was measured, how, and the table) as its Evaluation section.
+pub fn write_card(dir: &Path, evaluation: &str) -> Result<()> {
+    let (config, run) = read_training(dir)?;
+    let card = format!("{}\n\n## Evaluation\n\n{}\n", model_card(&config, &run).trim_end(), evaluation.trim_end());
     let out = dir.join("README.md");
     let tmp = dir.join(".README.md.partial");
     write(&tmp, card.as_bytes())?;

@@ -402,27 +402,14 @@ fn merged_vars(a: &Store, b: &Store) -> BTreeMap<String, Var> {
 
 /// The architecture of an exported plantain-nano folder (its `training.json`).
 pub fn exported_config(model: &Path) -> Result<NanoConfig> {
-    Ok(exported(model)?.0)
-}
-
-/// An exported folder's architecture and final autoencoder loss (its `training.json`).
-fn exported(model: &Path) -> Result<(NanoConfig, f64)> {
-    let training = model.join("training.json");
-    let bytes = std::fs::read(&training).map_err(|e| NanoError::io(&training, e))?;
-    #[derive(Deserialize)]
-    struct Exported {
-        config: NanoConfig,
-        run: ExportInfo,
-    }
-    let exported: Exported = serde_json::from_slice(&bytes).map_err(|e| NanoError::Checkpoint(format!("{}: {e}", training.display())))?;
-    Ok((exported.config, exported.run.vae_loss))
+    Ok(crate::export::read_training(model)?.0)
 }
 
 /// Makes an exported model's weights the first checkpoint of a fine-tune in `paths`: its
 /// autoencoder and latent scale as the finished first phase, its text encoder and UNet as the
 /// starting point of the later ones.
 fn seed_from_model(model: &Path, cfg: &NanoConfig, paths: &Paths, state: &mut State) -> Result<()> {
-    let (config, vae_loss) = exported(model)?;
+    let (config, run) = crate::export::read_training(model)?;
     if config != *cfg {
         return Err(NanoError::Checkpoint(format!(
             "{} has another architecture than this run's; a fine-tune keeps the model's architecture",
@@ -448,7 +435,7 @@ fn seed_from_model(model: &Path, cfg: &NanoConfig, paths: &Paths, state: &mut St
     }
     state.latent_scale = Some(scale as f32);
     // The autoencoder is the model's: so is its loss.
-    state.vae_loss = vae_loss;
+    state.vae_loss = run.vae_loss;
     tracing::info!(model = %model.display(), "fine-tuning from an exported model");
     write_state(paths, state)
 }
