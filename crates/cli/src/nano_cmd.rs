@@ -38,7 +38,7 @@ pub struct TrainArgs {
     /// Fine-tune an exported plantain-nano folder (same architecture) instead of training from
     /// scratch: its autoencoder is kept, there is no parse phase, and --steps diffusion steps
     /// continue from its text encoder and UNet with the recipe's other settings.
-    #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["vae_steps", "tiny", "attention", "object_crops"])]
+    #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["vae_steps", "tiny", "attention", "object_crops", "fine_latents"])]
     pub init_from: Option<PathBuf>,
     /// The earlier recipe: ε-prediction on SD's noise schedule, uniform timesteps (measured in
     /// BENCHMARKS.md; kept for comparison)
@@ -77,6 +77,11 @@ pub struct TrainArgs {
     /// eighth run's UNet or `16,8,4` (default: the recipe's, 8 and 4)
     #[arg(long, value_delimiter = ',', conflicts_with = "tiny")]
     pub attention: Option<Vec<usize>>,
+    /// The factor-2 architecture: latents 32x32x4 instead of 16x16x8 and a four-level UNet,
+    /// so an object's shape is a pattern over 5-8 latent cells a side rather than a code in
+    /// 2-4 (`NanoConfig::fine_latents`; measured in BENCHMARKS.md)
+    #[arg(long, conflicts_with = "tiny")]
+    pub fine_latents: bool,
     /// Use the tiny test architecture (seconds, for trying the command out).
     #[arg(long)]
     pub tiny: bool,
@@ -97,7 +102,13 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         // SAFETY: as above, before any thread or pool exists.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", plantain_nano::candle_threads().to_string()) };
     }
-    let mut cfg = if a.tiny { NanoConfig::tiny() } else { NanoConfig::standard() };
+    let mut cfg = if a.tiny {
+        NanoConfig::tiny()
+    } else if a.fine_latents {
+        NanoConfig::fine_latents()
+    } else {
+        NanoConfig::standard()
+    };
     if let Some(sides) = &a.attention {
         cfg = cfg.with_attention_at(sides).map_err(anyhow::Error::msg).context("--attention")?;
     }

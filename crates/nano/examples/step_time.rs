@@ -6,9 +6,10 @@ use plantain_nano::NanoConfig;
 use plantain_nano::nn::Store;
 
 fn main() -> plantain_nano::Result<()> {
-    // Usage: step_time [BATCH] [ATTENTION_SIDES, e.g. 16,8,4]
+    // Usage: step_time [BATCH] [ATTENTION_SIDES, e.g. 16,8,4]; NANO_FINE_LATENTS=1 times
+    // NanoConfig::fine_latents instead of the standard model.
     let batch: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(16);
-    let mut cfg = NanoConfig::standard();
+    let mut cfg = if std::env::var_os("NANO_FINE_LATENTS").is_some() { NanoConfig::fine_latents() } else { NanoConfig::standard() };
     if let Some(sides) = std::env::args().nth(2) {
         let sides: Vec<usize> = sides.split(',').map(|s| s.parse().expect("attention sides: numbers like 16,8,4")).collect();
         cfg = cfg.with_attention_at(&sides).map_err(plantain_nano::NanoError::Options)?;
@@ -33,7 +34,8 @@ fn main() -> plantain_nano::Result<()> {
     let text = plantain_nano::text::TextEncoder::new(&mut s, &cfg.text)?;
     let unet = plantain_nano::unet::UNet::new(&mut s, &cfg.unet)?;
     let ids = Tensor::zeros((batch, 77), candle_core::DType::U32, &Device::Cpu)?;
-    let z = Tensor::randn(0f32, 1.0, (batch, cfg.unet.in_channels, 16, 16), &Device::Cpu)?;
+    let side = cfg.unet.sample_size;
+    let z = Tensor::randn(0f32, 1.0, (batch, cfg.unet.in_channels, side, side), &Device::Cpu)?;
     let ts: Vec<f32> = (0..batch).map(|i| (i * 37 % 1000) as f32).collect();
     for _ in 0..3 {
         let t = Instant::now();

@@ -47,6 +47,14 @@ pub struct VaeConfig {
     pub norm_num_groups: usize,
     /// Pixel side of the native square.
     pub sample_size: usize,
+    /// Self-attention in the mid blocks (diffusers' `mid_block_add_attention`). Models trained
+    /// before this field existed had it.
+    #[serde(default = "yes")]
+    pub mid_attention: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl VaeConfig {
@@ -91,7 +99,34 @@ impl NanoConfig {
                 latent_channels: 8,
                 norm_num_groups: 8,
                 sample_size: 64,
+                mid_attention: true,
             },
+        }
+    }
+
+    /// The standard model on a factor-2 autoencoder: latents 32x32x4 instead of 16x16x8, and a
+    /// UNet with a fourth level (32, 16, 8, 4; cross-attention at 8x8 and 4x4 as in the
+    /// standard model). At factor 4 a 10-17 px object covers 2.5-4 latent cells, so its shape
+    /// is a code in a few cells' channels, which the UNet has not learnt to write (BENCHMARKS.md:
+    /// the shape word moves its prediction 1-6% of the way); at factor 2 it covers 5-8 cells a
+    /// side and the shape is a pattern in space, like the positions the UNet does learn. The
+    /// 32x32 level has 16 channels, so it costs what the 16x16 level does.
+    pub fn fine_latents() -> Self {
+        let standard = Self::standard();
+        Self {
+            text: standard.text,
+            unet: UNetConfig {
+                in_channels: 4,
+                out_channels: 4,
+                block_out_channels: vec![16, 32, 64, 64],
+                attention: vec![false, false, true, true],
+                norm_num_groups: 8,
+                sample_size: 32,
+                ..standard.unet
+            },
+            // Self-attention over 32x32 latents (1,024 tokens) made an autoencoder step 1.6x
+            // dearer; a factor-2 latent is nearly a picture and needs no global mixing.
+            vae: VaeConfig { block_out_channels: vec![16, 32], latent_channels: 4, mid_attention: false, ..standard.vae },
         }
     }
 
@@ -117,6 +152,7 @@ impl NanoConfig {
                 latent_channels: 4,
                 norm_num_groups: 4,
                 sample_size: 16,
+                mid_attention: true,
             },
         }
     }
@@ -243,7 +279,7 @@ pub fn vae_json(c: &VaeConfig, scaling_factor: f32) -> Value {
         "in_channels": 3,
         "latent_channels": c.latent_channels,
         "layers_per_block": c.layers_per_block,
-        "mid_block_add_attention": true,
+        "mid_block_add_attention": c.mid_attention,
         "norm_num_groups": c.norm_num_groups,
         "out_channels": 3,
         "sample_size": c.sample_size,

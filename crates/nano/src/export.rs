@@ -226,6 +226,8 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
         Some(" --tiny".to_string())
     } else if *cfg == standard {
         Some(String::new())
+    } else if *cfg == NanoConfig::fine_latents() {
+        Some(" --fine-latents".to_string())
     } else if let Ok(same) = standard.clone().with_attention_at(&cfg.attention_sides())
         && same == *cfg
     {
@@ -387,6 +389,7 @@ mod card_tests {
         let epsilon_mid = TrainOptions { mid_noise_share: 0.5, ..epsilon };
         assert_eq!(recipe_flags(&standard, &epsilon_mid), " --epsilon --mid-noise-share 0.5");
         assert!(standard.clone().with_attention_at(&[32]).is_err());
+        assert_eq!(recipe_flags(&NanoConfig::fine_latents(), &probed), " --object-probe 0.5 --fine-latents");
         let wider = NanoConfig { unet: UNetConfig { heads: 8, ..standard.unet.clone() }, ..standard.clone() };
         assert!(recipe_flags(&wider, &opts).contains("training.json"));
         let odd = TrainOptions { warmup: 10, ..opts.clone() };

@@ -66,21 +66,25 @@ impl SelfAttention {
 
 struct Mid {
     r0: Resnet,
-    attn: SelfAttention,
+    /// diffusers' `mid_block_add_attention`.
+    attn: Option<SelfAttention>,
     r1: Resnet,
 }
 
 impl Mid {
-    fn new(s: &mut Store, p: &str, groups: usize, ch: usize) -> Result<Self> {
-        Ok(Self {
-            r0: Resnet::new(s, &format!("{p}.resnets.0"), groups, ch, ch)?,
-            attn: SelfAttention::new(s, &format!("{p}.attentions.0"), groups, ch)?,
-            r1: Resnet::new(s, &format!("{p}.resnets.1"), groups, ch, ch)?,
-        })
+    fn new(s: &mut Store, p: &str, groups: usize, ch: usize, attention: bool) -> Result<Self> {
+        let r0 = Resnet::new(s, &format!("{p}.resnets.0"), groups, ch, ch)?;
+        let attn = if attention { Some(SelfAttention::new(s, &format!("{p}.attentions.0"), groups, ch)?) } else { None };
+        Ok(Self { r0, attn, r1: Resnet::new(s, &format!("{p}.resnets.1"), groups, ch, ch)? })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.r1.forward(&self.attn.forward(&self.r0.forward(x)?)?)
+        let x = self.r0.forward(x)?;
+        let x = match &self.attn {
+            Some(a) => a.forward(&x)?,
+            None => x,
+        };
+        self.r1.forward(&x)
     }
 }
 
@@ -122,7 +126,7 @@ impl Vae {
             };
             enc_blocks.push((resnets, down));
         }
-        let enc_mid = Mid::new(s, "encoder.mid_block", g, ch)?;
+        let enc_mid = Mid::new(s, "encoder.mid_block", g, ch, cfg.mid_attention)?;
         let enc_norm = GroupNorm::new(s, "encoder.conv_norm_out", g, ch, EPS)?;
         let enc_out = Conv2d::new(s, "encoder.conv_out", ch, 2 * l, 3, 1, 1)?;
         // The log-variance starts at -8 (σ ≈ 0.02), not at 0: with σ = 1 the decoder first sees
@@ -135,7 +139,7 @@ impl Vae {
         let rev: Vec<usize> = chans.iter().rev().copied().collect();
         let mut ch = rev[0];
         let dec_in = Conv2d::new(s, "decoder.conv_in", l, ch, 3, 1, 1)?;
-        let dec_mid = Mid::new(s, "decoder.mid_block", g, ch)?;
+        let dec_mid = Mid::new(s, "decoder.mid_block", g, ch, cfg.mid_attention)?;
         let mut dec_blocks = Vec::new();
         for (i, &out) in rev.iter().enumerate() {
             let mut resnets = Vec::new();

@@ -380,3 +380,61 @@ fn the_object_probe_trains_resumes_exactly_and_is_not_exported() {
     }
     assert!(!names(tmp.path().join("a").join(unet)).iter().any(|n| n.contains("probe")));
 }
+
+/// `NanoConfig::fine_latents` (a four-level UNet whose first two levels have no transformers,
+/// a factor-2 autoencoder without mid-block attention) exports to configs the engine builds
+/// the same networks from. Random weights, all of them perturbed so no zero-initialised layer
+/// hides a difference.
+#[test]
+fn the_fine_latent_architecture_computes_the_same_in_the_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = NanoConfig::fine_latents();
+    assert_eq!(cfg.native_resolution(), 64);
+    assert_eq!(cfg.pixel_multiple(), NanoConfig::standard().pixel_multiple());
+    let perturb = |store: &Store| {
+        for (i, var) in store.vars().values().enumerate() {
+            let noise = seeded(var.dims(), 100 + i as u64);
+            var.set(&(var.as_tensor() + (noise * 0.05).unwrap()).unwrap()).unwrap();
+        }
+    };
+
+    let mut store = Store::new(5);
+    let unet = plantain_nano::unet::UNet::new(&mut store, &cfg.unet).unwrap();
+    perturb(&store);
+    let dir = tmp.path().join("unet");
+    std::fs::create_dir_all(&dir).unwrap();
+    store.save(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), plantain_nano::config::unet_json(&cfg.unet).to_string()).unwrap();
+    let x = seeded(&[2, 4, 16, 24], 1);
+    let ctx = seeded(&[2, 77, cfg.unet.cross_attention_dim], 2);
+    let want = unet.forward(&x, &[999.0, 250.0], &ctx).unwrap();
+    let ecfg = EngineUNetConfig::from_file(&dir.join("config.json")).unwrap();
+    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let net = Network::new(&engine_unet::build(&ecfg, &idx).unwrap(), "nano-fine-unet", &runtime()).unwrap();
+    let t = ArrayD::from_shape_vec(vec![2], vec![999.0f32, 250.0]).unwrap();
+    let got = net
+        .run(vec![("sample", Input::F32(to_nd(&x))), ("timestep", Input::F32(t)), ("encoder_hidden_states", Input::F32(to_nd(&ctx)))])
+        .unwrap();
+    assert_close("fine-latent unet", &got["out_sample"], &to_nd(&want));
+
+    let mut store = Store::new(6);
+    let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae).unwrap();
+    assert!(!store.vars().keys().any(|k| k.contains("attentions")), "no mid-block attention");
+    perturb(&store);
+    let dir = tmp.path().join("vae");
+    std::fs::create_dir_all(&dir).unwrap();
+    store.save(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), plantain_nano::config::vae_json(&cfg.vae, 0.5).to_string()).unwrap();
+    let ecfg = EngineVaeConfig::from_file(&dir.join("config.json")).unwrap();
+    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let z = seeded(&[1, 4, 8, 12], 3);
+    let dec = Network::new(&engine_vae::build_decoder(&ecfg, &idx).unwrap(), "nano-fine-vae-dec", &runtime()).unwrap();
+    let got = dec.run(vec![("latent", Input::F32(to_nd(&z)))]).unwrap();
+    assert_close("fine-latent vae decode", &got["sample"], &to_nd(&vae.decode(&z).unwrap()));
+    let img = seeded(&[1, 3, 16, 32], 4).tanh().unwrap();
+    let (mean, _) = vae.encode(&img).unwrap();
+    assert_eq!(mean.dims(), &[1, 4, 8, 16]);
+    let enc = Network::new(&engine_vae::build_encoder(&ecfg, &idx).unwrap(), "nano-fine-vae-enc", &runtime()).unwrap();
+    let got = enc.run(vec![("sample", Input::F32(to_nd(&img)))]).unwrap();
+    assert_close("fine-latent vae mean", &got["mean"], &to_nd(&mean));
+}
