@@ -21,7 +21,9 @@ fn main() -> plantain_nano::Result<()> {
     let path = args.next().expect("usage: latent_gaps VAE.safetensors LATENT_SCALE [scenes]");
     let scale: f32 = args.next().and_then(|a| a.parse().ok()).expect("the latent scale (state.json's latent_scale)");
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
-    let cfg = NanoConfig::standard();
+    // The architecture is the run's (state.json beside the weights), else the standard one.
+    let work = std::path::Path::new(&path).parent().unwrap_or(std::path::Path::new("."));
+    let cfg = plantain_nano::train::checkpoint_config(work).map(|(c, _)| c).unwrap_or_else(|_| NanoConfig::standard());
     let mut store = Store::load(std::path::Path::new(&path), 0)?;
     let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae)?;
     // Loss weights as the trainer puts them on the base scene's cells: none, the object

@@ -13,14 +13,8 @@ fn main() -> plantain_nano::Result<()> {
     let path = args.next().expect("usage: vae_check VAE.safetensors [scenes]");
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(40);
     // The architecture is the run's (state.json beside the weights), else the standard one.
-    let state = std::path::Path::new(&path).with_file_name("state.json");
-    let cfg: NanoConfig = match std::fs::read(&state) {
-        Ok(bytes) => {
-            let v: serde_json::Value = serde_json::from_slice(&bytes).expect("state.json");
-            serde_json::from_value(v["config"].clone()).expect("state.json's config")
-        }
-        Err(_) => NanoConfig::standard(),
-    };
+    let work = std::path::Path::new(&path).parent().unwrap_or(std::path::Path::new("."));
+    let cfg = plantain_nano::train::checkpoint_config(work).map(|(c, _)| c).unwrap_or_else(|_| NanoConfig::standard());
     let mut store = Store::load(std::path::Path::new(&path), 0)?;
     let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);

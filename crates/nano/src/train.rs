@@ -405,6 +405,16 @@ pub fn exported_config(model: &Path) -> Result<NanoConfig> {
     Ok(crate::export::read_training(model)?.0)
 }
 
+/// The architecture and latent scale a checkpoint folder's run has (its `state.json`); the
+/// scale is absent until the autoencoder phase has finished.
+pub fn checkpoint_config(work: &Path) -> Result<(NanoConfig, Option<f32>)> {
+    let path = work.join("state.json");
+    let bytes = std::fs::read(&path).map_err(|e| NanoError::io(&path, e))?;
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| NanoError::Checkpoint(format!("{}: {e}", path.display())))?;
+    let config = state.config.ok_or_else(|| NanoError::Checkpoint(format!("{} names no architecture", path.display())))?;
+    Ok((config, state.latent_scale))
+}
+
 /// Makes an exported model's weights the first checkpoint of a fine-tune in `paths`: its
 /// autoencoder and latent scale as the finished first phase, its text encoder and UNet as the
 /// starting point of the later ones.

@@ -42,6 +42,9 @@ fn training_is_deterministic_and_resumes_exactly() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let sa = run(&a.join("work"), &a.join("model"), None).unwrap();
     assert!(sa.loss.is_finite() && sa.vae_loss.is_finite());
+    let (config, scale) = train::checkpoint_config(&a.join("work")).unwrap();
+    assert_eq!((config, scale), (NanoConfig::tiny(), Some(sa.latent_scale)));
+    assert!(train::checkpoint_config(&a.join("model")).is_err(), "a model folder is no checkpoint folder");
 
     // Stopped after diffusion step 3 of 3's predecessor checkpoint, then resumed.
     let err = run(&b.join("work"), &b.join("model"), Some(2)).err().expect("cancelled");
