@@ -128,6 +128,39 @@ fn seeded(shape: &[usize], seed: u64) -> Tensor {
     plantain_nano::data::gaussian(shape, &mut rng).unwrap()
 }
 
+/// The engine's UNet graph on the folder `dir` (config.json + weights) computes what `unet`
+/// computes on a seeded latent of `shape` and context.
+fn assert_engine_unet_matches(dir: &Path, unet: &plantain_nano::unet::UNet, cross_attention_dim: usize, shape: &[usize], what: &str) {
+    let x = seeded(shape, 1);
+    let ctx = seeded(&[shape[0], 77, cross_attention_dim], 2);
+    let steps: Vec<f32> = [999.0, 250.0].into_iter().cycle().take(shape[0]).collect();
+    let want = unet.forward(&x, &steps, &ctx).unwrap();
+    let ecfg = EngineUNetConfig::from_file(&dir.join("config.json")).unwrap();
+    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let net = Network::new(&engine_unet::build(&ecfg, &idx).unwrap(), what, &runtime()).unwrap();
+    let t = ArrayD::from_shape_vec(vec![shape[0]], steps).unwrap();
+    let got = net
+        .run(vec![("sample", Input::F32(to_nd(&x))), ("timestep", Input::F32(t)), ("encoder_hidden_states", Input::F32(to_nd(&ctx)))])
+        .unwrap();
+    assert_close(what, &got["out_sample"], &to_nd(&want));
+}
+
+/// The engine's autoencoder graphs on the folder `dir` decode a seeded latent of `latent` and
+/// encode a seeded picture of `picture` as `vae` does.
+fn assert_engine_vae_matches(dir: &Path, vae: &plantain_nano::vae::Vae, latent: &[usize], picture: &[usize], what: &str) {
+    let ecfg = EngineVaeConfig::from_file(&dir.join("config.json")).unwrap();
+    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let z = seeded(latent, 3);
+    let dec = Network::new(&engine_vae::build_decoder(&ecfg, &idx).unwrap(), &format!("{what}-dec"), &runtime()).unwrap();
+    let got = dec.run(vec![("latent", Input::F32(to_nd(&z)))]).unwrap();
+    assert_close(&format!("{what} decode"), &got["sample"], &to_nd(&vae.decode(&z).unwrap()));
+    let img = (seeded(picture, 4).tanh().unwrap()).to_dtype(DType::F32).unwrap();
+    let (mean, _) = vae.encode(&img).unwrap();
+    let enc = Network::new(&engine_vae::build_encoder(&ecfg, &idx).unwrap(), &format!("{what}-enc"), &runtime()).unwrap();
+    let got = enc.run(vec![("sample", Input::F32(to_nd(&img)))]).unwrap();
+    assert_close(&format!("{what} mean"), &got["mean"], &to_nd(&mean));
+}
+
 /// The exported folder, run by the engine's ONNX graphs, computes what the trainer's candle
 /// modules compute with the same (fp16-rounded) weights.
 #[test]
@@ -155,34 +188,13 @@ fn export_loads_in_the_engine_with_the_same_outputs() {
     let dir = model.join("unet");
     let mut store = Store::load(&dir.join("diffusion_pytorch_model.safetensors"), 0).unwrap();
     let unet = plantain_nano::unet::UNet::new(&mut store, &cfg.unet).unwrap();
-    let x = seeded(&[2, 4, 8, 12], 1);
-    let ctx = seeded(&[2, 77, cfg.unet.cross_attention_dim], 2);
-    let want = unet.forward(&x, &[999.0, 250.0], &ctx).unwrap();
-    let ecfg = EngineUNetConfig::from_file(&dir.join("config.json")).unwrap();
-    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let net = Network::new(&engine_unet::build(&ecfg, &idx).unwrap(), "nano-unet", &runtime()).unwrap();
-    let t = ArrayD::from_shape_vec(vec![2], vec![999.0f32, 250.0]).unwrap();
-    let got = net
-        .run(vec![("sample", Input::F32(to_nd(&x))), ("timestep", Input::F32(t)), ("encoder_hidden_states", Input::F32(to_nd(&ctx)))])
-        .unwrap();
-    assert_close("unet", &got["out_sample"], &to_nd(&want));
+    assert_engine_unet_matches(&dir, &unet, cfg.unet.cross_attention_dim, &[2, 4, 8, 12], "nano-unet");
 
     // Autoencoder.
     let dir = model.join("vae");
     let mut store = Store::load(&dir.join("diffusion_pytorch_model.safetensors"), 0).unwrap();
     let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae).unwrap();
-    let ecfg = EngineVaeConfig::from_file(&dir.join("config.json")).unwrap();
-    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let z = seeded(&[1, 4, 6, 10], 3);
-    let want = vae.decode(&z).unwrap();
-    let dec = Network::new(&engine_vae::build_decoder(&ecfg, &idx).unwrap(), "nano-vae-dec", &runtime()).unwrap();
-    let got = dec.run(vec![("latent", Input::F32(to_nd(&z)))]).unwrap();
-    assert_close("vae decode", &got["sample"], &to_nd(&want));
-    let img = (seeded(&[1, 3, 16, 32], 4).tanh().unwrap()).to_dtype(DType::F32).unwrap();
-    let (mean, _) = vae.encode(&img).unwrap();
-    let enc = Network::new(&engine_vae::build_encoder(&ecfg, &idx).unwrap(), "nano-vae-enc", &runtime()).unwrap();
-    let got = enc.run(vec![("sample", Input::F32(to_nd(&img)))]).unwrap();
-    assert_close("vae mean", &got["mean"], &to_nd(&mean));
+    assert_engine_vae_matches(&dir, &vae, &[1, 4, 6, 10], &[1, 3, 16, 32], "nano-vae");
 }
 
 #[test]
@@ -408,17 +420,7 @@ fn the_fine_latent_architecture_computes_the_same_in_the_engine() {
     std::fs::create_dir_all(&dir).unwrap();
     store.save(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
     std::fs::write(dir.join("config.json"), plantain_nano::config::unet_json(&cfg.unet).to_string()).unwrap();
-    let x = seeded(&[2, 4, 16, 24], 1);
-    let ctx = seeded(&[2, 77, cfg.unet.cross_attention_dim], 2);
-    let want = unet.forward(&x, &[999.0, 250.0], &ctx).unwrap();
-    let ecfg = EngineUNetConfig::from_file(&dir.join("config.json")).unwrap();
-    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let net = Network::new(&engine_unet::build(&ecfg, &idx).unwrap(), "nano-fine-unet", &runtime()).unwrap();
-    let t = ArrayD::from_shape_vec(vec![2], vec![999.0f32, 250.0]).unwrap();
-    let got = net
-        .run(vec![("sample", Input::F32(to_nd(&x))), ("timestep", Input::F32(t)), ("encoder_hidden_states", Input::F32(to_nd(&ctx)))])
-        .unwrap();
-    assert_close("fine-latent unet", &got["out_sample"], &to_nd(&want));
+    assert_engine_unet_matches(&dir, &unet, cfg.unet.cross_attention_dim, &[2, 4, 16, 24], "nano-fine-unet");
 
     let mut store = Store::new(6);
     let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae).unwrap();
@@ -428,16 +430,5 @@ fn the_fine_latent_architecture_computes_the_same_in_the_engine() {
     std::fs::create_dir_all(&dir).unwrap();
     store.save(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
     std::fs::write(dir.join("config.json"), plantain_nano::config::vae_json(&cfg.vae, 0.5).to_string()).unwrap();
-    let ecfg = EngineVaeConfig::from_file(&dir.join("config.json")).unwrap();
-    let idx = TensorIndex::open(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let z = seeded(&[1, 4, 8, 12], 3);
-    let dec = Network::new(&engine_vae::build_decoder(&ecfg, &idx).unwrap(), "nano-fine-vae-dec", &runtime()).unwrap();
-    let got = dec.run(vec![("latent", Input::F32(to_nd(&z)))]).unwrap();
-    assert_close("fine-latent vae decode", &got["sample"], &to_nd(&vae.decode(&z).unwrap()));
-    let img = seeded(&[1, 3, 16, 32], 4).tanh().unwrap();
-    let (mean, _) = vae.encode(&img).unwrap();
-    assert_eq!(mean.dims(), &[1, 4, 8, 16]);
-    let enc = Network::new(&engine_vae::build_encoder(&ecfg, &idx).unwrap(), "nano-fine-vae-enc", &runtime()).unwrap();
-    let got = enc.run(vec![("sample", Input::F32(to_nd(&img)))]).unwrap();
-    assert_close("fine-latent vae mean", &got["mean"], &to_nd(&mean));
+    assert_engine_vae_matches(&dir, &vae, &[1, 4, 8, 12], &[1, 3, 16, 32], "nano-fine-vae");
 }
