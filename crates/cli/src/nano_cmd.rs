@@ -73,6 +73,10 @@ pub struct TrainArgs {
     /// over each object's box, must name its shape and colour (default 0: off)
     #[arg(long, value_name = "W")]
     pub object_probe: Option<f64>,
+    /// Share of each diffusion batch drawn from single-object scenes, 0..=1 (default 0: the
+    /// world's own mix, about a third)
+    #[arg(long, value_name = "S")]
+    pub single_objects: Option<f64>,
     /// Latent sides of the UNet levels with cross-attention transformers, e.g. `8` for the
     /// eighth run's UNet or `16,8,4` (default: the recipe's, 8 and 4)
     #[arg(long, value_delimiter = ',', conflicts_with = "tiny")]
@@ -145,6 +149,9 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     }
     if let Some(v) = a.object_probe {
         opts.object_probe_weight = v;
+    }
+    if let Some(v) = a.single_objects {
+        opts.single_object_share = v;
     }
     if let Some(v) = a.outline_weight {
         opts.outline_weight = v;

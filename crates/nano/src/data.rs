@@ -50,18 +50,25 @@ pub struct Batch {
 }
 
 /// `n` training scenes at `width`x`height`; each caption is dropped (replaced by "") with
-/// probability `drop_caption`, which is what classifier-free guidance needs.
+/// probability `drop_caption`, which is what classifier-free guidance needs. Each scene is drawn
+/// from the single-object ones with probability `single_object_share` (no extra draws at 0, so
+/// the recipe's batches replay as before).
 pub fn batch(
     tokenizer: &ClipTokenizer,
     n: usize,
     (width, height): (u32, u32),
     drop_caption: f64,
+    single_object_share: f64,
     max_len: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<Batch> {
     let mut items = Vec::with_capacity(n);
     for _ in 0..n {
-        let scene = sample_scene(rng, Split::Train);
+        let single = single_object_share > 0.0 && rng.random_bool(single_object_share.min(1.0));
+        let mut scene = sample_scene(rng, Split::Train);
+        while single && scene.objects.len() != 1 {
+            scene = sample_scene(rng, Split::Train);
+        }
         let caption = if rng.random_bool(drop_caption) { None } else { Some(caption_detailed(&scene, rng)) };
         items.push((scene, caption));
     }
@@ -322,10 +329,33 @@ mod mask_tests {
     }
 
     #[test]
+    fn a_single_object_share_draws_single_object_scenes_and_zero_replays_the_mix() {
+        let tok = ClipTokenizer::embedded_default();
+        let singles = |share: f64| {
+            let b = batch(&tok, 32, (64, 64), 0.0, share, 77, &mut ChaCha8Rng::seed_from_u64(4)).unwrap();
+            (b.scenes.iter().filter(|s| s.objects.len() == 1).count(), b.captions)
+        };
+        let (all, _) = singles(1.0);
+        assert_eq!(all, 32);
+        let (mixed, captions) = singles(0.0);
+        assert!(mixed < 24, "the world's own mix: {mixed}/32 single-object scenes");
+        // At 0 the batch is exactly what it was before the option existed: no extra draws.
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let plain: Vec<String> = (0..32)
+            .map(|_| {
+                let scene = sample_scene(&mut rng, Split::Train);
+                let _ = rng.random_bool(0.0);
+                caption_detailed(&scene, &mut rng).text
+            })
+            .collect();
+        assert_eq!(captions, plain);
+    }
+
+    #[test]
     fn object_masks_cover_the_objects_and_nothing_else() {
         let tok = ClipTokenizer::embedded_default();
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let b = batch(&tok, 6, (64, 64), 0.0, 77, &mut rng).unwrap();
+        let b = batch(&tok, 6, (64, 64), 0.0, 0.0, 77, &mut rng).unwrap();
         let masks: Vec<f32> = b.object_masks.flatten_all().unwrap().to_vec1().unwrap();
         let px: Vec<f32> = b.images.flatten_all().unwrap().to_vec1().unwrap();
         for (i, scene) in b.scenes.iter().enumerate() {
@@ -349,7 +379,7 @@ mod mask_tests {
     fn object_crops_keep_objects_in_view() {
         let tok = ClipTokenizer::embedded_default();
         let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let b = batch(&tok, 16, (64, 64), 0.0, 77, &mut rng).unwrap();
+        let b = batch(&tok, 16, (64, 64), 0.0, 0.0, 77, &mut rng).unwrap();
         let crops = object_crops(&b.images, &b.object_masks, (32, 32), 4, &mut rng).unwrap();
         assert_eq!(crops.dims(), &[16, 3, 32, 32]);
         // Every crop shows a real piece of the picture, and object pixels: with masks cropped

@@ -218,6 +218,7 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
             outline_weight: o.outline_weight,
             shape_twin_weight: o.shape_twin_weight,
             object_probe_weight: o.object_probe_weight,
+            single_object_share: o.single_object_share,
             ..r.clone()
         }
     });
@@ -254,7 +255,12 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
             } else {
                 String::new()
             };
-            format!("{flag}{init}{steps}{lr}{crops}{mid}{object}{outline}{twins}{probe}{a}")
+            let single = if o.single_object_share != r.single_object_share {
+                format!(" --single-objects {}", o.single_object_share)
+            } else {
+                String::new()
+            };
+            format!("{flag}{init}{steps}{lr}{crops}{mid}{object}{outline}{twins}{probe}{single}{a}")
         }
         _ => "   # plus the non-default options and configuration in training.json".to_string(),
     }
@@ -390,6 +396,8 @@ mod card_tests {
         assert_eq!(recipe_flags(&standard, &epsilon_mid), " --epsilon --mid-noise-share 0.5");
         assert!(standard.clone().with_attention_at(&[32]).is_err());
         assert_eq!(recipe_flags(&NanoConfig::fine_latents(), &probed), " --object-probe 0.5 --fine-latents");
+        let single = TrainOptions { single_object_share: 1.0, ..opts.clone() };
+        assert_eq!(recipe_flags(&standard, &single), " --single-objects 1");
         let wider = NanoConfig { unet: UNetConfig { heads: 8, ..standard.unet.clone() }, ..standard.clone() };
         assert!(recipe_flags(&wider, &opts).contains("training.json"));
         let odd = TrainOptions { warmup: 10, ..opts.clone() };

@@ -95,6 +95,10 @@ pub struct TrainOptions {
     /// features, pooled over each object's box, names its shape and colour (0: off).
     #[serde(default)]
     pub object_probe_weight: f64,
+    /// Share of each diffusion batch drawn from single-object scenes (0: the world's own mix,
+    /// about a third of them): one object and one shape word, nothing to bind it to.
+    #[serde(default)]
+    pub single_object_share: f64,
     /// Steps that teach the text encoder to parse captions ([`crate::parse`]) before the
     /// diffusion phase, on captions alone.
     #[serde(default)]
@@ -209,6 +213,7 @@ impl TrainOptions {
             outline_weight: 0.0,
             shape_twin_weight: 0.0,
             object_probe_weight: 0.0,
+            single_object_share: 0.0,
             text_steps: 1500,
             text_batch: 64,
             text_lr: 2e-3,
@@ -244,6 +249,7 @@ impl TrainOptions {
             outline_weight: 0.0,
             shape_twin_weight: 0.0,
             object_probe_weight: 0.0,
+            single_object_share: 0.0,
             text_steps: 0,
             parse_weight: 0.0,
             freeze_text: false,
@@ -278,6 +284,7 @@ impl TrainOptions {
             outline_weight: 4.0,
             shape_twin_weight: 0.0,
             object_probe_weight: 0.0,
+            single_object_share: 0.0,
             text_steps: 3,
             text_batch: 4,
             text_lr: 2e-3,
@@ -485,6 +492,12 @@ pub fn train(
             return Err(NanoError::Options(format!("{name} {w} is not a weight ≥ 0")));
         }
     }
+    if !(0.0..=1.0).contains(&opts.single_object_share) {
+        return Err(NanoError::Options(format!("single_object_share {} is not a share in [0, 1]", opts.single_object_share)));
+    }
+    if opts.single_object_share > 0.0 && opts.shape_twin_weight > 0.0 {
+        return Err(NanoError::Options("twin batches draw their scenes from the world's own mix: no single_object_share with them".into()));
+    }
     if !(0.0..=1.0).contains(&opts.high_noise_share) {
         return Err(NanoError::Options(format!("high_noise_share {} is not a share in [0, 1]", opts.high_noise_share)));
     }
@@ -556,7 +569,7 @@ pub fn train(
             let step = state.vae_step;
             let mut rng = step_rng(opts.seed, Phase::Autoencoder, step);
             let shape = pick_bucket(&shapes, native, &mut rng);
-            let b = batch(&tokenizer, opts.vae_batch, shape, 0.0, cfg.text.max_positions, &mut rng)?;
+            let b = batch(&tokenizer, opts.vae_batch, shape, 0.0, 0.0, cfg.text.max_positions, &mut rng)?;
             let images = if opts.vae_crop > 0 {
                 // Sides stay multiples of the autoencoder's factor.
                 let f = cfg.vae.scale_factor() as u32;
@@ -614,7 +627,7 @@ pub fn train(
             let mut n = 0usize;
             for k in 0..8 {
                 let mut rng = step_rng(opts.seed ^ 0x5ca1e, Phase::Autoencoder, k);
-                let b = batch(&tokenizer, opts.vae_batch.max(4), (native, native), 0.0, cfg.text.max_positions, &mut rng)?;
+                let b = batch(&tokenizer, opts.vae_batch.max(4), (native, native), 0.0, 0.0, cfg.text.max_positions, &mut rng)?;
                 let (mean, logvar) = vae.encode(&b.images)?;
                 let z = (&mean + ((&logvar * 0.5)?.exp()? * gaussian(mean.dims(), &mut rng)?)?)?;
                 let v: Vec<f32> = z.flatten_all()?.to_vec1()?;
@@ -725,7 +738,7 @@ pub fn train(
         let b = if twins {
             twin_batch(&tokenizer, opts.batch, shape, opts.caption_dropout, cfg.text.max_positions, &mut rng)?
         } else {
-            batch(&tokenizer, opts.batch, shape, opts.caption_dropout, cfg.text.max_positions, &mut rng)?
+            batch(&tokenizer, opts.batch, shape, opts.caption_dropout, opts.single_object_share, cfg.text.max_positions, &mut rng)?
         };
         timing.render += mark.elapsed();
         // Twins share their random draws (one per pair, repeated); otherwise one per picture.

@@ -272,6 +272,12 @@ fn shape_twins_train_deterministically_and_need_an_even_batch() {
         .err()
         .expect("an odd batch of twins is refused");
     assert!(err.to_string().contains("not even"), "{err}");
+    let single = TrainOptions { single_object_share: 0.5, ..opts.clone() };
+    let err = train(&NanoConfig::tiny(), &single, &tmp.path().join("w4"), &tmp.path().join("m4"), &AtomicBool::new(false), &mut |_| {})
+        .err()
+        .expect("single-object batches of twins are refused");
+    assert!(err.to_string().contains("single_object_share"), "{err}");
+    assert!(!tmp.path().join("w4").exists(), "refused before anything is written");
 }
 
 #[test]
