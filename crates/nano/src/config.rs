@@ -107,10 +107,11 @@ impl NanoConfig {
     /// The standard model on a factor-2 autoencoder: latents 32x32x4 instead of 16x16x8, and a
     /// UNet with a fourth level (32, 16, 8, 4; cross-attention at 8x8 and 4x4 as in the
     /// standard model). At factor 4 a 10-17 px object covers 2.5-4 latent cells, so its shape
-    /// is a code in a few cells' channels, which the UNet has not learnt to write (BENCHMARKS.md:
-    /// the shape word moves its prediction 1-6% of the way); at factor 2 it covers 5-8 cells a
-    /// side and the shape is a pattern in space, like the positions the UNet does learn. The
-    /// 32x32 level has 16 channels, so it costs what the 16x16 level does.
+    /// is a code in a few cells' channels; at factor 2 it covers 5-8 cells a side and the shape
+    /// is a pattern in space. The 32x32 level has 16 channels, so its convolutions cost what the
+    /// 16x16 level's do. Measured (BENCHMARKS.md, thirteenth run): it keeps shapes far better
+    /// from a noised rendering, but from noise it draws them no better and learns the other
+    /// attributes more slowly in the same steps, so it is not the default.
     pub fn fine_latents() -> Self {
         let standard = Self::standard();
         Self {
