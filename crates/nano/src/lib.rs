@@ -6,6 +6,7 @@
 //! like any other Stable Diffusion model.
 
 pub mod adamw;
+mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;

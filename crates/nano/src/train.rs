@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::adamw::{AdamW, ema_update};
+use crate::checkpoint::Paths;
 use crate::config::{NanoConfig, alphas_cumprod};
 use crate::data::{batch, buckets, caption_batch, edge_weights, gaussian, object_crops, pick_bucket, twin_batch};
 use crate::export::{ExportInfo, export};
@@ -387,22 +388,6 @@ impl StepTiming {
     }
 }
 
-struct Paths {
-    dir: PathBuf,
-}
-
-impl Paths {
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-}
-
-fn write_state(paths: &Paths, state: &State) -> Result<()> {
-    let tmp = paths.file("state.json.partial");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state).expect("state serialises")).map_err(|e| NanoError::io(&tmp, e))?;
-    std::fs::rename(&tmp, paths.file("state.json")).map_err(|e| NanoError::io(paths.file("state.json"), e))
-}
-
 fn merged_vars(a: &Store, b: &Store) -> BTreeMap<String, Var> {
     a.vars().iter().chain(b.vars()).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
@@ -448,13 +433,13 @@ fn seed_from_model(model: &Path, cfg: &NanoConfig, paths: &Paths, state: &mut St
         if !src.is_file() {
             return Err(NanoError::Checkpoint(format!("{} is missing", src.display())));
         }
-        Store::load(&src, 0)?.save(&paths.file(dst))?;
+        Store::load(&src, 0)?.save(&paths.staged(dst))?;
     }
     state.latent_scale = Some(scale as f32);
     // The autoencoder is the model's: so is its loss.
     state.vae_loss = run.vae_loss;
     tracing::info!(model = %model.display(), "fine-tuning from an exported model");
-    write_state(paths, state)
+    paths.commit(state)
 }
 
 /// Trains plantain-nano with checkpoints in `work` (resuming from them when present) and
@@ -512,8 +497,7 @@ pub fn train(
     if opts.shape_twin_weight > 0.0 && (opts.batch < 2 || !opts.batch.is_multiple_of(2)) {
         return Err(NanoError::Options(format!("shape twins come in pairs: batch {} is not even", opts.batch)));
     }
-    std::fs::create_dir_all(work).map_err(|e| NanoError::io(work, e))?;
-    let paths = Paths { dir: work.to_path_buf() };
+    let paths = Paths::open(work)?;
     let mut state: State = match std::fs::read(paths.file("state.json")) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| NanoError::Checkpoint(format!("state.json: {e}")))?,
         Err(_) => State::default(),
@@ -611,9 +595,9 @@ pub fn train(
                 elapsed: Duration::from_secs_f64(state.seconds),
             });
             if state.vae_step.is_multiple_of(opts.checkpoint_every) || state.vae_step == opts.vae_steps {
-                vae_store.save(&vae_file)?;
-                opt.save(&paths.file("vae-optimizer.safetensors"), &vars)?;
-                write_state(&paths, &state)?;
+                vae_store.save(&paths.staged("vae.safetensors"))?;
+                opt.save(&paths.staged("vae-optimizer.safetensors"), &vars)?;
+                paths.commit(&state)?;
             }
         }
     }
@@ -639,7 +623,7 @@ pub fn train(
             let std = (sq / n as f64 - mean * mean).sqrt().max(1e-6);
             let s = (1.0 / std) as f32;
             state.latent_scale = Some(s);
-            write_state(&paths, &state)?;
+            paths.commit(&state)?;
             s
         }
     };
@@ -690,10 +674,10 @@ pub fn train(
             });
             if state.text_step.is_multiple_of(opts.checkpoint_every) || state.text_step == opts.text_steps {
                 tracing::info!(step = state.text_step, loss = smooth, background_accuracy = accuracy.unwrap_or(0.0), "text encoder parse");
-                text_store.save(&text_file)?;
-                head_store.save(&head_file)?;
-                opt.save(&paths.file("text-optimizer.safetensors"), &vars)?;
-                write_state(&paths, &state)?;
+                text_store.save(&paths.staged("text_encoder.safetensors"))?;
+                head_store.save(&paths.staged("parse_head.safetensors"))?;
+                opt.save(&paths.staged("text-optimizer.safetensors"), &vars)?;
+                paths.commit(&state)?;
             }
         }
     }
@@ -859,17 +843,17 @@ pub fn train(
             elapsed: Duration::from_secs_f64(state.seconds),
         });
         if state.step.is_multiple_of(opts.checkpoint_every) || state.step == opts.steps {
-            text_store.save(&text_file)?;
-            unet_store.save(&unet_file)?;
+            text_store.save(&paths.staged("text_encoder.safetensors"))?;
+            unet_store.save(&paths.staged("unet.safetensors"))?;
             if opts.parse_weight > 0.0 {
-                head_store.save(&head_file)?;
+                head_store.save(&paths.staged("parse_head.safetensors"))?;
             }
             if probe.is_some() {
-                probe_store.save(&probe_file)?;
+                probe_store.save(&paths.staged("object_probe.safetensors"))?;
             }
-            opt.save(&paths.file("optimizer.safetensors"), &vars)?;
-            crate::nn::save_tensors(&ema, &paths.file("ema.safetensors"))?;
-            write_state(&paths, &state)?;
+            opt.save(&paths.staged("optimizer.safetensors"), &vars)?;
+            crate::nn::save_tensors(&ema, &paths.staged("ema.safetensors"))?;
+            paths.commit(&state)?;
             timing.log_and_reset();
         }
     }
