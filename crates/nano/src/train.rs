@@ -195,7 +195,7 @@ impl TrainOptions {
             vae_edge_weight: 2.0,
             vae_crop: 32,
             vae_object_crops: false,
-            steps: 2400,
+            steps: 3200,
             batch: 16,
             lr: 1e-3,
             warmup: 50,

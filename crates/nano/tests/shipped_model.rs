@@ -13,12 +13,12 @@ use plantain_world::Split;
 // when the weights were committed, so that a change to the engine, the schedulers or the weights
 // that makes the model follow prompts worse fails here; a model that ignored the prompt would
 // get about one background and object colour in eleven right.
-// (Eleventh run, shipped 2026-11-28.)
+// (Fourteenth run, shipped 2026-11-28; shape is at chance, so its floor only says "not broken".)
 const FLOOR_BACKGROUND: f64 = 90.0; // measured 100.0% (24/24)
-const FLOOR_COLOUR: f64 = 50.0; // 61.2% (30/49)
-const FLOOR_SHAPE: f64 = 5.0; // 12.2% (6/49)
-const FLOOR_POSITION: f64 = 50.0; // 61.2% (30/49)
-const FLOOR_COUNT: f64 = 45.0; // 62.5% (15/24)
+const FLOOR_COLOUR: f64 = 55.0; // 65.3% (32/49)
+const FLOOR_SHAPE: f64 = 5.0; // 26.5% (13/49)
+const FLOOR_POSITION: f64 = 55.0; // 63.3% (31/49)
+const FLOOR_COUNT: f64 = 37.0; // 50.0% (12/24)
 
 fn shipped() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/plantain-nano")
@@ -63,9 +63,9 @@ fn starting_from_the_truth_keeps_the_layout() {
     let pipeline = Pipeline::load(&ModelSource::Diffusers(shipped()), &opts).expect("the shipped model loads");
     let eval = EvalOptions { scenes: 12, steps: 20, guidance: 2.0, guidance_rescale: 0.0, seed: 0, size: None, from_truth: Some(0.2) };
     let acc = evaluate(&pipeline, Split::HeldOut, &eval, &mut |_, _| {}).expect("generation works");
-    // Measured on the shipped (eleventh-run) weights: background 12/12, position 21/23, object colour 20/23.
+    // Measured on the shipped (fourteenth-run) weights: background 12/12, position 19/23, object colour 17/23.
     for (name, tally, floor) in
-        [("background colour", acc.background, 90.0), ("position", acc.position, 80.0), ("object colour", acc.color, 70.0)]
+        [("background colour", acc.background, 90.0), ("position", acc.position, 70.0), ("object colour", acc.color, 60.0)]
     {
         eprintln!("{name}: {:.1}% ({}/{}), floor {floor}%", tally.percent(), tally.correct, tally.total);
         assert!(tally.percent() >= floor, "{name} {:.1}% from the truth at strength 0.2", tally.percent());
