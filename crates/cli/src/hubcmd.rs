@@ -58,21 +58,7 @@ pub fn models(_: ModelsArgs) -> Result<()> {
     Ok(())
 }
 
-/// Where to look for models: the environment, plus the plantain-nano folder that ships in the
-/// repository (`models/plantain-nano`), found next to the binary's build tree, under the
-/// current directory or where this binary was built from.
+/// Where to look for models (see [`plantain_hub::ResolveOptions::for_this_install`]).
 pub fn resolve_options() -> plantain_hub::ResolveOptions {
-    let mut opts = plantain_hub::ResolveOptions::from_env();
-    if opts.nano_dir.is_none() {
-        let mut candidates = Vec::new();
-        if let Ok(exe) = std::env::current_exe() {
-            // target/{release,debug}/plantain -> the repository root.
-            candidates.extend(exe.ancestors().skip(3).take(1).map(|root| root.join("models/plantain-nano")));
-        }
-        candidates.push(std::path::PathBuf::from("models/plantain-nano"));
-        candidates.push(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/plantain-nano"));
-        let from_models_dir = opts.dirs.models_dir.as_ref().map(|d| d.join("plantain-nano")).filter(|d| d.is_dir());
-        opts.nano_dir = from_models_dir.or_else(|| candidates.into_iter().find(|c| c.join("model_index.json").is_file()));
-    }
-    opts
+    plantain_hub::ResolveOptions::for_this_install()
 }

@@ -42,13 +42,17 @@ enum Command {
     Keys(serve::KeysArgs),
 }
 
+/// Logs to stderr at `PLANTAIN_LOG`, else at `default` (a tracing filter).
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANTAIN_LOG").unwrap_or_else(|_| format!("{default},hf_hub=off").into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PLANTAIN_LOG").unwrap_or_else(|_| "warn,hf_hub=off".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
+        // `serve` logs at its config's level, known once the config is read.
+        init_logging("warn");
         quiet_on_closed_pipe();
     }
     let result = match cli.command {

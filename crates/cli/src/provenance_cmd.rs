@@ -44,15 +44,8 @@ impl DirArgs {
         if let Some(d) = &self.provenance_dir {
             return Ok(d.clone());
         }
-        let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-        if let Some(h) = env("PLANTAIN_HOME") {
-            return Ok(h.join("provenance"));
-        }
-        if let Some(d) = env("XDG_DATA_HOME") {
-            return Ok(d.join("plantain/provenance"));
-        }
-        match env("HOME") {
-            Some(h) => Ok(h.join(".local/share/plantain/provenance")),
+        match plantain_hub::plantain_home() {
+            Some(h) => Ok(h.join("provenance")),
             None => bail!("no provenance directory: set PLANTAIN_HOME or pass --provenance-dir"),
         }
     }
@@ -133,9 +126,8 @@ pub fn stamp(
         let title = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
         info.ingredients.push(Ingredient { title, bytes });
     }
+    info.set_generation(g.seed, g.steps_run);
     for (k, v) in [
-        ("seed", serde_json::json!(g.seed)),
-        ("steps", serde_json::json!(g.steps_run)),
         ("scheduler", serde_json::json!(g.scheduler.to_string())),
         ("guidance", serde_json::json!(g.guidance)),
         ("width", serde_json::json!(img.width())),

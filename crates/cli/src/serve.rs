@@ -1,10 +1,11 @@
-//! `plantain serve` (the Gemini / OpenAI-compatible HTTP server) and `plantain keys`.
+//! `plantain serve` (the Gemini / OpenAI-compatible HTTP server) and `plantain keys` (which
+//! needs only the service's config and storage, not the server).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use plantain_server::Config;
-use plantain_server::store::MetaStore;
+use plantain_service::Config;
+use plantain_store::Stores;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,6 +22,8 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(l) = a.listen {
         cfg.listen = l;
     }
+    // The config's log level, unless PLANTAIN_LOG says otherwise.
+    crate::init_logging(&cfg.log);
     plantain_server::run_blocking(cfg).context("plantain serve")?;
     Ok(())
 }
@@ -60,28 +63,33 @@ pub fn keys(a: KeysArgs) -> Result<()> {
         Some(d) => d,
         None => Config::load(a.config.as_deref()).context("reading the server config")?.data_dir,
     };
-    let (store, blobs) = plantain_server::open_stores(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?;
-    match a.command {
+    let stores = Stores::open_embedded(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(keys_command(a.command, &stores, &data_dir))
+}
+
+async fn keys_command(command: KeysCommand, stores: &Stores, data_dir: &std::path::Path) -> Result<()> {
+    match command {
         KeysCommand::Create { name } => {
-            let (id, secret) = plantain_server::create_key(&store, &name)?;
+            let (id, secret) = plantain_service::keys::create_key(stores, &name).await?;
             eprintln!("created key {id} ({name}) in {}; it is shown only now:", data_dir.display());
             println!("{secret}");
         }
         KeysCommand::List => {
-            let keys = store.list_keys()?;
+            let keys = stores.meta.list_keys().await?;
             if keys.is_empty() {
                 eprintln!("no keys in {} (the server accepts loopback clients without a key)", data_dir.display());
             }
             for k in keys {
                 let state = match k.revoked_at {
-                    Some(t) => format!("revoked at {t}"),
+                    Some(t) => format!("revoked {}", rfc3339(t)),
                     None => "active".to_string(),
                 };
-                println!("{}\t{}\tcreated {}\t{state}", k.id, k.name, k.created_at);
+                println!("{}\t{}\tcreated {}\t{state}", k.id, k.name, rfc3339(k.created_at));
             }
         }
         KeysCommand::Revoke { id, delete_data } => {
-            let revoked = store.revoke_key(&id)?;
+            let revoked = stores.meta.revoke_key(&id).await?;
             if !revoked && !delete_data {
                 bail!("no active key {id}");
             }
@@ -89,10 +97,12 @@ pub fn keys(a: KeysArgs) -> Result<()> {
                 eprintln!("revoked {id}");
             }
             if delete_data {
-                let n = plantain_server::delete_key_data(&store, &blobs, &id)?;
-                eprintln!("deleted {id}'s outputs ({n} blobs)");
+                let n = plantain_service::keys::delete_key_data(stores, &id).await?;
+                eprintln!("deleted {id}'s outputs, files, batches and idempotency records ({n} blobs)");
             }
         }
     }
     Ok(())
 }
+
+use plantain_core::time::rfc3339;

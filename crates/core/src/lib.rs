@@ -6,6 +6,8 @@
 //! column scaled (x0.5, x2, x4), but it is kept cell by cell because clients compare against
 //! Google's published numbers, not a formula.
 
+pub mod time;
+
 use std::fmt;
 use std::str::FromStr;
 

@@ -370,3 +370,13 @@ mod tests {
         assert!(!is_commit_hash("main"));
     }
 }
+
+/// Where plantain keeps its own data (provenance keys, the server's database and blobs):
+/// `$PLANTAIN_HOME`, else `$XDG_DATA_HOME/plantain`, else `~/.local/share/plantain`; None when
+/// none of these is set.
+pub fn plantain_home() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("PLANTAIN_HOME")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("plantain")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/plantain")))
+}

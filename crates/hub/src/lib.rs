@@ -43,7 +43,7 @@ mod resolve;
 
 pub use cache::{
     CacheDirs, CacheKind, CachedModel, PLANTAIN_MODELS_ENV, PLANTAIN_NANO_DIR_ENV, hf_cache_dir, hf_cache_dir_from, list_cached,
-    offline_from_env, repo_folder_name,
+    offline_from_env, plantain_home, repo_folder_name,
 };
 pub use error::{HubError, Result};
 pub use inspect::{ComponentInfo, ComponentKind, Inspection, Layout, OPTIONAL_COMPONENTS, inspect_path};

@@ -232,6 +232,28 @@ pub fn resolve(spec: &str, opts: &ResolveOptions) -> Result<ResolvedModel> {
     }
 }
 
+impl ResolveOptions {
+    /// [`ResolveOptions::from_env`], plus the plantain-nano folder that ships in the repository
+    /// (`models/plantain-nano`) when the environment names none: found next to the running
+    /// binary's build tree (`target/{release,debug}/…`), under the current directory, or where
+    /// this crate was built from — so the shipped default resolves by its name from any folder.
+    pub fn for_this_install() -> ResolveOptions {
+        let mut opts = ResolveOptions::from_env();
+        if opts.nano_dir.is_some() {
+            return opts;
+        }
+        let mut candidates = Vec::new();
+        if let Ok(exe) = std::env::current_exe() {
+            candidates.extend(exe.ancestors().skip(3).take(1).map(|root| root.join("models/plantain-nano")));
+        }
+        candidates.push(PathBuf::from("models/plantain-nano"));
+        candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/plantain-nano"));
+        let from_models_dir = opts.dirs.models_dir.as_ref().map(|d| d.join("plantain-nano")).filter(|d| d.is_dir());
+        opts.nano_dir = from_models_dir.or_else(|| candidates.into_iter().find(|c| c.join("model_index.json").is_file()));
+        opts
+    }
+}
+
 fn resolve_nano(spec: &str, k: &'static KnownModel, opts: &ResolveOptions) -> Result<ResolvedModel> {
     let dir = opts.nano_dir.clone().or_else(|| opts.dirs.models_dir.as_ref().map(|d| d.join("plantain-nano")));
     let Some(dir) = dir else {

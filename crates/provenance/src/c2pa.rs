@@ -66,6 +66,14 @@ impl ManifestInfo<'_> {
         }
     }
 
+    /// Records the generation's seed and denoising steps — the fields every plantain output
+    /// carries, written the same way by the CLI and the server. The seed is a string: C2PA's
+    /// CBOR integers are i64 and seeds are u64.
+    pub fn set_generation(&mut self, seed: u64, steps: usize) {
+        self.parameters.insert("seed".into(), Value::String(seed.to_string()));
+        self.parameters.insert("steps".into(), Value::from(steps));
+    }
+
     /// The IPTC digital source type of this output.
     pub fn digital_source_type(&self) -> &'static str {
         match self.action {
@@ -95,6 +103,9 @@ fn c2pa_err(what: &str, e: ::c2pa::Error) -> ProvenanceError {
 fn context(trust: &Trust) -> Result<::c2pa::Context, ProvenanceError> {
     let mut settings = json!({
         "verify": { "ocsp_fetch": false, "remote_manifest_fetch": false, "verify_after_sign": false },
+        // No thumbnails: they would embed a copy of the picture, and this build of c2pa-rs has
+        // no thumbnail support (left on, it logs a warning for every signed image).
+        "builder": { "thumbnail": { "enabled": false } },
     });
     if let Some(pem) = &trust.anchors_pem {
         settings["trust"] = json!({ "user_anchors": pem });

@@ -8,29 +8,48 @@
 //! (`{"key": …, "response": {…}}` or `{"key": …, "error": {…}}` per line) named
 //! `files/batch-ID`, reported as `output.responsesFile` and downloadable from the Files API.
 //!
-//! The batch and its requests are written to SQLite in one transaction before the answer is
-//! sent. One runner task takes pending items oldest first and runs each through the same path
-//! as `generateContent`, with the request id `batches/ID/INDEX`; an item's images are recorded
-//! in one transaction, then its result. After a crash an item without a result runs again, and
-//! if its images were already recorded they are reused instead of generated again — so no item
-//! is lost or duplicated. A failing item records its error and the batch goes on.
+//! The batch and its requests are stored in one transaction before the answer is sent. A runner
+//! takes pending items oldest first, each under a lease it renews while the item runs (so two
+//! runners never hold one item, and an item whose runner died is taken again once the lease
+//! runs out), and runs each through the same path as `generateContent`, with the request id
+//! `batches/ID/INDEX`; an item's images are recorded in one transaction, then its result. After
+//! a crash an item without a result runs again, and if its images were already recorded they
+//! are reused instead of generated again — so no item is lost or duplicated. A failing item
+//! records its error and the batch goes on.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use plantain_service::worker::ModelState;
+use plantain_service::{Caller, ErrorKind, RequestCtx};
+use plantain_store::{BatchItem, BatchRecord, BatchState, FileRecord, FileSource, FileState, ItemState, Lease, NewItem, now};
 use serde_json::{Value, json};
 
+use crate::AppState;
+use crate::auth::{Admitted, Gemini};
 use crate::error::{ApiError, GeminiError};
 use crate::files::rfc3339;
 use crate::gemini::{GenerateContentRequest, prepare, response_json};
-use crate::generate::{self, Output, RequestCtx};
-use crate::ops::admit;
-use crate::store::{BatchItem, BatchRecord, FileRecord, NewItem, now};
-use crate::{AppState, RequestId};
+
+/// How long a runner holds an item before it must renew its lease.
+const LEASE_SECS: i64 = 20;
+/// How often a running item's lease is renewed.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// The Gemini API's name for a batch state.
+fn state_name(s: BatchState) -> &'static str {
+    match s {
+        BatchState::Pending => "BATCH_STATE_PENDING",
+        BatchState::Running => "BATCH_STATE_RUNNING",
+        BatchState::Succeeded => "BATCH_STATE_SUCCEEDED",
+        BatchState::Failed => "BATCH_STATE_FAILED",
+        BatchState::Cancelled => "BATCH_STATE_CANCELLED",
+    }
+}
 
 /// Most requests in one batch (inline or JSONL lines).
 pub const MAX_REQUESTS: usize = 1000;
@@ -46,15 +65,15 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 fn batch_json(b: &BatchRecord, items: &[BatchItem]) -> Value {
-    let done = matches!(b.state.as_str(), "BATCH_STATE_SUCCEEDED" | "BATCH_STATE_FAILED" | "BATCH_STATE_CANCELLED");
-    let ok = items.iter().filter(|i| i.state == "SUCCEEDED").count();
-    let failed = items.iter().filter(|i| i.state == "FAILED").count();
-    let pending = items.iter().filter(|i| matches!(i.state.as_str(), "PENDING" | "RUNNING")).count();
+    let done = !b.state.is_open();
+    let ok = items.iter().filter(|i| i.state == ItemState::Succeeded).count();
+    let failed = items.iter().filter(|i| i.state == ItemState::Failed).count();
+    let pending = items.iter().filter(|i| i.state.is_open()).count();
     let mut meta = json!({
         "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
         "name": b.name,
         "model": format!("models/{}", b.model),
-        "state": b.state,
+        "state": state_name(b.state),
         "createTime": rfc3339(b.created_at),
         "updateTime": rfc3339(b.updated_at),
         "batchStats": {
@@ -95,7 +114,7 @@ fn batch_json(b: &BatchRecord, items: &[BatchItem]) -> Value {
 }
 
 /// `POST models/{model}:batchGenerateContent`.
-pub fn create(state: &AppState, ctx: &RequestCtx, requested: &str, model: &str, body: &[u8]) -> Result<Value, ApiError> {
+pub async fn create(state: &AppState, ctx: &RequestCtx, requested: &str, model: &str, body: &[u8]) -> Result<Value, ApiError> {
     let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("Invalid JSON payload received: {e}")))?;
     let batch = v.get("batch").ok_or_else(|| ApiError::invalid("the body needs a batch object"))?;
     let input =
@@ -110,7 +129,7 @@ pub fn create(state: &AppState, ctx: &RequestCtx, requested: &str, model: &str, 
             if input.get("requests").is_some() {
                 return Err(ApiError::invalid("batch.inputConfig takes either fileName or requests, not both"));
             }
-            let (items, name) = items_from_file(state, f, &ctx.caller.key_id)?;
+            let (items, name) = items_from_file(state, f, &ctx.caller.key_id).await?;
             (items, Some(name))
         }
         None => (inline_items(input)?, None),
@@ -121,17 +140,18 @@ pub fn create(state: &AppState, ctx: &RequestCtx, requested: &str, model: &str, 
         key_id: ctx.caller.key_id.clone(),
         model: model.to_string(),
         display_name: batch.get("displayName").or_else(|| batch.get("display_name")).and_then(Value::as_str).map(str::to_string),
-        state: "BATCH_STATE_PENDING".into(),
+        state: BatchState::Pending,
         created_at: t,
         updated_at: t,
         ended_at: None,
         input_file,
         output_file: None,
     };
-    state.store.create_batch(&rec, &items)?;
+    let meta = &state.svc.stores.meta;
+    meta.create_batch(&rec, &items).await?;
     state.batch_notify.notify_one();
     tracing::info!(request_id = %ctx.request_id, key_id = %ctx.caller.label(), batch = %rec.name, model = requested, items = items.len(), "batch created");
-    let items = state.store.batch_items(&rec.name)?;
+    let items = meta.batch_items(&rec.name).await?;
     Ok(batch_json(&rec, &items))
 }
 
@@ -159,12 +179,12 @@ fn inline_items(input: &Value) -> Result<Vec<NewItem>, ApiError> {
 /// is not JSON, has no `request` or a request of the wrong shape becomes a FAILED item (its
 /// error names the line); the file as a whole is refused only when it cannot be a batch input
 /// (missing, not the caller's, still uploading, an image, no lines, too many lines).
-fn items_from_file(state: &AppState, name: &str, key: &Option<String>) -> Result<(Vec<NewItem>, String), ApiError> {
+async fn items_from_file(state: &AppState, name: &str, key: &Option<String>) -> Result<(Vec<NewItem>, String), ApiError> {
     let name = name.trim();
     let short = name.rsplit_once("files/").map(|(_, n)| n).unwrap_or(name);
-    let f = crate::files::visible(state, short, key)?;
-    let bytes = crate::files::file_bytes(state, &f)?;
-    if let Some(m) = crate::media::sniff(&bytes) {
+    let f = crate::files::visible(state, short, key).await?;
+    let bytes = crate::files::file_bytes(state, &f).await?;
+    if let Some(m) = plantain_imageio::sniff(&bytes) {
         return Err(ApiError::invalid(format!("{} is an image ({m}), not a JSONL batch input", f.name)));
     }
     let text = String::from_utf8_lossy(&bytes);
@@ -218,12 +238,13 @@ fn output_jsonl(items: &[BatchItem]) -> Vec<u8> {
 /// Moves a batch whose items are all settled (or that is being cancelled) to `final_state`;
 /// a file-input batch gets its output file in the same transaction. Safe to repeat (the
 /// output's name is the batch's, and only a pending or running batch is completed).
-fn complete(state: &AppState, b: &BatchRecord, final_state: &str) -> Result<bool, ApiError> {
+async fn complete(state: &AppState, b: &BatchRecord, final_state: BatchState) -> Result<bool, ApiError> {
+    let meta = &state.svc.stores.meta;
     let output = match &b.input_file {
         None => None,
         Some(_) => {
-            let bytes = output_jsonl(&state.store.batch_items(&b.name)?);
-            let hash = state.blobs.put(&bytes)?;
+            let bytes = output_jsonl(&meta.batch_items(&b.name).await?);
+            let hash = state.svc.stores.blobs.put(&bytes).await?;
             let t = now();
             let id = b.name.strip_prefix("batches/").unwrap_or(&b.name);
             Some(FileRecord {
@@ -233,169 +254,170 @@ fn complete(state: &AppState, b: &BatchRecord, final_state: &str) -> Result<bool
                 mime_type: "application/jsonl".into(),
                 size_bytes: bytes.len() as i64,
                 sha256: Some(hash),
-                state: "ACTIVE".into(),
+                state: FileState::Active,
                 upload_id: None,
                 received: bytes.len() as i64,
                 created_at: t,
                 expires_at: t + crate::files::TTL_SECS,
-                source: "GENERATED".into(),
+                source: FileSource::Generated,
             })
         }
     };
-    let done = state.store.complete_batch(&b.name, final_state, output.as_ref())?;
+    let done = meta.complete_batch(&b.name, final_state, output.as_ref()).await?;
     if done {
-        tracing::info!(batch = %b.name, state = final_state, output = ?output.as_ref().map(|f| &f.name), "batch completed");
+        tracing::info!(batch = %b.name, state = state_name(final_state), output = ?output.as_ref().map(|f| &f.name), "batch completed");
     }
     Ok(done)
 }
 
-fn visible(state: &AppState, name: &str, key: &Option<String>) -> Result<BatchRecord, ApiError> {
+async fn visible(state: &AppState, name: &str, key: &Option<String>) -> Result<BatchRecord, ApiError> {
     let name = if name.starts_with("batches/") { name.to_string() } else { format!("batches/{name}") };
-    match state.store.batch(&name)? {
+    match state.svc.stores.meta.batch(&name).await? {
         Some(b) if &b.key_id == key => Ok(b),
         _ => Err(ApiError::not_found(format!("{name} not found"))),
     }
 }
 
-async fn list(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Result<Response, GeminiError> {
-    let ctx = admit(&state, &rid, req.headers(), req.uri().query())?;
+async fn list(State(state): State<Arc<AppState>>, Admitted { ctx, .. }: Admitted<Gemini>) -> Result<Response, GeminiError> {
+    let meta = &state.svc.stores.meta;
     let mut ops = Vec::new();
-    for b in state.store.list_batches(ctx.caller.key_id.as_deref())? {
-        ops.push(batch_json(&b, &state.store.batch_items(&b.name)?));
+    for b in meta.list_batches(ctx.caller.key_id.as_deref()).await? {
+        ops.push(batch_json(&b, &meta.batch_items(&b.name).await?));
     }
     Ok(axum::Json(json!({"operations": ops})).into_response())
 }
 
 async fn get_batch(
     State(state): State<Arc<AppState>>,
-    rid: axum::Extension<RequestId>,
+    Admitted { ctx, .. }: Admitted<Gemini>,
     Path(name): Path<String>,
-    req: Request,
 ) -> Result<Response, GeminiError> {
-    let ctx = admit(&state, &rid, req.headers(), req.uri().query())?;
-    let b = visible(&state, &name, &ctx.caller.key_id)?;
-    Ok(axum::Json(batch_json(&b, &state.store.batch_items(&b.name)?)).into_response())
+    let b = visible(&state, &name, &ctx.caller.key_id).await?;
+    Ok(axum::Json(batch_json(&b, &state.svc.stores.meta.batch_items(&b.name).await?)).into_response())
 }
 
 /// `POST batches/{name}:cancel`: pending items are not run; a running item finishes and keeps
 /// its result, and the runner then completes the batch as cancelled.
 async fn cancel(
     State(state): State<Arc<AppState>>,
-    rid: axum::Extension<RequestId>,
+    Admitted { ctx, .. }: Admitted<Gemini>,
     Path(name): Path<String>,
-    req: Request,
 ) -> Result<Response, GeminiError> {
-    let ctx = admit(&state, &rid, req.headers(), req.uri().query())?;
     let Some(name) = name.strip_suffix(":cancel") else {
         return Err(ApiError::not_found(format!("POST batches/{name}: only :cancel is a method here")).into());
     };
-    let b = visible(&state, name, &ctx.caller.key_id)?;
+    let b = visible(&state, name, &ctx.caller.key_id).await?;
     // With an item still running, the runner completes the batch once that item is done.
-    if matches!(b.state.as_str(), "BATCH_STATE_PENDING" | "BATCH_STATE_RUNNING") && !state.store.cancel_batch_items(&b.name)? {
-        complete(&state, &b, "BATCH_STATE_CANCELLED")?;
+    if b.state.is_open() && !state.svc.stores.meta.cancel_batch_items(&b.name).await? {
+        complete(&state, &b, BatchState::Cancelled).await?;
     }
     Ok(axum::Json(json!({})).into_response())
 }
 
 async fn delete_batch(
     State(state): State<Arc<AppState>>,
-    rid: axum::Extension<RequestId>,
+    Admitted { ctx, .. }: Admitted<Gemini>,
     Path(name): Path<String>,
-    req: Request,
 ) -> Result<Response, GeminiError> {
-    let ctx = admit(&state, &rid, req.headers(), req.uri().query())?;
-    let b = visible(&state, &name, &ctx.caller.key_id)?;
-    if let Some(h) = state.store.delete_batch(&b.name)? {
-        state.blobs.delete(&h)?;
+    let b = visible(&state, &name, &ctx.caller.key_id).await?;
+    if let Some(h) = state.svc.stores.meta.delete_batch(&b.name).await? {
+        state.svc.stores.blobs.delete(&h).await?;
     }
     Ok(axum::Json(json!({"name": b.name, "done": true})).into_response())
 }
 
-/// Runs batch items one after another, forever (started by the server).
+/// Runs batch items one after another, forever (started by the server). Several runners (in
+/// one process or many) can share a store: items are taken under leases.
 pub async fn runner(state: Arc<AppState>) {
+    let owner = format!("runner-{}", plantain_service::new_id());
     loop {
-        // Batches whose last item is done (also after a crash right after it) are completed.
-        match state.store.settled_batches() {
-            Ok(v) => {
-                for b in v {
-                    // A batch with cancelled items was cancelled while an item ran.
-                    let cancelled = state.store.batch_items(&b.name).map(|items| items.iter().any(|i| i.state == "CANCELLED"));
-                    let final_state = if matches!(cancelled, Ok(true)) { "BATCH_STATE_CANCELLED" } else { "BATCH_STATE_SUCCEEDED" };
-                    if let Err(e) = complete(&state, &b, final_state) {
-                        tracing::error!(batch = %b.name, error = %e, "batch runner: could not complete the batch");
-                    }
+        complete_settled(&state).await;
+        let lease = Lease { owner: owner.clone(), until: now() + LEASE_SECS };
+        match state.svc.stores.meta.claim_batch_item(&lease).await {
+            Ok(Some((b, item))) => run_claimed(&state, &owner, &b, &item).await,
+            Ok(None) => {
+                tokio::select! {
+                    _ = state.batch_notify.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 }
             }
-            Err(e) => tracing::error!(error = %e, "batch runner: storage error"),
-        }
-        let next = match state.store.next_batch_item() {
-            Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "batch runner: storage error");
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
             }
-        };
-        let Some((b, item)) = next else {
-            tokio::select! {
-                _ = state.batch_notify.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-            continue;
-        };
-        match state.store.start_batch_item(&b.name, item.idx) {
-            Ok(true) => {}
-            Ok(false) => continue, // cancelled or deleted since it was picked
-            Err(e) => {
-                tracing::error!(error = %e, "batch runner: storage error");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-        }
-        if b.state == "BATCH_STATE_PENDING"
-            && let Err(e) = state.store.set_batch_state(&b.name, "BATCH_STATE_RUNNING", false)
-        {
-            tracing::error!(error = %e, "batch runner: storage error");
-        }
-        let (item_state, result) = match run_item(&state, &b, &item).await {
-            Ok(v) => ("SUCCEEDED", json!({"response": v})),
-            Err(e) => ("FAILED", e.gemini_body()),
-        };
-        tracing::info!(batch = %b.name, item = item.idx, state = item_state, "batch item done");
-        // The batch itself is completed at the top of the loop once no item is pending.
-        if let Err(e) = state.store.finish_batch_item(&b.name, item.idx, item_state, &result) {
-            tracing::error!(error = %e, "batch runner: storage error");
         }
     }
 }
 
-async fn run_item(state: &Arc<AppState>, b: &BatchRecord, item: &BatchItem) -> Result<Value, ApiError> {
-    let ctx = RequestCtx { request_id: format!("{}/{}", b.name, item.idx), caller: crate::auth::Caller { key_id: b.key_id.clone() } };
-    let worker = state.model(&b.model).ok_or_else(|| ApiError::not_found(format!("model {} is no longer configured", b.model)))?;
-    let req: GenerateContentRequest =
-        serde_json::from_value(item.request.clone()).map_err(|e| ApiError::invalid(format!("Invalid JSON payload received: {e}")))?;
-    let p = prepare(state, worker, &req, &b.key_id)?;
-    // Already generated before a crash: reuse, never generate twice.
-    let done = state.store.artefacts_of_request(&ctx.request_id)?;
-    if !done.is_empty() {
-        let mut outs = Vec::new();
-        for a in done {
-            let bytes = state.blobs.get(&a.output_hash)?.ok_or_else(|| ApiError::internal(format!("blob of {} is missing", a.id)))?;
-            outs.push(Output { artefact: a, bytes: Arc::new(bytes) });
+/// Completes batches whose last item is done (also after a crash right after it).
+async fn complete_settled(state: &AppState) {
+    let meta = &state.svc.stores.meta;
+    let settled = match meta.settled_batches().await {
+        Ok(v) => v,
+        Err(e) => return tracing::error!(error = %e, "batch runner: storage error"),
+    };
+    for b in settled {
+        // A batch with cancelled items was cancelled while an item ran.
+        let cancelled = meta.batch_items(&b.name).await.map(|items| items.iter().any(|i| i.state == ItemState::Cancelled));
+        let final_state = if matches!(cancelled, Ok(true)) { BatchState::Cancelled } else { BatchState::Succeeded };
+        if let Err(e) = complete(state, &b, final_state).await {
+            tracing::error!(batch = %b.name, error = %e, "batch runner: could not complete the batch");
         }
-        tracing::info!(batch = %b.name, item = item.idx, "batch item: reusing images recorded before a restart");
-        return Ok(response_json(state, &ctx, &b.model, &p, &outs));
     }
-    let pending = loop {
-        match generate::start(state, &ctx, crate::gemini::clone_spec(&p.spec), false) {
-            Ok(p) => break p,
-            // A full queue is backpressure, not failure: batch work waits its turn.
-            Err(e) if e.status == "UNAVAILABLE" && matches!(p.spec.worker.state(), crate::worker::ModelState::Ready { .. }) => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Runs one claimed item, renewing its lease meanwhile, and records its result.
+async fn run_claimed(state: &Arc<AppState>, owner: &str, b: &BatchRecord, item: &BatchItem) {
+    let meta = &state.svc.stores.meta;
+    let run = run_item(state, b, item);
+    tokio::pin!(run);
+    let mut renew = tokio::time::interval(RENEW_EVERY);
+    let result = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = renew.tick() => {
+                let lease = Lease { owner: owner.to_string(), until: now() + LEASE_SECS };
+                if let Err(e) = meta.renew_lease(&b.name, item.idx, &lease).await {
+                    tracing::warn!(error = %e, "batch runner: could not renew a lease");
+                }
             }
-            Err(e) => return Err(e),
         }
     };
-    let outs = pending.finish(state).await?;
+    let (item_state, result) = match result {
+        Ok(v) => (ItemState::Succeeded, json!({"response": v})),
+        Err(e) => (ItemState::Failed, e.gemini_body()),
+    };
+    tracing::info!(batch = %b.name, item = item.idx, state = item_state.as_str(), "batch item done");
+    // The batch itself is completed once no item is open.
+    match meta.finish_batch_item(&b.name, item.idx, owner, item_state, &result).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(batch = %b.name, item = item.idx, "batch item: lease lost; its result was not recorded"),
+        Err(e) => tracing::error!(error = %e, "batch runner: storage error"),
+    }
+}
+
+async fn run_item(state: &Arc<AppState>, b: &BatchRecord, item: &BatchItem) -> Result<Value, ApiError> {
+    let ctx = RequestCtx { request_id: format!("{}/{}", b.name, item.idx), caller: Caller { key_id: b.key_id.clone() } };
+    let worker = state.svc.model(&b.model).ok_or_else(|| ApiError::not_found(format!("model {} is no longer configured", b.model)))?;
+    let req: GenerateContentRequest =
+        serde_json::from_value(item.request.clone()).map_err(|e| ApiError::invalid(format!("Invalid JSON payload received: {e}")))?;
+    let p = prepare(state, worker.clone(), &req, &b.key_id).await?;
+    // Already generated before a crash: reuse, never generate twice.
+    let done = state.svc.outputs_of_request(&ctx.request_id).await?;
+    if !done.is_empty() {
+        tracing::info!(batch = %b.name, item = item.idx, "batch item: reusing images recorded before a restart");
+        return Ok(response_json(state, &ctx, &b.model, &p, &done));
+    }
+    let job = loop {
+        match state.svc.submit(&ctx, p.spec.clone()).await {
+            Ok(j) => break j,
+            // A full queue is backpressure, not failure: batch work waits its turn.
+            Err(e) if e.kind == ErrorKind::Unavailable && matches!(worker.state(), ModelState::Ready { .. }) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let outs = job.finish(&state.svc).await?;
     Ok(response_json(state, &ctx, &b.model, &p, &outs))
 }

@@ -1,37 +1,9 @@
-//! Errors: one API error type rendered as the Gemini or the OpenAI envelope, plus the
-//! library's start-up and storage errors.
-
-use std::path::PathBuf;
+//! Errors: one API error type rendered as the Gemini or the OpenAI envelope.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use plantain_service::{ErrorKind, ServiceError};
 use serde_json::json;
-
-/// Configuration problems (reported at start-up).
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}: {1}")]
-    Read(PathBuf, std::io::Error),
-    #[error("{0}: {1}")]
-    Parse(PathBuf, String),
-    #[error("environment variable {0}={1:?} is not a number")]
-    Env(String, String),
-    #[error("listen address {0:?} is not host:port")]
-    Listen(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-/// Storage problems (SQLite, blob folder).
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("database: {0}")]
-    Db(#[from] rusqlite::Error),
-    #[error("blob store {0}: {1}")]
-    Io(PathBuf, std::io::Error),
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(String),
-}
 
 /// An error answered to an API client. `status` is the Google RPC status name, which also
 /// picks the OpenAI `type`.
@@ -106,7 +78,11 @@ impl ApiError {
             "ABORTED" => ("invalid_request_error", Some("conflict")),
             _ => ("server_error", None),
         };
-        let code = if self.status == "NOT_FOUND" { Some("not_found") } else { code };
+        let code = match (self.status, self.http) {
+            ("NOT_FOUND", _) => Some("not_found"),
+            (_, StatusCode::PAYLOAD_TOO_LARGE) => Some("payload_too_large"),
+            _ => code,
+        };
         json!({"error": {"message": self.message, "type": ty, "param": self.param, "code": code}})
     }
 
@@ -122,10 +98,34 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "storage error");
-        ApiError::internal(format!("storage error: {e}"))
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let mut a = match e.kind {
+            ErrorKind::InvalidArgument => ApiError::invalid(e.message),
+            ErrorKind::NotFound => ApiError::not_found(e.message),
+            ErrorKind::FailedPrecondition => ApiError::failed_precondition(e.message),
+            ErrorKind::Unauthenticated => ApiError::unauthenticated(e.message),
+            ErrorKind::Exhausted => ApiError::exhausted(e.message, 1),
+            ErrorKind::Unavailable => ApiError::unavailable(e.message, 1),
+            ErrorKind::Cancelled => ApiError::new(StatusCode::from_u16(499).unwrap_or_default(), "CANCELLED", e.message),
+            ErrorKind::Internal => ApiError::internal(e.message),
+        };
+        if e.retry_after.is_some() {
+            a.retry_after = e.retry_after;
+        }
+        a
+    }
+}
+
+impl From<plantain_store::StoreError> for ApiError {
+    fn from(e: plantain_store::StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
+impl From<plantain_imageio::InputError> for ApiError {
+    fn from(e: plantain_imageio::InputError) -> Self {
+        ApiError::invalid(e.0)
     }
 }
 
@@ -144,8 +144,13 @@ macro_rules! envelope_from {
                 Self(e)
             }
         }
-        impl From<StoreError> for $t {
-            fn from(e: StoreError) -> Self {
+        impl From<ServiceError> for $t {
+            fn from(e: ServiceError) -> Self {
+                Self(e.into())
+            }
+        }
+        impl From<plantain_store::StoreError> for $t {
+            fn from(e: plantain_store::StoreError) -> Self {
                 Self(e.into())
             }
         }
@@ -155,8 +160,14 @@ envelope_from!(GeminiError);
 envelope_from!(OpenAiError);
 
 impl IntoResponse for GeminiError {
+    /// A too-large body is HTTP 400 INVALID_ARGUMENT here, as Google answers it (the google.rpc
+    /// codes have no 413); the OpenAI envelope keeps 413.
     fn into_response(self) -> Response {
-        self.0.respond(self.0.gemini_body())
+        let mut e = self.0;
+        if e.http == StatusCode::PAYLOAD_TOO_LARGE {
+            e.http = StatusCode::BAD_REQUEST;
+        }
+        e.respond(e.gemini_body())
     }
 }
 

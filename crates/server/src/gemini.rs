@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,14 +15,16 @@ use plantain_provenance::MediaFormat;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use plantain_imageio::{B64, InputImage, decode_base64, decode_input};
+use plantain_service::worker::Worker;
+use plantain_service::{ImageRole, JobEvent, JobSpec, Output, RequestCtx};
+use plantain_store::Artefact;
+
+use crate::AppState;
+use crate::auth::{Admitted, Gemini};
 use crate::error::{ApiError, GeminiError};
-use crate::generate::{self, GenSpec, Output, RequestCtx};
-use crate::media::{B64, InputImage, decode_base64, decode_input};
-use crate::ops::{Flavor, admit, idempotent, read_body};
+use crate::ops::{Flavor, idempotent, read_body};
 use crate::signature::{SignatureError, Signed};
-use crate::store::Artefact;
-use crate::worker::ProgressEvent;
-use crate::{AppState, RequestId};
 
 /// Tokens an input image counts for (Gemini 3.1 Flash Image).
 pub const INPUT_IMAGE_TOKENS: u32 = 1120;
@@ -128,7 +129,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
 // Models.
 
 fn model_json(name: &str, served_by: &str, state: &AppState) -> Value {
-    let ready = state.workers.get(served_by).map(|w| format!("{:?}", w.state())).unwrap_or_default();
+    let ready = state.svc.model(served_by).map(|w| format!("{:?}", w.state())).unwrap_or_default();
     json!({
         "name": format!("models/{name}"),
         "baseModelId": name,
@@ -141,24 +142,14 @@ fn model_json(name: &str, served_by: &str, state: &AppState) -> Value {
     })
 }
 
-async fn list_models(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, headers: HeaderMap, req: Request) -> Response {
-    if let Err(e) = admit(&state, &rid, &headers, req.uri().query()) {
-        return GeminiError(e).into_response();
-    }
-    let models: Vec<Value> = state.model_names().iter().map(|(n, m)| model_json(n, m, &state)).collect();
+async fn list_models(State(state): State<Arc<AppState>>, _: Admitted<Gemini>) -> Response {
+    let models: Vec<Value> = state.svc.model_names().iter().map(|(n, m)| model_json(n, m, &state)).collect();
     axum::Json(json!({ "models": models })).into_response()
 }
 
-async fn get_model(
-    State(state): State<Arc<AppState>>,
-    rid: axum::Extension<RequestId>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    req: Request,
-) -> Result<Response, GeminiError> {
-    admit(&state, &rid, &headers, req.uri().query())?;
+async fn get_model(State(state): State<Arc<AppState>>, _: Admitted<Gemini>, Path(name): Path<String>) -> Result<Response, GeminiError> {
     let n = name.strip_prefix("models/").unwrap_or(&name);
-    let w = state.model(n).ok_or_else(|| unknown_model(n, "v1beta"))?;
+    let w = state.svc.model(n).ok_or_else(|| unknown_model(n, "v1beta"))?;
     Ok(axum::Json(model_json(n, &w.name, &state)).into_response())
 }
 
@@ -170,7 +161,7 @@ fn unknown_model(name: &str, version: &str) -> ApiError {
 
 async fn model_action(
     State(state): State<Arc<AppState>>,
-    rid: axum::Extension<RequestId>,
+    Admitted { ctx, .. }: Admitted<Gemini>,
     Path(name): Path<String>,
     req: Request,
 ) -> Response {
@@ -179,48 +170,34 @@ async fn model_action(
     let Some((model, action)) = name.rsplit_once(':') else {
         return GeminiError(ApiError::not_found(format!("POST models/{name}: expected models/MODEL:ACTION"))).into_response();
     };
-    let ctx = match admit(&state, &rid, &parts.headers, parts.uri.query()) {
-        Ok(c) => c,
-        Err(e) => return GeminiError(e).into_response(),
-    };
     let body = match read_body(&state, body).await {
         Ok(b) => b,
         Err(e) => return GeminiError(e).into_response(),
     };
-    let Some(worker) = state.model(model) else {
+    let Some(worker) = state.svc.model(model) else {
         return GeminiError(unknown_model(model, version)).into_response();
     };
     let model = model.to_string();
+    let answer = |r: Result<Value, ApiError>| match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => GeminiError(e).into_response(),
+    };
     match action {
         "generateContent" => {
-            let route = format!("generateContent/{model}");
-            let fut = async {
-                match generate_content(&state, &ctx, &model, worker, &body).await {
-                    Ok(v) => axum::Json(v).into_response(),
-                    Err(e) => GeminiError(e).into_response(),
-                }
-            };
-            idempotent(&state, &ctx, &route, &parts.headers, &body, Flavor::Gemini, fut).await
+            let fut = async { answer(generate_content(&state, &ctx, &model, worker, &body).await) };
+            idempotent(&state, &ctx, &format!("generateContent/{model}"), &parts.headers, &body, Flavor::Gemini, fut).await
         }
         "streamGenerateContent" => {
             // A repeat with the same Idempotency-Key replays the stored stream (every chunk).
-            let route = format!("streamGenerateContent/{model}");
             let fut = async {
-                match stream_generate_content(state.clone(), ctx.clone(), model, worker, &body) {
-                    Ok(r) => r,
-                    Err(e) => GeminiError(e).into_response(),
-                }
+                stream_generate_content(state.clone(), ctx.clone(), model.clone(), worker, &body)
+                    .await
+                    .unwrap_or_else(|e| GeminiError(e).into_response())
             };
-            idempotent(&state, &ctx, &route, &parts.headers, &body, Flavor::Gemini, fut).await
+            idempotent(&state, &ctx, &format!("streamGenerateContent/{model}"), &parts.headers, &body, Flavor::Gemini, fut).await
         }
-        "countTokens" => match count_tokens(&state, &body) {
-            Ok(v) => axum::Json(v).into_response(),
-            Err(e) => GeminiError(e).into_response(),
-        },
-        "batchGenerateContent" => match crate::batch::create(&state, &ctx, &model, &worker.name, &body) {
-            Ok(v) => axum::Json(v).into_response(),
-            Err(e) => GeminiError(e).into_response(),
-        },
+        "countTokens" => answer(count_tokens(&state, &body)),
+        "batchGenerateContent" => answer(crate::batch::create(&state, &ctx, &model, &worker.name, &body).await),
         other => GeminiError(ApiError::not_found(format!(
             "unknown method {other:?}; this server answers generateContent, streamGenerateContent and countTokens"
         )))
@@ -229,11 +206,11 @@ async fn model_action(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Turning a request into a GenSpec.
+// Turning a request into a job.
 
 /// What the request asks for, checked.
 pub struct Prepared {
-    pub spec: GenSpec,
+    pub spec: JobSpec,
     pub include_text: bool,
     pub ratio: AspectRatio,
     pub size: ImageSize,
@@ -253,13 +230,62 @@ fn is_model(c: &Content) -> bool {
     c.role.as_deref() == Some("model")
 }
 
-pub fn prepare(
+/// Turns a `generateContent` request into a job for `worker`.
+pub async fn prepare(
     state: &AppState,
-    worker: Arc<crate::worker::Worker>,
+    worker: Arc<Worker>,
     req: &GenerateContentRequest,
     key_id: &Option<String>,
 ) -> Result<Prepared, ApiError> {
-    let limits = &state.config.limits;
+    check_contents(req)?;
+    let gc = req.generation_config.as_ref();
+    let include_text = modalities(gc)?;
+    let found = collect_images(state, req, key_id).await?;
+    let prompt = prompt_of(state, req, !found.is_empty())?;
+    let (source, parent) = edit_source(req, &found)?;
+    let init = match source {
+        Some(s) => Some(stored_version(state, s, parent.as_ref()).await),
+        None => None,
+    };
+    let (ratio, size, format) = image_settings(state, gc, init.as_ref())?;
+    let (width, height) = output_pixels(ratio, size);
+    let sampling = sampling(state, gc, parent.as_ref())?;
+    let prompt_tokens = state.tokenizer.count_tokens(&prompt) as u32 + INPUT_IMAGE_TOKENS * found.len() as u32;
+    let params = json!({
+        "api": "gemini", "aspectRatio": ratio.as_str(), "imageSize": size.as_str(), "width": width, "height": height,
+        "candidateCount": sampling.count, "seed": sampling.seed, "temperature": sampling.temperature, "strength": sampling.strength,
+        "inputImages": found.iter().map(|f| &f.image.hash).collect::<Vec<_>>(),
+    });
+    let mut images: Vec<(ImageRole, InputImage)> = found.iter().map(|f| (ImageRole::Reference, f.image.clone())).collect();
+    if let (Some(s), Some(init)) = (source, init) {
+        let at = found.iter().position(|f| std::ptr::eq(f, s)).unwrap_or_default();
+        images[at] = (ImageRole::Edit, init);
+    }
+    let spec = JobSpec {
+        model: worker,
+        prompt,
+        negative: None,
+        width,
+        height,
+        size_label: size.as_str().to_string(),
+        count: sampling.count,
+        seed: sampling.seed,
+        images,
+        mask: None,
+        strength: sampling.strength,
+        steps: None,
+        format,
+        parent,
+        params,
+        prompt_tokens,
+        tokens_per_image: size.output_tokens(),
+        partial_images: 0,
+        progress: false,
+    };
+    Ok(Prepared { spec, include_text, ratio, size, input_images: found.len() as u32 })
+}
+
+fn check_contents(req: &GenerateContentRequest) -> Result<(), ApiError> {
     if req.contents.is_empty() {
         return Err(ApiError::invalid("contents is not specified: send at least one content with a text part"));
     }
@@ -271,134 +297,140 @@ pub fn prepare(
             return Err(ApiError::invalid(format!("contents[{ci}].role must be \"user\" or \"model\", got {r:?}")));
         }
     }
-    let gc = req.generation_config.as_ref();
+    Ok(())
+}
 
-    // Modalities: this server makes images; text comes only as a short caption.
-    let mut include_text = true;
-    if let Some(m) = gc.and_then(|g| g.response_modalities.as_ref()) {
-        let up: Vec<String> = m.iter().map(|s| s.to_ascii_uppercase()).collect();
-        if let Some(bad) = up.iter().find(|s| !matches!(s.as_str(), "TEXT" | "IMAGE")) {
-            return Err(ApiError::invalid(format!("responseModalities: unsupported modality {bad:?}; this server answers TEXT and IMAGE")));
-        }
-        if !up.iter().any(|s| s == "IMAGE") {
-            return Err(ApiError::invalid("responseModalities must include IMAGE: this server only generates images"));
-        }
-        include_text = up.iter().any(|s| s == "TEXT");
+/// Modalities: this server makes images; text comes only as a short caption. Returns whether
+/// to include the caption.
+fn modalities(gc: Option<&GenerationConfig>) -> Result<bool, ApiError> {
+    let Some(m) = gc.and_then(|g| g.response_modalities.as_ref()) else { return Ok(true) };
+    let up: Vec<String> = m.iter().map(|s| s.to_ascii_uppercase()).collect();
+    if let Some(bad) = up.iter().find(|s| !matches!(s.as_str(), "TEXT" | "IMAGE")) {
+        return Err(ApiError::invalid(format!("responseModalities: unsupported modality {bad:?}; this server answers TEXT and IMAGE")));
     }
+    if !up.iter().any(|s| s == "IMAGE") {
+        return Err(ApiError::invalid("responseModalities must include IMAGE: this server only generates images"));
+    }
+    Ok(up.iter().any(|s| s == "TEXT"))
+}
 
-    // Images (inline or file), counted before anything is decoded.
-    let total_images: usize =
-        req.contents.iter().flat_map(|c| &c.parts).filter(|p| p.inline_data.is_some() || p.file_data.is_some()).count();
-    if total_images > limits.max_images {
-        return Err(ApiError::invalid(format!(
-            "{total_images} images in the request; at most {} reference images are supported",
-            limits.max_images
-        )));
+/// Every image part (inline or file), decoded and checked; model images with their signature's
+/// stored artefact. Images are counted before anything is decoded.
+async fn collect_images(state: &AppState, req: &GenerateContentRequest, key_id: &Option<String>) -> Result<Vec<FoundImage>, ApiError> {
+    let max = state.config().limits.max_images;
+    let total = req.contents.iter().flat_map(|c| &c.parts).filter(|p| p.inline_data.is_some() || p.file_data.is_some()).count();
+    if total > max {
+        return Err(ApiError::invalid(format!("{total} images in the request; at most {max} reference images are supported")));
     }
     let mut found = Vec::new();
     for (ci, c) in req.contents.iter().enumerate() {
         for (pi, p) in c.parts.iter().enumerate() {
-            let what = format!("contents[{ci}].parts[{pi}]");
-            let image = if let Some(fd) = &p.file_data {
-                let uri = fd.file_uri.as_deref().ok_or_else(|| ApiError::invalid(format!("{what}.fileData.fileUri is required")))?;
-                let (bytes, stored_mime) = crate::files::resolve_file_uri(state, uri, key_id)?;
-                decode_input(bytes, fd.mime_type.as_deref().or(Some(stored_mime.as_str())), limits, &format!("{what}.fileData"))?
-            } else if let Some(d) = &p.inline_data {
-                if d.data.is_empty() {
-                    return Err(ApiError::invalid(format!("{what}.inlineData.data is empty")));
-                }
-                let bytes = decode_base64(&d.data, &format!("{what}.inlineData.data"))?;
-                decode_input(bytes, d.mime_type.as_deref(), limits, &format!("{what}.inlineData"))?
-            } else {
-                continue;
-            };
-            let mut artefact = None;
-            if is_model(c) {
-                match p.thought_signature.as_deref() {
-                    Some(sig) => match state.signer.check(sig) {
-                        Ok(Signed::Image(id)) => artefact = state.store.artefact(&id)?,
-                        Ok(Signed::Text(_)) | Err(SignatureError::Malformed) | Err(SignatureError::BadMac) => {
-                            return Err(ApiError::invalid(format!(
-                                "Image part has an invalid thought_signature in content position {}, part position {}",
-                                ci + 1,
-                                pi + 1
-                            )));
-                        }
-                    },
-                    None if state.config.strict_signatures => {
-                        return Err(ApiError::invalid(format!(
-                            "Image part is missing a thought_signature in content position {}, part position {}",
-                            ci + 1,
-                            pi + 1
-                        )));
-                    }
-                    None => {}
-                }
-            }
+            let Some(image) = decode_part(state, p, &format!("contents[{ci}].parts[{pi}]"), key_id).await? else { continue };
+            let artefact = if is_model(c) { signed_artefact(state, p, ci, pi).await? } else { None };
             found.push(FoundImage { content: ci, from_model: is_model(c), image, artefact });
         }
     }
+    Ok(found)
+}
 
-    // The prompt: the system instruction's text, then the users' text, oldest first (a later
-    // turn refines an earlier one).
+/// The image a part carries (None for a part without one).
+async fn decode_part(state: &AppState, p: &Part, what: &str, key_id: &Option<String>) -> Result<Option<InputImage>, ApiError> {
+    let limits = state.config().limits.input();
+    if let Some(fd) = &p.file_data {
+        let uri = fd.file_uri.as_deref().ok_or_else(|| ApiError::invalid(format!("{what}.fileData.fileUri is required")))?;
+        let (bytes, stored_mime) = crate::files::resolve_file_uri(state, uri, key_id).await?;
+        let mime = fd.mime_type.as_deref().or(Some(stored_mime.as_str()));
+        return Ok(Some(decode_input(bytes, mime, &limits, &format!("{what}.fileData"))?));
+    }
+    let Some(d) = &p.inline_data else { return Ok(None) };
+    if d.data.is_empty() {
+        return Err(ApiError::invalid(format!("{what}.inlineData.data is empty")));
+    }
+    let bytes = decode_base64(&d.data, &format!("{what}.inlineData.data"))?;
+    Ok(Some(decode_input(bytes, d.mime_type.as_deref(), &limits, &format!("{what}.inlineData"))?))
+}
+
+/// The stored artefact a model image's `thoughtSignature` names; a bad signature is refused,
+/// a missing one only in strict mode.
+async fn signed_artefact(state: &AppState, p: &Part, ci: usize, pi: usize) -> Result<Option<Artefact>, ApiError> {
+    let at = format!("in content position {}, part position {}", ci + 1, pi + 1);
+    match p.thought_signature.as_deref() {
+        Some(sig) => match state.signer.check(sig) {
+            Ok(Signed::Image(id)) => Ok(state.svc.stores.meta.artefact(&id).await?),
+            Ok(Signed::Text(_)) | Err(SignatureError::Malformed) | Err(SignatureError::BadMac) => {
+                Err(ApiError::invalid(format!("Image part has an invalid thought_signature {at}")))
+            }
+        },
+        None if state.config().strict_signatures => Err(ApiError::invalid(format!("Image part is missing a thought_signature {at}"))),
+        None => Ok(None),
+    }
+}
+
+/// The prompt: the system instruction's text, then the users' text, oldest first (a later
+/// turn refines an earlier one).
+fn prompt_of(state: &AppState, req: &GenerateContentRequest, has_images: bool) -> Result<String, ApiError> {
     let system = system_texts(req)?;
-    let texts: Vec<&str> = system
-        .into_iter()
-        .chain(
-            req.contents
-                .iter()
-                .filter(|c| !is_model(c))
-                .flat_map(|c| &c.parts)
-                .filter(|p| p.thought != Some(true))
-                .filter_map(|p| p.text.as_deref()),
-        )
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .collect();
+    let users = req.contents.iter().filter(|c| !is_model(c)).flat_map(|c| &c.parts).filter(|p| p.thought != Some(true));
+    let texts: Vec<&str> =
+        system.into_iter().chain(users.filter_map(|p| p.text.as_deref())).map(str::trim).filter(|t| !t.is_empty()).collect();
     let prompt = texts.join(". ");
     let chars = prompt.chars().count();
-    if chars > limits.max_prompt_chars {
-        return Err(ApiError::invalid(format!("the prompt is {chars} characters, over the limit of {}", limits.max_prompt_chars)));
+    let max = state.config().limits.max_prompt_chars;
+    if chars > max {
+        return Err(ApiError::invalid(format!("the prompt is {chars} characters, over the limit of {max}")));
     }
-    if prompt.is_empty() && found.is_empty() {
+    if prompt.is_empty() && !has_images {
         return Err(ApiError::invalid("the request has no text prompt"));
     }
+    Ok(prompt)
+}
 
-    // What to edit: the images of the latest user turn; else the latest model image.
+/// What to edit: the images of the latest user turn; else the latest model image. Several
+/// images in the latest turn (fusion) are refused for now.
+fn edit_source<'a>(req: &GenerateContentRequest, found: &'a [FoundImage]) -> Result<(Option<&'a FoundImage>, Option<Artefact>), ApiError> {
     let last_user = req.contents.iter().rposition(|c| !is_model(c));
-    let mut sources: Vec<&FoundImage> = found.iter().filter(|f| Some(f.content) == last_user && !f.from_model).collect();
-    if sources.is_empty()
-        && let Some(m) = found.iter().rev().find(|f| f.from_model)
-    {
-        sources.push(m);
-    }
-    if sources.len() > 1 {
-        return Err(ApiError::unimplemented(format!(
-            "{} images in the latest turn: combining several images (fusion) is not built in this server yet; send one image to edit",
-            sources.len()
-        )));
-    }
-    let source = sources.first().copied();
-    let parent = source.and_then(|s| s.artefact.clone());
-    // The stored version a signature names is what gets edited (the client may have re-encoded it).
-    let init = source.map(|s| match parent.as_ref().and_then(|a| state.blobs.get(&a.output_hash).ok().flatten()) {
-        Some(b) => decode_input(b, None, limits, "stored image").unwrap_or_else(|_| s.image.clone()),
-        None => s.image.clone(),
-    });
+    let latest: Vec<&FoundImage> = found.iter().filter(|f| Some(f.content) == last_user && !f.from_model).collect();
+    let source = match latest.as_slice() {
+        [] => found.iter().rev().find(|f| f.from_model),
+        [one] => Some(*one),
+        many => {
+            return Err(ApiError::unimplemented(format!(
+                "{} images in the latest turn: combining several images (fusion) is not built in this server yet; send one image to edit",
+                many.len()
+            )));
+        }
+    };
+    Ok((source, source.and_then(|s| s.artefact.clone())))
+}
 
-    // Image settings: imageConfig, or responseFormat.image.
+/// The stored version a signature names is what gets edited (the client may have re-encoded it).
+async fn stored_version(state: &AppState, s: &FoundImage, parent: Option<&Artefact>) -> InputImage {
+    let limits = state.config().limits.input();
+    let stored = match parent {
+        Some(a) => state.svc.stores.blobs.get(&a.output_hash).await.ok().flatten(),
+        None => None,
+    };
+    stored.and_then(|b| decode_input(b, None, &limits, "stored image").ok()).unwrap_or_else(|| s.image.clone())
+}
+
+/// Aspect ratio, size and file format: `imageConfig`, or `responseFormat.image`.
+fn image_settings(
+    state: &AppState,
+    gc: Option<&GenerationConfig>,
+    init: Option<&InputImage>,
+) -> Result<(AspectRatio, ImageSize, MediaFormat), ApiError> {
     let ic =
         gc.and_then(|g| g.image_config.clone().or_else(|| g.response_format.as_ref().and_then(|r| r.image.clone()))).unwrap_or_default();
     let ratio = match ic.aspect_ratio.as_deref() {
         Some(r) => r.parse::<AspectRatio>().map_err(|e| ApiError::invalid(format!("imageConfig.aspectRatio: {e}")))?,
         // An edit keeps its input's shape, as Gemini does.
-        None => init.as_ref().map(|i| AspectRatio::nearest(i.rgba.width(), i.rgba.height())).unwrap_or_default(),
+        None => init.map(|i| AspectRatio::nearest(i.rgba.width(), i.rgba.height())).unwrap_or_default(),
     };
     let size = match ic.image_size.as_deref() {
         Some(s) => s.parse::<ImageSize>().map_err(|e| ApiError::invalid(format!("imageConfig.imageSize: {e}")))?,
         None => ImageSize::S1K,
     };
-    let max_size: ImageSize = limits.max_image_size.parse().unwrap_or(ImageSize::S4K);
+    let max_size = state.config().limits.max_image_size;
     if size > max_size {
         return Err(ApiError::invalid(format!("imageConfig.imageSize {size} is not served here; the largest size is {max_size}")));
     }
@@ -408,11 +440,22 @@ pub fn prepare(
         Some("image/webp") => MediaFormat::WebP,
         Some(o) => return Err(ApiError::invalid(format!("imageConfig.outputMimeType {o:?}: use image/png, image/jpeg or image/webp"))),
     };
-    let (width, height) = output_pixels(ratio, size);
+    Ok((ratio, size, format))
+}
 
+/// Candidate count, temperature (→ edit strength) and seed.
+struct Sampling {
+    count: u32,
+    temperature: Option<f64>,
+    strength: Option<f32>,
+    seed: Option<u64>,
+}
+
+fn sampling(state: &AppState, gc: Option<&GenerationConfig>, parent: Option<&Artefact>) -> Result<Sampling, ApiError> {
+    let max = state.config().limits.max_candidates;
     let count = gc.and_then(|g| g.candidate_count).unwrap_or(1);
-    if count < 1 || count > i64::from(limits.max_candidates) {
-        return Err(ApiError::invalid(format!("candidateCount must be between 1 and {}, got {count}", limits.max_candidates)));
+    if count < 1 || count > i64::from(max) {
+        return Err(ApiError::invalid(format!("candidateCount must be between 1 and {max}, got {count}")));
     }
     let temperature = gc.and_then(|g| g.temperature);
     if let Some(t) = temperature
@@ -423,42 +466,8 @@ pub fn prepare(
     // temperature → how far an edit may move from its input: 0 → 0.3, 1 → 0.75 (default), 2 → 1.
     let strength = temperature.map(|t| (0.3 + 0.45 * t).min(1.0) as f32);
     // The seed a signature names keeps an edit consistent with its source when none is given.
-    let seed = gc.and_then(|g| g.seed).map(|s| s as u64).or(parent.as_ref().map(|p| p.seed));
-
-    let prompt_tokens = state.tokenizer.count_tokens(&prompt) as u32 + INPUT_IMAGE_TOKENS * found.len() as u32;
-    let params = json!({
-        "api": "gemini", "aspectRatio": ratio.as_str(), "imageSize": size.as_str(), "width": width, "height": height,
-        "candidateCount": count, "seed": seed, "temperature": temperature, "strength": strength,
-        "inputImages": found.iter().map(|f| &f.image.hash).collect::<Vec<_>>(),
-    });
-    let ingredients = found.iter().map(|f| f.image.clone()).collect();
-    Ok(Prepared {
-        spec: GenSpec {
-            worker,
-            prompt,
-            negative: None,
-            width,
-            height,
-            size_label: size.as_str().to_string(),
-            count: count as u32,
-            seed,
-            init,
-            mask: None,
-            strength,
-            format,
-            parent,
-            ingredients,
-            params,
-            tokens_per_image: size.output_tokens(),
-            prompt_tokens,
-            steps: None,
-            partial_images: 0,
-        },
-        include_text,
-        ratio,
-        size,
-        input_images: found.len() as u32,
-    })
+    let seed = gc.and_then(|g| g.seed).map(|s| s as u64).or(parent.map(|p| p.seed));
+    Ok(Sampling { count: count as u32, temperature, strength, seed })
 }
 
 /// The text parts of `systemInstruction` (it goes ahead of the users' text in the prompt).
@@ -523,89 +532,61 @@ async fn generate_content(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
     model: &str,
-    worker: Arc<crate::worker::Worker>,
+    worker: Arc<Worker>,
     body: &[u8],
 ) -> Result<Value, ApiError> {
     let req: GenerateContentRequest = parse_json(body)?;
-    let p = prepare(state, worker, &req, &ctx.caller.key_id)?;
-    let pending = generate::start(state, ctx, clone_spec(&p.spec), false)?;
-    let outs = pending.finish(state).await?;
+    let p = prepare(state, worker, &req, &ctx.caller.key_id).await?;
+    let job = state.svc.submit(ctx, p.spec.clone()).await?;
+    let outs = job.finish(&state.svc).await?;
     Ok(response_json(state, ctx, model, &p, &outs))
-}
-
-/// The spec is moved into the job; the response needs its numbers, so keep a copy.
-pub fn clone_spec(s: &GenSpec) -> GenSpec {
-    GenSpec {
-        worker: s.worker.clone(),
-        prompt: s.prompt.clone(),
-        negative: s.negative.clone(),
-        width: s.width,
-        height: s.height,
-        size_label: s.size_label.clone(),
-        count: s.count,
-        seed: s.seed,
-        init: s.init.clone(),
-        mask: s.mask.clone(),
-        strength: s.strength,
-        format: s.format,
-        parent: s.parent.clone(),
-        ingredients: s.ingredients.clone(),
-        params: s.params.clone(),
-        tokens_per_image: s.tokens_per_image,
-        prompt_tokens: s.prompt_tokens,
-        steps: s.steps,
-        partial_images: s.partial_images,
-    }
 }
 
 /// SSE: while the engine runs, chunks carrying a thought part "step k of n" (the SDKs keep
 /// thought parts out of `.text`); then one chunk with the images. Errors found before the
 /// job is queued (bad input, quota, full queue) are plain HTTP errors; a failure after the
 /// stream started is sent as a final `{"error": …}` event.
-fn stream_generate_content(
+async fn stream_generate_content(
     state: Arc<AppState>,
     ctx: RequestCtx,
     model: String,
-    worker: Arc<crate::worker::Worker>,
+    worker: Arc<Worker>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let req: GenerateContentRequest = parse_json(body)?;
-    let p = prepare(&state, worker, &req, &ctx.caller.key_id)?;
-    let mut pending = generate::start(&state, &ctx, clone_spec(&p.spec), true)?;
-    let mut progress = pending.progress.take();
+    let p = prepare(&state, worker, &req, &ctx.caller.key_id).await?;
+    let mut spec = p.spec.clone();
+    spec.progress = true;
+    let mut job = state.svc.submit(&ctx, spec).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(16);
-    // The stream owns `pending` through this task's handle: when the client goes away the
-    // receiver drops, `tx.send` fails, the task ends and the job's cancel guard fires.
+    // The task owns the job: when the client goes away the receiver drops, the task ends and
+    // dropping the job cancels it between steps.
     tokio::spawn(async move {
-        let id = ctx.request_id.clone();
-        let fin = pending.finish(&state);
-        tokio::pin!(fin);
         loop {
-            tokio::select! {
-                ev = async { match progress.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                    match ev {
-                        Some(ProgressEvent { image, step, total }) => {
-                            let text = format!("step {step} of {total} (image {} of {})", image + 1, p.spec.count);
-                            let chunk = json!({
-                                "candidates": [{"content": {"role": "model", "parts": [{"text": text, "thought": true}]}, "index": 0}],
-                                "modelVersion": model, "responseId": id,
-                            });
-                            if tx.send(chunk).await.is_err() { return; }
-                        }
-                        None => progress = None,
+            let ev = tokio::select! {
+                ev = job.next() => ev,
+                _ = tx.closed() => return,
+            };
+            match ev {
+                Some(JobEvent::Progress(pe)) => {
+                    let text = format!("step {} of {} (image {} of {})", pe.step, pe.total, pe.image + 1, p.spec.count);
+                    let chunk = json!({
+                        "candidates": [{"content": {"role": "model", "parts": [{"text": text, "thought": true}]}, "index": 0}],
+                        "modelVersion": model, "responseId": ctx.request_id,
+                    });
+                    if tx.send(chunk).await.is_err() {
+                        return;
                     }
                 }
-                res = &mut fin => {
-                    let v = match res {
-                        Ok(outs) => response_json(&state, &ctx, &model, &p, &outs),
-                        Err(e) => e.gemini_body(),
-                    };
-                    let _ = tx.send(v).await;
-                    return;
-                }
-                _ = tx.closed() => return,
+                Some(JobEvent::Partial(_)) => {}
+                None => break,
             }
         }
+        let v = match job.finish(&state.svc).await {
+            Ok(outs) => response_json(&state, &ctx, &model, &p, &outs),
+            Err(e) => ApiError::from(e).gemini_body(),
+        };
+        let _ = tx.send(v).await;
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|v| (Ok::<Event, Infallible>(Event::default().data(v.to_string())), rx))

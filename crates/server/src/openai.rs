@@ -13,17 +13,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use plantain_core::ImageSize;
-use plantain_engine::pipeline::{MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE};
 use plantain_provenance::MediaFormat;
+use plantain_service::{MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use plantain_imageio::{B64, InputImage, decode_input, has_alpha, openai_mask};
+use plantain_service::worker::{PreviewEvent, Worker};
+use plantain_service::{ImageRole, Job, JobEvent, JobSpec, Output, RequestCtx};
+
+use crate::AppState;
+use crate::auth::{Admitted, OpenAi};
 use crate::error::{ApiError, OpenAiError};
-use crate::generate::{self, GenSpec, Output, RequestCtx, ext};
-use crate::media::{B64, InputImage, decode_input, has_alpha, openai_mask};
-use crate::ops::{Flavor, admit, idempotent, read_body};
-use crate::worker::Worker;
-use crate::{AppState, RequestId};
+use crate::ops::{Flavor, idempotent, read_body};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -94,7 +96,7 @@ pub fn quality_steps(quality: &str, configured: usize) -> Option<usize> {
 
 /// `partial_images` (0–3, as OpenAI allows): with `stream=true`, that many partial images
 /// (previews decoded from the model's estimate of the finished picture at evenly spaced
-/// denoising steps, see [`crate::worker::preview_steps`]) come as `*.partial_image` events
+/// denoising steps, see [`plantain_service::worker::preview_steps`]) come as `*.partial_image` events
 /// before each image's `*.completed` event. Without `stream` the field has no effect, as with
 /// OpenAI.
 fn check_partial_images(v: Option<&Value>) -> Result<u32, ApiError> {
@@ -134,16 +136,17 @@ fn parse_size(size: Option<&str>, input: Option<&InputImage>) -> Result<(u32, u3
 }
 
 fn common(state: &AppState, p: &Params, input: Option<&InputImage>) -> Result<Common, ApiError> {
-    let limits = &state.config.limits;
+    let limits = &state.config().limits;
     let (worker, model_label) = match p.model.as_deref().filter(|m| !m.is_empty()) {
         Some(m) => (
             state
+                .svc
                 .model(m)
                 .ok_or_else(|| ApiError::not_found(format!("The model `{m}` does not exist on this server")).with_param("model"))?,
             m.to_string(),
         ),
         None => {
-            let w = state.default_model().ok_or_else(|| ApiError::not_found("no default model is configured").with_param("model"))?;
+            let w = state.svc.default_model().ok_or_else(|| ApiError::not_found("no default model is configured").with_param("model"))?;
             let n = w.name.clone();
             (w, n)
         }
@@ -193,7 +196,7 @@ fn check_prompt(state: &AppState, prompt: Option<&str>, required: bool) -> Resul
     if required && p.is_empty() {
         return Err(ApiError::invalid("prompt is required").with_param("prompt"));
     }
-    let max = state.config.limits.max_prompt_chars;
+    let max = state.config().limits.max_prompt_chars;
     if p.chars().count() > max {
         return Err(ApiError::invalid(format!("prompt is {} characters, over the limit of {max}", p.chars().count())).with_param("prompt"));
     }
@@ -214,18 +217,24 @@ fn tokens_for(w: u32, h: u32) -> u32 {
     size.output_tokens()
 }
 
-fn spec(
-    state: &AppState,
-    c: &Common,
-    prompt: String,
-    init: Option<InputImage>,
+/// The job for an OpenAI request: `edit` is the image to change (with its `mask`, white =
+/// repaint), `strength` how far it may move.
+struct Edit {
+    image: InputImage,
     mask: Option<image::GrayImage>,
     strength: Option<f32>,
-    extra: Value,
-) -> GenSpec {
-    let prompt_tokens = state.tokenizer.count_tokens(&prompt) as u32 + if init.is_some() { crate::gemini::INPUT_IMAGE_TOKENS } else { 0 };
-    GenSpec {
-        worker: c.worker.clone(),
+}
+
+fn spec(state: &AppState, c: &Common, prompt: String, edit: Option<Edit>, extra: Value) -> JobSpec {
+    let image_tokens = if edit.is_some() { crate::gemini::INPUT_IMAGE_TOKENS } else { 0 };
+    let prompt_tokens = state.tokenizer.count_tokens(&prompt) as u32 + image_tokens;
+    let strength = edit.as_ref().and_then(|e| e.strength);
+    let (images, mask) = match edit {
+        Some(e) => (vec![(ImageRole::Edit, e.image)], e.mask),
+        None => (Vec::new(), None),
+    };
+    JobSpec {
+        model: c.worker.clone(),
         prompt,
         negative: None,
         width: c.width,
@@ -233,23 +242,23 @@ fn spec(
         size_label: format!("{}x{}", c.width, c.height),
         count: c.n,
         seed: c.seed,
-        ingredients: init.iter().cloned().collect(),
-        init,
+        images,
         mask,
         strength,
+        steps: Some(c.steps),
         format: c.format,
         parent: None,
         params: json!({"api": "openai", "model": c.model_label, "n": c.n, "width": c.width, "height": c.height,
             "quality": c.quality, "seed": c.seed, "strength": strength, "extra": extra}),
-        tokens_per_image: tokens_for(c.width, c.height),
         prompt_tokens,
-        steps: Some(c.steps),
+        tokens_per_image: tokens_for(c.width, c.height),
         partial_images: c.partial_images as usize,
+        progress: false,
     }
 }
 
 fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(u) = &state.config.public_url {
+    if let Some(u) = &state.config().public_url {
         return u.trim_end_matches('/').to_string();
     }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
@@ -270,7 +279,7 @@ fn response_json(state: &AppState, c: &Common, headers: &HeaderMap, outs: &[Outp
         .collect();
     let out_tokens = tokens_for(c.width, c.height) * outs.len() as u32;
     json!({
-        "created": crate::store::now(),
+        "created": plantain_store::now(),
         "data": data,
         "background": "opaque",
         "output_format": format_name(c.format),
@@ -283,77 +292,77 @@ fn response_json(state: &AppState, c: &Common, headers: &HeaderMap, outs: &[Outp
     })
 }
 
+fn ext(mime: &str) -> &'static str {
+    match mime {
+        "image/jpeg" => "jpg",
+        "image/webp" => "webp",
+        _ => "png",
+    }
+}
+
 async fn run(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     c: Common,
-    s: GenSpec,
+    s: JobSpec,
     event_prefix: &'static str,
 ) -> Result<Response, ApiError> {
     let prompt_tokens = s.prompt_tokens;
-    let mut pending = generate::start(state, ctx, s, false)?;
-    if c.stream {
-        // `*.partial_image` events while the engine runs (when asked), then `*.completed`.
-        let state = state.clone();
-        let headers = headers.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
-        let mut partials = pending.take_partials();
-        tokio::spawn(async move {
-            let fin = pending.finish(&state);
-            tokio::pin!(fin);
-            let mut index = 0u32;
-            let res = loop {
-                let ev = tokio::select! {
-                    biased;
-                    // The client left: dropping `fin` cancels the job between steps.
-                    _ = tx.closed() => return,
-                    Some(ev) = next_partial(&mut partials) => ev,
-                    r = &mut fin => break r,
-                };
-                if let Some(p) = partials.as_ref()
-                    && send_partial(&tx, p, ev, &c, event_prefix, &mut index).await.is_err()
-                {
-                    return;
-                }
-            };
-            match res {
-                Ok(outs) => {
-                    // Partial images made just before the end that were not forwarded yet.
-                    if let Some(p) = partials.as_mut() {
-                        while let Some(ev) = p.try_next() {
-                            if send_partial(&tx, p, ev, &c, event_prefix, &mut index).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    let body = response_json(&state, &c, &headers, &outs, prompt_tokens);
-                    for d in body["data"].as_array().cloned().unwrap_or_default() {
-                        let ev = json!({"type": format!("{event_prefix}.completed"), "b64_json": d.get("b64_json"), "created_at": body["created"],
-                            "background": "opaque", "output_format": body["output_format"], "quality": body["quality"], "size": body["size"], "usage": body["usage"]});
-                        let e = Event::default().event(format!("{event_prefix}.completed")).data(ev.to_string());
-                        if tx.send(e).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Event::default().event("error").data(e.openai_body().to_string())).await;
-                }
-            }
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx)) });
-        return Ok(Sse::new(stream).into_response());
+    let job = state.svc.submit(ctx, s).await?;
+    if !c.stream {
+        let outs = job.finish(&state.svc).await?;
+        return Ok(axum::Json(response_json(state, &c, headers, &outs, prompt_tokens)).into_response());
     }
-    let outs = pending.finish(state).await?;
-    Ok(axum::Json(response_json(state, &c, headers, &outs, prompt_tokens)).into_response())
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
+    tokio::spawn(stream_job(state.clone(), headers.clone(), c, job, event_prefix, prompt_tokens, tx));
+    let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx)) });
+    Ok(Sse::new(stream).into_response())
 }
 
-/// The next partial image; never resolves when none were asked for.
-async fn next_partial(p: &mut Option<generate::Partials>) -> Option<crate::worker::PreviewEvent> {
-    match p {
-        Some(p) => p.next().await,
-        None => std::future::pending().await,
+/// `*.partial_image` events while the engine runs (when asked), then `*.completed` per image,
+/// or an `error` event. The task owns the job: when the client leaves, it ends and dropping
+/// the job cancels it between steps.
+async fn stream_job(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    c: Common,
+    mut job: Job,
+    event_prefix: &'static str,
+    prompt_tokens: u32,
+    tx: tokio::sync::mpsc::Sender<Event>,
+) {
+    let mut index = 0u32;
+    loop {
+        let ev = tokio::select! {
+            biased;
+            _ = tx.closed() => return,
+            ev = job.next() => ev,
+        };
+        match ev {
+            Some(JobEvent::Partial(p)) => {
+                if send_partial(&state, &tx, &job, p, &c, event_prefix, &mut index).await.is_err() {
+                    return;
+                }
+            }
+            Some(JobEvent::Progress(_)) => {}
+            None => break,
+        }
+    }
+    match job.finish(&state.svc).await {
+        Ok(outs) => {
+            let body = response_json(&state, &c, &headers, &outs, prompt_tokens);
+            for d in body["data"].as_array().cloned().unwrap_or_default() {
+                let ev = json!({"type": format!("{event_prefix}.completed"), "b64_json": d.get("b64_json"), "created_at": body["created"],
+                    "background": "opaque", "output_format": body["output_format"], "quality": body["quality"], "size": body["size"], "usage": body["usage"]});
+                if tx.send(Event::default().event(format!("{event_prefix}.completed")).data(ev.to_string())).await.is_err() {
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            let _ = tx.send(Event::default().event("error").data(ApiError::from(e).openai_body().to_string())).await;
+        }
     }
 }
 
@@ -362,23 +371,24 @@ async fn next_partial(p: &mut Option<generate::Partials>) -> Option<crate::worke
 /// partial images from 0 (with `n` > 1, image after image). Err: the client is gone, or the
 /// stamp failed (an `error` event was sent).
 async fn send_partial(
+    state: &AppState,
     tx: &tokio::sync::mpsc::Sender<Event>,
-    p: &generate::Partials,
-    ev: crate::worker::PreviewEvent,
+    job: &Job,
+    ev: PreviewEvent,
     c: &Common,
     event_prefix: &str,
     index: &mut u32,
 ) -> Result<(), ()> {
-    let bytes = match p.stamp(ev).await {
+    let bytes = match job.stamp_partial(&state.svc, ev).await {
         Ok(b) => b,
         Err(e) => {
-            let _ = tx.send(Event::default().event("error").data(e.openai_body().to_string())).await;
+            let _ = tx.send(Event::default().event("error").data(ApiError::from(e).openai_body().to_string())).await;
             return Err(());
         }
     };
     let kind = format!("{event_prefix}.partial_image");
     let body = json!({
-        "type": kind, "b64_json": B64.encode(&bytes), "created_at": crate::store::now(), "background": "opaque",
+        "type": kind, "b64_json": B64.encode(&bytes), "created_at": plantain_store::now(), "background": "opaque",
         "output_format": format_name(c.format), "quality": c.quality, "size": format!("{}x{}", c.width, c.height),
         "partial_image_index": *index,
     });
@@ -394,12 +404,8 @@ fn format_name(f: MediaFormat) -> &'static str {
     }
 }
 
-async fn generations(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Response {
+async fn generations(State(state): State<Arc<AppState>>, Admitted { ctx, .. }: Admitted<OpenAi>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let ctx = match admit(&state, &rid, &parts.headers, parts.uri.query()) {
-        Ok(c) => c,
-        Err(e) => return OpenAiError(e).into_response(),
-    };
     let body = match read_body(&state, body).await {
         Ok(b) => b,
         Err(e) => return OpenAiError(e).into_response(),
@@ -410,7 +416,7 @@ async fn generations(State(state): State<Arc<AppState>>, rid: axum::Extension<Re
                 .map_err(|e| ApiError::invalid(format!("We could not parse the JSON body of your request: {e}")))?;
             let prompt = check_prompt(&state, p.prompt.as_deref(), true)?;
             let c = common(&state, &p, None)?;
-            let s = spec(&state, &c, prompt, None, None, None, Value::Null);
+            let s = spec(&state, &c, prompt, None, Value::Null);
             run(&state, &ctx, &parts.headers, c, s, "image_generation").await
         }
         .await;
@@ -431,7 +437,7 @@ async fn read_form(state: &AppState, req: Request) -> Result<Form, ApiError> {
     let mut mp = Multipart::from_request(req, &())
         .await
         .map_err(|e| ApiError::invalid(format!("this endpoint takes multipart/form-data: {}", e.body_text())))?;
-    let limit = state.config.limits.max_body_bytes;
+    let limit = state.config().limits.max_body_bytes;
     let mut total = 0usize;
     let mut form = Form { files: Vec::new(), fields: HashMap::new(), digest: Vec::new() };
     use sha2::Digest;
@@ -482,92 +488,94 @@ fn form_params(f: &Form) -> Params {
 }
 
 fn form_images(state: &AppState, f: &Form) -> Result<(Vec<InputImage>, Option<InputImage>), ApiError> {
-    let limits = &state.config.limits;
+    let max_images = state.config().limits.max_images;
+    let limits = state.config().limits.input();
     let mut images = Vec::new();
     let mut mask = None;
     for (i, (name, ctype, data)) in f.files.iter().enumerate() {
         // A generic `application/octet-stream` says nothing; anything else is checked against the bytes.
         let declared = ctype.as_deref().filter(|c| *c != "application/octet-stream");
         match name.as_str() {
-            "image" | "image[]" => {
-                images.push(decode_input(data.clone(), declared, limits, &format!("image[{i}]")).map_err(|e| e.with_param("image"))?)
-            }
-            "mask" => mask = Some(decode_input(data.clone(), declared, limits, "mask").map_err(|e| e.with_param("mask"))?),
+            "image" | "image[]" => images.push(
+                decode_input(data.clone(), declared, &limits, &format!("image[{i}]")).map_err(|e| ApiError::from(e).with_param("image"))?,
+            ),
+            "mask" => mask = Some(decode_input(data.clone(), declared, &limits, "mask").map_err(|e| ApiError::from(e).with_param("mask"))?),
             other => return Err(ApiError::invalid(format!("unexpected file field {other:?}")).with_param(other)),
         }
     }
-    if images.len() > 16.min(limits.max_images) {
-        return Err(
-            ApiError::invalid(format!("{} images; at most {} are accepted", images.len(), 16.min(limits.max_images))).with_param("image")
-        );
+    if images.len() > 16.min(max_images) {
+        return Err(ApiError::invalid(format!("{} images; at most {} are accepted", images.len(), 16.min(max_images))).with_param("image"));
     }
     Ok((images, mask))
 }
 
-async fn edits(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Response {
-    multipart_route(state, rid, req, "images/edits").await
+async fn edits(State(state): State<Arc<AppState>>, admitted: Admitted<OpenAi>, req: Request) -> Response {
+    multipart_route(state, admitted.ctx, req, "images/edits").await
 }
 
-async fn variations(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Response {
-    multipart_route(state, rid, req, "images/variations").await
+async fn variations(State(state): State<Arc<AppState>>, admitted: Admitted<OpenAi>, req: Request) -> Response {
+    multipart_route(state, admitted.ctx, req, "images/variations").await
 }
 
-async fn multipart_route(state: Arc<AppState>, rid: axum::Extension<RequestId>, req: Request, route: &'static str) -> Response {
+async fn multipart_route(state: Arc<AppState>, ctx: RequestCtx, req: Request, route: &'static str) -> Response {
     let headers = req.headers().clone();
-    let ctx = match admit(&state, &rid, &headers, req.uri().query()) {
-        Ok(c) => c,
-        Err(e) => return OpenAiError(e).into_response(),
-    };
     let form = match read_form(&state, req).await {
         Ok(f) => f,
         Err(e) => return OpenAiError(e).into_response(),
     };
     let digest = form.digest.clone();
     let fut = async {
-        let r: Result<Response, ApiError> = async {
-            let p = form_params(&form);
-            let (images, mask) = form_images(&state, &form)?;
-            let Some(first) = images.first().cloned() else {
-                return Err(ApiError::invalid("image is required").with_param("image"));
-            };
-            if images.len() > 1 {
-                return Err(ApiError::unimplemented(format!(
-                    "{} input images: combining several images is not built in this server yet; send one image",
-                    images.len()
-                ))
-                .with_param("image"));
-            }
-            let c = common(&state, &p, Some(&first))?;
-            if route == "images/variations" {
-                // A variation: the image redrawn without a prompt at strength 0.6.
-                let s = spec(&state, &c, String::new(), Some(first), None, Some(0.6), json!({"variation": true}));
-                return run(&state, &ctx, &headers, c, s, "image_variation").await;
-            }
-            let prompt = check_prompt(&state, p.prompt.as_deref(), true)?;
-            let mask = match mask {
-                Some(m) => {
-                    if m.rgba.dimensions() != first.rgba.dimensions() {
-                        return Err(ApiError::invalid(format!(
-                            "mask is {}x{} but the image is {}x{}: they must be the same size",
-                            m.rgba.width(),
-                            m.rgba.height(),
-                            first.rgba.width(),
-                            first.rgba.height()
-                        ))
-                        .with_param("mask"));
-                    }
-                    let alpha = has_alpha(&m);
-                    Some(openai_mask(&m, alpha))
-                }
-                None => None,
-            };
-            // With a mask the masked area is redrawn from scratch; without, the whole image at 0.75.
-            let strength = if mask.is_some() { Some(1.0) } else { None };
-            let s = spec(&state, &c, prompt, Some(first), mask, strength, Value::Null);
-            run(&state, &ctx, &headers, c, s, "image_edit").await
-        }
-        .await;
+        let r = multipart_job(&state, &ctx, &headers, &form, route).await;
         r.unwrap_or_else(|e| OpenAiError(e).into_response())
     };
     idempotent(&state, &ctx, route, &headers, &digest, Flavor::OpenAi, fut).await
+}
+
+/// `images/edits` (with a mask the masked area is redrawn from scratch; without, the whole
+/// image at the model's strength) and `images/variations` (redrawn without a prompt at 0.6).
+async fn multipart_job(
+    state: &Arc<AppState>,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    form: &Form,
+    route: &str,
+) -> Result<Response, ApiError> {
+    let p = form_params(form);
+    let (images, mask) = form_images(state, form)?;
+    let Some(first) = images.first().cloned() else {
+        return Err(ApiError::invalid("image is required").with_param("image"));
+    };
+    if images.len() > 1 {
+        return Err(ApiError::unimplemented(format!(
+            "{} input images: combining several images is not built in this server yet; send one image",
+            images.len()
+        ))
+        .with_param("image"));
+    }
+    let c = common(state, &p, Some(&first))?;
+    if route == "images/variations" {
+        let edit = Edit { image: first, mask: None, strength: Some(0.6) };
+        let s = spec(state, &c, String::new(), Some(edit), json!({"variation": true}));
+        return run(state, ctx, headers, c, s, "image_variation").await;
+    }
+    let prompt = check_prompt(state, p.prompt.as_deref(), true)?;
+    let mask = mask.map(|m| edit_mask(&m, &first)).transpose()?;
+    let strength = if mask.is_some() { Some(1.0) } else { None };
+    let s = spec(state, &c, prompt, Some(Edit { image: first, mask, strength }), Value::Null);
+    run(state, ctx, headers, c, s, "image_edit").await
+}
+
+/// An OpenAI mask (transparent = edit) as the engine's (white = repaint); same size as the image.
+fn edit_mask(m: &InputImage, image: &InputImage) -> Result<image::GrayImage, ApiError> {
+    if m.rgba.dimensions() != image.rgba.dimensions() {
+        return Err(ApiError::invalid(format!(
+            "mask is {}x{} but the image is {}x{}: they must be the same size",
+            m.rgba.width(),
+            m.rgba.height(),
+            image.rgba.width(),
+            image.rgba.height()
+        ))
+        .with_param("mask"));
+    }
+    Ok(openai_mask(m, has_alpha(m)))
 }

@@ -12,12 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
-use crate::auth::authenticate;
+use plantain_service::RequestCtx;
+use plantain_service::worker::ModelState;
+use plantain_store::{IdempotencyScope, IdempotentResponse, now};
+
+use crate::AppState;
+use crate::auth::{Admitted, Gemini};
 use crate::error::{ApiError, GeminiError, OpenAiError};
-use crate::generate::RequestCtx;
-use crate::store::IdempotentResponse;
-use crate::worker::ModelState;
-use crate::{AppState, RequestId};
 
 /// Which envelope errors are written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +47,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// Reads the whole body, refusing more than the configured limit with 413.
 pub async fn read_body(state: &AppState, body: Body) -> Result<bytes_alias::Bytes, ApiError> {
-    let limit = state.config.limits.max_body_bytes;
+    let limit = state.config().limits.max_body_bytes;
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_big =
             std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("length limit")) || e.to_string().contains("length limit");
@@ -61,13 +62,6 @@ pub async fn read_body(state: &AppState, body: Body) -> Result<bytes_alias::Byte
 /// Re-exported so the handlers need no direct `bytes` dependency.
 pub mod bytes_alias {
     pub use axum::body::Bytes;
-}
-
-/// Authentication, then the per-caller rate limit.
-pub fn admit(state: &AppState, req_id: &RequestId, headers: &HeaderMap, query: Option<&str>) -> Result<RequestCtx, ApiError> {
-    let caller = authenticate(state.store.as_ref(), headers, query)?;
-    state.limiter.check(caller.label(), state.config.limits.requests_per_minute)?;
-    Ok(RequestCtx { request_id: req_id.0.clone(), caller })
 }
 
 struct InflightGuard {
@@ -108,8 +102,9 @@ where
         return flavor.render(ApiError::invalid("Idempotency-Key is longer than 255 characters"));
     }
     let scope = format!("{}|{route}", ctx.caller.label());
-    let body_hash = crate::media::sha256_hex(body);
-    match state.store.idempotent(&scope, key) {
+    let body_hash = plantain_store::blob_address(body);
+    let at = IdempotencyScope { key_id: ctx.caller.key_id.as_deref(), scope: &scope, key };
+    match state.svc.stores.meta.idempotent(&at, now()).await {
         Ok(Some(stored)) => {
             if stored.request_hash != body_hash {
                 return flavor.render(ApiError::invalid("this Idempotency-Key was used with a different request body"));
@@ -140,12 +135,13 @@ where
         let tee = SseTee {
             inner: body.into_data_stream(),
             seen: Vec::new(),
-            record: Some((
+            record: Some(Pending {
                 guard,
+                key_id: ctx.caller.key_id.clone(),
                 scope,
-                key.to_string(),
-                IdempotentResponse { request_hash: body_hash, status: parts.status.as_u16(), content_type, body: Vec::new() },
-            )),
+                key: key.to_string(),
+                response: IdempotentResponse { request_hash: body_hash, status: parts.status.as_u16(), content_type, body: Vec::new() },
+            }),
         };
         let stream = futures::stream::unfold(tee, |mut t| async move {
             use futures::StreamExt;
@@ -159,13 +155,11 @@ where
                     Some((Err(e), t))
                 }
                 None => {
-                    if let Some((guard, scope, key, mut rec)) = t.record.take()
+                    if let Some(mut p) = t.record.take()
                         && sse_ended_well(&t.seen)
                     {
-                        rec.body = std::mem::take(&mut t.seen);
-                        if let Err(e) = guard.state.store.put_idempotent(&scope, &key, &rec) {
-                            tracing::warn!(error = %e, "could not store the idempotent stream");
-                        }
+                        p.response.body = std::mem::take(&mut t.seen);
+                        p.store().await;
                     }
                     None
                 }
@@ -177,12 +171,30 @@ where
         Ok(b) => b,
         Err(e) => return flavor.render(ApiError::internal(format!("reading the response: {e}"))),
     };
-    drop(guard);
     let rec = IdempotentResponse { request_hash: body_hash, status: parts.status.as_u16(), content_type, body: bytes.to_vec() };
-    if let Err(e) = state.store.put_idempotent(&scope, key, &rec) {
-        tracing::warn!(error = %e, "could not store the idempotent response");
-    }
+    Pending { guard, key_id: ctx.caller.key_id.clone(), scope, key: key.to_string(), response: rec }.store().await;
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// A response to store under an `Idempotency-Key` (the key counts as running until then).
+struct Pending {
+    guard: InflightGuard,
+    key_id: Option<String>,
+    scope: String,
+    key: String,
+    response: IdempotentResponse,
+}
+
+impl Pending {
+    /// Stores the response for the configured lifetime, then clears the in-flight mark.
+    async fn store(self) {
+        let state = &self.guard.state;
+        let at = IdempotencyScope { key_id: self.key_id.as_deref(), scope: &self.scope, key: &self.key };
+        let expires = now() + state.config().limits.idempotency_ttl_secs;
+        if let Err(e) = state.svc.stores.meta.put_idempotent(&at, &self.response, expires).await {
+            tracing::warn!(error = %e, "could not store the idempotent response");
+        }
+    }
 }
 
 /// A stream passed through to the client and kept, to be stored when it ends well.
@@ -190,7 +202,7 @@ struct SseTee {
     inner: axum::body::BodyDataStream,
     seen: Vec<u8>,
     /// Dropped (with the in-flight mark) when the stream fails or the client leaves.
-    record: Option<(InflightGuard, String, String, IdempotentResponse)>,
+    record: Option<Pending>,
 }
 
 /// Whether an SSE body has events and its last event is not an error (`event: error`, or
@@ -213,8 +225,8 @@ async fn healthz() -> Response {
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let models: serde_json::Map<String, serde_json::Value> = state
-        .workers
-        .values()
+        .svc
+        .workers()
         .map(|w| {
             let v = match w.state() {
                 ModelState::Loading => json!({"state": "loading"}),
@@ -224,33 +236,23 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             (w.name.clone(), v)
         })
         .collect();
-    let ready = state.default_model().is_some_and(|w| matches!(w.state(), ModelState::Ready { .. }));
+    let ready = state.svc.default_model().is_some_and(|w| matches!(w.state(), ModelState::Ready { .. }));
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, axum::Json(json!({"ready": ready, "default_model": state.config.default_model, "models": models}))).into_response()
+    (code, axum::Json(json!({"ready": ready, "default_model": state.config().default_model, "models": models}))).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&state.queues(), state.workers.values().map(|w| w.cancelled.load(std::sync::atomic::Ordering::Relaxed)).sum()),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.svc.render_metrics()).into_response()
 }
 
 /// `POST /v1/verify`: the body is an image file; answers the provenance report (C2PA manifest,
 /// watermark detection with this installation's key, one-line verdict).
-async fn verify(State(state): State<Arc<AppState>>, rid: axum::Extension<RequestId>, req: Request) -> Result<Response, GeminiError> {
-    let (parts, body) = req.into_parts();
-    admit(&state, &rid, &parts.headers, parts.uri.query())?;
-    let bytes = read_body(&state, body).await?;
-    if crate::media::sniff(&bytes).is_none() {
+async fn verify(State(state): State<Arc<AppState>>, _: Admitted<Gemini>, req: Request) -> Result<Response, GeminiError> {
+    let bytes = read_body(&state, req.into_body()).await?;
+    if plantain_imageio::sniff(&bytes).is_none() {
         return Err(ApiError::invalid("the body is not a PNG, JPEG or WebP image").into());
     }
-    let prov = state.provenance.clone();
-    let report = tokio::task::spawn_blocking(move || prov.verify(&bytes))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let report = state.svc.verify(bytes.to_vec()).await?;
     Ok(axum::Json(report).into_response())
 }
 
@@ -258,8 +260,8 @@ async fn verify(State(state): State<Arc<AppState>>, rid: axum::Extension<Request
 /// The address is the content's sha256, so it cannot be guessed; no key is needed to fetch it.
 async fn blob(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, OpenAiError> {
     let hash = name.split('.').next().unwrap_or("");
-    let bytes = state.blobs.get(hash)?.ok_or_else(|| ApiError::not_found(format!("no image {name}")))?;
-    let mime = crate::media::sniff(&bytes).unwrap_or("application/octet-stream");
+    let bytes = state.svc.stores.blobs.get(hash).await?.ok_or_else(|| ApiError::not_found(format!("no image {name}")))?;
+    let mime = plantain_imageio::sniff(&bytes).unwrap_or("application/octet-stream");
     Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "private, max-age=86400, immutable")], bytes).into_response())
 }
 

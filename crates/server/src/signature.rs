@@ -9,7 +9,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::media::B64;
+use plantain_imageio::B64;
 
 const MAGIC: &[u8; 4] = b"pls1";
 
@@ -62,7 +62,7 @@ impl Signer {
     }
 
     pub fn check(&self, sig: &str) -> Result<Signed, SignatureError> {
-        let raw = crate::media::decode_base64(sig, "thoughtSignature").map_err(|_| SignatureError::Malformed)?;
+        let raw = plantain_imageio::decode_base64(sig, "thoughtSignature").map_err(|_| SignatureError::Malformed)?;
         if raw.len() != 4 + 1 + 16 + 16 || &raw[..4] != MAGIC {
             return Err(SignatureError::Malformed);
         }
@@ -81,10 +81,7 @@ impl Signer {
     }
 }
 
-/// A fresh 32-hex-digit id.
-pub fn new_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
-}
+pub use plantain_service::new_id;
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use plantain_server::store::MetaStore;
+use plantain_store::{FileSource, FileState, ItemState};
 use serde_json::{Value, json};
 
 /// Starts the `plantain-server` binary; returns the child and its base URL.
@@ -217,13 +217,13 @@ async fn batch_survives_kill_9_and_restart() {
     }
     assert_eq!(done["metadata"]["batchStats"]["failedRequestCount"], "1");
     // Exactly one recorded image per successful item: nothing lost, nothing generated twice.
-    let (store, _) = plantain_server::open_stores(&dir.path().join("data")).unwrap();
+    let store = plantain_store::Stores::open_embedded(&dir.path().join("data")).unwrap().meta;
     for i in 0..N {
-        let n = store.artefacts_of_request(&format!("{name}/{i}")).unwrap().len();
+        let n = store.artefacts_of_request(&format!("{name}/{i}")).await.unwrap().len();
         assert_eq!(n, usize::from(i != 3), "item {i}");
     }
     for i in 0..2 {
-        assert_eq!(store.artefacts_of_request(&format!("{fname}/{i}")).unwrap().len(), 1, "file item {i}");
+        assert_eq!(store.artefacts_of_request(&format!("{fname}/{i}")).await.unwrap().len(), 1, "file item {i}");
     }
 }
 
@@ -346,10 +346,10 @@ async fn files_upload_and_file_data_parts() {
     assert_eq!(dims(v["candidates"][0]["content"]["parts"][1]["inlineData"]["data"].as_str().unwrap()), (600, 448));
 
     // Delete removes the record and the blob.
-    let hash = s.state.store.file(&name).unwrap().unwrap().sha256.unwrap();
-    assert!(s.state.blobs.get(&hash).unwrap().is_some());
+    let hash = s.state.svc.stores.meta.file(&name).await.unwrap().unwrap().sha256.unwrap();
+    assert!(s.state.svc.stores.blobs.get(&hash).await.unwrap().is_some());
     assert_eq!(http.delete(format!("{base}/v1beta/{name}")).send().await.unwrap().status(), 200);
-    assert!(s.state.blobs.get(&hash).unwrap().is_none());
+    assert!(s.state.svc.stores.blobs.get(&hash).await.unwrap().is_none());
     assert_eq!(http.get(format!("{base}/v1beta/{name}")).send().await.unwrap().status(), 403);
     let r = http.post(format!("{base}/v1beta/models/tiny:generateContent")).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 403);
@@ -374,14 +374,14 @@ async fn cancel_keeps_the_running_item_and_delete_removes_the_results_file() {
 
     // Wait until the first item is running, then cancel.
     let t = Instant::now();
-    while !s.state.store.batch_items(&name).unwrap().iter().any(|i| i.state == "RUNNING") {
+    while !s.state.svc.stores.meta.batch_items(&name).await.unwrap().iter().any(|i| i.state == ItemState::Running) {
         assert!(t.elapsed() < Duration::from_secs(60), "no item started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let r = reqwest::Client::new().post(format!("{url}/v1beta/{name}:cancel")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let states: Vec<String> = s.state.store.batch_items(&name).unwrap().into_iter().map(|i| i.state).collect();
-    assert_eq!(states, ["RUNNING", "CANCELLED", "CANCELLED"]);
+    let states: Vec<ItemState> = s.state.svc.stores.meta.batch_items(&name).await.unwrap().into_iter().map(|i| i.state).collect();
+    assert_eq!(states, [ItemState::Running, ItemState::Cancelled, ItemState::Cancelled]);
     let v = batch_state(&url, &name).await;
     assert_eq!(v["done"], false, "the running item has not finished: {v}");
 
@@ -396,33 +396,33 @@ async fn cancel_keeps_the_running_item_and_delete_removes_the_results_file() {
     for l in &lines[1..] {
         assert_eq!(l["error"]["status"], "CANCELLED", "{l}");
     }
-    let hash = s.state.store.file(&out).unwrap().expect("results file recorded").sha256.expect("hashed");
+    let hash = s.state.svc.stores.meta.file(&out).await.unwrap().expect("results file recorded").sha256.expect("hashed");
 
     // Deleting the batch deletes its results file (and the file's bytes).
     let r = reqwest::Client::new().delete(format!("{url}/v1beta/{name}")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(reqwest::get(format!("{url}/v1beta/{name}")).await.unwrap().status(), 404);
     assert_eq!(reqwest::get(format!("{url}/v1beta/{out}")).await.unwrap().status(), 403);
-    assert!(s.state.store.file(&out).unwrap().is_none());
-    assert!(s.state.blobs.get(&hash).unwrap().is_none(), "the results file's bytes are gone");
+    assert!(s.state.svc.stores.meta.file(&out).await.unwrap().is_none());
+    assert!(s.state.svc.stores.blobs.get(&hash).await.unwrap().is_none(), "the results file's bytes are gone");
     s.stop().await;
 }
 
-fn file_record(name: &str, hash: Option<String>, upload_id: Option<&str>, expires_at: i64) -> plantain_server::store::FileRecord {
-    let now = plantain_server::store::now();
-    plantain_server::store::FileRecord {
+fn file_record(name: &str, hash: Option<String>, upload_id: Option<&str>, expires_at: i64) -> plantain_store::FileRecord {
+    let now = plantain_store::now();
+    plantain_store::FileRecord {
         name: name.into(),
         key_id: None,
         display_name: None,
         mime_type: "image/png".into(),
         size_bytes: 10,
         sha256: hash,
-        state: if upload_id.is_some() { "PROCESSING" } else { "ACTIVE" }.into(),
+        state: if upload_id.is_some() { FileState::Uploading } else { FileState::Active },
         upload_id: upload_id.map(str::to_string),
         received: 0,
         created_at: now - 49 * 3600,
         expires_at,
-        source: "UPLOADED".into(),
+        source: FileSource::Uploaded,
     }
 }
 
@@ -433,28 +433,28 @@ async fn expired_files_are_purged_with_their_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(config(&dir)).await;
     let url = format!("http://{}", s.addr);
-    let now = plantain_server::store::now();
-    let store = s.state.store.as_ref();
-    let old = s.state.blobs.put(b"expired bytes").unwrap();
-    let shared = s.state.blobs.put(b"bytes a live file shares").unwrap();
-    store.put_file(&file_record("files/old", Some(old.clone()), None, now - 1)).unwrap();
-    store.put_file(&file_record("files/oldshared", Some(shared.clone()), None, now - 1)).unwrap();
-    store.put_file(&file_record("files/live", Some(shared.clone()), None, now + 3600)).unwrap();
+    let now = plantain_store::now();
+    let store = s.state.svc.stores.meta.clone();
+    let old = s.state.svc.stores.blobs.put(b"expired bytes").await.unwrap();
+    let shared = s.state.svc.stores.blobs.put(b"bytes a live file shares").await.unwrap();
+    store.put_file(&file_record("files/old", Some(old.clone()), None, now - 1)).await.unwrap();
+    store.put_file(&file_record("files/oldshared", Some(shared.clone()), None, now - 1)).await.unwrap();
+    store.put_file(&file_record("files/live", Some(shared.clone()), None, now + 3600)).await.unwrap();
     let upload_id = "0123456789abcdef0123456789abcdef";
-    store.put_file(&file_record("files/halfway", None, Some(upload_id), now - 1)).unwrap();
+    store.put_file(&file_record("files/halfway", None, Some(upload_id), now - 1)).await.unwrap();
     let part = dir.path().join("uploads").join(upload_id);
     std::fs::create_dir_all(part.parent().unwrap()).unwrap();
     std::fs::write(&part, b"half an upload").unwrap();
 
-    assert_eq!(plantain_server::purge_expired_files(&s.state).unwrap(), 3);
+    assert_eq!(s.state.svc.purge_expired_files().await.unwrap(), 3);
     for gone in ["files/old", "files/oldshared", "files/halfway"] {
-        assert!(store.file(gone).unwrap().is_none(), "{gone}");
+        assert!(store.file(gone).await.unwrap().is_none(), "{gone}");
     }
-    assert!(s.state.blobs.get(&old).unwrap().is_none(), "unused bytes are deleted");
-    assert!(s.state.blobs.get(&shared).unwrap().is_some(), "bytes a live file uses stay");
+    assert!(s.state.svc.stores.blobs.get(&old).await.unwrap().is_none(), "unused bytes are deleted");
+    assert!(s.state.svc.stores.blobs.get(&shared).await.unwrap().is_some(), "bytes a live file uses stay");
     assert!(!part.exists(), "the partial upload is deleted");
-    assert!(store.file("files/live").unwrap().is_some());
+    assert!(store.file("files/live").await.unwrap().is_some());
     assert_eq!(reqwest::get(format!("{url}/v1beta/files/live")).await.unwrap().status(), 200);
-    assert_eq!(plantain_server::purge_expired_files(&s.state).unwrap(), 0, "nothing left to purge");
+    assert_eq!(s.state.svc.purge_expired_files().await.unwrap(), 0, "nothing left to purge");
     s.stop().await;
 }

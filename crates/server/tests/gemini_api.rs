@@ -227,7 +227,7 @@ async fn multi_turn_editing_with_and_without_signatures() {
         plantain_server::signature::Signed::Image(id) => id,
         other => panic!("{other:?}"),
     };
-    let first = s.state.store.artefact(&first_id).unwrap().unwrap();
+    let first = s.state.svc.stores.meta.artefact(&first_id).await.unwrap().unwrap();
     assert_eq!((first.version, first.seed, first.parent_id.clone()), (1, 7, None));
 
     // Turn 2 resends the history: the signed model image is the one edited; the new version's
@@ -243,7 +243,7 @@ async fn multi_turn_editing_with_and_without_signatures() {
     assert_eq!(st, 200, "{r2}");
     let sig2 = r2["candidates"][0]["content"]["parts"][1]["thoughtSignature"].as_str().unwrap();
     let plantain_server::signature::Signed::Image(id2) = s.state.signer.check(sig2).unwrap() else { panic!() };
-    let second = s.state.store.artefact(&id2).unwrap().unwrap();
+    let second = s.state.svc.stores.meta.artefact(&id2).await.unwrap().unwrap();
     assert_eq!(second.parent_id.as_deref(), Some(first_id.as_str()));
     assert_eq!((second.version, second.seed), (2, 7));
 
@@ -256,7 +256,7 @@ async fn multi_turn_editing_with_and_without_signatures() {
     assert_eq!(st, 200, "{r3}");
     let sig3 = r3["candidates"][0]["content"]["parts"][1]["thoughtSignature"].as_str().unwrap();
     let plantain_server::signature::Signed::Image(id3) = s.state.signer.check(sig3).unwrap() else { panic!() };
-    let third = s.state.store.artefact(&id3).unwrap().unwrap();
+    let third = s.state.svc.stores.meta.artefact(&id3).await.unwrap().unwrap();
     assert_eq!((third.parent_id, third.version), (None, 1));
 
     // A forged signature is refused whatever the mode.
@@ -326,14 +326,14 @@ async fn system_instruction_goes_ahead_of_the_prompt() {
     let (st, b2) = c.post(GEN, &snake).await;
     assert_eq!(st, 200, "{b2}");
     // The recorded prompt (by its hash) is the system text, then the user's, joined with ". ".
-    let prompt_hash = |r: &Value| {
-        let arts = s.state.store.artefacts_of_request(r["responseId"].as_str().unwrap()).unwrap();
+    let prompt_hash = async |r: &Value| {
+        let arts = s.state.svc.stores.meta.artefacts_of_request(r["responseId"].as_str().unwrap()).await.unwrap();
         arts[0].prompt_hash.clone()
     };
-    let sha = |t: &str| plantain_server::media::sha256_hex(t.as_bytes());
-    assert_eq!(prompt_hash(&a), sha("a cat"));
-    assert_eq!(prompt_hash(&b), sha("in watercolour. a cat"));
-    assert_eq!(prompt_hash(&b2), sha("in watercolour. a cat"));
+    let sha = |t: &str| plantain_store::blob_address(t.as_bytes());
+    assert_eq!(prompt_hash(&a).await, sha("a cat"));
+    assert_eq!(prompt_hash(&b).await, sha("in watercolour. a cat"));
+    assert_eq!(prompt_hash(&b2).await, sha("in watercolour. a cat"));
     let tokens = |r: &Value| r["usageMetadata"]["promptTokenCount"].as_u64().unwrap();
     assert!(tokens(&b) > tokens(&a), "{} vs {}", tokens(&b), tokens(&a));
     // Same seed, different prompt → the engine drew something else. Each output carries its

@@ -135,8 +135,8 @@ async fn keys_quota_rate_limit_and_idempotency() {
     let body = json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
 
     // Keys: once one exists, requests need it (header, Bearer, or ?key=).
-    let (id, secret) = plantain_server::create_key(s.state.store.as_ref(), "test").unwrap();
-    let keys = s.state.store.list_keys().unwrap();
+    let (id, secret) = plantain_service::keys::create_key(&s.state.svc.stores, "test").await.unwrap();
+    let keys = s.state.svc.stores.meta.list_keys().await.unwrap();
     assert_eq!(keys.len(), 1);
     assert!(!format!("{keys:?}").contains(&secret), "the key itself is never stored");
     let r = http.get(format!("{base}/v1beta/models")).send().await.unwrap();
@@ -157,7 +157,7 @@ async fn keys_quota_rate_limit_and_idempotency() {
     assert_eq!(r2.status(), 200);
     assert_eq!(r2.headers()["idempotent-replayed"], "true");
     assert_eq!(r2.text().await.unwrap(), t1);
-    assert_eq!(s.state.store.images_since(Some(&id), 0).unwrap(), 1);
+    assert_eq!(s.state.svc.stores.meta.images_since(Some(&id), 0).await.unwrap(), 1);
     let r3 = send("req-1", json!({"contents": [{"parts": [{"text": "other"}]}]})).await.unwrap();
     assert_eq!(r3.status(), 400);
 
@@ -177,7 +177,7 @@ async fn keys_quota_rate_limit_and_idempotency() {
     assert!(r.headers().contains_key("retry-after"));
 
     // Revoking the key, then deleting its data removes its blobs.
-    assert!(s.state.store.revoke_key(&id).unwrap());
+    assert!(s.state.svc.stores.meta.revoke_key(&id).await.unwrap());
     assert_eq!(
         http.get(format!("{base}/v1beta/models")).header("x-goog-api-key", &secret).send().await.unwrap().status(),
         200,
@@ -187,34 +187,37 @@ async fn keys_quota_rate_limit_and_idempotency() {
         let v: Value = serde_json::from_str(&t1).unwrap();
         let sig = v["candidates"][0]["content"]["parts"][1]["thoughtSignature"].as_str().unwrap().to_string();
         let plantain_server::signature::Signed::Image(aid) = s.state.signer.check(&sig).unwrap() else { panic!() };
-        s.state.store.artefact(&aid).unwrap().unwrap().output_hash
+        s.state.svc.stores.meta.artefact(&aid).await.unwrap().unwrap().output_hash
     };
-    assert!(s.state.blobs.get(&hash).unwrap().is_some());
+    assert!(s.state.svc.stores.blobs.get(&hash).await.unwrap().is_some());
     // A file the key uploaded goes too (recorded directly: the key's rate limit is spent).
-    let upload = s.state.blobs.put(b"an uploaded reference image").unwrap();
-    let now = plantain_server::store::now();
+    let upload = s.state.svc.stores.blobs.put(b"an uploaded reference image").await.unwrap();
+    let now = plantain_store::now();
     s.state
-        .store
-        .put_file(&plantain_server::store::FileRecord {
+        .svc
+        .stores
+        .meta
+        .put_file(&plantain_store::FileRecord {
             name: "files/keyfile1".into(),
             key_id: Some(id.clone()),
             display_name: None,
             mime_type: "image/png".into(),
             size_bytes: 27,
             sha256: Some(upload.clone()),
-            state: "ACTIVE".into(),
+            state: plantain_store::FileState::Active,
             upload_id: None,
             received: 27,
             created_at: now,
             expires_at: now + 3600,
-            source: "UPLOADED".into(),
+            source: plantain_store::FileSource::Uploaded,
         })
+        .await
         .unwrap();
-    assert_eq!(plantain_server::delete_key_data(s.state.store.as_ref(), s.state.blobs.as_ref(), &id).unwrap(), 3);
-    assert!(s.state.blobs.get(&hash).unwrap().is_none());
-    assert!(s.state.blobs.get(&upload).unwrap().is_none());
-    assert!(s.state.store.file("files/keyfile1").unwrap().is_none());
-    assert_eq!(s.state.store.images_since(Some(&id), 0).unwrap(), 0);
+    assert_eq!(plantain_service::keys::delete_key_data(&s.state.svc.stores, &id).await.unwrap(), 3);
+    assert!(s.state.svc.stores.blobs.get(&hash).await.unwrap().is_none());
+    assert!(s.state.svc.stores.blobs.get(&upload).await.unwrap().is_none());
+    assert!(s.state.svc.stores.meta.file("files/keyfile1").await.unwrap().is_none());
+    assert_eq!(s.state.svc.stores.meta.images_since(Some(&id), 0).await.unwrap(), 0);
     s.stop().await;
 }
 
@@ -224,7 +227,7 @@ async fn full_queue_answers_503_and_unloadable_model_is_unavailable() {
     let mut cfg = config(&dir);
     cfg.models[0].queue = 1;
     cfg.models[0].steps = Some(30);
-    let mut broken = plantain_server::config::ModelConfig::new("broken", "/nonexistent/model/folder");
+    let mut broken = plantain_service::config::ModelConfig::new("broken", "/nonexistent/model/folder");
     broken.queue = 1;
     cfg.models.push(broken);
     let s = start(cfg).await;
@@ -320,7 +323,7 @@ async fn client_disconnect_cancels_the_job() {
     drop(r);
     wait_cancelled(&base, 3).await;
     // Nothing was recorded for any of them.
-    assert_eq!(s.state.store.images_since(None, 0).unwrap(), 0);
+    assert_eq!(s.state.svc.stores.meta.images_since(None, 0).await.unwrap(), 0);
     s.stop().await;
 }
 
@@ -332,7 +335,7 @@ async fn idempotent_streams_and_quality_steps() {
     let s = start(cfg).await;
     let base = format!("http://{}", s.addr);
     let http = reqwest::Client::new();
-    let images = || s.state.store.images_since(None, 0).unwrap();
+    let images = async || s.state.svc.stores.meta.images_since(None, 0).await.unwrap();
 
     // A Gemini stream under an Idempotency-Key: the repeat replays every chunk, no new image.
     let url = format!("{base}/v1beta/models/tiny:streamGenerateContent?alt=sse");
@@ -344,13 +347,13 @@ async fn idempotent_streams_and_quality_steps() {
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first = first.text().await.unwrap();
     assert_eq!(first.matches("data: ").count(), 5, "4 progress chunks and the image: {first:.300}");
-    assert_eq!(images(), 1);
+    assert_eq!(images().await, 1);
     let again = send("s-1", &body).await.unwrap();
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert!(again.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     assert_eq!(again.text().await.unwrap(), first);
-    assert_eq!(images(), 1, "replayed, not generated again");
+    assert_eq!(images().await, 1, "replayed, not generated again");
     // The same key with another body is refused; a failed stream is not stored.
     let other = json!({"contents": [{"parts": [{"text": "a car"}]}]});
     assert_eq!(send("s-1", &other).await.unwrap().status(), 400);
@@ -359,7 +362,7 @@ async fn idempotent_streams_and_quality_steps() {
     let r = send("s-2", &body).await.unwrap();
     assert_eq!(r.headers().get("idempotent-replayed"), None);
     assert!(r.text().await.unwrap().contains("inlineData"));
-    assert_eq!(images(), 2);
+    assert_eq!(images().await, 2);
 
     // OpenAI streams are covered too.
     let oai = format!("{base}/v1/images/generations");
@@ -369,7 +372,7 @@ async fn idempotent_streams_and_quality_steps() {
     let r2 = http.post(&oai).header("idempotency-key", "o-1").json(&ob).send().await.unwrap();
     assert_eq!(r2.headers()["idempotent-replayed"], "true");
     assert_eq!(r2.text().await.unwrap(), r1);
-    assert_eq!(images(), 3);
+    assert_eq!(images().await, 3);
 
     // quality → steps (configured 4): low 2, medium 3, high/hd/auto/standard 4.
     let mut pixels = std::collections::HashMap::new();
@@ -377,7 +380,7 @@ async fn idempotent_streams_and_quality_steps() {
         let r = http.post(&oai).json(&json!({"prompt": "a fox", "size": "256x256", "quality": q, "seed": 1})).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
-        let arts = s.state.store.artefacts_of_request(&rid).unwrap();
+        let arts = s.state.svc.stores.meta.artefacts_of_request(&rid).await.unwrap();
         assert_eq!(arts[0].params["steps"], steps, "quality {q}");
         assert_eq!(arts[0].params["quality"], q);
         let v: Value = r.json().await.unwrap();
@@ -567,8 +570,8 @@ async fn a_key_past_its_queue_share_gets_429_and_others_still_get_in() {
     cfg.models[0].steps = Some(10);
     let s = start(cfg).await;
     let base = format!("http://{}", s.addr);
-    let (_, flood) = plantain_server::create_key(s.state.store.as_ref(), "flood").unwrap();
-    let (_, other) = plantain_server::create_key(s.state.store.as_ref(), "other").unwrap();
+    let (_, flood) = plantain_service::keys::create_key(&s.state.svc.stores, "flood").await.unwrap();
+    let (_, other) = plantain_service::keys::create_key(&s.state.svc.stores, "other").await.unwrap();
     let http = reqwest::Client::new();
     let body = json!({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
     let send = |key: String| {

@@ -212,6 +212,20 @@ impl Payload {
         Payload { generator: Self::PLANTAIN, key_id: key.key_id(), nonce: rand::rng().next_u32() }
     }
 
+    /// plantain's payload for `key` with a nonce derived from the picture and the key (keyed
+    /// HMAC-SHA256 of the pixels): the same picture stamped twice carries the same payload, so
+    /// the same job (model, prompt, seed, settings) gives the same output file, bit for bit,
+    /// while different pictures get nonces no one without the key can predict.
+    pub fn for_image(key: &WatermarkKey, img: &RgbImage) -> Self {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.secret).expect("HMAC takes any key length");
+        mac.update(b"plantain watermark nonce v1");
+        mac.update(&img.width().to_le_bytes());
+        mac.update(&img.height().to_le_bytes());
+        mac.update(img.as_raw());
+        let d = mac.finalize().into_bytes();
+        Payload { generator: Self::PLANTAIN, key_id: key.key_id(), nonce: u32::from_le_bytes([d[0], d[1], d[2], d[3]]) }
+    }
+
     pub fn to_u64(self) -> u64 {
         (u64::from(self.generator) << 48) | (u64::from(self.key_id) << 32) | u64::from(self.nonce)
     }

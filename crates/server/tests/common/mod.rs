@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use base64::Engine as _;
-use plantain_server::config::ModelConfig;
 use plantain_server::{Config, Server};
+use plantain_service::config::ModelConfig;
 
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -36,7 +36,7 @@ pub async fn start(c: Config) -> Server {
     let mut c = c;
     // Fill the default model and aliases as `Config::load` does.
     c.default_model = Some(c.models[0].name.clone());
-    for a in plantain_server::config::DEFAULT_ALIASES {
+    for a in plantain_service::config::DEFAULT_ALIASES {
         c.aliases.entry((*a).to_string()).or_insert_with(|| c.models[0].name.clone());
     }
     let s = Server::start(c).await.expect("server starts");

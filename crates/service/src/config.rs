@@ -3,9 +3,23 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use plantain_core::ImageSize;
 use serde::Deserialize;
 
-use crate::error::ConfigError;
+/// Configuration problems (reported at start-up).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    Parse(PathBuf, String),
+    #[error("environment variable {0}={1:?} is not a number")]
+    Env(String, String),
+    #[error("listen address {0:?} is not host:port")]
+    Listen(String),
+    #[error("{0}")]
+    Invalid(String),
+}
 
 /// The Gemini and OpenAI model strings answered by the default model unless the config says
 /// otherwise, so that clients work by changing only their base URL.
@@ -26,7 +40,8 @@ pub const DEFAULT_ALIASES: &[&str] = &[
 pub struct Config {
     /// `host:port`. Without API keys the server only binds loopback addresses.
     pub listen: String,
-    /// SQLite database, blobs, provenance keys and the signature secret live here.
+    /// SQLite database, blobs, provenance keys and the signature secret live here (default
+    /// `$PLANTAIN_HOME/server`, else `~/.local/share/plantain/server`).
     pub data_dir: PathBuf,
     /// Base of the URLs handed out for `response_format=url` (default: from the Host header).
     pub public_url: Option<String>,
@@ -67,8 +82,22 @@ pub struct Limits {
     pub requests_per_minute: u32,
     /// Images per API key per UTC day; 0 = unlimited.
     pub images_per_day: u32,
-    /// Largest `imageSize` served ("512", "1K", "2K", "4K").
-    pub max_image_size: String,
+    /// Largest `imageSize` served ("512", "1K", "2K", "4K"); anything else is refused when the
+    /// config is read.
+    pub max_image_size: ImageSize,
+    /// Seconds an `Idempotency-Key`'s stored response is replayed (default one day).
+    pub idempotency_ttl_secs: i64,
+}
+
+impl Limits {
+    /// What an input image may be.
+    pub fn input(&self) -> plantain_imageio::Limits {
+        plantain_imageio::Limits {
+            max_image_bytes: self.max_image_bytes,
+            max_input_pixels: self.max_input_pixels,
+            max_input_side: self.max_input_side,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -83,7 +112,8 @@ impl Default for Limits {
             max_candidates: 4,
             requests_per_minute: 0,
             images_per_day: 0,
-            max_image_size: "4K".into(),
+            max_image_size: ImageSize::S4K,
+            idempotency_ttl_secs: 86_400,
         }
     }
 }
@@ -128,6 +158,10 @@ pub struct ModelConfig {
     /// ONNX Runtime threads (0 = all cores).
     #[serde(default)]
     pub threads: usize,
+    /// Where the model runs: `cpu` (default) or `cuda` (a build with `--features cuda` and the
+    /// onnxruntime-gpu library; elsewhere the model reports why it cannot load and answers 503).
+    #[serde(default)]
+    pub device: Device,
     /// Queued jobs per lane (previews ≤ 1K, finals 2K/4K) before 503 UNAVAILABLE.
     #[serde(default = "default_queue")]
     pub queue: usize,
@@ -144,6 +178,15 @@ pub struct ModelConfig {
     pub tiny_vae: Option<PathBuf>,
 }
 
+/// Where a model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
 fn default_queue() -> usize {
     8
 }
@@ -152,7 +195,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
-            data_dir: PathBuf::from("plantain-data"),
+            data_dir: default_data_dir(),
             public_url: None,
             default_model: None,
             strict_signatures: false,
@@ -254,7 +297,8 @@ impl Config {
     /// the Gemini/OpenAI aliases pointing at it.
     fn finish(&mut self) {
         if self.models.is_empty() {
-            self.models.push(ModelConfig::new("plantain-nano", "models/plantain-nano"));
+            // By name: the resolver finds the shipped folder from any working directory.
+            self.models.push(ModelConfig::new("plantain-nano", "plantain-nano"));
         }
         if self.default_model.is_none() {
             self.default_model = Some(self.models[0].name.clone());
@@ -273,6 +317,12 @@ impl Config {
     }
 }
 
+/// `plantain_home()/server` (so `plantain keys` and `plantain serve` agree from any folder),
+/// else `plantain-data` in the working directory.
+fn default_data_dir() -> PathBuf {
+    plantain_hub::plantain_home().map(|h| h.join("server")).unwrap_or_else(|| PathBuf::from("plantain-data"))
+}
+
 fn rebased(base: &Path, p: &Path) -> PathBuf {
     if p.is_relative() && !base.as_os_str().is_empty() { base.join(p) } else { p.to_path_buf() }
 }
@@ -287,6 +337,7 @@ impl ModelConfig {
             guidance: None,
             strength: None,
             threads: 0,
+            device: Device::Cpu,
             queue: default_queue(),
             queue_per_key: None,
             config_dir: None,

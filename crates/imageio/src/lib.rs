@@ -1,5 +1,6 @@
-//! Input images: base64, MIME type checked against the bytes, size and pixel limits (no
-//! decompression bombs), decoding.
+//! plantain-imageio: input images — base64, MIME type checked against the bytes, size and
+//! pixel limits (no decompression bombs), decoding — and masks. Errors are typed and their
+//! messages name the input, so a server can hand them to its client as they are.
 
 use std::io::Cursor;
 
@@ -7,8 +8,33 @@ use base64::Engine as _;
 use image::{GrayImage, RgbImage, RgbaImage};
 use sha2::{Digest, Sha256};
 
-use crate::config::Limits;
-use crate::error::ApiError;
+/// What an input image may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded image, bytes.
+    pub max_image_bytes: usize,
+    /// Largest image in decoded pixels (width x height): decompression bombs stop here.
+    pub max_input_pixels: u64,
+    /// Longest image side.
+    pub max_input_side: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_image_bytes: 7_000_000, max_input_pixels: 40_000_000, max_input_side: 8192 }
+    }
+}
+
+/// A refused input image; the message names the input (`what`) and says what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+impl InputError {
+    fn new(m: impl Into<String>) -> Self {
+        InputError(m.into())
+    }
+}
 
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -40,7 +66,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Decodes base64 (standard or URL-safe alphabet, padding optional, whitespace ignored).
-pub fn decode_base64(data: &str, what: &str) -> Result<Vec<u8>, ApiError> {
+pub fn decode_base64(data: &str, what: &str) -> Result<Vec<u8>, InputError> {
     let cleaned: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     let lenient = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
@@ -50,7 +76,7 @@ pub fn decode_base64(data: &str, what: &str) -> Result<Vec<u8>, ApiError> {
         &base64::alphabet::URL_SAFE,
         base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
-    lenient.decode(&cleaned).or_else(|_| url.decode(&cleaned)).map_err(|e| ApiError::invalid(format!("{what}: invalid base64 data: {e}")))
+    lenient.decode(&cleaned).or_else(|_| url.decode(&cleaned)).map_err(|e| InputError::new(format!("{what}: invalid base64 data: {e}")))
 }
 
 /// The image format the bytes really are, from their first bytes.
@@ -84,9 +110,9 @@ fn normalise_mime(m: &str) -> String {
 
 /// Checks and decodes one input image. `declared` is the client's MIME type (checked against
 /// the bytes, never trusted); `what` names the input in error messages.
-pub fn decode_input(bytes: Vec<u8>, declared: Option<&str>, limits: &Limits, what: &str) -> Result<InputImage, ApiError> {
+pub fn decode_input(bytes: Vec<u8>, declared: Option<&str>, limits: &Limits, what: &str) -> Result<InputImage, InputError> {
     if bytes.len() > limits.max_image_bytes {
-        return Err(ApiError::invalid(format!(
+        return Err(InputError::new(format!(
             "{what}: image is {} bytes, over the limit of {} bytes per image",
             bytes.len(),
             limits.max_image_bytes
@@ -96,28 +122,28 @@ pub fn decode_input(bytes: Vec<u8>, declared: Option<&str>, limits: &Limits, wha
     if let Some(d) = declared.filter(|d| !d.trim().is_empty()) {
         let d = normalise_mime(d);
         if !d.starts_with("image/") {
-            return Err(ApiError::invalid(format!("{what}: unsupported MIME type {d:?}; send image/png, image/jpeg or image/webp")));
+            return Err(InputError::new(format!("{what}: unsupported MIME type {d:?}; send image/png, image/jpeg or image/webp")));
         }
         if let Some(a) = actual
             && a != d
         {
-            return Err(ApiError::invalid(format!("{what}: mimeType says {d} but the data is {a}")));
+            return Err(InputError::new(format!("{what}: mimeType says {d} but the data is {a}")));
         }
     }
     let (mime, fmt) = match actual {
         Some("image/png") => ("image/png", image::ImageFormat::Png),
         Some("image/jpeg") => ("image/jpeg", image::ImageFormat::Jpeg),
         Some("image/webp") => ("image/webp", image::ImageFormat::WebP),
-        Some(other) => return Err(ApiError::invalid(format!("{what}: {other} images are not supported; send PNG, JPEG or WebP"))),
-        None => return Err(ApiError::invalid(format!("{what}: the data is not a PNG, JPEG or WebP image"))),
+        Some(other) => return Err(InputError::new(format!("{what}: {other} images are not supported; send PNG, JPEG or WebP"))),
+        None => return Err(InputError::new(format!("{what}: the data is not a PNG, JPEG or WebP image"))),
     };
     // Dimensions from the header first: a bomb is refused before any pixel is allocated.
     let (w, h) = image::ImageReader::with_format(Cursor::new(&bytes), fmt)
         .into_dimensions()
-        .map_err(|e| ApiError::invalid(format!("{what}: unreadable {mime} image: {e}")))?;
+        .map_err(|e| InputError::new(format!("{what}: unreadable {mime} image: {e}")))?;
     let pixels = u64::from(w) * u64::from(h);
     if w == 0 || h == 0 || w > limits.max_input_side || h > limits.max_input_side || pixels > limits.max_input_pixels {
-        return Err(ApiError::invalid(format!(
+        return Err(InputError::new(format!(
             "{what}: image is {w}x{h}; the limit is {} px per side and {} pixels",
             limits.max_input_side, limits.max_input_pixels
         )));
@@ -128,7 +154,7 @@ pub fn decode_input(bytes: Vec<u8>, declared: Option<&str>, limits: &Limits, wha
     l.max_image_height = Some(limits.max_input_side);
     l.max_alloc = Some(limits.max_input_pixels.saturating_mul(8).max(1 << 20));
     reader.limits(l);
-    let img = reader.decode().map_err(|e| ApiError::invalid(format!("{what}: could not decode the {mime} image: {e}")))?;
+    let img = reader.decode().map_err(|e| InputError::new(format!("{what}: could not decode the {mime} image: {e}")))?;
     let hash = sha256_hex(&bytes);
     Ok(InputImage { rgba: img.to_rgba8(), bytes, mime, hash })
 }
@@ -168,7 +194,7 @@ mod tests {
         let l = Limits::default();
         assert!(decode_input(png(4, 4), Some("image/png"), &l, "x").is_ok());
         let e = decode_input(png(4, 4), Some("image/jpeg"), &l, "x").unwrap_err();
-        assert!(e.message.contains("image/png"), "{}", e.message);
+        assert!(e.0.contains("image/png"), "{}", e.0);
         assert!(decode_input(b"hello".to_vec(), None, &l, "x").is_err());
         assert!(decode_input(png(4, 4), Some("text/plain"), &l, "x").is_err());
     }
@@ -177,7 +203,7 @@ mod tests {
     fn refuses_bombs_from_the_header() {
         let l = Limits { max_input_pixels: 100, ..Limits::default() };
         let e = decode_input(png(20, 20), None, &l, "x").unwrap_err();
-        assert!(e.message.contains("20x20"), "{}", e.message);
+        assert!(e.0.contains("20x20"), "{}", e.0);
     }
 
     #[test]

@@ -14,10 +14,10 @@ use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::{GenerateRequest, Generated, LoadOptions, ModelSource, Pipeline, Progress, StepLatents};
 use plantain_engine::runtime::RuntimeOptions;
 use plantain_hub::{Layout, ResolveOptions, resolve};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::config::ModelConfig;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// Which lane a job waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,11 +48,13 @@ pub struct PreviewEvent {
     pub picture: RgbImage,
 }
 
-/// Previews a job wants: up to `per_image` of each image, at evenly spaced steps
-/// ([`preview_steps`]).
-pub struct PreviewRequest {
-    pub per_image: usize,
-    pub tx: mpsc::UnboundedSender<PreviewEvent>,
+/// What a running job reports, in order, on its one event stream: progress and partial images
+/// while the engine runs (when asked for), then exactly one `Done`.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    Progress(ProgressEvent),
+    Partial(PreviewEvent),
+    Done(JobResult),
 }
 
 /// The steps (1-based, of `total`) at which `count` previews are made: evenly spaced inside
@@ -74,10 +76,22 @@ pub struct EngineJob {
     pub lane: Lane,
     /// Set when the client went away: the job stops between denoising steps.
     pub cancel: Arc<AtomicBool>,
-    pub progress: Option<mpsc::UnboundedSender<ProgressEvent>>,
-    /// Partial images to send while the job runs.
-    pub previews: Option<PreviewRequest>,
-    pub reply: oneshot::Sender<JobResult>,
+    /// Send progress events.
+    pub progress: bool,
+    /// Partial images to make per image, at evenly spaced steps ([`preview_steps`]).
+    pub previews: usize,
+    pub events: mpsc::UnboundedSender<WorkerEvent>,
+}
+
+impl EngineJob {
+    /// Whoever waits for this job is gone (or it was cancelled).
+    fn abandoned(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.events.is_closed()
+    }
+
+    fn answer(&self, r: JobResult) {
+        let _ = self.events.send(WorkerEvent::Done(r));
+    }
 }
 
 /// Where a model stands.
@@ -255,7 +269,7 @@ impl Worker {
             strength: cfg.strength.unwrap_or(0.75),
             native: 512,
         };
-        let resolved = resolve(&spec, &ResolveOptions::from_env()).map_err(|e| e.to_string()).and_then(|r| {
+        let resolved = resolve(&spec, &ResolveOptions::for_this_install()).map_err(|e| e.to_string()).and_then(|r| {
             let source = match r.layout {
                 Layout::Diffusers => ModelSource::Diffusers(r.path.clone()),
                 Layout::SingleFile => ModelSource::SingleFile { file: r.path.clone(), config_dir: cfg.config_dir.clone() },
@@ -280,7 +294,7 @@ impl Worker {
             }
         };
         let opts = LoadOptions {
-            runtime: RuntimeOptions { threads: cfg.threads, ..Default::default() },
+            runtime: RuntimeOptions { threads: cfg.threads, cuda: cfg.device == crate::config::Device::Cuda, ..Default::default() },
             tiny_autoencoder: cfg.tiny_vae.clone(),
             ..Default::default()
         };
@@ -309,17 +323,17 @@ impl Worker {
 
     /// Queues a job; 503 UNAVAILABLE when the model is not loaded or its lane is full, 429
     /// RESOURCE_EXHAUSTED when the caller already has its share of the lane waiting.
-    pub fn submit(&self, job: EngineJob) -> Result<(), ApiError> {
+    pub fn submit(&self, job: EngineJob) -> Result<(), ServiceError> {
         if let ModelState::Failed(e) = self.state() {
-            return Err(ApiError::unavailable(format!("model {} is not available: {e}", self.name), 60));
+            return Err(ServiceError::unavailable(format!("model {} is not available: {e}", self.name), 60));
         }
         let lane = if job.lane == Lane::Preview { "preview" } else { "final" };
         self.queue.push(job).map_err(|(_, why)| match why {
-            Refused::Full => ApiError::unavailable(
+            Refused::Full => ServiceError::unavailable(
                 format!("model {} is busy: its {lane} queue is full ({} jobs); retry later", self.name, self.queue.capacity),
                 2,
             ),
-            Refused::CallerShare => ApiError::exhausted(
+            Refused::CallerShare => ServiceError::exhausted(
                 format!(
                     "this API key already has {} jobs waiting in model {}'s {lane} queue (its share); retry when one has run",
                     self.queue.per_caller, self.name
@@ -340,7 +354,7 @@ impl Worker {
         };
         self.queue.cv.notify_all();
         for j in drained {
-            let _ = j.reply.send(Err(EngineError::Cancelled));
+            j.answer(Err(EngineError::Cancelled));
         }
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
@@ -377,13 +391,13 @@ fn run_worker(
     };
     while let Some(job) = queue.pop() {
         let Some(p) = &pipeline else {
-            let _ = job.reply.send(Err(EngineError::Unsupported(format!("model {name} is not loaded"))));
+            job.answer(Err(EngineError::Unsupported(format!("model {name} is not loaded"))));
             continue;
         };
-        if job.cancel.load(Ordering::Relaxed) || job.reply.is_closed() {
+        if job.abandoned() {
             tracing::info!(model = name, "job cancelled before it started (client gone)");
             cancelled.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(Err(EngineError::Cancelled));
+            job.answer(Err(EngineError::Cancelled));
             continue;
         }
         let result = run_job(p, &job);
@@ -391,7 +405,7 @@ fn run_worker(
             tracing::info!(model = name, "job cancelled between steps (client gone)");
             cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = job.reply.send(result);
+        job.answer(result);
     }
 }
 
@@ -402,21 +416,27 @@ fn run_job(p: &Pipeline, job: &EngineJob) -> JobResult {
         let mut made = 0;
         let mut preview_error = None;
         let mut cb = |pr: &Progress, st: &StepLatents<'_>| {
-            if job.cancel.load(Ordering::Relaxed) || job.reply.is_closed() {
+            if job.abandoned() {
                 return ControlFlow::Break(());
             }
-            if let Some(tx) = &job.progress {
-                let _ = tx.send(ProgressEvent { image: i, step: pr.step, total: pr.total });
+            if job.progress {
+                let _ = job.events.send(WorkerEvent::Progress(ProgressEvent { image: i, step: pr.step, total: pr.total }));
             }
-            if let Some(want) = &job.previews {
+            if job.previews > 0 {
                 if pr.step == 1 {
                     // The step count is known once the run starts (img2img runs part of it).
-                    at = preview_steps(want.per_image, pr.total);
+                    at = preview_steps(job.previews, pr.total);
                 }
                 if at.contains(&pr.step) {
                     match p.preview(st, req.width, req.height) {
                         Ok(picture) => {
-                            let _ = want.tx.send(PreviewEvent { image: i, index: made, step: pr.step, total: pr.total, picture });
+                            let _ = job.events.send(WorkerEvent::Partial(PreviewEvent {
+                                image: i,
+                                index: made,
+                                step: pr.step,
+                                total: pr.total,
+                                picture,
+                            }));
                             made += 1;
                         }
                         Err(e) => {
@@ -449,7 +469,7 @@ mod tests {
     use super::*;
 
     fn job(caller: &str, lane: Lane, tag: usize) -> EngineJob {
-        let (reply, _) = oneshot::channel();
+        let (events, _) = mpsc::unbounded_channel();
         // The request's seed carries a tag, so the test can tell jobs apart.
         let mut r = GenerateRequest::new("x", 64, 64);
         r.seed = tag as u64;
@@ -458,9 +478,9 @@ mod tests {
             caller: caller.into(),
             lane,
             cancel: Arc::new(AtomicBool::new(false)),
-            progress: None,
-            previews: None,
-            reply,
+            progress: false,
+            previews: 0,
+            events,
         }
     }
 

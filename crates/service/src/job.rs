@@ -1,0 +1,301 @@
+//! The job path every image takes, whichever wire format or tool asked:
+//! admit (quota) → queue (the model's worker) → run (the engine), then — a separate step —
+//! publish (stamp, store, meter). A job can run without being published, so a caller that
+//! tries several candidates publishes only the one it keeps.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use image::GrayImage;
+use plantain_engine::error::EngineError;
+use plantain_engine::pipeline::{GenerateRequest, Generated};
+use plantain_imageio::InputImage;
+use plantain_provenance::MediaFormat;
+use plantain_store::{Artefact, Reservation};
+use tokio::sync::mpsc;
+
+use crate::Service;
+use crate::error::{ErrorKind, ServiceError};
+use crate::keys::Caller;
+use crate::worker::{EngineJob, Lane, PreviewEvent, ProgressEvent, Worker, WorkerEvent};
+
+/// Who asked, for records and logs.
+#[derive(Clone, Debug)]
+pub struct RequestCtx {
+    /// Also the artefacts' `request_id` (a batch item's is `batches/ID/INDEX`).
+    pub request_id: String,
+    pub caller: Caller,
+}
+
+/// How an input image takes part in a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageRole {
+    /// The picture being changed (img2img / inpaint source).
+    Edit,
+    /// A reference the job was given (recorded as a C2PA ingredient).
+    Reference,
+}
+
+/// One generation, in the service's terms: what every API and tool turns its request into.
+#[derive(Clone)]
+pub struct JobSpec {
+    pub model: Arc<Worker>,
+    pub prompt: String,
+    pub negative: Option<String>,
+    /// Exact output pixels.
+    pub width: u32,
+    pub height: u32,
+    /// For metrics and records: `512`, `1K`, … or `WxH`.
+    pub size_label: String,
+    pub count: u32,
+    pub seed: Option<u64>,
+    /// Every input image with its role (only hashes of them are recorded).
+    pub images: Vec<(ImageRole, InputImage)>,
+    /// Inpainting mask, white = repaint (needs an `Edit` image).
+    pub mask: Option<GrayImage>,
+    /// How far an edit may move from its input; None: the model's default.
+    pub strength: Option<f32>,
+    /// Denoising steps; None: the model's configured steps.
+    pub steps: Option<usize>,
+    pub format: MediaFormat,
+    /// The stored version this job edits, when the request named one.
+    pub parent: Option<Artefact>,
+    /// The request's settings as its API named them (recorded with each image).
+    pub params: serde_json::Value,
+    pub prompt_tokens: u32,
+    /// Output tokens per image (usage ledger).
+    pub tokens_per_image: u32,
+    /// Partial images per image to make while the engine runs; 0: none.
+    pub partial_images: usize,
+    /// Send progress events.
+    pub progress: bool,
+}
+
+impl JobSpec {
+    /// The image being edited, if any.
+    pub fn edit_image(&self) -> Option<&InputImage> {
+        self.images.iter().find(|(r, _)| *r == ImageRole::Edit).map(|(_, i)| i)
+    }
+
+    fn engine_requests(&self, steps: usize, seeds: &[u64]) -> Vec<GenerateRequest> {
+        let d = self.model.defaults;
+        let init = self.edit_image().map(InputImage::rgb);
+        seeds
+            .iter()
+            .map(|&seed| {
+                let mut r = GenerateRequest::new(self.prompt.clone(), self.width, self.height);
+                r.negative_prompt = self.negative.clone();
+                r.steps = steps;
+                r.guidance = d.guidance;
+                r.seed = seed;
+                r.init_image = init.clone();
+                r.strength = self.strength.unwrap_or(d.strength);
+                r.mask = self.mask.clone();
+                r
+            })
+            .collect()
+    }
+}
+
+/// What a job reports while it runs.
+#[derive(Debug)]
+pub enum JobEvent {
+    Progress(ProgressEvent),
+    Partial(PreviewEvent),
+}
+
+/// A stored, stamped output.
+#[derive(Clone)]
+pub struct Output {
+    pub artefact: Artefact,
+    pub bytes: Arc<Vec<u8>>,
+}
+
+/// Sets the job's cancel flag when dropped (client gone) unless disarmed.
+struct CancelOnDrop {
+    flag: Arc<AtomicBool>,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A quota reservation, released if the job ends without publishing.
+struct Held {
+    svc: Arc<Service>,
+    id: Option<String>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let svc = self.svc.clone();
+            rt.spawn(async move {
+                if let Err(e) = svc.stores.meta.release_reservation(&id).await {
+                    tracing::warn!(error = %e, "could not release a quota reservation (it expires on its own)");
+                }
+            });
+        }
+    }
+}
+
+/// A queued job: its events, then its result. Dropping it cancels the job between steps.
+pub struct Job {
+    pub spec: JobSpec,
+    pub ctx: RequestCtx,
+    /// The denoising steps the engine runs.
+    pub steps: usize,
+    pub seeds: Vec<u64>,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
+    result: Option<Result<Vec<Generated>, EngineError>>,
+    guard: CancelOnDrop,
+    quota: Held,
+    queued: Instant,
+}
+
+/// A job the engine finished: its pictures, not yet stamped or stored.
+pub struct Ran {
+    pub job: Job,
+    pub generated: Vec<Generated>,
+}
+
+fn engine_error(e: EngineError) -> ServiceError {
+    match e {
+        EngineError::InvalidRequest(m) => ServiceError::invalid(m),
+        EngineError::Unsupported(m) => ServiceError::new(ErrorKind::FailedPrecondition, m),
+        EngineError::Cancelled => ServiceError::new(ErrorKind::Cancelled, "cancelled"),
+        other => ServiceError::internal(format!("generation failed: {other}")),
+    }
+}
+
+impl Service {
+    /// Admits a job (reserving its images against the caller's daily quota, atomically) and
+    /// queues it on its model (Unavailable when the model's lane is full). Errors here come
+    /// before any answer is sent, so they reach a client as plain errors even for streams.
+    pub async fn submit(self: &Arc<Self>, ctx: &RequestCtx, spec: JobSpec) -> Result<Job, ServiceError> {
+        let quota = Held { svc: self.clone(), id: self.reserve_quota(&ctx.caller, spec.count).await? };
+        let steps = spec.steps.unwrap_or(spec.model.defaults.steps).max(1);
+        let base_seed = spec.seed.unwrap_or_else(rand::random);
+        let seeds: Vec<u64> = (0..u64::from(spec.count)).map(|i| base_seed.wrapping_add(i)).collect();
+        let lane = if u64::from(spec.width) * u64::from(spec.height) <= 1_600_000 { Lane::Preview } else { Lane::Final };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::unbounded_channel();
+        spec.model.submit(EngineJob {
+            requests: spec.engine_requests(steps, &seeds),
+            caller: ctx.caller.label().to_string(),
+            lane,
+            cancel: cancel.clone(),
+            progress: spec.progress,
+            previews: spec.partial_images,
+            events: tx,
+        })?;
+        Ok(Job {
+            spec,
+            ctx: ctx.clone(),
+            steps,
+            seeds,
+            events: rx,
+            result: None,
+            guard: CancelOnDrop { flag: cancel, armed: true },
+            quota,
+            queued: Instant::now(),
+        })
+    }
+
+    /// The reservation for `wanted` images under the daily quota (None when unlimited).
+    async fn reserve_quota(&self, caller: &Caller, wanted: u32) -> Result<Option<String>, ServiceError> {
+        let per_day = self.config.limits.images_per_day;
+        if per_day == 0 {
+            return Ok(None);
+        }
+        let (start, left) = crate::keys::utc_day_bounds(plantain_store::now());
+        match self.stores.meta.reserve_images(caller.key_id.as_deref(), start, u64::from(wanted), u64::from(per_day)).await? {
+            Reservation::Held(id) => Ok(Some(id)),
+            Reservation::Exceeded { used } => Err(ServiceError::exhausted(
+                format!(
+                    "daily image quota reached for {}: {used} of {per_day} images used today (UTC); {wanted} more asked",
+                    caller.label()
+                ),
+                left as u64,
+            )),
+        }
+    }
+}
+
+impl Job {
+    /// The next progress or partial-image event; `None` once the engine has answered.
+    pub async fn next(&mut self) -> Option<JobEvent> {
+        if self.result.is_some() {
+            return None;
+        }
+        match self.events.recv().await {
+            Some(WorkerEvent::Progress(p)) => Some(JobEvent::Progress(p)),
+            Some(WorkerEvent::Partial(p)) => Some(JobEvent::Partial(p)),
+            Some(WorkerEvent::Done(r)) => {
+                self.result = Some(r);
+                None
+            }
+            None => {
+                self.result = Some(Err(EngineError::Cancelled));
+                None
+            }
+        }
+    }
+
+    /// Waits for the engine (skipping events nobody asked to see); nothing is stamped or stored.
+    pub async fn run(mut self) -> Result<Ran, ServiceError> {
+        while self.next().await.is_some() {}
+        match self.result.take() {
+            Some(Ok(generated)) => Ok(Ran { job: self, generated }),
+            Some(Err(e)) => Err(engine_error(e)),
+            None => Err(engine_error(EngineError::Cancelled)),
+        }
+    }
+
+    /// Runs, then publishes every image.
+    pub async fn finish(self, svc: &Service) -> Result<Vec<Output>, ServiceError> {
+        let ran = self.run().await?;
+        svc.publish(ran).await
+    }
+
+    /// Stamps a partial image like a finished one (watermark, labels, signed C2PA that records
+    /// it as partial image `index` after step `step`). Partial images are not stored.
+    pub async fn stamp_partial(&self, svc: &Service, ev: PreviewEvent) -> Result<Vec<u8>, ServiceError> {
+        let stamper = crate::publish::Stamper::new(svc, &self.spec);
+        let seed = self.seeds.get(ev.image).copied().unwrap_or_default();
+        let steps = self.steps;
+        tokio::task::spawn_blocking(move || {
+            let extra = [
+                ("partial_image", serde_json::json!(ev.index)),
+                ("partial_step", serde_json::json!(ev.step)),
+                ("partial_of_steps", serde_json::json!(ev.total)),
+            ];
+            stamper.stamp(&ev.picture, seed, steps, &extra)
+        })
+        .await
+        .map_err(|e| ServiceError::internal(format!("stamping task failed: {e}")))?
+    }
+
+    pub(crate) fn queued_for(&self) -> std::time::Duration {
+        self.queued.elapsed()
+    }
+
+    /// The job was published: dropping it cancels nothing, and its reservation became records.
+    pub(crate) fn settle(&mut self) {
+        self.guard.armed = false;
+        self.quota.id = None;
+    }
+
+    /// The quota reservation it holds (turned into records on publish).
+    pub(crate) fn reservation(&self) -> Option<&str> {
+        self.quota.id.as_deref()
+    }
+}

@@ -1,0 +1,169 @@
+//! plantain-service: the job path shared by the server, its batch runner and tools.
+//!
+//! - [`Service::admit`]: who is calling (API key) and the per-caller rate limit;
+//! - [`Service::submit`]: reserves the images against the daily quota (atomically) and queues a
+//!   [`job::JobSpec`] on its model's worker (one thread per model, fair lanes: [`worker`]);
+//! - [`job::Job::next`] / [`job::Job::run`]: one event stream per job — progress, partial
+//!   images, then the engine's pictures, not yet published;
+//! - [`Service::publish`]: stamp (watermark, labels, C2PA), store (blob + records), meter.
+//!
+//! It speaks no HTTP and no SQL: wire formats live in the server, storage behind
+//! [`plantain_store`]'s traits.
+
+pub mod config;
+pub mod error;
+pub mod housekeeping;
+pub mod job;
+pub mod keys;
+pub mod metrics;
+mod publish;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use plantain_provenance::{Provenance, Settings};
+use plantain_store::{StoreError, Stores};
+
+pub use config::{Config, ConfigError};
+pub use error::{ErrorKind, ServiceError};
+pub use job::{ImageRole, Job, JobEvent, JobSpec, Output, RequestCtx};
+pub use keys::Caller;
+/// The largest output the engine draws (pixels, longest side): wire layers check sizes against it.
+pub use plantain_engine::pipeline::{MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE};
+pub use publish::Stamper;
+use worker::{ModelState, Worker};
+
+/// A random 128-bit id, hex.
+pub fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("provenance: {0}")]
+    Provenance(String),
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// The loaded models, storage and provenance material every request uses.
+pub struct Service {
+    pub config: Config,
+    workers: BTreeMap<String, Arc<Worker>>,
+    pub stores: Stores,
+    provenance: Arc<Provenance>,
+    pub metrics: metrics::Metrics,
+    pub limiter: keys::RateLimiter,
+    pub started: Instant,
+    /// Lines for the operator (provenance notices, models that failed).
+    pub notices: Vec<String>,
+}
+
+impl Service {
+    /// Opens storage (the embedded SQLite + folder in the config's data dir), loads provenance
+    /// material and starts one worker per model (loading in the background).
+    pub async fn open(config: Config) -> Result<Service, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Io(config.data_dir.display().to_string(), e))?;
+        let stores = Stores::open_embedded(&config.data_dir)?;
+        Self::with_stores(config, stores).await
+    }
+
+    /// As [`Service::open`], with the given storage backends.
+    pub async fn with_stores(config: Config, stores: Stores) -> Result<Service, StartError> {
+        let mut settings = Settings::in_dir(config.data_dir.join("provenance"), &config.provenance.operator);
+        settings.watermark = config.provenance.watermark;
+        settings.c2pa = config.provenance.c2pa;
+        settings.cert_chain = config.provenance.cert_chain.clone();
+        settings.private_key = config.provenance.private_key.clone();
+        let provenance = tokio::task::spawn_blocking(move || Provenance::load(&settings))
+            .await
+            .map_err(|e| StartError::Provenance(e.to_string()))?
+            .map_err(|e| StartError::Provenance(e.to_string()))?;
+        let mut notices = provenance.notices.clone();
+        let workers: BTreeMap<String, Arc<Worker>> = config.models.iter().map(|m| (m.name.clone(), Arc::new(Worker::spawn(m)))).collect();
+        for w in workers.values() {
+            if let ModelState::Failed(e) = w.state() {
+                notices.push(format!("model {}: not available ({e}); its requests answer 503", w.name));
+            }
+        }
+        Ok(Service {
+            config,
+            workers,
+            stores,
+            provenance: Arc::new(provenance),
+            metrics: metrics::Metrics::default(),
+            limiter: keys::RateLimiter::default(),
+            started: Instant::now(),
+            notices,
+        })
+    }
+
+    /// The worker answering to `name` (`models/` prefix allowed): a configured model, one of
+    /// its aliases, or a global alias.
+    pub fn model(&self, name: &str) -> Option<Arc<Worker>> {
+        let n = name.strip_prefix("models/").unwrap_or(name);
+        if let Some(w) = self.workers.get(n) {
+            return Some(w.clone());
+        }
+        if let Some(m) = self.config.models.iter().find(|m| m.aliases.iter().any(|a| a == n)) {
+            return self.workers.get(&m.name).cloned();
+        }
+        self.config.aliases.get(n).and_then(|m| self.workers.get(m)).cloned()
+    }
+
+    pub fn default_model(&self) -> Option<Arc<Worker>> {
+        self.config.default_model.as_deref().and_then(|m| self.model(m))
+    }
+
+    /// Every configured model's worker.
+    pub fn workers(&self) -> impl Iterator<Item = &Arc<Worker>> {
+        self.workers.values()
+    }
+
+    /// Every name a client can use, with the model that answers it.
+    pub fn model_names(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for m in &self.config.models {
+            v.push((m.name.clone(), m.name.clone()));
+            v.extend(m.aliases.iter().map(|a| (a.clone(), m.name.clone())));
+        }
+        v.extend(self.config.aliases.iter().filter(|(_, m)| self.workers.contains_key(*m)).map(|(a, m)| (a.clone(), m.clone())));
+        v
+    }
+
+    /// Prometheus text for the service's metrics and each model's queue.
+    pub fn render_metrics(&self) -> String {
+        let queues: Vec<_> = self
+            .workers
+            .values()
+            .map(|w| {
+                let (d, busy) = w.depth();
+                (w.name.clone(), d, busy, w.capacity(), matches!(w.state(), ModelState::Ready { .. }))
+            })
+            .collect();
+        let cancelled = self.workers.values().map(|w| w.cancelled.load(std::sync::atomic::Ordering::Relaxed)).sum();
+        self.metrics.render(&queues, cancelled)
+    }
+
+    /// Checks a picture's provenance with this installation's key and trust anchors.
+    pub async fn verify(&self, bytes: Vec<u8>) -> Result<plantain_provenance::VerifyReport, ServiceError> {
+        let prov = self.provenance.clone();
+        tokio::task::spawn_blocking(move || prov.verify(&bytes))
+            .await
+            .map_err(|e| ServiceError::internal(e.to_string()))?
+            .map_err(|e| ServiceError::invalid(e.to_string()))
+    }
+
+    /// Stops the workers after their running jobs (queued jobs are answered cancelled).
+    pub async fn shutdown(&self) {
+        let workers: Vec<_> = self.workers.values().cloned().collect();
+        let _ = tokio::task::spawn_blocking(move || workers.iter().for_each(|w| w.shutdown())).await;
+    }
+}
