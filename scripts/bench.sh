@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 REPEATS=${REPEATS:-3}
 THREADS=${THREADS:-2}
 OUT=${OUT:-bench-results.md}
-bash scripts/setup-ort.sh >/dev/null
+bash scripts/setup.sh >/dev/null
 cargo build --release -p plantain-cli
 {
   echo "# $(date -u +%Y-%m-%dT%H:%MZ) on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"

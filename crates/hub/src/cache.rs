@@ -335,6 +335,16 @@ fn common_variants(components: &[ComponentInfo]) -> Vec<String> {
     first.variants.iter().filter(|v| models.iter().all(|c| c.variants.contains(v))).cloned().collect()
 }
 
+/// Where plantain keeps its own data (provenance keys, the server's database and blobs):
+/// `$PLANTAIN_HOME`, else `$XDG_DATA_HOME/plantain`, else `~/.local/share/plantain`; None when
+/// none of these is set.
+pub fn plantain_home() -> Option<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("PLANTAIN_HOME")
+        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("plantain")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/share/plantain")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,14 +379,4 @@ mod tests {
         assert!(is_commit_hash(&"a".repeat(40)));
         assert!(!is_commit_hash("main"));
     }
-}
-
-/// Where plantain keeps its own data (provenance keys, the server's database and blobs):
-/// `$PLANTAIN_HOME`, else `$XDG_DATA_HOME/plantain`, else `~/.local/share/plantain`; None when
-/// none of these is set.
-pub fn plantain_home() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    env("PLANTAIN_HOME")
-        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("plantain")))
-        .or_else(|| env("HOME").map(|h| h.join(".local/share/plantain")))
 }

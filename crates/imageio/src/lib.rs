@@ -79,6 +79,15 @@ pub fn decode_base64(data: &str, what: &str) -> Result<Vec<u8>, InputError> {
     lenient.decode(&cleaned).or_else(|_| url.decode(&cleaned)).map_err(|e| InputError::new(format!("{what}: invalid base64 data: {e}")))
 }
 
+/// The usual file extension for an image MIME type (`png` for anything unknown).
+pub fn file_extension(mime: &str) -> &'static str {
+    match mime {
+        "image/jpeg" => "jpg",
+        "image/webp" => "webp",
+        _ => "png",
+    }
+}
+
 /// The image format the bytes really are, from their first bytes.
 pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {

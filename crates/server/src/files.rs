@@ -20,7 +20,7 @@ use plantain_store::{FileRecord, FileSource, FileState, now};
 use crate::AppState;
 use crate::auth::{Admitted, Gemini};
 use crate::error::{ApiError, GeminiError};
-use crate::ops::read_body;
+use crate::ops::{base_url, read_body};
 
 pub const TTL_SECS: i64 = 48 * 3600;
 
@@ -52,14 +52,6 @@ fn source_name(s: FileSource) -> &'static str {
         FileSource::Uploaded => "UPLOADED",
         FileSource::Generated => "GENERATED",
     }
-}
-
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(u) = &state.config().public_url {
-        return u.trim_end_matches('/').to_string();
-    }
-    let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
-    format!("http://{host}")
 }
 
 pub fn file_json(f: &FileRecord, base: &str) -> Value {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -25,7 +25,7 @@ use plantain_service::{ImageRole, Job, JobEvent, JobSpec, Output, RequestCtx};
 use crate::AppState;
 use crate::auth::{Admitted, OpenAi};
 use crate::error::{ApiError, OpenAiError};
-use crate::ops::{Flavor, idempotent, read_body};
+use crate::ops::{Flavor, base_url, idempotent, read_body};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -257,21 +257,13 @@ fn spec(state: &AppState, c: &Common, prompt: String, edit: Option<Edit>, extra:
     }
 }
 
-fn base_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(u) = &state.config().public_url {
-        return u.trim_end_matches('/').to_string();
-    }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
-    format!("http://{host}")
-}
-
 fn response_json(state: &AppState, c: &Common, headers: &HeaderMap, outs: &[Output], prompt_tokens: u32) -> Value {
     let base = base_url(state, headers);
     let data: Vec<Value> = outs
         .iter()
         .map(|o| {
             if c.url {
-                json!({"url": format!("{base}/v1/blobs/{}.{}", o.artefact.output_hash, ext(&o.artefact.mime))})
+                json!({"url": format!("{base}/v1/blobs/{}.{}", o.artefact.output_hash, plantain_imageio::file_extension(&o.artefact.mime))})
             } else {
                 json!({"b64_json": B64.encode(o.bytes.as_slice())})
             }
@@ -290,14 +282,6 @@ fn response_json(state: &AppState, c: &Common, headers: &HeaderMap, outs: &[Outp
             "input_tokens_details": {"text_tokens": prompt_tokens, "image_tokens": 0},
         },
     })
-}
-
-fn ext(mime: &str) -> &'static str {
-    match mime {
-        "image/jpeg" => "jpg",
-        "image/webp" => "webp",
-        _ => "png",
-    }
 }
 
 async fn run(

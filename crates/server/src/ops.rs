@@ -59,6 +59,15 @@ pub async fn read_body(state: &AppState, body: Body) -> Result<bytes_alias::Byte
     })
 }
 
+/// Where this server is reached from outside: `public_url`, else `http://` + the Host header.
+pub fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &state.config().public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("127.0.0.1");
+    format!("http://{host}")
+}
+
 /// Re-exported so the handlers need no direct `bytes` dependency.
 pub mod bytes_alias {
     pub use axum::body::Bytes;

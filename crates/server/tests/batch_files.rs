@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -13,24 +12,7 @@ use serde_json::{Value, json};
 
 /// Starts the `plantain-server` binary; returns the child and its base URL.
 fn spawn_server(config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plantain-server"))
-        .arg("--config")
-        .arg(config)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(u) = line.strip_prefix("plantain server listening on ") {
-                let _ = tx.send(u.to_string());
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(120)).expect("server printed its address");
-    (child, url)
+    spawn_server_binary(config, |_| {})
 }
 
 async fn wait_ready(url: &str) {

@@ -384,4 +384,27 @@ mod tests {
         assert!(Config::from_toml("nonsense = 1").is_err());
         assert!(c.apply_env(|k| (k == "PLANTAIN_IMAGES_PER_DAY").then(|| "x".to_string())).is_err());
     }
+
+    /// Issue 21: `max_image_size` is typed, so a typo is refused instead of allowing 4K; a
+    /// model's device is typed too (bug 3).
+    #[test]
+    fn sizes_and_devices_are_typed() {
+        let c = Config::from_toml("[limits]\nmax_image_size = \"1K\"").unwrap();
+        assert_eq!(c.limits.max_image_size, ImageSize::S1K);
+        let e = Config::from_toml("[limits]\nmax_image_size = \"1KK\"").unwrap_err();
+        assert!(e.contains("unsupported image size"), "{e}");
+        let c = Config::from_toml("[[models]]\nname = \"m\"\ndevice = \"cuda\"").unwrap();
+        assert_eq!(c.models[0].device, Device::Cuda);
+        assert_eq!(Config::from_toml("[[models]]\nname = \"m\"").unwrap().models[0].device, Device::Cpu);
+        assert!(Config::from_toml("[[models]]\nname = \"m\"\ndevice = \"tpu\"").is_err());
+    }
+
+    /// Issue 21, bug 7: with no model configured the shipped one is served by its name, which
+    /// the resolver finds from any working folder.
+    #[test]
+    fn the_default_model_is_the_shipped_one_by_name() {
+        let mut c = Config::default();
+        c.finish();
+        assert_eq!(c.models[0].source.as_deref(), Some("plantain-nano"));
+    }
 }

@@ -24,14 +24,6 @@ pub struct Stamper {
     ingredients: Arc<Vec<(String, Vec<u8>)>>,
 }
 
-fn ext(mime: &str) -> &'static str {
-    match mime {
-        "image/jpeg" => "jpg",
-        "image/webp" => "webp",
-        _ => "png",
-    }
-}
-
 impl Stamper {
     pub fn new(svc: &Service, spec: &JobSpec) -> Self {
         let edits = spec.images.iter().any(|(r, _)| *r == ImageRole::Edit);
@@ -40,8 +32,12 @@ impl Stamper {
             (_, n) if n > 1 => Action::Placed,
             _ => Action::Edited,
         };
-        let ingredients =
-            spec.images.iter().enumerate().map(|(i, (_, im))| (format!("input-{i}.{}", ext(im.mime)), im.bytes.clone())).collect();
+        let ingredients = spec
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, (_, im))| (format!("input-{i}.{}", plantain_imageio::file_extension(im.mime)), im.bytes.clone()))
+            .collect();
         Stamper {
             prov: svc.provenance.clone(),
             model: spec.model.name.clone(),

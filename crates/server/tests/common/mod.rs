@@ -2,7 +2,10 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use base64::Engine as _;
 use plantain_server::{Config, Server};
@@ -76,4 +79,24 @@ pub fn dims(b64data: &str) -> (u32, u32) {
     let bytes = B64.decode(b64data).unwrap();
     let img = image::load_from_memory(&bytes).unwrap();
     (img.width(), img.height())
+}
+
+/// Starts the `plantain-server` binary with `--config config` (`adjust` may set its folder and
+/// environment); returns the child and its base URL once it prints it.
+pub fn spawn_server_binary(config: &Path, adjust: impl FnOnce(&mut Command)) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_plantain-server"));
+    cmd.arg("--config").arg(config).stderr(Stdio::piped()).stdout(Stdio::null());
+    adjust(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(u) = line.strip_prefix("plantain server listening on ") {
+                let _ = tx.send(u.to_string());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(120)).expect("server printed its address");
+    (child, url)
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up and runs every default check: what `.ci/run` runs on a fresh clone (about 30 minutes
+# on 2 cores, most of it the first build). Slow checks that are not part of it are named in
+# the README (benchmarks, evals, the full-size model runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-target}
+disk() { echo "test: after $1: target $(du -sh "$TARGET" 2> /dev/null | cut -f1), free $(df -h --output=avail . | tail -n1 | tr -d ' ')"; }
+bash scripts/setup.sh
+cargo fmt --all -- --check
+# No function outside tests over 120 lines.
+python3 scripts/long_functions.py 120 crates
+cargo clippy --workspace --all-targets --locked -- -D warnings
+disk clippy
+cargo test --workspace --locked
+disk tests
+# The server against the real google-genai and openai SDKs (pip-installed into a venv).
+CARGO_LOCKED=1 bash tests/python/run.sh
+disk "sdk tests"
