@@ -540,6 +540,7 @@ impl<'a> Run<'a> {
         Ok((store, vae))
     }
 
+    /// The autoencoder's remaining steps, checkpointed as they go (weights and AdamW moments).
     fn train_autoencoder(&mut self, store: &Store, vae: &Vae) -> Result<()> {
         let opts = self.opts;
         let mut opt = AdamW::new(opts.vae_lr, 0.0);
@@ -643,6 +644,7 @@ impl<'a> Run<'a> {
         Ok(text)
     }
 
+    /// The parse phase's remaining steps on captions alone, checkpointed as they go.
     fn train_text(&mut self, text: &TextModels) -> Result<()> {
         let opts = self.opts;
         let vars = merged_vars(&text.store, &text.head_store);
@@ -734,6 +736,8 @@ impl<'a> Run<'a> {
         Ok((unet_store, ema))
     }
 
+    /// Commits a diffusion checkpoint: the weights that train, the optimizer's moments, the EMA
+    /// and the state, as a whole.
     fn save_diffusion_checkpoint(
         &self,
         text: &TextModels,
