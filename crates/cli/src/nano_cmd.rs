@@ -38,7 +38,7 @@ pub struct TrainArgs {
     /// Fine-tune an exported plantain-nano folder (same architecture) instead of training from
     /// scratch: its autoencoder is kept, there is no parse phase, and --steps diffusion steps
     /// continue from its text encoder and UNet with the recipe's other settings.
-    #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["vae_steps", "tiny", "attention", "object_crops", "fine_latents"])]
+    #[arg(long, value_name = "MODEL_DIR", conflicts_with_all = ["vae_steps", "tiny", "attention", "fine_latents"])]
     pub init_from: Option<PathBuf>,
     /// The earlier recipe: ε-prediction on SD's noise schedule, uniform timesteps (measured in
     /// BENCHMARKS.md; kept for comparison)
@@ -48,10 +48,6 @@ pub struct TrainArgs {
     /// steps in the time 2,400 took (measured in BENCHMARKS.md)
     #[arg(long)]
     pub frozen_text: bool,
-    /// The ninth run's autoencoder: crops centred on objects (keeps 81% of shapes against 59%,
-    /// measured in BENCHMARKS.md)
-    #[arg(long)]
-    pub object_crops: bool,
     /// Share of each batch's timesteps drawn logit-normally (around the middle of the noise
     /// schedule, where shapes are decided) instead of uniformly; 0..=1 (default: the recipe's,
     /// 0.5; 0 for --epsilon)
@@ -61,22 +57,6 @@ pub struct TrainArgs {
     /// recipe's, 8)
     #[arg(long)]
     pub object_weight: Option<f64>,
-    /// Further loss weight on latent cells that object outlines cross: + W x their share of a
-    /// 2 px band along the outlines (default 0: none)
-    #[arg(long)]
-    pub outline_weight: Option<f64>,
-    /// Train on twin pairs (a scene and the same scene with one object's shape changed) with
-    /// the difference of each pair's errors weighted W in the loss (default 0: off)
-    #[arg(long, value_name = "W")]
-    pub shape_twins: Option<f64>,
-    /// Weight of the object probe's loss: a linear head on the UNet's last features, pooled
-    /// over each object's box, must name its shape and colour (default 0: off)
-    #[arg(long, value_name = "W")]
-    pub object_probe: Option<f64>,
-    /// Share of each diffusion batch drawn from single-object scenes, 0..=1 (default 0: the
-    /// world's own mix, about a third)
-    #[arg(long, value_name = "S")]
-    pub single_objects: Option<f64>,
     /// Latent sides of the UNet levels with cross-attention transformers, e.g. `8` for the
     /// eighth run's UNet or `16,8,4` (default: the recipe's, 8 and 4)
     #[arg(long, value_delimiter = ',', conflicts_with = "tiny")]
@@ -91,8 +71,41 @@ pub struct TrainArgs {
     pub tiny: bool,
 }
 
+/// Runs `plantain train nano`: the recipe and architecture the arguments name, trained (or
+/// resumed) in `--work` and written to `--out`.
 pub fn run(cmd: TrainCommand) -> Result<()> {
     let TrainCommand::Nano(a) = cmd;
+    set_candle_threading();
+    let cfg = architecture(&a)?;
+    let opts = train_options(&a);
+    eprintln!(
+        "training plantain-nano ({} px native): {} autoencoder steps x {}, {} text-parse steps x {}, {} diffusion steps x {}, seed {}; checkpoints in {}",
+        cfg.native_resolution(),
+        opts.vae_steps,
+        opts.vae_batch,
+        opts.text_steps,
+        opts.text_batch,
+        opts.steps,
+        opts.batch,
+        opts.seed,
+        a.work.display()
+    );
+    let summary = train_with_progress(&cfg, &opts, &a)?;
+    println!(
+        "{}: {} parameters, autoencoder loss {:.5}, diffusion loss {:.5}, latent scale {:.4}, {:.1} min of training",
+        a.out.display(),
+        summary.params,
+        summary.vae_loss,
+        summary.loss,
+        summary.latent_scale,
+        summary.seconds / 60.0
+    );
+    Ok(())
+}
+
+/// Sets the environment candle's CPU backend reads when its thread pool starts, unless the
+/// user set it: call before any tensor op or thread exists.
+fn set_candle_threading() {
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         // candle's CPU workers spin 25,000 times between ops before sleeping; training runs
         // thousands of small ops, and the spinning stole a core from the work (measured: a
@@ -106,6 +119,10 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         // SAFETY: as above, before any thread or pool exists.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", plantain_nano::candle_threads().to_string()) };
     }
+}
+
+/// The architecture the arguments ask for (a fine-tune's is its model's).
+fn architecture(a: &TrainArgs) -> Result<NanoConfig> {
     let mut cfg = if a.tiny {
         NanoConfig::tiny()
     } else if a.fine_latents {
@@ -120,6 +137,11 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         // A fine-tune keeps the model's architecture.
         cfg = plantain_nano::train::exported_config(dir).with_context(|| format!("--init-from {}", dir.display()))?;
     }
+    Ok(cfg)
+}
+
+/// The recipe the arguments ask for, with their overrides and checkpoints at least once per phase.
+fn train_options(a: &TrainArgs) -> TrainOptions {
     let mut opts = if a.epsilon {
         TrainOptions::epsilon()
     } else if a.frozen_text {
@@ -128,37 +150,12 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         TrainOptions::standard()
     };
     opts.seed = a.seed;
-    if let Some(v) = a.vae_steps {
-        opts.vae_steps = v;
-    }
-    if let Some(v) = a.steps {
-        opts.steps = v;
-    }
-    if let Some(v) = a.batch {
-        opts.batch = v;
-    }
-    opts.vae_object_crops |= a.object_crops;
-    if let Some(v) = a.mid_noise_share {
-        opts.mid_noise_share = v;
-    }
-    if let Some(v) = a.object_weight {
-        opts.object_weight = v;
-    }
-    if let Some(v) = a.shape_twins {
-        opts.shape_twin_weight = v;
-    }
-    if let Some(v) = a.object_probe {
-        opts.object_probe_weight = v;
-    }
-    if let Some(v) = a.single_objects {
-        opts.single_object_share = v;
-    }
-    if let Some(v) = a.outline_weight {
-        opts.outline_weight = v;
-    }
-    if let Some(v) = a.lr {
-        opts.lr = v;
-    }
+    opts.vae_steps = a.vae_steps.unwrap_or(opts.vae_steps);
+    opts.steps = a.steps.unwrap_or(opts.steps);
+    opts.batch = a.batch.unwrap_or(opts.batch);
+    opts.mid_noise_share = a.mid_noise_share.unwrap_or(opts.mid_noise_share);
+    opts.object_weight = a.object_weight.unwrap_or(opts.object_weight);
+    opts.lr = a.lr.unwrap_or(opts.lr);
     if let Some(dir) = &a.init_from {
         opts.init_from = Some(dir.clone());
         opts.vae_steps = 0;
@@ -169,24 +166,17 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     if opts.vae_steps > 0 {
         opts.checkpoint_every = opts.checkpoint_every.min(opts.vae_steps);
     }
-    eprintln!(
-        "training plantain-nano ({} px native): {} autoencoder steps x {}, {} text-parse steps x {}, {} diffusion steps x {}, seed {}; checkpoints in {}",
-        cfg.native_resolution(),
-        opts.vae_steps,
-        opts.vae_batch,
-        opts.text_steps,
-        opts.text_batch,
-        opts.steps,
-        opts.batch,
-        opts.seed,
-        a.work.display()
-    );
+    opts
+}
+
+/// Trains with a progress bar on a terminal, or a log line every 50 steps elsewhere.
+fn train_with_progress(cfg: &NanoConfig, opts: &TrainOptions, a: &TrainArgs) -> Result<plantain_nano::train::Summary> {
     let style =
         ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg}, {elapsed} elapsed, eta {eta}")?.progress_chars("=> ");
     let bar = ProgressBar::new(opts.vae_steps).with_style(style).with_prefix("autoencoder");
     let mut current = Phase::Autoencoder;
     let cancel = AtomicBool::new(false);
-    let summary = plantain_nano::train(&cfg, &opts, &a.work, &a.out, &cancel, &mut |p| {
+    let summary = plantain_nano::train(cfg, opts, &a.work, &a.out, &cancel, &mut |p| {
         if p.phase != current {
             current = p.phase;
             bar.reset();
@@ -217,16 +207,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     })
     .context("training plantain-nano")?;
     bar.finish_and_clear();
-    println!(
-        "{}: {} parameters, autoencoder loss {:.5}, diffusion loss {:.5}, latent scale {:.4}, {:.1} min of training",
-        a.out.display(),
-        summary.params,
-        summary.vae_loss,
-        summary.loss,
-        summary.latent_scale,
-        summary.seconds / 60.0
-    );
-    Ok(())
+    Ok(summary)
 }
 
 #[derive(clap::Subcommand)]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hf_hub::progress::{DownloadEvent, ProgressEvent, ProgressHandler};
+use hf_hub::repository::{HFRepository, RepoTypeModel};
 use hf_hub::{HFClient, HFError};
 
 use crate::cache::{CacheHit, find_snapshot, hf_cache_dir, is_commit_hash, offline_from_env, repo_folder_name};
@@ -320,23 +321,16 @@ where
     }
     let started = Instant::now();
     let probe = client(opts, 0, Some(opts.probe_timeout))?;
-    let endpoint = probe.endpoint().to_string();
-    progress(&PullEvent::Connecting { endpoint: endpoint.clone(), repo_id: target.repo_id.clone() });
-    let (owner, name) = hf_hub::split_id(&target.repo_id);
-    let rev = target.revision.clone().unwrap_or_else(|| "main".into());
-
-    let probed = tokio::time::timeout(opts.probe_timeout, probe.model(owner, name).info().maybe_revision(target.revision.clone()).send())
-        .await
-        .map_err(|_| HubError::Unreachable {
-            endpoint: endpoint.clone(),
-            name: target.name.clone(),
-            repo_id: target.repo_id.clone(),
-            detail: format!("no answer within {} s", opts.probe_timeout.as_secs()),
-            elapsed: started.elapsed(),
-        })
-        .and_then(|r| r.map_err(|e| map_err(e, &target, &endpoint, &rev, started)));
-    let info = match probed {
-        Ok(info) => info,
+    let attempt = Attempt {
+        target: &target,
+        endpoint: probe.endpoint().to_string(),
+        rev: target.revision.clone().unwrap_or_else(|| "main".into()),
+        started,
+        stall_timeout: opts.stall_timeout,
+    };
+    progress(&PullEvent::Connecting { endpoint: attempt.endpoint.clone(), repo_id: target.repo_id.clone() });
+    let commit = match resolve_commit(&probe, &attempt, opts).await {
+        Ok(commit) => commit,
         // Like huggingface_hub: without a hub, a complete cached copy is still an answer.
         Err(HubError::Unreachable { detail, .. }) if cached_complete(&target, opts).is_some() => {
             let path = cached_complete(&target, opts).unwrap_or_default();
@@ -349,90 +343,18 @@ where
         }
         Err(e) => return Err(e),
     };
-    let commit = info.sha.ok_or_else(|| HubError::Hub {
-        repo_id: target.repo_id.clone(),
-        source: HFError::malformed_response("repo info has no commit sha"),
-    })?;
     progress(&PullEvent::Resolved { repo_id: target.repo_id.clone(), commit: commit.clone() });
 
     // Reachable: the real client keeps hf-hub's retries for transient failures mid-download.
     let hf = client(opts, 3, None)?;
+    let (owner, name) = hf_hub::split_id(&target.repo_id);
     let repo = hf.model(owner, name);
-    let listing = async {
-        let stream = repo.list_tree().revision(commit.clone()).recursive(true).send()?;
-        futures_util::pin_mut!(stream);
-        let mut files = Vec::new();
-        while let Some(entry) = stream.next().await {
-            if let hf_hub::repository::RepoTreeEntry::File { path, size, .. } = entry? {
-                files.push((path, size));
-            }
-        }
-        Ok::<_, HFError>(files)
-    };
-    let tree = tokio::time::timeout(opts.stall_timeout, listing)
-        .await
-        .map_err(|_| HubError::Stalled { name: target.name.clone(), after: opts.stall_timeout })?
-        .map_err(|e| map_err(e, &target, &endpoint, &rev, started))?;
-    if !tree.iter().any(|(p, _)| p == "model_index.json") {
-        return Err(HubError::NotDiffusers { repo_id: target.repo_id.clone() });
-    }
-    let index_path =
-        tokio::time::timeout(opts.stall_timeout, repo.download_file().filename("model_index.json").revision(commit.clone()).send())
-            .await
-            .map_err(|_| HubError::Stalled { name: target.name.clone(), after: opts.stall_timeout })?
-            .map_err(|e| map_err(e, &target, &endpoint, &rev, started))?;
-    let index_bytes = std::fs::read(&index_path).map_err(|e| HubError::io(&index_path, e))?;
-    let index: serde_json::Value =
-        serde_json::from_slice(&index_bytes).map_err(|e| HubError::BadConfig { path: index_path.clone(), detail: e.to_string() })?;
-
-    let sel = select_files(&target.repo_id, &tree, &index, &opts.variant, opts.include_onnx, &opts.skip_components)?;
+    let sel = plan_files(&repo, &commit, &attempt, opts).await?;
     for n in &sel.notes {
         progress(&PullEvent::Note(n.clone()));
     }
-    let bytes_total: u64 = sel.files.iter().map(|(_, s)| s).sum();
-    progress(&PullEvent::Planned { files: sel.files.len(), bytes: bytes_total });
-
-    let tracker = Arc::new(Tracker::default());
-    let patterns: Vec<String> = sel.files.iter().map(|(p, _)| glob_escape(p)).collect();
-    let download = repo
-        .snapshot_download()
-        .revision(commit.clone())
-        .allow_patterns(patterns)
-        .max_workers(opts.max_workers.max(1))
-        .progress(Arc::clone(&tracker))
-        .send();
-    tokio::pin!(download);
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut last = (usize::MAX, u64::MAX);
-    let mut last_change = Instant::now();
-    let path = loop {
-        tokio::select! {
-            r = &mut download => break r.map_err(|e| map_err(e, &target, &endpoint, &rev, started))?,
-            _ = tick.tick() => {
-                let now = tracker.totals(&sel.files);
-                if now != last {
-                    last = now;
-                    last_change = Instant::now();
-                    progress(&PullEvent::Progress {
-                        files_done: now.0, files_total: sel.files.len(), bytes_done: now.1, bytes_total,
-                    });
-                } else if last_change.elapsed() > opts.stall_timeout {
-                    return Err(HubError::Stalled { name: target.name.clone(), after: opts.stall_timeout });
-                }
-            }
-        }
-    };
-    progress(&PullEvent::Progress { files_done: sel.files.len(), files_total: sel.files.len(), bytes_done: bytes_total, bytes_total });
-
-    // hf-hub writes refs only for branch downloads; we downloaded by commit to pin the file
-    // list, so record the branch/tag ourselves, as huggingface_hub would.
-    if !is_commit_hash(&rev) {
-        let ref_path = opts.cache_dir.join(repo_folder_name(&target.repo_id)).join("refs").join(&rev);
-        if let Some(parent) = ref_path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
-        }
-        std::fs::write(&ref_path, &commit).map_err(|e| HubError::io(&ref_path, e))?;
-    }
+    let path = download_files(&repo, &commit, &sel.files, &attempt, opts, &mut progress).await?;
+    record_ref(opts, &target.repo_id, &attempt.rev, &commit)?;
     let insp = inspect_path(&path)?;
     if !insp.complete() {
         return Err(HubError::Incomplete {
@@ -444,6 +366,139 @@ where
     }
     progress(&PullEvent::Finished { path: path.clone() });
     Ok(path)
+}
+
+/// One pull's context, for the errors of each of its requests: what it pulls, from where,
+/// which revision, since when, and how long a request may go without data.
+struct Attempt<'a> {
+    target: &'a PullTarget,
+    endpoint: String,
+    rev: String,
+    started: Instant,
+    stall_timeout: Duration,
+}
+
+impl Attempt<'_> {
+    /// An hf-hub error as the [`HubError`] that tells the user what went wrong.
+    fn hub_error(&self, e: HFError) -> HubError {
+        map_err(e, self.target, &self.endpoint, &self.rev, self.started)
+    }
+
+    /// The error for a request that received nothing for [`PullOptions::stall_timeout`].
+    fn stalled(&self) -> HubError {
+        HubError::Stalled { name: self.target.name.clone(), after: self.stall_timeout }
+    }
+
+    /// Runs a request that must answer within the stall timeout.
+    async fn within_stall<T>(&self, request: impl Future<Output = std::result::Result<T, HFError>>) -> Result<T> {
+        tokio::time::timeout(self.stall_timeout, request).await.map_err(|_| self.stalled())?.map_err(|e| self.hub_error(e))
+    }
+}
+
+/// The first contact with the hub (no retries, [`PullOptions::probe_timeout`] at most): the
+/// commit the wanted revision points at.
+async fn resolve_commit(probe: &HFClient, attempt: &Attempt<'_>, opts: &PullOptions) -> Result<String> {
+    let target = attempt.target;
+    let (owner, name) = hf_hub::split_id(&target.repo_id);
+    let info = tokio::time::timeout(opts.probe_timeout, probe.model(owner, name).info().maybe_revision(target.revision.clone()).send())
+        .await
+        .map_err(|_| HubError::Unreachable {
+            endpoint: attempt.endpoint.clone(),
+            name: target.name.clone(),
+            repo_id: target.repo_id.clone(),
+            detail: format!("no answer within {} s", opts.probe_timeout.as_secs()),
+            elapsed: attempt.started.elapsed(),
+        })?
+        .map_err(|e| attempt.hub_error(e))?;
+    info.sha.ok_or_else(|| HubError::Hub {
+        repo_id: target.repo_id.clone(),
+        source: HFError::malformed_response("repo info has no commit sha"),
+    })
+}
+
+/// Lists the repo at `commit`, reads its `model_index.json` and picks the files to fetch
+/// ([`select_files`]).
+async fn plan_files(repo: &HFRepository<RepoTypeModel>, commit: &str, attempt: &Attempt<'_>, opts: &PullOptions) -> Result<Selection> {
+    let target = attempt.target;
+    let listing = async {
+        let stream = repo.list_tree().revision(commit.to_string()).recursive(true).send()?;
+        futures_util::pin_mut!(stream);
+        let mut files = Vec::new();
+        while let Some(entry) = stream.next().await {
+            if let hf_hub::repository::RepoTreeEntry::File { path, size, .. } = entry? {
+                files.push((path, size));
+            }
+        }
+        Ok::<_, HFError>(files)
+    };
+    let tree = attempt.within_stall(listing).await?;
+    if !tree.iter().any(|(p, _)| p == "model_index.json") {
+        return Err(HubError::NotDiffusers { repo_id: target.repo_id.clone() });
+    }
+    let index_path = attempt.within_stall(repo.download_file().filename("model_index.json").revision(commit.to_string()).send()).await?;
+    let index_bytes = std::fs::read(&index_path).map_err(|e| HubError::io(&index_path, e))?;
+    let index: serde_json::Value =
+        serde_json::from_slice(&index_bytes).map_err(|e| HubError::BadConfig { path: index_path.clone(), detail: e.to_string() })?;
+    select_files(&target.repo_id, &tree, &index, &opts.variant, opts.include_onnx, &opts.skip_components)
+}
+
+/// Downloads the planned files (repo paths and sizes) of `commit` into the cache under the
+/// stall watchdog, reporting progress a few times a second; returns the snapshot folder.
+async fn download_files<F: FnMut(&PullEvent)>(
+    repo: &HFRepository<RepoTypeModel>,
+    commit: &str,
+    files: &[(String, u64)],
+    attempt: &Attempt<'_>,
+    opts: &PullOptions,
+    progress: &mut F,
+) -> Result<PathBuf> {
+    let bytes_total: u64 = files.iter().map(|(_, s)| s).sum();
+    progress(&PullEvent::Planned { files: files.len(), bytes: bytes_total });
+    let tracker = Arc::new(Tracker::default());
+    let patterns: Vec<String> = files.iter().map(|(p, _)| glob_escape(p)).collect();
+    let download = repo
+        .snapshot_download()
+        .revision(commit.to_string())
+        .allow_patterns(patterns)
+        .max_workers(opts.max_workers.max(1))
+        .progress(Arc::clone(&tracker))
+        .send();
+    tokio::pin!(download);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last = (usize::MAX, u64::MAX);
+    let mut last_change = Instant::now();
+    let path = loop {
+        tokio::select! {
+            r = &mut download => break r.map_err(|e| attempt.hub_error(e))?,
+            _ = tick.tick() => {
+                let now = tracker.totals(files);
+                if now != last {
+                    last = now;
+                    last_change = Instant::now();
+                    progress(&PullEvent::Progress {
+                        files_done: now.0, files_total: files.len(), bytes_done: now.1, bytes_total,
+                    });
+                } else if last_change.elapsed() > opts.stall_timeout {
+                    return Err(attempt.stalled());
+                }
+            }
+        }
+    };
+    progress(&PullEvent::Progress { files_done: files.len(), files_total: files.len(), bytes_done: bytes_total, bytes_total });
+    Ok(path)
+}
+
+/// hf-hub writes refs only for branch downloads; a pull downloads by commit to pin the file
+/// list, so it records the branch or tag itself, as huggingface_hub would.
+fn record_ref(opts: &PullOptions, repo_id: &str, rev: &str, commit: &str) -> Result<()> {
+    if is_commit_hash(rev) {
+        return Ok(());
+    }
+    let ref_path = opts.cache_dir.join(repo_folder_name(repo_id)).join("refs").join(rev);
+    if let Some(parent) = ref_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| HubError::io(parent, e))?;
+    }
+    std::fs::write(&ref_path, commit).map_err(|e| HubError::io(&ref_path, e))
 }
 
 /// `HF_HUB_OFFLINE`: succeed only when the model is already complete in the cache.

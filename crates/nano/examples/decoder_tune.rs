@@ -33,7 +33,7 @@ fn main() -> plantain_nano::Result<()> {
     for step in 0..steps {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1000 + step);
         let shape = pick_bucket(&shapes, 64, &mut rng);
-        let b = batch(&tok, bs, shape, 0.0, 0.0, 77, &mut rng)?;
+        let b = batch(&tok, bs, shape, 0.0, 77, &mut rng)?;
         let (mean, logvar) = vae.encode(&b.images)?;
         let z = (&mean + ((&logvar * 0.5)?.exp()? * gaussian(mean.dims(), &mut rng)?)?)?.detach();
         let diff = (vae.decode(&z)? - &b.images)?;

@@ -26,16 +26,13 @@ fn main() -> plantain_nano::Result<()> {
     let cfg = plantain_nano::train::checkpoint_config(work).map(|(c, _)| c).unwrap_or_else(|_| NanoConfig::standard());
     let mut store = Store::load(std::path::Path::new(&path), 0)?;
     let vae = plantain_nano::vae::Vae::new(&mut store, &cfg.vae)?;
-    // Loss weights as the trainer puts them on the base scene's cells: none, the object
-    // weight alone, and with outline weights on top.
-    let weightings = [(0.0, 0.0), (8.0, 0.0), (0.0, 16.0), (0.0, 32.0), (4.0, 32.0), (8.0, 32.0), (8.0, 64.0)];
+    // Loss weights as the trainer puts them on the base scene's cells: none, and the
+    // recipe's object weight.
+    let weightings = [0.0, 8.0];
     let weights_of = |mask: Vec<f32>| -> plantain_nano::Result<Vec<Vec<f32>>> {
         let mask = Tensor::from_vec(mask, (1, 1, 64, 64), &Device::Cpu)?;
         let f = cfg.vae.scale_factor();
-        weightings
-            .iter()
-            .map(|&(object, outline)| Ok(plantain_nano::train::cell_weights(&mask, f, object, outline)?.flatten_all()?.to_vec1()?))
-            .collect()
+        weightings.iter().map(|&object| Ok(plantain_nano::train::cell_weights(&mask, f, object)?.flatten_all()?.to_vec1()?)).collect()
     };
     // Mean over channels and cells of weight x squared difference.
     let weighted = |w: &[f32], a: &[f32], b: &[f32]| -> f64 {
@@ -51,7 +48,7 @@ fn main() -> plantain_nano::Result<()> {
     // (latent gap, pixel gap) sums per changed attribute.
     let names = ["shape", "colour", "cell (column)"];
     let mut sums = [(0f64, 0f64); 3];
-    let mut weighted_sums = [[0f64; 7]; 3];
+    let mut weighted_sums = [[0f64; 2]; 3];
     let mut done = 0;
     while done < n {
         let scene = sample_scene(&mut rng, Split::Train);
@@ -104,8 +101,8 @@ fn main() -> plantain_nano::Result<()> {
         println!("| {name} | {:.5} | {:.5} |", sums[k].0 / n as f64, sums[k].1 / n as f64);
     }
     println!();
-    println!("The same latent differences under the diffusion loss's cell weights (object weight k, outline weight e):");
-    let heads: Vec<String> = weightings.iter().map(|(k, e)| format!("k {k}, e {e}")).collect();
+    println!("The same latent differences under the diffusion loss's cell weights (object weight k):");
+    let heads: Vec<String> = weightings.iter().map(|k| format!("k {k}")).collect();
     println!("| changed | {} |", heads.join(" | "));
     println!("|---|{}", "---:|".repeat(weightings.len()));
     for (k, name) in names.iter().enumerate() {

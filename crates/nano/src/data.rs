@@ -4,7 +4,7 @@
 use candle_core::{Device, Result, Tensor};
 use plantain_core::{AspectRatio, native_canvas};
 use plantain_tokenizer::ClipTokenizer;
-use plantain_world::{Caption, Scene, Shape, Split, caption_detailed, is_held_out, render, sample_scene};
+use plantain_world::{Caption, Scene, Split, caption_detailed, render, sample_scene};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -50,77 +50,22 @@ pub struct Batch {
 }
 
 /// `n` training scenes at `width`x`height`; each caption is dropped (replaced by "") with
-/// probability `drop_caption`, which is what classifier-free guidance needs. Each scene is drawn
-/// from the single-object ones with probability `single_object_share` (no extra draws at 0, so
-/// the recipe's batches replay as before).
+/// probability `drop_caption`, which is what classifier-free guidance needs.
 pub fn batch(
     tokenizer: &ClipTokenizer,
     n: usize,
     (width, height): (u32, u32),
     drop_caption: f64,
-    single_object_share: f64,
     max_len: usize,
     rng: &mut ChaCha8Rng,
 ) -> Result<Batch> {
     let mut items = Vec::with_capacity(n);
     for _ in 0..n {
-        let single = single_object_share > 0.0 && rng.random_bool(single_object_share.min(1.0));
-        let mut scene = sample_scene(rng, Split::Train);
-        while single && scene.objects.len() != 1 {
-            scene = sample_scene(rng, Split::Train);
-        }
+        let scene = sample_scene(rng, Split::Train);
         let caption = if rng.random_bool(drop_caption) { None } else { Some(caption_detailed(&scene, rng)) };
         items.push((scene, caption));
     }
     assemble(tokenizer, items, (width, height), max_len)
-}
-
-/// Like [`batch`], but made of `n / 2` twin pairs (items 2i and 2i + 1): a scene, then the same
-/// scene with one object's shape changed ([`shape_twin`]), captioned in the same words but for
-/// the shape (both dropped, or neither).
-pub fn twin_batch(
-    tokenizer: &ClipTokenizer,
-    n: usize,
-    (width, height): (u32, u32),
-    drop_caption: f64,
-    max_len: usize,
-    rng: &mut ChaCha8Rng,
-) -> Result<Batch> {
-    let mut items = Vec::with_capacity(n);
-    for _ in 0..n / 2 {
-        let scene = sample_scene(rng, Split::Train);
-        let twin = shape_twin(&scene, rng);
-        if rng.random_bool(drop_caption) {
-            items.push((scene, None));
-            items.push((twin, None));
-        } else {
-            // The same draws word for word: only the shape's word differs.
-            let mut twin_rng = rng.clone();
-            let caption = caption_detailed(&scene, rng);
-            let twin_caption = caption_detailed(&twin, &mut twin_rng);
-            items.push((scene, Some(caption)));
-            items.push((twin, Some(twin_caption)));
-        }
-    }
-    assemble(tokenizer, items, (width, height), max_len)
-}
-
-/// The scene with one of its objects given another shape, never making a held-out combination
-/// (the scene itself where no other shape is allowed).
-pub fn shape_twin(scene: &Scene, rng: &mut ChaCha8Rng) -> Scene {
-    for _ in 0..64 {
-        let j = rng.random_range(0..scene.objects.len());
-        let shape = Shape::ALL[rng.random_range(0..Shape::ALL.len())];
-        if shape == scene.objects[j].shape {
-            continue;
-        }
-        let mut twin = scene.clone();
-        twin.objects[j].shape = shape;
-        if !is_held_out(&twin) {
-            return twin;
-        }
-    }
-    scene.clone()
 }
 
 /// A scene as the trainer sees it at `width`x`height`: planar RGB pixels in [-1, 1], and its
@@ -197,37 +142,6 @@ pub fn caption_batch(
     Ok((Tensor::from_vec(ids, (n, len), &Device::Cpu)?, eos, targets))
 }
 
-/// One `cw`x`ch` crop per picture, placed so that a pixel picked at random from the picture's
-/// object mask lies inside it at least a quarter of the crop from its left/top edge (so the
-/// object is mostly in view), corners on multiples of `f`. Pictures without objects get a random
-/// crop.
-pub fn object_crops(images: &Tensor, masks: &Tensor, (cw, ch): (u32, u32), f: u32, rng: &mut ChaCha8Rng) -> Result<Tensor> {
-    let (n, _, h, w) = images.dims4()?;
-    let (cw, ch) = (cw as usize, ch as usize);
-    let f = f.max(1) as usize;
-    let mask: Vec<f32> = masks.flatten_all()?.to_vec1()?;
-    let mut crops = Vec::with_capacity(n);
-    for i in 0..n {
-        let m = &mask[i * h * w..(i + 1) * h * w];
-        let on: Vec<usize> = m.iter().enumerate().filter(|(_, v)| **v > 0.5).map(|(k, _)| k).collect();
-        // Where the crop's corner may go: its last multiple of f still inside the picture.
-        let (max_x, max_y) = ((w - cw) / f * f, (h - ch) / f * f);
-        let (x0, y0) = if on.is_empty() {
-            (rng.random_range(0..=max_x / f) * f, rng.random_range(0..=max_y / f) * f)
-        } else {
-            let k = on[rng.random_range(0..on.len())];
-            let (ax, ay) = (k % w, k / w);
-            let place = |a: usize, side: usize, max: usize, rng: &mut ChaCha8Rng| {
-                let offset = rng.random_range(side / 4..=side - 1 - side / 4);
-                (a.saturating_sub(offset).min(max) / f) * f
-            };
-            (place(ax, cw, max_x, rng), place(ay, ch, max_y, rng))
-        };
-        crops.push(images.narrow(0, i, 1)?.narrow(3, x0, cw)?.narrow(2, y0, ch)?);
-    }
-    Tensor::cat(&crops, 0)?.contiguous()
-}
-
 /// Standard normal noise from a seeded generator (the trainer must be reproducible).
 pub fn gaussian(shape: &[usize], rng: &mut ChaCha8Rng) -> Result<Tensor> {
     let n: usize = shape.iter().product();
@@ -300,62 +214,10 @@ mod mask_tests {
     use rand::SeedableRng;
 
     #[test]
-    fn twins_differ_in_one_shape_and_its_word_only() {
-        let tok = ClipTokenizer::embedded_default();
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let b = twin_batch(&tok, 24, (64, 64), 0.0, 77, &mut rng).unwrap();
-        assert_eq!(b.scenes.len(), 24);
-        let mut same_wording = 0;
-        for pair in 0..12 {
-            let (a, t) = (&b.scenes[2 * pair], &b.scenes[2 * pair + 1]);
-            assert_eq!(a.objects.len(), t.objects.len());
-            let changed: Vec<usize> = (0..a.objects.len()).filter(|&j| a.objects[j] != t.objects[j]).collect();
-            assert_eq!(changed.len(), 1, "pair {pair}: one object changes");
-            let j = changed[0];
-            assert_ne!(a.objects[j].shape, t.objects[j].shape);
-            assert_eq!(plantain_world::Object { shape: a.objects[j].shape, ..t.objects[j] }, a.objects[j], "only the shape");
-            assert_eq!((a.background, &a.relations), (t.background, &t.relations));
-            assert!(!is_held_out(t), "pair {pair}: the twin is a training scene");
-            let (ca, ct) = (&b.captions[2 * pair], &b.captions[2 * pair + 1]);
-            assert!(!ca.is_empty() && ca != ct, "pair {pair}: {ca} / {ct}");
-            if ca.split(' ').count() == ct.split(' ').count() {
-                same_wording += 1;
-            }
-        }
-        assert!(same_wording >= 6, "most twin captions keep the wording: {same_wording}/12");
-        // Dropped captions are dropped for both twins.
-        let b = twin_batch(&tok, 4, (64, 64), 1.0, 77, &mut rng).unwrap();
-        assert!(b.captions.iter().all(String::is_empty));
-    }
-
-    #[test]
-    fn a_single_object_share_draws_single_object_scenes_and_zero_replays_the_mix() {
-        let tok = ClipTokenizer::embedded_default();
-        let singles = |share: f64| {
-            let b = batch(&tok, 32, (64, 64), 0.0, share, 77, &mut ChaCha8Rng::seed_from_u64(4)).unwrap();
-            (b.scenes.iter().filter(|s| s.objects.len() == 1).count(), b.captions)
-        };
-        let (all, _) = singles(1.0);
-        assert_eq!(all, 32);
-        let (mixed, captions) = singles(0.0);
-        assert!(mixed < 24, "the world's own mix: {mixed}/32 single-object scenes");
-        // At 0 the batch is exactly what it was before the option existed: no extra draws.
-        let mut rng = ChaCha8Rng::seed_from_u64(4);
-        let plain: Vec<String> = (0..32)
-            .map(|_| {
-                let scene = sample_scene(&mut rng, Split::Train);
-                let _ = rng.random_bool(0.0);
-                caption_detailed(&scene, &mut rng).text
-            })
-            .collect();
-        assert_eq!(captions, plain);
-    }
-
-    #[test]
     fn object_masks_cover_the_objects_and_nothing_else() {
         let tok = ClipTokenizer::embedded_default();
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let b = batch(&tok, 6, (64, 64), 0.0, 0.0, 77, &mut rng).unwrap();
+        let b = batch(&tok, 6, (64, 64), 0.0, 77, &mut rng).unwrap();
         let masks: Vec<f32> = b.object_masks.flatten_all().unwrap().to_vec1().unwrap();
         let px: Vec<f32> = b.images.flatten_all().unwrap().to_vec1().unwrap();
         for (i, scene) in b.scenes.iter().enumerate() {
@@ -372,42 +234,6 @@ mod mask_tests {
                     }
                 }
             }
-        }
-    }
-
-    #[test]
-    fn object_crops_keep_objects_in_view() {
-        let tok = ClipTokenizer::embedded_default();
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let b = batch(&tok, 16, (64, 64), 0.0, 0.0, 77, &mut rng).unwrap();
-        let crops = object_crops(&b.images, &b.object_masks, (32, 32), 4, &mut rng).unwrap();
-        assert_eq!(crops.dims(), &[16, 3, 32, 32]);
-        // Every crop shows a real piece of the picture, and object pixels: with masks cropped
-        // the same way (same rng state) every crop holds some, where random quarters of these
-        // pictures often hold none.
-        let mut rng_a = ChaCha8Rng::seed_from_u64(9);
-        let mut rng_b = ChaCha8Rng::seed_from_u64(9);
-        let img_crops = object_crops(&b.images, &b.object_masks, (32, 32), 4, &mut rng_a).unwrap();
-        let mask_crops = object_crops(&b.object_masks, &b.object_masks, (32, 32), 4, &mut rng_b).unwrap();
-        let m: Vec<f32> = mask_crops.flatten_all().unwrap().to_vec1().unwrap();
-        for (i, c) in m.chunks(32 * 32).enumerate() {
-            let share = c.iter().sum::<f32>() / (32.0 * 32.0);
-            assert!(share > 0.02, "crop {i} shows only {share} object");
-        }
-        // The image crop is the picture at the same place: find it.
-        let px: Vec<f32> = b.images.flatten_all().unwrap().to_vec1().unwrap();
-        let cp: Vec<f32> = img_crops.flatten_all().unwrap().to_vec1().unwrap();
-        for i in 0..16 {
-            let found = (0..=32).step_by(4).any(|y0| {
-                (0..=32).step_by(4).any(|x0| {
-                    (0..3).all(|c| {
-                        (0..32).all(|y| {
-                            (0..32).all(|x| cp[i * 3072 + c * 1024 + y * 32 + x] == px[i * 3 * 4096 + c * 4096 + (y0 + y) * 64 + x0 + x])
-                        })
-                    })
-                })
-            });
-            assert!(found, "crop {i} is not an aligned window of its picture");
         }
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::{NanoConfig, model_index_json, scheduler_json, text_encoder_json, unet_json, vae_json};
-use crate::train::{HIGH_NOISE_FROM, TrainOptions};
+use crate::train::TrainOptions;
 use crate::{NanoError, Result};
 
 /// Facts about the run that the model card reports (kept in the folder's `training.json`).
@@ -212,13 +212,8 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
             seed: o.seed,
             steps: o.steps,
             lr: o.lr,
-            vae_object_crops: o.vae_object_crops,
             mid_noise_share: o.mid_noise_share,
             object_weight: o.object_weight,
-            outline_weight: o.outline_weight,
-            shape_twin_weight: o.shape_twin_weight,
-            object_probe_weight: o.object_probe_weight,
-            single_object_share: o.single_object_share,
             ..r.clone()
         }
     });
@@ -239,38 +234,22 @@ fn recipe_flags(cfg: &NanoConfig, o: &TrainOptions) -> String {
     };
     match (recipe, architecture) {
         (Some((flag, r)), Some(a)) => {
-            let crops = if o.vae_object_crops { " --object-crops" } else { "" };
             let mid =
                 if o.mid_noise_share != r.mid_noise_share { format!(" --mid-noise-share {}", o.mid_noise_share) } else { String::new() };
             let object = if o.object_weight != r.object_weight { format!(" --object-weight {}", o.object_weight) } else { String::new() };
-            let outline =
-                if o.outline_weight != r.outline_weight { format!(" --outline-weight {}", o.outline_weight) } else { String::new() };
-            let twins =
-                if o.shape_twin_weight != r.shape_twin_weight { format!(" --shape-twins {}", o.shape_twin_weight) } else { String::new() };
             let init = o.init_from.as_ref().map(|d| format!(" --init-from {}", d.display())).unwrap_or_default();
             let steps = if o.steps != r.steps { format!(" --steps {}", o.steps) } else { String::new() };
             let lr = if o.lr != r.lr { format!(" --lr {}", o.lr) } else { String::new() };
-            let probe = if o.object_probe_weight != r.object_probe_weight {
-                format!(" --object-probe {}", o.object_probe_weight)
-            } else {
-                String::new()
-            };
-            let single = if o.single_object_share != r.single_object_share {
-                format!(" --single-objects {}", o.single_object_share)
-            } else {
-                String::new()
-            };
-            format!("{flag}{init}{steps}{lr}{crops}{mid}{object}{outline}{twins}{probe}{single}{a}")
+            format!("{flag}{init}{steps}{lr}{mid}{object}{a}")
         }
         _ => "   # plus the non-default options and configuration in training.json".to_string(),
     }
 }
 
 fn crops_text(o: &TrainOptions) -> String {
-    match (o.vae_crop, o.vae_object_crops) {
-        (0, _) => "whole canvases".to_string(),
-        (c, true) => format!("{c} px crops centred near an object"),
-        (c, false) => format!("random {c} px crops"),
+    match o.vae_crop {
+        0 => "whole canvases".to_string(),
+        c => format!("random {c} px crops"),
     }
 }
 
@@ -327,30 +306,8 @@ fn objective_text(o: &TrainOptions) -> String {
     if o.mid_noise_share > 0.0 {
         parts.push(format!("{:.0}% of timesteps drawn logit-normally (the rest uniformly)", o.mid_noise_share * 100.0));
     }
-    if o.high_noise_share > 0.0 {
-        parts.push(format!("{:.0}% of timesteps drawn from t ≥ {HIGH_NOISE_FROM}", o.high_noise_share * 100.0));
-    }
-    let mut cell_terms = Vec::new();
     if o.object_weight > 0.0 {
-        cell_terms.push(format!(" + {} x their object share", o.object_weight));
-    }
-    if o.outline_weight > 0.0 {
-        cell_terms.push(format!(" + {} x their share of a 2 px band along object outlines", o.outline_weight));
-    }
-    if !cell_terms.is_empty() {
-        parts.push(format!("latent cells weighted 1{}", cell_terms.concat()));
-    }
-    if o.shape_twin_weight > 0.0 {
-        parts.push(format!(
-            "batches of twin pairs (one object's shape changed, same noise and wording) with the pair's error difference weighted {}",
-            o.shape_twin_weight
-        ));
-    }
-    if o.object_probe_weight > 0.0 {
-        parts.push(format!(
-            "an object probe (a linear head on the UNet's last features, pooled over each object's box, naming its shape and colour; not exported) weighted {}",
-            o.object_probe_weight
-        ));
+        parts.push(format!("latent cells weighted 1 + {} x their object share", o.object_weight));
     }
     if o.offset_noise > 0.0 {
         parts.push(format!("offset noise {}", o.offset_noise));
@@ -372,32 +329,23 @@ mod card_tests {
         let standard = NanoConfig::standard();
         let opts = TrainOptions { seed: 3, ..TrainOptions::standard() };
         assert_eq!(recipe_flags(&standard, &opts), "");
-        let crops = TrainOptions { vae_object_crops: true, ..opts.clone() };
         let eighth_unet = standard.clone().with_attention_at(&[8]).unwrap();
-        assert_eq!(recipe_flags(&eighth_unet, &crops), " --object-crops --attention 8");
+        assert_eq!(recipe_flags(&eighth_unet, &opts), " --attention 8");
         let everywhere = standard.clone().with_attention_at(&[4, 16, 8]).unwrap();
         assert_eq!(recipe_flags(&everywhere, &opts), " --attention 16,8,4");
-        let frozen = TrainOptions { seed: 3, vae_object_crops: true, ..TrainOptions::frozen_text() };
-        assert_eq!(recipe_flags(&standard, &frozen), " --frozen-text --object-crops");
-        let uniform = TrainOptions { mid_noise_share: 0.0, ..crops.clone() };
-        assert_eq!(recipe_flags(&standard, &uniform), " --object-crops --mid-noise-share 0");
-        let outlined = TrainOptions { outline_weight: 16.0, ..opts.clone() };
-        assert_eq!(recipe_flags(&everywhere, &outlined), " --outline-weight 16 --attention 16,8,4");
-        let outline_only = TrainOptions { object_weight: 0.0, outline_weight: 32.0, ..opts.clone() };
-        assert_eq!(recipe_flags(&standard, &outline_only), " --object-weight 0 --outline-weight 32");
-        let twins = TrainOptions { shape_twin_weight: 2.0, ..opts.clone() };
-        assert_eq!(recipe_flags(&standard, &twins), " --shape-twins 2");
-        let probed = TrainOptions { object_probe_weight: 0.5, ..opts.clone() };
-        assert_eq!(recipe_flags(&standard, &probed), " --object-probe 0.5");
-        assert!(objective_text(&probed).contains("object probe"));
+        let frozen = TrainOptions { seed: 3, ..TrainOptions::frozen_text() };
+        assert_eq!(recipe_flags(&standard, &frozen), " --frozen-text");
+        let uniform = TrainOptions { mid_noise_share: 0.0, ..opts.clone() };
+        assert_eq!(recipe_flags(&standard, &uniform), " --mid-noise-share 0");
+        let unweighted = TrainOptions { object_weight: 0.0, ..opts.clone() };
+        assert_eq!(recipe_flags(&everywhere, &unweighted), " --object-weight 0 --attention 16,8,4");
+        assert!(objective_text(&opts).contains("latent cells weighted 1 + 8 x their object share"));
         let epsilon = TrainOptions { seed: 3, ..TrainOptions::epsilon() };
         assert_eq!(recipe_flags(&standard, &epsilon), " --epsilon");
         let epsilon_mid = TrainOptions { mid_noise_share: 0.5, ..epsilon };
         assert_eq!(recipe_flags(&standard, &epsilon_mid), " --epsilon --mid-noise-share 0.5");
         assert!(standard.clone().with_attention_at(&[32]).is_err());
-        assert_eq!(recipe_flags(&NanoConfig::fine_latents(), &probed), " --object-probe 0.5 --fine-latents");
-        let single = TrainOptions { single_object_share: 1.0, ..opts.clone() };
-        assert_eq!(recipe_flags(&standard, &single), " --single-objects 1");
+        assert_eq!(recipe_flags(&NanoConfig::fine_latents(), &uniform), " --mid-noise-share 0 --fine-latents");
         let wider = NanoConfig { unet: UNetConfig { heads: 8, ..standard.unet.clone() }, ..standard.clone() };
         assert!(recipe_flags(&wider, &opts).contains("training.json"));
         let odd = TrainOptions { warmup: 10, ..opts.clone() };
@@ -410,10 +358,10 @@ mod card_tests {
             text_steps: 0,
             parse_weight: 0.0,
             steps: 600,
-            shape_twin_weight: 4.0,
+            mid_noise_share: 0.25,
             ..opts.clone()
         };
-        assert_eq!(recipe_flags(&standard, &tuned), " --init-from models/plantain-nano --steps 600 --shape-twins 4");
+        assert_eq!(recipe_flags(&standard, &tuned), " --init-from models/plantain-nano --steps 600 --mid-noise-share 0.25");
         assert!(
             model_card(&standard, &ExportInfo { options: tuned, vae_loss: 0.0, loss: 0.0, seconds: 60.0, params: 1 })
                 .contains("Fine-tuned from the model in `models/plantain-nano`")
@@ -421,7 +369,6 @@ mod card_tests {
         // A fine-tune that kept a parse loss is not what the CLI makes.
         let parsed = TrainOptions { init_from: Some("m".into()), vae_steps: 0, text_steps: 0, ..opts.clone() };
         assert!(recipe_flags(&standard, &parsed).contains("training.json"));
-        assert_eq!(crops_text(&crops), "32 px crops centred near an object");
         assert_eq!(crops_text(&opts), "random 32 px crops");
     }
 }

@@ -14,7 +14,6 @@ pub mod export;
 pub mod fused;
 pub mod nn;
 pub mod parse;
-pub mod probe;
 pub mod text;
 pub mod train;
 pub mod unet;

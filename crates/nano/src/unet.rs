@@ -239,12 +239,6 @@ impl UNet {
     /// Noise prediction for latents `x` `[B, C, h, w]` at per-sample `timesteps`, conditioned on
     /// text states `ctx` `[B, T, cross_dim]`.
     pub fn forward(&self, x: &Tensor, timesteps: &[f32], ctx: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_with_features(x, timesteps, ctx)?.0)
-    }
-
-    /// [`UNet::forward`], plus the last feature map `[B, ch0, h, w]` (before the output norm),
-    /// for the object probe ([`crate::probe`]).
-    pub fn forward_with_features(&self, x: &Tensor, timesteps: &[f32], ctx: &Tensor) -> Result<(Tensor, Tensor)> {
         let ch0 = self.cfg.block_out_channels[0];
         let t = timestep_embedding(timesteps, ch0, true, 0.0)?;
         let mut temb = self.time2.forward(&self.time1.forward(&t)?.silu()?)?;
@@ -275,7 +269,6 @@ impl UNet {
                 x = u.forward(&crate::nn::upsample_nearest_2x(&x)?)?;
             }
         }
-        let out = self.conv_out.forward(&self.norm_out.forward_silu(&x)?)?;
-        Ok((out, x))
+        self.conv_out.forward(&self.norm_out.forward_silu(&x)?)
     }
 }

@@ -252,35 +252,6 @@ fn a_frozen_text_encoder_keeps_its_parse_phase_weights() {
 }
 
 #[test]
-fn shape_twins_train_deterministically_and_need_an_even_batch() {
-    let tmp = tempfile::tempdir().unwrap();
-    let opts = TrainOptions { shape_twin_weight: 1.0, ..TrainOptions::smoke() };
-    let run = |name: &str| {
-        let dir = tmp.path().join(name);
-        train(&NanoConfig::tiny(), &opts, &dir.join("w"), &dir.join("m"), &AtomicBool::new(false), &mut |_| {}).unwrap()
-    };
-    let (a, b) = (run("a"), run("b"));
-    assert!(a.loss.is_finite() && a.loss == b.loss);
-    let unet = "m/unet/diffusion_pytorch_model.safetensors";
-    assert!(read(tmp.path().join("a").join(unet)) == read(tmp.path().join("b").join(unet)));
-    let plain = tmp.path().join("plain");
-    let without =
-        train(&NanoConfig::tiny(), &TrainOptions::smoke(), &plain.join("w"), &plain.join("m"), &AtomicBool::new(false), &mut |_| {});
-    assert!(without.unwrap().loss != a.loss, "the twins change the run");
-    let odd = TrainOptions { batch: 3, ..opts.clone() };
-    let err = train(&NanoConfig::tiny(), &odd, &tmp.path().join("w3"), &tmp.path().join("m3"), &AtomicBool::new(false), &mut |_| {})
-        .err()
-        .expect("an odd batch of twins is refused");
-    assert!(err.to_string().contains("not even"), "{err}");
-    let single = TrainOptions { single_object_share: 0.5, ..opts.clone() };
-    let err = train(&NanoConfig::tiny(), &single, &tmp.path().join("w4"), &tmp.path().join("m4"), &AtomicBool::new(false), &mut |_| {})
-        .err()
-        .expect("single-object batches of twins are refused");
-    assert!(err.to_string().contains("single_object_share"), "{err}");
-    assert!(!tmp.path().join("w4").exists(), "refused before anything is written");
-}
-
-#[test]
 fn contradictory_text_options_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let mut opts = TrainOptions::smoke();
@@ -295,11 +266,11 @@ fn contradictory_text_options_are_refused() {
         .err()
         .expect("freezing random weights is refused");
     assert!(err.to_string().contains("random weights"), "{err}");
-    let negative = TrainOptions { outline_weight: -1.0, ..TrainOptions::smoke() };
+    let negative = TrainOptions { object_weight: -1.0, ..TrainOptions::smoke() };
     let err = train(&NanoConfig::tiny(), &negative, &tmp.path().join("w"), &tmp.path().join("m"), &AtomicBool::new(false), &mut |_| {})
         .err()
         .expect("a negative loss weight is refused");
-    assert!(err.to_string().contains("outline_weight -1"), "{err}");
+    assert!(err.to_string().contains("object_weight -1"), "{err}");
     assert!(!tmp.path().join("w").exists(), "nothing is written for refused options");
 }
 
@@ -365,41 +336,6 @@ fn a_fine_tune_starts_from_the_exported_weights_keeps_the_autoencoder_and_resume
         .err()
         .expect("a missing model is refused");
     assert!(err.to_string().contains("training.json"), "{err}");
-}
-
-#[test]
-fn the_object_probe_trains_resumes_exactly_and_is_not_exported() {
-    let tmp = tempfile::tempdir().unwrap();
-    let opts = TrainOptions { object_probe_weight: 1.0, ..TrainOptions::smoke() };
-    let probed = |name: &str, cancel_at: Option<u64>| {
-        let dir = tmp.path().join(name);
-        let cancel = AtomicBool::new(false);
-        train(&NanoConfig::tiny(), &opts, &dir.join("w"), &dir.join("m"), &cancel, &mut |p| {
-            if p.phase == Phase::Diffusion && Some(p.step) == cancel_at {
-                cancel.store(true, Ordering::Relaxed);
-            }
-        })
-    };
-    let a = probed("a", None).unwrap();
-    assert!(matches!(probed("b", Some(2)), Err(plantain_nano::NanoError::Cancelled)));
-    assert!(tmp.path().join("b/w/object_probe.safetensors").is_file(), "the probe head is checkpointed");
-    let b = probed("b", None).unwrap();
-    assert!(a.loss.is_finite() && a.loss == b.loss);
-    let unet = "m/unet/diffusion_pytorch_model.safetensors";
-    assert!(read(tmp.path().join("a").join(unet)) == read(tmp.path().join("b").join(unet)), "resumed differently");
-    let plain = tmp.path().join("plain");
-    train(&NanoConfig::tiny(), &TrainOptions::smoke(), &plain.join("w"), &plain.join("m"), &AtomicBool::new(false), &mut |_| {}).unwrap();
-    assert!(read(plain.join(unet)) != read(tmp.path().join("a").join(unet)), "the probe changes the UNet's training");
-    // The same tensors are exported with and without the probe: its head stays behind.
-    let names = |path: PathBuf| -> Vec<String> {
-        let mut n: Vec<String> = candle_core::safetensors::load(path, &Device::Cpu).unwrap().into_keys().collect();
-        n.sort();
-        n
-    };
-    for part in [unet, "m/text_encoder/model.safetensors"] {
-        assert_eq!(names(plain.join(part)), names(tmp.path().join("a").join(part)), "{part}");
-    }
-    assert!(!names(tmp.path().join("a").join(unet)).iter().any(|n| n.contains("probe")));
 }
 
 /// `NanoConfig::fine_latents` (a four-level UNet whose first two levels have no transformers,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::onnx_proto::*;
-use super::{DType, Dim, Graph, Op, Value};
+use super::{DType, Dim, Graph, Op, StoredTensor, Value};
 
 /// ONNX IR version and default-domain opset we target (ONNX Runtime 1.31 supports both).
 const IR_VERSION: i64 = 9;
@@ -75,130 +75,14 @@ pub fn value_dtypes(graph: &Graph) -> Vec<DType> {
 /// Builds the ONNX model; `file_name` maps each checkpoint path to the location written in the
 /// model (relative to the model's folder).
 pub fn to_model_proto(graph: &Graph, file_name: &dyn Fn(&Path) -> String) -> ModelProto {
-    let dtypes = value_dtypes(graph);
-    let mut nodes = Vec::new();
-    let mut initializers = Vec::new();
-    let mut inputs = Vec::new();
-    let mut aux = 0usize;
-    let mut aux_name = |what: &str| {
-        aux += 1;
-        format!("{what}_{aux}")
-    };
-
+    let mut proto = ProtoGraph { file_name, nodes: Vec::new(), initializers: Vec::new(), inputs: Vec::new(), aux: 0 };
     for (idx, node) in graph.nodes.iter().enumerate() {
-        let out = name(Value(idx));
-        let ins: Vec<String> = node.inputs.iter().map(|v| name(*v)).collect();
-        let mut simple = |op: &str, inputs: Vec<String>, attrs: Vec<AttributeProto>| {
-            nodes.push(NodeProto {
-                input: inputs,
-                output: vec![out.clone()],
-                name: format!("n{idx}"),
-                op_type: op.into(),
-                attribute: attrs,
-                domain: String::new(),
-            });
-        };
-        match &node.op {
-            Op::Input { name: input_name, dtype, dims } => {
-                inputs.push(value_info(input_name, *dtype, Some(dims)));
-                simple("Identity", vec![input_name.clone()], vec![]);
-            }
-            Op::Weight(stored) => {
-                let init_name = if stored.dtype == DType::F32 { out.clone() } else { format!("w{idx}") };
-                initializers.push(TensorProto {
-                    name: init_name.clone(),
-                    dims: stored.shape.iter().map(|&d| d as i64).collect(),
-                    data_type: onnx_dtype(stored.dtype),
-                    external_data: vec![
-                        entry("location", &file_name(&stored.file)),
-                        entry("offset", &stored.offset.to_string()),
-                        entry("length", &stored.byte_len().to_string()),
-                    ],
-                    data_location: 1,
-                    ..Default::default()
-                });
-                if stored.dtype != DType::F32 {
-                    simple("Cast", vec![init_name], vec![attr_int("to", data_type::FLOAT as i64)]);
-                }
-            }
-            Op::ConstF32 { shape, data } => initializers.push(TensorProto {
-                name: out.clone(),
-                dims: shape.iter().map(|&d| d as i64).collect(),
-                data_type: data_type::FLOAT,
-                raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ..Default::default()
-            }),
-            Op::ConstI64 { shape, data } => {
-                let mut t = i64_tensor(out.clone(), data);
-                t.dims = shape.iter().map(|&d| d as i64).collect();
-                initializers.push(t);
-            }
-            Op::Conv { stride, pads } => simple("Conv", ins, vec![attr_ints("strides", &[*stride, *stride]), attr_ints("pads", pads)]),
-            Op::MatMul => simple("MatMul", ins, vec![]),
-            Op::Add => simple("Add", ins, vec![]),
-            Op::Sub => simple("Sub", ins, vec![]),
-            Op::Mul => simple("Mul", ins, vec![]),
-            Op::Div => simple("Div", ins, vec![]),
-            Op::Sigmoid => simple("Sigmoid", ins, vec![]),
-            Op::Relu => simple("Relu", ins, vec![]),
-            Op::Tanh => simple("Tanh", ins, vec![]),
-            Op::Gelu => simple("Gelu", ins, vec![]),
-            Op::Sin => simple("Sin", ins, vec![]),
-            Op::Cos => simple("Cos", ins, vec![]),
-            Op::Exp => simple("Exp", ins, vec![]),
-            Op::Softmax { axis } => simple("Softmax", ins, vec![attr_int("axis", *axis)]),
-            Op::LayerNorm { eps } => simple("LayerNormalization", ins, vec![attr_int("axis", -1), attr_float("epsilon", *eps)]),
-            Op::InstanceNorm { eps } => simple("InstanceNormalization", ins, vec![attr_float("epsilon", *eps)]),
-            Op::Reshape => simple("Reshape", ins, vec![]),
-            Op::Transpose { perm } => simple("Transpose", ins, vec![attr_ints("perm", perm)]),
-            Op::Concat { axis } => simple("Concat", ins, vec![attr_int("axis", *axis)]),
-            Op::Slice { axis, start, end } => {
-                let (s, e, a) = (aux_name("starts"), aux_name("ends"), aux_name("axes"));
-                initializers.push(i64_tensor(s.clone(), &[*start]));
-                initializers.push(i64_tensor(e.clone(), &[*end]));
-                initializers.push(i64_tensor(a.clone(), &[*axis]));
-                simple("Slice", vec![ins[0].clone(), s, e, a], vec![]);
-            }
-            Op::Unsqueeze { axes } => {
-                let a = aux_name("axes");
-                initializers.push(i64_tensor(a.clone(), axes));
-                simple("Unsqueeze", vec![ins[0].clone(), a], vec![]);
-            }
-            Op::Gather { axis } => simple("Gather", ins, vec![attr_int("axis", *axis)]),
-            Op::GatherNdBatch1 => simple("GatherND", ins, vec![attr_int("batch_dims", 1)]),
-            Op::ArgMax { axis } => simple("ArgMax", ins, vec![attr_int("axis", *axis), attr_int("keepdims", 0)]),
-            Op::Shape => simple("Shape", ins, vec![]),
-            Op::CastF32 => simple("Cast", ins, vec![attr_int("to", data_type::FLOAT as i64)]),
-            Op::ResizeNearest2x => {
-                let scales = aux_name("scales");
-                initializers.push(TensorProto {
-                    name: scales.clone(),
-                    dims: vec![4],
-                    data_type: data_type::FLOAT,
-                    raw_data: [1f32, 1.0, 2.0, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect(),
-                    ..Default::default()
-                });
-                // mode "nearest", coordinate_transformation_mode "half_pixel" and nearest_mode
-                // "round_prefer_floor" are the defaults; for an exact 2x scale they pick the same
-                // source pixel as torch's nearest (floor(dst / 2)).
-                simple("Resize", vec![ins[0].clone(), String::new(), scales], vec![]);
-            }
-            Op::Pad { pads } => {
-                let p = aux_name("pads");
-                initializers.push(i64_tensor(p.clone(), pads));
-                simple("Pad", vec![ins[0].clone(), p], vec![]);
-            }
-            Op::ReduceMean { axis } => {
-                let a = aux_name("axes");
-                initializers.push(i64_tensor(a.clone(), &[*axis]));
-                simple("ReduceMean", vec![ins[0].clone(), a], vec![attr_int("keepdims", 1)]);
-            }
-        }
+        proto.add(idx, &node.op, node.inputs.iter().map(|v| name(*v)).collect());
     }
-
+    let dtypes = value_dtypes(graph);
     let mut outputs = Vec::new();
     for (out_name, v) in &graph.outputs {
-        nodes.push(NodeProto {
+        proto.nodes.push(NodeProto {
             input: vec![name(*v)],
             output: vec![out_name.clone()],
             name: format!("out_{out_name}"),
@@ -207,7 +91,7 @@ pub fn to_model_proto(graph: &Graph, file_name: &dyn Fn(&Path) -> String) -> Mod
         });
         outputs.push(value_info(out_name, dtypes[v.0], None));
     }
-
+    let ProtoGraph { nodes, initializers, inputs, .. } = proto;
     ModelProto {
         ir_version: IR_VERSION,
         producer_name: "plantain".into(),
@@ -215,6 +99,144 @@ pub fn to_model_proto(graph: &Graph, file_name: &dyn Fn(&Path) -> String) -> Mod
         graph: Some(GraphProto { node: nodes, name: "plantain".into(), initializer: initializers, input: inputs, output: outputs }),
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
         metadata_props: vec![],
+    }
+}
+
+/// An ONNX graph being built from a [`Graph`]'s nodes, in order: its nodes, initializers and
+/// inputs so far, and a counter that names the auxiliary constants some ops need.
+struct ProtoGraph<'a> {
+    /// Maps each checkpoint path to the location written in the model.
+    file_name: &'a dyn Fn(&Path) -> String,
+    nodes: Vec<NodeProto>,
+    initializers: Vec<TensorProto>,
+    inputs: Vec<ValueInfoProto>,
+    aux: usize,
+}
+
+impl ProtoGraph<'_> {
+    /// Adds node `idx` (op `op` on the values named `ins`), whose output is named after it.
+    fn add(&mut self, idx: usize, op: &Op, ins: Vec<String>) {
+        let out = name(Value(idx));
+        match op {
+            Op::Input { name: input_name, dtype, dims } => {
+                self.inputs.push(value_info(input_name, *dtype, Some(dims)));
+                self.node(idx, "Identity", vec![input_name.clone()], vec![]);
+            }
+            Op::Weight(stored) => self.weight(idx, stored),
+            Op::ConstF32 { shape, data } => self.initializers.push(TensorProto {
+                name: out,
+                dims: shape.iter().map(|&d| d as i64).collect(),
+                data_type: data_type::FLOAT,
+                raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                ..Default::default()
+            }),
+            Op::ConstI64 { shape, data } => {
+                let mut t = i64_tensor(out, data);
+                t.dims = shape.iter().map(|&d| d as i64).collect();
+                self.initializers.push(t);
+            }
+            Op::Conv { stride, pads } => {
+                self.node(idx, "Conv", ins, vec![attr_ints("strides", &[*stride, *stride]), attr_ints("pads", pads)])
+            }
+            Op::MatMul => self.node(idx, "MatMul", ins, vec![]),
+            Op::Add => self.node(idx, "Add", ins, vec![]),
+            Op::Sub => self.node(idx, "Sub", ins, vec![]),
+            Op::Mul => self.node(idx, "Mul", ins, vec![]),
+            Op::Div => self.node(idx, "Div", ins, vec![]),
+            Op::Sigmoid => self.node(idx, "Sigmoid", ins, vec![]),
+            Op::Relu => self.node(idx, "Relu", ins, vec![]),
+            Op::Tanh => self.node(idx, "Tanh", ins, vec![]),
+            Op::Gelu => self.node(idx, "Gelu", ins, vec![]),
+            Op::Sin => self.node(idx, "Sin", ins, vec![]),
+            Op::Cos => self.node(idx, "Cos", ins, vec![]),
+            Op::Exp => self.node(idx, "Exp", ins, vec![]),
+            Op::Softmax { axis } => self.node(idx, "Softmax", ins, vec![attr_int("axis", *axis)]),
+            Op::LayerNorm { eps } => self.node(idx, "LayerNormalization", ins, vec![attr_int("axis", -1), attr_float("epsilon", *eps)]),
+            Op::InstanceNorm { eps } => self.node(idx, "InstanceNormalization", ins, vec![attr_float("epsilon", *eps)]),
+            Op::Reshape => self.node(idx, "Reshape", ins, vec![]),
+            Op::Transpose { perm } => self.node(idx, "Transpose", ins, vec![attr_ints("perm", perm)]),
+            Op::Concat { axis } => self.node(idx, "Concat", ins, vec![attr_int("axis", *axis)]),
+            Op::Slice { axis, start, end } => {
+                let (s, e, a) = (self.aux_i64("starts", &[*start]), self.aux_i64("ends", &[*end]), self.aux_i64("axes", &[*axis]));
+                self.node(idx, "Slice", vec![ins[0].clone(), s, e, a], vec![]);
+            }
+            Op::Unsqueeze { axes } => {
+                let a = self.aux_i64("axes", axes);
+                self.node(idx, "Unsqueeze", vec![ins[0].clone(), a], vec![]);
+            }
+            Op::Gather { axis } => self.node(idx, "Gather", ins, vec![attr_int("axis", *axis)]),
+            Op::GatherNdBatch1 => self.node(idx, "GatherND", ins, vec![attr_int("batch_dims", 1)]),
+            Op::ArgMax { axis } => self.node(idx, "ArgMax", ins, vec![attr_int("axis", *axis), attr_int("keepdims", 0)]),
+            Op::Shape => self.node(idx, "Shape", ins, vec![]),
+            Op::CastF32 => self.node(idx, "Cast", ins, vec![attr_int("to", data_type::FLOAT as i64)]),
+            Op::ResizeNearest2x => self.resize_nearest_2x(idx, &ins[0]),
+            Op::Pad { pads } => {
+                let p = self.aux_i64("pads", pads);
+                self.node(idx, "Pad", vec![ins[0].clone(), p], vec![]);
+            }
+            Op::ReduceMean { axis } => {
+                let a = self.aux_i64("axes", &[*axis]);
+                self.node(idx, "ReduceMean", vec![ins[0].clone(), a], vec![attr_int("keepdims", 1)]);
+            }
+        }
+    }
+
+    /// Appends an `op` node for graph node `idx`, with its output named after it.
+    fn node(&mut self, idx: usize, op: &str, inputs: Vec<String>, attrs: Vec<AttributeProto>) {
+        self.nodes.push(NodeProto {
+            input: inputs,
+            output: vec![name(Value(idx))],
+            name: format!("n{idx}"),
+            op_type: op.into(),
+            attribute: attrs,
+            domain: String::new(),
+        });
+    }
+
+    /// Adds an auxiliary i64 constant (an op's axes, pads, …) as an initializer; returns its name.
+    fn aux_i64(&mut self, what: &str, data: &[i64]) -> String {
+        self.aux += 1;
+        let aux_name = format!("{what}_{}", self.aux);
+        self.initializers.push(i64_tensor(aux_name.clone(), data));
+        aux_name
+    }
+
+    /// A stored weight: an external-data initializer read in place from its checkpoint file,
+    /// cast to f32 when it is stored in another type.
+    fn weight(&mut self, idx: usize, stored: &StoredTensor) {
+        let init_name = if stored.dtype == DType::F32 { name(Value(idx)) } else { format!("w{idx}") };
+        self.initializers.push(TensorProto {
+            name: init_name.clone(),
+            dims: stored.shape.iter().map(|&d| d as i64).collect(),
+            data_type: onnx_dtype(stored.dtype),
+            external_data: vec![
+                entry("location", &(self.file_name)(&stored.file)),
+                entry("offset", &stored.offset.to_string()),
+                entry("length", &stored.byte_len().to_string()),
+            ],
+            data_location: 1,
+            ..Default::default()
+        });
+        if stored.dtype != DType::F32 {
+            self.node(idx, "Cast", vec![init_name], vec![attr_int("to", data_type::FLOAT as i64)]);
+        }
+    }
+
+    /// Nearest-neighbour 2x upsampling of `input` as a Resize with constant scales.
+    fn resize_nearest_2x(&mut self, idx: usize, input: &str) {
+        self.aux += 1;
+        let scales = format!("scales_{}", self.aux);
+        self.initializers.push(TensorProto {
+            name: scales.clone(),
+            dims: vec![4],
+            data_type: data_type::FLOAT,
+            raw_data: [1f32, 1.0, 2.0, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        // mode "nearest", coordinate_transformation_mode "half_pixel" and nearest_mode
+        // "round_prefer_floor" are the defaults; for an exact 2x scale they pick the same
+        // source pixel as torch's nearest (floor(dst / 2)).
+        self.node(idx, "Resize", vec![input.to_string(), String::new(), scales], vec![]);
     }
 }
 

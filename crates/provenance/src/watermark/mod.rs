@@ -391,84 +391,152 @@ pub fn embed_with(img: &RgbImage, payload: &Payload, key: &WatermarkKey, opts: &
     if w == 0 || h == 0 {
         return img.clone();
     }
-    let long = img.width().max(img.height());
-    let cell = cell_px(long);
-    let layout = Layout::new(key);
-    let info = info_bits(key, *payload);
-    let coded = code::encode(&info);
-    let values = layout.cell_values(&coded);
-    // Local activity at the cell scale: standard deviation around a local mean.
     let y = Plane::luma(img);
-    let r = (cell.round() as usize).max(2);
-    let mean = y.box_blur(r);
-    let dev = Plane { w, h, data: y.data.iter().zip(&mean.data).map(|(a, m)| (a - m) * (a - m)).collect() };
-    let sd: Vec<f32> = dev.box_blur(r).data.iter().map(|v| v.max(0.0).sqrt()).collect();
-    drop((mean, dev));
-    let alpha: Vec<f32> = sd.iter().map(|s| (0.85 + 0.3 * s).clamp(0.85, 6.0) * opts.strength).collect();
-    let xs = axis_weights(w, cell);
-    let ys = axis_weights(h, cell);
-    // The chroma copy goes only where luma texture hides it: none on flat areas.
-    let alpha_c: Vec<f32> =
-        sd.iter().map(|s| ((s - CHROMA_TEX.0) / (CHROMA_TEX.1 - CHROMA_TEX.0)).clamp(0.0, 1.0) * CHROMA_AMP * opts.strength).collect();
-    drop(sd);
-    // What the detector reads per cell, at the embedding's own lattice and offset.
-    let g = (long as f32 / WORK_SIDE).max(1.0);
-    let p0 = cell * CELLS as f32 / g;
-    let readings = |luma: &Plane| cell_readings(&fold(&residual(&luma.downscale(g)), p0, 0.0), 0, 0);
-    let host = readings(&y);
-    let mut amp = vec![1f32; NCELLS];
-    // Thumbnails (< 256 px) have too few pixels to be choosy: they use the whole PSNR budget.
-    let rms_range = (if long < 256 { 0.9 * opts.max_rms } else { 0.0 }, opts.max_rms);
-    let mut delta = render(&values, &amp, &alpha, &xs, &ys, rms_range);
-    // Coded-bit error rate of the luma channel alone, unattacked (how hard the picture is).
-    let mut luma_ber = None;
-    if w.min(h) >= 32 {
-        let marked = Plane { w, h, data: y.data.iter().zip(&delta).map(|(a, d)| (a + d).clamp(0.0, 255.0)).collect() };
-        let with = readings(&marked);
-        let (_, errors) = judge(&with, &layout, &coded, &info);
-        luma_ber = Some(errors as f32 / CODED_BITS as f32);
-        // Mean response to the unit-amplitude pattern, in reading units.
-        let gamma = with.iter().zip(&host).zip(&values).map(|((a, b), v)| (a - b) * v).sum::<f32>() / NCELLS as f32;
-        if gamma > 0.0 {
-            for ((a, hst), v) in amp.iter_mut().zip(&host).zip(&values) {
-                *a = (1.0 - 0.8 * hst * v / gamma).clamp(0.25, 3.0);
-            }
-            delta = render(&values, &amp, &alpha, &xs, &ys, rms_range);
+    let embedding = Embedding::new(img, &y, payload, key, opts);
+    let (mut amp, delta, luma_ber) = embedding.informed_amplitudes(&y);
+    drop(y);
+    // The simulated JPEG decides the chroma share and refines the amplitudes; large pictures
+    // go without it.
+    let simulate = embedding.long <= SIM_MAX_SIDE && w.min(h) >= 64;
+    let share = embedding.chroma_share(simulate, luma_ber, &delta);
+    let (delta, cdelta) = embedding.changes(&amp, Some(delta), share);
+    let out = compose(img, &delta, &cdelta);
+    drop((delta, cdelta));
+    if simulate { embedding.refine_against_jpeg(out, &mut amp, share) } else { out }
+}
+
+/// One payload's embedding into one picture: the code it writes, the lattice it writes it on,
+/// the per-pixel amplitudes, and the detector's reading at that lattice.
+struct Embedding<'a> {
+    img: &'a RgbImage,
+    /// The picture's longer side in pixels.
+    long: u32,
+    layout: Layout,
+    info: Vec<u8>,
+    coded: Vec<u8>,
+    /// Each cell's ±1 value (sync sign or coded bit).
+    values: Vec<f32>,
+    /// Per-pixel amplitude of the luma mark and of the chroma copy.
+    alpha: Vec<f32>,
+    alpha_c: Vec<f32>,
+    xs: Vec<(usize, usize, f32, f32)>,
+    ys: Vec<(usize, usize, f32, f32)>,
+    /// The luma mark's RMS range.
+    rms_range: (f32, f32),
+    /// The PSNR budget shared by luma and chroma (mean squared change summed over channels).
+    budget: f64,
+    /// The detector's downscale factor and fold period at the embedding's lattice.
+    g: f32,
+    p0: f32,
+    /// The sync template's FFT, for the combined reading.
+    template: Vec<Complex32>,
+}
+
+impl<'a> Embedding<'a> {
+    /// The embedding of `payload` into `img`, whose luma is `y`.
+    fn new(img: &'a RgbImage, y: &Plane, payload: &Payload, key: &WatermarkKey, opts: &EmbedOptions) -> Self {
+        let long = img.width().max(img.height());
+        let cell = cell_px(long);
+        let layout = Layout::new(key);
+        let info = info_bits(key, *payload);
+        let coded = code::encode(&info);
+        let values = layout.cell_values(&coded);
+        let (alpha, alpha_c) = activity_amplitudes(y, cell, opts.strength);
+        let g = (long as f32 / WORK_SIDE).max(1.0);
+        let mut template: Vec<Complex32> = sync_template(&layout).into_iter().map(|v| Complex32::new(v, 0.0)).collect();
+        dsp::fft2(&mut template, TILE, TILE, false);
+        Embedding {
+            img,
+            long,
+            layout,
+            info,
+            coded,
+            values,
+            alpha,
+            alpha_c,
+            xs: axis_weights(y.w, cell),
+            ys: axis_weights(y.h, cell),
+            // Thumbnails (< 256 px) have too few pixels to be choosy: they use the whole PSNR budget.
+            rms_range: (if long < 256 { 0.9 * opts.max_rms } else { 0.0 }, opts.max_rms),
+            budget: 3.0 * f64::from(opts.max_rms).powi(2),
+            g,
+            p0: cell * CELLS as f32 / g,
+            template,
         }
     }
-    drop(y);
-    // The detector's combined (luma + chroma) cell readings at the embedding's lattice, and
-    // JPEG at SIM_JPEG_QUALITY, for the simulation.
-    let simulate = long <= SIM_MAX_SIDE && w.min(h) >= 64;
-    let mut template: Vec<Complex32> = sync_template(&layout).into_iter().map(|v| Complex32::new(v, 0.0)).collect();
-    dsp::fft2(&mut template, TILE, TILE, false);
-    let read = |im: &RgbImage| {
-        let fl = fold(&residual(&Plane::luma(im).downscale(g)), p0, 0.0);
-        let fc = fold(&residual(&Plane::project(im, CHROMA_W).downscale(g)), p0, 0.0);
-        cell_readings(&combine(fl, Some(fc), &template), 0, 0)
-    };
-    let jpeg = |im: &RgbImage| crate::attacks::jpeg(im, SIM_JPEG_QUALITY).ok();
-    // The chroma copy (zero luma, along CHROMA_U) gets the PSNR budget luma left over, and where
-    // luma would not survive the simulated JPEG anyway, half the budget taken from luma (strong
-    // JPEG erases most of the chroma copy, so pictures whose luma survives it keep their luma
-    // budget). Without the simulation (large images): a quarter or half when luma alone reads
-    // weakly even unattacked (error rate over 2.5% / 6%).
-    let share = match (simulate, luma_ber) {
-        (true, _) => match jpeg(&compose(img, &delta, &[])) {
-            Some(att) if judge(&read(&att), &layout, &coded, &info).0 => 0.0,
-            _ => 0.5,
-        },
-        (false, Some(b)) if b > 0.06 => 0.5,
-        (false, Some(b)) if b > 0.025 => 0.25,
-        (false, Some(_)) => 0.0,
-        (false, None) => 0.25,
-    };
-    let budget = 3.0 * f64::from(opts.max_rms).powi(2);
-    // The luma and chroma changes for these cell amplitudes (`delta`: the luma change already
-    // rendered for them).
-    let make = |amp: &[f32], delta: Option<Vec<f32>>| -> (Vec<f32>, Vec<f32>) {
-        let mut delta = delta.unwrap_or_else(|| render(&values, amp, &alpha, &xs, &ys, rms_range));
-        let mut cdelta = render(&values, amp, &alpha_c, &xs, &ys, (0.0, f32::MAX));
+
+    /// What the detector reads per cell from a luma plane alone.
+    fn luma_readings(&self, luma: &Plane) -> Vec<f32> {
+        cell_readings(&fold(&residual(&luma.downscale(self.g)), self.p0, 0.0), 0, 0)
+    }
+
+    /// The detector's combined (luma + chroma) cell readings of a picture.
+    fn read(&self, im: &RgbImage) -> Vec<f32> {
+        let fl = fold(&residual(&Plane::luma(im).downscale(self.g)), self.p0, 0.0);
+        let fc = fold(&residual(&Plane::project(im, CHROMA_W).downscale(self.g)), self.p0, 0.0);
+        cell_readings(&combine(fl, Some(fc), &self.template), 0, 0)
+    }
+
+    /// Whether these cell readings decode to the payload, and the coded-bit errors.
+    fn judge(&self, cells: &[f32]) -> (bool, usize) {
+        judge(cells, &self.layout, &self.coded, &self.info)
+    }
+
+    /// The luma change for these cell amplitudes.
+    fn render_luma(&self, amp: &[f32]) -> Vec<f32> {
+        render(&self.values, amp, &self.alpha, &self.xs, &self.ys, self.rms_range)
+    }
+
+    /// Informed embedding against the host: the cell amplitudes, the luma change rendered for
+    /// them, and the coded-bit error rate of that luma change alone, unattacked (how hard the
+    /// picture is; none below 32 px).
+    fn informed_amplitudes(&self, y: &Plane) -> (Vec<f32>, Vec<f32>, Option<f32>) {
+        let host = self.luma_readings(y);
+        let mut amp = vec![1f32; NCELLS];
+        let mut delta = self.render_luma(&amp);
+        if y.w.min(y.h) < 32 {
+            return (amp, delta, None);
+        }
+        let marked = Plane { w: y.w, h: y.h, data: y.data.iter().zip(&delta).map(|(a, d)| (a + d).clamp(0.0, 255.0)).collect() };
+        let with = self.luma_readings(&marked);
+        let (_, errors) = self.judge(&with);
+        let luma_ber = Some(errors as f32 / CODED_BITS as f32);
+        // Mean response to the unit-amplitude pattern, in reading units.
+        let gamma = with.iter().zip(&host).zip(&self.values).map(|((a, b), v)| (a - b) * v).sum::<f32>() / NCELLS as f32;
+        if gamma > 0.0 {
+            for ((a, hst), v) in amp.iter_mut().zip(&host).zip(&self.values) {
+                *a = (1.0 - 0.8 * hst * v / gamma).clamp(0.25, 3.0);
+            }
+            delta = self.render_luma(&amp);
+        }
+        (amp, delta, luma_ber)
+    }
+
+    /// The share of the PSNR budget the chroma copy (zero luma, along CHROMA_U) takes from
+    /// luma; it always gets what luma left over. With the simulation: half where luma (this
+    /// `delta`) would not survive the simulated JPEG anyway (strong JPEG erases most of the
+    /// chroma copy, so pictures whose luma survives it keep their luma budget). Without it
+    /// (large images): a quarter or half when luma alone reads weakly even unattacked (error
+    /// rate over 2.5% / 6%).
+    fn chroma_share(&self, simulate: bool, luma_ber: Option<f32>, delta: &[f32]) -> f64 {
+        match (simulate, luma_ber) {
+            (true, _) => match simulated_jpeg(&compose(self.img, delta, &[])) {
+                Some(att) if self.judge(&self.read(&att)).0 => 0.0,
+                _ => 0.5,
+            },
+            (false, Some(b)) if b > 0.06 => 0.5,
+            (false, Some(b)) if b > 0.025 => 0.25,
+            (false, Some(_)) => 0.0,
+            (false, None) => 0.25,
+        }
+    }
+
+    /// The luma and chroma changes for these cell amplitudes (`delta`: the luma change already
+    /// rendered for them), within the budget, the chroma copy taking `share` of it.
+    fn changes(&self, amp: &[f32], delta: Option<Vec<f32>>, share: f64) -> (Vec<f32>, Vec<f32>) {
+        let budget = self.budget;
+        let mut delta = delta.unwrap_or_else(|| self.render_luma(amp));
+        let mut cdelta = render(&self.values, amp, &self.alpha_c, &self.xs, &self.ys, (0.0, f32::MAX));
         let n = delta.len().max(1) as f64;
         let e_c = cdelta.iter().map(|d| f64::from(d * d)).sum::<f64>() / n;
         let e_l = delta.iter().map(|d| f64::from(d * d)).sum::<f64>() / n / f64::from(LUMA_W2);
@@ -480,22 +548,20 @@ pub fn embed_with(img: &RgbImage, payload: &Payload, key: &WatermarkKey, opts: &
         let gc = (give / e_c.max(1e-12)).sqrt() as f32;
         cdelta.iter_mut().for_each(|d| *d *= gc);
         (delta, cdelta)
-    };
-    let (delta, cdelta) = make(&amp, Some(delta));
-    let mut out = compose(img, &delta, &cdelta);
-    drop((delta, cdelta));
-    if simulate {
-        // Refinement against the simulated JPEG: the reading of every cell after it, less the
-        // mark's fitted share, is the interference (host plus codec) that informed embedding
-        // works against; the amplitudes move halfway to the values that would cancel it. The
-        // candidate that reads best (unattacked and after the JPEG both decoding, then fewest
-        // coded-bit errors after the JPEG) is kept; the first one is the plain embedding.
+    }
+
+    /// Refinement against the simulated JPEG: the reading of every cell after it, less the
+    /// mark's fitted share, is the interference (host plus codec) that informed embedding
+    /// works against; the amplitudes move halfway to the values that would cancel it. The
+    /// candidate that reads best (unattacked and after the JPEG both decoding, then fewest
+    /// coded-bit errors after the JPEG) is kept; the first one is `out`, the plain embedding.
+    fn refine_against_jpeg(&self, mut out: RgbImage, amp: &mut [f32], share: f64) -> RgbImage {
         let mut best: Option<((u8, usize), RgbImage)> = None;
         for step in 0..=REFINE_STEPS {
-            let Some(att) = jpeg(&out) else { break };
-            let after = read(&att);
-            let (ok_jpeg, errors) = judge(&after, &layout, &coded, &info);
-            let (ok_clean, _) = judge(&read(&out), &layout, &coded, &info);
+            let Some(att) = simulated_jpeg(&out) else { break };
+            let after = self.read(&att);
+            let (ok_jpeg, errors) = self.judge(&after);
+            let (ok_clean, _) = self.judge(&self.read(&out));
             let score = (u8::from(ok_jpeg) + u8::from(ok_clean), errors);
             if best.as_ref().is_none_or(|(b, _)| score.0 > b.0 || (score.0 == b.0 && score.1 < b.1)) {
                 best = Some((score, out.clone()));
@@ -503,24 +569,41 @@ pub fn embed_with(img: &RgbImage, payload: &Payload, key: &WatermarkKey, opts: &
             if step == REFINE_STEPS || (ok_jpeg && errors == 0) {
                 break;
             }
-            let num: f32 = after.iter().zip(&amp).zip(&values).map(|((r, a), v)| r * a * v).sum();
+            let num: f32 = after.iter().zip(amp.iter()).zip(&self.values).map(|((r, a), v)| r * a * v).sum();
             let den: f32 = amp.iter().map(|a| a * a).sum();
             let gamma = num / den.max(1e-12);
             if gamma.is_nan() || gamma <= 0.0 {
                 break;
             }
-            for ((a, r), v) in amp.iter_mut().zip(&after).zip(&values) {
+            for ((a, r), v) in amp.iter_mut().zip(&after).zip(&self.values) {
                 let interference = r - gamma * *a * v;
                 *a = 0.5 * *a + 0.5 * (1.0 - 0.8 * interference * v / gamma).clamp(0.25, 3.0);
             }
-            let (delta, cdelta) = make(&amp, None);
-            out = compose(img, &delta, &cdelta);
+            let (delta, cdelta) = self.changes(amp, None, share);
+            out = compose(self.img, &delta, &cdelta);
         }
-        if let Some((_, b)) = best {
-            out = b;
-        }
+        best.map_or(out, |(_, b)| b)
     }
-    out
+}
+
+/// Per-pixel amplitudes from local activity at the cell scale (standard deviation around a
+/// local mean) of the luma `y`: the luma mark's, and the chroma copy's, which goes only where
+/// luma texture hides it (none on flat areas).
+fn activity_amplitudes(y: &Plane, cell: f32, strength: f32) -> (Vec<f32>, Vec<f32>) {
+    let r = (cell.round() as usize).max(2);
+    let mean = y.box_blur(r);
+    let dev = Plane { w: y.w, h: y.h, data: y.data.iter().zip(&mean.data).map(|(a, m)| (a - m) * (a - m)).collect() };
+    let sd: Vec<f32> = dev.box_blur(r).data.iter().map(|v| v.max(0.0).sqrt()).collect();
+    drop((mean, dev));
+    let alpha = sd.iter().map(|s| (0.85 + 0.3 * s).clamp(0.85, 6.0) * strength).collect();
+    let alpha_c = sd.iter().map(|s| ((s - CHROMA_TEX.0) / (CHROMA_TEX.1 - CHROMA_TEX.0)).clamp(0.0, 1.0) * CHROMA_AMP * strength).collect();
+    (alpha, alpha_c)
+}
+
+/// The embedder's JPEG simulation: quality [`SIM_JPEG_QUALITY`] with the `image` crate's
+/// encoder, in memory.
+fn simulated_jpeg(im: &RgbImage) -> Option<RgbImage> {
+    crate::attacks::jpeg(im, SIM_JPEG_QUALITY).ok()
 }
 
 /// Adds the luma change `delta` (along [`RGB_FOR_LUMA`]) and the chroma change `cdelta` (along
