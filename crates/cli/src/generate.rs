@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use plantain_core::{AspectRatio, ImageSize, output_pixels};
+use plantain_core::{AspectRatio, DEFAULT_STRENGTH, ImageSize, output_pixels};
 use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::RuntimeOptions;
 use plantain_hub::{Layout, resolve};
 
@@ -59,7 +60,7 @@ pub struct Args {
     #[arg(long, requires = "image")]
     pub mask: Option<PathBuf>,
     /// How much to change --image, 0..1.
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = DEFAULT_STRENGTH)]
     pub strength: f32,
     /// Decode with this TAESD folder instead of the full VAE (much faster, a little softer).
     #[arg(long)]
@@ -152,7 +153,8 @@ pub fn run(a: Args) -> Result<()> {
         ControlFlow::Continue(())
     });
     bar.finish_and_clear();
-    let g = result?;
+    // The model draws at its canvas; the output is resized to the asked pixels.
+    let g = result?.resized(&Lanczos3)?;
     let stamp = provenance_cmd::stamp(&prov, &g.image, format, &resolved.display_name, a.image.as_deref(), &g)?;
     io::write_atomic(&stamp.bytes, &a.output)?;
     for w in &g.warnings {

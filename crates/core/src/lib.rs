@@ -1,17 +1,26 @@
 //! plantain's shared request vocabulary: the aspect ratios and image sizes the Gemini image API
-//! accepts, the exact output pixels it answers with, and the canvas a diffusion model should
-//! draw at before the engine resizes to those pixels. No ML, no IO.
+//! accepts, the exact output pixels it answers with, the canvas a diffusion model should draw
+//! at before the picture is resized to those pixels ([`canvas_for`]), the model families
+//! ([`Family`]) and the generation defaults every front end shares ([`DEFAULT_STRENGTH`], ...).
+//! No ML, no IO.
 //!
 //! The table is the one in `api-spec.md` (Gemini 3.1 Flash Image). Every column is the 1K
 //! column scaled (x0.5, x2, x4), but it is kept cell by cell because clients compare against
 //! Google's published numbers, not a formula.
 
+mod canvas;
+mod defaults;
+mod family;
 pub mod time;
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use canvas::{NATIVE_RATIO_TOLERANCE, canvas_for, native_canvas};
+pub use defaults::{DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
+pub use family::Family;
 
 /// A rejected `aspectRatio` / `imageSize` string; the message lists what is accepted, so it can
 /// go back to API clients as is.
@@ -258,65 +267,6 @@ pub fn output_pixels(ratio: AspectRatio, size: ImageSize) -> (u32, u32) {
     OUTPUT_PIXELS[ratio as usize][size.column()]
 }
 
-/// Largest relative aspect-ratio error [`native_canvas`] accepts when any candidate meets it.
-pub const NATIVE_RATIO_TOLERANCE: f64 = 0.03;
-
-/// The (width, height) a diffusion model should draw at for `ratio`: both multiples of
-/// `multiple` (8 for SD latents, 64 common), the aspect ratio as close as possible, and the
-/// area close to `target_area` (512*512 for SD 1.5, 1024*1024 for SDXL). The engine then
-/// resizes to [`output_pixels`].
-///
-/// The shape is the hard constraint and the area the soft one, because a wrong shape distorts
-/// the picture while a wrong area only changes detail: among grid points whose ratio is within
-/// [`NATIVE_RATIO_TOLERANCE`] it picks the lowest `|ln(area error)| + 4*|ln(ratio error)|`
-/// (so 16:9 at 1024² on a 64 grid is SDXL's 1344x768). Coarse grids on small areas can force a
-/// smaller canvas: 3:4 at 512² on a 64 grid is 384x512. If no candidate is within tolerance
-/// (only for areas of a few grid cells) the closest ratio wins. A `multiple` of 0 counts as 1;
-/// each side is at least one `multiple`.
-pub fn native_canvas(ratio: AspectRatio, target_area: u32, multiple: u32) -> (u32, u32) {
-    let m = f64::from(multiple.max(1));
-    let r = ratio.value();
-    let area = f64::from(target_area.max(1));
-    // Never below one multiple per side: for tiny areas grow the ideal until the short side fits.
-    let short = (area / r).sqrt().min((area * r).sqrt());
-    let ideal_h = (area / r).sqrt() * (m / short).max(1.0);
-    let kh = (ideal_h / m).round().max(1.0);
-
-    // (within tolerance, cost, ratio error, w, h); compared lexicographically below.
-    let mut best: Option<(bool, f64, f64, f64, f64)> = None;
-    let lo = (kh / 2.0).floor().max(1.0) as u64;
-    let hi = (kh * 2.0).ceil() as u64 + 2;
-    for k in lo..=hi {
-        let h = k as f64 * m;
-        let kw = (h * r / m).round();
-        for dw in [-1.0, 0.0, 1.0] {
-            let w = (kw + dw).max(1.0) * m;
-            let ratio_err = (w / h / r).ln().abs();
-            let ok = (w / h / r - 1.0).abs() < NATIVE_RATIO_TOLERANCE;
-            let cost = (w * h / area).ln().abs() + 4.0 * ratio_err;
-            let better = match best {
-                None => true,
-                Some((b_ok, b_cost, b_err, ..)) => match (ok, b_ok) {
-                    (true, false) => true,
-                    (false, true) => false,
-                    (true, true) => cost < b_cost - 1e-12,
-                    (false, false) => ratio_err < b_err - 1e-12,
-                },
-            };
-            if better {
-                best = Some((ok, cost, ratio_err, w, h));
-            }
-        }
-    }
-    let (_, _, _, w, h) = best.unwrap_or((true, 0.0, 0.0, m, m));
-    // Sides are whole multiples near sqrt(u32 area * ratio); saturate rather than wrap if a
-    // side ever passes u32::MAX.
-    let to_u32 = |x: f64| {
-        if x >= f64::from(u32::MAX) { u32::MAX } else { x as u32 }
-    };
-    (to_u32(w), to_u32(h))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,41 +370,5 @@ mod tests {
         let err = serde_json::from_str::<ImageSize>(r#""3K""#).unwrap_err();
         assert!(err.to_string().contains("accepted"), "{err}");
         assert!(serde_json::from_str::<AspectRatio>("5").is_err());
-    }
-
-    #[test]
-    fn native_canvases_keep_the_ratio() {
-        for multiple in [8, 16, 64] {
-            for area in [512 * 512, 768 * 768, 1024 * 1024] {
-                for ratio in AspectRatio::ALL {
-                    let (w, h) = native_canvas(ratio, area, multiple);
-                    assert_eq!((w % multiple, h % multiple), (0, 0));
-                    let ratio_err = (f64::from(w) / f64::from(h) / ratio.value() - 1.0).abs();
-                    assert!(ratio_err < 0.03, "{ratio} {area} /{multiple}: {w}x{h}");
-                    // Area is the soft goal: within 30% even on a 64 grid at 512².
-                    let area_err = (f64::from(w * h) / f64::from(area) - 1.0).abs();
-                    assert!(area_err < 0.3, "{ratio} {area} /{multiple}: {w}x{h} area");
-                    if multiple == 8 {
-                        assert!(area_err < 0.05, "{ratio} {area} /8: {w}x{h} area");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn native_canvas_known_values() {
-        assert_eq!(native_canvas(AspectRatio::R1x1, 512 * 512, 8), (512, 512));
-        assert_eq!(native_canvas(AspectRatio::R1x1, 1024 * 1024, 64), (1024, 1024));
-        assert_eq!(native_canvas(AspectRatio::R16x9, 1024 * 1024, 64), (1344, 768));
-        assert_eq!(native_canvas(AspectRatio::R3x2, 1024 * 1024, 64), (1280, 832));
-        assert_eq!(native_canvas(AspectRatio::R3x4, 512 * 512, 64), (384, 512));
-        assert_eq!(native_canvas(AspectRatio::R21x9, 512 * 512, 8), (784, 336));
-        assert_eq!(native_canvas(AspectRatio::R8x1, 512 * 512, 64), (1536, 192));
-        // Degenerate inputs give a valid canvas instead of panicking.
-        assert_eq!(native_canvas(AspectRatio::R1x1, 0, 0), (1, 1));
-        assert_eq!(native_canvas(AspectRatio::R1x8, 1, 64), (64, 512));
-        let (w, h) = native_canvas(AspectRatio::R8x1, u32::MAX, 8);
-        assert!(w > h && w % 8 == 0);
     }
 }

@@ -2,11 +2,16 @@
 //!
 //! Networks are described once as [`graph::Graph`]s (see [`models`]) bound to the checkpoint's
 //! own weights, exported to ONNX with those weights referenced in place, and run by ONNX Runtime.
+//!
+//! [`pipeline`] holds a loaded model's components and one pipeline per task (txt2img, img2img,
+//! inpainting); a generation comes back at the canvas the model drew, and [`resize`] turns it
+//! into the requested pixels as a separate, swappable step.
 
 pub mod error;
 pub mod graph;
 pub mod models;
 pub mod pipeline;
+pub mod resize;
 pub mod runtime;
 pub mod weights;
 

@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 use common::{runtime, tiny};
 use plantain_engine::EngineError;
 use plantain_engine::pipeline::{GenerateRequest, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::resize::{Lanczos3, Resizer};
 
 fn load(arch: &str) -> Pipeline {
     let opts = LoadOptions { runtime: runtime(), tiny_autoencoder: Some(tiny("taesd")), ..Default::default() };
@@ -37,8 +38,9 @@ fn unmasked_inpainting() -> (image::RgbImage, GenerateRequest) {
     (src, r)
 }
 
+/// A generation resized to the request's pixels, as the CLI and the server make it.
 fn go(p: &Pipeline, r: &GenerateRequest) -> plantain_engine::pipeline::Generated {
-    p.generate(r, &mut |_| ControlFlow::Continue(())).unwrap()
+    p.generate(r, &mut |_| ControlFlow::Continue(())).unwrap().resized(&Lanczos3).unwrap()
 }
 
 #[test]
@@ -88,9 +90,16 @@ fn output_has_exactly_the_requested_pixels() {
     let mut r = request(2);
     r.width = 688;
     r.height = 384;
-    let g = go(&p, &r);
+    let native = p.generate(&r, &mut |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(native.requested, (688, 384));
+    // The engine returns the picture as drawn; resizing is the caller's separate step.
+    assert_eq!(native.image.dimensions(), native.canvas);
+    let g = native.clone().resized(&Lanczos3).unwrap();
     assert_eq!(g.image.dimensions(), (688, 384));
+    assert_eq!(g.image, image::imageops::resize(&native.image, 688, 384, image::imageops::FilterType::Lanczos3));
+    assert_eq!(g.canvas, native.canvas);
     let (cw, ch) = g.canvas;
+    assert_ne!((cw, ch), (688, 384), "688 is off the grid");
     assert_eq!((cw % p.pixel_multiple(), ch % p.pixel_multiple()), (0, 0));
     assert!(((cw as f64 / ch as f64) / (688.0 / 384.0) - 1.0).abs() < 0.1, "canvas {cw}x{ch}");
 }
@@ -215,12 +224,15 @@ fn previews_come_at_the_asked_steps_with_the_output_size_and_end_at_the_final_im
             .generate_with(&r, &mut |pr, st| {
                 assert_eq!(st.latents().len(), 4 * st.latent_size().0 * st.latent_size().1);
                 if [1, 3, 4].contains(&pr.step) {
-                    previews.push((pr.step, p.preview(st, r.width, r.height).unwrap()));
+                    let preview = p.preview(st).unwrap();
+                    previews.push((pr.step, Lanczos3.resize(preview, r.width, r.height).unwrap()));
                     estimates.push(st.denoised().unwrap());
                 }
                 final_latents = st.latents().to_vec();
                 ControlFlow::Continue(())
             })
+            .unwrap()
+            .resized(&Lanczos3)
             .unwrap();
         assert_eq!(previews.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 3, 4], "{decoder:?}");
         for (s, img) in &previews {
@@ -254,7 +266,7 @@ fn previews_of_latent_blend_inpainting_keep_the_unmasked_part() {
     let round_trip = p.decode(&p.encode_image(&src).unwrap(), (8, 8), p.preview_decoder()).unwrap();
     let mut n = 0;
     p.generate_with(&r, &mut |_, st| {
-        assert_eq!(p.preview(st, 64, 64).unwrap(), round_trip);
+        assert_eq!(p.preview(st).unwrap(), round_trip);
         n += 1;
         ControlFlow::Continue(())
     })

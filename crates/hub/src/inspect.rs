@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{HubError, Result};
-use crate::known::{Defaults, Family, Prediction};
+use crate::known::{Defaults, Family, Prediction, family_defaults};
 
 /// How the weights are laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -486,7 +486,7 @@ fn family_from_configs(root: &Path, class_name: Option<&str>) -> (Option<Family>
         ));
         return (None, None, notes);
     };
-    let mut d = family.defaults();
+    let mut d = family_defaults(family);
     if let Some(size) = unet.as_ref().and_then(|u| u.get("sample_size")).and_then(|v| v.as_u64()) {
         // Latents are 1/8 of the image in every SD VAE; smaller VAEs (plantain-nano) say so
         // by their number of blocks.

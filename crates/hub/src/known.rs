@@ -3,35 +3,26 @@
 //! Kept as a static table so `plantain models`, `--help` and error suggestions all
 //! agree, and so adding a model is one entry here.
 
+use plantain_core::{DEFAULT_GUIDANCE, DEFAULT_STEPS};
 use serde::Serialize;
 
-/// Architecture family: decides which UNet/text-encoder wiring the engine builds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-pub enum Family {
-    /// Stable Diffusion 1.x: CLIP ViT-L/14 text encoder, 768-wide cross-attention.
-    Sd1,
-    /// Stable Diffusion 2.x: OpenCLIP ViT-H text encoder, 1024-wide cross-attention.
-    Sd2,
-    /// SDXL: two text encoders, 2048-wide cross-attention, size/crop conditioning.
-    Sdxl,
-}
+/// The model families, defined once in `plantain-core` (the engine uses the same type).
+pub use plantain_core::Family;
 
-impl Family {
-    /// Defaults used when only the family is known (arbitrary local folders).
-    pub fn defaults(self) -> Defaults {
-        match self {
-            Family::Sd1 => Defaults { steps: 25, guidance: 7.5, resolution: 512, prediction: Prediction::Epsilon },
-            Family::Sd2 => Defaults { steps: 25, guidance: 7.5, resolution: 768, prediction: Prediction::VPrediction },
-            Family::Sdxl => Defaults { steps: 30, guidance: 5.0, resolution: 1024, prediction: Prediction::Epsilon },
-        }
-    }
-
-    /// Short display name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Sd1 => "sd1",
-            Family::Sd2 => "sd2",
-            Family::Sdxl => "sdxl",
+/// Sampling defaults used when only the family is known (arbitrary local folders): the shared
+/// defaults for SD 1.x / 2.x, and the resolution their standard checkpoints were trained at.
+pub fn family_defaults(family: Family) -> Defaults {
+    let generic = |prediction| Defaults {
+        steps: DEFAULT_STEPS as u32,
+        guidance: DEFAULT_GUIDANCE,
+        resolution: family.standard_resolution(prediction == Prediction::VPrediction),
+        prediction,
+    };
+    match family {
+        Family::Sd1 => generic(Prediction::Epsilon),
+        Family::Sd2 => generic(Prediction::VPrediction),
+        Family::Sdxl => {
+            Defaults { steps: 30, guidance: 5.0, resolution: family.standard_resolution(false), prediction: Prediction::Epsilon }
         }
     }
 }

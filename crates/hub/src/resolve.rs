@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::cache::{CacheDirs, CacheHit, PLANTAIN_MODELS_ENV, PLANTAIN_NANO_DIR_ENV, expand_home, find_snapshot, plain_dir_candidates};
 use crate::error::{HubError, Result};
 use crate::inspect::{ComponentInfo, Inspection, Layout, PICKLE_EXTS, inspect_path};
-use crate::known::{Defaults, Family, KnownModel, KnownSource, find_known, find_known_repo, known_names, suggest};
+use crate::known::{Defaults, Family, KnownModel, KnownSource, family_defaults, find_known, find_known_repo, known_names, suggest};
 
 /// Where the resolved files were found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,8 +359,8 @@ fn build(
             notes.push(format!(
                 "the table says {} is {}, but its configs look like {}; using the configs",
                 known.map(|k| k.name).unwrap_or("?"),
-                k.as_str(),
-                f.as_str()
+                k.short_name(),
+                f.short_name()
             ));
             Some(f)
         }
@@ -369,10 +369,11 @@ fn build(
     let defaults = match (known.and_then(|k| k.defaults), insp.config_defaults, family) {
         (Some(d), _, _) => d,
         (None, Some(d), _) => d,
-        (None, None, Some(f)) => f.defaults(),
+        (None, None, Some(f)) => family_defaults(f),
         (None, None, None) => {
-            notes.push("family unknown; using SD 1.5 defaults (512px, 25 steps, guidance 7.5)".into());
-            Family::Sd1.defaults()
+            let d = family_defaults(Family::Sd1);
+            notes.push(format!("family unknown; using SD 1.5 defaults ({}px, {} steps, guidance {})", d.resolution, d.steps, d.guidance));
+            d
         }
     };
     let display_name = match (known, &repo_id) {

@@ -5,6 +5,7 @@
 use std::ops::ControlFlow;
 
 use plantain_engine::pipeline::{GenerateRequest, Pipeline};
+use plantain_engine::resize::Lanczos3;
 use plantain_world::{CheckReport, Scene, Split, caption_plain, check, render, sample_scene};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -165,7 +166,7 @@ pub fn evaluate(
             req.init_image = Some(render(&scene, width, height));
             req.strength = strength;
         }
-        let generated = pipeline.generate(&req, &mut |_| ControlFlow::Continue(()))?;
+        let generated = pipeline.generate(&req, &mut |_| ControlFlow::Continue(()))?.resized(&Lanczos3)?;
         let report = check(&scene, &generated.image);
         acc.record(&report);
         let all_correct = report.all_correct();

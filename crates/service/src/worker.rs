@@ -10,8 +10,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use image::RgbImage;
+use plantain_core::{DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
 use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::{GenerateRequest, Generated, LoadOptions, ModelSource, Pipeline, Progress, StepLatents};
+use plantain_engine::resize::{Lanczos3, Resizer};
 use plantain_engine::runtime::RuntimeOptions;
 use plantain_hub::{Layout, ResolveOptions, resolve};
 use tokio::sync::mpsc;
@@ -264,9 +266,9 @@ impl Worker {
         let queue = Arc::new(Queue { inner: Mutex::new(QueueInner::new()), cv: Condvar::new(), capacity, per_caller });
         let spec = cfg.source.clone().unwrap_or_else(|| cfg.name.clone());
         let mut defaults = ModelDefaults {
-            steps: cfg.steps.unwrap_or(25),
-            guidance: cfg.guidance.unwrap_or(7.5),
-            strength: cfg.strength.unwrap_or(0.75),
+            steps: cfg.steps.unwrap_or(DEFAULT_STEPS),
+            guidance: cfg.guidance.unwrap_or(DEFAULT_GUIDANCE),
+            strength: cfg.strength.unwrap_or(DEFAULT_STRENGTH),
             native: 512,
         };
         let resolved = resolve(&spec, &ResolveOptions::for_this_install()).map_err(|e| e.to_string()).and_then(|r| {
@@ -428,7 +430,7 @@ fn run_job(p: &Pipeline, job: &EngineJob) -> JobResult {
                     at = preview_steps(job.previews, pr.total);
                 }
                 if at.contains(&pr.step) {
-                    match p.preview(st, req.width, req.height) {
+                    match p.preview(st).and_then(|canvas| Lanczos3.resize(canvas, req.width, req.height)) {
                         Ok(picture) => {
                             let _ = job.events.send(WorkerEvent::Partial(PreviewEvent {
                                 image: i,
@@ -451,7 +453,7 @@ fn run_job(p: &Pipeline, job: &EngineJob) -> JobResult {
             ControlFlow::Continue(())
         };
         // A panic inside the engine must not take the worker (and the model) down.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.generate_with(req, &mut cb)))
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.generate_with(req, &mut cb)?.resized(&Lanczos3)))
             .unwrap_or_else(|_| Err(EngineError::Runtime("the engine panicked on this request".into())));
         if job.cancel.load(Ordering::Relaxed) {
             return Err(EngineError::Cancelled);

@@ -14,6 +14,7 @@ use plantain_engine::models::presets;
 use plantain_engine::models::unet::{self, UNetConfig};
 use plantain_engine::models::vae::{self, VaeConfig};
 use plantain_engine::pipeline::{GenerateRequest, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::{Input, Network, RuntimeOptions};
 use plantain_engine::weights::TensorIndex;
 
@@ -165,7 +166,7 @@ fn nano(rt: &RuntimeOptions, b: &mut Bench, load_times: &mut Vec<(String, Durati
         "nano_20step_total",
         &format!("plantain-nano 20 steps end-to-end (text + 2x20 UNet evals with guidance {} + VAE decode, {side}x{side})", req.guidance),
         || {
-            p.generate(&req, &mut |_| ControlFlow::Continue(()))?;
+            p.generate(&req, &mut |_| ControlFlow::Continue(()))?.resized(&Lanczos3)?;
             Ok(())
         },
     )
@@ -216,7 +217,7 @@ pub fn run(a: Args) -> Result<()> {
                     "turbo_1step_total",
                     &format!("SD-Turbo 1 step end-to-end (text + UNet + VAE decode, {0}x{0}, `Pipeline::generate`)", a.size),
                     || {
-                        p.generate(&req, &mut |_| ControlFlow::Continue(()))?;
+                        p.generate(&req, &mut |_| ControlFlow::Continue(()))?.resized(&Lanczos3)?;
                         Ok(())
                     },
                 )?;
