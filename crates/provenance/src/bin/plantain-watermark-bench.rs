@@ -266,10 +266,8 @@ fn negatives(covers: &[(String, RgbImage)], n_real: usize, base: Option<&Baselin
         negatives.push((name.clone(), img.clone()));
         let (w, h) = img.dimensions();
         negatives.push((format!("{name} 50%"), image::imageops::resize(img, w / 2, h / 2, image::imageops::FilterType::Triangle)));
-        negatives.push((
-            format!("{name} 150%"),
-            image::imageops::resize(img, w * 3 / 2, h * 3 / 2, image::imageops::FilterType::CatmullRom),
-        ));
+        negatives
+            .push((format!("{name} 150%"), image::imageops::resize(img, w * 3 / 2, h * 3 / 2, image::imageops::FilterType::CatmullRom)));
         negatives.push((format!("{name} crop"), image::imageops::crop_imm(img, w / 7, h / 5, w / 2, h / 2).to_image()));
         negatives.push((format!("{name} jpeg60"), plantain_provenance::attacks::jpeg(img, 60)?));
         negatives.push((format!("{name} rot"), Attack::Rotate(1.0).apply(img)?));
@@ -407,9 +405,7 @@ fn report(
             mean(pb),
             min(pb)
         )),
-        None => {
-            md.push_str(&format!("PSNR (dB, mean / min): ours {:.1} / {:.1}; baseline not run.\n\n", mean(psnr_ours), min(psnr_ours)))
-        }
+        None => md.push_str(&format!("PSNR (dB, mean / min): ours {:.1} / {:.1}; baseline not run.\n\n", mean(psnr_ours), min(psnr_ours))),
     }
     md.push_str("Detected: all covers (photographs / rendered scenes).\n\n");
     md.push_str("| attack | ours: detected | ours: bit accuracy | dwtDct: detected | dwtDct: bit accuracy | ours: s/detect |\n|---|---|---|---|---|---|\n");
