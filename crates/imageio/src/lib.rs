@@ -1,5 +1,6 @@
 //! plantain-imageio: input images — base64, MIME type checked against the bytes, size and
-//! pixel limits (no decompression bombs), decoding — and masks. Errors are typed and their
+//! pixel limits (no decompression bombs), decoding — masks, and the output formats plantain
+//! writes ([`MediaFormat`], [`encode`], [`decode`]). Errors are typed and their
 //! messages name the input, so a server can hand them to its client as they are.
 
 use std::io::Cursor;
@@ -77,6 +78,88 @@ pub fn decode_base64(data: &str, what: &str) -> Result<Vec<u8>, InputError> {
         base64::engine::GeneralPurposeConfig::new().with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
     );
     lenient.decode(&cleaned).or_else(|_| url.decode(&cleaned)).map_err(|e| InputError::new(format!("{what}: invalid base64 data: {e}")))
+}
+
+/// A picture that could not be decoded or encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("not an image plantain can read: {0} bytes that are not PNG, JPEG or WebP")]
+    NotAnImage(usize),
+    #[error("not an image plantain can read: {0}")]
+    Decode(String),
+    #[error("encoding the output: {0}")]
+    Encode(String),
+}
+
+/// The file formats plantain writes and signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum MediaFormat {
+    Png,
+    Jpeg,
+    WebP,
+}
+
+impl MediaFormat {
+    pub fn mime(self) -> &'static str {
+        match self {
+            MediaFormat::Png => "image/png",
+            MediaFormat::Jpeg => "image/jpeg",
+            MediaFormat::WebP => "image/webp",
+        }
+    }
+
+    /// Recognises the format from the first bytes (see [`sniff`]).
+    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+        match sniff(bytes)? {
+            "image/png" => Some(MediaFormat::Png),
+            "image/jpeg" => Some(MediaFormat::Jpeg),
+            "image/webp" => Some(MediaFormat::WebP),
+            _ => None,
+        }
+    }
+
+    /// From a file extension (`png`, `jpg`/`jpeg`, `webp`).
+    pub fn from_extension(ext: &str) -> Option<Self> {
+        match ext.to_ascii_lowercase().as_str() {
+            "png" => Some(MediaFormat::Png),
+            "jpg" | "jpeg" => Some(MediaFormat::Jpeg),
+            "webp" => Some(MediaFormat::WebP),
+            _ => None,
+        }
+    }
+}
+
+/// Largest image side [`decode`] accepts, and its decoded pixels budget.
+pub const MAX_SIDE: u32 = 16384;
+const MAX_ALLOC: u64 = 1 << 30;
+
+/// Decodes PNG/JPEG/WebP bytes with size limits (no decompression bombs).
+pub fn decode(bytes: &[u8]) -> Result<RgbImage, CodecError> {
+    let fmt = match MediaFormat::sniff(bytes) {
+        Some(MediaFormat::Png) => image::ImageFormat::Png,
+        Some(MediaFormat::Jpeg) => image::ImageFormat::Jpeg,
+        Some(MediaFormat::WebP) => image::ImageFormat::WebP,
+        None => return Err(CodecError::NotAnImage(bytes.len())),
+    };
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), fmt);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    Ok(reader.decode().map_err(|e| CodecError::Decode(e.to_string()))?.to_rgb8())
+}
+
+/// Encodes pixels as PNG, JPEG (quality 92) or lossless WebP.
+pub fn encode(img: &RgbImage, format: MediaFormat) -> Result<Vec<u8>, CodecError> {
+    let mut buf = Cursor::new(Vec::new());
+    let r = match format {
+        MediaFormat::Png => img.write_to(&mut buf, image::ImageFormat::Png),
+        MediaFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 92).encode_image(img),
+        MediaFormat::WebP => img.write_to(&mut buf, image::ImageFormat::WebP),
+    };
+    r.map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(buf.into_inner())
 }
 
 /// The usual file extension for an image MIME type (`png` for anything unknown).

@@ -55,13 +55,14 @@ pub mod labels;
 pub mod testimages;
 pub mod watermark;
 
-use std::io::Cursor;
 use std::path::PathBuf;
 
 use image::RgbImage;
 
 pub use crate::c2pa::{Action, Ingredient, ManifestInfo, ManifestReport, Trust};
 pub use identity::SigningIdentity;
+/// The file formats plantain writes and signs, and their codecs, are `plantain-imageio`'s.
+pub use plantain_imageio::{MAX_SIDE, MediaFormat, decode, encode};
 pub use watermark::{Detection, Payload, WatermarkKey};
 
 /// Errors of this crate.
@@ -79,78 +80,13 @@ pub enum ProvenanceError {
     Encode(String),
 }
 
-/// The file formats plantain writes and signs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum MediaFormat {
-    Png,
-    Jpeg,
-    WebP,
-}
-
-impl MediaFormat {
-    pub fn mime(self) -> &'static str {
-        match self {
-            MediaFormat::Png => "image/png",
-            MediaFormat::Jpeg => "image/jpeg",
-            MediaFormat::WebP => "image/webp",
+impl From<plantain_imageio::CodecError> for ProvenanceError {
+    fn from(e: plantain_imageio::CodecError) -> Self {
+        match e {
+            plantain_imageio::CodecError::Encode(m) => ProvenanceError::Encode(m),
+            other => ProvenanceError::BadImage(other.to_string()),
         }
     }
-
-    /// Recognises the format from the first bytes.
-    pub fn sniff(bytes: &[u8]) -> Option<Self> {
-        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-            Some(MediaFormat::Png)
-        } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-            Some(MediaFormat::Jpeg)
-        } else if bytes.len() >= 12 && &bytes[0..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-            Some(MediaFormat::WebP)
-        } else {
-            None
-        }
-    }
-
-    /// From a file extension (`png`, `jpg`/`jpeg`, `webp`).
-    pub fn from_extension(ext: &str) -> Option<Self> {
-        match ext.to_ascii_lowercase().as_str() {
-            "png" => Some(MediaFormat::Png),
-            "jpg" | "jpeg" => Some(MediaFormat::Jpeg),
-            "webp" => Some(MediaFormat::WebP),
-            _ => None,
-        }
-    }
-}
-
-/// Largest image side accepted by [`verify`] and decoded pixels budget.
-pub const MAX_SIDE: u32 = 16384;
-const MAX_ALLOC: u64 = 1 << 30;
-
-/// Decodes PNG/JPEG/WebP bytes with size limits (no decompression bombs).
-pub fn decode(bytes: &[u8]) -> Result<RgbImage, ProvenanceError> {
-    let fmt = match MediaFormat::sniff(bytes) {
-        Some(MediaFormat::Png) => image::ImageFormat::Png,
-        Some(MediaFormat::Jpeg) => image::ImageFormat::Jpeg,
-        Some(MediaFormat::WebP) => image::ImageFormat::WebP,
-        None => return Err(ProvenanceError::BadImage(format!("{} bytes that are not PNG, JPEG or WebP", bytes.len()))),
-    };
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), fmt);
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
-    reader.limits(limits);
-    Ok(reader.decode().map_err(|e| ProvenanceError::BadImage(e.to_string()))?.to_rgb8())
-}
-
-/// Encodes pixels as PNG, JPEG (quality 92) or lossless WebP.
-pub fn encode(img: &RgbImage, format: MediaFormat) -> Result<Vec<u8>, ProvenanceError> {
-    let mut buf = Cursor::new(Vec::new());
-    let r = match format {
-        MediaFormat::Png => img.write_to(&mut buf, image::ImageFormat::Png),
-        MediaFormat::Jpeg => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 92).encode_image(img),
-        MediaFormat::WebP => img.write_to(&mut buf, image::ImageFormat::WebP),
-    };
-    r.map_err(|e| ProvenanceError::Encode(e.to_string()))?;
-    Ok(buf.into_inner())
 }
 
 /// Where provenance material lives and what is on.

@@ -11,14 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use plantain_core::{AspectRatio, ImageSize, output_pixels};
-use plantain_provenance::MediaFormat;
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-use plantain_imageio::{B64, InputImage, decode_base64, decode_input};
+use plantain_imageio::{B64, InputImage, MediaFormat, decode_base64, decode_input};
 use plantain_service::worker::Worker;
 use plantain_service::{ImageRole, JobEvent, JobSpec, Output, RequestCtx};
 use plantain_store::Artefact;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{Admitted, Gemini};

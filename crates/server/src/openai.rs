@@ -13,14 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine as _;
 use plantain_core::ImageSize;
-use plantain_provenance::MediaFormat;
-use plantain_service::{MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE};
+use plantain_imageio::{B64, InputImage, MediaFormat, decode_input, has_alpha, openai_mask};
+use plantain_service::worker::{PreviewEvent, Worker};
+use plantain_service::{ImageRole, Job, JobEvent, JobSpec, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, Output, RequestCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
-
-use plantain_imageio::{B64, InputImage, decode_input, has_alpha, openai_mask};
-use plantain_service::worker::{PreviewEvent, Worker};
-use plantain_service::{ImageRole, Job, JobEvent, JobSpec, Output, RequestCtx};
 
 use crate::AppState;
 use crate::auth::{Admitted, OpenAi};

@@ -11,7 +11,7 @@ use image::GrayImage;
 use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::{GenerateRequest, Generated};
 use plantain_imageio::InputImage;
-use plantain_provenance::MediaFormat;
+use plantain_imageio::MediaFormat;
 use plantain_store::{Artefact, Reservation};
 use tokio::sync::mpsc;
 
