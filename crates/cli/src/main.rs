@@ -44,7 +44,8 @@ enum Command {
 
 /// Logs to stderr at `PLANTAIN_LOG`, else at `default` (a tracing filter).
 pub fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANTAIN_LOG").unwrap_or_else(|_| format!("{default},hf_hub=off").into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANTAIN_LOG")
+        .unwrap_or_else(|_| plantain_service::config::log_filter(default).into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 

@@ -178,6 +178,12 @@ pub struct ModelConfig {
     pub tiny_vae: Option<PathBuf>,
 }
 
+/// The tracing filter for a log `level`: that level, with the chattiest dependencies quieted
+/// (the hub client off, C2PA's per-image progress lines at warn).
+pub fn log_filter(level: &str) -> String {
+    format!("{level},hf_hub=off,c2pa=warn")
+}
+
 /// Where a model runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

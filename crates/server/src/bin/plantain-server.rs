@@ -26,7 +26,8 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANTAIN_LOG").unwrap_or_else(|_| cfg.log.clone().into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PLANTAIN_LOG")
+        .unwrap_or_else(|_| plantain_service::config::log_filter(&cfg.log).into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match plantain_server::run_blocking(cfg) {
         Ok(()) => std::process::ExitCode::SUCCESS,
