@@ -16,7 +16,8 @@ else
   export PYTHONPATH="$VENV/site${PYTHONPATH:+:$PYTHONPATH}"
   "$PY" -c "import google.genai, openai" 2> /dev/null || python3 -m pip install --quiet --target "$VENV/site" "${PKGS[@]}"
 fi
-cargo build ${CARGO_LOCKED:+--locked} -p plantain-server --bin plantain-server
+# With the workspace's features, so that after `cargo test --workspace` nothing is rebuilt.
+cargo build ${CARGO_LOCKED:+--locked} --workspace --bins
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d)
 cat > "$WORK/server.toml" <<TOML
