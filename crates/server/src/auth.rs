@@ -11,8 +11,7 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use plantain_service::RequestCtx;
 
-use crate::error::ApiError;
-use crate::ops::Flavor;
+use crate::error::{ApiError, Flavor};
 use crate::{AppState, RequestId};
 
 /// The key a request carries: `x-goog-api-key`, `Authorization: Bearer`, or `?key=`.

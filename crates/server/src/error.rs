@@ -176,3 +176,19 @@ impl IntoResponse for OpenAiError {
         self.0.respond(self.0.openai_body())
     }
 }
+
+/// Which envelope errors are written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Gemini,
+    OpenAi,
+}
+
+impl Flavor {
+    pub fn render(self, e: ApiError) -> Response {
+        match self {
+            Flavor::Gemini => GeminiError(e).into_response(),
+            Flavor::OpenAi => OpenAiError(e).into_response(),
+        }
+    }
+}

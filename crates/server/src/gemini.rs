@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{Admitted, Gemini};
-use crate::error::{ApiError, GeminiError};
-use crate::ops::{Flavor, idempotent, read_body};
+use crate::error::{ApiError, Flavor, GeminiError};
+use crate::ops::{idempotent, read_body};
 use crate::signature::{SignatureError, Signed};
 
 /// Tokens an input image counts for (Gemini 3.1 Flash Image).

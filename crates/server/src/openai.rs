@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{Admitted, OpenAi};
-use crate::error::{ApiError, OpenAiError};
-use crate::ops::{Flavor, base_url, idempotent, read_body};
+use crate::error::{ApiError, Flavor, OpenAiError};
+use crate::ops::{base_url, idempotent, read_body};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

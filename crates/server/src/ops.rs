@@ -18,23 +18,7 @@ use plantain_store::{IdempotencyScope, IdempotentResponse, now};
 
 use crate::AppState;
 use crate::auth::{Admitted, Gemini};
-use crate::error::{ApiError, GeminiError, OpenAiError};
-
-/// Which envelope errors are written in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Flavor {
-    Gemini,
-    OpenAi,
-}
-
-impl Flavor {
-    pub fn render(self, e: ApiError) -> Response {
-        match self {
-            Flavor::Gemini => GeminiError(e).into_response(),
-            Flavor::OpenAi => OpenAiError(e).into_response(),
-        }
-    }
-}
+use crate::error::{ApiError, Flavor, GeminiError, OpenAiError};
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()

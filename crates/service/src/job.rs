@@ -10,8 +10,7 @@ use std::time::Instant;
 use image::GrayImage;
 use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::{GenerateRequest, Generated};
-use plantain_imageio::InputImage;
-use plantain_imageio::MediaFormat;
+use plantain_imageio::{InputImage, MediaFormat};
 use plantain_store::{Artefact, Reservation};
 use tokio::sync::mpsc;
 
@@ -264,24 +263,6 @@ impl Job {
     pub async fn finish(self, svc: &Service) -> Result<Vec<Output>, ServiceError> {
         let ran = self.run().await?;
         svc.publish(ran).await
-    }
-
-    /// Stamps a partial image like a finished one (watermark, labels, signed C2PA that records
-    /// it as partial image `index` after step `step`). Partial images are not stored.
-    pub async fn stamp_partial(&self, svc: &Service, ev: PreviewEvent) -> Result<Vec<u8>, ServiceError> {
-        let stamper = crate::publish::Stamper::new(svc, &self.spec);
-        let seed = self.seeds.get(ev.image).copied().unwrap_or_default();
-        let steps = self.steps;
-        tokio::task::spawn_blocking(move || {
-            let extra = [
-                ("partial_image", serde_json::json!(ev.index)),
-                ("partial_step", serde_json::json!(ev.step)),
-                ("partial_of_steps", serde_json::json!(ev.total)),
-            ];
-            stamper.stamp(&ev.picture, seed, steps, &extra)
-        })
-        .await
-        .map_err(|e| ServiceError::internal(format!("stamping task failed: {e}")))?
     }
 
     pub(crate) fn queued_for(&self) -> std::time::Duration {

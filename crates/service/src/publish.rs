@@ -11,7 +11,8 @@ use plantain_store::{Artefact, Timings, Usage, blob_address, now};
 
 use crate::Service;
 use crate::error::ServiceError;
-use crate::job::{ImageRole, JobSpec, Output, Ran};
+use crate::job::{ImageRole, Job, JobSpec, Output, Ran};
+use crate::worker::PreviewEvent;
 
 /// How a job's images are stamped: the same for its finished images and its partial images.
 #[derive(Clone)]
@@ -163,4 +164,24 @@ fn recorded_params(spec: &JobSpec, steps: usize) -> serde_json::Value {
         o.insert("steps".into(), serde_json::json!(steps));
     }
     p
+}
+
+impl Job {
+    /// Stamps a partial image like a finished one (watermark, labels, signed C2PA that records
+    /// it as partial image `index` after step `step`). Partial images are not stored.
+    pub async fn stamp_partial(&self, svc: &Service, ev: PreviewEvent) -> Result<Vec<u8>, ServiceError> {
+        let stamper = Stamper::new(svc, &self.spec);
+        let seed = self.seeds.get(ev.image).copied().unwrap_or_default();
+        let steps = self.steps;
+        tokio::task::spawn_blocking(move || {
+            let extra = [
+                ("partial_image", serde_json::json!(ev.index)),
+                ("partial_step", serde_json::json!(ev.step)),
+                ("partial_of_steps", serde_json::json!(ev.total)),
+            ];
+            stamper.stamp(&ev.picture, seed, steps, &extra)
+        })
+        .await
+        .map_err(|e| ServiceError::internal(format!("stamping task failed: {e}")))?
+    }
 }
