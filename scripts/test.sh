@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up and runs every default check: what `.ci/run` runs on a fresh clone (about 30 minutes
+# Sets up and runs every default check: what `.ci/run` runs on a fresh clone (about 25 minutes
 # on 2 cores, most of it the first build). Slow checks that are not part of it are named in
 # the README (benchmarks, evals, the full-size model runs).
 set -euo pipefail
