@@ -11,8 +11,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::config::NanoConfig;
 use crate::parse::ParseTarget;
 
-/// The canvases (width, height) the engine draws at for every aspect ratio of the API table:
-/// sides multiples of the model's pixel multiple, area near the native square.
+/// The training canvases (width, height), one per aspect ratio of the API table
+/// ([`native_canvas`]: the ratio kept within 3%, area near the native square, sides multiples of
+/// the model's pixel multiple). The engine draws at `plantain_core::canvas_for` of the output
+/// size, which favours the area and differs from these for some ratios (issue 21's notes).
 pub fn buckets(cfg: &NanoConfig) -> Vec<(u32, u32)> {
     let native = cfg.native_resolution() as u32;
     let mut out: Vec<(u32, u32)> = Vec::new();
