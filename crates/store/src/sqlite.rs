@@ -51,6 +51,18 @@ fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>> {
     Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }
 
+/// Every row `sql` returns, each read by `row`.
+pub(crate) fn all_rows<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut st = c.prepare(sql)?;
+    let rows = st.query_map(p, row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn json_col(s: String) -> serde_json::Value {
     serde_json::from_str(&s).unwrap_or(serde_json::Value::Null)
 }
@@ -137,15 +149,21 @@ fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
+/// Images recorded for `key_id` since `since`.
+fn images_recorded(conn: &Connection, key_id: Option<&str>, since: i64) -> Result<u64> {
+    let n: i64 =
+        conn.query_row("SELECT COUNT(*) FROM artefacts WHERE key_id IS ?1 AND created_at >= ?2", params![key_id, since], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
 /// Images recorded plus live reservations for `key_id` in the window from `since`.
 fn images_used(conn: &Connection, key_id: Option<&str>, since: i64, now: i64) -> Result<u64> {
-    let n: i64 = conn.query_row(
-        "SELECT (SELECT COUNT(*) FROM artefacts WHERE key_id IS ?1 AND created_at >= ?2) \
-         + (SELECT COALESCE(SUM(images), 0) FROM quota_reservations WHERE key_id IS ?1 AND expires_at > ?3)",
-        params![key_id, since, now],
+    let reserved: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(images), 0) FROM quota_reservations WHERE key_id IS ?1 AND expires_at > ?2",
+        params![key_id, now],
         |r| r.get(0),
     )?;
-    Ok(n as u64)
+    Ok(images_recorded(conn, key_id, since)? + reserved as u64)
 }
 
 #[async_trait]
@@ -177,21 +195,14 @@ impl Artefacts for SqliteStore {
     async fn artefacts_of_request(&self, request_id: &str) -> Result<Vec<Artefact>> {
         let id = request_id.to_string();
         self.run(move |c| {
-            let mut st = c.prepare(&format!("SELECT {ARTEFACT_COLS} FROM artefacts WHERE request_id = ?1 ORDER BY rowid"))?;
-            let rows = st.query_map([id], artefact_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            all_rows(c, &format!("SELECT {ARTEFACT_COLS} FROM artefacts WHERE request_id = ?1 ORDER BY rowid"), [id], artefact_row)
         })
         .await
     }
 
     async fn images_since(&self, key_id: Option<&str>, since: i64) -> Result<u64> {
         let key = key_id.map(str::to_string);
-        self.run(move |c| {
-            let n: i64 =
-                c.query_row("SELECT COUNT(*) FROM artefacts WHERE key_id IS ?1 AND created_at >= ?2", params![key, since], |r| r.get(0))?;
-            Ok(n as u64)
-        })
-        .await
+        self.run(move |c| images_recorded(c, key.as_deref(), since)).await
     }
 
     async fn reserve_images(&self, key_id: Option<&str>, since: i64, wanted: u64, limit: u64) -> Result<Reservation> {
@@ -227,10 +238,7 @@ impl Artefacts for SqliteStore {
     async fn delete_artefacts_before(&self, before: i64) -> Result<Vec<String>> {
         self.run(move |conn| {
             let tx = write_tx(conn)?;
-            let hashes: Vec<String> = tx
-                .prepare("SELECT output_hash FROM artefacts WHERE created_at < ?1")?
-                .query_map([before], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            let hashes: Vec<String> = all_rows(&tx, "SELECT output_hash FROM artefacts WHERE created_at < ?1", [before], |r| r.get(0))?;
             tx.execute("DELETE FROM artefacts WHERE created_at < ?1", [before])?;
             let unused = unused_blobs(&tx, hashes)?;
             tx.commit()?;
@@ -246,10 +254,8 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRecord> {
 
 /// Hashes of the blobs a key's records point at, then the records deleted.
 fn delete_key_rows(tx: &Transaction<'_>, key_id: &str) -> Result<Vec<String>> {
-    let mut hashes: Vec<String> =
-        tx.prepare("SELECT output_hash FROM artefacts WHERE key_id = ?1")?.query_map([key_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    let files: Vec<Option<String>> =
-        tx.prepare("SELECT sha256 FROM files WHERE key_id = ?1")?.query_map([key_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut hashes: Vec<String> = all_rows(tx, "SELECT output_hash FROM artefacts WHERE key_id = ?1", [key_id], |r| r.get(0))?;
+    let files: Vec<Option<String>> = all_rows(tx, "SELECT sha256 FROM files WHERE key_id = ?1", [key_id], |r| r.get(0))?;
     hashes.extend(files.into_iter().flatten());
     tx.execute("DELETE FROM artefacts WHERE key_id = ?1", [key_id])?;
     tx.execute("DELETE FROM files WHERE key_id = ?1", [key_id])?;
@@ -272,12 +278,7 @@ impl Keys for SqliteStore {
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
-        self.run(|c| {
-            let mut st = c.prepare("SELECT id, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id")?;
-            let rows = st.query_map([], key_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        self.run(|c| all_rows(c, "SELECT id, name, created_at, revoked_at FROM api_keys ORDER BY created_at, id", [], key_row)).await
     }
 
     async fn revoke_key(&self, id: &str) -> Result<bool> {
@@ -402,9 +403,7 @@ pub(crate) fn put_file_on(conn: &Connection, f: &FileRecord) -> Result<()> {
 }
 
 fn files_where(c: &Connection, cond: &str, p: impl rusqlite::Params) -> Result<Vec<FileRecord>> {
-    let mut st = c.prepare(&format!("SELECT {FILE_COLS} FROM files WHERE {cond}"))?;
-    let rows = st.query_map(p, file_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    all_rows(c, &format!("SELECT {FILE_COLS} FROM files WHERE {cond}"), p, file_row)
 }
 
 #[async_trait]

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{SqliteStore, put_file_on, unused_blob, write_tx};
+use super::{SqliteStore, all_rows, put_file_on, unused_blob, write_tx};
 use crate::Batches;
 use crate::error::Result;
 use crate::now;
@@ -162,21 +162,15 @@ impl Batches for SqliteStore {
     async fn list_batches(&self, key_id: Option<&str>) -> Result<Vec<BatchRecord>> {
         let key = key_id.map(str::to_string);
         self.run(move |c| {
-            let mut st = c.prepare(&format!("SELECT {BATCH_COLS} FROM batches WHERE key_id IS ?1 ORDER BY created_at DESC, name"))?;
-            let rows = st.query_map([key], batch_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            all_rows(c, &format!("SELECT {BATCH_COLS} FROM batches WHERE key_id IS ?1 ORDER BY created_at DESC, name"), [key], batch_row)
         })
         .await
     }
 
     async fn batch_items(&self, name: &str) -> Result<Vec<BatchItem>> {
         let name = name.to_string();
-        self.run(move |c| {
-            let mut st = c.prepare(&format!("SELECT {ITEM_COLS} FROM batch_items WHERE batch = ?1 ORDER BY idx"))?;
-            let rows = st.query_map([name], item_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-        .await
+        self.run(move |c| all_rows(c, &format!("SELECT {ITEM_COLS} FROM batch_items WHERE batch = ?1 ORDER BY idx"), [name], item_row))
+            .await
     }
 
     async fn complete_batch(&self, name: &str, state: BatchState, output: Option<&FileRecord>) -> Result<bool> {
@@ -186,13 +180,12 @@ impl Batches for SqliteStore {
 
     async fn settled_batches(&self) -> Result<Vec<BatchRecord>> {
         self.run(|c| {
-            let mut st = c.prepare(&format!(
+            let sql = format!(
                 "SELECT {BATCH_COLS} FROM batches WHERE state IN ('pending', 'running') \
                  AND NOT EXISTS (SELECT 1 FROM batch_items i WHERE i.batch = batches.name AND i.state IN ('pending', 'running')) \
                  ORDER BY created_at, name"
-            ))?;
-            let rows = st.query_map([], batch_row)?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            );
+            all_rows(c, &sql, [], batch_row)
         })
         .await
     }
