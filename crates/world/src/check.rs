@@ -25,6 +25,9 @@ use crate::caption::Stated;
 use crate::render::shape_path;
 use crate::scene::{Background, ColorName, HPos, Scene, Shape, VPos};
 
+mod locate;
+pub use locate::{Located, locate};
+
 /// Per-object verdict.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectCheck {
@@ -426,6 +429,19 @@ fn closest_on_segment(p: [f32; 3], a: [f32; 3], b: [f32; 3]) -> [f32; 3] {
 
 /// Reads the background and the objects from an image.
 pub fn analyse(image: &RgbImage) -> Analysis {
+    let parts = analyse_parts(image);
+    Analysis { background: parts.model.background, components: parts.found.into_iter().map(|(c, _)| c).collect() }
+}
+
+/// What [`analyse`] measured, at the analysis resolution, for [`locate`].
+struct Parts {
+    img: Rgb32,
+    model: BackgroundModel,
+    /// Components, largest first, each with its piece's box (inclusive, analysis pixels).
+    found: Vec<(Component, (usize, usize, usize, usize))>,
+}
+
+fn analyse_parts(image: &RgbImage) -> Parts {
     let img = Rgb32::from_image(image);
     let (w, h) = (img.w, img.h);
     let model = BackgroundModel::estimate(&img);
@@ -446,13 +462,13 @@ pub fn analyse(image: &RgbImage) -> Analysis {
     let min_object_area = (0.003 * short * short).max(4.0);
     merge_fragments(&mut pieces, min_object_area, w);
 
-    let mut components: Vec<Component> = pieces
+    let mut found: Vec<(Component, (usize, usize, usize, usize))> = pieces
         .iter()
         .filter(|p| p.pixels.len() as f32 >= min_object_area)
-        .filter_map(|piece| describe(piece, &img, &expected, &distance, &pieces, &model, w, h))
+        .filter_map(|piece| Some((describe(piece, &img, &expected, &distance, &pieces, &model, w, h)?, piece.bbox)))
         .collect();
-    components.sort_by(|a, b| b.area.total_cmp(&a.area));
-    Analysis { background: model.background, components }
+    found.sort_by(|a, b| b.0.area.total_cmp(&a.0.area));
+    Parts { img, model, found }
 }
 
 /// 8-connected components of the pixels where `is_on` holds: a label per pixel (0 = none).
