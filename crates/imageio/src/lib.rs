@@ -3,6 +3,8 @@
 //! writes ([`MediaFormat`], [`encode`], [`decode`]). Errors are typed and their
 //! messages name the input, so a server can hand them to its client as they are.
 
+pub mod composite;
+
 use std::io::Cursor;
 
 use base64::Engine as _;
