@@ -47,7 +47,7 @@ pub fn distance_to(mask: &GrayImage) -> Vec<f32> {
     let big = f32::INFINITY;
     let mut d: Vec<f32> = mask.pixels().map(|p| if p.0[0] > 0 { 0.0 } else { big }).collect();
     let (a, b) = (1.0f32, std::f32::consts::SQRT_2);
-    let mut relax = |d: &mut Vec<f32>, x: usize, y: usize, dx: isize, dy: isize, cost: f32| {
+    let relax = |d: &mut Vec<f32>, x: usize, y: usize, dx: isize, dy: isize, cost: f32| {
         let (nx, ny) = (x as isize + dx, y as isize + dy);
         if nx >= 0 && ny >= 0 && (nx as usize) < w && (ny as usize) < h {
             let candidate = d[ny as usize * w + nx as usize] + cost;

@@ -1,0 +1,577 @@
+//! From an instruction and its pictures to a plan: the region, how it was found, and the work
+//! (done at once as exact maths, or a repaint for a model), then the paste-back.
+
+use image::{GrayImage, Luma, RgbImage};
+use plantain_core::AspectRatio;
+use plantain_imageio::composite;
+use plantain_world::{Background, ColorName, Scene, Size};
+use serde::Serialize;
+
+use super::EditError;
+use super::adjust;
+use super::regions::{FoundBy, Picture, SubjectFinder};
+use super::words::{self, BackgroundPart, Instruction, Operation, Position, Scope, Selector};
+
+/// Settings an edit takes besides its words.
+#[derive(Clone, Debug, Default)]
+pub struct EditOptions {
+    /// Outpainting: the aspect ratio of the new canvas.
+    pub aspect: Option<AspectRatio>,
+    /// The user's mask (white = may change): it is the region, and the words are the prompt.
+    pub mask: Option<GrayImage>,
+}
+
+/// What a model must paint: `image` with the white part of `mask` redrawn after `prompt`
+/// (`mask` None: the whole picture, img2img at `strength`). The answer must be `image`'s size.
+#[derive(Clone, Debug)]
+pub struct PaintRequest {
+    pub image: RgbImage,
+    pub mask: Option<GrayImage>,
+    pub prompt: String,
+    pub negative: Option<String>,
+    pub strength: f32,
+}
+
+/// The work a plan holds.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// Done already (exact image maths): the picture before paste-back.
+    Done(RgbImage),
+    /// For a model.
+    Paint(PaintRequest),
+}
+
+/// An edit, planned.
+#[derive(Clone, Debug)]
+pub struct EditPlan {
+    pub instruction: Instruction,
+    pub found_by: Option<FoundBy>,
+    /// The object the words pointed at, as found.
+    pub target: Option<String>,
+    /// How the work is done, in words.
+    pub method: String,
+    /// Words that could not be checked, choices made.
+    pub notes: Vec<String>,
+    pub work: Work,
+    /// Paste weights over `base`: where they are 0 the output is `base`'s own byte.
+    pub alpha: GrayImage,
+    /// The feather band (pixels) around the region.
+    pub feather: u32,
+    /// What the output starts from: the input, or the extended canvas of an outpainting.
+    base: RgbImage,
+    /// Pixels put back exactly over a model's answer before the paste-back (a fused subject's
+    /// core under its repainted seam).
+    core: Option<(RgbImage, GrayImage)>,
+    pub input_size: (u32, u32),
+    /// Where the input sits in the output (outpainting), else (0, 0).
+    pub offset: (u32, u32),
+}
+
+/// What a plan says it did, for logs, ledgers and answers.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanReport {
+    pub operation: &'static str,
+    pub instruction: Instruction,
+    pub found_by: Option<FoundBy>,
+    pub target: Option<String>,
+    pub method: String,
+    pub notes: Vec<String>,
+    pub input: (u32, u32),
+    pub output: (u32, u32),
+    /// Pixels the plan allowed to change (region and feather band).
+    pub may_change: u64,
+    pub feather: u32,
+    /// Pixels that did change (after the work).
+    pub changed: Option<u64>,
+    /// Pixels that changed outside what the plan allowed (0, checked byte for byte).
+    pub outside_changed: Option<u64>,
+}
+
+/// An edit, made.
+#[derive(Clone, Debug)]
+pub struct Edited {
+    pub image: RgbImage,
+    pub report: PlanReport,
+}
+
+impl EditPlan {
+    /// The repaint a model must do, if any.
+    pub fn paint_request(&self) -> Option<&PaintRequest> {
+        match &self.work {
+            Work::Paint(r) => Some(r),
+            Work::Done(_) => None,
+        }
+    }
+
+    pub fn report(&self) -> PlanReport {
+        PlanReport {
+            operation: self.instruction.operation.name(),
+            instruction: self.instruction.clone(),
+            found_by: self.found_by,
+            target: self.target.clone(),
+            method: self.method.clone(),
+            notes: self.notes.clone(),
+            input: self.input_size,
+            output: self.base.dimensions(),
+            may_change: composite::area(&self.alpha),
+            feather: self.feather,
+            changed: None,
+            outside_changed: None,
+        }
+    }
+
+    /// The plan in words (`--explain`, text parts).
+    pub fn explain(&self) -> String {
+        explain(&self.report())
+    }
+
+    /// Pastes the work back: `painted` is the model's answer to [`EditPlan::paint_request`]
+    /// (resized to the base if it is not its size). Outside `alpha` the output is the base.
+    pub fn finish(&self, painted: Option<RgbImage>) -> Result<Edited, EditError> {
+        let edited = match (&self.work, painted) {
+            (Work::Done(img), _) => img.clone(),
+            (Work::Paint(_), Some(p)) if p.dimensions() == self.base.dimensions() => p,
+            (Work::Paint(_), Some(p)) => {
+                image::imageops::resize(&p, self.base.width(), self.base.height(), image::imageops::FilterType::Lanczos3)
+            }
+            (Work::Paint(_), None) => {
+                return Err(EditError::NeedsPainter(format!("\"{}\" needs a model to paint: {}", self.instruction.text, self.method)));
+            }
+        };
+        let edited = match &self.core {
+            Some((exact, weight)) => composite::paste_back(&edited, exact, weight)?,
+            None => edited,
+        };
+        let image = composite::paste_back(&self.base, &edited, &self.alpha)?;
+        let mut report = self.report();
+        report.changed = Some(composite::changed(&self.base, &image));
+        report.outside_changed = Some(composite::changed_outside(&self.base, &image, &self.alpha));
+        Ok(Edited { image, report })
+    }
+}
+
+/// The report in words.
+pub fn explain(r: &PlanReport) -> String {
+    let total = u64::from(r.output.0) * u64::from(r.output.1);
+    let mut lines = vec![format!("operation: {} (\"{}\")", r.operation, r.instruction.text)];
+    if let Some(t) = &r.target {
+        lines.push(format!("target: {t}"));
+    }
+    if let Some(f) = r.found_by {
+        lines.push(format!("found by: {}", f.describe()));
+    }
+    lines.push(format!(
+        "region: {} of {} pixels may change ({:.1}%, feather band {} px); every other pixel is the input's own",
+        r.may_change,
+        total,
+        100.0 * r.may_change as f64 / total.max(1) as f64,
+        r.feather
+    ));
+    lines.push(format!("done by: {}", r.method));
+    if r.output != r.input {
+        lines.push(format!("canvas: {}x{} → {}x{}", r.input.0, r.input.1, r.output.0, r.output.1));
+    }
+    if let (Some(c), Some(o)) = (r.changed, r.outside_changed) {
+        lines.push(format!("changed: {c} pixels; outside the region: {o}"));
+    }
+    lines.extend(r.notes.iter().map(|n| format!("note: {n}")));
+    lines.join("\n")
+}
+
+/// Plans an edit of `images[0]` (fusion: of several images) after `text`.
+pub fn plan(text: &str, images: &[RgbImage], opts: &EditOptions, finder: Option<&dyn SubjectFinder>) -> Result<EditPlan, EditError> {
+    let Some(first) = images.first() else {
+        return Err(EditError::Invalid("an edit needs a picture to edit".into()));
+    };
+    if let Some(mask) = &opts.mask {
+        return plan_masked(text, first, mask);
+    }
+    let instruction = words::read(text, images.len())?;
+    let mut b = Builder::new(instruction.clone(), first.clone());
+    match &instruction.operation {
+        Operation::Fuse { subjects, into, position, large } => {
+            return super::fuse::plan_fuse(instruction.clone(), images, subjects, *into, *position, *large, finder);
+        }
+        Operation::Outpaint => return plan_outpaint(instruction.clone(), first, opts.aspect),
+        Operation::Adjust { adjustment, scope: Scope::Whole } => {
+            let all = GrayImage::from_pixel(first.width(), first.height(), Luma([255]));
+            b.exact(adjust::apply(first, *adjustment, None), &all, "exact image maths on the whole picture (no model)");
+        }
+        Operation::Restyle { style } => b.restyle(style),
+        _ => {
+            let picture = Picture::analyse(first.clone(), finder)?;
+            b.found_by = Some(picture.found_by);
+            b.on_regions(&picture)?;
+            b.protect(&picture)?;
+            return Ok(b.build());
+        }
+    }
+    if !instruction.keep.is_empty() {
+        let picture = Picture::analyse(first.clone(), finder)?;
+        b.found_by = Some(picture.found_by);
+        b.protect(&picture)?;
+    }
+    Ok(b.build())
+}
+
+/// The user gave a mask: it is the region; the words say what to paint there.
+fn plan_masked(text: &str, image: &RgbImage, mask: &GrayImage) -> Result<EditPlan, EditError> {
+    if mask.dimensions() != image.dimensions() {
+        let (w, h) = image.dimensions();
+        return Err(EditError::Invalid(format!(
+            "the mask is {}x{}; the picture is {w}x{h}: they must be the same size",
+            mask.width(),
+            mask.height()
+        )));
+    }
+    let region = composite::threshold(mask, 128);
+    if composite::area(&region) == 0 {
+        return Err(EditError::Invalid("the mask marks no pixel to change (white = change)".into()));
+    }
+    let instruction = Instruction {
+        operation: Operation::Replace {
+            target: Selector { words: "the masked area".into(), ..Selector::default() },
+            prompt: text.trim().into(),
+        },
+        keep: vec![],
+        text: text.trim().into(),
+    };
+    let mut b = Builder::new(instruction, image.clone());
+    b.found_by = Some(FoundBy::UserMask);
+    b.target = Some(format!("the masked area ({} pixels)", composite::area(&region)));
+    b.paint(&region, text.trim(), None, 1.0, "repainted by the model inside the mask (inpainting), pasted back");
+    Ok(b.build())
+}
+
+/// Collects a plan's parts.
+pub(super) struct Builder {
+    pub instruction: Instruction,
+    pub image: RgbImage,
+    pub found_by: Option<FoundBy>,
+    pub target: Option<String>,
+    pub notes: Vec<String>,
+    pub work: Option<(Work, String)>,
+    pub alpha: GrayImage,
+    pub feather: u32,
+    pub offset: (u32, u32),
+    pub input_size: (u32, u32),
+    pub core: Option<(RgbImage, GrayImage)>,
+}
+
+impl Builder {
+    pub fn new(instruction: Instruction, image: RgbImage) -> Builder {
+        let (w, h) = image.dimensions();
+        Builder {
+            instruction,
+            found_by: None,
+            target: None,
+            notes: vec![],
+            work: None,
+            alpha: GrayImage::new(w, h),
+            feather: 0,
+            offset: (0, 0),
+            input_size: (w, h),
+            core: None,
+            image,
+        }
+    }
+
+    /// Exact work: `edited` differs from the input only where `weight` is not 0.
+    pub fn exact(&mut self, edited: RgbImage, weight: &GrayImage, method: &str) {
+        self.alpha = composite::threshold(weight, 1);
+        self.work = Some((Work::Done(edited), method.into()));
+    }
+
+    /// A repaint of `region` (binary), pasted back over a feather band.
+    pub fn paint(&mut self, region: &GrayImage, prompt: &str, negative: Option<String>, strength: f32, method: &str) {
+        let (w, h) = region.dimensions();
+        self.feather = composite::default_feather(w, h);
+        self.alpha = composite::feathered(region, self.feather);
+        let req = PaintRequest { image: self.image.clone(), mask: Some(region.clone()), prompt: prompt.into(), negative, strength };
+        self.work = Some((Work::Paint(req), method.into()));
+    }
+
+    fn restyle(&mut self, style: &str) {
+        let (w, h) = self.image.dimensions();
+        self.alpha = GrayImage::from_pixel(w, h, Luma([255]));
+        let req = PaintRequest { image: self.image.clone(), mask: None, prompt: style.into(), negative: None, strength: 0.6 };
+        self.notes.push("restyling is the one edit that changes every pixel".into());
+        self.work = Some((Work::Paint(req), "the whole picture redrawn by the model (img2img at strength 0.6)".into()));
+    }
+
+    /// The operations that need the picture's regions.
+    fn on_regions(&mut self, picture: &Picture) -> Result<(), EditError> {
+        let image = picture.image.clone();
+        match self.instruction.operation.clone() {
+            Operation::Adjust { adjustment, scope } => {
+                let weight = if scope == Scope::Subject { picture.subject.clone() } else { picture.background() };
+                self.exact(
+                    adjust::apply(&image, adjustment, Some(&weight)),
+                    &weight,
+                    "exact image maths, weighted by the region (no model)",
+                );
+            }
+            Operation::BlurBackground => {
+                let weight = picture.background();
+                self.exact(adjust::blur_where(&image, &weight), &weight, "Gaussian blur of the background, the subject kept (no model)");
+            }
+            Operation::Recolor { target, color } => self.recolor(picture, &target, color)?,
+            Operation::RecolorBackground { part, color } => self.recolor_background(picture, part, color),
+            Operation::ReplaceBackground { prompt } => {
+                let region = background_region(picture);
+                self.paint(&region, &prompt, None, 1.0, "the background repainted by the model (inpainting), the subject kept");
+            }
+            Operation::Remove { target } => self.remove(picture, &target)?,
+            Operation::Add { prompt, color, shape, position, large } => self.add(picture, &prompt, color, shape, position, large),
+            Operation::Replace { target, prompt } => self.replace(picture, &target, &prompt)?,
+            Operation::Restyle { .. } | Operation::Outpaint | Operation::Fuse { .. } => unreachable!("planned before regions"),
+        }
+        Ok(())
+    }
+
+    fn recolor(&mut self, picture: &Picture, target: &Selector, color: ColorName) -> Result<(), EditError> {
+        let (i, notes) = picture.select(target)?;
+        self.notes.extend(notes);
+        let c = &picture.candidates[i];
+        self.target = Some(c.label.clone());
+        let lit = lit_color(color, c.rgb, c.color);
+        let edited = adjust::shift_color(&picture.image, &c.weight, c.rgb, lit);
+        self.exact(edited, &c.weight, "colour shifted in proportion to the object's coverage, shading and edges kept (no model)");
+        Ok(())
+    }
+
+    fn recolor_background(&mut self, picture: &Picture, part: BackgroundPart, color: ColorName) {
+        let Some(world) = &picture.world else {
+            let region = background_region(picture);
+            let prompt = format!("a plain {} background", color.word());
+            self.paint(&region, &prompt, None, 1.0, "the background repainted by the model (inpainting), the subject kept");
+            return;
+        };
+        let (w, h) = picture.image.dimensions();
+        let bg = picture.background();
+        let horizon = world.horizon;
+        let mut edited = picture.image.clone();
+        let mut weight = GrayImage::new(w, h);
+        let parts: Vec<(bool, ColorName)> = match (world.analysis.background, part) {
+            (Background::Solid(c), _) => vec![(true, c)],
+            (Background::Split { sky, ground }, BackgroundPart::All) => vec![(true, sky), (false, ground)],
+            (Background::Split { sky, .. }, BackgroundPart::Sky) => vec![(true, sky)],
+            (Background::Split { ground, .. }, BackgroundPart::Ground) => vec![(false, ground)],
+        };
+        for (is_sky, old) in parts {
+            let solid = matches!(world.analysis.background, Background::Solid(_));
+            let part_weight =
+                GrayImage::from_fn(w, h, |x, y| if solid || (y < horizon) == is_sky { *bg.get_pixel(x, y) } else { Luma([0]) });
+            let from = mean_where(&world.plate, &part_weight);
+            edited = adjust::shift_color(&edited, &part_weight, from, lit_color(color, from, old));
+            weight = composite::union(&weight, &part_weight);
+        }
+        self.target = Some(format!("the background ({})", describe_background(world.analysis.background)));
+        self.exact(edited, &weight, "background colour shifted where the picture is background, lighting ramp kept (no model)");
+    }
+
+    fn remove(&mut self, picture: &Picture, target: &Selector) -> Result<(), EditError> {
+        let (i, notes) = picture.select(target)?;
+        self.notes.extend(notes);
+        let c = &picture.candidates[i];
+        self.target = Some(c.label.clone());
+        let (w, h) = picture.image.dimensions();
+        let region = composite::dilate(&composite::threshold(&c.weight, 1), grow(w, h));
+        if let Some(world) = &picture.world {
+            self.alpha = region.clone();
+            self.work = Some((Work::Done(world.plate.clone()), "filled with the background measured around it (exact, no model)".into()));
+            return Ok(());
+        }
+        let negative = Some(target.words.clone());
+        self.paint(&region, "empty background, nothing there", negative, 1.0, "the object's region repainted by the model (inpainting)");
+        Ok(())
+    }
+
+    fn add(
+        &mut self,
+        picture: &Picture,
+        prompt: &str,
+        color: Option<ColorName>,
+        shape: Option<plantain_world::Shape>,
+        at: Position,
+        large: Option<bool>,
+    ) {
+        let (w, h) = picture.image.dimensions();
+        let size = match large {
+            Some(true) => Size::Large,
+            Some(false) => Size::Small,
+            None => Size::Medium,
+        };
+        let side = size.extent() * w.min(h) as f32 * 1.3;
+        let cx = (f32::from(at.column.unwrap_or(1)) + 0.5) / 3.0 * w as f32;
+        let cy = (f32::from(at.row.unwrap_or(1)) + 0.5) / 3.0 * h as f32;
+        let region = GrayImage::from_fn(w, h, |x, y| {
+            let inside = (x as f32 + 0.5 - cx).abs() <= side / 2.0 && (y as f32 + 0.5 - cy).abs() <= side / 2.0;
+            Luma([if inside { 255 } else { 0 }])
+        });
+        let full_prompt = match (&picture.world, color, shape) {
+            (Some(world), Some(c), Some(s)) => world_caption(world, Some((c, s, at))),
+            _ => prompt.to_string(),
+        };
+        self.target = Some(format!("a new {prompt} at the {}", at.describe()));
+        self.paint(&region, &full_prompt, None, 1.0, "painted by the model into a box at the named place (inpainting)");
+    }
+
+    fn replace(&mut self, picture: &Picture, target: &Selector, prompt: &str) -> Result<(), EditError> {
+        let (i, notes) = picture.select(target)?;
+        self.notes.extend(notes);
+        let c = &picture.candidates[i];
+        self.target = Some(c.label.clone());
+        let (w, h) = picture.image.dimensions();
+        let region = composite::dilate(&composite::threshold(&c.weight, 1), grow(w, h) * 2.0);
+        self.paint(
+            &region,
+            prompt,
+            Some(target.words.clone()),
+            1.0,
+            "the object's region repainted by the model after the new words (inpainting)",
+        );
+        Ok(())
+    }
+
+    /// "keep X unchanged": X's pixels leave the region.
+    fn protect(&mut self, picture: &Picture) -> Result<(), EditError> {
+        let (w, h) = picture.image.dimensions();
+        for sel in self.instruction.keep.clone() {
+            let (i, notes) = picture.select(&sel)?;
+            self.notes.extend(notes);
+            let c = &picture.candidates[i];
+            let kept = composite::dilate(&composite::threshold(&c.weight, 1), 2.0);
+            self.alpha = composite::subtract(&self.alpha, &kept);
+            if let Some((Work::Paint(req), _)) = &mut self.work
+                && let Some(m) = &req.mask
+            {
+                req.mask = Some(composite::subtract(m, &kept));
+            }
+            self.notes.push(format!("kept unchanged: {} ({} px protected)", c.label, composite::area(&kept)));
+        }
+        let _ = (w, h);
+        Ok(())
+    }
+
+    pub fn build(self) -> EditPlan {
+        let (work, method) = self.work.unwrap_or_else(|| (Work::Done(self.image.clone()), "nothing to do".into()));
+        EditPlan {
+            instruction: self.instruction,
+            found_by: self.found_by,
+            target: self.target,
+            method,
+            notes: self.notes,
+            work,
+            alpha: self.alpha,
+            feather: self.feather,
+            base: self.image,
+            core: self.core,
+            input_size: self.input_size,
+            offset: self.offset,
+        }
+    }
+}
+
+/// How far an object's region grows past its coverage (soft edges, blur): 0.5% of the short
+/// side, at least 2 px.
+fn grow(w: u32, h: u32) -> f32 {
+    (w.min(h) as f32 * 0.005).max(2.0)
+}
+
+/// `new`'s palette colour, carried by the light that turned `old`'s palette colour into `seen`.
+fn lit_color(new: ColorName, seen: [f32; 3], old: ColorName) -> [f32; 3] {
+    let (n, o) = (new.rgb().map(f32::from), old.rgb().map(f32::from));
+    std::array::from_fn(|c| (n[c] + seen[c] - o[c]).clamp(0.0, 255.0))
+}
+
+fn mean_where(image: &RgbImage, weight: &GrayImage) -> [f32; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0f64;
+    for (x, y, p) in image.enumerate_pixels() {
+        let k = f64::from(weight.get_pixel(x, y).0[0]);
+        if k > 0.0 {
+            for c in 0..3 {
+                sum[c] += f64::from(p.0[c]) * k;
+            }
+            n += k;
+        }
+    }
+    if n == 0.0 { [0.0; 3] } else { sum.map(|s| (s / n) as f32) }
+}
+
+/// The background as a region to repaint: everything but the subject grown by 2 px.
+fn background_region(picture: &Picture) -> GrayImage {
+    composite::invert(&composite::dilate(&composite::threshold(&picture.subject, 128), 2.0))
+}
+
+fn describe_background(b: Background) -> String {
+    match b {
+        Background::Solid(c) => format!("{} background", c.word()),
+        Background::Split { sky, ground } => format!("{} sky above {} ground", sky.word(), ground.word()),
+    }
+}
+
+/// The world's plain caption of the picture as analysed, with an object added.
+pub(super) fn world_caption(world: &plantain_world::check::Located, added: Option<(ColorName, plantain_world::Shape, Position)>) -> String {
+    let mut objects: Vec<plantain_world::Object> = world
+        .analysis
+        .components
+        .iter()
+        .map(|c| plantain_world::Object {
+            shape: c.shape,
+            color: c.color,
+            size: Size::Medium,
+            h: c.cell.0,
+            v: c.cell.1,
+            jitter: (0.0, 0.0),
+        })
+        .collect();
+    if let Some((color, shape, at)) = added {
+        let h = plantain_world::HPos::from_index(usize::from(at.column.unwrap_or(1)));
+        let v = plantain_world::VPos::from_index(usize::from(at.row.unwrap_or(1)));
+        objects.push(plantain_world::Object { shape, color, size: Size::Medium, h, v, jitter: (0.0, 0.0) });
+    }
+    let relations = Scene::relations_from_cells(&objects);
+    let scene = Scene { background: world.analysis.background, lighting: Default::default(), objects, relations };
+    plantain_world::caption_plain(&scene)
+}
+
+/// Outpainting: the input kept byte for byte in the middle of a canvas of the new aspect
+/// ratio; the new area painted by the model.
+fn plan_outpaint(instruction: Instruction, image: &RgbImage, aspect: Option<AspectRatio>) -> Result<EditPlan, EditError> {
+    let Some(aspect) = aspect else {
+        return Err(EditError::Invalid(format!(
+            "extending a picture needs the new aspect ratio (--aspect, or the request's aspect ratio): one of {}",
+            plantain_core::ACCEPTED_RATIOS
+        )));
+    };
+    let (w, h) = image.dimensions();
+    let (a, b) = aspect.terms();
+    let (nw, nh) = if u64::from(a) * u64::from(h) > u64::from(b) * u64::from(w) {
+        ((f64::from(h) * f64::from(a) / f64::from(b)).round() as u32, h)
+    } else {
+        (w, (f64::from(w) * f64::from(b) / f64::from(a)).round() as u32)
+    };
+    if (nw, nh) == (w, h) {
+        return Err(EditError::Invalid(format!("the picture is already {}", aspect.as_str())));
+    }
+    let (left, top) = ((nw - w) / 2, (nh - h) / 2);
+    let (canvas, new_area) = composite::extend(image, nw, nh, left, top)?;
+    // In the synthetic world the prompt is the scene as analysed; elsewhere the words.
+    let prompt = match super::regions::world_located(image) {
+        Some(located) => world_caption(&located, None),
+        None => instruction.text.clone(),
+    };
+    let mut b = Builder::new(instruction, canvas.clone());
+    b.input_size = (w, h);
+    b.offset = (left, top);
+    b.target = Some(format!("the new area of the {} canvas ({}x{})", aspect.as_str(), nw, nh));
+    b.alpha = new_area.clone();
+    let req = PaintRequest { image: canvas, mask: Some(new_area), prompt, negative: None, strength: 1.0 };
+    b.work = Some((
+        Work::Paint(req),
+        "the new area painted by the model around the picture (inpainting); the picture kept byte for byte".into(),
+    ));
+    Ok(b.build())
+}

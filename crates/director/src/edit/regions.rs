@@ -1,0 +1,274 @@
+//! Finding what an instruction points at: the picture's candidate objects, its subject and its
+//! background, each as a soft weight map at the picture's own size.
+//!
+//! Two finders, chosen per picture: the synthetic world's own analysis when it explains the
+//! picture (flat backgrounds with lighting ramps and coloured shapes: exact coverage and the
+//! background plate, which makes removal exact maths), otherwise a salient-subject segmenter
+//! (ISNet) whose mask's connected parts are the candidates.
+
+use image::{GrayImage, Luma, RgbImage};
+use plantain_world::check::{Located, locate};
+use plantain_world::{ColorName, Shape};
+use serde::Serialize;
+
+use super::EditError;
+use super::words::{Extreme, Position, Selector};
+
+/// A model that finds the salient subject of a photograph.
+pub trait SubjectFinder: Send + Sync {
+    /// Soft mask at the image's size, 255 = subject.
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, String>;
+    /// What it is, for plans ("ISNet").
+    fn name(&self) -> &str;
+}
+
+impl SubjectFinder for plantain_vision::Segmenter {
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, String> {
+        plantain_vision::Segmenter::subject(self, image).map_err(|e| e.to_string())
+    }
+
+    fn name(&self) -> &str {
+        "ISNet salient-subject segmentation"
+    }
+}
+
+/// How the regions of a picture were found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundBy {
+    /// The synthetic world's analysis (background model and components).
+    World,
+    /// A salient-subject segmenter and the connected parts of its mask.
+    Segmenter,
+    /// The mask the request carried.
+    UserMask,
+}
+
+impl FoundBy {
+    pub fn describe(self) -> &'static str {
+        match self {
+            FoundBy::World => "the synthetic world's analysis of the picture (background model and its objects)",
+            FoundBy::Segmenter => "salient-subject segmentation (ISNet) and the connected parts of its mask",
+            FoundBy::UserMask => "the mask given with the request",
+        }
+    }
+}
+
+/// One object the instruction may point at.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// "red circle at the top left".
+    pub label: String,
+    pub color: ColorName,
+    /// Known only in the synthetic world.
+    pub shape: Option<Shape>,
+    /// How much of each pixel is this object (0–255), the picture's size.
+    pub weight: GrayImage,
+    /// Centroid as fractions of width and height.
+    pub centroid: (f32, f32),
+    /// Share of the picture's area.
+    pub area: f32,
+    /// Mean colour of its core pixels.
+    pub rgb: [f32; 3],
+}
+
+impl Candidate {
+    fn position(&self) -> Position {
+        let third = |v: f32| ((v * 3.0).floor().clamp(0.0, 2.0)) as u8;
+        Position { column: Some(third(self.centroid.0)), row: Some(third(self.centroid.1)) }
+    }
+}
+
+/// A picture with its regions found.
+pub struct Picture {
+    pub image: RgbImage,
+    pub found_by: FoundBy,
+    pub candidates: Vec<Candidate>,
+    /// Union of every candidate's weight: the subject.
+    pub subject: GrayImage,
+    /// The world's analysis (None for photographs).
+    pub world: Option<Located>,
+}
+
+/// The world explains a picture when this share of its pixels is background (near the plate)
+/// or covered by an object it found.
+const WORLD_EXPLAINS: f32 = 0.97;
+/// Distance (RGB) from the plate that still counts as background.
+const PLATE_TOLERANCE: f32 = 24.0;
+
+impl Picture {
+    /// Finds the regions of `image`: the world's analysis when it explains the picture, else
+    /// `finder` (an error naming what to install when there is none).
+    pub fn analyse(image: RgbImage, finder: Option<&dyn SubjectFinder>) -> Result<Picture, EditError> {
+        if let Some(located) = world_located(&image) {
+            return Ok(Picture::from_world(image, located));
+        }
+        let Some(finder) = finder else {
+            return Err(EditError::NoSegmenter);
+        };
+        let mask = finder.subject(&image).map_err(EditError::Region)?;
+        Ok(Picture::from_subject_mask(image, &mask, FoundBy::Segmenter))
+    }
+
+    pub fn from_world(image: RgbImage, located: Located) -> Picture {
+        let (w, h) = image.dimensions();
+        let total = (w as f32) * (h as f32);
+        let candidates: Vec<Candidate> = located
+            .analysis
+            .components
+            .iter()
+            .zip(&located.coverage)
+            .map(|(c, weight)| {
+                let area = weight.pixels().map(|p| f32::from(p.0[0]) / 255.0).sum::<f32>() / total;
+                let mut cand = Candidate {
+                    label: String::new(),
+                    color: c.color,
+                    shape: Some(c.shape),
+                    weight: weight.clone(),
+                    centroid: c.centroid,
+                    area,
+                    rgb: c.rgb.map(f32::from),
+                };
+                cand.label = format!("{} {} at the {}", c.color.word(), c.shape.word(), cand.position().describe());
+                cand
+            })
+            .collect();
+        let subject = union_of(&candidates, w, h);
+        Picture { image, found_by: FoundBy::World, candidates, subject, world: Some(located) }
+    }
+
+    /// Candidates from a soft subject mask: its connected parts (at least 0.5% of the picture).
+    pub fn from_subject_mask(image: RgbImage, mask: &GrayImage, found_by: FoundBy) -> Picture {
+        let (w, h) = image.dimensions();
+        let total = (w as f32) * (h as f32);
+        let candidates: Vec<Candidate> = plantain_vision::components(mask, 128, 0.005)
+            .into_iter()
+            .enumerate()
+            .map(|(i, region)| {
+                // The soft mask within the part's grown box: its anti-aliased edge included.
+                let weight = soft_within(mask, &region.mask);
+                let rgb = mean_color(&image, &region.mask);
+                let color = ColorName::nearest(rgb);
+                let mut cand = Candidate {
+                    label: String::new(),
+                    color,
+                    shape: None,
+                    weight,
+                    centroid: region.centroid,
+                    area: region.area as f32 / total,
+                    rgb,
+                };
+                cand.label = format!("subject part {} (mostly {}) at the {}", i + 1, color.word(), cand.position().describe());
+                cand
+            })
+            .collect();
+        let subject = mask.clone();
+        Picture { image, found_by, candidates, subject, world: None }
+    }
+
+    /// The background's weight map (255 = background).
+    pub fn background(&self) -> GrayImage {
+        plantain_imageio::composite::invert(&self.subject)
+    }
+
+    /// What the picture shows, for messages.
+    pub fn inventory(&self) -> String {
+        if self.candidates.is_empty() {
+            return "no separate objects".into();
+        }
+        self.candidates.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join("; ")
+    }
+
+    /// The one candidate `sel` points at, with notes on words that could not be checked.
+    pub fn select(&self, sel: &Selector) -> Result<(usize, Vec<String>), EditError> {
+        let mut notes = Vec::new();
+        let world = self.found_by == FoundBy::World;
+        if world && let Some(noun) = &sel.noun {
+            return Err(EditError::NotFound(format!(
+                "the picture has no \"{noun}\" that can be found (it shows: {}); name an object by its colour, shape or place",
+                self.inventory()
+            )));
+        }
+        if !world {
+            if let Some(shape) = sel.shape {
+                notes.push(format!("the shape word \"{}\" was not checked: segmentation finds objects, not their kinds", shape.word()));
+            }
+            if let Some(noun) = &sel.noun {
+                notes.push(format!(
+                    "the word \"{noun}\" was not checked: no model here finds objects by name; the subject part was chosen by colour, place and size"
+                ));
+            }
+        }
+        let mut pool: Vec<usize> = (0..self.candidates.len())
+            .filter(|&i| {
+                let c = &self.candidates[i];
+                sel.color.is_none_or(|col| c.color == col)
+                    && (!world || sel.shape.is_none_or(|s| c.shape == Some(s)))
+                    && sel.position.is_none_or(|p| {
+                        let here = c.position();
+                        p.column.is_none_or(|col| here.column == Some(col)) && p.row.is_none_or(|r| here.row == Some(r))
+                    })
+            })
+            .collect();
+        if pool.len() > 1
+            && let Some(e) = sel.extreme
+        {
+            pool.sort_by(|&a, &b| self.candidates[a].area.total_cmp(&self.candidates[b].area));
+            pool = vec![if e == Extreme::Largest { pool[pool.len() - 1] } else { pool[0] }];
+        }
+        match pool.as_slice() {
+            [one] => Ok((*one, notes)),
+            [] => Err(EditError::NotFound(format!("nothing in the picture matches \"{}\" (it shows: {})", sel.words, self.inventory()))),
+            many => Err(EditError::Ambiguous(format!(
+                "\"{}\" matches {} objects ({}); say which by colour, place or size",
+                sel.words,
+                many.len(),
+                many.iter().map(|&i| self.candidates[i].label.as_str()).collect::<Vec<_>>().join("; ")
+            ))),
+        }
+    }
+}
+
+/// The world's analysis of `image` when it explains the picture (None for photographs).
+pub fn world_located(image: &RgbImage) -> Option<Located> {
+    let located = locate(image);
+    world_explains(image, &located).then_some(located)
+}
+
+fn world_explains(image: &RgbImage, located: &Located) -> bool {
+    let explained = image
+        .enumerate_pixels()
+        .filter(|&(x, y, p)| {
+            let q = located.plate.get_pixel(x, y).0;
+            let d = (0..3).map(|c| (f32::from(p.0[c]) - f32::from(q[c])).powi(2)).sum::<f32>().sqrt();
+            d <= PLATE_TOLERANCE || located.coverage.iter().any(|m| m.get_pixel(x, y).0[0] > 0)
+        })
+        .count();
+    explained as f32 >= WORLD_EXPLAINS * (image.width() as f32 * image.height() as f32)
+}
+
+fn union_of(candidates: &[Candidate], w: u32, h: u32) -> GrayImage {
+    candidates.iter().fold(GrayImage::new(w, h), |acc, c| plantain_imageio::composite::union(&acc, &c.weight))
+}
+
+/// The soft mask's values near one part (within 3 px of it), zero elsewhere.
+fn soft_within(soft: &GrayImage, part: &GrayImage) -> GrayImage {
+    let near = plantain_imageio::composite::dilate(part, 3.0);
+    GrayImage::from_fn(soft.width(), soft.height(), |x, y| {
+        Luma([if near.get_pixel(x, y).0[0] > 0 { soft.get_pixel(x, y).0[0] } else { 0 }])
+    })
+}
+
+fn mean_color(image: &RgbImage, mask: &GrayImage) -> [f32; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0f64;
+    for (x, y, p) in image.enumerate_pixels() {
+        if mask.get_pixel(x, y).0[0] > 0 {
+            for c in 0..3 {
+                sum[c] += f64::from(p.0[c]);
+            }
+            n += 1.0;
+        }
+    }
+    if n == 0.0 { [0.0; 3] } else { sum.map(|s| (s / n) as f32) }
+}
