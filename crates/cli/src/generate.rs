@@ -7,10 +7,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use plantain_core::{AspectRatio, DEFAULT_STRENGTH, ImageSize, output_pixels};
-use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::pipeline::{Decoder, GenerateRequest, Generated, LoadOptions, ModelSource, Pipeline};
 use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::RuntimeOptions;
-use plantain_hub::{Layout, resolve};
+use plantain_hub::{Layout, ResolvedModel, resolve};
 
 use crate::io;
 use crate::provenance_cmd::{self, StampArgs};
@@ -86,18 +86,75 @@ pub struct Args {
     pub provenance: StampArgs,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let format = provenance_cmd::output_format(&a.output)?;
-    let prov = provenance_cmd::load_for_stamping(&a.provenance)?;
-    let resolved = resolve(&a.model, &crate::hubcmd::resolve_options())?;
+/// Where a model comes from and how to run it (shared by `generate`, `edit` and `fuse`).
+pub struct LoadSpec {
+    pub config_dir: Option<PathBuf>,
+    pub variant: Option<String>,
+    pub tiny_vae: Option<PathBuf>,
+    pub threads: usize,
+    pub cuda: bool,
+}
+
+/// Resolves the model (names, hub cache, files).
+pub fn resolve_model(model: &str) -> Result<ResolvedModel> {
+    let resolved = resolve(model, &crate::hubcmd::resolve_options())?;
     for n in &resolved.notes {
         eprintln!("note: {n}");
     }
+    Ok(resolved)
+}
+
+/// Loads a resolved model, with a spinner, and prints what was loaded.
+pub fn load_pipeline(resolved: &ResolvedModel, l: &LoadSpec) -> Result<Pipeline> {
     let source = match resolved.layout {
         Layout::Diffusers => ModelSource::Diffusers(resolved.path.clone()),
-        Layout::SingleFile => ModelSource::SingleFile { file: resolved.path.clone(), config_dir: a.config_dir.clone() },
+        Layout::SingleFile => ModelSource::SingleFile { file: resolved.path.clone(), config_dir: l.config_dir.clone() },
         Layout::Onnx => bail!("{}: ONNX exports are not loaded; use the model's safetensors weights", resolved.path.display()),
     };
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(format!("loading {}", resolved.display_name));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let started = Instant::now();
+    let opts = LoadOptions {
+        runtime: RuntimeOptions { threads: l.threads, cuda: l.cuda, ..Default::default() },
+        variant: l.variant.clone(),
+        tiny_autoencoder: l.tiny_vae.clone(),
+    };
+    let hint = match &source {
+        ModelSource::SingleFile { config_dir: None, .. } => {
+            " (a non-standard single file needs --config-dir with a diffusers folder of its configs)"
+        }
+        _ => "",
+    };
+    let pipeline = Pipeline::load(&source, &opts).with_context(|| format!("loading {}{hint}", resolved.path.display()))?;
+    spinner.finish_and_clear();
+    eprintln!("loaded {} ({}) in {:.1}s", resolved.display_name, pipeline.family(), started.elapsed().as_secs_f32());
+    for n in pipeline.notes() {
+        eprintln!("note: {n}");
+    }
+    Ok(pipeline)
+}
+
+/// Runs one request with a progress bar; the picture at the asked size.
+pub fn generate_with_bar(pipeline: &Pipeline, req: &GenerateRequest) -> Result<Generated> {
+    let bar = ProgressBar::new(req.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("denoising [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}")?.progress_chars("=> "),
+    );
+    let result = pipeline.generate(req, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.step as u64);
+        ControlFlow::Continue(())
+    });
+    bar.finish_and_clear();
+    // The model draws at its canvas; the output is resized to the asked pixels.
+    Ok(result?.resized(&Lanczos3)?)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let format = provenance_cmd::output_format(&a.output)?;
+    let prov = provenance_cmd::load_for_stamping(&a.provenance)?;
+    let resolved = resolve_model(&a.model)?;
     let defaults = resolved.defaults;
 
     let (width, height) = match (a.width, a.height) {
@@ -121,40 +178,15 @@ pub fn run(a: Args) -> Result<()> {
     req.mask = a.mask.as_deref().map(io::read_mask).transpose()?;
     req.decoder = if a.tiny_vae.is_some() { Decoder::Tiny } else { Decoder::Full };
 
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_message(format!("loading {}", resolved.display_name));
-    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let started = Instant::now();
-    let opts = LoadOptions {
-        runtime: RuntimeOptions { threads: a.threads, cuda: a.cuda, ..Default::default() },
+    let load = LoadSpec {
+        config_dir: a.config_dir.clone(),
         variant: a.variant.clone(),
-        tiny_autoencoder: a.tiny_vae.clone(),
+        tiny_vae: a.tiny_vae.clone(),
+        threads: a.threads,
+        cuda: a.cuda,
     };
-    let hint = match &source {
-        ModelSource::SingleFile { config_dir: None, .. } => {
-            " (a non-standard single file needs --config-dir with a diffusers folder of its configs)"
-        }
-        _ => "",
-    };
-    let pipeline = Pipeline::load(&source, &opts).with_context(|| format!("loading {}{hint}", resolved.path.display()))?;
-    spinner.finish_and_clear();
-    eprintln!("loaded {} ({}) in {:.1}s", resolved.display_name, pipeline.family(), started.elapsed().as_secs_f32());
-    for n in pipeline.notes() {
-        eprintln!("note: {n}");
-    }
-
-    let bar = ProgressBar::new(req.steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("denoising [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}")?.progress_chars("=> "),
-    );
-    let result = pipeline.generate(&req, &mut |p| {
-        bar.set_length(p.total as u64);
-        bar.set_position(p.step as u64);
-        ControlFlow::Continue(())
-    });
-    bar.finish_and_clear();
-    // The model draws at its canvas; the output is resized to the asked pixels.
-    let g = result?.resized(&Lanczos3)?;
+    let pipeline = load_pipeline(&resolved, &load)?;
+    let g = generate_with_bar(&pipeline, &req)?;
     let stamp = provenance_cmd::stamp(&prov, &g.image, format, &resolved.display_name, a.image.as_deref(), &g)?;
     io::write_atomic(&stamp.bytes, &a.output)?;
     for w in &g.warnings {

@@ -1,6 +1,7 @@
 //! `plantain`: generate images, fetch and list models, measure speed.
 
 mod bench;
+mod edit;
 mod generate;
 mod hubcmd;
 mod io;
@@ -22,6 +23,10 @@ struct Cli {
 enum Command {
     /// Make an image from a prompt (and optionally an image and a mask to edit).
     Generate(Box<generate::Args>),
+    /// Edit a picture by an instruction; only the region it names changes.
+    Edit(Box<edit::EditArgs>),
+    /// Put the subjects of some pictures into the scene of another.
+    Fuse(Box<edit::FuseArgs>),
     /// Download a model from the Hugging Face hub into the local cache.
     Pull(hubcmd::PullArgs),
     /// List the models in the local caches.
@@ -58,6 +63,8 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Generate(a) => generate::run(*a),
+        Command::Edit(a) => edit::run_edit(*a),
+        Command::Fuse(a) => edit::run_fuse(*a),
         Command::Pull(a) => hubcmd::pull(a),
         Command::Models(a) => hubcmd::models(a),
         Command::Bench(a) => bench::run(a),

@@ -204,6 +204,20 @@ impl Provenance {
         stamp(img, format, info, self.key.as_ref(), self.identity.as_ref())
     }
 
+    /// Like [`Provenance::stamp`] for an edit: the watermark goes only where `region` is not 0
+    /// (the pixels the edit was allowed to change), so every other pixel stays the input's own.
+    /// A small region may carry too little of the watermark to be detected; the signed C2PA
+    /// manifest records the edit either way.
+    pub fn stamp_within(
+        &self,
+        img: &RgbImage,
+        region: &image::GrayImage,
+        format: MediaFormat,
+        info: &ManifestInfo,
+    ) -> Result<Stamped, ProvenanceError> {
+        stamp_region(img, Some(region), format, info, self.key.as_ref(), self.identity.as_ref())
+    }
+
     /// Verifies a file with this installation's key and trust anchors.
     pub fn verify(&self, bytes: &[u8]) -> Result<VerifyReport, ProvenanceError> {
         verify(bytes, self.key.as_ref(), &self.trust)
@@ -231,10 +245,29 @@ pub fn stamp(
     key: Option<&WatermarkKey>,
     identity: Option<&SigningIdentity>,
 ) -> Result<Stamped, ProvenanceError> {
+    stamp_region(img, None, format, info, key, identity)
+}
+
+fn stamp_region(
+    img: &RgbImage,
+    region: Option<&image::GrayImage>,
+    format: MediaFormat,
+    info: &ManifestInfo,
+    key: Option<&WatermarkKey>,
+    identity: Option<&SigningIdentity>,
+) -> Result<Stamped, ProvenanceError> {
     let (pixels, payload) = match key {
         Some(k) => {
             let p = Payload::for_image(k, img);
-            (watermark::embed(img, &p, k), Some(p))
+            let marked = watermark::embed(img, &p, k);
+            let marked = match region {
+                Some(r) if r.dimensions() == img.dimensions() => {
+                    plantain_imageio::composite::paste_back(img, &marked, &plantain_imageio::composite::threshold(r, 1))
+                        .unwrap_or_else(|_| img.clone())
+                }
+                _ => marked,
+            };
+            (marked, Some(p))
         }
         None => (img.clone(), None),
     };

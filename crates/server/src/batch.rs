@@ -402,6 +402,9 @@ async fn run_item(state: &Arc<AppState>, b: &BatchRecord, item: &BatchItem) -> R
     let req: GenerateContentRequest =
         serde_json::from_value(item.request.clone()).map_err(|e| ApiError::invalid(format!("Invalid JSON payload received: {e}")))?;
     let p = prepare(state, worker.clone(), &req, &b.key_id).await?;
+    if let Some(text) = &p.answer {
+        return Ok(crate::edit::no_image_json(&b.model, &ctx.request_id, &p, text));
+    }
     // Already generated before a crash: reuse, never generate twice.
     let done = state.svc.outputs_of_request(&ctx.request_id).await?;
     if !done.is_empty() {

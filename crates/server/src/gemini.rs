@@ -13,7 +13,7 @@ use base64::Engine as _;
 use plantain_core::{AspectRatio, ImageSize, output_pixels};
 use plantain_imageio::{B64, InputImage, MediaFormat, decode_base64, decode_input};
 use plantain_service::worker::Worker;
-use plantain_service::{ImageRole, JobEvent, JobSpec, Output, RequestCtx};
+use plantain_service::{JobEvent, JobSpec, Output, RequestCtx};
 use plantain_store::Artefact;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -213,18 +213,23 @@ pub struct Prepared {
     pub ratio: AspectRatio,
     pub size: ImageSize,
     pub input_images: u32,
+    /// An edit that cannot be made on this picture (its target is not there, or the words
+    /// match several things): answered with this text and no image (`NO_IMAGE`); no job runs.
+    pub answer: Option<String>,
+    /// What an edit did, in words (the text part, when TEXT is asked for).
+    pub explain: Option<String>,
 }
 
 /// An image part found in the request, with where it sits.
-struct FoundImage {
-    content: usize,
-    from_model: bool,
-    image: InputImage,
+pub(crate) struct FoundImage {
+    pub content: usize,
+    pub from_model: bool,
+    pub image: InputImage,
     /// The stored artefact the part's signature names.
-    artefact: Option<Artefact>,
+    pub artefact: Option<Artefact>,
 }
 
-fn is_model(c: &Content) -> bool {
+pub(crate) fn is_model(c: &Content) -> bool {
     c.role.as_deref() == Some("model")
 }
 
@@ -239,26 +244,21 @@ pub async fn prepare(
     let gc = req.generation_config.as_ref();
     let include_text = modalities(gc)?;
     let found = collect_images(state, req, key_id).await?;
-    let prompt = prompt_of(state, req, !found.is_empty())?;
-    let (source, parent) = edit_source(req, &found)?;
-    let init = match source {
-        Some(s) => Some(stored_version(state, s, parent.as_ref()).await),
-        None => None,
-    };
-    let (ratio, size, format) = image_settings(state, gc, init.as_ref())?;
+    let targets = edit_targets(req, &found);
+    if !targets.is_empty() {
+        return crate::edit::prepare_edit(state, worker, req, &found, &targets, include_text).await;
+    }
+    // No image anywhere in the conversation: text to image, every user turn refining the prompt.
+    let prompt = prompt_of(state, req, false)?;
+    let (ratio, size, format) = image_settings(state, gc, None)?;
     let (width, height) = output_pixels(ratio, size);
-    let sampling = sampling(state, gc, parent.as_ref())?;
-    let prompt_tokens = state.tokenizer.count_tokens(&prompt) as u32 + INPUT_IMAGE_TOKENS * found.len() as u32;
+    let sampling = sampling(state, gc, None)?;
+    let prompt_tokens = state.tokenizer.count_tokens(&prompt) as u32;
     let params = json!({
         "api": "gemini", "aspectRatio": ratio.as_str(), "imageSize": size.as_str(), "width": width, "height": height,
-        "candidateCount": sampling.count, "seed": sampling.seed, "temperature": sampling.temperature, "strength": sampling.strength,
-        "inputImages": found.iter().map(|f| &f.image.hash).collect::<Vec<_>>(),
+        "candidateCount": sampling.count, "seed": sampling.seed, "temperature": sampling.temperature,
     });
-    let mut images: Vec<(ImageRole, InputImage)> = found.iter().map(|f| (ImageRole::Reference, f.image.clone())).collect();
-    if let (Some(s), Some(init)) = (source, init) {
-        let at = found.iter().position(|f| std::ptr::eq(f, s)).unwrap_or_default();
-        images[at] = (ImageRole::Edit, init);
-    }
+    let (images, parent) = (Vec::new(), None);
     let spec = JobSpec {
         model: worker,
         prompt,
@@ -279,8 +279,9 @@ pub async fn prepare(
         tokens_per_image: size.output_tokens(),
         partial_images: 0,
         progress: false,
+        edit: None,
     };
-    Ok(Prepared { spec, include_text, ratio, size, input_images: found.len() as u32 })
+    Ok(Prepared { spec, include_text, ratio, size, input_images: found.len() as u32, answer: None, explain: None })
 }
 
 fn check_contents(req: &GenerateContentRequest) -> Result<(), ApiError> {
@@ -383,26 +384,19 @@ fn prompt_of(state: &AppState, req: &GenerateContentRequest, has_images: bool) -
     Ok(prompt)
 }
 
-/// What to edit: the images of the latest user turn; else the latest model image. Several
-/// images in the latest turn (fusion) are refused for now.
-fn edit_source<'a>(req: &GenerateContentRequest, found: &'a [FoundImage]) -> Result<(Option<&'a FoundImage>, Option<Artefact>), ApiError> {
+/// What to edit: the images of the latest user turn (several: fusion, in their order); else
+/// the latest model image (a later turn's words are an instruction on it). Empty: no edit.
+fn edit_targets<'a>(req: &GenerateContentRequest, found: &'a [FoundImage]) -> Vec<&'a FoundImage> {
     let last_user = req.contents.iter().rposition(|c| !is_model(c));
     let latest: Vec<&FoundImage> = found.iter().filter(|f| Some(f.content) == last_user && !f.from_model).collect();
-    let source = match latest.as_slice() {
-        [] => found.iter().rev().find(|f| f.from_model),
-        [one] => Some(*one),
-        many => {
-            return Err(ApiError::unimplemented(format!(
-                "{} images in the latest turn: combining several images (fusion) is not built in this server yet; send one image to edit",
-                many.len()
-            )));
-        }
-    };
-    Ok((source, source.and_then(|s| s.artefact.clone())))
+    if !latest.is_empty() {
+        return latest;
+    }
+    found.iter().rev().find(|f| f.from_model).or(found.last()).into_iter().collect()
 }
 
 /// The stored version a signature names is what gets edited (the client may have re-encoded it).
-async fn stored_version(state: &AppState, s: &FoundImage, parent: Option<&Artefact>) -> InputImage {
+pub(crate) async fn stored_version(state: &AppState, s: &FoundImage, parent: Option<&Artefact>) -> InputImage {
     let limits = state.config().limits.input();
     let stored = match parent {
         Some(a) => state.svc.stores.blobs.get(&a.output_hash).await.ok().flatten(),
@@ -412,7 +406,7 @@ async fn stored_version(state: &AppState, s: &FoundImage, parent: Option<&Artefa
 }
 
 /// Aspect ratio, size and file format: `imageConfig`, or `responseFormat.image`.
-fn image_settings(
+pub(crate) fn image_settings(
     state: &AppState,
     gc: Option<&GenerationConfig>,
     init: Option<&InputImage>,
@@ -442,14 +436,14 @@ fn image_settings(
 }
 
 /// Candidate count, temperature (→ edit strength) and seed.
-struct Sampling {
-    count: u32,
-    temperature: Option<f64>,
-    strength: Option<f32>,
-    seed: Option<u64>,
+pub(crate) struct Sampling {
+    pub count: u32,
+    pub temperature: Option<f64>,
+    pub strength: Option<f32>,
+    pub seed: Option<u64>,
 }
 
-fn sampling(state: &AppState, gc: Option<&GenerationConfig>, parent: Option<&Artefact>) -> Result<Sampling, ApiError> {
+pub(crate) fn sampling(state: &AppState, gc: Option<&GenerationConfig>, parent: Option<&Artefact>) -> Result<Sampling, ApiError> {
     let max = state.config().limits.max_candidates;
     let count = gc.and_then(|g| g.candidate_count).unwrap_or(1);
     if count < 1 || count > i64::from(max) {
@@ -470,7 +464,7 @@ fn sampling(state: &AppState, gc: Option<&GenerationConfig>, parent: Option<&Art
 
 /// The text parts of `systemInstruction` (it goes ahead of the users' text in the prompt).
 /// Images there are refused: this server has no use for a reference image outside the turns.
-fn system_texts(req: &GenerateContentRequest) -> Result<Vec<&str>, ApiError> {
+pub(crate) fn system_texts(req: &GenerateContentRequest) -> Result<Vec<&str>, ApiError> {
     let Some(si) = &req.system_instruction else { return Ok(Vec::new()) };
     if let Some(pi) = si.parts.iter().position(|p| p.inline_data.is_some() || p.file_data.is_some()) {
         return Err(ApiError::invalid(format!(
@@ -483,7 +477,7 @@ fn system_texts(req: &GenerateContentRequest) -> Result<Vec<&str>, ApiError> {
 // ---------------------------------------------------------------------------------------------
 // Responses.
 
-fn usage(prompt_tokens: u32, input_images: u32, out_tokens: u32) -> Value {
+pub(crate) fn usage(prompt_tokens: u32, input_images: u32, out_tokens: u32) -> Value {
     let image_in = INPUT_IMAGE_TOKENS * input_images;
     let text_in = prompt_tokens.saturating_sub(image_in);
     let mut details = vec![json!({"modality": "TEXT", "tokenCount": text_in})];
@@ -507,7 +501,16 @@ pub fn response_json(state: &AppState, ctx: &RequestCtx, model: &str, p: &Prepar
             let a = &o.artefact;
             let mut parts = Vec::new();
             if p.include_text {
-                let text = format!("Here is the image ({}x{}, {} {}, seed {}).", a.width, a.height, p.ratio, p.size, a.seed);
+                let text = match &p.explain {
+                    Some(plan) => {
+                        let e = &a.params["edit"];
+                        format!(
+                            "Here is the edited image ({}x{}, seed {}).\n{plan}\nchanged: {} pixels; outside the region: {}",
+                            a.width, a.height, a.seed, e["changed"], e["outside_changed"]
+                        )
+                    }
+                    None => format!("Here is the image ({}x{}, {} {}, seed {}).", a.width, a.height, p.ratio, p.size, a.seed),
+                };
                 parts.push(json!({"text": text, "thoughtSignature": state.signer.mint(&Signed::Text(ctx.request_id.clone()))}));
             }
             parts.push(json!({
@@ -535,6 +538,9 @@ async fn generate_content(
 ) -> Result<Value, ApiError> {
     let req: GenerateContentRequest = parse_json(body)?;
     let p = prepare(state, worker, &req, &ctx.caller.key_id).await?;
+    if let Some(text) = &p.answer {
+        return Ok(crate::edit::no_image_json(model, &ctx.request_id, &p, text));
+    }
     let job = state.svc.submit(ctx, p.spec.clone()).await?;
     let outs = job.finish(&state.svc).await?;
     Ok(response_json(state, ctx, model, &p, &outs))
@@ -553,6 +559,11 @@ async fn stream_generate_content(
 ) -> Result<Response, ApiError> {
     let req: GenerateContentRequest = parse_json(body)?;
     let p = prepare(&state, worker, &req, &ctx.caller.key_id).await?;
+    if let Some(text) = &p.answer {
+        let v = crate::edit::no_image_json(&model, &ctx.request_id, &p, text);
+        let once = futures::stream::once(async move { Ok::<Event, Infallible>(Event::default().data(v.to_string())) });
+        return Ok(Sse::new(once).into_response());
+    }
     let mut spec = p.spec.clone();
     spec.progress = true;
     let mut job = state.svc.submit(&ctx, spec).await?;

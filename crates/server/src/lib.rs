@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod edit;
 pub mod error;
 pub mod files;
 pub mod gemini;

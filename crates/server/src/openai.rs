@@ -15,12 +15,13 @@ use base64::Engine as _;
 use plantain_core::ImageSize;
 use plantain_imageio::{B64, InputImage, MediaFormat, decode_input, has_alpha, openai_mask};
 use plantain_service::worker::{PreviewEvent, Worker};
-use plantain_service::{ImageRole, Job, JobEvent, JobSpec, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, Output, RequestCtx};
+use plantain_service::{EditOptions, ImageRole, Job, JobEvent, JobSpec, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, Output, RequestCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{Admitted, OpenAi};
+use crate::edit::edit_error;
 use crate::error::{ApiError, Flavor, OpenAiError};
 use crate::ops::{base_url, idempotent, read_body};
 
@@ -251,6 +252,7 @@ fn spec(state: &AppState, c: &Common, prompt: String, edit: Option<Edit>, extra:
         tokens_per_image: tokens_for(c.width, c.height),
         partial_images: c.partial_images as usize,
         progress: false,
+        edit: None,
     }
 }
 
@@ -526,23 +528,31 @@ async fn multipart_job(
     let Some(first) = images.first().cloned() else {
         return Err(ApiError::invalid("image is required").with_param("image"));
     };
-    if images.len() > 1 {
-        return Err(ApiError::unimplemented(format!(
-            "{} input images: combining several images is not built in this server yet; send one image",
-            images.len()
-        ))
-        .with_param("image"));
-    }
-    let c = common(state, &p, Some(&first))?;
+    let mut c = common(state, &p, Some(&first))?;
     if route == "images/variations" {
         let edit = Edit { image: first, mask: None, strength: Some(0.6) };
         let s = spec(state, &c, String::new(), Some(edit), json!({"variation": true}));
         return run(state, ctx, headers, c, s, "image_variation").await;
     }
+    if images.len() > 1 && route == "images/variations" {
+        return Err(ApiError::invalid("images/variations takes one image").with_param("image"));
+    }
     let prompt = check_prompt(state, p.prompt.as_deref(), true)?;
     let mask = mask.map(|m| edit_mask(&m, &first)).transpose()?;
-    let strength = if mask.is_some() { Some(1.0) } else { None };
-    let s = spec(state, &c, prompt, Some(Edit { image: first, mask, strength }), Value::Null);
+    // With a mask the words say what to paint there; without, they are an instruction the
+    // planner reads. Either way the result is pasted back: outside the region every pixel is
+    // the input's own, at the input's size.
+    let opts = EditOptions { aspect: None, mask };
+    let plan = state.svc.plan_edit(prompt.clone(), images.iter().map(InputImage::rgb).collect(), opts).await.map_err(edit_error)?;
+    let (w, h) = plan.paint_request().map(|r| r.image.dimensions()).unwrap_or((first.rgba.width(), first.rgba.height()));
+    (c.width, c.height) = (w, h);
+    if plan.paint_request().is_none() {
+        c.n = 1;
+    }
+    let explain = plan.explain();
+    let mut s = spec(state, &c, prompt, Some(Edit { image: first, mask: None, strength: None }), json!({"plan": explain}));
+    s.images.extend(images.into_iter().skip(1).map(|i| (ImageRole::Reference, i)));
+    s.edit = Some(Arc::new(plan));
     run(state, ctx, headers, c, s, "image_edit").await
 }
 

@@ -319,13 +319,17 @@ async fn files_upload_and_file_data_parts() {
     let got: Value = http.get(format!("{base}/v1beta/{name}")).send().await.unwrap().json().await.unwrap();
     assert_eq!(got["displayName"], "blue");
 
-    // fileData part → edit of the uploaded image (4:3 → 600x448 at 512).
+    // fileData part → edit of the uploaded image, at its own size (a red tint: exact maths).
     let body = json!({"contents": [{"parts": [{"text": "make it red"}, {"fileData": {"mimeType": "image/png", "fileUri": got["uri"]}}]}],
         "generationConfig": {"imageConfig": {"imageSize": "512"}}});
     let r = http.post(format!("{base}/v1beta/models/tiny:generateContent")).json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(dims(v["candidates"][0]["content"]["parts"][1]["inlineData"]["data"].as_str().unwrap()), (600, 448));
+    let out = v["candidates"][0]["content"]["parts"][1]["inlineData"]["data"].as_str().unwrap();
+    assert_eq!(dims(out), (80, 60));
+    let px = image::load_from_memory(&base64::Engine::decode(&base64::engine::general_purpose::STANDARD, out).unwrap()).unwrap().to_rgb8();
+    assert!(px.get_pixel(40, 30).0[0] > 60, "not redder: {:?}", px.get_pixel(40, 30));
+    assert!(v["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap().contains("operation: adjust"), "{v}");
 
     // Delete removes the record and the blob.
     let hash = s.state.svc.stores.meta.file(&name).await.unwrap().unwrap().sha256.unwrap();

@@ -196,11 +196,22 @@ async fn bad_inputs_get_gemini_envelopes() {
     let mut parts = vec![json!({"text": "fuse"})];
     parts.extend(many);
     assert_error(&c.post(GEN, &json!({"contents": [{"parts": parts}]})).await, 400, "INVALID_ARGUMENT", "at most 14");
-    // Not built: honest 501s.
-    let two = json!({"contents": [{"parts": [{"text": "fuse"},
+    // Fusion of two plain pictures: nothing to take from image 1, said in words, no image.
+    let two = json!({"contents": [{"parts": [{"text": "put the subject of image 1 into image 2"},
         {"inlineData": {"mimeType": "image/png", "data": b64(&png_bytes(8, 8, [1, 2, 3]))}},
         {"inlineData": {"mimeType": "image/png", "data": b64(&png_bytes(8, 8, [3, 2, 1]))}}]}]});
-    assert_error(&c.post(GEN, &two).await, 501, "UNIMPLEMENTED", "fusion");
+    let (st, v) = c.post(GEN, &two).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["candidates"][0]["finishReason"], "NO_IMAGE", "{v}");
+    assert!(image_parts(&v).is_empty());
+    assert!(v["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap().contains("no object"), "{v}");
+    // Words the planner cannot read: a 400 naming what is supported.
+    let one = json!({"contents": [{"parts": [{"text": "sing a song"},
+        {"inlineData": {"mimeType": "image/png", "data": b64(&png_bytes(8, 8, [1, 2, 3]))}}]}]});
+    let (st, v) = c.post(GEN, &one).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["candidates"][0]["finishReason"], "NO_IMAGE", "{v}");
+    assert!(v["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap().contains("supported edits"), "{v}");
     assert_error(&c.post("/v1beta/models/tiny:batchGenerateContent", &json!({})).await, 400, "INVALID_ARGUMENT", "batch");
     assert_error(&c.get("/v1beta/files/nope").await, 403, "PERMISSION_DENIED", "nope");
     assert_error(&c.get("/v1beta/nothing/here").await, 404, "NOT_FOUND", "not a route");

@@ -84,7 +84,17 @@ async fn openai_generations_edits_variations() {
     let r = http.post(format!("{base}/v1/images/edits")).multipart(form).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(dims(v["data"][0]["b64_json"].as_str().unwrap()), (320, 256));
+    // An edit keeps the input's own size, and every pixel outside the mask (and its feather
+    // band) is the input's.
+    let out = v["data"][0]["b64_json"].as_str().unwrap();
+    let input = image::load_from_memory(&image).unwrap().to_rgb8();
+    assert_eq!(dims(out), input.dimensions());
+    let out = image::load_from_memory(&B64.decode(out).unwrap()).unwrap().to_rgb8();
+    let (w, h) = input.dimensions();
+    let region = image::GrayImage::from_fn(w, h, |x, y| image::Luma([if x < 32 && y < 24 { 255 } else { 0 }]));
+    let alpha = plantain_imageio::composite::feathered(&region, plantain_imageio::composite::default_feather(w, h));
+    assert_eq!(plantain_imageio::composite::changed_outside(&input, &out, &alpha), 0);
+    assert!(plantain_imageio::composite::changed(&input, &out) > 0);
 
     // A mask of another size, a MIME type that lies, two images: refused.
     let form = reqwest::multipart::Form::new()
@@ -106,7 +116,7 @@ async fn openai_generations_edits_variations() {
         .text("prompt", "x");
     let r = http.post(format!("{base}/v1/images/edits")).multipart(form).send().await.unwrap();
     let st = r.status().as_u16();
-    assert_openai_error(st, &r.json().await.unwrap(), 501, "several images");
+    assert_openai_error(st, &r.json().await.unwrap(), 400, "could not tell what to do");
     let r = http.post(format!("{base}/v1/images/edits")).json(&json!({"prompt": "x"})).send().await.unwrap();
     let st = r.status().as_u16();
     assert_openai_error(st, &r.json().await.unwrap(), 400, "multipart");
@@ -506,7 +516,7 @@ async fn streaming_with_and_without_partial_images() {
     let form = |partial: &str| {
         reqwest::multipart::Form::new()
             .part("image", reqwest::multipart::Part::bytes(png_bytes(64, 48, [9, 9, 9])).file_name("in.png").mime_str("image/png").unwrap())
-            .text("prompt", "a window")
+            .text("prompt", "add a blue square at the top right")
             .text("size", "128x96")
             .text("stream", "true")
             .text("partial_images", partial.to_string())
@@ -518,7 +528,8 @@ async fn streaming_with_and_without_partial_images() {
     assert_eq!(names, ["image_edit.partial_image", "image_edit.completed"]);
     assert_eq!(events[0].1["type"], "image_edit.partial_image");
     assert_eq!(events[0].1["partial_image_index"], 0);
-    assert_eq!(dims(events[0].1["b64_json"].as_str().unwrap()), (128, 96));
+    // Partial images are the painter's canvas; the edit keeps the input's size.
+    assert_eq!(dims(events[0].1["b64_json"].as_str().unwrap()), (64, 48));
     let r = http.post(format!("{base}/v1/images/edits")).multipart(form("9")).send().await.unwrap();
     let st = r.status().as_u16();
     let v: Value = r.json().await.unwrap();

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use image::GrayImage;
+use image::{GrayImage, RgbImage};
+use plantain_director::edit::{EditPlan, PlanReport};
 use plantain_engine::error::EngineError;
-use plantain_engine::pipeline::{GenerateRequest, Generated};
+use plantain_engine::pipeline::{GenerateRequest, Generated, Timings as EngineTimings};
 use plantain_imageio::{InputImage, MediaFormat};
 use plantain_store::{Artefact, Reservation};
 use tokio::sync::mpsc;
@@ -69,6 +70,9 @@ pub struct JobSpec {
     pub partial_images: usize,
     /// Send progress events.
     pub progress: bool,
+    /// A planned edit: the engine (if the plan needs a model) paints its request, and the
+    /// result is pasted back into the input outside the plan's region.
+    pub edit: Option<Arc<EditPlan>>,
 }
 
 impl JobSpec {
@@ -79,6 +83,23 @@ impl JobSpec {
 
     fn engine_requests(&self, steps: usize, seeds: &[u64]) -> Vec<GenerateRequest> {
         let d = self.model.defaults;
+        if let Some(paint) = self.edit.as_ref().and_then(|p| p.paint_request()) {
+            let (w, h) = paint.image.dimensions();
+            return seeds
+                .iter()
+                .map(|&seed| {
+                    let mut r = GenerateRequest::new(paint.prompt.clone(), w, h);
+                    r.negative_prompt = paint.negative.clone();
+                    r.steps = steps;
+                    r.guidance = d.guidance;
+                    r.seed = seed;
+                    r.init_image = Some(paint.image.clone());
+                    r.strength = paint.strength;
+                    r.mask = paint.mask.clone();
+                    r
+                })
+                .collect();
+        }
         let init = self.edit_image().map(InputImage::rgb);
         seeds
             .iter()
@@ -160,10 +181,44 @@ pub struct Job {
     queued: Instant,
 }
 
+/// One finished picture, not yet stamped or stored.
+pub struct Made {
+    pub image: RgbImage,
+    pub seed: u64,
+    /// Denoising steps run (0 for an edit done as exact image maths).
+    pub steps_run: usize,
+    pub timings: EngineTimings,
+    /// What the edit did, when the job was an edit.
+    pub edit: Option<PlanReport>,
+}
+
 /// A job the engine finished: its pictures, not yet stamped or stored.
 pub struct Ran {
     pub job: Job,
-    pub generated: Vec<Generated>,
+    pub made: Vec<Made>,
+}
+
+/// The engine's pictures as made pictures: pasted back into the input by the job's edit plan.
+fn made_of(spec: &JobSpec, generated: Vec<Generated>, seeds: &[u64]) -> Result<Vec<Made>, ServiceError> {
+    let Some(plan) = &spec.edit else {
+        return Ok(generated
+            .into_iter()
+            .map(|g| Made { image: g.image, seed: g.seed, steps_run: g.steps_run, timings: g.timings, edit: None })
+            .collect());
+    };
+    let finish = |painted: Option<RgbImage>| plan.finish(painted).map_err(|e| ServiceError::internal(format!("finishing the edit: {e}")));
+    if plan.paint_request().is_none() {
+        let edited = finish(None)?;
+        let seed = seeds.first().copied().unwrap_or_default();
+        return Ok(vec![Made { image: edited.image, seed, steps_run: 0, timings: EngineTimings::default(), edit: Some(edited.report) }]);
+    }
+    generated
+        .into_iter()
+        .map(|g| {
+            let edited = finish(Some(g.image))?;
+            Ok(Made { image: edited.image, seed: g.seed, steps_run: g.steps_run, timings: g.timings, edit: Some(edited.report) })
+        })
+        .collect()
 }
 
 fn engine_error(e: EngineError) -> ServiceError {
@@ -187,22 +242,26 @@ impl Service {
         let lane = if u64::from(spec.width) * u64::from(spec.height) <= 1_600_000 { Lane::Preview } else { Lane::Final };
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
-        spec.model.submit(EngineJob {
-            requests: spec.engine_requests(steps, &seeds),
-            caller: ctx.caller.label().to_string(),
-            lane,
-            cancel: cancel.clone(),
-            progress: spec.progress,
-            previews: spec.partial_images,
-            events: tx,
-        })?;
+        let exact_edit = spec.edit.as_ref().is_some_and(|p| p.paint_request().is_none());
+        let result = exact_edit.then(|| Ok(Vec::new()));
+        if !exact_edit {
+            spec.model.submit(EngineJob {
+                requests: spec.engine_requests(steps, &seeds),
+                caller: ctx.caller.label().to_string(),
+                lane,
+                cancel: cancel.clone(),
+                progress: spec.progress,
+                previews: spec.partial_images,
+                events: tx,
+            })?;
+        }
         Ok(Job {
             spec,
             ctx: ctx.clone(),
             steps,
             seeds,
             events: rx,
-            result: None,
+            result,
             guard: CancelOnDrop { flag: cancel, armed: true },
             quota,
             queued: Instant::now(),
@@ -253,7 +312,10 @@ impl Job {
     pub async fn run(mut self) -> Result<Ran, ServiceError> {
         while self.next().await.is_some() {}
         match self.result.take() {
-            Some(Ok(generated)) => Ok(Ran { job: self, generated }),
+            Some(Ok(generated)) => {
+                let made = made_of(&self.spec, generated, &self.seeds)?;
+                Ok(Ran { job: self, made })
+            }
             Some(Err(e)) => Err(engine_error(e)),
             None => Err(engine_error(EngineError::Cancelled)),
         }

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use image::RgbImage;
-use plantain_engine::pipeline::Generated;
 use plantain_provenance::{Action, Ingredient, ManifestInfo, MediaFormat, Provenance};
 use plantain_store::{Artefact, Timings, Usage, blob_address, now};
 
 use crate::Service;
 use crate::error::ServiceError;
-use crate::job::{ImageRole, Job, JobSpec, Output, Ran};
+use crate::job::{ImageRole, Job, JobSpec, Made, Output, Ran};
 use crate::worker::PreviewEvent;
 
 /// How a job's images are stamped: the same for its finished images and its partial images.
@@ -23,6 +22,8 @@ pub struct Stamper {
     action: Action,
     /// C2PA ingredients (title, bytes; only their hashes go in).
     ingredients: Arc<Vec<(String, Vec<u8>)>>,
+    /// An edit's region: the watermark goes only there, so every other pixel stays the input's.
+    region: Option<Arc<image::GrayImage>>,
 }
 
 impl Stamper {
@@ -45,6 +46,7 @@ impl Stamper {
             format: spec.format,
             action,
             ingredients: Arc::new(ingredients),
+            region: spec.edit.as_ref().map(|p| Arc::new(p.alpha.clone())),
         }
     }
 
@@ -57,14 +59,15 @@ impl Stamper {
         for (k, v) in extra {
             info.parameters.insert((*k).into(), v.clone());
         }
-        self.prov
-            .stamp(img, self.format, &info)
-            .map(|s| s.bytes)
-            .map_err(|e| ServiceError::internal(format!("provenance stamp failed: {e}")))
+        let stamped = match &self.region {
+            Some(r) if r.dimensions() == img.dimensions() => self.prov.stamp_within(img, r, self.format, &info),
+            _ => self.prov.stamp(img, self.format, &info),
+        };
+        stamped.map(|s| s.bytes).map_err(|e| ServiceError::internal(format!("provenance stamp failed: {e}")))
     }
 }
 
-fn timings(g: &Generated, queued_for: f64, stamp_s: f64) -> Timings {
+fn timings(g: &Made, queued_for: f64, stamp_s: f64) -> Timings {
     Timings {
         queue_and_run_s: queued_for,
         text_s: g.timings.text.as_secs_f64(),
@@ -79,13 +82,29 @@ impl Service {
     /// Stamps, stores and records every image of a finished job, and meters it. All of a
     /// job's images are recorded together (a batch item re-run after a crash finds all or none).
     pub async fn publish(&self, ran: Ran) -> Result<Vec<Output>, ServiceError> {
-        let Ran { mut job, generated } = ran;
+        let Ran { mut job, made: generated } = ran;
         let queued_for = job.queued_for().as_secs_f64();
         let t_stamp = Instant::now();
         let stamper = Stamper::new(self, &job.spec);
-        let pictures: Vec<(RgbImage, u64, usize)> = generated.iter().map(|g| (g.image.clone(), g.seed, g.steps_run)).collect();
+        let pictures: Vec<(RgbImage, u64, usize, Option<serde_json::Value>)> = generated
+            .iter()
+            .map(|g| {
+                (
+                    g.image.clone(),
+                    g.seed,
+                    g.steps_run,
+                    g.edit.as_ref().map(|r| serde_json::json!({"operation": r.operation, "method": r.method})),
+                )
+            })
+            .collect();
         let stamped = tokio::task::spawn_blocking(move || {
-            pictures.iter().map(|(img, seed, steps)| stamper.stamp(img, *seed, *steps, &[])).collect::<Result<Vec<_>, _>>()
+            pictures
+                .iter()
+                .map(|(img, seed, steps, edit)| {
+                    let extra: Vec<(&str, serde_json::Value)> = edit.iter().map(|e| ("edit", e.clone())).collect();
+                    stamper.stamp(img, *seed, *steps, &extra)
+                })
+                .collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(|e| ServiceError::internal(format!("stamping task failed: {e}")))??;
@@ -102,7 +121,7 @@ impl Service {
                 key_id: job.ctx.caller.key_id.clone(),
                 model: spec.model.name.clone(),
                 prompt_hash: prompt_hash.clone(),
-                params: recorded_params(spec, job.steps),
+                params: recorded_params(spec, job.steps, g.edit.as_ref()),
                 seed: g.seed,
                 timings: timings(g, queued_for, stamp_s),
                 usage: Usage { prompt_tokens: spec.prompt_tokens, output_tokens: spec.tokens_per_image },
@@ -157,11 +176,14 @@ impl Service {
     }
 }
 
-/// The wire-level parameters plus the steps the engine ran.
-fn recorded_params(spec: &JobSpec, steps: usize) -> serde_json::Value {
+/// The wire-level parameters plus the steps the engine ran, and an edit's plan as carried out.
+fn recorded_params(spec: &JobSpec, steps: usize, edit: Option<&plantain_director::edit::PlanReport>) -> serde_json::Value {
     let mut p = spec.params.clone();
     if let Some(o) = p.as_object_mut() {
         o.insert("steps".into(), serde_json::json!(steps));
+        if let Some(r) = edit {
+            o.insert("edit".into(), serde_json::to_value(r).unwrap_or_default());
+        }
     }
     p
 }

@@ -16,6 +16,8 @@ const SATURATION_MORE: f32 = 1.4;
 const SATURATION_LESS: f32 = 0.55;
 /// Standard deviation of film grain, in levels.
 const GRAIN_SIGMA: f32 = 10.0;
+/// How far a tint moves each pixel towards the colour.
+const TINT: f32 = 0.35;
 /// Darkening at the corners by the vignette.
 const VIGNETTE_DEPTH: f32 = 0.45;
 
@@ -56,6 +58,11 @@ fn adjusted(a: Adjustment, p: [f32; 3], x: u32, y: u32, w: u32, h: u32) -> [f32;
         Adjustment::FilmGrain => {
             let n = hash_noise(x, y) * GRAIN_SIGMA * 1.7;
             p.map(|v| v + n)
+        }
+        Adjustment::Night => [p[0] * 0.45, p[1] * 0.5, p[2] * 0.62 + 18.0],
+        Adjustment::Tint(c) => {
+            let k = c.rgb().map(f32::from);
+            std::array::from_fn(|i| p[i] + TINT * (k[i] - p[i]))
         }
         Adjustment::Vignette => {
             let (u, v) = ((x as f32 + 0.5) / w as f32 - 0.5, (y as f32 + 0.5) / h as f32 - 0.5);
@@ -112,6 +119,23 @@ pub fn shift_color(image: &RgbImage, weight: &GrayImage, from: [f32; 3], to: [f3
         let t = f32::from(k) / 255.0;
         Rgb(std::array::from_fn(|c| (f32::from(p[c]) + (to[c] - from[c]) * t).round().clamp(0.0, 255.0) as u8))
     })
+}
+
+/// Mean colour of `image`, each pixel weighted by `weight` (None: all alike); black when the
+/// weights are all zero.
+pub fn mean_color(image: &RgbImage, weight: Option<&GrayImage>) -> [f32; 3] {
+    let mut sum = [0f64; 3];
+    let mut n = 0f64;
+    for (x, y, p) in image.enumerate_pixels() {
+        let k = weight.map_or(1.0, |m| f64::from(m.get_pixel(x, y).0[0]));
+        if k > 0.0 {
+            for (acc, v) in sum.iter_mut().zip(p.0) {
+                *acc += f64::from(v) * k;
+            }
+            n += k;
+        }
+    }
+    if n == 0.0 { [0.0; 3] } else { sum.map(|s| (s / n) as f32) }
 }
 
 #[cfg(test)]

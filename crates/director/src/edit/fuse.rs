@@ -145,19 +145,7 @@ fn bbox(mask: &GrayImage) -> Option<(u32, u32, u32, u32)> {
 
 /// Moves the subject's mean colour part of the way to the scene's.
 fn match_colors(rgb: &mut RgbImage, weight: &GrayImage, scene: &RgbImage) {
-    let mean = |img: &RgbImage, wgt: Option<&GrayImage>| {
-        let mut s = [0f64; 3];
-        let mut n = 0f64;
-        for (x, y, p) in img.enumerate_pixels() {
-            let k = wgt.map_or(1.0, |m| f64::from(m.get_pixel(x, y).0[0]) / 255.0);
-            for c in 0..3 {
-                s[c] += f64::from(p.0[c]) * k;
-            }
-            n += k;
-        }
-        s.map(|v| (v / n.max(1e-9)) as f32)
-    };
-    let (sm, cm) = (mean(scene, None), mean(rgb, Some(weight)));
+    let (sm, cm) = (super::adjust::mean_color(scene, None), super::adjust::mean_color(rgb, Some(weight)));
     for p in rgb.pixels_mut() {
         *p = Rgb(std::array::from_fn(|c| (f32::from(p.0[c]) + COLOR_MATCH * (sm[c] - cm[c])).round().clamp(0.0, 255.0) as u8));
     }

@@ -17,7 +17,7 @@ pub mod regions;
 pub mod words;
 
 pub use plan::{EditOptions, EditPlan, Edited, PaintRequest, PlanReport, Work, explain, plan};
-pub use regions::{Candidate, FoundBy, Picture, SubjectFinder};
+pub use regions::{Candidate, FoundBy, LazySegmenter, Picture, SubjectFinder};
 pub use words::{Instruction, Operation, SUPPORTED, WordsError};
 
 /// Why an edit cannot be made. `NotFound`, `Ambiguous` and `Words` are answers for the user

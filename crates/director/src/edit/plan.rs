@@ -362,7 +362,7 @@ impl Builder {
             let solid = matches!(world.analysis.background, Background::Solid(_));
             let part_weight =
                 GrayImage::from_fn(w, h, |x, y| if solid || (y < horizon) == is_sky { *bg.get_pixel(x, y) } else { Luma([0]) });
-            let from = mean_where(&world.plate, &part_weight);
+            let from = adjust::mean_color(&world.plate, Some(&part_weight));
             edited = adjust::shift_color(&edited, &part_weight, from, lit_color(color, from, old));
             weight = composite::union(&weight, &part_weight);
         }
@@ -483,21 +483,6 @@ fn grow(w: u32, h: u32) -> f32 {
 fn lit_color(new: ColorName, seen: [f32; 3], old: ColorName) -> [f32; 3] {
     let (n, o) = (new.rgb().map(f32::from), old.rgb().map(f32::from));
     std::array::from_fn(|c| (n[c] + seen[c] - o[c]).clamp(0.0, 255.0))
-}
-
-fn mean_where(image: &RgbImage, weight: &GrayImage) -> [f32; 3] {
-    let mut sum = [0f64; 3];
-    let mut n = 0f64;
-    for (x, y, p) in image.enumerate_pixels() {
-        let k = f64::from(weight.get_pixel(x, y).0[0]);
-        if k > 0.0 {
-            for c in 0..3 {
-                sum[c] += f64::from(p.0[c]) * k;
-            }
-            n += k;
-        }
-    }
-    if n == 0.0 { [0.0; 3] } else { sum.map(|s| (s / n) as f32) }
 }
 
 /// The background as a region to repaint: everything but the subject grown by 2 px.

@@ -32,6 +32,25 @@ impl SubjectFinder for plantain_vision::Segmenter {
     }
 }
 
+/// The installed segmenter, loaded on first use (a picture of the synthetic world never
+/// needs it).
+#[derive(Default)]
+pub struct LazySegmenter(std::sync::OnceLock<Result<plantain_vision::Segmenter, String>>);
+
+impl SubjectFinder for LazySegmenter {
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, String> {
+        let seg = self.0.get_or_init(|| plantain_vision::Segmenter::open_installed().map_err(|e| e.to_string()));
+        match seg {
+            Ok(s) => SubjectFinder::subject(s, image),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn name(&self) -> &str {
+        "ISNet salient-subject segmentation"
+    }
+}
+
 /// How the regions of a picture were found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,7 +166,7 @@ impl Picture {
             .map(|(i, region)| {
                 // The soft mask within the part's grown box: its anti-aliased edge included.
                 let weight = soft_within(mask, &region.mask);
-                let rgb = mean_color(&image, &region.mask);
+                let rgb = super::adjust::mean_color(&image, Some(&region.mask));
                 let color = ColorName::nearest(rgb);
                 let mut cand = Candidate {
                     label: String::new(),
@@ -257,18 +276,4 @@ fn soft_within(soft: &GrayImage, part: &GrayImage) -> GrayImage {
     GrayImage::from_fn(soft.width(), soft.height(), |x, y| {
         Luma([if near.get_pixel(x, y).0[0] > 0 { soft.get_pixel(x, y).0[0] } else { 0 }])
     })
-}
-
-fn mean_color(image: &RgbImage, mask: &GrayImage) -> [f32; 3] {
-    let mut sum = [0f64; 3];
-    let mut n = 0f64;
-    for (x, y, p) in image.enumerate_pixels() {
-        if mask.get_pixel(x, y).0[0] > 0 {
-            for c in 0..3 {
-                sum[c] += f64::from(p.0[c]);
-            }
-            n += 1.0;
-        }
-    }
-    if n == 0.0 { [0.0; 3] } else { sum.map(|s| (s / n) as f32) }
 }

@@ -21,6 +21,10 @@ pub enum Adjustment {
     Sepia,
     FilmGrain,
     Vignette,
+    /// Day for night: darker and bluer.
+    Night,
+    /// A colour cast over the region ("make it red").
+    Tint(ColorName),
 }
 
 /// Where a light or colour change applies.
@@ -246,14 +250,13 @@ pub fn selector(t: &[String]) -> Selector {
     let size_words = ["biggest", "largest", "big", "large", "huge", "smallest", "small", "tiny", "little", "one", "ones"];
     let noun = t
         .iter()
-        .filter(|w| {
+        .rfind(|w| {
             !STOP.contains(&w.as_str())
                 && !POSITION_WORDS.contains(&w.as_str())
                 && !size_words.contains(&w.as_str())
                 && color_word(w).is_none()
                 && shape_word(w).is_none()
         })
-        .last()
         .cloned();
     Selector {
         color: t.iter().find_map(|w| color_word(w)),
@@ -312,9 +315,11 @@ pub fn read(text: &str, images: usize) -> Result<Instruction, WordsError> {
     Ok(Instruction { operation, keep, text: text.trim().to_string() })
 }
 
+/// Reads one kind of operation from the words (None: not this kind).
+type Matcher = fn(&[String], usize) -> Option<Operation>;
+
 fn operation(t: &[String], text: &str, images: usize) -> Result<Option<Operation>, WordsError> {
-    let matchers: [fn(&[String], usize) -> Option<Operation>; 9] =
-        [fuse, restyle, outpaint, blur_background, background, adjust, remove, replace_or_recolor, add];
+    let matchers: [Matcher; 9] = [fuse, restyle, outpaint, blur_background, background, adjust, remove, replace_or_recolor, add];
     for m in matchers {
         if let Some(op) = m(t, images) {
             return check_complete(op, text).map(Some);
@@ -486,6 +491,9 @@ fn adjustment(t: &[String]) -> Option<Adjustment> {
         (&["darker", "darken", "dim", "dimmer", "dark", "moodier"], Adjustment::Darker),
         (&["flatter", "flat"], Adjustment::LessContrast),
     ];
+    if has_any(t, &["night", "nighttime", "midnight", "moonlit", "moonlight"]) {
+        return Some(Adjustment::Night);
+    }
     let less = has_any(t, &["less", "lower", "reduce", "decrease", "softer", "lessen"]);
     let found = table.iter().find(|(words, _)| has_any(t, words)).map(|(_, a)| *a)?;
     Some(match (found, less) {
@@ -496,8 +504,21 @@ fn adjustment(t: &[String]) -> Option<Adjustment> {
     })
 }
 
+/// "make it red", "make the whole picture blue", "give it a green tint": a colour cast.
+fn tint(t: &[String]) -> Option<Adjustment> {
+    let color = t.iter().rev().find_map(|w| color_word(w))?;
+    let whole = ["it", "everything", "picture", "image", "photo", "scene", "all", "tint", "cast", "tone", "hue", "wash"];
+    let others = t.iter().filter(|w| {
+        !STOP.contains(&w.as_str())
+            && color_word(w).is_none()
+            && !whole.contains(&w.as_str())
+            && !matches!(w.as_str(), "make" | "turn" | "give" | "add" | "tinted" | "more")
+    });
+    (others.count() == 0 && has_any(t, &whole)).then_some(Adjustment::Tint(color))
+}
+
 fn adjust(t: &[String], _: usize) -> Option<Operation> {
-    let adjustment = adjustment(t)?;
+    let adjustment = adjustment(t).or_else(|| tint(t))?;
     let scope = if has_any(t, &["background", "backdrop", "surroundings"]) {
         Scope::Background
     } else if has_any(t, &["subject", "foreground", "objects", "object", "person", "shapes"]) {
@@ -604,6 +625,8 @@ mod tests {
         assert_eq!(op("reduce the contrast"), Operation::Adjust { adjustment: Adjustment::LessContrast, scope: Scope::Whole });
         assert_eq!(op("black and white"), Operation::Adjust { adjustment: Adjustment::BlackAndWhite, scope: Scope::Whole });
         assert_eq!(op("brighten the subject"), Operation::Adjust { adjustment: Adjustment::Brighter, scope: Scope::Subject });
+        assert_eq!(op("make it red"), Operation::Adjust { adjustment: Adjustment::Tint(ColorName::Red), scope: Scope::Whole });
+        assert_eq!(op("make it night"), Operation::Adjust { adjustment: Adjustment::Night, scope: Scope::Whole });
     }
 
     #[test]
