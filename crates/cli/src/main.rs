@@ -2,6 +2,7 @@
 
 mod bench;
 mod edit;
+mod eval_edits;
 mod generate;
 mod hubcmd;
 mod io;

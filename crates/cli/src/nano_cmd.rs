@@ -215,6 +215,9 @@ pub enum EvalCommand {
     /// Prompt adherence of plantain-nano (or another model) on the synthetic world, measured
     /// by the scene checker: held-out attribute combinations and the training distribution.
     Nano(EvalArgs),
+    /// Edits on the synthetic world (recolour, remove, add, background, light, fusion,
+    /// outpainting) judged by the scene checker, with pixels outside each region counted.
+    Edits(crate::eval_edits::Args),
 }
 
 #[derive(clap::Args)]
@@ -262,7 +265,10 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
     use plantain_nano::eval::{EvalOptions, evaluate, markdown_table, misses_table};
     use plantain_world::Split;
 
-    let EvalCommand::Nano(a) = cmd;
+    let a = match cmd {
+        EvalCommand::Nano(a) => a,
+        EvalCommand::Edits(a) => return crate::eval_edits::run(a),
+    };
     let resolved = plantain_hub::resolve(&a.model, &crate::hubcmd::resolve_options())?;
     anyhow::ensure!(resolved.layout == plantain_hub::Layout::Diffusers, "{}: eval needs a diffusers folder", resolved.path.display());
     let opts = LoadOptions { runtime: RuntimeOptions { threads: a.threads, ..Default::default() }, ..Default::default() };

@@ -522,6 +522,9 @@ pub(super) fn world_caption(world: &plantain_world::check::Located, added: Optio
     plantain_world::caption_plain(&scene)
 }
 
+/// How far the model may move the edge-filled new area of an outpainting from its start.
+const OUTPAINT_STRENGTH: f32 = 0.7;
+
 /// Outpainting: the input kept byte for byte in the middle of a canvas of the new aspect
 /// ratio; the new area painted by the model.
 fn plan_outpaint(instruction: Instruction, image: &RgbImage, aspect: Option<AspectRatio>) -> Result<EditPlan, EditError> {
@@ -543,9 +546,10 @@ fn plan_outpaint(instruction: Instruction, image: &RgbImage, aspect: Option<Aspe
     }
     let (left, top) = ((nw - w) / 2, (nh - h) / 2);
     let (canvas, new_area) = composite::extend(image, nw, nh, left, top)?;
-    // In the synthetic world the prompt is the scene as analysed; elsewhere the words.
+    // In the synthetic world the prompt is the background as analysed (the objects stay where
+    // they are); elsewhere the words.
     let prompt = match super::regions::world_located(image) {
-        Some(located) => world_caption(&located, None),
+        Some(located) => describe_background(located.analysis.background),
         None => instruction.text.clone(),
     };
     let mut b = Builder::new(instruction, canvas.clone());
@@ -553,10 +557,10 @@ fn plan_outpaint(instruction: Instruction, image: &RgbImage, aspect: Option<Aspe
     b.offset = (left, top);
     b.target = Some(format!("the new area of the {} canvas ({}x{})", aspect.as_str(), nw, nh));
     b.alpha = new_area.clone();
-    let req = PaintRequest { image: canvas, mask: Some(new_area), prompt, negative: None, strength: 1.0 };
-    b.work = Some((
-        Work::Paint(req),
-        "the new area painted by the model around the picture (inpainting); the picture kept byte for byte".into(),
-    ));
+    let req = PaintRequest { image: canvas, mask: Some(new_area), prompt, negative: None, strength: OUTPAINT_STRENGTH };
+    let method = format!(
+        "the new area filled from the picture's edges, then repainted by the model at strength {OUTPAINT_STRENGTH} (inpainting); the picture kept byte for byte"
+    );
+    b.work = Some((Work::Paint(req), method));
     Ok(b.build())
 }

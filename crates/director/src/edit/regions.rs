@@ -111,7 +111,9 @@ pub struct Picture {
 
 /// The world explains a picture when this share of its pixels is background (near the plate)
 /// or covered by an object it found.
-const WORLD_EXPLAINS: f32 = 0.97;
+const WORLD_EXPLAINS: f32 = 0.7;
+/// Objects of the synthetic world never cover more than this share of the picture.
+const MAX_OBJECT_SHARE: f32 = 0.5;
 /// Distance (RGB) from the plate that still counts as background.
 const PLATE_TOLERANCE: f32 = 24.0;
 
@@ -255,15 +257,21 @@ pub fn world_located(image: &RgbImage) -> Option<Located> {
 }
 
 fn world_explains(image: &RgbImage, located: &Located) -> bool {
-    let explained = image
-        .enumerate_pixels()
-        .filter(|&(x, y, p)| {
-            let q = located.plate.get_pixel(x, y).0;
-            let d = (0..3).map(|c| (f32::from(p.0[c]) - f32::from(q[c])).powi(2)).sum::<f32>().sqrt();
-            d <= PLATE_TOLERANCE || located.coverage.iter().any(|m| m.get_pixel(x, y).0[0] > 0)
-        })
-        .count();
-    explained as f32 >= WORLD_EXPLAINS * (image.width() as f32 * image.height() as f32)
+    let (mut free, mut near, mut covered) = (0u64, 0u64, 0u64);
+    for (x, y, p) in image.enumerate_pixels() {
+        if located.coverage.iter().any(|m| m.get_pixel(x, y).0[0] > 0) {
+            covered += 1;
+            continue;
+        }
+        free += 1;
+        let q = located.plate.get_pixel(x, y).0;
+        let d = (0..3).map(|c| (f32::from(p.0[c]) - f32::from(q[c])).powi(2)).sum::<f32>().sqrt();
+        near += u64::from(d <= PLATE_TOLERANCE);
+    }
+    let total = (free + covered).max(1) as f32;
+    let (plain, objects) = (near as f32 / free.max(1) as f32, covered as f32 / total);
+    tracing::debug!(plain, objects, "how far the synthetic world's analysis explains the picture");
+    plain >= WORLD_EXPLAINS && objects <= MAX_OBJECT_SHARE
 }
 
 fn union_of(candidates: &[Candidate], w: u32, h: u32) -> GrayImage {
