@@ -31,6 +31,9 @@ pub struct Args {
     pub seed: u64,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Only the operations whose name contains this ("add", "fuse", …).
+    #[arg(long)]
+    pub only: Option<String>,
     /// Write each input and output here (PNG).
     #[arg(long)]
     pub save: Option<PathBuf>,
@@ -278,7 +281,7 @@ pub fn run(a: Args) -> Result<()> {
         "| operation | wordings | cases | asked change done | objects not named unchanged | outputs with a pixel changed outside the region | refused | median time |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for op in OPS {
+    for op in OPS.into_iter().filter(|op| a.only.as_ref().is_none_or(|o| op.name().contains(o.as_str()))) {
         let (dev, held) = op.wordings();
         for (set, templates) in [("dev", dev), ("held-out", held)] {
             let mut rng = ChaCha8Rng::seed_from_u64(a.seed ^ (op as u64 * 7919) ^ (set.len() as u64 * 104_729));

@@ -218,6 +218,9 @@ pub enum EvalCommand {
     /// Edits on the synthetic world (recolour, remove, add, background, light, fusion,
     /// outpainting) judged by the scene checker, with pixels outside each region counted.
     Edits(crate::eval_edits::Args),
+    /// Light, colour and background-blur edits on real photographs at 1K (ISNet finds the
+    /// subject): time per edit, pixels changed outside the regions, a contact sheet.
+    PhotoEdits(crate::eval_photos::Args),
 }
 
 #[derive(clap::Args)]
@@ -268,6 +271,7 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
     let a = match cmd {
         EvalCommand::Nano(a) => a,
         EvalCommand::Edits(a) => return crate::eval_edits::run(a),
+        EvalCommand::PhotoEdits(a) => return crate::eval_photos::run(a),
     };
     let resolved = plantain_hub::resolve(&a.model, &crate::hubcmd::resolve_options())?;
     anyhow::ensure!(resolved.layout == plantain_hub::Layout::Diffusers, "{}: eval needs a diffusers folder", resolved.path.display());

@@ -410,7 +410,8 @@ impl Builder {
             Luma([if inside { 255 } else { 0 }])
         });
         let full_prompt = match (&picture.world, color, shape) {
-            (Some(world), Some(c), Some(s)) => world_caption(world, Some((c, s, at))),
+            // The new object alone: the box holds nothing else for the model to draw.
+            (Some(world), Some(c), Some(s)) => world_caption_alone(world, (c, s, at)),
             _ => prompt.to_string(),
         };
         self.target = Some(format!("a new {prompt} at the {}", at.describe()));
@@ -497,33 +498,17 @@ fn describe_background(b: Background) -> String {
     }
 }
 
-/// The world's plain caption of the picture as analysed, with an object added.
-pub(super) fn world_caption(world: &plantain_world::check::Located, added: Option<(ColorName, plantain_world::Shape, Position)>) -> String {
-    let mut objects: Vec<plantain_world::Object> = world
-        .analysis
-        .components
-        .iter()
-        .map(|c| plantain_world::Object {
-            shape: c.shape,
-            color: c.color,
-            size: Size::Medium,
-            h: c.cell.0,
-            v: c.cell.1,
-            jitter: (0.0, 0.0),
-        })
-        .collect();
-    if let Some((color, shape, at)) = added {
-        let h = plantain_world::HPos::from_index(usize::from(at.column.unwrap_or(1)));
-        let v = plantain_world::VPos::from_index(usize::from(at.row.unwrap_or(1)));
-        objects.push(plantain_world::Object { shape, color, size: Size::Medium, h, v, jitter: (0.0, 0.0) });
-    }
-    let relations = Scene::relations_from_cells(&objects);
-    let scene = Scene { background: world.analysis.background, lighting: Default::default(), objects, relations };
-    plantain_world::caption_plain(&scene)
-}
-
 /// How far the model may move the edge-filled new area of an outpainting from its start.
 const OUTPAINT_STRENGTH: f32 = 0.7;
+
+/// The world's plain caption of one new object on the picture's background.
+fn world_caption_alone(world: &plantain_world::check::Located, (color, shape, at): (ColorName, plantain_world::Shape, Position)) -> String {
+    let h = plantain_world::HPos::from_index(usize::from(at.column.unwrap_or(1)));
+    let v = plantain_world::VPos::from_index(usize::from(at.row.unwrap_or(1)));
+    let objects = vec![plantain_world::Object { shape, color, size: Size::Medium, h, v, jitter: (0.0, 0.0) }];
+    let scene = Scene { background: world.analysis.background, lighting: Default::default(), objects, relations: vec![] };
+    plantain_world::caption_plain(&scene)
+}
 
 /// Outpainting: the input kept byte for byte in the middle of a canvas of the new aspect
 /// ratio; the new area painted by the model.

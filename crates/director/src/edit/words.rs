@@ -382,7 +382,7 @@ fn fuse(t: &[String], images: usize) -> Option<Operation> {
     let verbs = ["put", "place", "insert", "add", "combine", "merge", "fuse", "move", "bring", "paste"];
     // The scene is the image named after "into/onto/in" (else the last one named, else the
     // last image); the subjects are the others named (else every other image).
-    let into_at = find(t, &["into", "onto", "in", "on", "to", "inside"]);
+    let into_at = find(t, &["into", "onto", "inside"]).or_else(|| find(t, &["in", "on", "to"]));
     let named_after = |i: usize| image_refs(&t[i..]).first().copied();
     let into = match into_at.and_then(named_after) {
         Some(k) => k,
