@@ -24,8 +24,9 @@ def png_size(data: bytes):
     return struct.unpack(">II", data[16:24])
 
 
-def small_png(w=64, h=48, rgb=(200, 20, 20), alpha=None):
-    """A tiny PNG written by hand (zlib only), so no imaging library is needed."""
+def small_png(w=64, h=48, rgb=(200, 20, 20), alpha=None, box=None):
+    """A tiny PNG written by hand (zlib only), so no imaging library is needed. `box`:
+    ((x0, x1), (y0, y1), rgb) paints a rectangle."""
     import zlib
 
     channels = 4 if alpha is not None else 3
@@ -33,7 +34,8 @@ def small_png(w=64, h=48, rgb=(200, 20, 20), alpha=None):
     for y in range(h):
         rows += b"\x00"
         for x in range(w):
-            px = bytes(rgb)
+            inside = box is not None and box[0][0] <= x < box[0][1] and box[1][0] <= y < box[1][1]
+            px = bytes(box[2] if inside else rgb)
             if alpha is not None:
                 px += bytes([alpha(x, y)])
             rows += px
@@ -166,8 +168,35 @@ def test_inline_image_edit():
         contents=[types.Part.from_bytes(data=img, mime_type="image/png"), "make it blue"],
         config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="512")),
     )
-    # An edit keeps the input's shape: 64x48 is 4:3 → 600x448 at 512.
-    assert png_size(image_parts(r)[0].inline_data.data) == (600, 448)
+    # An edit keeps the input's own pixels: 64x48 in, 64x48 out (a blue tint, exact maths), and
+    # the text part is the plan.
+    assert png_size(image_parts(r)[0].inline_data.data) == (64, 48)
+    assert "operation: adjust" in r.text and "outside the region: 0" in r.text, r.text
+
+
+def test_edit_of_a_missing_target_answers_without_an_image():
+    r = gclient().models.generate_content(
+        model=GEMINI,
+        contents=[types.Part.from_bytes(data=small_png(), mime_type="image/png"), "remove the purple star"],
+    )
+    assert image_parts(r) == []
+    assert str(r.candidates[0].finish_reason).endswith("NO_IMAGE"), r.candidates[0].finish_reason
+    assert "purple star" in r.text, r.text
+
+
+def test_fusion_of_two_images():
+    # Image 1: a blue square on white; image 2: plain red. The square lands in image 2.
+    square = small_png(64, 64, (255, 255, 255), box=((20, 44), (20, 44), (35, 85, 215)))
+    r = gclient().models.generate_content(
+        model=GEMINI,
+        contents=[
+            types.Part.from_bytes(data=square, mime_type="image/png"),
+            types.Part.from_bytes(data=small_png(96, 64, (200, 20, 20)), mime_type="image/png"),
+            "put the subject of image 1 into image 2 on the left",
+        ],
+    )
+    assert png_size(image_parts(r)[0].inline_data.data) == (96, 64)
+    assert "operation: fuse" in r.text, r.text
 
 
 def test_streaming():
@@ -240,7 +269,7 @@ def test_files_upload_and_file_data():
         contents=[types.Part.from_uri(file_uri=f.uri, mime_type="image/png"), "make it red"],
         config=types.GenerateContentConfig(image_config=types.ImageConfig(image_size="512")),
     )
-    assert png_size(image_parts(r)[0].inline_data.data) == (600, 448)
+    assert png_size(image_parts(r)[0].inline_data.data) == (80, 60)
     c.files.delete(name=f.name)
     expect_client_error(403, lambda: c.files.get(name=f.name), "permission")
 
@@ -325,7 +354,8 @@ def test_openai_edit_with_mask_and_errors():
     img = small_png()
     mask = small_png(rgb=(0, 0, 0), alpha=lambda x, y: 0 if x < 32 else 255)
     r = o.images.edit(image=("in.png", img, "image/png"), mask=("mask.png", mask, "image/png"), prompt="a window", size="320x256")
-    assert png_size(base64.b64decode(r.data[0].b64_json)) == (320, 256)
+    # An edit keeps the input's own size (pixels outside the mask are the input's).
+    assert png_size(base64.b64decode(r.data[0].b64_json)) == (64, 48)
     try:
         o.images.generate(model="gpt-image-1", prompt="x", size="10x10")
         raise AssertionError("expected BadRequestError")
@@ -390,13 +420,19 @@ def test_openai_stream_and_partial_images():
         assert e.body["param"] == "partial_images" and "between 0 and 3" in e.body["message"], e.body
     # Edits: image_edit.partial_image, then image_edit.completed.
     events = list(
-        o.images.edit(image=("in.png", small_png(), "image/png"), prompt="a window", size="128x96", stream=True, partial_images=1)
+        o.images.edit(
+            image=("in.png", small_png(), "image/png"),
+            prompt="add a blue square at the top right",
+            size="128x96",
+            stream=True,
+            partial_images=1,
+        )
     )
     assert [e.type for e in events] == ["image_edit.partial_image", "image_edit.completed"], [e.type for e in events]
     assert isinstance(events[0], ImageEditPartialImageEvent), type(events[0])
     assert events[0].partial_image_index == 0
-    assert decode_png(base64.b64decode(events[0].b64_json)) == (128, 96)
-    events = list(o.images.edit(image=("in.png", small_png(), "image/png"), prompt="a window", size="128x96", stream=True))
+    assert decode_png(base64.b64decode(events[0].b64_json)) == (64, 48)
+    events = list(o.images.edit(image=("in.png", small_png(), "image/png"), prompt="make it warmer", size="128x96", stream=True))
     assert [e.type for e in events] == ["image_edit.completed"], [e.type for e in events]
 
 
