@@ -34,7 +34,7 @@ const EDITS: [&str; 6] = [
     "add a vignette",
 ];
 /// Height of a picture in the contact sheet.
-const THUMB: u32 = 150;
+const THUMB: u32 = 128;
 
 pub fn run(a: Args) -> Result<()> {
     let segmenter = plantain_vision::Segmenter::open_installed()?;
