@@ -1,0 +1,118 @@
+//! Edits of photograph-like pictures (textured, so the synthetic world does not explain them),
+//! with a stand-in segmenter that returns known subject masks: the segmenter path, the
+//! repaints it asks for, and the paste-back's promise whatever the painter returns.
+
+use image::{GrayImage, Luma, Rgb, RgbImage};
+use plantain_director::edit::{EditError, EditOptions, FoundBy, SubjectFinder, Work, plan};
+
+/// Discs of the given centres and radius are the subject.
+struct Discs(Vec<(f32, f32)>, f32);
+
+impl SubjectFinder for Discs {
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, String> {
+        Ok(GrayImage::from_fn(image.width(), image.height(), |x, y| {
+            let inside = self.0.iter().any(|&(cx, cy)| ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt() <= self.1);
+            Luma([if inside { 255 } else { 0 }])
+        }))
+    }
+
+    fn name(&self) -> &str {
+        "discs"
+    }
+}
+
+/// A textured picture (a hash pattern) with flat coloured discs where the subject is.
+fn photo(w: u32, h: u32, discs: &Discs, color: [u8; 3]) -> RgbImage {
+    let mask = discs.subject(&RgbImage::new(w, h)).unwrap();
+    RgbImage::from_fn(w, h, |x, y| {
+        if mask.get_pixel(x, y).0[0] > 0 {
+            return Rgb(color);
+        }
+        let v = (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503)).wrapping_mul(2_246_822_519) >> 24;
+        Rgb([(v & 0xff) as u8, ((v * 7) & 0xff) as u8, ((v * 13) & 0xff) as u8])
+    })
+}
+
+fn noise(w: u32, h: u32) -> RgbImage {
+    RgbImage::from_fn(w, h, |x, y| Rgb([(x * 3) as u8, (y * 5) as u8, ((x + y) * 7) as u8]))
+}
+
+#[test]
+fn segmenter_regions_drive_exact_edits_and_repaints() {
+    let discs = Discs(vec![(100.0, 80.0)], 30.0);
+    let img = photo(240, 160, &discs, [200, 30, 30]);
+    let opts = EditOptions::default();
+
+    // Recolour the subject: exact, found by the segmenter, the name unchecked (noted).
+    let p = plan("make the red cup blue", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    assert_eq!(p.found_by, Some(FoundBy::Segmenter));
+    assert!(p.notes.iter().any(|n| n.contains("\"cup\" was not checked")), "{:?}", p.notes);
+    let out = p.finish(None).unwrap();
+    assert_eq!(out.report.outside_changed, Some(0));
+    let c = out.image.get_pixel(100, 80).0;
+    assert!(c[2] > c[0], "the disc is not blue: {c:?}");
+    assert_eq!(out.image.get_pixel(10, 10), img.get_pixel(10, 10));
+
+    // Replace the background: a repaint of everything but the subject; whatever the painter
+    // returns, the subject's pixels are the input's.
+    let p = plan("replace the background with a beach", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    let req = p.paint_request().expect("a repaint");
+    assert_eq!(req.prompt, "beach");
+    assert_eq!(req.mask.as_ref().unwrap().get_pixel(100, 80).0[0], 0);
+    let out = p.finish(Some(noise(240, 160))).unwrap();
+    assert_eq!(out.report.outside_changed, Some(0));
+    assert_eq!(out.image.get_pixel(100, 80), img.get_pixel(100, 80));
+
+    // Remove: a repaint of the subject grown a little; the rest of the picture untouched.
+    let p = plan("remove the red object", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    assert!(matches!(p.work, Work::Paint(_)));
+    let out = p.finish(Some(noise(240, 160))).unwrap();
+    assert_eq!(out.report.outside_changed, Some(0));
+    assert_eq!(out.image.get_pixel(200, 20), img.get_pixel(200, 20));
+    assert_ne!(out.image.get_pixel(100, 80), img.get_pixel(100, 80));
+
+    // Without a segmenter a photograph's regions cannot be found: a clear error.
+    assert!(matches!(plan("blur the background", std::slice::from_ref(&img), &opts, None), Err(EditError::NoSegmenter)));
+}
+
+#[test]
+fn two_subjects_are_told_apart_by_place_or_refused() {
+    let discs = Discs(vec![(50.0, 80.0), (190.0, 80.0)], 25.0);
+    let img = photo(240, 160, &discs, [30, 160, 60]);
+    let opts = EditOptions::default();
+    let ambiguous = plan("remove the green thing", std::slice::from_ref(&img), &opts, Some(&discs));
+    assert!(matches!(ambiguous, Err(EditError::Ambiguous(_))), "{:?}", ambiguous.err());
+    let p = plan("remove the green thing on the right", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    let mask = p.paint_request().unwrap().mask.clone().unwrap();
+    assert_eq!(mask.get_pixel(190, 80).0[0], 255);
+    assert_eq!(mask.get_pixel(50, 80).0[0], 0);
+}
+
+#[test]
+fn photo_fusion_keeps_the_subject_core_and_the_scene_outside_the_seam() {
+    let discs = Discs(vec![(60.0, 60.0)], 35.0);
+    let subject = photo(120, 120, &discs, [240, 200, 20]);
+    let scene = noise(300, 200);
+    struct Scene2<'a>(&'a Discs);
+    impl SubjectFinder for Scene2<'_> {
+        fn subject(&self, image: &RgbImage) -> Result<GrayImage, String> {
+            // The scene (300 wide) has no subject of its own; the subject picture has the disc.
+            if image.width() == 300 { Ok(GrayImage::new(300, 200)) } else { self.0.subject(image) }
+        }
+        fn name(&self) -> &str {
+            "discs"
+        }
+    }
+    let finder = Scene2(&discs);
+    let p = plan("put the subject of image 1 into image 2 on the right", &[subject, scene.clone()], &EditOptions::default(), Some(&finder))
+        .unwrap();
+    let req = p.paint_request().expect("the seam is repainted");
+    assert!((req.strength - 0.35).abs() < 1e-6);
+    let out = p.finish(Some(RgbImage::from_pixel(300, 200, Rgb([0, 0, 255])))).unwrap();
+    assert_eq!(out.report.outside_changed, Some(0));
+    // The left of the scene is untouched; the subject's core (on the right) is its own colour,
+    // colour-matched towards the scene, not the painter's blue.
+    assert_eq!(out.image.get_pixel(20, 100), scene.get_pixel(20, 100));
+    let core = out.image.get_pixel(250, 100).0;
+    assert!(core[0] > 120 && core[2] < 200, "{core:?}");
+}
