@@ -44,7 +44,7 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 const LIB_HELP: &str = "set ORT_DYLIB_PATH to libonnxruntime.so.1.31.1 (it ships in the PyPI wheel: \
-`pip download --no-deps onnxruntime==1.31.1` and unzip `onnxruntime/capi/`), or run `bash scripts/setup-ort.sh`";
+`pip download --no-deps onnxruntime==1.31.1` and unzip `onnxruntime/capi/`), or run `bash scripts/setup.sh`";
 
 /// Loads ONNX Runtime once per process and returns its environment.
 pub fn init() -> Result<&'static Environment> {
@@ -64,7 +64,7 @@ fn find_library() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         return Some(PathBuf::from(p));
     }
-    // Next to the executable, or in the repo-local folder that scripts/setup-ort.sh fills.
+    // Next to the executable, or in the repo-local folder that scripts/setup.sh fills.
     let mut dirs = Vec::new();
     if let Ok(exe) = std::env::current_exe()
         && let Some(d) = exe.parent()

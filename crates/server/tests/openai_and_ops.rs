@@ -528,8 +528,11 @@ async fn streaming_with_and_without_partial_images() {
     assert_eq!(names, ["image_edit.partial_image", "image_edit.completed"]);
     assert_eq!(events[0].1["type"], "image_edit.partial_image");
     assert_eq!(events[0].1["partial_image_index"], 0);
-    // Partial images are the painter's canvas; the edit keeps the input's size.
+    // Partial images are pasted back like the final one: the input's size, and far from the
+    // top-right box the input's own pixels.
     assert_eq!(dims(events[0].1["b64_json"].as_str().unwrap()), (64, 48));
+    let partial = image::load_from_memory(&B64.decode(events[0].1["b64_json"].as_str().unwrap()).unwrap()).unwrap().to_rgb8();
+    assert_eq!(partial.get_pixel(2, 46).0, [9, 9, 9]);
     let r = http.post(format!("{base}/v1/images/edits")).multipart(form("9")).send().await.unwrap();
     let st = r.status().as_u16();
     let v: Value = r.json().await.unwrap();

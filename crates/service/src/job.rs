@@ -296,7 +296,14 @@ impl Job {
         }
         match self.events.recv().await {
             Some(WorkerEvent::Progress(p)) => Some(JobEvent::Progress(p)),
-            Some(WorkerEvent::Partial(p)) => Some(JobEvent::Partial(p)),
+            Some(WorkerEvent::Partial(mut p)) => {
+                // An edit's partial image is pasted back like its final one: outside the
+                // region it shows the input, not the painter's canvas.
+                if let Some(edited) = self.spec.edit.as_ref().and_then(|plan| plan.finish(Some(p.picture.clone())).ok()) {
+                    p.picture = edited.image;
+                }
+                Some(JobEvent::Partial(p))
+            }
             Some(WorkerEvent::Done(r)) => {
                 self.result = Some(r);
                 None
