@@ -2,6 +2,7 @@
 //! measured the same way as scripts/bench_diffusers.py measures diffusers (the peer).
 
 mod checkpoint;
+mod edit;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -31,13 +32,17 @@ pub struct Args {
     /// Image side in pixels.
     #[arg(long, default_value_t = 512)]
     pub size: usize,
-    /// Which models: sd15, turbo (random weights), nano (the shipped plantain-nano: 20 steps
-    /// end-to-end at its native size).
+    /// Which models: sd15, turbo (random weights), turbo-edit (a background replaced at 1K on
+    /// a photograph: ISNet + SD-Turbo repaint + paste-back), nano (the shipped plantain-nano:
+    /// 20 steps end-to-end at its native size).
     #[arg(long, value_delimiter = ',', default_value = "sd15,turbo")]
     pub only: Vec<String>,
     /// Where to write the random checkpoints (default: a temporary folder, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The photograph turbo-edit edits (resized to 1024x1024).
+    #[arg(long, default_value = ".assets/photos/astronaut.png")]
+    pub photo: PathBuf,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -172,6 +177,18 @@ fn nano(rt: &RuntimeOptions, b: &mut Bench, load_times: &mut Vec<(String, Durati
     )
 }
 
+/// The folder of random full-size weights for `tag`, written on first use.
+fn random_folder(root: &Path, tag: &str, name: &str, spec: FolderSpec) -> Result<PathBuf> {
+    let dir = root.join(tag);
+    if !dir.join("unet/diffusion_pytorch_model.safetensors").exists() {
+        eprintln!("{name}: writing random fp16 weights to {}", dir.display());
+        let t = Instant::now();
+        let bytes = write_random_folder(&dir, &spec)?;
+        eprintln!("  {:.2} GB in {:.1} s", bytes as f64 / 1e9, t.elapsed().as_secs_f32());
+    }
+    Ok(dir)
+}
+
 pub fn run(a: Args) -> Result<()> {
     let tmp;
     let root = match &a.dir {
@@ -190,18 +207,17 @@ pub fn run(a: Args) -> Result<()> {
                 nano(&rt, &mut b, &mut load_times)?;
                 continue;
             }
+            if which == "turbo-edit" {
+                let dir = random_folder(&root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?;
+                edit::turbo_edit(&dir, &rt, &mut b, &a.photo)?;
+                continue;
+            }
             let (tag, name, spec) = match which.as_str() {
                 "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
                 "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
-                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, nano)"),
+                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, nano)"),
             };
-            let dir = root.join(tag);
-            if !dir.join("unet/diffusion_pytorch_model.safetensors").exists() {
-                eprintln!("{name}: writing random fp16 weights to {}", dir.display());
-                let t = Instant::now();
-                let bytes = write_random_folder(&dir, &spec)?;
-                eprintln!("  {:.2} GB in {:.1} s", bytes as f64 / 1e9, t.elapsed().as_secs_f32());
-            }
+            let dir = random_folder(&root, tag, name, spec)?;
             eprintln!("{name}");
             components(&dir, &rt, &mut b, tag, name, a.size)?;
             if tag == "turbo" {
