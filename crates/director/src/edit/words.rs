@@ -245,6 +245,9 @@ fn extreme(t: &[String]) -> Option<Extreme> {
     }
 }
 
+/// Words for the picture's main object: "the subject" means the largest candidate.
+const MAIN: &[&str] = &["subject", "foreground", "main", "person", "figure", "protagonist"];
+
 /// Reads a noun phrase: "the red circle on the left", "the biggest one", "the cup".
 pub fn selector(t: &[String]) -> Selector {
     let size_words = ["biggest", "largest", "big", "large", "huge", "smallest", "small", "tiny", "little", "one", "ones"];
@@ -254,6 +257,7 @@ pub fn selector(t: &[String]) -> Selector {
             !STOP.contains(&w.as_str())
                 && !POSITION_WORDS.contains(&w.as_str())
                 && !size_words.contains(&w.as_str())
+                && !MAIN.contains(&w.as_str())
                 && color_word(w).is_none()
                 && shape_word(w).is_none()
         })
@@ -263,7 +267,7 @@ pub fn selector(t: &[String]) -> Selector {
         shape: t.iter().find_map(|w| shape_word(w)),
         noun,
         position: position(t),
-        extreme: extreme(t),
+        extreme: extreme(t).or_else(|| has_any(t, MAIN).then_some(Extreme::Largest)),
         words: t.join(" "),
     }
 }
@@ -329,6 +333,14 @@ fn operation(t: &[String], text: &str, images: usize) -> Result<Option<Operation
 }
 
 fn check_complete(op: Operation, text: &str) -> Result<Operation, WordsError> {
+    if let Operation::Remove { target } = &op
+        && target.noun.as_deref().is_some_and(|n| matches!(n, "background" | "backdrop" | "bg"))
+    {
+        return Err(WordsError::Incomplete {
+            text: text.trim().into(),
+            reason: "a transparent cut-out is not made yet; say what the background becomes instead (\"make the background white\", \"replace the background with a beach\", \"blur the background\")".into(),
+        });
+    }
     let missing = match &op {
         Operation::Remove { target } | Operation::Recolor { target, .. } | Operation::Replace { target, .. } if target.is_empty() => {
             Some("say which object (a colour, a shape, a position or a size: \"the red circle on the left\")")
@@ -657,5 +669,8 @@ mod tests {
         assert!(matches!(read("", 1), Err(WordsError::Empty)));
         assert!(matches!(read("sing me a song", 1), Err(WordsError::Unsupported(_))));
         assert!(matches!(read("remove it", 1), Err(WordsError::Incomplete { .. })));
+        assert!(matches!(read("remove the background", 1), Err(WordsError::Incomplete { .. })));
+        let Operation::Recolor { target, .. } = op("make the subject blue") else { panic!() };
+        assert_eq!((target.noun, target.extreme), (None, Some(Extreme::Largest)));
     }
 }
