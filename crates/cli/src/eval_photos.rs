@@ -57,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         let img =
             imageops::resize(&img, ((w as f32 * s).round() as u32).max(1), ((h as f32 * s).round() as u32).max(1), FilterType::Lanczos3);
         let t = Instant::now();
-        SubjectFinder::subject(&segmenter, &img).map_err(anyhow::Error::msg)?;
+        SubjectFinder::subject(&segmenter, &img)?;
         let seg_ms = t.elapsed().as_secs_f64() * 1000.0;
         let mut times = Vec::new();
         let mut outside = 0;

@@ -9,15 +9,11 @@ use plantain_director::edit::{EditError, EditOptions, FoundBy, SubjectFinder, Wo
 struct Discs(Vec<(f32, f32)>, f32);
 
 impl SubjectFinder for Discs {
-    fn subject(&self, image: &RgbImage) -> Result<GrayImage, String> {
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, EditError> {
         Ok(GrayImage::from_fn(image.width(), image.height(), |x, y| {
             let inside = self.0.iter().any(|&(cx, cy)| ((x as f32 - cx).powi(2) + (y as f32 - cy).powi(2)).sqrt() <= self.1);
             Luma([if inside { 255 } else { 0 }])
         }))
-    }
-
-    fn name(&self) -> &str {
-        "discs"
     }
 }
 
@@ -95,12 +91,9 @@ fn photo_fusion_keeps_the_subject_core_and_the_scene_outside_the_seam() {
     let scene = noise(300, 200);
     struct Scene2<'a>(&'a Discs);
     impl SubjectFinder for Scene2<'_> {
-        fn subject(&self, image: &RgbImage) -> Result<GrayImage, String> {
+        fn subject(&self, image: &RgbImage) -> Result<GrayImage, EditError> {
             // The scene (300 wide) has no subject of its own; the subject picture has the disc.
             if image.width() == 300 { Ok(GrayImage::new(300, 200)) } else { self.0.subject(image) }
-        }
-        fn name(&self) -> &str {
-            "discs"
         }
     }
     let finder = Scene2(&discs);

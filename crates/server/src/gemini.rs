@@ -270,7 +270,7 @@ pub async fn prepare(
         seed: sampling.seed,
         images,
         mask: None,
-        strength: sampling.strength,
+        strength: None,
         steps: None,
         format,
         parent,
@@ -435,11 +435,10 @@ pub(crate) fn image_settings(
     Ok((ratio, size, format))
 }
 
-/// Candidate count, temperature (→ edit strength) and seed.
+/// Candidate count, temperature (recorded; edits repaint only their region) and seed.
 pub(crate) struct Sampling {
     pub count: u32,
     pub temperature: Option<f64>,
-    pub strength: Option<f32>,
     pub seed: Option<u64>,
 }
 
@@ -456,10 +455,9 @@ pub(crate) fn sampling(state: &AppState, gc: Option<&GenerationConfig>, parent: 
         return Err(ApiError::invalid(format!("temperature must be within [0, 2], got {t}")));
     }
     // temperature → how far an edit may move from its input: 0 → 0.3, 1 → 0.75 (default), 2 → 1.
-    let strength = temperature.map(|t| (0.3 + 0.45 * t).min(1.0) as f32);
     // The seed a signature names keeps an edit consistent with its source when none is given.
     let seed = gc.and_then(|g| g.seed).map(|s| s as u64).or(parent.map(|p| p.seed));
-    Ok(Sampling { count: count as u32, temperature, strength, seed })
+    Ok(Sampling { count: count as u32, temperature, seed })
 }
 
 /// The text parts of `systemInstruction` (it goes ahead of the users' text in the prompt).

@@ -215,11 +215,10 @@ fn tokens_for(w: u32, h: u32) -> u32 {
     size.output_tokens()
 }
 
-/// The job for an OpenAI request: `edit` is the image to change (with its `mask`, white =
-/// repaint), `strength` how far it may move.
+/// The job for an OpenAI request: `edit` is the image to change, `strength` how far it may
+/// move (variations; edits carry a plan instead).
 struct Edit {
     image: InputImage,
-    mask: Option<image::GrayImage>,
     strength: Option<f32>,
 }
 
@@ -227,10 +226,7 @@ fn spec(state: &AppState, c: &Common, prompt: String, edit: Option<Edit>, extra:
     let image_tokens = if edit.is_some() { crate::gemini::INPUT_IMAGE_TOKENS } else { 0 };
     let prompt_tokens = state.tokenizer.count_tokens(&prompt) as u32 + image_tokens;
     let strength = edit.as_ref().and_then(|e| e.strength);
-    let (images, mask) = match edit {
-        Some(e) => (vec![(ImageRole::Edit, e.image)], e.mask),
-        None => (Vec::new(), None),
-    };
+    let images = edit.map(|e| vec![(ImageRole::Edit, e.image)]).unwrap_or_default();
     JobSpec {
         model: c.worker.clone(),
         prompt,
@@ -241,7 +237,7 @@ fn spec(state: &AppState, c: &Common, prompt: String, edit: Option<Edit>, extra:
         count: c.n,
         seed: c.seed,
         images,
-        mask,
+        mask: None,
         strength,
         steps: Some(c.steps),
         format: c.format,
@@ -514,8 +510,9 @@ async fn multipart_route(state: Arc<AppState>, ctx: RequestCtx, req: Request, ro
     idempotent(&state, &ctx, route, &headers, &digest, Flavor::OpenAi, fut).await
 }
 
-/// `images/edits` (with a mask the masked area is redrawn from scratch; without, the whole
-/// image at the model's strength) and `images/variations` (redrawn without a prompt at 0.6).
+/// `images/edits` (planned: with a mask the masked area is repainted, without one the prompt
+/// is an instruction; pasted back at the input's size) and `images/variations` (redrawn
+/// without a prompt at 0.6).
 async fn multipart_job(
     state: &Arc<AppState>,
     ctx: &RequestCtx,
@@ -530,7 +527,7 @@ async fn multipart_job(
     };
     let mut c = common(state, &p, Some(&first))?;
     if route == "images/variations" {
-        let edit = Edit { image: first, mask: None, strength: Some(0.6) };
+        let edit = Edit { image: first, strength: Some(0.6) };
         let s = spec(state, &c, String::new(), Some(edit), json!({"variation": true}));
         return run(state, ctx, headers, c, s, "image_variation").await;
     }
@@ -550,7 +547,7 @@ async fn multipart_job(
         c.n = 1;
     }
     let explain = plan.explain();
-    let mut s = spec(state, &c, prompt, Some(Edit { image: first, mask: None, strength: None }), json!({"plan": explain}));
+    let mut s = spec(state, &c, prompt, Some(Edit { image: first, strength: None }), json!({"plan": explain}));
     s.images.extend(images.into_iter().skip(1).map(|i| (ImageRole::Reference, i)));
     s.edit = Some(Arc::new(plan));
     run(state, ctx, headers, c, s, "image_edit").await

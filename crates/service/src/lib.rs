@@ -65,34 +65,19 @@ pub struct Service {
     pub started: Instant,
     /// Lines for the operator (provenance notices, models that failed).
     pub notices: Vec<String>,
-    /// The salient-subject segmenter edits of photographs use, loaded on first use (None when
-    /// it is not installed: such edits answer with an error naming the set-up script).
-    segmenter: std::sync::OnceLock<Option<Arc<plantain_vision::Segmenter>>>,
+    /// The salient-subject segmenter edits of photographs use, loaded on first use (when it
+    /// is not installed such edits answer with an error naming the set-up script).
+    segmenter: Arc<plantain_director::edit::LazySegmenter>,
 }
 
 impl Service {
     /// Plans an edit of `images[0]` (fusion: of several) after `text`, on a blocking thread
     /// (region finding measures every pixel, and a photograph runs the segmenter).
     pub async fn plan_edit(&self, text: String, images: Vec<image::RgbImage>, opts: EditOptions) -> Result<EditPlan, EditError> {
-        let segmenter = self.segmenter();
-        tokio::task::spawn_blocking(move || {
-            let finder = segmenter.as_deref().map(|s| s as &dyn plantain_director::edit::SubjectFinder);
-            plantain_director::edit::plan(&text, &images, &opts, finder)
-        })
-        .await
-        .map_err(|e| EditError::Region(format!("the planning task failed: {e}")))?
-    }
-
-    fn segmenter(&self) -> Option<Arc<plantain_vision::Segmenter>> {
-        self.segmenter
-            .get_or_init(|| match plantain_vision::Segmenter::open_installed() {
-                Ok(s) => Some(Arc::new(s)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no segmentation model: edits of photographs will be refused");
-                    None
-                }
-            })
-            .clone()
+        let segmenter = self.segmenter.clone();
+        tokio::task::spawn_blocking(move || plantain_director::edit::plan(&text, &images, &opts, Some(&*segmenter)))
+            .await
+            .map_err(|e| EditError::Region(format!("the planning task failed: {e}")))?
     }
 
     /// Opens storage (the embedded SQLite + folder in the config's data dir), loads provenance
@@ -122,7 +107,7 @@ impl Service {
             }
         }
         Ok(Service {
-            segmenter: std::sync::OnceLock::new(),
+            segmenter: Arc::default(),
             config,
             workers,
             stores,

@@ -437,7 +437,6 @@ impl Builder {
 
     /// "keep X unchanged": X's pixels leave the region.
     fn protect(&mut self, picture: &Picture) -> Result<(), EditError> {
-        let (w, h) = picture.image.dimensions();
         for sel in self.instruction.keep.clone() {
             let (i, notes) = picture.select(&sel)?;
             self.notes.extend(notes);
@@ -451,7 +450,6 @@ impl Builder {
             }
             self.notes.push(format!("kept unchanged: {} ({} px protected)", c.label, composite::area(&kept)));
         }
-        let _ = (w, h);
         Ok(())
     }
 

@@ -17,37 +17,28 @@ use super::words::{Extreme, Position, Selector};
 /// A model that finds the salient subject of a photograph.
 pub trait SubjectFinder: Send + Sync {
     /// Soft mask at the image's size, 255 = subject.
-    fn subject(&self, image: &RgbImage) -> Result<GrayImage, String>;
-    /// What it is, for plans ("ISNet").
-    fn name(&self) -> &str;
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, EditError>;
 }
 
 impl SubjectFinder for plantain_vision::Segmenter {
-    fn subject(&self, image: &RgbImage) -> Result<GrayImage, String> {
-        plantain_vision::Segmenter::subject(self, image).map_err(|e| e.to_string())
-    }
-
-    fn name(&self) -> &str {
-        "ISNet salient-subject segmentation"
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, EditError> {
+        plantain_vision::Segmenter::subject(self, image).map_err(|e| EditError::Region(e.to_string()))
     }
 }
 
 /// The installed segmenter, loaded on first use (a picture of the synthetic world never
-/// needs it).
+/// needs it); when it cannot be loaded, photographs get [`EditError::NoSegmenter`].
 #[derive(Default)]
-pub struct LazySegmenter(std::sync::OnceLock<Result<plantain_vision::Segmenter, String>>);
+pub struct LazySegmenter(std::sync::OnceLock<Option<plantain_vision::Segmenter>>);
 
 impl SubjectFinder for LazySegmenter {
-    fn subject(&self, image: &RgbImage) -> Result<GrayImage, String> {
-        let seg = self.0.get_or_init(|| plantain_vision::Segmenter::open_installed().map_err(|e| e.to_string()));
-        match seg {
-            Ok(s) => SubjectFinder::subject(s, image),
-            Err(e) => Err(e.clone()),
-        }
-    }
-
-    fn name(&self) -> &str {
-        "ISNet salient-subject segmentation"
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, EditError> {
+        let loaded = self.0.get_or_init(|| {
+            plantain_vision::Segmenter::open_installed()
+                .inspect_err(|e| tracing::warn!(error = %e, "no segmentation model: edits of photographs are refused"))
+                .ok()
+        });
+        SubjectFinder::subject(loaded.as_ref().ok_or(EditError::NoSegmenter)?, image)
     }
 }
 
@@ -109,8 +100,8 @@ pub struct Picture {
     pub world: Option<Located>,
 }
 
-/// The world explains a picture when this share of its pixels is background (near the plate)
-/// or covered by an object it found.
+/// The world explains a picture when at least this share of the pixels outside the objects it
+/// found lie near its background plate (and the objects cover at most [`MAX_OBJECT_SHARE`]).
 const WORLD_EXPLAINS: f32 = 0.7;
 /// Objects of the synthetic world never cover more than this share of the picture.
 const MAX_OBJECT_SHARE: f32 = 0.5;
@@ -127,7 +118,7 @@ impl Picture {
         let Some(finder) = finder else {
             return Err(EditError::NoSegmenter);
         };
-        let mask = finder.subject(&image).map_err(EditError::Region)?;
+        let mask = finder.subject(&image)?;
         Ok(Picture::from_subject_mask(image, &mask, FoundBy::Segmenter))
     }
 

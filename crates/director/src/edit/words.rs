@@ -177,7 +177,7 @@ fn tokens(text: &str) -> Vec<String> {
 }
 
 fn color_word(t: &str) -> Option<ColorName> {
-    ColorName::ALL.into_iter().find(|c| c.all_words().any(|w| w == t) || t == "colour_of_".to_owned() + c.word())
+    ColorName::ALL.into_iter().find(|c| c.all_words().any(|w| w == t))
 }
 
 fn shape_word(t: &str) -> Option<Shape> {
