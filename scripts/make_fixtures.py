@@ -965,6 +965,125 @@ def build_inpaint() -> dict:
     return R
 
 
+def sd1_parts_folder(name: str, in_channels: int, seed: int, class_name: str) -> Path:
+    """A folder beside sd1 whose UNet (fp16, random) has `in_channels` inputs and whose other
+    components are symlinks to sd1's."""
+    d = TINY / name
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**dict(unet_config("sd1"), in_channels=in_channels))
+    perturb_(unet, seed + 1)
+    unet.to(torch.float16).save_pretrained(str(d / "unet"), safe_serialization=True)
+    for sub in ("text_encoder", "tokenizer", "vae", "scheduler"):
+        (d / sub).symlink_to(Path("..") / "sd1" / sub, target_is_directory=True)
+    index = json.loads((TINY / "sd1" / "model_index.json").read_text())
+    index["_class_name"] = class_name
+    (d / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return d
+
+
+P2P_PROMPT = "turn the star into a green square"
+P2P_IMAGE_GUIDANCE = 1.5
+
+
+def build_pix2pix() -> dict:
+    """An 8-channel InstructPix2Pix UNet beside sd1's other parts, and diffusers'
+    StableDiffusionInstructPix2PixPipeline run on an 8-bit image and given noise."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    seed = ARCH_SEED["sd1"] + 600
+    d = sd1_parts_folder("sd1-pix2pix", 8, seed, "StableDiffusionInstructPix2PixPipeline")
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        str(d), torch_dtype=F32, local_files_only=True, safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    assert_all_f32(pipe.unet, "sd1-pix2pix/unet")
+    R: dict[str, torch.Tensor] = {}
+    h = HW // 8
+    # 8-bit levels, so that the same picture can be handed to the engine as an RGB image.
+    R["p2p_input"] = torch.randint(0, 256, (1, 3, HW, HW), generator=gen(seed + 10)).float() / 255.0
+    R["p2p_latents"] = torch.randn(1, 4, h, h, generator=gen(seed + 11))
+    R["p2p_image_latents"] = to_f32(pipe.vae.encode(R["p2p_input"] * 2 - 1).latent_dist.mode())
+    final = {}
+
+    def cb(p, i, t, cbk):
+        final.update({k: v.detach().clone() for k, v in cbk.items()})
+        return cbk
+
+    for name, ig in (("", P2P_IMAGE_GUIDANCE), ("_ig0", 0.5)):
+        img = pipe(prompt=P2P_PROMPT, image=R["p2p_input"].clone(), latents=R["p2p_latents"].clone(),
+                   num_inference_steps=STEPS, guidance_scale=GUIDANCE["sd1"], image_guidance_scale=ig,
+                   output_type="pt", callback_on_step_end=cb, callback_on_step_end_tensor_inputs=["latents"])
+        R[f"p2p{name}_final_latents"] = to_f32(final["latents"])
+        R[f"p2p{name}_image"] = to_f32(img.images)
+    return R
+
+
+DIFFEDIT_SOURCE = PROMPT
+DIFFEDIT_TARGET = "a green square above a blue circle, 35mm photo"
+DIFFEDIT_MAPS = 3
+DIFFEDIT_STEPS = 10
+DIFFEDIT_STRENGTH = 0.5
+DIFFEDIT_RATIO = 3.0
+
+
+def build_diffedit() -> dict:
+    """DiffEdit's mask (StableDiffusionDiffEditPipeline.generate_mask) on sd1's tiny model with a
+    DDIM scheduler, given scaled image latents (the pipeline takes 4-channel input as latents)
+    and noise drawn from a seeded generator; the script's own mirror gives the continuous map
+    and must binarise to the pipeline's mask."""
+    from diffusers import DDIMInverseScheduler, DDIMScheduler, StableDiffusionDiffEditPipeline
+
+    seed = ARCH_SEED["sd1"] + 700
+    base = StableDiffusionPipeline.from_pretrained(str(TINY / "sd1"), torch_dtype=F32, local_files_only=True,
+                                                   safety_checker=None, requires_safety_checker=False)
+    sched = DDIMScheduler.from_config(base.scheduler.config)
+    pipe = StableDiffusionDiffEditPipeline(
+        vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet, scheduler=sched,
+        safety_checker=None, feature_extractor=None, inverse_scheduler=DDIMInverseScheduler.from_config(sched.config),
+        requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    R: dict[str, torch.Tensor] = {}
+    h = HW // 8
+    R["diffedit_image_latents"] = torch.randn(1, 4, h, h, generator=gen(seed + 10))
+    mask = pipe.generate_mask(image=R["diffedit_image_latents"].clone(), source_prompt=DIFFEDIT_SOURCE,
+                              target_prompt=DIFFEDIT_TARGET, source_negative_prompt=NEG, target_negative_prompt=NEG,
+                              num_maps_per_mask=DIFFEDIT_MAPS, mask_encode_strength=DIFFEDIT_STRENGTH,
+                              mask_thresholding_ratio=DIFFEDIT_RATIO, num_inference_steps=DIFFEDIT_STEPS,
+                              guidance_scale=GUIDANCE["sd1"], generator=gen(seed + 11), output_type="np")
+    R["diffedit_mask"] = torch.from_numpy(mask).float()
+    # The mirror: the same noise (the pipeline's first draw from the generator), one UNet batch.
+    noise = torch.randn(DIFFEDIT_MAPS, 4, h, h, generator=gen(seed + 11))
+    R["diffedit_noise"] = noise
+    sched.set_timesteps(DIFFEDIT_STEPS)
+    t_start = DIFFEDIT_STEPS - min(int(DIFFEDIT_STEPS * DIFFEDIT_STRENGTH), DIFFEDIT_STEPS)
+    t = sched.timesteps[t_start]
+    R["diffedit_timestep"] = torch.tensor([int(t)])
+    noisy = sched.add_noise(R["diffedit_image_latents"].repeat(DIFFEDIT_MAPS, 1, 1, 1), noise, t)
+    # encode_prompt returns (prompt, negative).  generate_mask unpacks it the other way round, so
+    # its "guided" branches are p + g(n - p) rather than n + g(p - n); with the same negative
+    # prompt on both sides its |target - source| is (g - 1)/g of the paper's, and the mask, which
+    # is normalised by the map's mean, is the same.  The map recorded here is the paper's.
+    pos_s, neg_s = pipe.encode_prompt(DIFFEDIT_SOURCE, "cpu", 1, True, NEG)
+    pos_t, neg_t = pipe.encode_prompt(DIFFEDIT_TARGET, "cpu", 1, True, NEG)
+    preds = []
+    for cond in (neg_s, pos_s, neg_t, pos_t):
+        preds.append(pipe.unet(sched.scale_model_input(noisy, t), t,
+                               encoder_hidden_states=cond.repeat(DIFFEDIT_MAPS, 1, 1)).sample)
+    g = GUIDANCE["sd1"]
+    source = preds[0] + g * (preds[1] - preds[0])
+    target = preds[2] + g * (preds[3] - preds[2])
+    m = (target - source).abs().mean([0, 1])
+    R["diffedit_map"] = to_f32(m)
+    swapped = ((preds[3] + g * (preds[2] - preds[3])) - (preds[1] + g * (preds[0] - preds[1]))).abs().mean([0, 1])
+    assert torch.allclose(swapped, m * (g - 1) / g, atol=1e-5), "the swapped branches differ by more than the factor"
+    clamp = m.mean() * DIFFEDIT_RATIO
+    mirror = torch.where(m.clamp(0, clamp) / clamp <= 0.5, 0, 1).float()
+    assert torch.equal(mirror, R["diffedit_mask"][0]), "the mirror disagrees with generate_mask"
+    return R
+
+
 def save_ref(name: str, R: dict) -> None:
     out = {}
     for k in sorted(R):
@@ -1124,7 +1243,7 @@ def write_readme(all_refs: dict, infos: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--arch", nargs="*", default=["sd1", "sd2", "sdxl", "sd1-inpaint", "taesd"])
+    ap.add_argument("--arch", nargs="*", default=["sd1", "sd2", "sdxl", "sd1-inpaint", "sd1-pix2pix", "sd1-diffedit", "taesd"])
     ap.add_argument("--skip-single-file-check", action="store_true")
     args = ap.parse_args()
 
@@ -1142,6 +1261,11 @@ def main() -> None:
             if arch == "sd1-inpaint":
                 R = build_inpaint()
                 save_ref("sd1-inpaint", R)
+                all_refs[arch] = R
+                continue
+            if arch in ("sd1-pix2pix", "sd1-diffedit"):
+                R = build_pix2pix() if arch == "sd1-pix2pix" else build_diffedit()
+                save_ref(arch, R)
                 all_refs[arch] = R
                 continue
             if arch == "taesd":

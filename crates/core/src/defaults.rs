@@ -11,3 +11,7 @@ pub const DEFAULT_GUIDANCE: f32 = 7.5;
 /// img2img strength (how much of the schedule runs on the input image) when a request does not
 /// give one: `plantain generate --strength` and the server's model default.
 pub const DEFAULT_STRENGTH: f32 = 0.75;
+
+/// InstructPix2Pix image guidance (how closely the edit keeps to the input picture) when a
+/// request does not give one: diffusers' `image_guidance_scale` default.
+pub const DEFAULT_IMAGE_GUIDANCE: f32 = 1.5;

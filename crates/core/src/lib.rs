@@ -19,7 +19,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use canvas::{NATIVE_RATIO_TOLERANCE, canvas_for, native_canvas};
-pub use defaults::{DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
+pub use defaults::{DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
 pub use family::Family;
 
 /// A rejected `aspectRatio` / `imageSize` string; the message lists what is accepted, so it can

@@ -4,7 +4,7 @@
 //! own weights, exported to ONNX with those weights referenced in place, and run by ONNX Runtime.
 //!
 //! [`pipeline`] holds a loaded model's components and one pipeline per task (txt2img, img2img,
-//! inpainting); a generation comes back at the canvas the model drew, and [`resize`] turns it
+//! inpainting, InstructPix2Pix); a generation comes back at the canvas the model drew, and [`resize`] turns it
 //! into the requested pixels as a separate, swappable step.
 
 pub mod error;

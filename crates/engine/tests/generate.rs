@@ -273,3 +273,48 @@ fn previews_of_latent_blend_inpainting_keep_the_unmasked_part() {
     .unwrap();
     assert_eq!(n, 3);
 }
+
+#[test]
+fn instruct_model_edits_an_image_and_refuses_other_tasks() {
+    let p = load("sd1-pix2pix");
+    let src = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, 100]));
+    let mut r = request(3);
+    r.prompt = "make it snow".into();
+    r.init_image = Some(src.clone());
+    let a = go(&p, &r);
+    assert_eq!((a.image.dimensions(), a.steps_run), ((64, 64), 3), "the whole schedule runs");
+    assert_eq!(png(&a.image), png(&go(&p, &r).image), "deterministic");
+    r.image_guidance = 1.0;
+    assert_ne!(png(&a.image), png(&go(&p, &r).image), "image guidance changes the result");
+    for (bad, what) in [(None, "no image"), (Some(image::GrayImage::new(64, 64)), "a mask")] {
+        let mut b = r.clone();
+        if bad.is_none() {
+            b.init_image = None;
+        }
+        b.mask = bad;
+        let e = p.generate(&b, &mut |_| ControlFlow::Continue(())).unwrap_err();
+        assert!(matches!(e, EngineError::InvalidRequest(ref m) if m.contains("InstructPix2Pix")), "{what}: {e}");
+    }
+    r.image_guidance = f32::NAN;
+    assert!(matches!(p.generate(&r, &mut |_| ControlFlow::Continue(())), Err(EngineError::InvalidRequest(_))));
+}
+
+#[test]
+fn diffedit_masks_are_seeded_and_refused_where_undefined() {
+    use plantain_engine::pipeline::DiffEditOptions;
+    let p = load("sd1");
+    let img = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2) as u8, (y * 4) as u8, 60]));
+    let opts = DiffEditOptions { maps: 2, steps: 10, ..Default::default() };
+    let m = p.diffedit_mask(&img, "a red star", "a blue circle", None, &opts).unwrap();
+    assert_eq!(m.latent_size, (8, 12));
+    assert_eq!(m.map.len(), 96);
+    let again = p.diffedit_mask(&img, "a red star", "a blue circle", None, &opts).unwrap();
+    assert_eq!(m.map, again.map, "seeded");
+    let other = p.diffedit_mask(&img, "a red star", "a blue circle", None, &DiffEditOptions { seed: 1, ..opts }).unwrap();
+    assert_ne!(m.map, other.map, "another seed draws other noise");
+    assert_eq!(m.to_image(96, 64).dimensions(), (96, 64));
+    let bad = DiffEditOptions { maps: 0, ..opts };
+    assert!(matches!(p.diffedit_mask(&img, "a", "b", None, &bad), Err(EngineError::InvalidRequest(_))));
+    let e = load("sd1-inpaint").diffedit_mask(&img, "a", "b", None, &opts).unwrap_err();
+    assert!(matches!(e, EngineError::Unsupported(_)), "{e}");
+}

@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 
 use common::{Refs, assert_close, runtime, tiny};
 use ndarray::ArrayD;
-use plantain_engine::pipeline::{Conditioning, Decoder, DenoiseInput, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::pipeline::{Conditioning, Decoder, DenoiseInput, DiffEditOptions, InstructInput, LoadOptions, ModelSource, Pipeline};
 use rand::SeedableRng;
 
 const PROMPT: &str = "a red star above a blue circle, 35mm photo";
@@ -60,6 +60,7 @@ struct LoopInputs {
     strength: f32,
     mask: Option<Vec<f32>>,
     masked_image_latents: Option<Vec<f32>>,
+    instruct: Option<InstructInput>,
 }
 
 /// Runs 4 denoising steps with the model's own scheduler on 8x8 latents; returns the latents
@@ -82,6 +83,7 @@ fn denoise(p: &Pipeline, cond: &Conditioning, guidance: f32, i: LoopInputs) -> (
                 strength: i.strength,
                 mask: i.mask,
                 masked_image_latents: i.masked_image_latents,
+                instruct: i.instruct,
                 rng: &mut rng,
             },
             &mut |pr| {
@@ -206,4 +208,62 @@ fn nine_channel_inpainting_matches_diffusers() {
     assert_close("sd1 inpaint final latents", &out, &refs.f("inpaint_final_latents"), TOL);
     let img = p.decode(out.as_slice().unwrap(), (8, 8), Decoder::Full).unwrap();
     assert_image_close("sd1 inpaint image", &img, &refs.f("inpaint_image"));
+}
+
+/// A `[1, 3, H, W]` tensor of 8-bit levels in [0, 1] as an RGB image.
+fn tensor_as_image(t: &ArrayD<f32>) -> image::RgbImage {
+    let (h, w) = (t.shape()[2], t.shape()[3]);
+    image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        image::Rgb(std::array::from_fn(|c| (t[[0, c, y as usize, x as usize]] * 255.0).round() as u8))
+    })
+}
+
+#[test]
+fn instruct_pix2pix_matches_diffusers() {
+    let refs = Refs::load("sd1-pix2pix");
+    let p = load("sd1-pix2pix");
+    assert!(p.is_instruct_model() && !p.is_inpainting_model());
+    let image = tensor_as_image(&refs.f("p2p_input"));
+    let image_latents = p.encode_image_unscaled(&image).unwrap();
+    let want = refs.f("p2p_image_latents");
+    assert_close(
+        "pix2pix image latents (unscaled mode)",
+        &ArrayD::from_shape_vec(want.raw_dim(), image_latents.clone()).unwrap(),
+        &want,
+        2e-3,
+    );
+    let cond = p.encode_prompt("turn the star into a green square", Some(""), 7.5).unwrap();
+    // Image guidance 1.5 guides by text and picture (three branches); 0.5 turns guidance off,
+    // as diffusers does whenever the image scale is below 1.
+    for (suffix, image_guidance) in [("", 1.5), ("_ig0", 0.5)] {
+        let inputs = LoopInputs {
+            noise: vec_of(&refs.f("p2p_latents")),
+            strength: 1.0,
+            instruct: Some(InstructInput { image_latents: vec_of(&want), image_guidance }),
+            ..Default::default()
+        };
+        let (out, _) = denoise(&p, &cond, 7.5, inputs);
+        let out = ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 4, 8, 8]), out).unwrap();
+        assert_close(&format!("pix2pix{suffix} final latents"), &out, &refs.f(&format!("p2p{suffix}_final_latents")), TOL);
+        let img = p.decode(out.as_slice().unwrap(), (8, 8), Decoder::Full).unwrap();
+        assert_image_close(&format!("pix2pix{suffix} image"), &img, &refs.f(&format!("p2p{suffix}_image")));
+    }
+}
+
+#[test]
+fn diffedit_mask_matches_diffusers() {
+    let refs = Refs::load("sd1-diffedit");
+    let p = load("sd1");
+    let opts = DiffEditOptions { maps: 3, encode_strength: 0.5, threshold_ratio: 3.0, steps: 10, guidance: 7.5, seed: 0 };
+    let source = p.encode_prompt(PROMPT, Some(""), opts.guidance).unwrap();
+    let target = p.encode_prompt("a green square above a blue circle, 35mm photo", Some(""), opts.guidance).unwrap();
+    let got = p
+        .diffedit_map(&source, &target, &vec_of(&refs.f("diffedit_image_latents")), &vec_of(&refs.f("diffedit_noise")), (8, 8), &opts)
+        .unwrap();
+    assert_eq!(got.timestep as i64, refs.i("diffedit_timestep")[[0]], "the noise level");
+    let map = ArrayD::from_shape_vec(ndarray::IxDyn(&[8, 8]), got.map.clone()).unwrap();
+    assert_close("diffedit map", &map, &refs.f("diffedit_map"), TOL);
+    let want: Vec<f32> = vec_of(&refs.f("diffedit_mask"));
+    assert_eq!(got.mask, want, "the binary mask, cell for cell");
+    assert!(got.coverage() > 0.0 && got.coverage() < 1.0, "a mask that is neither empty nor everything");
 }

@@ -33,8 +33,21 @@ pub struct DenoiseInput<'a> {
     pub mask: Option<Vec<f32>>,
     /// Scaled latents of the masked image, for 9-channel inpainting UNets.
     pub masked_image_latents: Option<Vec<f32>>,
+    /// InstructPix2Pix (8-channel UNets): the input picture's latents and the image guidance.
+    pub instruct: Option<InstructInput>,
     /// Draws the fresh noise ancestral samplers need.
     pub rng: &'a mut ChaCha8Rng,
+}
+
+/// What an InstructPix2Pix UNet reads besides the latents.
+#[derive(Clone, Debug)]
+pub struct InstructInput {
+    /// The input picture's latents, UNSCALED (the VAE posterior's mode, as diffusers'
+    /// `prepare_image_latents` passes them; see [`Pipeline::encode_image_unscaled`]).
+    pub image_latents: Vec<f32>,
+    /// diffusers' `image_guidance_scale`: guidance by the picture is on at 1 or more (and text
+    /// guidance above 1), as there.
+    pub image_guidance: f32,
 }
 
 /// The denoising loop's state after a step, for callers that want more than the step count
@@ -113,20 +126,27 @@ fn sched_err(e: SchedulerError) -> EngineError {
 struct UnetInputs {
     /// Text conditioning (and SDXL's pooled embeddings and size ids), already batched.
     fixed: Vec<(&'static str, ArrayD<f32>)>,
-    /// 9-channel inpainting: the mask and masked-image latents appended to the latent channels.
-    extra: Option<Vec<f32>>,
+    /// Channels appended to each batch row's latents: one entry per row (9-channel inpainting:
+    /// mask and masked-image latents; InstructPix2Pix: the image latents, zeros in the
+    /// unconditional row), or none.
+    extra: Vec<Vec<f32>>,
     /// `[batch, in_channels, h, w]` of the `sample` input.
     sample_shape: [usize; 4],
     /// Values in one latent (`c * h * w`): one branch of the UNet's output.
     latent_len: usize,
-    guided: bool,
+    combine: Combine,
 }
 
-/// How the guided prediction is made from the UNet's two branches.
+/// How the guided prediction is made from the UNet's branches.
 #[derive(Clone, Copy)]
-struct Guidance {
-    scale: f32,
-    rescale: f32,
+enum Combine {
+    /// One branch, taken as it is.
+    Single,
+    /// Rows (negative, prompt): classifier-free guidance, optionally rescaled.
+    Cfg { scale: f32, rescale: f32 },
+    /// Rows (prompt + image, negative + image, negative + no image): InstructPix2Pix's
+    /// `uncond + text * (prompt - image) + image * (image - uncond)`.
+    Instruct { text: f32, image: f32 },
 }
 
 impl Pipeline {
@@ -159,12 +179,13 @@ impl Pipeline {
             strength,
             mask,
             masked_image_latents,
+            instruct,
             rng,
         } = input;
-        let guidance = Guidance { scale: guidance, rescale: guidance_rescale };
         self.check_denoise_input(latent_size, &noise, init_latents.as_deref(), mask.is_some() && masked_image_latents.is_some())?;
+        let extra = self.extra_channels(mask.as_deref(), masked_image_latents.as_deref(), instruct.as_ref(), noise.len())?;
         let (begin, mut latents) = start(scheduler.as_mut(), steps, strength, init_latents.as_deref(), &noise)?;
-        let unet_in = self.unet_inputs(cond, latent_size, mask.as_deref(), masked_image_latents.as_deref())?;
+        let unet_in = self.unet_inputs(cond, latent_size, extra, (guidance, guidance_rescale))?;
         // Latent-blend inpainting for ordinary checkpoints: keep the unmasked part on the init
         // image's trajectory.
         let keep = match (&mask, &init_latents) {
@@ -176,7 +197,7 @@ impl Pipeline {
         let started = Instant::now();
         for (k, i) in (begin..timesteps.len()).enumerate() {
             let t = timesteps[i];
-            let model_out = self.predict(&unet_in, scheduler.as_ref(), &latents, i, t, guidance)?;
+            let model_out = self.predict(&unet_in, scheduler.as_ref(), &latents, i, t)?;
             let step_noise = if scheduler.needs_noise(i) { Some(gaussian(rng, unet_in.latent_len)) } else { None };
             let mut next = scheduler.step(&model_out, i, &latents, step_noise.as_deref()).map_err(sched_err)?;
             if let Some((m, init)) = keep {
@@ -215,15 +236,34 @@ impl Pipeline {
         Ok(())
     }
 
+    /// What the UNet reads beside the latents, before batching: the inpainting inputs, or the
+    /// InstructPix2Pix image latents (checked for size here).
+    fn extra_channels(&self, mask: Option<&[f32]>, masked: Option<&[f32]>, instruct: Option<&InstructInput>, n: usize) -> Result<Extra> {
+        if self.is_instruct_model() {
+            let ins =
+                instruct.ok_or_else(|| EngineError::InvalidRequest("this is an InstructPix2Pix model: give the image to edit".into()))?;
+            if ins.image_latents.len() != n {
+                return Err(EngineError::InvalidRequest(format!("image latents must have {n} values, got {}", ins.image_latents.len())));
+            }
+            return Ok(Extra::Instruct(ins.image_latents.clone(), ins.image_guidance));
+        }
+        Ok(match (mask, masked) {
+            (Some(m), Some(ml)) if self.is_inpainting_model() => Extra::Same(m.iter().chain(ml).copied().collect()),
+            _ => Extra::None,
+        })
+    }
+
     /// The UNet inputs that do not change between steps.
-    fn unet_inputs(&self, cond: &Conditioning, (h, w): (usize, usize), mask: Option<&[f32]>, masked: Option<&[f32]>) -> Result<UnetInputs> {
-        let batch = if cond.guided { 2 } else { 1 };
-        if cond.hidden.shape()[0] != batch {
+    fn unet_inputs(&self, cond: &Conditioning, (h, w): (usize, usize), extra: Extra, (scale, rescale): (f32, f32)) -> Result<UnetInputs> {
+        let conditioning_rows = if cond.guided { 2 } else { 1 };
+        if cond.hidden.shape()[0] != conditioning_rows {
             return Err(EngineError::InvalidRequest(
                 "conditioning and guidance disagree (encode the prompt with the same guidance)".into(),
             ));
         }
-        let mut fixed: Vec<(&'static str, ArrayD<f32>)> = vec![("encoder_hidden_states", cond.hidden.clone().into_dyn())];
+        let (hidden, extra, combine) = batch_rows(cond, extra, scale, rescale)?;
+        let batch = hidden.shape()[0];
+        let mut fixed: Vec<(&'static str, ArrayD<f32>)> = vec![("encoder_hidden_states", hidden)];
         if self.unet_cfg.text_time.is_some() {
             let pooled = cond.pooled.as_ref().ok_or_else(|| EngineError::InvalidRequest("SDXL needs pooled text embeddings".into()))?;
             fixed.push(("text_embeds", pooled.clone().into_dyn()));
@@ -232,27 +272,22 @@ impl Pipeline {
             let ids: Vec<f32> = (0..batch).flat_map(|_| [ph, pw, 0.0, 0.0, ph, pw]).collect();
             fixed.push(("time_ids", shaped(&[batch, 6], ids)?));
         }
-        let extra = match (mask, masked) {
-            (Some(m), Some(ml)) if self.is_inpainting_model() => Some(m.iter().chain(ml).copied().collect()),
-            _ => None,
-        };
         Ok(UnetInputs {
             fixed,
             extra,
             sample_shape: [batch, self.unet_cfg.in_channels, h, w],
             latent_len: self.vae_cfg.latent_channels * h * w,
-            guided: cond.guided,
+            combine,
         })
     }
 
     /// One UNet call on step `i`'s latents, combined into the guided model output.
-    fn predict(&self, u: &UnetInputs, scheduler: &dyn Scheduler, latents: &[f32], i: usize, t: f32, g: Guidance) -> Result<Vec<f32>> {
+    fn predict(&self, u: &UnetInputs, scheduler: &dyn Scheduler, latents: &[f32], i: usize, t: f32) -> Result<Vec<f32>> {
         let batch = u.sample_shape[0];
-        let mut one = scheduler.scale_model_input(latents, i).map_err(sched_err)?;
-        if let Some(extra) = &u.extra {
-            one.extend_from_slice(extra);
-        }
-        let sample: Vec<f32> = (0..batch).flat_map(|_| one.iter().copied()).collect();
+        let one = scheduler.scale_model_input(latents, i).map_err(sched_err)?;
+        let sample: Vec<f32> = (0..batch)
+            .flat_map(|b| one.iter().chain(u.extra.get(b).map(Vec::as_slice).unwrap_or(&[])).copied().collect::<Vec<_>>())
+            .collect();
         let mut inputs =
             vec![("sample", Input::F32(shaped(&u.sample_shape, sample)?)), ("timestep", Input::F32(shaped(&[batch], vec![t; batch])?))];
         for (name, v) in &u.fixed {
@@ -262,14 +297,54 @@ impl Pipeline {
         let pred = out.get("out_sample").ok_or_else(|| EngineError::Runtime("UNet gave no output".into()))?;
         let pred = pred.as_slice().ok_or_else(|| EngineError::Runtime("UNet output not contiguous".into()))?;
         let n = u.latent_len;
-        Ok(if u.guided {
-            let (neg, pos) = pred.split_at(n);
-            let guided: Vec<f32> = neg.iter().zip(pos).map(|(u, c)| u + g.scale * (c - u)).collect();
-            rescale_guided(&pos[..n], guided, g.rescale)
-        } else {
-            pred[..n].to_vec()
+        Ok(match u.combine {
+            Combine::Single => pred[..n].to_vec(),
+            Combine::Cfg { scale, rescale } => {
+                let (neg, pos) = pred.split_at(n);
+                let guided: Vec<f32> = neg.iter().zip(pos).map(|(u, c)| u + scale * (c - u)).collect();
+                rescale_guided(&pos[..n], guided, rescale)
+            }
+            Combine::Instruct { text, image } => {
+                let (p, rest) = pred.split_at(n);
+                let (im, un) = rest.split_at(n);
+                p.iter().zip(im).zip(un).map(|((p, im), un)| un + text * (p - im) + image * (im - un)).collect()
+            }
         })
     }
+}
+
+/// Channels appended to the latents, before batching.
+enum Extra {
+    None,
+    /// The same for every batch row (inpainting).
+    Same(Vec<f32>),
+    /// InstructPix2Pix: the image latents and the image guidance scale.
+    Instruct(Vec<f32>, f32),
+}
+
+/// The batch the UNet runs: hidden-state rows, the extra channels of each row and how the rows'
+/// predictions combine. `cond` holds (negative, prompt) when guided, else the prompt alone.
+fn batch_rows(cond: &Conditioning, extra: Extra, scale: f32, rescale: f32) -> Result<(ArrayD<f32>, Vec<Vec<f32>>, Combine)> {
+    let hidden = cond.hidden.clone().into_dyn();
+    let rows = hidden.shape()[0];
+    let prompt_row = || hidden.slice_axis(ndarray::Axis(0), ndarray::Slice::from(rows - 1..rows)).to_owned();
+    Ok(match extra {
+        Extra::None if cond.guided => (hidden, vec![], Combine::Cfg { scale, rescale }),
+        Extra::None => (hidden, vec![], Combine::Single),
+        Extra::Same(e) => {
+            let combine = if cond.guided { Combine::Cfg { scale, rescale } } else { Combine::Single };
+            (hidden, vec![e; rows], combine)
+        }
+        // diffusers guides an InstructPix2Pix model only when both scales ask for it.
+        Extra::Instruct(image, image_scale) if cond.guided && image_scale >= 1.0 => {
+            let neg = hidden.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1)).to_owned();
+            let zeros = vec![0.0; image.len()];
+            let h = ndarray::concatenate(ndarray::Axis(0), &[prompt_row().view(), neg.view(), neg.view()])
+                .map_err(|e| EngineError::Runtime(e.to_string()))?;
+            (h, vec![image.clone(), image, zeros], Combine::Instruct { text: scale, image: image_scale })
+        }
+        Extra::Instruct(image, _) => (prompt_row(), vec![image], Combine::Single),
+    })
 }
 
 /// Sets the scheduler's timesteps and returns the first step to run and the latents it starts

@@ -76,6 +76,13 @@ impl Pipeline {
     /// VAE-encodes an image (its size must be a canvas size) to scaled latents, taking the
     /// distribution's mean so that the result depends on the image alone.
     pub fn encode_image(&self, img: &RgbImage) -> Result<Vec<f32>> {
+        let (shift, scale) = (self.vae_cfg.shift_factor.unwrap_or(0.0), self.vae_cfg.scaling_factor);
+        Ok(self.encode_image_unscaled(img)?.into_iter().map(|v| (v - shift) * scale).collect())
+    }
+
+    /// The VAE posterior's mean for an image, neither shifted nor scaled: what InstructPix2Pix
+    /// UNets read beside their latents.
+    pub fn encode_image_unscaled(&self, img: &RgbImage) -> Result<Vec<f32>> {
         let enc = self.vae_encoder.get(|| {
             Network::new(
                 &vae::build_encoder(&self.vae_cfg, &self.vae_weights)?,
@@ -85,7 +92,6 @@ impl Pipeline {
         })?;
         let out = enc.run(vec![("sample", Input::F32(images::to_tensor(img).into_dyn()))])?;
         let mean = out.get("mean").ok_or_else(|| EngineError::Runtime("VAE encoder gave no mean".into()))?;
-        let (shift, scale) = (self.vae_cfg.shift_factor.unwrap_or(0.0), self.vae_cfg.scaling_factor);
-        Ok(mean.iter().map(|v| (v - shift) * scale).collect())
+        Ok(mean.iter().copied().collect())
     }
 }

@@ -150,6 +150,7 @@ pub(crate) fn diffusers(dir: &Path, variant: Option<&str>) -> Result<Parts> {
         "StableDiffusionPipeline",
         "StableDiffusionImg2ImgPipeline",
         "StableDiffusionInpaintPipeline",
+        "StableDiffusionInstructPix2PixPipeline",
         "StableDiffusionXLPipeline",
         "StableDiffusionXLImg2ImgPipeline",
         "StableDiffusionXLInpaintPipeline",

@@ -16,6 +16,7 @@
 
 mod decode;
 mod denoise;
+mod diffedit;
 mod encode;
 pub mod images;
 mod load;
@@ -32,7 +33,8 @@ use plantain_tokenizer::ClipTokenizer;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-pub use denoise::{DenoiseInput, StepLatents, rescale_guided};
+pub use denoise::{DenoiseInput, InstructInput, StepLatents, rescale_guided};
+pub use diffedit::{DiffEditMask, DiffEditOptions};
 pub use encode::Conditioning;
 pub use load::ModelSource;
 pub use request::{GenerateRequest, Generated, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, Progress, Task, Timings};
@@ -149,6 +151,9 @@ impl Pipeline {
         };
         let (unet_cfg, unet_w) = parts.unet;
         check_unet_channels(&unet_cfg, &parts.vae.0)?;
+        if parts.family == Family::Sdxl && unet_cfg.in_channels == 2 * parts.vae.0.latent_channels {
+            return Err(EngineError::Unsupported("SDXL InstructPix2Pix models are not supported yet (SD 1.x/2.x ones are)".into()));
+        }
         let unet = Network::new(&unet::build(&unet_cfg, &unet_w)?, &label("unet"), rt)?;
         let taesd = match &opts.tiny_autoencoder {
             Some(dir) => Some(load_taesd(dir)?),
@@ -193,6 +198,10 @@ impl Pipeline {
     }
     pub fn is_inpainting_model(&self) -> bool {
         self.unet_cfg.in_channels == 2 * self.vae_cfg.latent_channels + 1
+    }
+    /// An InstructPix2Pix model: its UNet reads the latents and the input image's latents.
+    pub fn is_instruct_model(&self) -> bool {
+        self.unet_cfg.in_channels == 2 * self.vae_cfg.latent_channels
     }
     pub fn scheduler_config(&self) -> &SchedulerConfig {
         &self.scheduler
@@ -248,10 +257,11 @@ impl Pipeline {
     /// (and previews) with a [`Resizer`](crate::resize::Resizer).
     pub fn generate_with(&self, req: &GenerateRequest, on_step: &mut OnStep<'_>) -> Result<Generated> {
         self.validate(req)?;
-        match req.task()? {
+        match req.task(self.is_instruct_model())? {
             Task::Txt2Img => tasks::txt2img::run(self, req, on_step),
             Task::Img2Img { image, strength } => tasks::img2img::run(self, req, image, strength, on_step),
             Task::Inpaint { image, mask, strength } => tasks::inpaint::run(self, req, image, mask, strength, on_step),
+            Task::Instruct { image, image_guidance } => tasks::instruct::run(self, req, image, image_guidance, on_step),
         }
     }
 }
@@ -270,13 +280,15 @@ fn take(mut out: std::collections::HashMap<String, ArrayD<f32>>, name: &str) -> 
 }
 
 /// The UNet reads the VAE's latents (4 channels in SD; plantain-nano uses 8), or, in an
-/// inpainting UNet, latents + mask + masked-image latents.
+/// InstructPix2Pix UNet, latents + image latents, or, in an inpainting UNet, latents + mask +
+/// masked-image latents.
 fn check_unet_channels(unet: &UNetConfig, vae: &VaeConfig) -> Result<()> {
     let l = vae.latent_channels;
-    if unet.in_channels != l && unet.in_channels != 2 * l + 1 {
+    if ![l, 2 * l, 2 * l + 1].contains(&unet.in_channels) {
         return Err(EngineError::Unsupported(format!(
-            "UNet with {} input channels for a VAE with {l} latent channels (expected {l}, or {} for inpainting)",
+            "UNet with {} input channels for a VAE with {l} latent channels (expected {l}, {} for InstructPix2Pix or {} for inpainting)",
             unet.in_channels,
+            2 * l,
             2 * l + 1
         )));
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use image::{GrayImage, RgbImage};
-use plantain_core::{DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
+use plantain_core::{DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
 use plantain_schedulers::SchedulerKind;
 
 use super::{Decoder, Pipeline};
@@ -41,6 +41,9 @@ pub struct GenerateRequest {
     pub strength: f32,
     /// Inpainting mask, white = repaint; needs `init_image`.
     pub mask: Option<GrayImage>,
+    /// InstructPix2Pix models only: how strongly the edit keeps to `init_image` (diffusers'
+    /// `image_guidance_scale`; below 1 turns guidance off, as there).
+    pub image_guidance: f32,
     pub decoder: Decoder,
 }
 
@@ -61,13 +64,27 @@ impl GenerateRequest {
             init_image: None,
             strength: DEFAULT_STRENGTH,
             mask: None,
+            image_guidance: DEFAULT_IMAGE_GUIDANCE,
             decoder: Decoder::Full,
         }
     }
 
-    /// The task this request asks for, from its inputs: no image is txt2img, an image img2img,
-    /// an image and a mask inpainting. A mask without an image is an error.
-    pub fn task(&self) -> Result<Task<'_>> {
+    /// The task this request asks for, from its inputs and the kind of model: no image is
+    /// txt2img, an image img2img, an image and a mask inpainting; for an InstructPix2Pix model
+    /// (`instruct_model`) an image is an instruction edit, and it reads neither a mask nor
+    /// nothing. A mask without an image is an error.
+    pub fn task(&self, instruct_model: bool) -> Result<Task<'_>> {
+        if instruct_model {
+            return match (&self.init_image, &self.mask) {
+                (Some(image), None) => Ok(Task::Instruct { image, image_guidance: self.image_guidance }),
+                (None, _) => Err(EngineError::InvalidRequest(
+                    "this is an InstructPix2Pix model: give the image to edit and the instruction as the prompt".into(),
+                )),
+                (Some(_), Some(_)) => Err(EngineError::InvalidRequest(
+                    "an InstructPix2Pix model edits the whole picture and reads no mask; paste its result back inside the mask".into(),
+                )),
+            };
+        }
         match (&self.init_image, &self.mask) {
             (None, None) => Ok(Task::Txt2Img),
             (Some(image), None) => Ok(Task::Img2Img { image, strength: self.strength }),
@@ -88,6 +105,10 @@ pub enum Task<'a> {
     /// The white part of `mask` redrawn in `image`: by a 9-channel inpainting UNet, or by any
     /// other UNet with the unmasked latents blended back after every step.
     Inpaint { image: &'a RgbImage, mask: &'a GrayImage, strength: f32 },
+    /// `image` edited after the prompt read as an instruction, by an InstructPix2Pix model
+    /// (8-channel UNet: the latents and the image's latents), guided by the text and by the
+    /// image (`image_guidance`).
+    Instruct { image: &'a RgbImage, image_guidance: f32 },
 }
 
 /// Reported after every denoising step.
@@ -156,6 +177,9 @@ impl Pipeline {
         if self.is_inpainting_model() && req.mask.is_none() {
             return bad("this is an inpainting model: give an image and a mask".into());
         }
-        Ok(())
+        if !req.image_guidance.is_finite() || !(0.0..=50.0).contains(&req.image_guidance) {
+            return bad(format!("image_guidance must be within 0..=50, got {}", req.image_guidance));
+        }
+        req.task(self.is_instruct_model()).map(|_| ())
     }
 }

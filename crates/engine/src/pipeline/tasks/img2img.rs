@@ -21,5 +21,5 @@ pub(in crate::pipeline) fn run(
     let t = Instant::now();
     let (_, init) = encode_init(p, image, setup.canvas)?;
     setup.timings.image_encode = t.elapsed();
-    setup.finish(p, req, ImageLatents { init: Some(init), strength, mask: None, masked: None }, on_step)
+    setup.finish(p, req, ImageLatents { init: Some(init), strength, mask: None, masked: None, instruct: None }, on_step)
 }

@@ -35,5 +35,5 @@ pub(in crate::pipeline) fn run(
         None
     };
     setup.timings.image_encode = t.elapsed();
-    setup.finish(p, req, ImageLatents { init: Some(init), strength, mask: Some(latent_mask), masked }, on_step)
+    setup.finish(p, req, ImageLatents { init: Some(init), strength, mask: Some(latent_mask), masked, instruct: None }, on_step)
 }

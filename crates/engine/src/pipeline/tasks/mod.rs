@@ -1,4 +1,5 @@
-//! One pipeline per task, in the diffusers style: [`txt2img`], [`img2img`] and [`inpaint`] are
+//! One pipeline per task, in the diffusers style: [`txt2img`], [`img2img`], [`inpaint`] and
+//! [`instruct`] (InstructPix2Pix) are
 //! each a short function over the shared loaded components ([`Pipeline`]) and steps
 //! ([`Pipeline::encode_prompt`], [`Pipeline::encode_image`], [`Pipeline::denoise_with`],
 //! [`Pipeline::decode`]). [`Pipeline::generate_with`] validates a request and runs the one its
@@ -9,6 +10,7 @@
 
 pub(super) mod img2img;
 pub(super) mod inpaint;
+pub(super) mod instruct;
 pub(super) mod txt2img;
 
 use std::time::Instant;
@@ -18,7 +20,7 @@ use plantain_schedulers::{Scheduler, SchedulerKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Conditioning, DenoiseInput, GenerateRequest, Generated, OnStep, Pipeline, Timings, gaussian, images};
+use super::{Conditioning, DenoiseInput, GenerateRequest, Generated, InstructInput, OnStep, Pipeline, Timings, gaussian, images};
 use crate::error::Result;
 
 /// What every task starts from, before any input image is looked at: the canvas, the seeded
@@ -48,11 +50,13 @@ struct ImageLatents {
     mask: Option<Vec<f32>>,
     /// Scaled latents of the image with the repaint region blanked (9-channel UNets only).
     masked: Option<Vec<f32>>,
+    /// The picture InstructPix2Pix edits (8-channel UNets only).
+    instruct: Option<InstructInput>,
 }
 
 impl ImageLatents {
     /// txt2img: the whole schedule from noise alone.
-    const NONE: ImageLatents = ImageLatents { init: None, strength: 1.0, mask: None, masked: None };
+    const NONE: ImageLatents = ImageLatents { init: None, strength: 1.0, mask: None, masked: None, instruct: None };
 }
 
 impl Setup {
@@ -89,6 +93,7 @@ impl Setup {
                 strength: inputs.strength,
                 mask: inputs.mask,
                 masked_image_latents: inputs.masked,
+                instruct: inputs.instruct,
                 rng: &mut self.rng,
             },
             on_step,
