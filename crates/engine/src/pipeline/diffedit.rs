@@ -167,7 +167,8 @@ impl Pipeline {
         if opts.maps == 0 || opts.maps > 64 {
             return Err(EngineError::InvalidRequest(format!("DiffEdit maps must be 1..=64, got {}", opts.maps)));
         }
-        if !(opts.threshold_ratio > 0.0) || !(opts.encode_strength > 0.0 && opts.encode_strength <= 1.0) {
+        let ratio_ok = opts.threshold_ratio.is_finite() && opts.threshold_ratio > 0.0;
+        if !ratio_ok || !(opts.encode_strength > 0.0 && opts.encode_strength <= 1.0) {
             return Err(EngineError::InvalidRequest("DiffEdit needs a positive threshold ratio and an encode strength in (0, 1]".into()));
         }
         Ok(())
