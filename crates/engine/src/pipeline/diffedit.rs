@@ -168,7 +168,8 @@ impl Pipeline {
             return Err(EngineError::InvalidRequest(format!("DiffEdit maps must be 1..=64, got {}", opts.maps)));
         }
         let ratio_ok = opts.threshold_ratio.is_finite() && opts.threshold_ratio > 0.0;
-        if !ratio_ok || !(opts.encode_strength > 0.0 && opts.encode_strength <= 1.0) {
+        let strength_ok = opts.encode_strength > 0.0 && opts.encode_strength <= 1.0;
+        if !(ratio_ok && strength_ok) {
             return Err(EngineError::InvalidRequest("DiffEdit needs a positive threshold ratio and an encode strength in (0, 1]".into()));
         }
         Ok(())
