@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use plantain_core::AspectRatio;
-use plantain_director::edit::{EditOptions, EditPlan, Edited, LazySegmenter, plan};
-use plantain_engine::pipeline::GenerateRequest;
+use std::sync::Arc;
+
+use plantain_director::edit::{EditOptions, EditPlan, Edited, LazySegmenter, ModelFinder, painter_for, plan};
+use plantain_engine::pipeline::{GenerateRequest, Pipeline};
 use plantain_provenance::{Action, Ingredient, ManifestInfo};
 
 use crate::generate::{LoadSpec, generate_with_bar, load_pipeline, resolve_model};
@@ -71,7 +73,7 @@ pub struct FuseArgs {
 }
 
 pub fn run_edit(a: EditArgs) -> Result<()> {
-    let opts = EditOptions { aspect: a.aspect, mask: a.mask.as_deref().map(io::read_mask).transpose()? };
+    let opts = EditOptions { aspect: a.aspect, mask: a.mask.as_deref().map(io::read_mask).transpose()?, ..Default::default() };
     run(&[a.image], &a.instruction, opts, &a.common)
 }
 
@@ -87,8 +89,7 @@ pub fn run_fuse(a: FuseArgs) -> Result<()> {
 fn run(paths: &[PathBuf], instruction: &str, opts: EditOptions, c: &Common) -> Result<()> {
     let format = provenance_cmd::output_format(&c.output)?;
     let images = paths.iter().map(|p| io::read_rgb(p)).collect::<Result<Vec<_>>>()?;
-    let finder = LazySegmenter::default();
-    let plan = plan(instruction, &images, &opts, Some(&finder)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (plan, model) = plan_with_model(instruction, &images, opts, c)?;
     if c.explain {
         println!("{}", plan.explain());
     }
@@ -96,7 +97,7 @@ fn run(paths: &[PathBuf], instruction: &str, opts: EditOptions, c: &Common) -> R
         return Ok(());
     }
     let prov = provenance_cmd::load_for_stamping(&c.provenance)?;
-    let (edited, seed, steps) = carry_out(&plan, c)?;
+    let (edited, seed, steps) = carry_out(&plan, model.as_ref(), c)?;
     let bytes = stamp(&prov, &plan, &edited, format, &c.model, paths, seed, steps)?;
     io::write_atomic(&bytes, &c.output)?;
     let r = &edited.report;
@@ -112,14 +113,33 @@ fn run(paths: &[PathBuf], instruction: &str, opts: EditOptions, c: &Common) -> R
     Ok(())
 }
 
-/// Paints what the plan asks of a model (loading it only then), and pastes back.
-fn carry_out(plan: &EditPlan, c: &Common) -> Result<(Edited, u64, usize)> {
-    let Some(paint) = plan.paint_request() else {
-        return Ok((plan.finish(None)?, 0, 0));
-    };
+/// The loaded model and its defaults.
+type Model = (Arc<Pipeline>, plantain_hub::ResolvedModel);
+
+/// Plans without the model first (exact edits never load it); when the plan needs a painter,
+/// or names an object only the model can find (DiffEdit), loads the model and plans again
+/// with it: it finds things by name and, if it is an InstructPix2Pix model, paints by the
+/// user's own words.
+fn plan_with_model(instruction: &str, images: &[image::RgbImage], opts: EditOptions, c: &Common) -> Result<(EditPlan, Option<Model>)> {
+    let segmenter = Arc::new(LazySegmenter::default());
+    let first = plan(instruction, images, &opts, Some(&segmenter)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if first.paint_request().is_none() && !first.names_unchecked {
+        return Ok((first, None));
+    }
     let resolved = resolve_model(&c.model)?;
     let load = LoadSpec { config_dir: None, variant: None, tiny_vae: None, threads: c.threads, cuda: c.cuda };
-    let pipeline = load_pipeline(&resolved, &load)?;
+    let pipeline = Arc::new(load_pipeline(&resolved, &load)?);
+    let opts = EditOptions { painter: painter_for(&pipeline), ..opts };
+    let finder = ModelFinder { subject: segmenter, pipeline: Some(pipeline.clone()), seed: c.seed.unwrap_or(0) };
+    let again = plan(instruction, images, &opts, Some(&finder)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((again, Some((pipeline, resolved))))
+}
+
+/// Paints what the plan asks of the model, and pastes back.
+fn carry_out(plan: &EditPlan, model: Option<&Model>, c: &Common) -> Result<(Edited, u64, usize)> {
+    let (Some(paint), Some((pipeline, resolved))) = (plan.paint_request(), model) else {
+        return Ok((plan.finish(None)?, 0, 0));
+    };
     let (w, h) = paint.image.dimensions();
     let mut req = GenerateRequest::new(paint.prompt.clone(), w, h);
     req.negative_prompt = paint.negative.clone();
@@ -129,7 +149,10 @@ fn carry_out(plan: &EditPlan, c: &Common) -> Result<(Edited, u64, usize)> {
     req.init_image = Some(paint.image.clone());
     req.mask = paint.mask.clone();
     req.strength = paint.strength;
-    let g = generate_with_bar(&pipeline, &req)?;
+    if let Some(g) = paint.image_guidance {
+        req.image_guidance = g;
+    }
+    let g = generate_with_bar(pipeline, &req)?;
     Ok((plan.finish(Some(g.image))?, g.seed, g.steps_run))
 }
 

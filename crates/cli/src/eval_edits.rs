@@ -276,7 +276,7 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(d) = &a.save {
         std::fs::create_dir_all(d)?;
     }
-    let opts = EditOptions { aspect: Some(plantain_core::AspectRatio::R16x9), mask: None };
+    let opts = EditOptions { aspect: Some(plantain_core::AspectRatio::R16x9), ..Default::default() };
     println!(
         "| operation | wordings | cases | asked change done | objects not named unchanged | outputs with a pixel changed outside the region | refused | median time |"
     );

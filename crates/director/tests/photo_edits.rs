@@ -3,7 +3,7 @@
 //! repaints it asks for, and the paste-back's promise whatever the painter returns.
 
 use image::{GrayImage, Luma, Rgb, RgbImage};
-use plantain_director::edit::{EditError, EditOptions, FoundBy, SubjectFinder, Work, plan};
+use plantain_director::edit::{EditError, EditOptions, FoundBy, Painter, SubjectFinder, Work, plan};
 
 /// Discs of the given centres and radius are the subject.
 struct Discs(Vec<(f32, f32)>, f32);
@@ -108,4 +108,80 @@ fn photo_fusion_keeps_the_subject_core_and_the_scene_outside_the_seam() {
     assert_eq!(out.image.get_pixel(20, 100), scene.get_pixel(20, 100));
     let core = out.image.get_pixel(250, 100).0;
     assert!(core[0] > 120 && core[2] < 200, "{core:?}");
+}
+
+/// Discs as the subject, and things findable by name: each name a box (x0, y0, x1, y1), as a
+/// DiffEdit lookup on a model that knows them would give.
+/// (x0, y0, x1, y1), the ends exclusive.
+type Box4 = (u32, u32, u32, u32);
+
+struct Named(Discs, Vec<(&'static str, Box4)>);
+
+impl SubjectFinder for Named {
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, EditError> {
+        self.0.subject(image)
+    }
+    fn named(&self, image: &RgbImage, noun: &str) -> Option<Result<GrayImage, EditError>> {
+        if noun == "ghost" {
+            // What a model that does not know the name gives: scattered cells.
+            return Some(Ok(GrayImage::from_fn(image.width(), image.height(), |x, y| {
+                Luma([if (x / 8 + y / 8) % 3 == 0 { 255 } else { 0 }])
+            })));
+        }
+        let b = self.1.iter().find(|(n, _)| *n == noun).map(|(_, b)| *b).unwrap_or((0, 0, 0, 0));
+        Some(Ok(GrayImage::from_fn(image.width(), image.height(), |x, y| {
+            Luma([if x >= b.0 && x < b.2 && y >= b.1 && y < b.3 { 255 } else { 0 }])
+        })))
+    }
+}
+
+#[test]
+fn names_found_by_the_model_choose_among_parts_or_add_a_region() {
+    let discs = Discs(vec![(50.0, 80.0), (190.0, 80.0)], 25.0);
+    let img = photo(240, 160, &discs, [30, 160, 60]);
+    let opts = EditOptions::default();
+    let finder = Named(Discs(discs.0.clone(), discs.1), vec![("cup", (160, 50, 225, 115)), ("lamp", (100, 10, 140, 40))]);
+    // Without names "the cup" is one of two green parts: ambiguous.
+    assert!(matches!(plan("remove the cup", std::slice::from_ref(&img), &opts, Some(&discs)), Err(EditError::Ambiguous(_))));
+    // The name picks the part inside its mask.
+    let p = plan("remove the cup", std::slice::from_ref(&img), &opts, Some(&finder)).unwrap();
+    assert!(!p.names_unchecked && p.notes.iter().any(|n| n.contains("\"cup\" located by")), "{:?}", p.notes);
+    let mask = p.paint_request().unwrap().mask.clone().unwrap();
+    assert_eq!((mask.get_pixel(190, 80).0[0], mask.get_pixel(50, 80).0[0]), (255, 0));
+    // A named thing the segmenter did not separate becomes a region of its own.
+    let p = plan("remove the lamp", std::slice::from_ref(&img), &opts, Some(&finder)).unwrap();
+    let mask = p.paint_request().unwrap().mask.clone().unwrap();
+    assert_eq!((mask.get_pixel(120, 25).0[0], mask.get_pixel(190, 80).0[0], mask.get_pixel(50, 80).0[0]), (255, 0, 0));
+    assert_eq!(p.finish(Some(noise(240, 160))).unwrap().report.outside_changed, Some(0));
+    // A name the model does not find is an answer, not a guess.
+    assert!(matches!(plan("remove the vase", std::slice::from_ref(&img), &opts, Some(&finder)), Err(EditError::NotFound(_))));
+    // A scattered mask is not believed: the plan falls back to colour, place and size, and says so.
+    let p = plan("remove the ghost on the left", std::slice::from_ref(&img), &opts, Some(&finder)).unwrap();
+    assert!(p.notes.iter().any(|n| n.contains("scattered mask")), "{:?}", p.notes);
+    assert!(p.notes.iter().any(|n| n.contains("\"ghost\" was not checked")), "{:?}", p.notes);
+    // A finder that cannot look names up leaves the plan marked.
+    let p = plan("remove the cup on the left", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    assert!(p.names_unchecked);
+}
+
+#[test]
+fn an_instruction_model_edits_the_whole_picture_and_the_region_still_bounds_it() {
+    let discs = Discs(vec![(100.0, 80.0)], 30.0);
+    let img = photo(240, 160, &discs, [200, 30, 30]);
+    let opts = EditOptions { painter: Painter::Instruct, ..Default::default() };
+    let p = plan("in the style of a watercolour painting", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    let req = p.paint_request().unwrap();
+    assert!(req.mask.is_none() && req.image_guidance.is_some());
+    assert_eq!(req.prompt, "in the style of a watercolour painting", "the model reads the user's own words");
+    assert!(p.method.contains("InstructPix2Pix"), "{}", p.method);
+    let out = p.finish(Some(noise(240, 160))).unwrap();
+    assert!(out.image == noise(240, 160), "restyling keeps the model's whole picture");
+
+    let p = plan("replace the background with a beach", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    let req = p.paint_request().unwrap();
+    assert!(req.mask.is_none() && req.prompt == "replace the background with a beach");
+    assert!(p.method.contains("kept only inside the region"), "{}", p.method);
+    let out = p.finish(Some(noise(240, 160))).unwrap();
+    assert_eq!(out.report.outside_changed, Some(0));
+    assert_eq!(out.image.get_pixel(100, 80), img.get_pixel(100, 80), "the subject is the input's");
 }

@@ -66,10 +66,10 @@ pub(crate) async fn prepare_edit(
     let first = inputs[0].rgb();
     let (_, size, format) = image_settings(state, gc, Some(&inputs[0]))?;
     let sampling = sampling(state, gc, parent.as_ref())?;
-    let opts = EditOptions { aspect: asked_ratio, mask: None };
+    let opts = EditOptions { aspect: asked_ratio, mask: None, ..Default::default() };
     let rgbs: Vec<image::RgbImage> = inputs.iter().map(|i| i.rgb()).collect();
     let prompt_tokens = state.tokenizer.count_tokens(&text) as u32 + INPUT_IMAGE_TOKENS * found.len() as u32;
-    let plan = match state.svc.plan_edit(text.clone(), rgbs, opts).await {
+    let plan = match state.svc.plan_edit(text.clone(), rgbs, opts, &worker).await {
         Ok(p) => p,
         Err(e) if e.is_answer() => {
             let spec = spec_for(worker, &text, inputs, &sampling, format, prompt_tokens, None, parent, size, &first);

@@ -539,8 +539,9 @@ async fn multipart_job(
     // With a mask the words say what to paint there; without, they are an instruction the
     // planner reads. Either way the result is pasted back: outside the region every pixel is
     // the input's own, at the input's size.
-    let opts = EditOptions { aspect: None, mask };
-    let plan = state.svc.plan_edit(prompt.clone(), images.iter().map(InputImage::rgb).collect(), opts).await.map_err(edit_error)?;
+    let opts = EditOptions { aspect: None, mask, ..Default::default() };
+    let plan =
+        state.svc.plan_edit(prompt.clone(), images.iter().map(InputImage::rgb).collect(), opts, &c.worker).await.map_err(edit_error)?;
     let (w, h) = plan.paint_request().map(|r| r.image.dimensions()).unwrap_or((first.rgba.width(), first.rgba.height()));
     (c.width, c.height) = (w, h);
     if plan.paint_request().is_none() {

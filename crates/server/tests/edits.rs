@@ -125,3 +125,31 @@ async fn gemini_fusion_and_generative_edits() {
     assert_eq!(outside, 0, "pixels moved outside the top-left box and its band");
     s.stop().await;
 }
+
+/// With an InstructPix2Pix model loaded, a model edit is the whole picture edited after the
+/// user's own words, still pasted back inside the plan's region; the text part says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instruction_model_paints_by_the_users_words_inside_the_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir);
+    c.models[0] =
+        plantain_service::config::ModelConfig::new("tiny-pix2pix", &repo_root().join("fixtures/tiny/sd1-pix2pix").to_string_lossy());
+    c.models[0].steps = Some(2);
+    c.models[0].threads = 1;
+    let s = start(c).await;
+    let base = format!("http://{}", s.addr);
+    let room = scene(Background::Solid(ColorName::Blue), vec![obj(Shape::Heart, ColorName::Pink, HPos::Right, VPos::Middle)]);
+    let img = render(&room, 256, 192);
+    let words = "add a green square at the top left";
+    let body =
+        json!({"contents": [{"parts": [{"text": words}, inline(&img)]}], "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}});
+    let (st, v) = post(&base, &body).await;
+    assert_eq!(st, 200, "{v}");
+    let text = v["candidates"][0]["content"]["parts"].as_array().unwrap().iter().filter_map(|p| p["text"].as_str()).collect::<String>();
+    assert!(text.contains("InstructPix2Pix"), "{text}");
+    let out = decode(&v);
+    let outside = out.enumerate_pixels().filter(|&(x, y, p)| (x > 110 || y > 85) && p != img.get_pixel(x, y)).count();
+    assert_eq!(outside, 0, "pixels moved outside the top-left box and its band");
+    assert_ne!(out, img, "the model painted inside the box");
+    s.stop().await;
+}

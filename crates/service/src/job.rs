@@ -96,6 +96,9 @@ impl JobSpec {
                     r.init_image = Some(paint.image.clone());
                     r.strength = paint.strength;
                     r.mask = paint.mask.clone();
+                    if let Some(g) = paint.image_guidance {
+                        r.image_guidance = g;
+                    }
                     r
                 })
                 .collect();

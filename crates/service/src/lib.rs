@@ -71,11 +71,23 @@ pub struct Service {
 }
 
 impl Service {
-    /// Plans an edit of `images[0]` (fusion: of several) after `text`, on a blocking thread
-    /// (region finding measures every pixel, and a photograph runs the segmenter).
-    pub async fn plan_edit(&self, text: String, images: Vec<image::RgbImage>, opts: EditOptions) -> Result<EditPlan, EditError> {
-        let segmenter = self.segmenter.clone();
-        tokio::task::spawn_blocking(move || plantain_director::edit::plan(&text, &images, &opts, Some(&*segmenter)))
+    /// Plans an edit of `images[0]` (fusion: of several) after `text` for `model`, on a
+    /// blocking thread (region finding measures every pixel, and a photograph runs the
+    /// segmenter). Once the model is loaded it also finds named objects (DiffEdit) and decides
+    /// the painter's kind (an InstructPix2Pix model edits by the user's own words).
+    pub async fn plan_edit(
+        &self,
+        text: String,
+        images: Vec<image::RgbImage>,
+        mut opts: EditOptions,
+        model: &Worker,
+    ) -> Result<EditPlan, EditError> {
+        let pipeline = model.pipeline();
+        if let Some(p) = &pipeline {
+            opts.painter = plantain_director::edit::painter_for(p);
+        }
+        let finder = plantain_director::edit::ModelFinder { subject: self.segmenter.clone(), pipeline, seed: 0 };
+        tokio::task::spawn_blocking(move || plantain_director::edit::plan(&text, &images, &opts, Some(&finder)))
             .await
             .map_err(|e| EditError::Region(format!("the planning task failed: {e}")))?
     }

@@ -254,6 +254,8 @@ pub struct Worker {
     pub cancelled: Arc<AtomicU64>,
     queue: Arc<Queue>,
     state: Arc<Mutex<ModelState>>,
+    /// The loaded model, shared with the edit planner (DiffEdit lookups, the painter's kind).
+    loaded: Arc<Mutex<Option<Arc<Pipeline>>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -301,12 +303,18 @@ impl Worker {
             ..Default::default()
         };
         let cancelled = Arc::new(AtomicU64::new(0));
-        let (q, st, name, c) = (queue.clone(), state.clone(), cfg.name.clone(), cancelled.clone());
+        let loaded = Arc::new(Mutex::new(None));
+        let (q, st, name, c, l) = (queue.clone(), state.clone(), cfg.name.clone(), cancelled.clone(), loaded.clone());
         let thread = std::thread::Builder::new()
             .name(format!("model-{}", cfg.name))
-            .spawn(move || run_worker(&name, source, &opts, &q, &st, &c))
+            .spawn(move || run_worker(&name, source, &opts, &q, (&st, &l), &c))
             .ok();
-        Worker { name: cfg.name.clone(), defaults, cancelled, queue, state, thread: Mutex::new(thread) }
+        Worker { name: cfg.name.clone(), defaults, cancelled, queue, state, loaded, thread: Mutex::new(thread) }
+    }
+
+    /// The model, once loaded.
+    pub fn pipeline(&self) -> Option<Arc<Pipeline>> {
+        self.loaded.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn state(&self) -> ModelState {
@@ -369,7 +377,7 @@ fn run_worker(
     source: Option<ModelSource>,
     opts: &LoadOptions,
     queue: &Queue,
-    state: &Mutex<ModelState>,
+    (state, loaded): (&Mutex<ModelState>, &Mutex<Option<Arc<Pipeline>>>),
     cancelled: &AtomicU64,
 ) {
     let set = |s: ModelState| *state.lock().unwrap_or_else(|p| p.into_inner()) = s;
@@ -380,6 +388,8 @@ fn run_worker(
             match Pipeline::load(&src, opts) {
                 Ok(p) => {
                     tracing::info!(model = name, family = %p.family(), secs = t.elapsed().as_secs_f32(), "model loaded");
+                    let p = Arc::new(p);
+                    *loaded.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
                     set(ModelState::Ready { family: p.family().to_string() });
                     Some(p)
                 }

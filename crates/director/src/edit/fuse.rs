@@ -106,7 +106,14 @@ fn seam_repaint(b: &mut Builder, composite_img: RgbImage, placed: &GrayImage) {
     b.feather = band;
     b.alpha = composite::feathered(&support, band);
     let prompt = b.instruction.text.clone();
-    let req = PaintRequest { image: composite_img.clone(), mask: Some(ring), prompt, negative: None, strength: SEAM_STRENGTH };
+    let req = PaintRequest {
+        image: composite_img.clone(),
+        mask: Some(ring),
+        prompt,
+        negative: None,
+        strength: SEAM_STRENGTH,
+        image_guidance: None,
+    };
     b.core = Some((composite_img, core));
     b.notes.push(format!("colour-matched {:.0}% towards the scene; seam band repainted at strength {SEAM_STRENGTH}", COLOR_MATCH * 100.0));
     b.work =

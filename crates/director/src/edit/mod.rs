@@ -12,11 +12,13 @@
 
 pub mod adjust;
 mod fuse;
+pub mod named;
 mod plan;
 pub mod regions;
 pub mod words;
 
-pub use plan::{EditOptions, EditPlan, Edited, PaintRequest, PlanReport, Work, explain, plan};
+pub use named::{ModelFinder, painter_for};
+pub use plan::{EditOptions, EditPlan, Edited, PaintRequest, Painter, PlanReport, Work, explain, plan};
 pub use regions::{Candidate, FoundBy, LazySegmenter, Picture, SubjectFinder};
 pub use words::{Instruction, Operation, SUPPORTED, WordsError};
 

@@ -19,6 +19,19 @@ pub struct EditOptions {
     pub aspect: Option<AspectRatio>,
     /// The user's mask (white = may change): it is the region, and the words are the prompt.
     pub mask: Option<GrayImage>,
+    /// What kind of model paints when the plan needs one.
+    pub painter: Painter,
+}
+
+/// What kind of model carries out a plan's [`PaintRequest`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Painter {
+    /// A text-to-image model: inpainting inside the region, img2img for the whole picture.
+    #[default]
+    Generative,
+    /// An instruction-following model (InstructPix2Pix): the whole picture edited after the
+    /// user's own words, text and image guidance; the region then limits what is kept of it.
+    Instruct,
 }
 
 /// What a model must paint: `image` with the white part of `mask` redrawn after `prompt`
@@ -30,6 +43,9 @@ pub struct PaintRequest {
     pub prompt: String,
     pub negative: Option<String>,
     pub strength: f32,
+    /// Some for an instruction-following model: `prompt` is the instruction, `mask` is None,
+    /// and this is the image guidance (see [`Painter::Instruct`]).
+    pub image_guidance: Option<f32>,
 }
 
 /// The work a plan holds.
@@ -65,6 +81,9 @@ pub struct EditPlan {
     pub input_size: (u32, u32),
     /// Where the input sits in the output (outpainting), else (0, 0).
     pub offset: (u32, u32),
+    /// The words named an object by a noun the finder could not look up (planning again with
+    /// a finder that can, [`super::ModelFinder`], may pick another part).
+    pub names_unchecked: bool,
 }
 
 /// What a plan says it did, for logs, ledgers and answers.
@@ -95,6 +114,23 @@ pub struct Edited {
 }
 
 impl EditPlan {
+    /// The plan for an InstructPix2Pix model: its repaint becomes the whole picture edited
+    /// after the user's own words (the model reads no mask), pasted back inside the same region.
+    fn for_instruct_model(mut self) -> EditPlan {
+        let Work::Paint(req) = &mut self.work else {
+            return self;
+        };
+        req.mask = None;
+        req.prompt = self.instruction.text.clone();
+        req.negative = None;
+        req.strength = 1.0;
+        req.image_guidance = Some(plantain_core::DEFAULT_IMAGE_GUIDANCE);
+        let whole = composite::area(&self.alpha) == u64::from(self.alpha.width()) * u64::from(self.alpha.height());
+        let kept = if whole { "" } else { ", kept only inside the region" };
+        self.method = format!("the picture edited after the instruction by the InstructPix2Pix model (text and image guidance){kept}");
+        self
+    }
+
     /// The repaint a model must do, if any.
     pub fn paint_request(&self) -> Option<&PaintRequest> {
         match &self.work {
@@ -180,6 +216,19 @@ pub fn explain(r: &PlanReport) -> String {
 
 /// Plans an edit of `images[0]` (fusion: of several images) after `text`.
 pub fn plan(text: &str, images: &[RgbImage], opts: &EditOptions, finder: Option<&dyn SubjectFinder>) -> Result<EditPlan, EditError> {
+    let plan = plan_for_painter(text, images, opts, finder)?;
+    Ok(match opts.painter {
+        Painter::Generative => plan,
+        Painter::Instruct => plan.for_instruct_model(),
+    })
+}
+
+fn plan_for_painter(
+    text: &str,
+    images: &[RgbImage],
+    opts: &EditOptions,
+    finder: Option<&dyn SubjectFinder>,
+) -> Result<EditPlan, EditError> {
     let Some(first) = images.first() else {
         return Err(EditError::Invalid("an edit needs a picture to edit".into()));
     };
@@ -199,19 +248,42 @@ pub fn plan(text: &str, images: &[RgbImage], opts: &EditOptions, finder: Option<
         }
         Operation::Restyle { style } => b.restyle(style),
         _ => {
-            let picture = Picture::analyse(first.clone(), finder)?;
+            let mut picture = Picture::analyse(first.clone(), finder)?;
             b.found_by = Some(picture.found_by);
+            look_up_names(&mut picture, &instruction, finder, &mut b)?;
             b.on_regions(&picture)?;
             b.protect(&picture)?;
             return Ok(b.build());
         }
     }
     if !instruction.keep.is_empty() {
-        let picture = Picture::analyse(first.clone(), finder)?;
+        let mut picture = Picture::analyse(first.clone(), finder)?;
         b.found_by = Some(picture.found_by);
+        look_up_names(&mut picture, &instruction, finder, &mut b)?;
         b.protect(&picture)?;
     }
     Ok(b.build())
+}
+
+/// Looks up, by name, the nouns the instruction's selectors use ("remove the cup") when the
+/// finder can (DiffEdit on the loaded model), so that selection can use them.
+/// Sets `unchecked` when a noun could not be looked up (the finder cannot find by name).
+fn look_up_names(picture: &mut Picture, ins: &Instruction, finder: Option<&dyn SubjectFinder>, b: &mut Builder) -> Result<(), EditError> {
+    let Some(finder) = finder else {
+        return Ok(());
+    };
+    let target = match &ins.operation {
+        Operation::Remove { target } | Operation::Recolor { target, .. } | Operation::Replace { target, .. } => Some(target),
+        _ => None,
+    };
+    for sel in target.into_iter().chain(&ins.keep) {
+        let Some(noun) = &sel.noun else { continue };
+        match picture.find_named(noun, finder)? {
+            Some(note) => b.notes.push(note),
+            None => b.names_unchecked |= picture.found_by != FoundBy::World,
+        }
+    }
+    Ok(())
 }
 
 /// The user gave a mask: it is the region; the words say what to paint there.
@@ -256,6 +328,7 @@ pub(super) struct Builder {
     pub offset: (u32, u32),
     pub input_size: (u32, u32),
     pub core: Option<(RgbImage, GrayImage)>,
+    pub names_unchecked: bool,
 }
 
 impl Builder {
@@ -272,6 +345,7 @@ impl Builder {
             offset: (0, 0),
             input_size: (w, h),
             core: None,
+            names_unchecked: false,
             image,
         }
     }
@@ -287,14 +361,28 @@ impl Builder {
         let (w, h) = region.dimensions();
         self.feather = composite::default_feather(w, h);
         self.alpha = composite::feathered(region, self.feather);
-        let req = PaintRequest { image: self.image.clone(), mask: Some(region.clone()), prompt: prompt.into(), negative, strength };
+        let req = PaintRequest {
+            image: self.image.clone(),
+            mask: Some(region.clone()),
+            prompt: prompt.into(),
+            negative,
+            strength,
+            image_guidance: None,
+        };
         self.work = Some((Work::Paint(req), method.into()));
     }
 
     fn restyle(&mut self, style: &str) {
         let (w, h) = self.image.dimensions();
         self.alpha = GrayImage::from_pixel(w, h, Luma([255]));
-        let req = PaintRequest { image: self.image.clone(), mask: None, prompt: style.into(), negative: None, strength: 0.6 };
+        let req = PaintRequest {
+            image: self.image.clone(),
+            mask: None,
+            prompt: style.into(),
+            negative: None,
+            strength: 0.6,
+            image_guidance: None,
+        };
         self.notes.push("restyling is the one edit that changes every pixel".into());
         self.work = Some((Work::Paint(req), "the whole picture redrawn by the model (img2img at strength 0.6)".into()));
     }
@@ -468,6 +556,7 @@ impl Builder {
             core: self.core,
             input_size: self.input_size,
             offset: self.offset,
+            names_unchecked: self.names_unchecked,
         }
     }
 }
@@ -540,7 +629,8 @@ fn plan_outpaint(instruction: Instruction, image: &RgbImage, aspect: Option<Aspe
     b.offset = (left, top);
     b.target = Some(format!("the new area of the {} canvas ({}x{})", aspect.as_str(), nw, nh));
     b.alpha = new_area.clone();
-    let req = PaintRequest { image: canvas, mask: Some(new_area), prompt, negative: None, strength: OUTPAINT_STRENGTH };
+    let req =
+        PaintRequest { image: canvas, mask: Some(new_area), prompt, negative: None, strength: OUTPAINT_STRENGTH, image_guidance: None };
     let method = format!(
         "the new area filled from the picture's edges, then repainted by the model at strength {OUTPAINT_STRENGTH} (inpainting); the picture kept byte for byte"
     );

@@ -14,10 +14,34 @@ use serde::Serialize;
 use super::EditError;
 use super::words::{Extreme, Position, Selector};
 
-/// A model that finds the salient subject of a photograph.
+/// A model that finds the salient subject of a photograph, and perhaps things by name.
 pub trait SubjectFinder: Send + Sync {
     /// Soft mask at the image's size, 255 = subject.
     fn subject(&self, image: &RgbImage) -> Result<GrayImage, EditError>;
+
+    /// Where the picture shows `noun` ("cup"), as a mask at the image's size (255 = there), for
+    /// finders that can look things up by name (DiffEdit on the loaded diffusion model, see
+    /// [`super::named::ModelFinder`]); None when this finder cannot.
+    fn named(&self, _image: &RgbImage, _noun: &str) -> Option<Result<GrayImage, EditError>> {
+        None
+    }
+
+    /// How [`SubjectFinder::named`] finds things, in words.
+    fn named_by(&self) -> &'static str {
+        "nothing"
+    }
+}
+
+impl<T: SubjectFinder + ?Sized> SubjectFinder for std::sync::Arc<T> {
+    fn subject(&self, image: &RgbImage) -> Result<GrayImage, EditError> {
+        (**self).subject(image)
+    }
+    fn named(&self, image: &RgbImage, noun: &str) -> Option<Result<GrayImage, EditError>> {
+        (**self).named(image, noun)
+    }
+    fn named_by(&self) -> &'static str {
+        (**self).named_by()
+    }
 }
 
 impl SubjectFinder for plantain_vision::Segmenter {
@@ -80,6 +104,8 @@ pub struct Candidate {
     pub area: f32,
     /// Mean colour of its core pixels.
     pub rgb: [f32; 3],
+    /// Names a finder placed here ([`Picture::find_named`]).
+    pub names: Vec<String>,
 }
 
 impl Candidate {
@@ -140,6 +166,7 @@ impl Picture {
                     centroid: c.centroid,
                     area,
                     rgb: c.rgb.map(f32::from),
+                    names: vec![],
                 };
                 cand.label = format!("{} {} at the {}", c.color.word(), c.shape.word(), cand.position().describe());
                 cand
@@ -169,6 +196,7 @@ impl Picture {
                     centroid: region.centroid,
                     area: region.area as f32 / total,
                     rgb,
+                    names: vec![],
                 };
                 cand.label = format!("subject part {} (mostly {}) at the {}", i + 1, color.word(), cand.position().describe());
                 cand
@@ -176,6 +204,63 @@ impl Picture {
             .collect();
         let subject = mask.clone();
         Picture { image, found_by, candidates, subject, world: None }
+    }
+
+    /// Looks `noun` up with `finder` (a photograph only; the world's pictures have no names):
+    /// the subject parts that lie mostly inside the found mask take the name; when none does,
+    /// the mask itself becomes a candidate (something the segmenter did not isolate). Returns
+    /// a note for the plan, or None when the finder cannot look things up by name.
+    pub fn find_named(&mut self, noun: &str, finder: &dyn SubjectFinder) -> Result<Option<String>, EditError> {
+        if self.found_by == FoundBy::World || self.candidates.iter().any(|c| c.names.iter().any(|n| n == noun)) {
+            return Ok(None);
+        }
+        let Some(found) = finder.named(&self.image, noun) else {
+            return Ok(None);
+        };
+        let found = found?;
+        let by = finder.named_by();
+        let pieces = plantain_vision::components(&found, 128, 0.0);
+        let total: u64 = pieces.iter().map(|r| r.area).sum();
+        if let Some(largest) = pieces.first()
+            && (largest.area as f32) < COHERENT_SHARE * total as f32
+        {
+            // A model that knows the thing gives one blob; scattered cells mean it does not.
+            return Ok(Some(format!(
+                "{by} gave a scattered mask for \"{noun}\" ({} pieces, the largest {:.0}% of it): the model does not know where it is",
+                pieces.len(),
+                100.0 * largest.area as f32 / total as f32
+            )));
+        }
+        let mut hits = 0;
+        for c in &mut self.candidates {
+            if inside_share(&c.weight, &found) >= NAMED_OVERLAP {
+                c.names.push(noun.to_string());
+                hits += 1;
+            }
+        }
+        if hits > 0 {
+            return Ok(Some(format!("\"{noun}\" located by {by}: it covers {hits} of the segmented parts")));
+        }
+        let region = plantain_imageio::composite::threshold(&found, 128);
+        let (w, h) = region.dimensions();
+        let area = plantain_imageio::composite::area(&region) as f32 / (w as f32 * h as f32);
+        if area < MIN_NAMED_AREA {
+            return Err(EditError::NotFound(format!("{by} finds no \"{noun}\" in the picture (it shows: {})", self.inventory())));
+        }
+        let rgb = super::adjust::mean_color(&self.image, Some(&region));
+        let mut cand = Candidate {
+            label: String::new(),
+            color: ColorName::nearest(rgb),
+            shape: None,
+            weight: found.clone(),
+            centroid: centroid(&region),
+            area,
+            rgb,
+            names: vec![noun.to_string()],
+        };
+        cand.label = format!("the {noun} (found by name) at the {}", cand.position().describe());
+        self.candidates.push(cand);
+        Ok(Some(format!("\"{noun}\" located by {by}, a region the segmenter had not separated")))
     }
 
     /// The background's weight map (255 = background).
@@ -205,16 +290,23 @@ impl Picture {
             if let Some(shape) = sel.shape {
                 notes.push(format!("the shape word \"{}\" was not checked: segmentation finds objects, not their kinds", shape.word()));
             }
-            if let Some(noun) = &sel.noun {
+            if let Some(noun) = &sel.noun
+                && !self.candidates.iter().any(|c| c.names.contains(noun))
+            {
                 notes.push(format!(
-                    "the word \"{noun}\" was not checked: no model here finds objects by name; the subject part was chosen by colour, place and size"
+                    "the word \"{noun}\" was not checked: no model here located it; the subject part was chosen by colour, place and size"
                 ));
             }
         }
+        let named = |c: &Candidate| match &sel.noun {
+            Some(noun) if !world && self.candidates.iter().any(|c| c.names.contains(noun)) => c.names.contains(noun),
+            _ => true,
+        };
         let mut pool: Vec<usize> = (0..self.candidates.len())
             .filter(|&i| {
                 let c = &self.candidates[i];
-                sel.color.is_none_or(|col| c.color == col)
+                named(c)
+                    && sel.color.is_none_or(|col| c.color == col)
                     && (!world || sel.shape.is_none_or(|s| c.shape == Some(s)))
                     && sel.position.is_none_or(|p| {
                         let here = c.position();
@@ -267,6 +359,39 @@ fn world_explains(image: &RgbImage, located: &Located) -> bool {
 
 fn union_of(candidates: &[Candidate], w: u32, h: u32) -> GrayImage {
     candidates.iter().fold(GrayImage::new(w, h), |acc, c| plantain_imageio::composite::union(&acc, &c.weight))
+}
+
+/// A subject part takes a name when at least this share of its weight lies inside the mask a
+/// finder gave for the name.
+const NAMED_OVERLAP: f32 = 0.5;
+/// A found-by-name mask is believed when its largest piece holds at least this share of it.
+const COHERENT_SHARE: f32 = 0.5;
+/// A found-by-name mask smaller than this share of the picture finds nothing.
+const MIN_NAMED_AREA: f32 = 0.002;
+
+/// Share of `weight` inside `mask` (both 0-255).
+fn inside_share(weight: &GrayImage, mask: &GrayImage) -> f32 {
+    let (mut all, mut inside) = (0f64, 0f64);
+    for (w, m) in weight.pixels().zip(mask.pixels()) {
+        let w = f64::from(w.0[0]);
+        all += w;
+        inside += w * f64::from(m.0[0]) / 255.0;
+    }
+    if all == 0.0 { 0.0 } else { (inside / all) as f32 }
+}
+
+/// Centroid of a binary mask as fractions of width and height.
+fn centroid(mask: &GrayImage) -> (f32, f32) {
+    let (mut n, mut sx, mut sy) = (0f64, 0f64, 0f64);
+    for (x, y, p) in mask.enumerate_pixels() {
+        if p.0[0] > 0 {
+            n += 1.0;
+            sx += f64::from(x) + 0.5;
+            sy += f64::from(y) + 0.5;
+        }
+    }
+    let n = n.max(1.0);
+    ((sx / n) as f32 / mask.width() as f32, (sy / n) as f32 / mask.height() as f32)
 }
 
 /// The soft mask's values near one part (within 3 px of it), zero elsewhere.
