@@ -1223,6 +1223,21 @@ def write_readme(all_refs: dict, infos: dict) -> None:
     A("`mask_image` = right half, whose latent-size nearest downsample is `inpaint_mask_latent`, and")
     A("`masked_image_latents` = `inpaint_masked_latents` given directly (random, so no VAE encode is involved).")
     A("")
+    A("sd1-pix2pix: `fixtures/tiny/sd1-pix2pix/` is a StableDiffusionInstructPix2PixPipeline whose UNet (fp16) takes 8")
+    A("input channels (latents, image latents); its other components are symlinks to sd1's. The refs run the pipeline")
+    A(f"on `p2p_input` (8-bit levels in [0,1]) with the instruction {P2P_PROMPT!r}, `latents=p2p_latents`, {STEPS} steps,")
+    A(f"guidance 7.5 and image guidance {P2P_IMAGE_GUIDANCE} (`p2p_*`) or 0.5 (`p2p_ig0_*`: below 1 diffusers turns all")
+    A("guidance off). `p2p_image_latents` is the VAE posterior's mode of the input, UNSCALED, as the pipeline uses it.")
+    A("")
+    A("sd1-diffedit: `StableDiffusionDiffEditPipeline.generate_mask` on sd1 with a DDIMScheduler from sd1's config,")
+    A(f"source {DIFFEDIT_SOURCE!r}, target {DIFFEDIT_TARGET!r}, negative prompts \"\", {DIFFEDIT_MAPS} maps,")
+    A(f"encode strength {DIFFEDIT_STRENGTH}, {DIFFEDIT_STEPS} steps, threshold ratio {DIFFEDIT_RATIO}. The image is given as")
+    A("scaled latents (`diffedit_image_latents`; the pipeline takes a 4-channel input as latents), the noise is the")
+    A("generator's first draw (`diffedit_noise`). `diffedit_mask` is the pipeline's output; `diffedit_map` is the")
+    A("paper's map (|target - source| averaged over maps and channels). generate_mask unpacks encode_prompt's")
+    A("(prompt, negative) the other way round, so its guided branches are p + g(n - p); with the same negative prompt")
+    A("on both sides its map is (g-1)/g of the paper's and its mask is the same (the script asserts both).")
+    A("")
     A("## Files and tensors")
     for name, R in all_refs.items():
         A("")
@@ -1294,7 +1309,7 @@ def main() -> None:
             infos[arch] = info
             for k, v in info.items():
                 print(f"   {k}: {v}", flush=True)
-    if set(args.arch) == {"sd1", "sd2", "sdxl", "taesd"}:
+    if set(args.arch) == set(ap.get_default("arch")):
         write_readme(all_refs, infos)
     print(f"fixtures/ total (regular files, symlinks not followed): {du(FIX) / 1e6:.2f} MB")
 
