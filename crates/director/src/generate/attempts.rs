@@ -164,7 +164,8 @@ pub fn score(checks: &[Check]) -> f32 {
     ran.iter().map(|c| c.score).sum::<f32>() / ran.len() as f32
 }
 
-fn best_of(attempts: &[Attempt]) -> usize {
+/// The index of the best attempt by the documented score (ties: the earlier one).
+pub fn best_of(attempts: &[Attempt]) -> usize {
     let mut best = 0;
     for (i, a) in attempts.iter().enumerate() {
         if a.score > attempts[best].score {
