@@ -127,6 +127,8 @@ fn spec_for(
         mask: None,
         strength: None,
         steps: None,
+        guidance: None,
+        checks: None,
         format,
         parent,
         params,

@@ -272,6 +272,8 @@ pub async fn prepare(
         mask: None,
         strength: None,
         steps: None,
+        guidance: None,
+        checks: None,
         format,
         parent,
         params,

@@ -240,6 +240,8 @@ fn spec(state: &AppState, c: &Common, prompt: String, edit: Option<Edit>, extra:
         mask: None,
         strength,
         steps: Some(c.steps),
+        guidance: None,
+        checks: None,
         format: c.format,
         parent: None,
         params: json!({"api": "openai", "model": c.model_label, "n": c.n, "width": c.width, "height": c.height,

@@ -5,11 +5,14 @@
 //!   [`job::JobSpec`] on its model's worker (one thread per model, fair lanes: [`worker`]);
 //! - [`job::Job::next`] / [`job::Job::run`]: one event stream per job — progress, partial
 //!   images, then the engine's pictures, not yet published;
-//! - [`Service::publish`]: stamp (watermark, labels, C2PA), store (blob + records), meter.
+//! - [`Service::publish`]: stamp (watermark, labels, C2PA), store (blob + records), meter;
+//! - [`Service::generate_checked`]: text to image through the plan → check → correct loop
+//!   (attempts run unpublished; the best of each image is published with its checks).
 //!
 //! It speaks no HTTP and no SQL: wire formats live in the server, storage behind
 //! [`plantain_store`]'s traits.
 
+mod checked;
 pub mod config;
 pub mod error;
 pub mod housekeeping;
@@ -26,6 +29,7 @@ use std::time::Instant;
 use plantain_provenance::{Provenance, Settings};
 use plantain_store::{StoreError, Stores};
 
+pub use checked::Checked;
 pub use config::{Config, ConfigError};
 pub use error::{ErrorKind, ServiceError};
 pub use job::{ImageRole, Job, JobEvent, JobSpec, Made, Output, RequestCtx};

@@ -118,6 +118,66 @@ impl Outcome {
     }
 }
 
+/// The loop as steps, for callers that cannot hand it a blocking painter (an async server):
+/// ask [`Looper::next`] for settings, paint, give the picture to [`Looper::record`], until
+/// `next` says stop; then [`Looper::finish`].
+pub struct Looper<'p> {
+    plan: &'p Plan,
+    first: Settings,
+    budget: Budget,
+    started: Instant,
+    attempts: Vec<Attempt>,
+    stopped: Option<Stop>,
+    /// Settings handed out and not yet recorded, with why.
+    pending: Option<(Settings, String, Instant)>,
+}
+
+impl<'p> Looper<'p> {
+    pub fn new(plan: &'p Plan, first: Settings, budget: Budget) -> Self {
+        Looper { plan, first, budget, started: Instant::now(), attempts: Vec::new(), stopped: None, pending: None }
+    }
+
+    /// The next attempt's settings, or None when the loop is done.
+    pub fn next(&mut self) -> Option<Settings> {
+        if self.stopped.is_some() {
+            return None;
+        }
+        let (settings, why) = if self.attempts.is_empty() { (self.first, "first attempt".to_string()) } else { correct(&self.attempts, &self.first) };
+        self.pending = Some((settings, why, Instant::now()));
+        Some(settings)
+    }
+
+    /// Checks the picture painted for the settings `next` gave, and decides whether to go on.
+    pub fn record(&mut self, image: RgbImage, checkers: &Checkers<'_>) {
+        let Some((settings, why, t)) = self.pending.take() else { return };
+        let checks = run_checks(self.plan, &image, checkers);
+        let score = score(&checks);
+        tracing::debug!(attempt = self.attempts.len() + 1, score, "attempt checked");
+        self.attempts.push(Attempt { settings, why, checks, score, elapsed: t.elapsed(), image });
+        let passed = self.attempts.last().is_some_and(Attempt::passed);
+        let n = self.attempts.len();
+        let per = self.started.elapsed() / n as u32;
+        self.stopped = if passed {
+            Some(Stop::Passed)
+        } else if n >= self.budget.attempts.max(1) {
+            Some(Stop::Attempts)
+        } else if self.started.elapsed() + per > self.budget.time {
+            Some(Stop::Time)
+        } else {
+            None
+        };
+    }
+
+    /// The attempts made and the best one. None before any attempt was recorded.
+    pub fn finish(self) -> Option<Outcome> {
+        if self.attempts.is_empty() {
+            return None;
+        }
+        let best = best_of(&self.attempts);
+        Some(Outcome { best, stopped: self.stopped.unwrap_or(Stop::Attempts), attempts: self.attempts })
+    }
+}
+
 /// Runs the loop: `paint` makes a picture (at the plan's exact size) for given settings.
 pub fn run<E>(
     plan: &Plan,
@@ -126,32 +186,12 @@ pub fn run<E>(
     checkers: &Checkers<'_>,
     paint: &mut dyn FnMut(&Settings) -> Result<RgbImage, E>,
 ) -> Result<Outcome, E> {
-    let started = Instant::now();
-    let mut attempts: Vec<Attempt> = Vec::new();
-    let mut settings = first;
-    let mut why = "first attempt".to_string();
-    let stopped = loop {
-        let t = Instant::now();
-        let image = paint(&settings)?;
-        let checks = run_checks(plan, &image, checkers);
-        let score = score(&checks);
-        tracing::debug!(attempt = attempts.len() + 1, score, "attempt checked");
-        attempts.push(Attempt { settings, why: why.clone(), checks, score, elapsed: t.elapsed(), image });
-        let last = attempts.last().expect("just pushed");
-        if last.passed() {
-            break Stop::Passed;
-        }
-        if attempts.len() >= budget.attempts.max(1) {
-            break Stop::Attempts;
-        }
-        let per = started.elapsed() / attempts.len() as u32;
-        if started.elapsed() + per > budget.time {
-            break Stop::Time;
-        }
-        (settings, why) = correct(&attempts, &first);
-    };
-    let best = best_of(&attempts);
-    Ok(Outcome { attempts, best, stopped })
+    let mut l = Looper::new(plan, first, budget);
+    while let Some(s) = l.next() {
+        let image = paint(&s)?;
+        l.record(image, checkers);
+    }
+    Ok(l.finish().expect("the first attempt always runs"))
 }
 
 /// The documented score (see the module docs).

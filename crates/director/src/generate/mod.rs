@@ -9,7 +9,7 @@ pub mod checks;
 pub mod plan;
 pub mod world;
 
-pub use attempts::{Attempt, Budget, Outcome, Settings, Stop, best_of, run};
+pub use attempts::{Attempt, Budget, Looper, Outcome, Settings, Stop, best_of, run};
 pub use checks::{Check, CheckKind, Checkers, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict};
 pub use plan::{Plan, QuotedText};
 pub use world::{WorldPrompt, read_world_prompt};
