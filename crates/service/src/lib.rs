@@ -29,12 +29,12 @@ use std::time::Instant;
 use plantain_provenance::{Provenance, Settings};
 use plantain_store::{StoreError, Stores};
 
-pub use checked::Checked;
 pub use config::{Config, ConfigError};
 pub use error::{ErrorKind, ServiceError};
 pub use job::{ImageRole, Job, JobEvent, JobSpec, Made, Output, RequestCtx};
 pub use keys::Caller;
 pub use plantain_director::edit::{EditError, EditOptions, EditPlan};
+pub use plantain_director::generate::{Outcome as CheckedOutcome, Plan as PicturePlan};
 /// The largest output the engine draws (pixels, longest side): wire layers check sizes against it.
 pub use plantain_engine::pipeline::{MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE};
 pub use publish::Stamper;

@@ -15,13 +15,13 @@
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::checks::{Check, CheckKind, Checkers, run_checks};
 use super::plan::Plan;
 
 /// What one attempt runs with.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub seed: u64,
     pub steps: usize,
@@ -43,21 +43,27 @@ impl Budget {
 }
 
 /// One attempt: its settings, why they were chosen, its checks and score.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attempt {
     pub settings: Settings,
     /// Why these settings ("first attempt", "scene failed: new seed, guidance 8.5").
     pub why: String,
     pub checks: Vec<Check>,
     pub score: f32,
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "secs", deserialize_with = "from_secs")]
     pub elapsed: Duration,
+    /// The picture (not part of the record).
     #[serde(skip)]
     pub image: RgbImage,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+fn from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = f64::deserialize(d)?;
+    Ok(Duration::try_from_secs_f64(s).unwrap_or_default())
 }
 
 impl Attempt {
@@ -68,7 +74,7 @@ impl Attempt {
 }
 
 /// Why the loop stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stop {
     /// An attempt passed every check that ran.
@@ -79,10 +85,13 @@ pub enum Stop {
     Time,
 }
 
-/// The loop's result: every attempt, the best one's index and why it stopped.
-#[derive(Clone, Debug, Serialize)]
+/// The loop's result: every attempt, the best one's index and why it stopped. Its JSON (the
+/// pictures left out) is the record kept with the published picture ([`Outcome::from_record`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {
     pub attempts: Vec<Attempt>,
+    /// The index of the attempt that is the answer.
+    #[serde(rename = "chosen")]
     pub best: usize,
     pub stopped: Stop,
 }
@@ -90,6 +99,27 @@ pub struct Outcome {
 impl Outcome {
     pub fn best(&self) -> &Attempt {
         &self.attempts[self.best]
+    }
+
+    /// The record as kept (`params.checks`), without pictures; None when it is not one.
+    pub fn from_record(v: &serde_json::Value) -> Option<Outcome> {
+        let o: Outcome = serde_json::from_value(v.clone()).ok()?;
+        (o.best < o.attempts.len()).then_some(o)
+    }
+
+    /// One line: which checks the answer passed, failed or could not run, and which attempt
+    /// it is ("checks passed: exact size, not blank, scene; not checked: quality — attempt 2
+    /// of 3 kept").
+    pub fn summary(&self) -> String {
+        let best = self.best();
+        let names = |f: &dyn Fn(&Check) -> bool| best.checks.iter().filter(|c| f(c)).map(|c| c.kind.name()).collect::<Vec<_>>().join(", ");
+        let groups = [
+            ("passed", names(&|c| c.passed())),
+            ("FAILED", names(&|c| c.failed())),
+            ("not checked", names(&|c| !c.passed() && !c.failed())),
+        ];
+        let parts: Vec<String> = groups.iter().filter(|(_, n)| !n.is_empty()).map(|(k, n)| format!("{k}: {n}")).collect();
+        format!("checks {} — attempt {} of {} kept", parts.join("; "), self.best + 1, self.attempts.len())
     }
 
     /// The report in words: each attempt's checks, and which one is the answer.
@@ -142,7 +172,8 @@ impl<'p> Looper<'p> {
         if self.stopped.is_some() {
             return None;
         }
-        let (settings, why) = if self.attempts.is_empty() { (self.first, "first attempt".to_string()) } else { correct(&self.attempts, &self.first) };
+        let (settings, why) =
+            if self.attempts.is_empty() { (self.first, "first attempt".to_string()) } else { correct(&self.attempts, &self.first) };
         self.pending = Some((settings, why, Instant::now()));
         Some(settings)
     }

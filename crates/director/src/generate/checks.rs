@@ -3,12 +3,12 @@
 
 use image::RgbImage;
 use plantain_world::check;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::plan::Plan;
 
 /// What a check looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// The output has exactly the pixels asked for.
@@ -39,7 +39,7 @@ impl CheckKind {
 }
 
 /// A check's outcome.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     Pass,
@@ -51,7 +51,7 @@ pub enum Verdict {
 }
 
 /// One check of one attempt.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Check {
     pub kind: CheckKind,
     #[serde(flatten)]
