@@ -10,8 +10,9 @@
 //!   a box.
 //! - **Size**: the largest that fits the box, from [`MIN_SIZE_PX`] up to [`MAX_SIZE_SHARE`] of
 //!   the picture's shorter side, found by bisection on the glyphs' ink.
-//! - **Place**: a box, a named place, or [`Placement::Auto`], the calmest of the bottom, top
-//!   and middle bands ([`calmness`]).
+//! - **Place**: a box, a named place, or [`Placement::Auto`]: of the bottom, top and middle
+//!   bands, the one where the text needs the faintest backing panel (none, ideally), then the
+//!   one with the calmest ground under the text ([`calmness`]), then the first in that order.
 //! - **Colour**: the text colour reaches a WCAG 2 contrast ratio of [`MIN_CONTRAST`] against the
 //!   pixels under and around the glyphs, robust to outliers ([`OUTLIER_SHARE`]); when neither the
 //!   user's colour nor black nor white does, a rounded panel is drawn behind the text.
@@ -39,7 +40,7 @@ pub use layout::{LINE_HEIGHT, MIN_SIZE_PX};
 pub use place::{MARGIN_SHARE, Placement, SIDE_WIDTH_SHARE, calmness};
 pub use script::{Script, script_of, script_of_char, scripts_in};
 
-use colour::Spread;
+use colour::{Choice, Spread};
 use draw::Coverage;
 use fonts::Cjk;
 use layout::{Engine, Fit, IRect, Laid, Missing};
@@ -200,9 +201,7 @@ impl Typesetter {
         let (width, height) = image.dimensions();
         let regions = place::regions(spec.placement, width, height);
         let (laid, families) = self.lay_out(&text, spec, &regions[0], (width, height))?;
-        let region = calmest(image, &regions, &laid);
-        tracing::debug!(placement = %region.placement, size = laid.size, lines = laid.lines.len(), "laid out");
-        Ok(compose(image, &text, spec, Composed { laid, families, region }))
+        Ok(compose(image, &text, spec, &regions, Composed { laid, families }))
     }
 
     /// Shapes, checks and fits the text to a region's size; returns the layout and, per glyph
@@ -293,60 +292,86 @@ fn pad_px(size: f32) -> i32 {
     (PANEL_PAD_EM * size).round().max(2.0) as i32
 }
 
-/// The region whose ground under the text (padded as a panel would be) is calmest; the first
-/// on ties (Auto lists bottom, top, middle).
-fn calmest<'r>(image: &RgbImage, regions: &'r [Region], laid: &Laid) -> &'r Region {
-    let score = |region: &Region| {
-        let (dx, dy) = place::offset(region, laid.ink);
-        let ground = laid.ink.translate(dx, dy).pad(pad_px(laid.size));
-        place::busyness(image, ground.clip(image.width(), image.height()))
-    };
-    let scored = regions.iter().map(|r| (score(r), r));
-    let best = scored.reduce(|best, next| if next.0 < best.0 { next } else { best });
-    best.expect("at least one region").1
+/// The text at one candidate place: where its ink goes and what colour (and panel) it needs
+/// there.
+struct Candidate<'r> {
+    region: &'r Region,
+    offset: (i32, i32),
+    cov: Coverage,
+    choice: Choice,
+    spread: Spread,
+    busyness: f32,
 }
 
-struct Composed<'r> {
+/// The text at `region`: its coverage, ground, colour and the busyness of the ground a panel
+/// would cover.
+fn candidate<'r>(image: &RgbImage, region: &'r Region, laid: &Laid, spec: &TextSpec) -> Candidate<'r> {
+    let (width, height) = image.dimensions();
+    let offset = place::offset(region, laid.ink);
+    let cov = Coverage::of(laid, offset, width, height);
+    let spread = ground_spread(image, &cov, reach_px(laid.size));
+    let choice = colour::choose(spread, spec.colour);
+    let ground = cov.rect.pad(pad_px(laid.size)).clip(width, height);
+    let busyness = place::busyness(image, ground);
+    Candidate { region, offset, cov, choice, spread, busyness }
+}
+
+/// The best place among `regions` (one, or Auto's three): the one where the text needs the
+/// faintest panel (none, ideally), then the calmest ground, then the first listed (Auto lists
+/// bottom, top, middle).
+fn best<'r>(image: &RgbImage, regions: &'r [Region], laid: &Laid, spec: &TextSpec) -> Candidate<'r> {
+    let key = |c: &Candidate<'_>| (c.choice.panel.map_or(0.0, |p| p.opacity), c.busyness);
+    let candidates = regions.iter().map(|r| candidate(image, r, laid, spec));
+    let best = candidates.reduce(|best, next| if key(&next) < key(&best) { next } else { best });
+    best.expect("at least one region")
+}
+
+struct Composed {
     laid: Laid,
     families: Vec<(cosmic_text::fontdb::ID, String)>,
-    region: &'r Region,
 }
 
-/// Draws the laid-out text (and a panel when needed) on a copy of `image`.
-fn compose(image: &RgbImage, text: &str, spec: &TextSpec, c: Composed<'_>) -> Typeset {
+/// Draws the laid-out text at the best place (and a panel when needed) on a copy of `image`.
+fn compose(image: &RgbImage, text: &str, spec: &TextSpec, regions: &[Region], c: Composed) -> Typeset {
     let (width, height) = image.dimensions();
-    let mut out = image.clone();
     let laid = &c.laid;
-    let offset = place::offset(c.region, laid.ink);
-    let cov = Coverage::of(laid, offset, width, height);
-    let reach = (GROUND_EM * laid.size).round().max(1.0) as i32;
-    let spread = ground_spread(&out, &cov, reach);
-    let choice = colour::choose(spread, spec.colour);
-    let panel = choice.panel.map(|paint| {
-        let rect = cov.rect.pad(pad_px(laid.size));
+    let place = best(image, regions, laid, spec);
+    tracing::debug!(placement = %place.region.placement, size = laid.size, lines = laid.lines.len(), "placed");
+    let mut out = image.clone();
+    let panel = place.choice.panel.map(|paint| {
+        let rect = place.cov.rect.pad(pad_px(laid.size));
         draw::draw_panel(&mut out, rect, PANEL_PAD_EM * laid.size, paint);
         let rect = rect_tuple(rect.clip(width, height));
         Panel { rect, colour: paint.colour, opacity: paint.opacity }
     });
     // With a panel, the ground is measured again as drawn.
-    let spread = if panel.is_some() { ground_spread(&out, &cov, reach) } else { spread };
-    let contrast = spread.worst_contrast(relative_luminance(choice.colour));
-    draw::draw_text(&mut out, &cov, choice.colour);
-    let bbox = panel.as_ref().map_or(cov.rect, |p| cov.rect.union(tuple_rect(p.rect)));
+    let spread = match panel {
+        Some(_) => ground_spread(&out, &place.cov, reach_px(laid.size)),
+        None => place.spread,
+    };
+    let colour = place.choice.colour;
+    let contrast = spread.worst_contrast(relative_luminance(colour));
+    draw::draw_text(&mut out, &place.cov, colour);
+    let ink = place.cov.rect;
+    let bbox = panel.as_ref().map_or(ink, |p| ink.union(tuple_rect(p.rect)));
     let fonts = unique_families(&c.families);
     Typeset {
         image: out,
         bbox: rect_tuple(bbox),
-        text_bbox: rect_tuple(cov.rect),
-        placement: c.region.placement,
+        text_bbox: rect_tuple(ink),
+        placement: place.region.placement,
         lines: laid.lines.clone(),
         size_px: laid.size,
-        colour: choice.colour,
+        colour,
         contrast,
         panel,
-        glyphs: placed_glyphs(text, laid, offset, &c.families, &fonts),
+        glyphs: placed_glyphs(text, laid, place.offset, &c.families, &fonts),
         fonts,
     }
+}
+
+fn reach_px(size: f32) -> i32 {
+    (GROUND_EM * size).round().max(1.0) as i32
 }
 
 fn tuple_rect((x, y, w, h): Rect) -> IRect {

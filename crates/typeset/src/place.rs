@@ -19,7 +19,9 @@ pub const SIDE_WIDTH_SHARE: f32 = 0.6;
 /// Where to put the text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Placement {
-    /// The calmest of the top, middle and bottom bands (see [`calmness`]).
+    /// One of the bottom, top and middle bands: the one where the text needs the faintest
+    /// backing panel (none, ideally), then the calmest ([`calmness`]) under the text, then the
+    /// first in that order.
     #[default]
     Auto,
     /// A box: x, y, width, height in pixels; the text is centred in it.

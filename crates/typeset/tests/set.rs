@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use image::{Rgb, RgbImage};
-use plantain_typeset::{MIN_CONTRAST, Placement, Script, TextSpec, Typeset, TypesetError, Typesetter, script_of};
+use plantain_typeset::{MIN_CONTRAST, Placement, Script, TextSpec, Typeset, TypesetError, Typesetter, calmness, script_of};
 
 const SAMPLES: [(&str, Script, &str); 10] = [
     ("Café déjà vu", Script::Latin, "Noto Sans"),
@@ -205,6 +205,31 @@ fn auto_placement_takes_the_calmest_band() {
         let (_, y, _, bh) = t.text_bbox;
         assert!(calm_rows.contains(&y) && calm_rows.contains(&(y + bh - 1)), "{:?}", t.text_bbox);
     }
+}
+
+#[test]
+fn auto_placement_prefers_a_band_that_needs_no_panel() {
+    // The middle band is calm (broad bars) but mid-grey bars of 0.1 and 0.3 luminance defeat
+    // both black and white; the top and bottom bands are busier, dark fine noise where white
+    // text reads well.
+    let (w, h) = (600, 600);
+    let mut picture = noise(w, h, 11);
+    for (x, y, p) in picture.enumerate_pixels_mut() {
+        if (200..400).contains(&y) {
+            let v = if (x / 40) % 2 == 0 { 89 } else { 149 };
+            *p = Rgb([v, v, v]);
+        } else {
+            p.0 = p.0.map(|c| c / 5);
+        }
+    }
+    let busy = |y| calmness(&picture, (0, y, w, 200));
+    assert!(busy(200) < busy(0) && busy(200) < busy(400), "the middle is the calmest");
+    let t = set(&picture, "Dark ground", &TextSpec::default());
+    assert_eq!((t.placement, t.colour), (Placement::Bottom, Rgb([255, 255, 255])));
+    assert!(t.panel.is_none(), "{:?}", t.panel);
+    // Placed in the middle, the same text needs a panel.
+    let middle = set(&picture, "Dark ground", &TextSpec { placement: Placement::Centre, ..TextSpec::default() });
+    assert!(middle.panel.is_some());
 }
 
 #[test]
