@@ -4,6 +4,7 @@
 //!
 //!     cargo run -p plantain-typeset --example sheet -- out.png   (or out.jpg)
 
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{GenericImage, Rgb, RgbImage};
 use plantain_typeset::{Placement, TextSpec, Typeset, Typesetter};
 
@@ -41,9 +42,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let caption = caption(&typesetter, script, &set)?;
         sheet.copy_from(&caption, x, y + TILE.1)?;
     }
-    sheet.save(&out)?;
+    save(&sheet, &out)?;
     println!("wrote {out}");
     Ok(())
+}
+
+/// Saves PNGs with the best compression (the sheet is committed), other formats by extension.
+fn save(sheet: &RgbImage, out: &str) -> Result<(), Box<dyn std::error::Error>> {
+    if !out.to_ascii_lowercase().ends_with(".png") {
+        return Ok(sheet.save(out)?);
+    }
+    let file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let encoder = PngEncoder::new_with_quality(file, CompressionType::Best, FilterType::Adaptive);
+    Ok(sheet.write_with_encoder(encoder)?)
 }
 
 /// A white strip naming the script and what was chosen.

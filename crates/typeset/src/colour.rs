@@ -15,7 +15,7 @@ pub const MIN_CONTRAST: f32 = 4.5;
 pub const OUTLIER_SHARE: f32 = 0.05;
 
 /// The least opacity of a backing panel: a fainter one would read as a smudge, not a panel.
-const MIN_PANEL_OPACITY: f32 = 0.4;
+const MIN_PANEL_OPACITY: f32 = 0.55;
 
 /// The panel's opacity is chosen for this contrast, a little above [`MIN_CONTRAST`], so that
 /// rounding the composited pixels to 8 bits cannot take it below.

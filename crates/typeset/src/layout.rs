@@ -16,6 +16,15 @@ pub const MIN_SIZE_PX: f32 = 12.0;
 /// Line spacing, as a multiple of the font size (room for Devanagari's and Thai's marks).
 pub const LINE_HEIGHT: f32 = 1.3;
 
+/// The backing panel's padding around the text's ink, and its corner radius, in ems. Boxes
+/// keep this room around the text whether or not a panel is drawn.
+pub const PANEL_PAD_EM: f32 = 0.3;
+
+/// The panel's padding in whole pixels at a font size (at least 2).
+pub(crate) fn pad_px(size: f32) -> i32 {
+    (PANEL_PAD_EM * size).round().max(2.0) as i32
+}
+
 /// The size search stops when the bounds are this close, in pixels.
 const SIZE_TOLERANCE_PX: f32 = 0.5;
 
@@ -86,8 +95,8 @@ pub(crate) struct Laid {
     pub lines: Vec<String>,
 }
 
-/// What the search looks for: a layout of at most `max_lines` lines whose ink fits
-/// `width` × `height`, at a size in `sizes` (a single size when the user fixed it).
+/// What the search looks for: a layout of at most `max_lines` lines whose ink, padded by
+/// [`PANEL_PAD_EM`], fits `width` × `height`, at a size in `sizes` (a single size when the user fixed it).
 pub(crate) struct Fit {
     pub width: f32,
     pub height: f32,
@@ -233,12 +242,14 @@ impl Engine {
     }
 }
 
-/// Whether a layout's ink fits the box, in at most `max_lines` lines.
+/// Whether a layout's ink, with a panel's padding around it, fits the box, in at most
+/// `max_lines` lines.
 fn fits(laid: &Laid, fit: &Fit) -> bool {
+    let room = 2 * pad_px(laid.size);
     laid.lines.len() <= fit.max_lines
         && !laid.masks.is_empty()
-        && laid.ink.width() as f32 <= fit.width
-        && laid.ink.height() as f32 <= fit.height
+        && (laid.ink.width() + room) as f32 <= fit.width
+        && (laid.ink.height() + room) as f32 <= fit.height
 }
 
 /// The text of one laid-out line, from its first character to its last, spaces at the ends

@@ -10,9 +10,10 @@
 //!   a box.
 //! - **Size**: the largest that fits the box, from [`MIN_SIZE_PX`] up to [`MAX_SIZE_SHARE`] of
 //!   the picture's shorter side, found by bisection on the glyphs' ink.
-//! - **Place**: a box, a named place, or [`Placement::Auto`]: of the bottom, top and middle
-//!   bands, the one where the text needs the faintest backing panel (none, ideally), then the
-//!   one with the calmest ground under the text ([`calmness`]), then the first in that order.
+//! - **Place**: a box, a named place, or [`Placement::Auto`]: centred, left or right in the
+//!   bottom, top or middle band, whichever needs the faintest backing panel (none, ideally),
+//!   then has about the calmest ground under the text ([`calmness`], [`about_as_calm`]), then
+//!   comes first in that order.
 //! - **Colour**: the text colour reaches a WCAG 2 contrast ratio of [`MIN_CONTRAST`] against the
 //!   pixels under and around the glyphs, robust to outliers ([`OUTLIER_SHARE`]); when neither the
 //!   user's colour nor black nor white does, a rounded panel is drawn behind the text.
@@ -37,13 +38,13 @@ use image::{Rgb, RgbImage};
 pub use colour::{MIN_CONTRAST, OUTLIER_SHARE, contrast_ratio, luminance_contrast, relative_luminance};
 pub use fonts::PREFERRED_FAMILIES;
 pub use layout::{LINE_HEIGHT, MIN_SIZE_PX};
-pub use place::{MARGIN_SHARE, Placement, SIDE_WIDTH_SHARE, calmness};
+pub use place::{CALM_SLACK, MARGIN_SHARE, Placement, SIDE_WIDTH_SHARE, about_as_calm, calmness};
 pub use script::{Script, script_of, script_of_char, scripts_in};
 
 use colour::{Choice, Spread};
 use draw::Coverage;
 use fonts::Cjk;
-use layout::{Engine, Fit, IRect, Laid, Missing};
+use layout::{Engine, Fit, IRect, Laid, Missing, PANEL_PAD_EM, pad_px};
 use place::{Align, Region};
 
 /// Where [`Typesetter::new`] looks for fonts (Debian's font packages install under it).
@@ -51,9 +52,6 @@ pub const FONT_DIR: &str = "/usr/share/fonts";
 
 /// The largest automatic size, as a share of the picture's shorter side.
 pub const MAX_SIZE_SHARE: f32 = 0.1;
-
-/// The backing panel's padding around the text's ink, and its corner radius, in ems.
-const PANEL_PAD_EM: f32 = 0.3;
 
 /// How far around the glyphs, in ems, the ground the text is read against reaches.
 const GROUND_EM: f32 = 0.08;
@@ -288,10 +286,6 @@ fn rect_tuple(r: IRect) -> Rect {
     (r.x0.max(0) as u32, r.y0.max(0) as u32, r.width().max(0) as u32, r.height().max(0) as u32)
 }
 
-fn pad_px(size: f32) -> i32 {
-    (PANEL_PAD_EM * size).round().max(2.0) as i32
-}
-
 /// The text at one candidate place: where its ink goes and what colour (and panel) it needs
 /// there.
 struct Candidate<'r> {
@@ -307,7 +301,9 @@ struct Candidate<'r> {
 /// would cover.
 fn candidate<'r>(image: &RgbImage, region: &'r Region, laid: &Laid, spec: &TextSpec) -> Candidate<'r> {
     let (width, height) = image.dimensions();
-    let offset = place::offset(region, laid.ink);
+    // The box holds the text with room for a panel around it.
+    let inner = Region { rect: region.rect.pad(-pad_px(laid.size)), ..*region };
+    let offset = place::offset(&inner, laid.ink);
     let cov = Coverage::of(laid, offset, width, height);
     let spread = ground_spread(image, &cov, reach_px(laid.size));
     let choice = colour::choose(spread, spec.colour);
@@ -316,14 +312,16 @@ fn candidate<'r>(image: &RgbImage, region: &'r Region, laid: &Laid, spec: &TextS
     Candidate { region, offset, cov, choice, spread, busyness }
 }
 
-/// The best place among `regions` (one, or Auto's three): the one where the text needs the
-/// faintest panel (none, ideally), then the calmest ground, then the first listed (Auto lists
-/// bottom, top, middle).
+/// The best place among `regions` (one, or Auto's nine): of those where the text needs the
+/// faintest panel (none, ideally), the first listed (Auto lists the bottom, top and middle
+/// bands, each centred, left, right) that is about as calm as the calmest ([`about_as_calm`]).
 fn best<'r>(image: &RgbImage, regions: &'r [Region], laid: &Laid, spec: &TextSpec) -> Candidate<'r> {
-    let key = |c: &Candidate<'_>| (c.choice.panel.map_or(0.0, |p| p.opacity), c.busyness);
-    let candidates = regions.iter().map(|r| candidate(image, r, laid, spec));
-    let best = candidates.reduce(|best, next| if key(&next) < key(&best) { next } else { best });
-    best.expect("at least one region")
+    let candidates: Vec<Candidate<'r>> = regions.iter().map(|r| candidate(image, r, laid, spec)).collect();
+    let opacity = |c: &Candidate<'_>| c.choice.panel.map_or(0.0, |p| p.opacity);
+    let faintest = candidates.iter().map(opacity).fold(f32::INFINITY, f32::min);
+    let fewest: Vec<Candidate<'r>> = candidates.into_iter().filter(|c| opacity(c) == faintest).collect();
+    let calmest = fewest.iter().map(|c| c.busyness).fold(f32::INFINITY, f32::min);
+    fewest.into_iter().find(|c| about_as_calm(c.busyness, calmest)).expect("at least one region")
 }
 
 struct Composed {

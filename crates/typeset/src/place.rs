@@ -16,12 +16,23 @@ pub const MARGIN_SHARE: f32 = 0.04;
 /// the margins.
 pub const SIDE_WIDTH_SHARE: f32 = 0.6;
 
+/// How much busier than the calmest place another may be and still count as calm:
+/// `(relative, absolute)` slack, see [`about_as_calm`].
+pub const CALM_SLACK: (f32, f32) = (0.1, 0.02);
+
+/// Whether a place of calmness score `busyness` counts as calm as the calmest, `calmest`:
+/// within 10% of it plus 0.02 ([`CALM_SLACK`]). Noise and texture vary that much from place
+/// to place by chance; within it, [`Placement::Auto`] keeps to its order of preference.
+pub fn about_as_calm(busyness: f32, calmest: f32) -> bool {
+    busyness <= calmest * (1.0 + CALM_SLACK.0) + CALM_SLACK.1
+}
+
 /// Where to put the text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Placement {
-    /// One of the bottom, top and middle bands: the one where the text needs the faintest
-    /// backing panel (none, ideally), then the calmest ([`calmness`]) under the text, then the
-    /// first in that order.
+    /// Centred, left or right in the bottom, top or middle band, whichever needs the faintest
+    /// backing panel (none, ideally), then is about as calm under the text as the calmest
+    /// ([`calmness`], [`about_as_calm`]), then comes first in that order.
     #[default]
     Auto,
     /// A box: x, y, width, height in pixels; the text is centred in it.
@@ -100,7 +111,8 @@ impl fmt::Display for Placement {
 }
 
 /// The candidate regions for a placement on a `width` × `height` picture: one for a box or a
-/// named place, three (bottom, top, middle band) for [`Placement::Auto`]. Bands are the thirds
+/// named place, nine for [`Placement::Auto`] (the bottom, top and middle bands, each with the
+/// text centred, to the left and to the right). Bands are the thirds
 /// of the picture within a margin of [`MARGIN_SHARE`] of its shorter side; corner and side
 /// places take [`SIDE_WIDTH_SHARE`] of the band's width.
 pub(crate) fn regions(placement: Placement, width: u32, height: u32) -> Vec<Region> {
@@ -115,7 +127,15 @@ pub(crate) fn regions(placement: Placement, width: u32, height: u32) -> Vec<Regi
     };
     let (l, r) = (margin, margin + w - side);
     match placement {
-        P::Auto => [P::Bottom, P::Top, P::Centre].into_iter().flat_map(|p| regions(p, width, height)).collect(),
+        P::Auto => [P::Bottom, P::Top, P::Centre]
+            .into_iter()
+            .flat_map(|band| {
+                let centred = regions(band, width, height)[0];
+                let (left, right) = sides(band);
+                let at = |placement, across| Region { placement, across, ..centred };
+                [centred, at(left, Align::Start), at(right, Align::End)]
+            })
+            .collect(),
         P::Box(x, y, bw, bh) => {
             let (x0, y0) = (x as i32, y as i32);
             let rect = IRect { x0, y0, x1: x0 + bw as i32, y1: y0 + bh as i32 };
@@ -130,6 +150,15 @@ pub(crate) fn regions(placement: Placement, width: u32, height: u32) -> Vec<Regi
         P::TopRight => vec![region(placement, Align::End, Align::Start, r, side)],
         P::BottomLeft => vec![region(placement, Align::Start, Align::End, l, side)],
         P::BottomRight => vec![region(placement, Align::End, Align::End, r, side)],
+    }
+}
+
+/// The left and right places of a band.
+fn sides(band: Placement) -> (Placement, Placement) {
+    match band {
+        Placement::Top => (Placement::TopLeft, Placement::TopRight),
+        Placement::Bottom => (Placement::BottomLeft, Placement::BottomRight),
+        _ => (Placement::Left, Placement::Right),
     }
 }
 
@@ -206,9 +235,13 @@ mod tests {
     fn bands_tile_the_picture_within_margins() {
         let rs = regions(Placement::Auto, 1000, 700);
         let names: Vec<Placement> = rs.iter().map(|r| r.placement).collect();
-        assert_eq!(names, [Placement::Bottom, Placement::Top, Placement::Centre]);
+        use Placement as P;
+        let want = [P::Bottom, P::BottomLeft, P::BottomRight, P::Top, P::TopLeft, P::TopRight, P::Centre, P::Left, P::Right];
+        assert_eq!(names, want);
         let m = 28; // 4% of 700
-        assert_eq!(rs[1].rect, IRect { x0: m, y0: m, x1: 1000 - m, y1: m + (700 - 2 * m) / 3 });
+        let top = IRect { x0: m, y0: m, x1: 1000 - m, y1: m + (700 - 2 * m) / 3 };
+        assert_eq!([rs[3].rect, rs[4].rect, rs[5].rect], [top; 3], "Auto's sides span the band");
+        assert_eq!([rs[3].across, rs[4].across, rs[5].across], [Align::Middle, Align::Start, Align::End]);
         assert_eq!(rs[0].rect.y1, m + 3 * ((700 - 2 * m) / 3));
         let tr = regions(Placement::TopRight, 1000, 700)[0];
         assert_eq!((tr.rect.x1, tr.across), (1000 - m, Align::End));
