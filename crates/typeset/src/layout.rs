@@ -182,6 +182,27 @@ impl Engine {
         Some(best)
     }
 
+    /// The same text at the same size, wrapped to the narrowest width that keeps its number of
+    /// lines: lines of even length rather than a full one and a short one.
+    pub fn balance(&mut self, buffer: &mut Buffer, laid: Laid, fit: &Fit) -> Laid {
+        let lines = laid.lines.len();
+        if lines < 2 {
+            return laid;
+        }
+        let metrics = Metrics::new(laid.size, laid.size * LINE_HEIGHT);
+        let mut count = |width: f32| {
+            buffer.set_metrics_and_size(metrics, Some(width), None);
+            buffer.shape_until_scroll(&mut self.fonts, false);
+            buffer.layout_runs().count()
+        };
+        let (mut lo, mut hi) = (fit.width / lines as f32, fit.width);
+        while hi - lo > 1.0 {
+            let mid = (lo + hi) / 2.0;
+            if count(mid) <= lines { hi = mid } else { lo = mid }
+        }
+        self.lay(buffer, laid.size, hi)
+    }
+
     /// Lays `buffer` out at `size`, wrapped to `width`, and rasterises it.
     pub fn lay(&mut self, buffer: &mut Buffer, size: f32, width: f32) -> Laid {
         buffer.set_metrics_and_size(Metrics::new(size, size * LINE_HEIGHT), Some(width), None);

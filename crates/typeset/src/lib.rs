@@ -231,7 +231,7 @@ impl Typesetter {
             max_lines: spec.max_lines,
             sizes: spec.size.map_or(MIN_SIZE_PX..most, |s| s..s),
         };
-        let laid = engine.fit(&mut buffer, &fit);
+        let laid = engine.fit(&mut buffer, &fit).map(|laid| engine.balance(&mut buffer, laid, &fit));
         let families = laid.as_ref().map(|l| layout::families(&engine, l));
         engine.clear_cache();
         let area = rect_tuple(region.rect);

@@ -263,6 +263,7 @@ fn long_text_wraps_to_max_lines_and_sizes_down() {
     let text = "A picture is worth a thousand words, they say";
     let two = set(&picture, text, &TextSpec::default());
     assert_eq!(two.lines.len(), 2, "{:?}", two.lines);
+
     let one = set(&picture, text, &TextSpec { max_lines: 1, ..TextSpec::default() });
     assert_eq!(one.lines.len(), 1);
     assert!(one.size_px < two.size_px, "{} vs {}", one.size_px, two.size_px);
@@ -270,6 +271,17 @@ fn long_text_wraps_to_max_lines_and_sizes_down() {
     assert_eq!(forced.lines, ["one", "two"]);
     let g = forced.glyphs.iter().find(|g| g.range.start == 4).unwrap();
     assert_eq!(g.line, 1, "the byte after the line feed is on the second line");
+}
+
+#[test]
+fn wrapped_lines_are_balanced() {
+    // At the largest size (40 px here) this takes a line and a bit: greedy wrapping would
+    // leave a short second line.
+    let picture = flat(1000, 400, [230, 230, 230]);
+    let t = set(&picture, "The quick brown fox jumps over the lazy dog again and again", &TextSpec::default());
+    assert_eq!((t.lines.len(), t.size_px), (2, 40.0), "{:?}", t.lines);
+    let lengths: Vec<usize> = t.lines.iter().map(|l| l.chars().count()).collect();
+    assert!(lengths[0].min(lengths[1]) * 10 >= lengths[0].max(lengths[1]) * 7, "unbalanced: {:?}", t.lines);
 }
 
 #[test]
