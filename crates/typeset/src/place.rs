@@ -195,23 +195,22 @@ pub(crate) fn busyness(image: &RgbImage, r: IRect) -> f32 {
     if r.width() <= 0 || r.height() <= 0 {
         return f32::INFINITY;
     }
-    let luma = |x: i32, y: i32| {
-        let p = image.get_pixel(x as u32, y as u32).0;
-        (0.2126 * p[0] as f32 + 0.7152 * p[1] as f32 + 0.0722 * p[2] as f32) / 255.0
-    };
-    let n = (r.width() * r.height()) as f64;
-    let pixels = || (r.y0..r.y1).flat_map(|y| (r.x0..r.x1).map(move |x| (x, y)));
-    let mean = pixels().map(|(x, y)| luma(x, y) as f64).sum::<f64>() / n;
-    let var = pixels().map(|(x, y)| (luma(x, y) as f64 - mean).powi(2)).sum::<f64>() / n;
-    let grad: f64 = pixels()
+    let (w, h) = (r.width() as usize, r.height() as usize);
+    // Luma of the rectangle, row by row, computed once.
+    let luma: Vec<f32> = (r.y0..r.y1)
+        .flat_map(|y| (r.x0..r.x1).map(move |x| (x, y)))
         .map(|(x, y)| {
-            let v = luma(x, y);
-            let dx = if x + 1 < r.x1 { (luma(x + 1, y) - v).abs() } else { 0.0 };
-            let dy = if y + 1 < r.y1 { (luma(x, y + 1) - v).abs() } else { 0.0 };
-            (dx + dy) as f64
+            let p = image.get_pixel(x as u32, y as u32).0;
+            (0.2126 * p[0] as f32 + 0.7152 * p[1] as f32 + 0.0722 * p[2] as f32) / 255.0
         })
-        .sum();
-    (grad / n + var.sqrt()) as f32
+        .collect();
+    let n = luma.len() as f64;
+    let mean = luma.iter().map(|v| *v as f64).sum::<f64>() / n;
+    let var = luma.iter().map(|v| (*v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let across: f64 = luma.chunks_exact(w).flat_map(|row| row.windows(2)).map(|p| (p[1] - p[0]).abs() as f64).sum();
+    let down: f64 = luma.iter().zip(&luma[w.min(luma.len())..]).map(|(a, b)| (b - a).abs() as f64).sum();
+    debug_assert_eq!(luma.len(), w * h);
+    ((across + down) / n + var.sqrt()) as f32
 }
 
 #[cfg(test)]
