@@ -93,12 +93,15 @@ impl Brisque {
     /// The score of a feature vector from [`features`]: scaled by the range file, then the SVM,
     /// clamped to 0..=100.
     pub fn score_features(&self, features: &[f32; FEATURE_COUNT]) -> Result<f32, QualityError> {
+        Ok(self.unclamped(features)?.clamp(0.0, 100.0))
+    }
+
+    /// The SVM's value before the clamp to 0..=100 (below 0 for pictures cleaner than most of
+    /// LIVE's, above 100 for some synthetic ones).
+    pub fn unclamped(&self, features: &[f32; FEATURE_COUNT]) -> Result<f32, QualityError> {
         check_finite(features)?;
         let raw = self.svr.predict(&self.range.scale(features));
-        if !raw.is_finite() {
-            return Err(QualityError::Undefined(format!("the SVM gave {raw}")));
-        }
-        Ok(raw.clamp(0.0, 100.0))
+        if raw.is_finite() { Ok(raw) } else { Err(QualityError::Undefined(format!("the SVM gave {raw}"))) }
     }
 }
 

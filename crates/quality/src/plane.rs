@@ -29,14 +29,17 @@ impl Plane {
     }
 }
 
-/// OpenCV's `cvtColor(COLOR_BGR2GRAY)` on 8 bits: fixed-point BT.601 weights with 14 fraction bits
-/// (`yuv_shift`), rounded half up. OpenCV reads the picture as B, G, R; the weights follow the
-/// colours, so an RGB picture gives the same grey.
+/// OpenCV's `cvtColor(COLOR_BGR2GRAY)` on 8 bits: the BT.601 weights in fixed point with 15
+/// fraction bits (B 3735, G 19235, R 9798, summing to 32768), rounded half up. These are the
+/// weights OpenCV 5.1 uses: they reproduce `cv2.cvtColor` on every pixel of a random picture,
+/// where the 14-bit weights of older releases (1868, 9617, 4899) miss about 1 pixel in 35.
+/// OpenCV reads the picture as B, G, R; the weights follow the colours, so an RGB picture gives
+/// the same grey.
 pub fn luma(img: &RgbImage) -> GrayImage {
-    const R2Y: u32 = 4899;
-    const G2Y: u32 = 9617;
-    const B2Y: u32 = 1868;
-    const SHIFT: u32 = 14;
+    const R2Y: u32 = 9798;
+    const G2Y: u32 = 19235;
+    const B2Y: u32 = 3735;
+    const SHIFT: u32 = 15;
     let (w, h) = img.dimensions();
     let data =
         img.pixels().map(|p| ((u32::from(p[0]) * R2Y + u32::from(p[1]) * G2Y + u32::from(p[2]) * B2Y + (1 << (SHIFT - 1))) >> SHIFT) as u8);
@@ -59,35 +62,75 @@ pub fn gaussian_kernel(sigma: f64) -> [f32; 7] {
     std::array::from_fn(|i| (weights[i] / sum) as f32)
 }
 
-/// `GaussianBlur(src, dst, Size(7, 7), sigma, 0, BORDER_REPLICATE)`: the separable filter, rows
-/// first, each pass in `f32` with the symmetric taps paired as OpenCV's symmetric filters do.
+/// `GaussianBlur(src, dst, Size(7, 7), sigma, 0, BORDER_REPLICATE)` on `f32`, rounded as
+/// OpenCV's separable filter rounds on an x86-64 CPU with AVX2 (what `opencv-python` dispatches
+/// to there): rows first, each output a chain of fused multiply-adds in the vector body; the
+/// last `width % 8` outputs of a row come from its scalar loops, which the compiler fused only
+/// in part (found by comparing with `cv2.GaussianBlur` bit for bit, see the crate README).
 pub fn gaussian_blur7(src: &Plane, kernel: &[f32; 7]) -> Plane {
     let (w, h) = (src.width, src.height);
     let mut rows = vec![0f32; w * h];
+    let mut padded = vec![0f32; w + 6];
     for y in 0..h {
         let line = src.row(y);
-        let out = &mut rows[y * w..(y + 1) * w];
-        for (x, o) in out.iter_mut().enumerate() {
-            *o = symmetric_tap(kernel, |d| line[clamp_index(x as isize + d, w)]);
+        for (i, p) in padded.iter_mut().enumerate() {
+            *p = line[clamp_index(i as isize - 3, w)];
         }
+        blur_row(&padded, kernel, &mut rows[y * w..(y + 1) * w]);
     }
     let mut data = vec![0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            data[y * w + x] = symmetric_tap(kernel, |d| rows[clamp_index(y as isize + d, h) * w + x]);
-        }
+    for (y, out) in data.chunks_exact_mut(w).enumerate() {
+        let taps: [&[f32]; 7] = std::array::from_fn(|i| {
+            let r = clamp_index(y as isize + i as isize - 3, h);
+            &rows[r * w..(r + 1) * w]
+        });
+        blur_column(&taps, kernel, out);
     }
     Plane::new(w, h, data)
 }
 
-/// `k[3]*s(0) + k[4]*(s(-1)+s(1)) + k[5]*(s(-2)+s(2)) + k[6]*(s(-3)+s(3))` in `f32`.
-#[inline]
-fn symmetric_tap(kernel: &[f32; 7], sample: impl Fn(isize) -> f32) -> f32 {
-    let mut acc = kernel[3] * sample(0);
-    for d in 1..=3 {
-        acc += kernel[3 + d as usize] * (sample(-d) + sample(d));
+/// Where OpenCV's vector loops stop: they take 8 outputs at a time.
+fn vector_end(width: usize) -> usize {
+    width - width % 8
+}
+
+/// One row: `padded` holds the row with 3 replicated samples on each side.
+fn blur_row(padded: &[f32], k: &[f32; 7], out: &mut [f32]) {
+    let width = out.len();
+    // The scalar loop of 4 (taken when 4 or more outputs are left) is fused throughout.
+    let fused_end = if width % 8 >= 4 { vector_end(width) + 4 } else { vector_end(width) };
+    for (x, o) in out.iter_mut().enumerate() {
+        let p = &padded[x..x + 7];
+        let mut s = p[0] * k[0];
+        if x < fused_end {
+            for i in 1..7 {
+                s = p[i].mul_add(k[i], s);
+            }
+        } else {
+            // The last scalar loop: four separate multiply-adds, then two fused ones.
+            for i in 1..5 {
+                s += p[i] * k[i];
+            }
+            s = p[5].mul_add(k[5], s);
+            s = p[6].mul_add(k[6], s);
+        }
+        *o = s;
     }
-    acc
+}
+
+/// One output row from the seven blurred rows around it (`taps[3]` is the centre), with the
+/// symmetric taps paired: `k3*c + k4*(r1 + r-1) + ...`; fused in the vector body, separate
+/// multiply and add in the scalar tail.
+fn blur_column(taps: &[&[f32]; 7], k: &[f32; 7], out: &mut [f32]) {
+    let fused_end = vector_end(out.len());
+    for (x, o) in out.iter_mut().enumerate() {
+        let mut s = taps[3][x] * k[3];
+        for d in 1..=3 {
+            let pair = taps[3 + d][x] + taps[3 - d][x];
+            s = if x < fused_end { pair.mul_add(k[3 + d], s) } else { s + pair * k[3 + d] };
+        }
+        *o = s;
+    }
 }
 
 #[inline]
@@ -129,8 +172,10 @@ fn cubic_weights(x: f32) -> [f32; 4] {
     [c0, c1, c2, 1.0 - c0 - c1 - c2]
 }
 
-/// `resize(src, dst, Size(width, height), 0, 0, INTER_CUBIC)` on `f32`: rows then columns, a
-/// copy when the size does not change.
+/// `resize(src, dst, Size(width, height), 0, 0, INTER_CUBIC)` on `f32` as OpenCV's own code
+/// computes it (rows then columns, a copy when the size does not change). `opencv-python` hands
+/// this resize to Intel IPP where it can, which rounds differently (and, for odd sizes, maps the
+/// coordinates a little differently); see the crate README for what that does to the features.
 pub fn resize_cubic(src: &Plane, width: usize, height: usize) -> Plane {
     if (width, height) == (src.width, src.height) {
         return src.clone();
@@ -150,7 +195,8 @@ pub fn resize_cubic(src: &Plane, width: usize, height: usize) -> Plane {
         let (i, c) = (&yt.index[y], &yt.weight[y]);
         let r: [&[f32]; 4] = std::array::from_fn(|k| &rows[i[k] * width..(i[k] + 1) * width]);
         for (x, o) in out.iter_mut().enumerate() {
-            *o = r[0][x] * c[0] + r[1][x] * c[1] + r[2][x] * c[2] + r[3][x] * c[3];
+            // OpenCV's vertical pass adds the four products last to first.
+            *o = r[3][x] * c[3] + r[2][x] * c[2] + r[1][x] * c[1] + r[0][x] * c[0];
         }
     }
     Plane::new(width, height, data)
@@ -163,8 +209,11 @@ mod tests {
     #[test]
     fn luma_weights_follow_the_colours() {
         let img = RgbImage::from_raw(3, 1, vec![255, 0, 0, 0, 255, 0, 0, 0, 255]).unwrap();
-        // 255 * 4899 / 16384 = 76.2, 255 * 9617 / 16384 = 149.7, 255 * 1868 / 16384 = 29.07
+        // 255 * 9798 / 32768 = 76.2, 255 * 19235 / 32768 = 149.7, 255 * 3735 / 32768 = 29.07
         assert_eq!(luma(&img).as_raw(), &vec![76, 150, 29]);
+        // A pixel where the 14-bit weights of older OpenCV releases give 103.
+        let px = RgbImage::from_raw(1, 1, vec![122, 100, 73]).unwrap();
+        assert_eq!(luma(&px).as_raw(), &vec![104]);
         let white = RgbImage::from_pixel(2, 2, image::Rgb([255, 255, 255]));
         assert!(luma(&white).pixels().all(|p| p[0] == 255));
     }
