@@ -71,7 +71,11 @@ impl Brisque {
         let svr = read_document(model_yml, Svr::from_document)?;
         let range = read_document(range_yml, FeatureRange::from_document)?;
         if svr.var_count() != FEATURE_COUNT || range.feature_count() != FEATURE_COUNT {
-            let message = format!("the SVM takes {} features and the range has {}; BRISQUE has {FEATURE_COUNT}", svr.var_count(), range.feature_count());
+            let message = format!(
+                "the SVM takes {} features and the range has {}; BRISQUE has {FEATURE_COUNT}",
+                svr.var_count(),
+                range.feature_count()
+            );
             return Err(QualityError::BadModel { path: model_yml.to_path_buf(), message });
         }
         tracing::debug!(model = %model_yml.display(), support_vectors = svr.support_vector_count(), "BRISQUE model loaded");
