@@ -180,7 +180,9 @@ fn generate_checked(pipeline: &Pipeline, req: &GenerateRequest, a: &Args) -> Res
         made.push(g);
         Ok(image)
     };
-    let outcome = run(&plan, first, budget, &Checkers::default(), &mut paint)?;
+    let brisque = plantain_quality::Brisque::open_installed().ok();
+    let checkers = Checkers::with_quality(brisque.as_ref().map(|b| b as &dyn plantain_director::generate::QualityScorer));
+    let outcome = run(&plan, first, budget, &checkers, &mut paint)?;
     if a.explain {
         println!("{}", outcome.report());
     } else {

@@ -30,11 +30,12 @@ impl Service {
             };
             let mut looper = Looper::new(&plan, first, budget);
             let mut ran: Vec<Ran> = Vec::new();
-            while let Some(s) = looper.next() {
+            while let Some(s) = looper.next_attempt() {
                 let attempt = self.submit(ctx, one_attempt(&spec, &s)).await?.run().await?;
                 let image =
                     attempt.made.first().map(|m| m.image.clone()).ok_or_else(|| ServiceError::internal("an attempt made no picture"))?;
-                looper.record(image, &Checkers::default());
+                let scorer = self.quality_scorer().map(|q| q as &dyn plantain_director::generate::QualityScorer);
+                looper.record(image, &Checkers::with_quality(scorer));
                 ran.push(attempt);
             }
             let outcome = looper.finish().ok_or_else(|| ServiceError::internal("the loop made no attempt"))?;

@@ -72,6 +72,9 @@ pub struct Service {
     /// The salient-subject segmenter edits of photographs use, loaded on first use (when it
     /// is not installed such edits answer with an error naming the set-up script).
     segmenter: Arc<plantain_director::edit::LazySegmenter>,
+    /// BRISQUE for the loop's quality check, loaded on first use (None when not installed:
+    /// the check then says "not checked").
+    quality: std::sync::OnceLock<Option<plantain_quality::Brisque>>,
 }
 
 impl Service {
@@ -94,6 +97,17 @@ impl Service {
         tokio::task::spawn_blocking(move || plantain_director::edit::plan(&text, &images, &opts, Some(&finder)))
             .await
             .map_err(|e| EditError::Region(format!("the planning task failed: {e}")))?
+    }
+
+    /// The installed BRISQUE model, if any (loaded once).
+    pub fn quality_scorer(&self) -> Option<&plantain_quality::Brisque> {
+        self.quality
+            .get_or_init(|| {
+                plantain_quality::Brisque::open_installed()
+                    .inspect_err(|e| tracing::warn!(error = %e, "no BRISQUE model: the loop's quality check says \"not checked\""))
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Opens storage (the embedded SQLite + folder in the config's data dir), loads provenance
@@ -124,6 +138,7 @@ impl Service {
         }
         Ok(Service {
             segmenter: Arc::default(),
+            quality: std::sync::OnceLock::new(),
             config,
             workers,
             stores,

@@ -149,8 +149,8 @@ impl Outcome {
 }
 
 /// The loop as steps, for callers that cannot hand it a blocking painter (an async server):
-/// ask [`Looper::next`] for settings, paint, give the picture to [`Looper::record`], until
-/// `next` says stop; then [`Looper::finish`].
+/// ask [`Looper::next_attempt`] for settings, paint, give the picture to [`Looper::record`], until
+/// it says stop; then [`Looper::finish`].
 pub struct Looper<'p> {
     plan: &'p Plan,
     first: Settings,
@@ -168,7 +168,7 @@ impl<'p> Looper<'p> {
     }
 
     /// The next attempt's settings, or None when the loop is done.
-    pub fn next(&mut self) -> Option<Settings> {
+    pub fn next_attempt(&mut self) -> Option<Settings> {
         if self.stopped.is_some() {
             return None;
         }
@@ -178,7 +178,7 @@ impl<'p> Looper<'p> {
         Some(settings)
     }
 
-    /// Checks the picture painted for the settings `next` gave, and decides whether to go on.
+    /// Checks the picture painted for the settings `next_attempt` gave, and decides whether to go on.
     pub fn record(&mut self, image: RgbImage, checkers: &Checkers<'_>) {
         let Some((settings, why, t)) = self.pending.take() else { return };
         let checks = run_checks(self.plan, &image, checkers);
@@ -218,7 +218,7 @@ pub fn run<E>(
     paint: &mut dyn FnMut(&Settings) -> Result<RgbImage, E>,
 ) -> Result<Outcome, E> {
     let mut l = Looper::new(plan, first, budget);
-    while let Some(s) = l.next() {
+    while let Some(s) = l.next_attempt() {
         let image = paint(&s)?;
         l.record(image, checkers);
     }

@@ -95,12 +95,30 @@ pub trait QualityScorer: Send + Sync {
     fn score(&self, image: &RgbImage) -> Result<f32, String>;
 }
 
+impl QualityScorer for plantain_quality::Brisque {
+    fn score(&self, image: &RgbImage) -> Result<f32, String> {
+        plantain_quality::Brisque::score(self, image).map_err(|e| e.to_string())
+    }
+}
+
 /// What the checks can use besides the picture.
-#[derive(Default)]
 pub struct Checkers<'a> {
     pub quality: Option<&'a dyn QualityScorer>,
     /// BRISQUE score above which quality fails.
     pub quality_limit: f32,
+}
+
+impl Default for Checkers<'_> {
+    fn default() -> Self {
+        Checkers { quality: None, quality_limit: DEFAULT_QUALITY_LIMIT }
+    }
+}
+
+impl<'a> Checkers<'a> {
+    /// The checks with a quality scorer, when one is installed.
+    pub fn with_quality(quality: Option<&'a dyn QualityScorer>) -> Self {
+        Checkers { quality, ..Default::default() }
+    }
 }
 
 /// The BRISQUE score above which a picture fails the quality check (LIVE's scale: clean
@@ -110,7 +128,7 @@ pub const DEFAULT_QUALITY_LIMIT: f32 = 60.0;
 /// Runs every check on `image` for `plan`.
 pub fn run_checks(plan: &Plan, image: &RgbImage, checkers: &Checkers<'_>) -> Vec<Check> {
     let mut out = vec![size(plan, image), not_blank(image), scene(plan, image)];
-    out.push(quality(image, checkers));
+    out.push(quality(plan, image, checkers));
     out.push(Check::not_checked(CheckKind::Adherence, "no CLIP model is configured (the image–text score needs one)"));
     out
 }
@@ -195,7 +213,13 @@ fn describe_misses(plan: &Plan, r: &plantain_world::CheckReport) -> String {
     if misses.is_empty() { "positions or relations".into() } else { misses.join("; ") }
 }
 
-fn quality(image: &RgbImage, c: &Checkers<'_>) -> Check {
+fn quality(plan: &Plan, image: &RgbImage, c: &Checkers<'_>) -> Check {
+    if plan.world.is_some() {
+        return Check::not_checked(
+            CheckKind::Quality,
+            "BRISQUE judges natural photographs; the synthetic world's flat pictures are outside what it was trained on",
+        );
+    }
     let Some(q) = c.quality else {
         return Check::not_checked(CheckKind::Quality, "no BRISQUE model is installed (scripts/setup.sh installs it)");
     };
