@@ -174,6 +174,7 @@ fn generate_checked(pipeline: &Pipeline, req: &GenerateRequest, a: &Args) -> Res
     let mut made: Vec<Generated> = Vec::new();
     let mut paint = |s: &Settings| -> Result<image::RgbImage> {
         let mut r = req.clone();
+        r.prompt = plan.draw_prompt.clone();
         (r.seed, r.steps, r.guidance) = (s.seed, s.steps, s.guidance);
         let g = generate_with_bar(pipeline, &r)?;
         let image = g.image.clone();
@@ -181,7 +182,9 @@ fn generate_checked(pipeline: &Pipeline, req: &GenerateRequest, a: &Args) -> Res
         Ok(image)
     };
     let brisque = plantain_quality::Brisque::open_installed().ok();
-    let checkers = Checkers::with_quality(brisque.as_ref().map(|b| b as &dyn plantain_director::generate::QualityScorer));
+    let mut checkers = Checkers::with_quality(brisque.as_ref().map(|b| b as &dyn plantain_director::generate::QualityScorer));
+    let typesetter = (!plan.texts.is_empty()).then(plantain_typeset::Typesetter::new);
+    checkers.text.typesetter = typesetter.as_ref();
     let outcome = run(&plan, first, budget, &checkers, &mut paint)?;
     if a.explain {
         println!("{}", outcome.report());
@@ -191,7 +194,10 @@ fn generate_checked(pipeline: &Pipeline, req: &GenerateRequest, a: &Args) -> Res
         let verdict = if failed.is_empty() { "every check that ran passed".to_string() } else { format!("failed: {}", failed.join(", ")) };
         eprintln!("checked: attempt {} of {} kept ({verdict}; --explain for the report)", outcome.best + 1, outcome.attempts.len());
     }
-    Ok(made.swap_remove(outcome.best))
+    let mut g = made.swap_remove(outcome.best);
+    // The attempt's picture as checked: with its quoted text set.
+    g.image = outcome.best().image.clone();
+    Ok(g)
 }
 
 pub fn run(a: Args) -> Result<()> {

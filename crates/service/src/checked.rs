@@ -31,15 +31,22 @@ impl Service {
             let mut looper = Looper::new(&plan, first, budget);
             let mut ran: Vec<Ran> = Vec::new();
             while let Some(s) = looper.next_attempt() {
-                let attempt = self.submit(ctx, one_attempt(&spec, &s)).await?.run().await?;
+                let attempt = self.submit(ctx, one_attempt(&spec, &plan, &s)).await?.run().await?;
                 let image =
                     attempt.made.first().map(|m| m.image.clone()).ok_or_else(|| ServiceError::internal("an attempt made no picture"))?;
                 let scorer = self.quality_scorer().map(|q| q as &dyn plantain_director::generate::QualityScorer);
-                looper.record(image, &Checkers::with_quality(scorer));
+                let mut checkers = Checkers::with_quality(scorer);
+                checkers.text.typesetter = (!plan.texts.is_empty()).then(|| self.typesetter());
+                looper.record(image, &checkers);
                 ran.push(attempt);
             }
             let outcome = looper.finish().ok_or_else(|| ServiceError::internal("the loop made no attempt"))?;
             let mut best = ran.swap_remove(outcome.best);
+            // The picture with its text set, and the user's prompt on the record.
+            if let Some(m) = best.made.first_mut() {
+                m.image = outcome.best().image.clone();
+            }
+            best.job.spec.prompt = spec.prompt.clone();
             best.job.spec.checks = Some(serde_json::to_value(&outcome).map_err(|e| ServiceError::internal(e.to_string()))?);
             out.extend(self.publish(best).await?);
         }
@@ -47,9 +54,11 @@ impl Service {
     }
 }
 
-/// One attempt of one image: the request with the attempt's settings.
-fn one_attempt(spec: &JobSpec, s: &Settings) -> JobSpec {
+/// One attempt of one image: the request with the attempt's settings; the model draws the
+/// plan's picture without its quoted text (that is typeset afterwards).
+fn one_attempt(spec: &JobSpec, plan: &Plan, s: &Settings) -> JobSpec {
     let mut one = spec.clone();
+    one.prompt = plan.draw_prompt.clone();
     one.count = 1;
     one.seed = Some(s.seed);
     one.steps = Some(s.steps);

@@ -75,6 +75,8 @@ pub struct Service {
     /// BRISQUE for the loop's quality check, loaded on first use (None when not installed:
     /// the check then says "not checked").
     quality: std::sync::OnceLock<Option<plantain_quality::Brisque>>,
+    /// Fonts for quoted text, loaded on first use.
+    typesetter: std::sync::OnceLock<plantain_typeset::Typesetter>,
 }
 
 impl Service {
@@ -110,6 +112,11 @@ impl Service {
             .as_ref()
     }
 
+    /// The typesetter for quoted text (the system's fonts, loaded once).
+    pub fn typesetter(&self) -> &plantain_typeset::Typesetter {
+        self.typesetter.get_or_init(plantain_typeset::Typesetter::new)
+    }
+
     /// Opens storage (the embedded SQLite + folder in the config's data dir), loads provenance
     /// material and starts one worker per model (loading in the background).
     pub async fn open(config: Config) -> Result<Service, StartError> {
@@ -139,6 +146,7 @@ impl Service {
         Ok(Service {
             segmenter: Arc::default(),
             quality: std::sync::OnceLock::new(),
+            typesetter: std::sync::OnceLock::new(),
             config,
             workers,
             stores,

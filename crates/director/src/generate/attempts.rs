@@ -181,7 +181,9 @@ impl<'p> Looper<'p> {
     /// Checks the picture painted for the settings `next_attempt` gave, and decides whether to go on.
     pub fn record(&mut self, image: RgbImage, checkers: &Checkers<'_>) {
         let Some((settings, why, t)) = self.pending.take() else { return };
-        let checks = run_checks(self.plan, &image, checkers);
+        let (image, text) = super::text::set_texts(self.plan, image, &checkers.text);
+        let mut checks = run_checks(self.plan, &image, checkers);
+        checks.extend(text);
         let score = score(&checks);
         tracing::debug!(attempt = self.attempts.len() + 1, score, "attempt checked");
         self.attempts.push(Attempt { settings, why, checks, score, elapsed: t.elapsed(), image });

@@ -106,11 +106,13 @@ pub struct Checkers<'a> {
     pub quality: Option<&'a dyn QualityScorer>,
     /// BRISQUE score above which quality fails.
     pub quality_limit: f32,
+    /// Typesetting and OCR for quoted text.
+    pub text: super::text::TextTools<'a>,
 }
 
 impl Default for Checkers<'_> {
     fn default() -> Self {
-        Checkers { quality: None, quality_limit: DEFAULT_QUALITY_LIMIT }
+        Checkers { quality: None, quality_limit: DEFAULT_QUALITY_LIMIT, text: Default::default() }
     }
 }
 

@@ -7,9 +7,11 @@
 pub mod attempts;
 pub mod checks;
 pub mod plan;
+pub mod text;
 pub mod world;
 
 pub use attempts::{Attempt, Budget, Looper, Outcome, Settings, Stop, best_of, run};
 pub use checks::{Check, CheckKind, Checkers, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict};
 pub use plan::{Plan, QuotedText};
+pub use text::{Reading, TextReader, TextTools};
 pub use world::{WorldPrompt, read_world_prompt};
