@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use plantain_core::AspectRatio;
 use std::sync::Arc;
 
-use plantain_director::edit::{EditOptions, EditPlan, Edited, LazySegmenter, ModelFinder, painter_for, plan};
+use plantain_director::edit::{EditError, EditOptions, EditPlan, Edited, LazySegmenter, ModelFinder, SubjectFinder, painter_for, plan};
 use plantain_engine::pipeline::{GenerateRequest, Pipeline};
 use plantain_provenance::{Action, Ingredient, ManifestInfo};
 
@@ -121,7 +121,7 @@ type Model = (Arc<Pipeline>, plantain_hub::ResolvedModel);
 /// with it: it finds things by name and, if it is an InstructPix2Pix model, paints by the
 /// user's own words.
 fn plan_with_model(instruction: &str, images: &[image::RgbImage], opts: EditOptions, c: &Common) -> Result<(EditPlan, Option<Model>)> {
-    let segmenter = Arc::new(LazySegmenter::default());
+    let segmenter = Arc::new(Remembered::default());
     let first = plan(instruction, images, &opts, Some(&segmenter)).map_err(|e| anyhow::anyhow!("{e}"))?;
     if first.paint_request().is_none() && !first.names_unchecked {
         return Ok((first, None));
@@ -133,6 +133,26 @@ fn plan_with_model(instruction: &str, images: &[image::RgbImage], opts: EditOpti
     let finder = ModelFinder { subject: segmenter, pipeline: Some(pipeline.clone()), seed: c.seed.unwrap_or(0) };
     let again = plan(instruction, images, &opts, Some(&finder)).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((again, Some((pipeline, resolved))))
+}
+
+/// The segmenter with its answers kept, so that planning again with the model does not run
+/// it again on the same pictures.
+#[derive(Default)]
+struct Remembered {
+    inner: LazySegmenter,
+    seen: std::sync::Mutex<Vec<(image::RgbImage, image::GrayImage)>>,
+}
+
+impl SubjectFinder for Remembered {
+    fn subject(&self, image: &image::RgbImage) -> Result<image::GrayImage, EditError> {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, mask)) = seen.iter().find(|(i, _)| i == image) {
+            return Ok(mask.clone());
+        }
+        let mask = self.inner.subject(image)?;
+        seen.push((image.clone(), mask.clone()));
+        Ok(mask)
+    }
 }
 
 /// Paints what the plan asks of the model, and pastes back.

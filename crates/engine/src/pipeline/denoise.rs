@@ -285,9 +285,11 @@ impl Pipeline {
     fn predict(&self, u: &UnetInputs, scheduler: &dyn Scheduler, latents: &[f32], i: usize, t: f32) -> Result<Vec<f32>> {
         let batch = u.sample_shape[0];
         let one = scheduler.scale_model_input(latents, i).map_err(sched_err)?;
-        let sample: Vec<f32> = (0..batch)
-            .flat_map(|b| one.iter().chain(u.extra.get(b).map(Vec::as_slice).unwrap_or(&[])).copied().collect::<Vec<_>>())
-            .collect();
+        let mut sample = Vec::with_capacity(u.sample_shape.iter().product());
+        for b in 0..batch {
+            sample.extend_from_slice(&one);
+            sample.extend_from_slice(u.extra.get(b).map(Vec::as_slice).unwrap_or(&[]));
+        }
         let mut inputs =
             vec![("sample", Input::F32(shaped(&u.sample_shape, sample)?)), ("timestep", Input::F32(shaped(&[batch], vec![t; batch])?))];
         for (name, v) in &u.fixed {
