@@ -17,11 +17,15 @@ pub struct ApiError {
     pub param: Option<String>,
     /// Seconds, sent as `Retry-After` (429 and 503).
     pub retry_after: Option<u64>,
+    /// The request body was left partly unread: the connection is closed after this answer
+    /// (`Connection: close`), so a client never sends its next request down a socket the
+    /// server is about to drop.
+    pub close: bool,
 }
 
 impl ApiError {
     pub fn new(http: StatusCode, status: &'static str, message: impl Into<String>) -> Self {
-        ApiError { http, status, message: message.into(), param: None, retry_after: None }
+        ApiError { http, status, message: message.into(), param: None, retry_after: None, close: false }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
@@ -36,7 +40,7 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message)
     }
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_ARGUMENT", message)
+        ApiError { close: true, ..Self::new(StatusCode::PAYLOAD_TOO_LARGE, "INVALID_ARGUMENT", message) }
     }
     pub fn exhausted(message: impl Into<String>, retry_after: u64) -> Self {
         ApiError { retry_after: Some(retry_after.max(1)), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", message) }
@@ -92,6 +96,9 @@ impl ApiError {
             && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
             r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if self.close {
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         r.extensions_mut().insert(self.clone());
         r

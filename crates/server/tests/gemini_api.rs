@@ -175,6 +175,10 @@ async fn bad_inputs_get_gemini_envelopes() {
     assert_error(&c.post(GEN, &with_image("image/png", b64(&noisy))).await, 400, "INVALID_ARGUMENT", "over the limit");
     // As Google answers it: 400 INVALID_ARGUMENT (google.rpc has no 413).
     assert_error(&c.post_raw(GEN, vec![b' '; 3_500_000]).await, 400, "INVALID_ARGUMENT", "body");
+    // The rest of that body was never read, so the server closes the connection and says so:
+    // a client must not send its next request down that socket.
+    let r = c.http.post(format!("{}{GEN}", c.base)).body(vec![b' '; 3_500_000]).send().await.unwrap();
+    assert_eq!(r.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
     assert_error(
         &c.post("/v1beta/models/no-such-model:generateContent", &gen_req("x", json!({}))).await,
         404,
