@@ -27,7 +27,7 @@ PPOCR_MODELS=(
 PPOCR_METADATA="rapidocr_onnxruntime-$RAPIDOCR_VERSION.METADATA"
 
 # Tesseract language codes (Debian package tesseract-ocr-<code with _ as ->).
-TESSERACT_LANGS=(eng rus ell ara heb hin tha kor jpn chi_sim)
+TESSERACT_LANGS=(eng deu fra spa rus ell ara heb hin tha kor jpn chi_sim)
 
 sha256() { sha256sum "$1" | cut -d' ' -f1; }
 

@@ -14,11 +14,11 @@ const MIN_SIDE: f64 = 30.0;
 /// above and below before detection (`min_height`, `width_height_ratio`).
 const MIN_HEIGHT: u32 = 30;
 const WIDTH_HEIGHT_RATIO: f64 = 8.0;
-/// The detector sees the picture with its shorter side at least this (`limit_side_len`,
-/// `limit_type: min`)...
-const LIMIT_SIDE: f64 = 736.0;
-/// ...and, our addition, its longer side at most this: RapidOCR pads wide pictures but not
-/// tall ones, so a 30×2000 strip would otherwise reach 736×49,056.
+/// RapidOCR enlarges pictures for the detector until their shorter side is this
+/// (`limit_side_len`, `limit_type: min`); [`Plan::for_size`] takes the side as a parameter.
+pub(crate) const RAPIDOCR_MIN_SIDE: u32 = 736;
+/// Our addition: the detector's input is at most this on its longer side. RapidOCR pads wide
+/// pictures but not tall ones, so a 30×2000 strip would otherwise reach 736×49,056.
 pub(crate) const MAX_DETECTOR_SIDE: f64 = 3200.0;
 
 /// Probability above which a pixel is text (`thresh`).
@@ -47,7 +47,9 @@ fn scaled_to_32((w, h): (u32, u32), ratio: f64) -> (u32, u32) {
 }
 
 impl Plan {
-    pub fn for_size(width: u32, height: u32) -> Plan {
+    /// The sizes for a `width`×`height` picture, enlarged for the detector until its shorter
+    /// side is `min_side` (0: not enlarged, only rounded to multiples of 32).
+    pub fn for_size(width: u32, height: u32, min_side: u32) -> Plan {
         let mut working = (width.max(1), height.max(1));
         let longer = f64::from(working.0.max(working.1));
         if longer > MAX_SIDE {
@@ -60,7 +62,8 @@ impl Plan {
         let pad = letterbox(working);
         let padded = (working.0, working.1 + 2 * pad);
         let shorter = f64::from(padded.0.min(padded.1));
-        let mut detector = scaled_to_32(padded, if shorter < LIMIT_SIDE { LIMIT_SIDE / shorter } else { 1.0 });
+        let limit = f64::from(min_side);
+        let mut detector = scaled_to_32(padded, if shorter < limit { limit / shorter } else { 1.0 });
         let longer = f64::from(detector.0.max(detector.1));
         if longer > MAX_DETECTOR_SIDE {
             detector = scaled_to_32(detector, MAX_DETECTOR_SIDE / longer);
@@ -237,18 +240,21 @@ mod tests {
     #[test]
     fn plans_follow_rapidocr() {
         // A 1024² page: no resizing, no bands, the detector sees it as it is.
-        assert_eq!(Plan::for_size(1024, 1024), Plan { working: (1024, 1024), pad: 0, detector: (1024, 1024) });
+        assert_eq!(Plan::for_size(1024, 1024, RAPIDOCR_MIN_SIDE), Plan { working: (1024, 1024), pad: 0, detector: (1024, 1024) });
         // Small pictures are enlarged so the shorter side reaches 736 (rounded to 32).
-        assert_eq!(Plan::for_size(400, 300).detector, (992, 736));
+        assert_eq!(Plan::for_size(400, 300, RAPIDOCR_MIN_SIDE).detector, (992, 736));
+        // Without enlarging, only rounded to multiples of 32 (12.5 -> 12, 9.375 -> 9).
+        assert_eq!(Plan::for_size(400, 300, 0).detector, (384, 288));
+        assert_eq!(Plan::for_size(1, 1, 0).detector, (32, 32));
         // A line wider than 8× its height gets bands: 400×40 -> 400×100 (2·max(400/8, 30)).
-        assert_eq!(Plan::for_size(400, 40), Plan { working: (400, 40), pad: 30, detector: (2944, 736) });
-        assert_eq!(Plan::for_size(200, 40).pad, 0);
+        assert_eq!(Plan::for_size(400, 40, RAPIDOCR_MIN_SIDE), Plan { working: (400, 40), pad: 30, detector: (2944, 736) });
+        assert_eq!(Plan::for_size(200, 40, RAPIDOCR_MIN_SIDE).pad, 0);
         // Large pictures are shrunk to 2000 first, then rounded to multiples of 32 with ties to
         // even (2000 / 32 = 62.5 -> 62).
-        assert_eq!(Plan::for_size(4000, 3000).working, (1984, 1504));
+        assert_eq!(Plan::for_size(4000, 3000, RAPIDOCR_MIN_SIDE).working, (1984, 1504));
         // 1×1 is enlarged to 32×32; a 5000×1 strip is shrunk then banded, never zero.
-        assert_eq!(Plan::for_size(1, 1), Plan { working: (32, 32), pad: 0, detector: (736, 736) });
-        let strip = Plan::for_size(5000, 1);
+        assert_eq!(Plan::for_size(1, 1, RAPIDOCR_MIN_SIDE), Plan { working: (32, 32), pad: 0, detector: (736, 736) });
+        let strip = Plan::for_size(5000, 1, RAPIDOCR_MIN_SIDE);
         assert_eq!((strip.working, strip.pad), ((1984, 32), 232));
         assert!(strip.pad > 0 && strip.detector.0 <= MAX_DETECTOR_SIDE as u32);
     }
@@ -256,7 +262,7 @@ mod tests {
     #[test]
     fn detector_size_is_capped() {
         for (w, h) in [(30, 2000), (2000, 30), (1, 100_000), (100_000, 1), (65_535, 65_535), (3, 7)] {
-            let plan = Plan::for_size(w, h);
+            let plan = Plan::for_size(w, h, RAPIDOCR_MIN_SIDE);
             let (dw, dh) = plan.detector;
             assert!(dw % 32 == 0 && dh % 32 == 0 && dw >= 32 && dh >= 32, "{plan:?}");
             assert!(dw.max(dh) as f64 <= MAX_DETECTOR_SIDE && plan.working.0.max(plan.working.1) <= 2016, "{w}×{h}: {plan:?}");

@@ -160,11 +160,12 @@ fn solve(m: &mut [[f64; 9]; 8]) -> Option<[f64; 8]> {
             return None;
         }
         m.swap(col, pivot);
-        for row in 0..8 {
-            if row != col {
-                let factor = m[row][col] / m[col][col];
-                for k in col..9 {
-                    m[row][k] -= factor * m[col][k];
+        let pivot_row = m[col];
+        for (r, row) in m.iter_mut().enumerate() {
+            if r != col {
+                let factor = row[col] / pivot_row[col];
+                for (v, p) in row.iter_mut().zip(pivot_row).skip(col) {
+                    *v -= factor * p;
                 }
             }
         }

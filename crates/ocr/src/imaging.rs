@@ -52,6 +52,52 @@ pub(crate) fn line_tensor(line: &RgbImage, width: u32) -> Array4<f32> {
     to_tensor(&resized(line, (resized_width, LINE_HEIGHT)), width)
 }
 
+/// The line with a margin of `fraction` of its height added on every side, filled with its
+/// background colour ([`background`]).
+pub(crate) fn with_margin(line: RgbImage, fraction: f32) -> RgbImage {
+    let margin = (f64::from(line.height()) * f64::from(fraction.max(0.0))).round() as u32;
+    if margin == 0 || line.width() == 0 || line.height() == 0 {
+        return line;
+    }
+    let mut out = RgbImage::from_pixel(line.width() + 2 * margin, line.height() + 2 * margin, background(&line));
+    imageops::replace(&mut out, &line, i64::from(margin), i64::from(margin));
+    out
+}
+
+/// The per-channel median of the picture's edge pixels: the background of a cut-out line.
+fn background(line: &RgbImage) -> Rgb<u8> {
+    let (w, h) = line.dimensions();
+    let mut edge: Vec<Rgb<u8>> =
+        line.enumerate_pixels().filter(|&(x, y, _)| x == 0 || y == 0 || x + 1 == w || y + 1 == h).map(|(_, _, p)| *p).collect();
+    if edge.is_empty() {
+        return Rgb([255, 255, 255]);
+    }
+    Rgb(std::array::from_fn(|c| {
+        edge.sort_unstable_by_key(|p| p[c]);
+        edge[edge.len() / 2][c]
+    }))
+}
+
+/// A channel differing from the background by more than this marks ink.
+const INK_CONTRAST: u8 = 64;
+
+/// The picture cut to the box of its ink (pixels far from the [`background`]), or itself when
+/// it has none or all of it is ink.
+pub(crate) fn tightened(line: &RgbImage) -> Cow<'_, RgbImage> {
+    let bg = background(line);
+    let ink = |p: &Rgb<u8>| (0..3).any(|c| p[c].abs_diff(bg[c]) > INK_CONTRAST);
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    for (x, y, p) in line.enumerate_pixels() {
+        if ink(p) {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+        }
+    }
+    if x0 == u32::MAX || (x1 - x0, y1 - y0) == line.dimensions() {
+        return Cow::Borrowed(line);
+    }
+    Cow::Owned(imageops::crop_imm(line, x0, y0, x1 - x0, y1 - y0).to_image())
+}
+
 /// The quadrilateral `quad` (top-left first, clockwise) cut out and straightened into a
 /// rectangle as wide as its longer horizontal side and as high as its longer vertical side,
 /// sampled bilinearly with edge pixels repeated outside the image; turned a quarter counter-
@@ -132,6 +178,34 @@ mod tests {
         assert_eq!(*crop.get_pixel(0, 9), Rgb([45, 0, 7]));
         // Columns past x = 49 repeat the last one.
         assert_eq!(*crop.get_pixel(0, 0), Rgb([49, 0, 7]));
+    }
+
+    #[test]
+    fn margins_take_the_background() {
+        // A grey line with one dark pixel on its edge: the margin is grey.
+        let mut line = RgbImage::from_pixel(10, 5, Rgb([200, 210, 220]));
+        line.put_pixel(0, 0, Rgb([0, 0, 0]));
+        line.put_pixel(5, 2, Rgb([0, 0, 0]));
+        let out = with_margin(line.clone(), 0.4);
+        assert_eq!(out.dimensions(), (14, 9));
+        assert_eq!(*out.get_pixel(0, 0), Rgb([200, 210, 220]));
+        assert_eq!(*out.get_pixel(2, 2), Rgb([0, 0, 0]));
+        assert_eq!(*out.get_pixel(7, 4), Rgb([0, 0, 0]));
+        assert_eq!(with_margin(line.clone(), 0.0), line);
+    }
+
+    #[test]
+    fn tightening_cuts_to_the_ink() {
+        let mut line = RgbImage::from_pixel(30, 20, Rgb([250, 250, 240]));
+        for (x, y) in [(5, 4), (20, 12), (9, 8)] {
+            line.put_pixel(x, y, Rgb([20, 30, 40]));
+        }
+        // A faint mark (within the contrast) is not ink.
+        line.put_pixel(28, 18, Rgb([200, 200, 200]));
+        assert_eq!(tightened(&line).dimensions(), (16, 9));
+        assert_eq!(*tightened(&line).get_pixel(0, 0), Rgb([20, 30, 40]));
+        let blank = RgbImage::from_pixel(7, 3, Rgb([9, 9, 9]));
+        assert!(matches!(tightened(&blank), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Model {
     /// A custom metadata entry of the model file.
     pub fn metadata(&self, key: &str) -> Result<Option<String>, OcrError> {
         let session = self.lock()?;
-        let metadata = session.metadata().map_err(OcrError::runtime(&self.role))?;
+        let metadata = session.metadata().map_err(OcrError::runtime(self.role))?;
         Ok(metadata.custom(key))
     }
 
