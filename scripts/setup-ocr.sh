@@ -9,7 +9,8 @@
 #   statement) and a NOTICE. Only the three model files are taken: none of the package is installed.
 #
 #   Tesseract (Debian packages, for the scripts PP-OCRv4 cannot read): tesseract-ocr and the
-#   language packs listed in TESSERACT_LANGS, with apt-get (as root). Where apt-get is missing, or
+#   language packs listed in TESSERACT_LANGS (deu, fra, spa for accented Latin letters), with
+#   apt-get --no-install-recommends (as root); Debian's archive signatures check them. Where apt-get is missing, or
 #   we are not root, it says so and goes on: the Tesseract reader then reports itself unavailable.
 #   Set OCR_SKIP_TESSERACT=1 to leave Tesseract alone.
 set -euo pipefail
@@ -43,9 +44,9 @@ ppocr_installed() {
 # Copies the models and the wheel's METADATA out of the wheel $1 into $2, checking each file's
 # size and sha256; each file appears whole or not at all.
 extract_ppocr() {
-  python3 - "$1" "$2" "$PPOCR_METADATA" "${PPOCR_MODELS[@]}" <<'PY'
+  python3 - "$1" "$2" "$RAPIDOCR_VERSION" "$PPOCR_METADATA" "${PPOCR_MODELS[@]}" <<'PY'
 import hashlib, os, sys, zipfile
-wheel, dest, metadata, specs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+wheel, dest, version, metadata, specs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 def put(name, data):
     part = os.path.join(dest, name + ".part")
     with open(part, "wb") as out:
@@ -59,7 +60,7 @@ with zipfile.ZipFile(wheel) as z:
         if len(data) != int(size) or got != want:
             sys.exit(f"setup-ocr: error: {file} is {len(data)} bytes with sha256 {got}; expected {size} bytes, {want}")
         put(file, data)
-    put(metadata, z.read("rapidocr_onnxruntime-1.4.4.dist-info/METADATA"))
+    put(metadata, z.read(f"rapidocr_onnxruntime-{version}.dist-info/METADATA"))
 PY
 }
 

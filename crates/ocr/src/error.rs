@@ -8,9 +8,9 @@ pub(crate) const SETUP_HINT: &str = "run `bash scripts/setup-ocr.sh` to install 
 /// What can go wrong when reading text.
 #[derive(Debug, thiserror::Error)]
 pub enum OcrError {
-    /// A file that `scripts/setup-ocr.sh` (or `scripts/setup.sh`) installs is missing: a PP-OCR
-    /// model, or the ONNX Runtime library.
-    #[error("{0}; {SETUP_HINT}")]
+    /// A file that `scripts/setup-ocr.sh` (a PP-OCR model) or `scripts/setup.sh` (the ONNX
+    /// Runtime library; it also runs `setup-ocr.sh`) installs is missing.
+    #[error("{0}; {SETUP_HINT} (or `bash scripts/setup.sh`, which also installs ONNX Runtime)")]
     NotInstalled(String),
     /// ONNX Runtime failed to load a model or to run it.
     #[error("ONNX Runtime: {0}")]
