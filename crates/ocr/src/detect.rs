@@ -20,6 +20,8 @@ pub(crate) const RAPIDOCR_MIN_SIDE: u32 = 736;
 /// Our addition: the detector's input is at most this on its longer side. RapidOCR pads wide
 /// pictures but not tall ones, so a 30×2000 strip would otherwise reach 736×49,056.
 pub(crate) const MAX_DETECTOR_SIDE: f64 = 3200.0;
+/// The widest border [`Plan::for_size`] adds.
+pub(crate) const MAX_BORDER: u32 = 32;
 
 /// Probability above which a pixel is text (`thresh`).
 const PIXEL_THRESHOLD: f32 = 0.3;
@@ -33,7 +35,9 @@ const MIN_SIZE: f64 = 3.0;
 pub(crate) struct Plan {
     /// The picture resized for detection and cropping (often its own size).
     pub working: (u32, u32),
-    /// Black rows added above and below the working picture.
+    /// Pixels of the picture's background colour added on every side of the working picture.
+    pub border: u32,
+    /// Black rows added above and below the working picture and its border.
     pub pad: u32,
     /// The detector's input size, both multiples of 32.
     pub detector: (u32, u32),
@@ -49,7 +53,9 @@ fn scaled_to_32((w, h): (u32, u32), ratio: f64) -> (u32, u32) {
 impl Plan {
     /// The sizes for a `width`×`height` picture, enlarged for the detector until its shorter
     /// side is `min_side` (0: not enlarged, only rounded to multiples of 32).
-    pub fn for_size(width: u32, height: u32, min_side: u32) -> Plan {
+    /// A border of `border` times the working picture's shorter side (at most [`MAX_BORDER`])
+    /// is added on every side before the letterbox (0: none, as RapidOCR).
+    pub fn for_size(width: u32, height: u32, min_side: u32, border: f32) -> Plan {
         let mut working = (width.max(1), height.max(1));
         let longer = f64::from(working.0.max(working.1));
         if longer > MAX_SIDE {
@@ -59,8 +65,10 @@ impl Plan {
         if shorter < MIN_SIDE {
             working = scaled_to_32(working, MIN_SIDE / shorter);
         }
-        let pad = letterbox(working);
-        let padded = (working.0, working.1 + 2 * pad);
+        let border = ((f64::from(working.0.min(working.1)) * f64::from(border.max(0.0))).round() as u32).min(MAX_BORDER);
+        let framed = (working.0 + 2 * border, working.1 + 2 * border);
+        let pad = letterbox(framed);
+        let padded = (framed.0, framed.1 + 2 * pad);
         let shorter = f64::from(padded.0.min(padded.1));
         let limit = f64::from(min_side);
         let mut detector = scaled_to_32(padded, if shorter < limit { limit / shorter } else { 1.0 });
@@ -68,11 +76,17 @@ impl Plan {
         if longer > MAX_DETECTOR_SIDE {
             detector = scaled_to_32(detector, MAX_DETECTOR_SIDE / longer);
         }
-        Plan { working, pad, detector }
+        Plan { working, border, pad, detector }
     }
 
+    /// The picture the detector's map covers: working picture, border and bands.
     pub fn padded(&self) -> (u32, u32) {
-        (self.working.0, self.working.1 + 2 * self.pad)
+        (self.working.0 + 2 * self.border, self.working.1 + 2 * self.border + 2 * self.pad)
+    }
+
+    /// Where the working picture's top-left pixel is in the padded one.
+    pub fn offset(&self) -> (u32, u32) {
+        (self.border, self.border + self.pad)
     }
 }
 
@@ -240,29 +254,42 @@ mod tests {
     #[test]
     fn plans_follow_rapidocr() {
         // A 1024² page: no resizing, no bands, the detector sees it as it is.
-        assert_eq!(Plan::for_size(1024, 1024, RAPIDOCR_MIN_SIDE), Plan { working: (1024, 1024), pad: 0, detector: (1024, 1024) });
+        assert_eq!(
+            Plan::for_size(1024, 1024, RAPIDOCR_MIN_SIDE, 0.0),
+            Plan { working: (1024, 1024), border: 0, pad: 0, detector: (1024, 1024) }
+        );
         // Small pictures are enlarged so the shorter side reaches 736 (rounded to 32).
-        assert_eq!(Plan::for_size(400, 300, RAPIDOCR_MIN_SIDE).detector, (992, 736));
+        assert_eq!(Plan::for_size(400, 300, RAPIDOCR_MIN_SIDE, 0.0).detector, (992, 736));
         // Without enlarging, only rounded to multiples of 32 (12.5 -> 12, 9.375 -> 9).
-        assert_eq!(Plan::for_size(400, 300, 0).detector, (384, 288));
-        assert_eq!(Plan::for_size(1, 1, 0).detector, (32, 32));
+        assert_eq!(Plan::for_size(400, 300, 0, 0.0).detector, (384, 288));
+        assert_eq!(Plan::for_size(1, 1, 0, 0.0).detector, (32, 32));
         // A line wider than 8× its height gets bands: 400×40 -> 400×100 (2·max(400/8, 30)).
-        assert_eq!(Plan::for_size(400, 40, RAPIDOCR_MIN_SIDE), Plan { working: (400, 40), pad: 30, detector: (2944, 736) });
-        assert_eq!(Plan::for_size(200, 40, RAPIDOCR_MIN_SIDE).pad, 0);
+        assert_eq!(Plan::for_size(400, 40, RAPIDOCR_MIN_SIDE, 0.0), Plan { working: (400, 40), border: 0, pad: 30, detector: (2944, 736) });
+        assert_eq!(Plan::for_size(200, 40, RAPIDOCR_MIN_SIDE, 0.0).pad, 0);
         // Large pictures are shrunk to 2000 first, then rounded to multiples of 32 with ties to
         // even (2000 / 32 = 62.5 -> 62).
-        assert_eq!(Plan::for_size(4000, 3000, RAPIDOCR_MIN_SIDE).working, (1984, 1504));
+        assert_eq!(Plan::for_size(4000, 3000, RAPIDOCR_MIN_SIDE, 0.0).working, (1984, 1504));
         // 1×1 is enlarged to 32×32; a 5000×1 strip is shrunk then banded, never zero.
-        assert_eq!(Plan::for_size(1, 1, RAPIDOCR_MIN_SIDE), Plan { working: (32, 32), pad: 0, detector: (736, 736) });
-        let strip = Plan::for_size(5000, 1, RAPIDOCR_MIN_SIDE);
+        assert_eq!(Plan::for_size(1, 1, RAPIDOCR_MIN_SIDE, 0.0), Plan { working: (32, 32), border: 0, pad: 0, detector: (736, 736) });
+        let strip = Plan::for_size(5000, 1, RAPIDOCR_MIN_SIDE, 0.0);
         assert_eq!((strip.working, strip.pad), ((1984, 32), 232));
         assert!(strip.pad > 0 && strip.detector.0 <= MAX_DETECTOR_SIDE as u32);
     }
 
     #[test]
+    fn borders_frame_the_working_picture() {
+        // A quarter of the shorter side, at most 32: 80×40 gets 10 on every side.
+        let plan = Plan::for_size(80, 40, 0, 0.25);
+        assert_eq!((plan.border, plan.padded(), plan.offset(), plan.detector), (10, (100, 60), (10, 10), (96, 64)));
+        assert_eq!(Plan::for_size(1024, 768, 0, 0.25).padded(), (1088, 832));
+        // The letterbox is reckoned on the framed picture: 400×40 -> 420×60, 7 times wider.
+        assert_eq!(Plan::for_size(400, 40, 0, 0.25).pad, 0);
+    }
+
+    #[test]
     fn detector_size_is_capped() {
         for (w, h) in [(30, 2000), (2000, 30), (1, 100_000), (100_000, 1), (65_535, 65_535), (3, 7)] {
-            let plan = Plan::for_size(w, h, RAPIDOCR_MIN_SIDE);
+            let plan = Plan::for_size(w, h, RAPIDOCR_MIN_SIDE, 0.0);
             let (dw, dh) = plan.detector;
             assert!(dw % 32 == 0 && dh % 32 == 0 && dw >= 32 && dh >= 32, "{plan:?}");
             assert!(dw.max(dh) as f64 <= MAX_DETECTOR_SIDE && plan.working.0.max(plan.working.1) <= 2016, "{w}×{h}: {plan:?}");

@@ -30,6 +30,25 @@ pub(crate) fn banded(image: RgbImage, pad: u32) -> RgbImage {
     out
 }
 
+/// The picture enlarged (Catmull-Rom) to `height` if it is lower, keeping its shape.
+pub(crate) fn at_least_high(image: RgbImage, height: u32) -> RgbImage {
+    if image.height() >= height || image.height() == 0 {
+        return image;
+    }
+    let width = (f64::from(image.width()) * f64::from(height) / f64::from(image.height())).round().max(1.0) as u32;
+    imageops::resize(&image, width, height, FilterType::CatmullRom)
+}
+
+/// The picture with `border` pixels of its background colour ([`background`]) on every side.
+pub(crate) fn bordered(image: RgbImage, border: u32) -> RgbImage {
+    if border == 0 {
+        return image;
+    }
+    let mut out = RgbImage::from_pixel(image.width() + 2 * border, image.height() + 2 * border, background(&image));
+    imageops::replace(&mut out, &image, i64::from(border), i64::from(border));
+    out
+}
+
 /// The network input for `image`: 1×3×H×`width`, channels in BGR order (PaddleOCR's models
 /// were trained on OpenCV's BGR), each byte `v` as `(v / 255 - 0.5) / 0.5`; columns past the
 /// image's width stay 0.
@@ -206,6 +225,13 @@ mod tests {
         assert_eq!(*tightened(&line).get_pixel(0, 0), Rgb([20, 30, 40]));
         let blank = RgbImage::from_pixel(7, 3, Rgb([9, 9, 9]));
         assert!(matches!(tightened(&blank), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn low_pictures_are_enlarged() {
+        assert_eq!(at_least_high(gradient(30, 10), 64).dimensions(), (192, 64));
+        assert_eq!(at_least_high(gradient(30, 80), 64).dimensions(), (30, 80));
+        assert_eq!(bordered(gradient(4, 2), 2).dimensions(), (8, 6));
     }
 
     #[test]

@@ -21,6 +21,6 @@ mod tesseract;
 
 pub use error::OcrError;
 pub use line::TextLine;
-pub use ppocr::{CLASSIFIER_FILE, DETECTOR_FILE, MAX_LINE_WIDTH, PpOcr, PpOcrOptions, RECOGNIZER_FILE};
+pub use ppocr::{CLASSIFIER_FILE, DETECTOR_FILE, FoundLine, MAX_LINE_WIDTH, PpOcr, PpOcrOptions, RECOGNIZER_FILE};
 pub use script::{Reader, Script, Verdict, normalize, verify};
 pub use tesseract::{PageSegmentation, Tesseract};

@@ -15,7 +15,7 @@ use ndarray::{Ix3, s};
 use crate::detect::{BoxParams, Candidate, Plan, RAPIDOCR_MIN_SIDE, boxes, reading_order};
 use crate::error::OcrError;
 use crate::geometry::Point;
-use crate::imaging::{LINE_HEIGHT, banded, crop_quad, line_tensor, resized, tightened, to_tensor, with_margin};
+use crate::imaging::{LINE_HEIGHT, banded, bordered, crop_quad, line_tensor, resized, tightened, to_tensor, with_margin};
 use crate::line::TextLine;
 use crate::model::Model;
 use crate::recognize::Charset;
@@ -35,9 +35,10 @@ pub const MAX_LINE_WIDTH: u32 = 3200;
 const CLASSIFIER_WIDTH: u32 = 192;
 const CLASSIFIER_THRESHOLD: f32 = 0.9;
 
-/// How PP-OCR reads. The defaults are RapidOCR 1.4.4's except for three choices measured on
-/// rendered text (see the README): pictures are not enlarged for the detector, lines get a
-/// margin before recognition, and a line the classifier calls upside down is read both ways.
+/// How PP-OCR reads. The defaults are RapidOCR 1.4.4's except for four choices measured on
+/// rendered text (see the README): pictures are not enlarged for the detector but framed by a
+/// border, lines get a margin before recognition, and a line the classifier calls upside down
+/// is read both ways.
 /// [`PpOcrOptions::rapidocr`] gives RapidOCR's own settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PpOcrOptions {
@@ -49,6 +50,10 @@ pub struct PpOcrOptions {
     pub box_threshold: f32,
     /// Detected regions are grown by `area × ratio / perimeter` on each side (`unclip_ratio`, 1.6).
     pub unclip_ratio: f32,
+    /// The picture is framed, for the detector, by a border of this fraction of its shorter side
+    /// (at most 32 pixels) in its edges' colour (0.25; RapidOCR: none). Text touching the
+    /// picture's edge, as in a tight crop, otherwise loses its first or last letters.
+    pub border: f32,
     /// Each line is given a margin of this fraction of its height on every side, in its
     /// background colour, before recognition (0.2; RapidOCR: none). Tight crops make the
     /// recogniser drop spaces between words.
@@ -67,6 +72,7 @@ impl Default for PpOcrOptions {
             detector_min_side: 0,
             box_threshold: 0.5,
             unclip_ratio: 1.6,
+            border: 0.25,
             line_margin: 0.2,
             min_confidence: 0.5,
             classify_direction: true,
@@ -77,8 +83,17 @@ impl Default for PpOcrOptions {
 impl PpOcrOptions {
     /// RapidOCR 1.4.4's settings (but for the two-way reading of lines called upside down).
     pub fn rapidocr() -> PpOcrOptions {
-        PpOcrOptions { detector_min_side: RAPIDOCR_MIN_SIDE, line_margin: 0.0, ..PpOcrOptions::default() }
+        PpOcrOptions { detector_min_side: RAPIDOCR_MIN_SIDE, border: 0.0, line_margin: 0.0, ..PpOcrOptions::default() }
     }
+}
+
+/// A line of text the detector found, not yet read.
+#[derive(Clone, Debug)]
+pub struct FoundLine {
+    /// Where it is: `text` empty, `confidence` the detector's mean text probability in the box.
+    pub line: TextLine,
+    /// The line cut out and straightened.
+    pub image: RgbImage,
 }
 
 /// PP-OCRv4 (detection + recognition) and the PP-OCR v2.0 direction classifier, loaded once
@@ -142,18 +157,30 @@ impl PpOcr {
     /// Every line of text in the picture, in reading order (top to bottom; left to right
     /// within 10 pixels of height). An empty picture is an error; one without text gives no lines.
     pub fn read(&self, image: &RgbImage) -> Result<Vec<TextLine>, OcrError> {
-        let size = non_empty(image)?;
-        let plan = Plan::for_size(size.0, size.1, self.options.detector_min_side);
-        let page = banded(resized(image, plan.working).into_owned(), plan.pad);
         let mut lines = Vec::new();
-        for candidate in self.detect(&page, &plan)? {
-            let Some(crop) = crop_quad(&page, &candidate.quad) else { continue };
-            let (text, confidence) = self.recognize(crop)?;
+        for found in self.find_lines(image)? {
+            let (text, confidence) = self.recognize(found.image)?;
             if confidence >= self.options.min_confidence {
-                lines.push(TextLine::from_quad(text, to_original(&plan, candidate.quad, size), confidence, size));
+                lines.push(TextLine { text, confidence, ..found.line });
             }
         }
         Ok(lines)
+    }
+
+    /// The lines of text the detector finds, in reading order, each cut out and straightened
+    /// (at the resolution the picture is read at: at most 2,000 pixels on its longer side),
+    /// not yet read: for another recogniser.
+    pub fn find_lines(&self, image: &RgbImage) -> Result<Vec<FoundLine>, OcrError> {
+        let size = non_empty(image)?;
+        let plan = Plan::for_size(size.0, size.1, self.options.detector_min_side, self.options.border);
+        let page = banded(bordered(resized(image, plan.working).into_owned(), plan.border), plan.pad);
+        let mut found = Vec::new();
+        for candidate in self.detect(&page, &plan)? {
+            let Some(crop) = crop_quad(&page, &candidate.quad) else { continue };
+            let line = TextLine::from_quad(String::new(), to_original(&plan, candidate.quad, size), candidate.score, size);
+            found.push(FoundLine { line, image: crop });
+        }
+        Ok(found)
     }
 
     /// The text of a picture that is one line already, with its confidence. The picture is
@@ -237,7 +264,8 @@ fn non_empty(image: &RgbImage) -> Result<(u32, u32), OcrError> {
 /// A quadrilateral in the banded working picture, in the original picture's pixels.
 fn to_original(plan: &Plan, quad: [Point; 4], (width, height): (u32, u32)) -> [Point; 4] {
     let (sx, sy) = (f64::from(width) / f64::from(plan.working.0), f64::from(height) / f64::from(plan.working.1));
-    quad.map(|[x, y]| [(x * sx).clamp(0.0, f64::from(width)), ((y - f64::from(plan.pad)) * sy).clamp(0.0, f64::from(height))])
+    let (dx, dy) = plan.offset();
+    quad.map(|[x, y]| [((x - f64::from(dx)) * sx).clamp(0.0, f64::from(width)), ((y - f64::from(dy)) * sy).clamp(0.0, f64::from(height))])
 }
 
 #[cfg(test)]
@@ -263,7 +291,7 @@ mod tests {
 
     #[test]
     fn boxes_map_back_through_bands_and_scale() {
-        let plan = Plan { working: (1000, 50), pad: 100, detector: (2944, 736) };
+        let plan = Plan { working: (1000, 50), border: 0, pad: 100, detector: (2944, 736) };
         let quad = [[10.0, 100.0], [500.0, 90.0], [1000.0, 150.0], [0.0, 160.0]];
         let back = to_original(&plan, quad, (2000, 100));
         assert_eq!(back, [[20.0, 0.0], [1000.0, 0.0], [2000.0, 100.0], [0.0, 100.0]]);

@@ -5,6 +5,7 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_script::{Script as Ucd, UnicodeScript};
 
 use crate::error::OcrError;
+use crate::imaging::{at_least_high, with_margin};
 use crate::ppocr::PpOcr;
 use crate::tesseract::{PageSegmentation, Tesseract};
 
@@ -140,6 +141,16 @@ impl Reader {
     }
 }
 
+/// "PP-OCRv4" or "Tesseract (rus+eng)".
+impl std::fmt::Display for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reader::PpOcr => f.write_str("PP-OCRv4"),
+            Reader::Tesseract { language } => write!(f, "Tesseract ({language})"),
+        }
+    }
+}
+
 /// Tesseract's packs for Latin letters beyond ASCII: `eng` alone misreads ß, ü, û, ñ and the like.
 const ACCENTED_LATIN: &str = "eng+deu+fra+spa";
 
@@ -171,23 +182,101 @@ pub struct Verdict {
     pub reader: Reader,
 }
 
-/// Reads `image` with the reader for `expected`'s script ([`Reader::for_text`]) and compares.
-/// Tesseract reads with its own page layout first and, when that does not match, as one block
-/// of text (its layout analysis misses some single lines; the verdict reports the second
-/// reading then). Errors when the reader is missing (Tesseract or its language pack) or fails.
+/// Reads `image` with the reader for `expected`'s script ([`Reader::for_text`]) and compares
+/// ([`normalize`]). Each reader has more than one way to read; they are tried in turn until one
+/// matches, and the verdict reports the first reading when none does:
+///
+/// - PP-OCR: [`PpOcr::read`]; then, where Tesseract is installed, Tesseract `eng` (`chi_sim`
+///   for Chinese) as below.
+/// - Tesseract: each line PP-OCR's detector finds, straightened, at least 64 pixels high and
+///   with a margin, read as one line (`--psm 7`); then the whole picture with Tesseract's own
+///   layout (`--psm 3`) and as one block (`--psm 6`); then PP-OCR for Latin-only text.
+///
+/// Errors when the first reader is missing (Tesseract or its language pack) or fails.
 pub fn verify(ppocr: &PpOcr, image: &RgbImage, expected: &str) -> Result<Verdict, OcrError> {
-    let reader = Reader::for_text(expected)?;
+    let primary = Reader::for_text(expected)?;
     let unspaced = Script::of(expected).is_some_and(Script::unspaced);
-    let expected = normalize(expected, unspaced);
-    let read = match &reader {
-        Reader::PpOcr => ppocr.read(image)?.into_iter().map(|l| l.text).collect::<Vec<_>>().join(" "),
-        Reader::Tesseract { language } => {
-            let auto = Tesseract::read(image, language)?;
-            if normalize(&auto, unspaced) == expected { auto } else { Tesseract::read_with(image, language, PageSegmentation::Block)? }
+    let want = normalize(expected, unspaced);
+    let mut first: Option<Verdict> = None;
+    for (i, attempt) in attempts(&primary, expected).into_iter().enumerate() {
+        let read = match attempt.read(ppocr, image) {
+            Ok(read) => normalize(&read, unspaced),
+            Err(OcrError::TesseractMissing(_) | OcrError::LanguageMissing { .. }) if i > 0 => continue,
+            Err(e) => return Err(e),
+        };
+        let verdict = Verdict { matches: read == want, read, reader: attempt.reader() };
+        if verdict.matches {
+            return Ok(verdict);
         }
+        first.get_or_insert(verdict);
+    }
+    first.ok_or_else(|| OcrError::UnsupportedScript(expected.to_string()))
+}
+
+/// One way of reading a picture.
+enum Attempt {
+    PpOcr,
+    /// Tesseract on each line PP-OCR's detector finds.
+    TesseractLines(String),
+    TesseractPage(String, PageSegmentation),
+}
+
+/// The ways `verify` reads, in order, for text whose first reader is `primary`.
+fn attempts(primary: &Reader, expected: &str) -> Vec<Attempt> {
+    let tesseract = |language: &str| {
+        vec![
+            Attempt::TesseractLines(language.to_string()),
+            Attempt::TesseractPage(language.to_string(), PageSegmentation::Auto),
+            Attempt::TesseractPage(language.to_string(), PageSegmentation::Block),
+        ]
     };
-    let read = normalize(&read, unspaced);
-    Ok(Verdict { matches: read == expected, read, reader })
+    match primary {
+        Reader::PpOcr => {
+            let language = if Script::of(expected) == Some(Script::Han) { "chi_sim" } else { "eng" };
+            std::iter::once(Attempt::PpOcr).chain(tesseract(language)).collect()
+        }
+        Reader::Tesseract { language } => {
+            let latin_only = letter_counts(expected).by_script.iter().enumerate().all(|(i, &n)| n == 0 || i == Script::Latin as usize);
+            let mut ways = tesseract(language);
+            ways.extend(latin_only.then_some(Attempt::PpOcr));
+            ways
+        }
+    }
+}
+
+impl Attempt {
+    fn reader(&self) -> Reader {
+        match self {
+            Attempt::PpOcr => Reader::PpOcr,
+            Attempt::TesseractLines(language) | Attempt::TesseractPage(language, _) => Reader::Tesseract { language: language.clone() },
+        }
+    }
+
+    fn read(&self, ppocr: &PpOcr, image: &RgbImage) -> Result<String, OcrError> {
+        match self {
+            Attempt::PpOcr => Ok(ppocr.read(image)?.into_iter().map(|l| l.text).collect::<Vec<_>>().join(" ")),
+            Attempt::TesseractLines(language) => tesseract_by_lines(ppocr, image, language),
+            Attempt::TesseractPage(language, segmentation) => Tesseract::read_with(image, language, *segmentation),
+        }
+    }
+}
+
+/// A line crop for Tesseract is enlarged to at least this height (it reads small text poorly).
+const TESSERACT_LINE_HEIGHT: u32 = 64;
+
+/// Tesseract on each line PP-OCR's detector finds, joined with spaces; the whole picture as one
+/// line if the detector finds none.
+fn tesseract_by_lines(ppocr: &PpOcr, image: &RgbImage, language: &str) -> Result<String, OcrError> {
+    let found = ppocr.find_lines(image)?;
+    if found.is_empty() {
+        return Tesseract::read_with(image, language, PageSegmentation::Line);
+    }
+    let mut parts = Vec::with_capacity(found.len());
+    for line in found {
+        let crop = with_margin(at_least_high(line.image, TESSERACT_LINE_HEIGHT), 0.25);
+        parts.push(Tesseract::read_with(&crop, language, PageSegmentation::Line)?);
+    }
+    Ok(parts.join(" "))
 }
 
 /// NFC, whitespace runs as one space, trimmed; with `unspaced`, no whitespace at all. Two
@@ -239,6 +328,8 @@ mod tests {
     fn readers_for_scripts_and_texts() {
         assert_eq!(Reader::for_script(Script::Han), Reader::PpOcr);
         assert_eq!(Reader::for_script(Script::Hangul), Reader::Tesseract { language: "kor".into() });
+        assert_eq!(Reader::for_script(Script::Latin).to_string(), "PP-OCRv4");
+        assert_eq!(Reader::for_script(Script::Arabic).to_string(), "Tesseract (ara)");
         let tess = |l: &str| Some(Reader::Tesseract { language: l.into() });
         let for_text = |t: &str| Reader::for_text(t).ok();
         assert_eq!(for_text("HELLO WORLD"), Some(Reader::PpOcr));

@@ -24,6 +24,30 @@ fn reads_single_lines_exactly() {
 }
 
 #[test]
+fn text_touching_the_edges_is_read_whole() {
+    // No white at all around the text: its first and last letters touch the picture's edges.
+    for text in ["plantain 2026", "Sale 50% off", "GRAND OPENING"] {
+        let image = common::line(text, 32.0, 0);
+        assert_eq!(texts(&common::ppocr().read(&image).unwrap()), [text]);
+    }
+}
+
+#[test]
+fn found_lines_are_cut_out_upright() {
+    let image = common::page(800, 400, &["plantain 2026", "Edit images with open models"], 40.0, 40.0);
+    let found = common::ppocr().find_lines(&image).unwrap();
+    assert_eq!(found.len(), 2);
+    for (line, text) in found.iter().zip(["plantain 2026", "Edit images with open models"]) {
+        // Cut at the picture's own scale: about as wide as the text's advance, 30-70 px high.
+        let width = common::text_width(text, 40.0);
+        assert!((width - 20.0..width + 60.0).contains(&(line.image.width() as f32)), "{text}: {width} {:?}", line.image.dimensions());
+        assert!((30..70).contains(&line.image.height()), "{text}: {:?}", line.image.dimensions());
+        assert!(line.line.text.is_empty() && line.line.confidence > 0.5);
+        assert_eq!(common::ppocr().recognize_line(&line.image).unwrap().0, text);
+    }
+}
+
+#[test]
 fn recognizes_cropped_lines_tight_or_loose() {
     for text in ["plantain 2026", "HELLO WORLD", "31415926"] {
         for pad in [0, 4, 30] {
@@ -113,7 +137,7 @@ fn bad_sizes_give_errors_or_nothing_never_panics() {
 
 #[test]
 fn huge_pictures_are_shrunk_and_boxes_scaled_back() {
-    // 6000×1500 is read at 2016×512 (RapidOCR's 2000 limit); the text is 180 px high.
+    // 6000×1500 is read at 1984×512 (RapidOCR's 2000 limit); the text is 180 px high.
     let mut image = RgbImage::from_pixel(6000, 1500, Rgb([255, 255, 255]));
     common::draw_text(&mut image, "plantain 2026", 180.0, (1000.0, 800.0), Rgb([0, 0, 0]));
     let read = common::ppocr().read(&image).unwrap();

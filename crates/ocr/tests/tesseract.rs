@@ -62,6 +62,34 @@ fn verify_uses_tesseract_for_cyrillic_and_greek() {
 }
 
 #[test]
+fn verify_reads_text_on_a_panel_over_a_busy_picture() {
+    require(&["rus", "ell", "heb"]);
+    // Blocks of colour, a pale panel 8 px in from the edges, dark text on it: as a typeset text
+    // cut from a photograph. Tesseract 5.3 on the whole picture reads the panel's edges as `|`;
+    // verify reads the lines PP-OCR's detector finds.
+    let mut image = RgbImage::from_fn(400, 80, |x, y| {
+        let v = ((x / 9).wrapping_mul(2_654_435_761) ^ (y / 9).wrapping_mul(40_503)) >> 3;
+        Rgb([(v % 200) as u8 + 30, (v / 7 % 200) as u8 + 30, (v / 49 % 200) as u8 + 30])
+    });
+    for y in 8..72 {
+        for x in 8..392 {
+            image.put_pixel(x, y, Rgb([235, 232, 220]));
+        }
+    }
+    // Hebrew is drawn right to left: its letters reversed (the test rasteriser has no bidi).
+    for (text, drawn) in [
+        ("Свежий хлеб", "Свежий хлеб".to_string()),
+        ("Καλή όρεξη", "Καλή όρεξη".into()),
+        ("שלום עולם", "שלום עולם".chars().rev().collect()),
+    ] {
+        let mut picture = image.clone();
+        common::draw_text(&mut picture, &drawn, 40.0, (20.0, 54.0), Rgb([20, 20, 30]));
+        let verdict = verify(common::ppocr(), &picture, text).unwrap();
+        assert!(verdict.matches && verdict.read == text, "{verdict:?}");
+    }
+}
+
+#[test]
 fn verify_reads_accented_latin_with_european_packs() {
     require(&["eng", "deu", "fra", "spa"]);
     let text = "Él está en Sevilla, garçon";
