@@ -15,7 +15,13 @@
 #   Sample photographs for tests and contact sheets — public-domain and CC0 images from the
 #   scikit-image 0.25.2 wheel on PyPI, into .assets/photos/.
 #
-# Other auxiliary models (OCR, super-resolution, quality) are fetched here too, as they land.
+#   Fonts for typeset text (crates/typeset): Debian fonts-noto-core, fonts-noto-cjk, fonts-dejavu-core
+#   (scripts/setup-fonts.sh; needs root and apt-get).
+#
+#   BRISQUE's LIVE model (crates/quality): Debian opencv-data, checked by sha256
+#   (scripts/setup-quality.sh; needs root and apt-get).
+#
+# Other auxiliary models (super-resolution) are fetched here too, as they land.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -191,3 +197,5 @@ PY
 install_ort
 install_isnet
 install_photos
+bash "$ROOT/scripts/setup-fonts.sh"
+bash "$ROOT/scripts/setup-quality.sh"

@@ -80,6 +80,16 @@ pub struct Args {
     /// Output file; the format follows the extension: .png, .jpg/.jpeg or .webp (lossless).
     #[arg(long, short, default_value = "out.png")]
     pub output: PathBuf,
+    /// The plan → check → correct loop: at most this many attempts, the best one kept
+    /// (1 = no loop: one picture, still checked and reported). Text-to-image only.
+    #[arg(long, default_value_t = plantain_director::generate::Budget::DEFAULT.attempts)]
+    pub attempts: usize,
+    /// No new attempt starts after this many seconds.
+    #[arg(long, default_value_t = plantain_director::generate::Budget::DEFAULT.time.as_secs())]
+    pub time_budget: u64,
+    /// Print the plan before generating and every attempt's checks after.
+    #[arg(long)]
+    pub explain: bool,
     /// Provenance: every output carries an invisible watermark and signed C2PA Content
     /// Credentials unless switched off here.
     #[command(flatten)]
@@ -151,6 +161,45 @@ pub fn generate_with_bar(pipeline: &Pipeline, req: &GenerateRequest) -> Result<G
     Ok(result?.resized(&Lanczos3)?)
 }
 
+/// Text to image through the plan → check → correct loop: the plan printed with --explain,
+/// every attempt's checks after it, the best attempt returned.
+fn generate_checked(pipeline: &Pipeline, req: &GenerateRequest, a: &Args) -> Result<Generated> {
+    use plantain_director::generate::{Budget, Checkers, Plan, Settings, run};
+    let plan = Plan::new(&req.prompt, req.negative_prompt.as_deref(), req.width, req.height);
+    if a.explain {
+        println!("{}", plan.explain());
+    }
+    let budget = Budget { attempts: a.attempts.max(1), time: std::time::Duration::from_secs(a.time_budget) };
+    let first = Settings { seed: req.seed, steps: req.steps, guidance: req.guidance };
+    let mut made: Vec<Generated> = Vec::new();
+    let mut paint = |s: &Settings| -> Result<image::RgbImage> {
+        let mut r = req.clone();
+        r.prompt = plan.draw_prompt.clone();
+        (r.seed, r.steps, r.guidance) = (s.seed, s.steps, s.guidance);
+        let g = generate_with_bar(pipeline, &r)?;
+        let image = g.image.clone();
+        made.push(g);
+        Ok(image)
+    };
+    let brisque = plantain_quality::Brisque::open_installed().ok();
+    let mut checkers = Checkers::with_quality(brisque.as_ref().map(|b| b as &dyn plantain_director::generate::QualityScorer));
+    let typesetter = (!plan.texts.is_empty()).then(plantain_typeset::Typesetter::new);
+    checkers.text.typesetter = typesetter.as_ref();
+    let outcome = run(&plan, first, budget, &checkers, &mut paint)?;
+    if a.explain {
+        println!("{}", outcome.report());
+    } else {
+        let best = outcome.best();
+        let failed: Vec<&str> = best.checks.iter().filter(|c| c.failed()).map(|c| c.kind.name()).collect();
+        let verdict = if failed.is_empty() { "every check that ran passed".to_string() } else { format!("failed: {}", failed.join(", ")) };
+        eprintln!("checked: attempt {} of {} kept ({verdict}; --explain for the report)", outcome.best + 1, outcome.attempts.len());
+    }
+    let mut g = made.swap_remove(outcome.best);
+    // The attempt's picture as checked: with its quoted text set.
+    g.image = outcome.best().image.clone();
+    Ok(g)
+}
+
 pub fn run(a: Args) -> Result<()> {
     let format = provenance_cmd::output_format(&a.output)?;
     let prov = provenance_cmd::load_for_stamping(&a.provenance)?;
@@ -186,7 +235,7 @@ pub fn run(a: Args) -> Result<()> {
         cuda: a.cuda,
     };
     let pipeline = load_pipeline(&resolved, &load)?;
-    let g = generate_with_bar(&pipeline, &req)?;
+    let g = if req.init_image.is_some() { generate_with_bar(&pipeline, &req)? } else { generate_checked(&pipeline, &req, &a)? };
     let stamp = provenance_cmd::stamp(&prov, &g.image, format, &resolved.display_name, a.image.as_deref(), &g)?;
     io::write_atomic(&stamp.bytes, &a.output)?;
     for w in &g.warnings {

@@ -3,6 +3,7 @@
 mod bench;
 mod edit;
 mod eval_edits;
+mod eval_loop;
 mod eval_photos;
 mod generate;
 mod hubcmd;

@@ -221,6 +221,10 @@ pub enum EvalCommand {
     /// Light, colour and background-blur edits on real photographs at 1K (ISNet finds the
     /// subject): time per edit, pixels changed outside the regions, a contact sheet.
     PhotoEdits(crate::eval_photos::Args),
+    /// The plan → check → correct loop on the synthetic world's held-out captions with
+    /// plantain-nano: per-attribute and whole-scene accuracy and time per picture for 1, 2, 4
+    /// and 8 attempts.
+    Loop(crate::eval_loop::Args),
 }
 
 #[derive(clap::Args)]
@@ -272,6 +276,7 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
         EvalCommand::Nano(a) => a,
         EvalCommand::Edits(a) => return crate::eval_edits::run(a),
         EvalCommand::PhotoEdits(a) => return crate::eval_photos::run(a),
+        EvalCommand::Loop(a) => return crate::eval_loop::run_eval(a),
     };
     let resolved = plantain_hub::resolve(&a.model, &crate::hubcmd::resolve_options())?;
     anyhow::ensure!(resolved.layout == plantain_hub::Layout::Diffusers, "{}: eval needs a diffusers folder", resolved.path.display());

@@ -6,3 +6,4 @@
 //! back so that every pixel outside the region and its feather band is the input's own.
 
 pub mod edit;
+pub mod generate;

@@ -77,6 +77,7 @@ pub(crate) async fn prepare_edit(
             return Ok(Prepared {
                 spec,
                 include_text,
+                include_thoughts: false,
                 ratio,
                 size,
                 input_images: found.len() as u32,
@@ -90,7 +91,16 @@ pub(crate) async fn prepare_edit(
     let (w, h) = (plan.input_size.0 + 2 * plan.offset.0, plan.input_size.1 + 2 * plan.offset.1);
     let ratio = AspectRatio::nearest(w, h);
     let spec = spec_for(worker, &text, inputs, &sampling, format, prompt_tokens, Some(plan), parent, size, &first);
-    Ok(Prepared { spec, include_text, ratio, size, input_images: found.len() as u32, answer: None, explain: Some(explain) })
+    Ok(Prepared {
+        spec,
+        include_text,
+        include_thoughts: false,
+        ratio,
+        size,
+        input_images: found.len() as u32,
+        answer: None,
+        explain: Some(explain),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -127,6 +137,8 @@ fn spec_for(
         mask: None,
         strength: None,
         steps: None,
+        guidance: None,
+        checks: None,
         format,
         parent,
         params,

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use plantain_core::{AspectRatio, ImageSize, output_pixels};
 use plantain_imageio::{B64, InputImage, MediaFormat, decode_base64, decode_input};
 use plantain_service::worker::Worker;
+use plantain_service::{CheckedOutcome as Outcome, PicturePlan as Plan};
 use plantain_service::{JobEvent, JobSpec, Output, RequestCtx};
 use plantain_store::Artefact;
 use serde::Deserialize;
@@ -100,6 +101,17 @@ pub struct GenerationConfig {
     pub candidate_count: Option<i64>,
     pub seed: Option<i64>,
     pub temperature: Option<f64>,
+    #[serde(alias = "thinking_config")]
+    pub thinking_config: Option<ThinkingConfig>,
+}
+
+/// `thinkingConfig`: with `includeThoughts` the answer carries the plan and the loop's checks
+/// as thought parts (the budget and level fields are accepted and not used).
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct ThinkingConfig {
+    #[serde(alias = "include_thoughts")]
+    pub include_thoughts: Option<bool>,
 }
 
 #[derive(Deserialize, Default, Debug, Clone)]
@@ -210,6 +222,8 @@ async fn model_action(
 pub struct Prepared {
     pub spec: JobSpec,
     pub include_text: bool,
+    /// `thinkingConfig.includeThoughts`: the plan and the checks as thought parts.
+    pub include_thoughts: bool,
     pub ratio: AspectRatio,
     pub size: ImageSize,
     pub input_images: u32,
@@ -272,6 +286,8 @@ pub async fn prepare(
         mask: None,
         strength: None,
         steps: None,
+        guidance: None,
+        checks: None,
         format,
         parent,
         params,
@@ -281,7 +297,8 @@ pub async fn prepare(
         progress: false,
         edit: None,
     };
-    Ok(Prepared { spec, include_text, ratio, size, input_images: found.len() as u32, answer: None, explain: None })
+    let include_thoughts = gc.and_then(|g| g.thinking_config.as_ref()).and_then(|t| t.include_thoughts).unwrap_or(false);
+    Ok(Prepared { spec, include_text, include_thoughts, ratio, size, input_images: found.len() as u32, answer: None, explain: None })
 }
 
 fn check_contents(req: &GenerateContentRequest) -> Result<(), ApiError> {
@@ -498,6 +515,13 @@ pub fn response_json(state: &AppState, ctx: &RequestCtx, model: &str, p: &Prepar
         .map(|(i, o)| {
             let a = &o.artefact;
             let mut parts = Vec::new();
+            let checked = Outcome::from_record(&a.params["checks"]);
+            if p.include_thoughts
+                && let Some(o) = &checked
+            {
+                let plan = Plan::new(&p.spec.prompt, p.spec.negative.as_deref(), a.width, a.height).explain();
+                parts.push(json!({"text": format!("{plan}\n{}", o.report()), "thought": true}));
+            }
             if p.include_text {
                 let text = match &p.explain {
                     Some(plan) => {
@@ -508,6 +532,10 @@ pub fn response_json(state: &AppState, ctx: &RequestCtx, model: &str, p: &Prepar
                         )
                     }
                     None => format!("Here is the image ({}x{}, {} {}, seed {}).", a.width, a.height, p.ratio, p.size, a.seed),
+                };
+                let text = match &checked {
+                    Some(o) => format!("{text}\n{}", o.summary()),
+                    None => text,
                 };
                 parts.push(json!({"text": text, "thoughtSignature": state.signer.mint(&Signed::Text(ctx.request_id.clone()))}));
             }
@@ -539,8 +567,11 @@ async fn generate_content(
     if let Some(text) = &p.answer {
         return Ok(crate::edit::no_image_json(model, &ctx.request_id, &p, text));
     }
-    let job = state.svc.submit(ctx, p.spec.clone()).await?;
-    let outs = job.finish(&state.svc).await?;
+    let outs = if p.spec.edit.is_none() && p.spec.images.is_empty() {
+        state.svc.generate_checked(ctx, p.spec.clone()).await?
+    } else {
+        state.svc.submit(ctx, p.spec.clone()).await?.finish(&state.svc).await?
+    };
     Ok(response_json(state, ctx, model, &p, &outs))
 }
 

@@ -240,6 +240,8 @@ fn spec(state: &AppState, c: &Common, prompt: String, edit: Option<Edit>, extra:
         mask: None,
         strength,
         steps: Some(c.steps),
+        guidance: None,
+        checks: None,
         format: c.format,
         parent: None,
         params: json!({"api": "openai", "model": c.model_label, "n": c.n, "width": c.width, "height": c.height,
@@ -288,11 +290,16 @@ async fn run(
     event_prefix: &'static str,
 ) -> Result<Response, ApiError> {
     let prompt_tokens = s.prompt_tokens;
-    let job = state.svc.submit(ctx, s).await?;
     if !c.stream {
-        let outs = job.finish(&state.svc).await?;
+        // Text to image goes through the plan → check → correct loop; edits run once.
+        let outs = if s.edit.is_none() && s.images.is_empty() {
+            state.svc.generate_checked(ctx, s).await?
+        } else {
+            state.svc.submit(ctx, s).await?.finish(&state.svc).await?
+        };
         return Ok(axum::Json(response_json(state, &c, headers, &outs, prompt_tokens)).into_response());
     }
+    let job = state.svc.submit(ctx, s).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
     tokio::spawn(stream_job(state.clone(), headers.clone(), c, job, event_prefix, prompt_tokens, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx)) });

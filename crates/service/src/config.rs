@@ -55,10 +55,35 @@ pub struct Config {
     /// Delete outputs (records and blobs) older than this many days; 0 keeps them.
     pub retention_days: u32,
     pub limits: Limits,
+    /// The plan → check → correct loop for text-to-image requests.
+    pub checks: ChecksConfig,
     pub provenance: ProvenanceConfig,
     pub models: Vec<ModelConfig>,
     /// Extra names: `alias = "model"`.
     pub aliases: std::collections::BTreeMap<String, String>,
+}
+
+/// `[checks]`: how much the loop may spend per image.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChecksConfig {
+    /// Attempts per image (1 turns the loop off: one picture, still checked and reported).
+    pub attempts: usize,
+    /// No new attempt starts after this many seconds.
+    pub time_budget_secs: u64,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        let b = plantain_director::generate::Budget::DEFAULT;
+        ChecksConfig { attempts: b.attempts, time_budget_secs: b.time.as_secs() }
+    }
+}
+
+impl ChecksConfig {
+    pub fn budget(&self) -> plantain_director::generate::Budget {
+        plantain_director::generate::Budget { attempts: self.attempts.max(1), time: std::time::Duration::from_secs(self.time_budget_secs) }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -208,6 +233,7 @@ impl Default for Config {
             log: "info".into(),
             retention_days: 0,
             limits: Limits::default(),
+            checks: ChecksConfig::default(),
             provenance: ProvenanceConfig::default(),
             models: Vec::new(),
             aliases: Default::default(),

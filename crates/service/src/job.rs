@@ -58,6 +58,10 @@ pub struct JobSpec {
     pub strength: Option<f32>,
     /// Denoising steps; None: the model's configured steps.
     pub steps: Option<usize>,
+    /// Guidance scale; None: the model's configured guidance.
+    pub guidance: Option<f32>,
+    /// The checks the loop ran to choose this picture, recorded with it (`params.checks`).
+    pub checks: Option<serde_json::Value>,
     pub format: MediaFormat,
     /// The stored version this job edits, when the request named one.
     pub parent: Option<Artefact>,
@@ -91,7 +95,7 @@ impl JobSpec {
                     let mut r = GenerateRequest::new(paint.prompt.clone(), w, h);
                     r.negative_prompt = paint.negative.clone();
                     r.steps = steps;
-                    r.guidance = d.guidance;
+                    r.guidance = self.guidance.unwrap_or(d.guidance);
                     r.seed = seed;
                     r.init_image = Some(paint.image.clone());
                     r.strength = paint.strength;
@@ -110,7 +114,7 @@ impl JobSpec {
                 let mut r = GenerateRequest::new(self.prompt.clone(), self.width, self.height);
                 r.negative_prompt = self.negative.clone();
                 r.steps = steps;
-                r.guidance = d.guidance;
+                r.guidance = self.guidance.unwrap_or(d.guidance);
                 r.seed = seed;
                 r.init_image = init.clone();
                 r.strength = self.strength.unwrap_or(d.strength);

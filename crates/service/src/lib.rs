@@ -5,11 +5,14 @@
 //!   [`job::JobSpec`] on its model's worker (one thread per model, fair lanes: [`worker`]);
 //! - [`job::Job::next`] / [`job::Job::run`]: one event stream per job — progress, partial
 //!   images, then the engine's pictures, not yet published;
-//! - [`Service::publish`]: stamp (watermark, labels, C2PA), store (blob + records), meter.
+//! - [`Service::publish`]: stamp (watermark, labels, C2PA), store (blob + records), meter;
+//! - [`Service::generate_checked`]: text to image through the plan → check → correct loop
+//!   (attempts run unpublished; the best of each image is published with its checks).
 //!
 //! It speaks no HTTP and no SQL: wire formats live in the server, storage behind
 //! [`plantain_store`]'s traits.
 
+mod checked;
 pub mod config;
 pub mod error;
 pub mod housekeeping;
@@ -31,6 +34,7 @@ pub use error::{ErrorKind, ServiceError};
 pub use job::{ImageRole, Job, JobEvent, JobSpec, Made, Output, RequestCtx};
 pub use keys::Caller;
 pub use plantain_director::edit::{EditError, EditOptions, EditPlan};
+pub use plantain_director::generate::{Outcome as CheckedOutcome, Plan as PicturePlan};
 /// The largest output the engine draws (pixels, longest side): wire layers check sizes against it.
 pub use plantain_engine::pipeline::{MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE};
 pub use publish::Stamper;
@@ -68,6 +72,11 @@ pub struct Service {
     /// The salient-subject segmenter edits of photographs use, loaded on first use (when it
     /// is not installed such edits answer with an error naming the set-up script).
     segmenter: Arc<plantain_director::edit::LazySegmenter>,
+    /// BRISQUE for the loop's quality check, loaded on first use (None when not installed:
+    /// the check then says "not checked").
+    quality: std::sync::OnceLock<Option<plantain_quality::Brisque>>,
+    /// Fonts for quoted text, loaded on first use.
+    typesetter: std::sync::OnceLock<plantain_typeset::Typesetter>,
 }
 
 impl Service {
@@ -90,6 +99,22 @@ impl Service {
         tokio::task::spawn_blocking(move || plantain_director::edit::plan(&text, &images, &opts, Some(&finder)))
             .await
             .map_err(|e| EditError::Region(format!("the planning task failed: {e}")))?
+    }
+
+    /// The installed BRISQUE model, if any (loaded once).
+    pub fn quality_scorer(&self) -> Option<&plantain_quality::Brisque> {
+        self.quality
+            .get_or_init(|| {
+                plantain_quality::Brisque::open_installed()
+                    .inspect_err(|e| tracing::warn!(error = %e, "no BRISQUE model: the loop's quality check says \"not checked\""))
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// The typesetter for quoted text (the system's fonts, loaded once).
+    pub fn typesetter(&self) -> &plantain_typeset::Typesetter {
+        self.typesetter.get_or_init(plantain_typeset::Typesetter::new)
     }
 
     /// Opens storage (the embedded SQLite + folder in the config's data dir), loads provenance
@@ -120,6 +145,8 @@ impl Service {
         }
         Ok(Service {
             segmenter: Arc::default(),
+            quality: std::sync::OnceLock::new(),
+            typesetter: std::sync::OnceLock::new(),
             config,
             workers,
             stores,

@@ -184,6 +184,9 @@ fn recorded_params(spec: &JobSpec, steps: usize, edit: Option<&plantain_director
         if let Some(r) = edit {
             o.insert("edit".into(), serde_json::to_value(r).unwrap_or_default());
         }
+        if let Some(c) = &spec.checks {
+            o.insert("checks".into(), c.clone());
+        }
     }
     p
 }

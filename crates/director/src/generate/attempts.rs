@@ -1,0 +1,350 @@
+//! The loop: generate, check, correct, until an attempt passes every check that ran or the
+//! budget (attempts, time) is spent; the best attempt is the answer.
+//!
+//! **Score** (documented, used to choose the best attempt): 0 when the size or not-blank check
+//! fails; otherwise the mean, over the checks that ran (not the "not checked" ones), of their
+//! score — 1 for a pass, the share of what was right for a fail (e.g. 7 of 9 scene attributes).
+//! Ties go to the earlier attempt.
+//!
+//! **Corrections** (what a failure changes for the next attempt): a flat picture → a new seed and
+//! half as many steps again; a failed scene → a new seed, and from the second scene failure on
+//! one more unit of guidance every other attempt (at most 2 over the first); failed quality →
+//! half as many steps again (at most twice the first). A new seed is always drawn, since the
+//! same settings give the same picture.
+
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use super::checks::{Check, CheckKind, Checkers, run_checks};
+use super::plan::Plan;
+
+/// What one attempt runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub seed: u64,
+    pub steps: usize,
+    pub guidance: f32,
+}
+
+/// How much the loop may spend.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// At most this many attempts (1 = no loop: one picture, checked and reported).
+    pub attempts: usize,
+    /// No new attempt starts once this much time has gone (the first always runs).
+    pub time: Duration,
+}
+
+impl Budget {
+    /// The default: a small loop.
+    pub const DEFAULT: Budget = Budget { attempts: 3, time: Duration::from_secs(120) };
+}
+
+/// One attempt: its settings, why they were chosen, its checks and score.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Attempt {
+    pub settings: Settings,
+    /// Why these settings ("first attempt", "scene failed: new seed, guidance 8.5").
+    pub why: String,
+    pub checks: Vec<Check>,
+    pub score: f32,
+    #[serde(serialize_with = "secs", deserialize_with = "from_secs")]
+    pub elapsed: Duration,
+    /// The picture (not part of the record).
+    #[serde(skip)]
+    pub image: RgbImage,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+fn from_secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = f64::deserialize(d)?;
+    Ok(Duration::try_from_secs_f64(s).unwrap_or_default())
+}
+
+impl Attempt {
+    /// Every check that ran passed.
+    pub fn passed(&self) -> bool {
+        !self.checks.iter().any(Check::failed)
+    }
+}
+
+/// Why the loop stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// An attempt passed every check that ran.
+    Passed,
+    /// The attempts were spent.
+    Attempts,
+    /// The time budget was spent.
+    Time,
+}
+
+/// The loop's result: every attempt, the best one's index and why it stopped. Its JSON (the
+/// pictures left out) is the record kept with the published picture ([`Outcome::from_record`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    pub attempts: Vec<Attempt>,
+    /// The index of the attempt that is the answer.
+    #[serde(rename = "chosen")]
+    pub best: usize,
+    pub stopped: Stop,
+}
+
+impl Outcome {
+    pub fn best(&self) -> &Attempt {
+        &self.attempts[self.best]
+    }
+
+    /// The record as kept (`params.checks`), without pictures; None when it is not one.
+    pub fn from_record(v: &serde_json::Value) -> Option<Outcome> {
+        let o: Outcome = serde_json::from_value(v.clone()).ok()?;
+        (o.best < o.attempts.len()).then_some(o)
+    }
+
+    /// One line: which checks the answer passed, failed or could not run, and which attempt
+    /// it is ("checks passed: exact size, not blank, scene; not checked: quality — attempt 2
+    /// of 3 kept").
+    pub fn summary(&self) -> String {
+        let best = self.best();
+        let names = |f: &dyn Fn(&Check) -> bool| best.checks.iter().filter(|c| f(c)).map(|c| c.kind.name()).collect::<Vec<_>>().join(", ");
+        let groups = [
+            ("passed", names(&|c| c.passed())),
+            ("FAILED", names(&|c| c.failed())),
+            ("not checked", names(&|c| !c.passed() && !c.failed())),
+        ];
+        let parts: Vec<String> = groups.iter().filter(|(_, n)| !n.is_empty()).map(|(k, n)| format!("{k}: {n}")).collect();
+        format!("checks {} — attempt {} of {} kept", parts.join("; "), self.best + 1, self.attempts.len())
+    }
+
+    /// The report in words: each attempt's checks, and which one is the answer.
+    pub fn report(&self) -> String {
+        let mut lines = Vec::new();
+        for (i, a) in self.attempts.iter().enumerate() {
+            let mark = if i == self.best { " ← answer" } else { "" };
+            lines.push(format!(
+                "attempt {} (seed {}, {} steps, guidance {}; {}): score {:.2}{mark}",
+                i + 1,
+                a.settings.seed,
+                a.settings.steps,
+                a.settings.guidance,
+                a.why,
+                a.score
+            ));
+            lines.extend(a.checks.iter().map(|c| format!("  {}", c.line())));
+        }
+        let stop = match self.stopped {
+            Stop::Passed => "an attempt passed every check that ran",
+            Stop::Attempts => "the attempts were spent",
+            Stop::Time => "the time budget was spent",
+        };
+        lines.push(format!("stopped: {stop}"));
+        lines.join("\n")
+    }
+}
+
+/// The loop as steps, for callers that cannot hand it a blocking painter (an async server):
+/// ask [`Looper::next_attempt`] for settings, paint, give the picture to [`Looper::record`], until
+/// it says stop; then [`Looper::finish`].
+pub struct Looper<'p> {
+    plan: &'p Plan,
+    first: Settings,
+    budget: Budget,
+    started: Instant,
+    attempts: Vec<Attempt>,
+    stopped: Option<Stop>,
+    /// Settings handed out and not yet recorded, with why.
+    pending: Option<(Settings, String, Instant)>,
+}
+
+impl<'p> Looper<'p> {
+    pub fn new(plan: &'p Plan, first: Settings, budget: Budget) -> Self {
+        Looper { plan, first, budget, started: Instant::now(), attempts: Vec::new(), stopped: None, pending: None }
+    }
+
+    /// The next attempt's settings, or None when the loop is done.
+    pub fn next_attempt(&mut self) -> Option<Settings> {
+        if self.stopped.is_some() {
+            return None;
+        }
+        let (settings, why) =
+            if self.attempts.is_empty() { (self.first, "first attempt".to_string()) } else { correct(&self.attempts, &self.first) };
+        self.pending = Some((settings, why, Instant::now()));
+        Some(settings)
+    }
+
+    /// Checks the picture painted for the settings `next_attempt` gave, and decides whether to go on.
+    pub fn record(&mut self, image: RgbImage, checkers: &Checkers<'_>) {
+        let Some((settings, why, t)) = self.pending.take() else { return };
+        let (image, text) = super::text::set_texts(self.plan, image, &checkers.text);
+        let mut checks = run_checks(self.plan, &image, checkers);
+        checks.extend(text);
+        let score = score(&checks);
+        tracing::debug!(attempt = self.attempts.len() + 1, score, "attempt checked");
+        self.attempts.push(Attempt { settings, why, checks, score, elapsed: t.elapsed(), image });
+        let passed = self.attempts.last().is_some_and(Attempt::passed);
+        let n = self.attempts.len();
+        let per = self.started.elapsed() / n as u32;
+        self.stopped = if passed {
+            Some(Stop::Passed)
+        } else if n >= self.budget.attempts.max(1) {
+            Some(Stop::Attempts)
+        } else if self.started.elapsed() + per > self.budget.time {
+            Some(Stop::Time)
+        } else {
+            None
+        };
+    }
+
+    /// The attempts made and the best one. None before any attempt was recorded.
+    pub fn finish(self) -> Option<Outcome> {
+        if self.attempts.is_empty() {
+            return None;
+        }
+        let best = best_of(&self.attempts);
+        Some(Outcome { best, stopped: self.stopped.unwrap_or(Stop::Attempts), attempts: self.attempts })
+    }
+}
+
+/// Runs the loop: `paint` makes a picture (at the plan's exact size) for given settings.
+pub fn run<E>(
+    plan: &Plan,
+    first: Settings,
+    budget: Budget,
+    checkers: &Checkers<'_>,
+    paint: &mut dyn FnMut(&Settings) -> Result<RgbImage, E>,
+) -> Result<Outcome, E> {
+    let mut l = Looper::new(plan, first, budget);
+    while let Some(s) = l.next_attempt() {
+        let image = paint(&s)?;
+        l.record(image, checkers);
+    }
+    Ok(l.finish().expect("the first attempt always runs"))
+}
+
+/// The documented score (see the module docs).
+pub fn score(checks: &[Check]) -> f32 {
+    let hard = checks.iter().any(|c| c.failed() && matches!(c.kind, CheckKind::Size | CheckKind::NotBlank));
+    let ran: Vec<&Check> = checks.iter().filter(|c| c.passed() || c.failed()).collect();
+    if hard || ran.is_empty() {
+        return 0.0;
+    }
+    ran.iter().map(|c| c.score).sum::<f32>() / ran.len() as f32
+}
+
+/// The index of the best attempt by the documented score (ties: the earlier one).
+pub fn best_of(attempts: &[Attempt]) -> usize {
+    let mut best = 0;
+    for (i, a) in attempts.iter().enumerate() {
+        if a.score > attempts[best].score {
+            best = i;
+        }
+    }
+    best
+}
+
+/// A large odd step between attempt seeds.
+const SEED_STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The next attempt's settings from what failed so far (see the module docs).
+fn correct(attempts: &[Attempt], first: &Settings) -> (Settings, String) {
+    let last = attempts.last().expect("at least one attempt");
+    let mut next = last.settings;
+    next.seed = first.seed.wrapping_add(SEED_STEP.wrapping_mul(attempts.len() as u64));
+    let failed = |k: CheckKind| last.checks.iter().any(|c| c.kind == k && c.failed());
+    let mut why = Vec::new();
+    let more_steps = |s: usize| (s + s.div_ceil(2)).min(first.steps * 2).max(s);
+    if failed(CheckKind::NotBlank) || failed(CheckKind::Quality) {
+        next.steps = more_steps(next.steps);
+        why.push(format!("{} steps", next.steps));
+    }
+    let scene_failures = attempts.iter().filter(|a| a.checks.iter().any(|c| c.kind == CheckKind::Scene && c.failed())).count();
+    if failed(CheckKind::Scene) && scene_failures >= 2 && scene_failures % 2 == 0 && next.guidance < first.guidance + 2.0 {
+        next.guidance = (next.guidance + 1.0).min(first.guidance + 2.0);
+        why.push(format!("guidance {}", next.guidance));
+    }
+    let failures: Vec<&str> = last.checks.iter().filter(|c| c.failed()).map(|c| c.kind.name()).collect();
+    let mut text = format!("{} failed: new seed", failures.join(", "));
+    if !why.is_empty() {
+        text.push_str(", ");
+        text.push_str(&why.join(", "));
+    }
+    (next, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use plantain_world::{Background, ColorName, HPos, Lighting, Object, Scene, Shape, Size, VPos, render};
+
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan::new("a red circle in the center on a white background", None, 96, 96)
+    }
+
+    fn picture(color: ColorName) -> RgbImage {
+        let o = Object { shape: Shape::Circle, color, size: Size::Large, h: HPos::Center, v: VPos::Middle, jitter: (0.0, 0.0) };
+        render(
+            &Scene { background: Background::Solid(ColorName::White), lighting: Lighting::NEUTRAL, objects: vec![o], relations: vec![] },
+            96,
+            96,
+        )
+    }
+
+    #[test]
+    fn the_loop_retries_until_the_scene_is_right_and_answers_the_best() {
+        let mut seen = Vec::new();
+        let mut paint = |s: &Settings| -> Result<RgbImage, ()> {
+            seen.push(*s);
+            // The third attempt draws the right colour.
+            Ok(picture(if seen.len() == 3 { ColorName::Red } else { ColorName::Blue }))
+        };
+        let first = Settings { seed: 1, steps: 10, guidance: 5.0 };
+        let out = run(&plan(), first, Budget { attempts: 5, time: Duration::from_secs(600) }, &Checkers::default(), &mut paint).unwrap();
+        assert_eq!((out.attempts.len(), out.best, out.stopped), (3, 2, Stop::Passed));
+        assert!(out.attempts[0].checks.iter().any(|c| c.kind == CheckKind::Scene && c.failed()));
+        assert!(out.best().passed());
+        let seeds: std::collections::HashSet<u64> = seen.iter().map(|s| s.seed).collect();
+        assert_eq!(seeds.len(), 3, "every attempt has its own seed");
+        assert!(out.report().contains("← answer"));
+        assert!(out.report().contains("quality: not checked"));
+    }
+
+    #[test]
+    fn one_attempt_is_no_loop_and_a_flat_picture_scores_zero() {
+        let mut paint = |_: &Settings| -> Result<RgbImage, ()> { Ok(RgbImage::from_pixel(96, 96, image::Rgb([9, 9, 9]))) };
+        let first = Settings { seed: 1, steps: 10, guidance: 5.0 };
+        let out = run(&plan(), first, Budget { attempts: 1, time: Duration::from_secs(600) }, &Checkers::default(), &mut paint).unwrap();
+        assert_eq!((out.attempts.len(), out.stopped), (1, Stop::Attempts));
+        assert_eq!(out.best().score, 0.0);
+        let mut paint = |_: &Settings| -> Result<RgbImage, ()> { Ok(RgbImage::from_pixel(96, 96, image::Rgb([9, 9, 9]))) };
+        let out = run(&plan(), first, Budget { attempts: 3, time: Duration::from_secs(600) }, &Checkers::default(), &mut paint).unwrap();
+        assert_eq!(out.attempts[1].settings.steps, 15, "a flat picture gets more steps");
+        assert_eq!(out.attempts[2].settings.steps, 20, "at most twice the first");
+    }
+
+    #[test]
+    fn a_wrong_size_is_a_hard_failure_and_errors_stop_the_loop() {
+        let mut paint = |_: &Settings| -> Result<RgbImage, ()> { Ok(picture(ColorName::Red)) };
+        let p = Plan::new("a red circle in the center on a white background", None, 64, 96);
+        let out = run(
+            &p,
+            Settings { seed: 0, steps: 4, guidance: 1.0 },
+            Budget { attempts: 2, time: Duration::from_secs(60) },
+            &Checkers::default(),
+            &mut paint,
+        )
+        .unwrap();
+        assert!(out.attempts.iter().all(|a| a.score == 0.0));
+        let mut failing = |_: &Settings| -> Result<RgbImage, &'static str> { Err("engine down") };
+        assert_eq!(
+            run(&plan(), Settings { seed: 0, steps: 4, guidance: 1.0 }, Budget::DEFAULT, &Checkers::default(), &mut failing).unwrap_err(),
+            "engine down"
+        );
+    }
+}

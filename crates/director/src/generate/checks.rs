@@ -1,0 +1,235 @@
+//! The checks an attempt goes through. Each says pass, fail or "not checked, because …", with
+//! a score in [0, 1] (how much of it was right) and a line for the report.
+
+use image::RgbImage;
+use plantain_world::check;
+use serde::{Deserialize, Serialize};
+
+use super::plan::Plan;
+
+/// What a check looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// The output has exactly the pixels asked for.
+    Size,
+    /// Not blank, flat or broken (no model output that is one colour).
+    NotBlank,
+    /// The synthetic world's scene checker against the plan's scene.
+    Scene,
+    /// Quoted text read back by OCR, compared exactly.
+    Text,
+    /// No-reference image quality (BRISQUE).
+    Quality,
+    /// Prompt adherence by an image–text score (CLIP).
+    Adherence,
+}
+
+impl CheckKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckKind::Size => "exact size",
+            CheckKind::NotBlank => "not blank",
+            CheckKind::Scene => "scene",
+            CheckKind::Text => "text",
+            CheckKind::Quality => "quality",
+            CheckKind::Adherence => "prompt adherence",
+        }
+    }
+}
+
+/// A check's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// Not checked, and why (no model for it, nothing to check).
+    NotChecked {
+        because: String,
+    },
+}
+
+/// One check of one attempt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Check {
+    pub kind: CheckKind,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// How much was right, 0..1 (1 for a pass; 0 for a not-checked, which the score ignores).
+    pub score: f32,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn pass(kind: CheckKind, detail: impl Into<String>) -> Check {
+        Check { kind, verdict: Verdict::Pass, score: 1.0, detail: detail.into() }
+    }
+    pub fn fail(kind: CheckKind, score: f32, detail: impl Into<String>) -> Check {
+        Check { kind, verdict: Verdict::Fail, score: score.clamp(0.0, 1.0), detail: detail.into() }
+    }
+    pub fn not_checked(kind: CheckKind, because: impl Into<String>) -> Check {
+        let because = because.into();
+        Check { kind, verdict: Verdict::NotChecked { because: because.clone() }, score: 0.0, detail: because }
+    }
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass
+    }
+    pub fn failed(&self) -> bool {
+        self.verdict == Verdict::Fail
+    }
+    /// "scene: fail (2 of 3 objects right; …)".
+    pub fn line(&self) -> String {
+        let v = match &self.verdict {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::NotChecked { .. } => "not checked",
+        };
+        format!("{}: {v} — {}", self.kind.name(), self.detail)
+    }
+}
+
+/// A model that scores image quality (lower = better, BRISQUE's scale) — plugged in by the
+/// front end when one is installed.
+pub trait QualityScorer: Send + Sync {
+    fn score(&self, image: &RgbImage) -> Result<f32, String>;
+}
+
+impl QualityScorer for plantain_quality::Brisque {
+    fn score(&self, image: &RgbImage) -> Result<f32, String> {
+        plantain_quality::Brisque::score(self, image).map_err(|e| e.to_string())
+    }
+}
+
+/// What the checks can use besides the picture.
+pub struct Checkers<'a> {
+    pub quality: Option<&'a dyn QualityScorer>,
+    /// BRISQUE score above which quality fails.
+    pub quality_limit: f32,
+    /// Typesetting and OCR for quoted text.
+    pub text: super::text::TextTools<'a>,
+}
+
+impl Default for Checkers<'_> {
+    fn default() -> Self {
+        Checkers { quality: None, quality_limit: DEFAULT_QUALITY_LIMIT, text: Default::default() }
+    }
+}
+
+impl<'a> Checkers<'a> {
+    /// The checks with a quality scorer, when one is installed.
+    pub fn with_quality(quality: Option<&'a dyn QualityScorer>) -> Self {
+        Checkers { quality, ..Default::default() }
+    }
+}
+
+/// The BRISQUE score above which a picture fails the quality check (LIVE's scale: clean
+/// photographs score about 10–40, heavy noise or blur 60 and more).
+pub const DEFAULT_QUALITY_LIMIT: f32 = 60.0;
+
+/// Runs every check on `image` for `plan`.
+pub fn run_checks(plan: &Plan, image: &RgbImage, checkers: &Checkers<'_>) -> Vec<Check> {
+    let mut out = vec![size(plan, image), not_blank(image), scene(plan, image)];
+    out.push(quality(plan, image, checkers));
+    out.push(Check::not_checked(CheckKind::Adherence, "no CLIP model is configured (the image–text score needs one)"));
+    out
+}
+
+fn size(plan: &Plan, image: &RgbImage) -> Check {
+    let (w, h) = image.dimensions();
+    if (w, h) == plan.size {
+        Check::pass(CheckKind::Size, format!("{w}x{h}"))
+    } else {
+        Check::fail(CheckKind::Size, 0.0, format!("{w}x{h}, asked {}x{}", plan.size.0, plan.size.1))
+    }
+}
+
+/// Standard deviation of the luminance below which a picture counts as flat (8-bit levels).
+const FLAT_STD: f64 = 2.0;
+
+fn not_blank(image: &RgbImage) -> Check {
+    let n = image.pixels().len().max(1) as f64;
+    let luma = |p: &image::Rgb<u8>| 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
+    let mean = image.pixels().map(luma).sum::<f64>() / n;
+    let std = (image.pixels().map(|p| (luma(p) - mean).powi(2)).sum::<f64>() / n).sqrt();
+    if std >= FLAT_STD {
+        Check::pass(CheckKind::NotBlank, format!("luminance spread {std:.1} levels"))
+    } else {
+        Check::fail(CheckKind::NotBlank, 0.0, format!("flat picture (luminance spread {std:.2} levels, mean {mean:.0})"))
+    }
+}
+
+fn scene(plan: &Plan, image: &RgbImage) -> Check {
+    let Some(world) = &plan.world else {
+        return Check::not_checked(
+            CheckKind::Scene,
+            "the prompt is not in the synthetic world's words (the scene checker judges only those)",
+        );
+    };
+    let report = check(&world.scene, image);
+    let s = &world.stated;
+    let objects = &report.objects;
+    let mut right = u32::from(report.background) + u32::from(report.count);
+    let mut total = 2u32;
+    for (i, o) in objects.iter().enumerate() {
+        let position_stated = s.absolute.get(i).copied().unwrap_or(true);
+        right += u32::from(o.found && o.color) + u32::from(o.found && o.shape) + u32::from(position_stated && o.found && o.position);
+        total += 2 + u32::from(position_stated);
+    }
+    right += s.relations.iter().filter(|&&r| report.relations.get(r).copied().unwrap_or(false)).count() as u32;
+    total += s.relations.len() as u32;
+    let detail = format!("{right} of {total} stated attributes right ({})", describe_misses(plan, &report));
+    if report.satisfies(s) {
+        Check::pass(CheckKind::Scene, format!("{right} of {total} stated attributes right"))
+    } else {
+        Check::fail(CheckKind::Scene, right as f32 / total as f32, detail)
+    }
+}
+
+/// "background wrong; red star: shape, position".
+fn describe_misses(plan: &Plan, r: &plantain_world::CheckReport) -> String {
+    let Some(world) = &plan.world else { return String::new() };
+    let mut misses = Vec::new();
+    if !r.background {
+        misses.push("background wrong".to_string());
+    }
+    if !r.count {
+        misses.push(format!("{} objects found, {} asked", r.components.len(), world.scene.objects.len()));
+    }
+    for (o, c) in world.scene.objects.iter().zip(&r.objects) {
+        let mut what = Vec::new();
+        if !c.found {
+            what.push("not found");
+        } else {
+            if !c.color {
+                what.push("colour");
+            }
+            if !c.shape {
+                what.push("shape");
+            }
+        }
+        if !what.is_empty() {
+            misses.push(format!("{} {}: {}", o.color.word(), o.shape.word(), what.join(", ")));
+        }
+    }
+    if misses.is_empty() { "positions or relations".into() } else { misses.join("; ") }
+}
+
+fn quality(plan: &Plan, image: &RgbImage, c: &Checkers<'_>) -> Check {
+    if plan.world.is_some() {
+        return Check::not_checked(
+            CheckKind::Quality,
+            "BRISQUE judges natural photographs; the synthetic world's flat pictures are outside what it was trained on",
+        );
+    }
+    let Some(q) = c.quality else {
+        return Check::not_checked(CheckKind::Quality, "no BRISQUE model is installed (scripts/setup.sh installs it)");
+    };
+    match q.score(image) {
+        Ok(s) if s <= c.quality_limit => Check::pass(CheckKind::Quality, format!("BRISQUE {s:.1} (limit {:.0})", c.quality_limit)),
+        Ok(s) => {
+            Check::fail(CheckKind::Quality, (c.quality_limit / s).clamp(0.0, 1.0), format!("BRISQUE {s:.1}, over {:.0}", c.quality_limit))
+        }
+        Err(e) => Check::not_checked(CheckKind::Quality, format!("BRISQUE could not score the picture: {e}")),
+    }
+}

@@ -1,0 +1,17 @@
+//! Making a picture from a prompt with a plan, checks and corrections: the prompt becomes a
+//! [`Plan`] (its scene in the synthetic world's words when it is one, its quoted text, its exact
+//! size), each attempt is checked ([`checks`]), a failed check changes what can fix it, and the
+//! best attempt is the answer ([`attempts`]). Front ends supply the painter (a closure over the
+//! engine) and whatever check models they have (BRISQUE); every attempt's checks are reported.
+
+pub mod attempts;
+pub mod checks;
+pub mod plan;
+pub mod text;
+pub mod world;
+
+pub use attempts::{Attempt, Budget, Looper, Outcome, Settings, Stop, best_of, run};
+pub use checks::{Check, CheckKind, Checkers, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict};
+pub use plan::{Plan, QuotedText};
+pub use text::{Reading, TextReader, TextTools};
+pub use world::{WorldPrompt, read_world_prompt};
