@@ -21,6 +21,10 @@
 #   BRISQUE's LIVE model (crates/quality): Debian opencv-data, checked by sha256
 #   (scripts/setup-quality.sh; needs root and apt-get).
 #
+#   Text reading (crates/ocr): PP-OCRv4 ONNX models from the PyPI wheel rapidocr-onnxruntime 1.4.4
+#   (sha256-pinned) into .models/ppocr/, and Tesseract 5 with 13 language packs from Debian
+#   (scripts/setup-ocr.sh; apt-get for Tesseract).
+#
 # Other auxiliary models (super-resolution) are fetched here too, as they land.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -199,3 +203,4 @@ install_isnet
 install_photos
 bash "$ROOT/scripts/setup-fonts.sh"
 bash "$ROOT/scripts/setup-quality.sh"
+bash "$ROOT/scripts/setup-ocr.sh"

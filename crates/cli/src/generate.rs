@@ -164,7 +164,7 @@ pub fn generate_with_bar(pipeline: &Pipeline, req: &GenerateRequest) -> Result<G
 /// Text to image through the plan → check → correct loop: the plan printed with --explain,
 /// every attempt's checks after it, the best attempt returned.
 fn generate_checked(pipeline: &Pipeline, req: &GenerateRequest, a: &Args) -> Result<Generated> {
-    use plantain_director::generate::{Budget, Checkers, Plan, Settings, run};
+    use plantain_director::generate::{Budget, InstalledChecks, Plan, Settings, run};
     let plan = Plan::new(&req.prompt, req.negative_prompt.as_deref(), req.width, req.height);
     if a.explain {
         println!("{}", plan.explain());
@@ -181,11 +181,8 @@ fn generate_checked(pipeline: &Pipeline, req: &GenerateRequest, a: &Args) -> Res
         made.push(g);
         Ok(image)
     };
-    let brisque = plantain_quality::Brisque::open_installed().ok();
-    let mut checkers = Checkers::with_quality(brisque.as_ref().map(|b| b as &dyn plantain_director::generate::QualityScorer));
-    let typesetter = (!plan.texts.is_empty()).then(plantain_typeset::Typesetter::new);
-    checkers.text.typesetter = typesetter.as_ref();
-    let outcome = run(&plan, first, budget, &checkers, &mut paint)?;
+    let installed = InstalledChecks::new();
+    let outcome = run(&plan, first, budget, &installed.checkers(&plan), &mut paint)?;
     if a.explain {
         println!("{}", outcome.report());
     } else {

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use plantain_director::generate::{Checkers, Looper, Plan, Settings};
+use image::RgbImage;
+use plantain_director::generate::{Check, Looper, Plan, Settings, examine};
 
 use crate::Service;
 use crate::error::ServiceError;
@@ -17,7 +18,7 @@ impl Service {
     /// Returns the published outputs; each one's loop record is in its `params.checks`
     /// ([`plantain_director::generate::Outcome::from_record`]).
     pub async fn generate_checked(self: &Arc<Self>, ctx: &RequestCtx, spec: JobSpec) -> Result<Vec<Output>, ServiceError> {
-        let plan = Plan::new(&spec.prompt, spec.negative.as_deref(), spec.width, spec.height);
+        let plan = Arc::new(Plan::new(&spec.prompt, spec.negative.as_deref(), spec.width, spec.height));
         let budget = self.config.checks.budget();
         let base_seed = spec.seed.unwrap_or_else(rand::random);
         let d = spec.model.defaults;
@@ -34,10 +35,8 @@ impl Service {
                 let attempt = self.submit(ctx, one_attempt(&spec, &plan, &s)).await?.run().await?;
                 let image =
                     attempt.made.first().map(|m| m.image.clone()).ok_or_else(|| ServiceError::internal("an attempt made no picture"))?;
-                let scorer = self.quality_scorer().map(|q| q as &dyn plantain_director::generate::QualityScorer);
-                let mut checkers = Checkers::with_quality(scorer);
-                checkers.text.typesetter = (!plan.texts.is_empty()).then(|| self.typesetter());
-                looper.record(image, &checkers);
+                let (image, checks) = self.examine(&plan, image).await?;
+                looper.record_examined(image, checks);
                 ran.push(attempt);
             }
             let outcome = looper.finish().ok_or_else(|| ServiceError::internal("the loop made no attempt"))?;
@@ -51,6 +50,17 @@ impl Service {
             out.extend(self.publish(best).await?);
         }
         Ok(out)
+    }
+}
+
+impl Service {
+    /// Sets the plan's text into an attempt's picture and checks it, on a blocking thread
+    /// (typesetting, OCR and BRISQUE take a second or so at 1K).
+    async fn examine(&self, plan: &Arc<Plan>, image: RgbImage) -> Result<(RgbImage, Vec<Check>), ServiceError> {
+        let (plan, tools) = (plan.clone(), self.checks.clone());
+        tokio::task::spawn_blocking(move || examine(&plan, image, &tools.checkers(&plan)))
+            .await
+            .map_err(|e| ServiceError::internal(format!("the checks failed: {e}")))
     }
 }
 

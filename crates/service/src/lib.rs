@@ -72,11 +72,9 @@ pub struct Service {
     /// The salient-subject segmenter edits of photographs use, loaded on first use (when it
     /// is not installed such edits answer with an error naming the set-up script).
     segmenter: Arc<plantain_director::edit::LazySegmenter>,
-    /// BRISQUE for the loop's quality check, loaded on first use (None when not installed:
-    /// the check then says "not checked").
-    quality: std::sync::OnceLock<Option<plantain_quality::Brisque>>,
-    /// Fonts for quoted text, loaded on first use.
-    typesetter: std::sync::OnceLock<plantain_typeset::Typesetter>,
+    /// The loop's check models (BRISQUE, fonts, OCR), each loaded on first use; a missing one
+    /// makes its check say "not checked".
+    checks: Arc<plantain_director::generate::InstalledChecks>,
 }
 
 impl Service {
@@ -99,22 +97,6 @@ impl Service {
         tokio::task::spawn_blocking(move || plantain_director::edit::plan(&text, &images, &opts, Some(&finder)))
             .await
             .map_err(|e| EditError::Region(format!("the planning task failed: {e}")))?
-    }
-
-    /// The installed BRISQUE model, if any (loaded once).
-    pub fn quality_scorer(&self) -> Option<&plantain_quality::Brisque> {
-        self.quality
-            .get_or_init(|| {
-                plantain_quality::Brisque::open_installed()
-                    .inspect_err(|e| tracing::warn!(error = %e, "no BRISQUE model: the loop's quality check says \"not checked\""))
-                    .ok()
-            })
-            .as_ref()
-    }
-
-    /// The typesetter for quoted text (the system's fonts, loaded once).
-    pub fn typesetter(&self) -> &plantain_typeset::Typesetter {
-        self.typesetter.get_or_init(plantain_typeset::Typesetter::new)
     }
 
     /// Opens storage (the embedded SQLite + folder in the config's data dir), loads provenance
@@ -145,8 +127,7 @@ impl Service {
         }
         Ok(Service {
             segmenter: Arc::default(),
-            quality: std::sync::OnceLock::new(),
-            typesetter: std::sync::OnceLock::new(),
+            checks: Arc::default(),
             config,
             workers,
             stores,

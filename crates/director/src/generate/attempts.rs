@@ -180,10 +180,14 @@ impl<'p> Looper<'p> {
 
     /// Checks the picture painted for the settings `next_attempt` gave, and decides whether to go on.
     pub fn record(&mut self, image: RgbImage, checkers: &Checkers<'_>) {
+        let (image, checks) = examine(self.plan, image, checkers);
+        self.record_examined(image, checks);
+    }
+
+    /// As [`Looper::record`], with the picture already [`examine`]d (on another thread: the
+    /// checks read every pixel and run OCR and BRISQUE).
+    pub fn record_examined(&mut self, image: RgbImage, checks: Vec<Check>) {
         let Some((settings, why, t)) = self.pending.take() else { return };
-        let (image, text) = super::text::set_texts(self.plan, image, &checkers.text);
-        let mut checks = run_checks(self.plan, &image, checkers);
-        checks.extend(text);
         let score = score(&checks);
         tracing::debug!(attempt = self.attempts.len() + 1, score, "attempt checked");
         self.attempts.push(Attempt { settings, why, checks, score, elapsed: t.elapsed(), image });
@@ -209,6 +213,15 @@ impl<'p> Looper<'p> {
         let best = best_of(&self.attempts);
         Some(Outcome { best, stopped: self.stopped.unwrap_or(Stop::Attempts), attempts: self.attempts })
     }
+}
+
+/// Sets the plan's quoted text into a painted picture and runs every check on the result: the
+/// picture as checked, and the checks.
+pub fn examine(plan: &Plan, image: RgbImage, checkers: &Checkers<'_>) -> (RgbImage, Vec<Check>) {
+    let (image, text) = super::text::set_texts(plan, image, &checkers.text);
+    let mut checks = run_checks(plan, &image, checkers);
+    checks.extend(text);
+    (image, checks)
 }
 
 /// Runs the loop: `paint` makes a picture (at the plan's exact size) for given settings.

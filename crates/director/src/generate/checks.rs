@@ -95,12 +95,6 @@ pub trait QualityScorer: Send + Sync {
     fn score(&self, image: &RgbImage) -> Result<f32, String>;
 }
 
-impl QualityScorer for plantain_quality::Brisque {
-    fn score(&self, image: &RgbImage) -> Result<f32, String> {
-        plantain_quality::Brisque::score(self, image).map_err(|e| e.to_string())
-    }
-}
-
 /// What the checks can use besides the picture.
 pub struct Checkers<'a> {
     pub quality: Option<&'a dyn QualityScorer>,

@@ -2,16 +2,19 @@
 //! [`Plan`] (its scene in the synthetic world's words when it is one, its quoted text, its exact
 //! size), each attempt is checked ([`checks`]), a failed check changes what can fix it, and the
 //! best attempt is the answer ([`attempts`]). Front ends supply the painter (a closure over the
-//! engine) and whatever check models they have (BRISQUE); every attempt's checks are reported.
+//! engine); the check models installed ([`InstalledChecks`]: BRISQUE, fonts, OCR) are loaded on
+//! first use; every attempt's checks are reported.
 
 pub mod attempts;
 pub mod checks;
+pub mod installed;
 pub mod plan;
 pub mod text;
 pub mod world;
 
-pub use attempts::{Attempt, Budget, Looper, Outcome, Settings, Stop, best_of, run};
+pub use attempts::{Attempt, Budget, Looper, Outcome, Settings, Stop, best_of, examine, run};
 pub use checks::{Check, CheckKind, Checkers, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict};
+pub use installed::InstalledChecks;
 pub use plan::{Plan, QuotedText};
 pub use text::{Reading, TextReader, TextTools};
 pub use world::{WorldPrompt, read_world_prompt};
