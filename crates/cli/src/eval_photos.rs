@@ -76,31 +76,31 @@ pub fn run(a: Args) -> Result<()> {
         rows.push(row);
     }
     if let Some(path) = &a.sheet {
-        sheet(&rows).save(path).with_context(|| format!("writing {}", path.display()))?;
+        sheet(&rows, THUMB).save(path).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("contact sheet: {}", path.display());
     }
     Ok(())
 }
 
-/// One row per photo: each picture scaled to [`THUMB`] pixels high, side by side.
-fn sheet(rows: &[Vec<RgbImage>]) -> RgbImage {
+/// A contact sheet: one row per list, each picture scaled to `thumb` pixels high, side by side.
+pub(crate) fn sheet(rows: &[Vec<RgbImage>], thumb: u32) -> RgbImage {
     let thumbs: Vec<Vec<RgbImage>> = rows
         .iter()
         .map(|row| {
             row.iter()
                 .map(|im| {
-                    let w = ((im.width() as f32 * THUMB as f32 / im.height() as f32).round() as u32).max(1);
-                    imageops::resize(im, w, THUMB, FilterType::Triangle)
+                    let w = ((im.width() as f32 * thumb as f32 / im.height() as f32).round() as u32).max(1);
+                    imageops::resize(im, w, thumb, FilterType::Triangle)
                 })
                 .collect()
         })
         .collect();
     let width = thumbs.iter().map(|r| r.iter().map(|t| t.width() + 4).sum::<u32>()).max().unwrap_or(1);
-    let mut out = RgbImage::from_pixel(width, (THUMB + 4) * thumbs.len() as u32, image::Rgb([255, 255, 255]));
+    let mut out = RgbImage::from_pixel(width, (thumb + 4) * thumbs.len() as u32, image::Rgb([255, 255, 255]));
     for (i, row) in thumbs.iter().enumerate() {
         let mut x = 0;
         for t in row {
-            imageops::replace(&mut out, t, i64::from(x), i64::from(i as u32 * (THUMB + 4)));
+            imageops::replace(&mut out, t, i64::from(x), i64::from(i as u32 * (thumb + 4)));
             x += t.width() + 4;
         }
     }

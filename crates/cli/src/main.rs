@@ -5,6 +5,7 @@ mod edit;
 mod eval_edits;
 mod eval_loop;
 mod eval_photos;
+mod eval_text;
 mod generate;
 mod hubcmd;
 mod io;

@@ -225,6 +225,9 @@ pub enum EvalCommand {
     /// plantain-nano: per-attribute and whole-scene accuracy and time per picture for 1, 2, 4
     /// and 8 attempts.
     Loop(crate::eval_loop::Args),
+    /// Typeset text read back by OCR: the committed 316 strings in 10 scripts, each set into
+    /// generated pictures of several sizes; exact-match rate per script, language and reader.
+    Text(crate::eval_text::Args),
 }
 
 #[derive(clap::Args)]
@@ -277,6 +280,7 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
         EvalCommand::Edits(a) => return crate::eval_edits::run(a),
         EvalCommand::PhotoEdits(a) => return crate::eval_photos::run(a),
         EvalCommand::Loop(a) => return crate::eval_loop::run_eval(a),
+        EvalCommand::Text(a) => return crate::eval_text::run(a),
     };
     let resolved = plantain_hub::resolve(&a.model, &crate::hubcmd::resolve_options())?;
     anyhow::ensure!(resolved.layout == plantain_hub::Layout::Diffusers, "{}: eval needs a diffusers folder", resolved.path.display());

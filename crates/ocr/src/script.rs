@@ -116,8 +116,9 @@ impl Reader {
     /// The reader for `text`: PP-OCR when all its letters are Chinese characters or ASCII Latin
     /// letters (or it has none: digits, punctuation); else Tesseract with the language pack of
     /// every script it has letters of, the most used first (`rus+eng`). Latin letters beyond
-    /// ASCII go to Tesseract's `eng+deu+fra+spa` (PP-OCR knows only a handful of accented
-    /// letters, `eng` alone misreads ß, ü, ñ). Text with letters of scripts outside [`Script`]
+    /// ASCII go to the Tesseract packs they belong to (`deu` for ä ö ü ß, `fra` for é è ç œ…,
+    /// `spa` for ñ á ¿…; PP-OCR knows only a handful of accented letters and `eng` misreads
+    /// them). Text with letters of scripts outside [`Script`]
     /// has no reader.
     pub fn for_text(text: &str) -> Result<Reader, OcrError> {
         let counts = letter_counts(text);
@@ -130,12 +131,13 @@ impl Reader {
             present.retain(|(s, _)| *s != Script::Han);
             present.push((Script::Japanese, counts.kana + kanji));
         }
-        let ascii_latin = !text.chars().any(|c| !c.is_ascii() && c.script() == Ucd::Latin);
+        let marked = |c: char| MARKED_LETTERS.iter().any(|(_, letters)| letters.contains(c));
+        let ascii_latin = !text.chars().any(|c| !c.is_ascii() && (c.script() == Ucd::Latin || marked(c)));
         if present.iter().all(|&(s, _)| s == Script::Han || (s == Script::Latin && ascii_latin)) {
             return Ok(Reader::PpOcr);
         }
         present.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
-        let pack = |s: Script| if s == Script::Latin && !ascii_latin { ACCENTED_LATIN } else { tesseract_language(s) };
+        let pack = |s: Script| if s == Script::Latin && !ascii_latin { accented_latin(text) } else { tesseract_language(s).to_string() };
         let language = present.iter().map(|&(s, _)| pack(s)).collect::<Vec<_>>().join("+");
         Ok(Reader::Tesseract { language })
     }
@@ -151,8 +153,26 @@ impl std::fmt::Display for Reader {
     }
 }
 
-/// Tesseract's packs for Latin letters beyond ASCII: `eng` alone misreads ß, ü, û, ñ and the like.
-const ACCENTED_LATIN: &str = "eng+deu+fra+spa";
+/// Letters beyond ASCII that mark a language Tesseract has a pack for, in the packs
+/// `setup-ocr.sh` installs. Packs joined (`eng+deu+fra+spa`) read worse than the one pack a
+/// text's letters call for: with `eng` first Tesseract drops the marks (Bäckerei → Backerei,
+/// Jalapeño → Jalapeno), measured by `plantain eval text`.
+const MARKED_LETTERS: [(&str, &str); 3] = [("deu", "äöüßÄÖÜẞ"), ("fra", "àâçèéêëîïôùûœæÀÂÇÈÉÊËÎÏÔÙÛŒÆ"), ("spa", "áíñóúü¡¿ÁÍÑÓÚÜ")];
+
+/// The packs for Latin text with letters beyond ASCII: the packs whose marked letters it has,
+/// the most used first (`fra`, `deu+fra`); `eng+deu+fra+spa` when none is marked.
+fn accented_latin(text: &str) -> String {
+    let mut hits: Vec<(&str, usize)> = MARKED_LETTERS
+        .iter()
+        .map(|(pack, letters)| (*pack, text.chars().filter(|c| letters.contains(*c)).count()))
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    if hits.is_empty() {
+        return "eng+deu+fra+spa".to_string();
+    }
+    hits.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    hits.iter().map(|(p, _)| *p).collect::<Vec<_>>().join("+")
+}
 
 /// Tesseract's language pack for a script.
 fn tesseract_language(script: Script) -> &'static str {
@@ -340,8 +360,10 @@ mod tests {
         assert_eq!(for_text("Москва Moscow Russia"), tess("eng+rus"));
         assert_eq!(for_text("東京へ行きます Tokyo"), tess("jpn+eng"));
         assert_eq!(for_text("中文 Ελλάδα"), tess("ell+chi_sim"));
-        assert_eq!(for_text("café crème"), tess("eng+deu+fra+spa"));
-        assert_eq!(for_text("Grüße, Привет"), tess("rus+eng+deu+fra+spa"));
+        assert_eq!(for_text("café crème"), tess("fra"));
+        assert_eq!(for_text("Grüße, Привет"), tess("rus+deu"));
+        assert_eq!(for_text("Señor Müller à Paris"), tess("spa+deu+fra"));
+        assert_eq!(for_text("¡Hola, amigo!"), tess("spa"));
         assert!(matches!(Reader::for_text("გამარჯობა"), Err(OcrError::UnsupportedScript(_))));
     }
 

@@ -16,5 +16,6 @@ pub use attempts::{Attempt, Budget, Looper, Outcome, Settings, Stop, best_of, ex
 pub use checks::{Check, CheckKind, Checkers, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict};
 pub use installed::InstalledChecks;
 pub use plan::{Plan, QuotedText};
-pub use text::{Reading, TextReader, TextTools};
+pub use plantain_typeset::Typesetter;
+pub use text::{Reading, SetText, TextReader, TextTools, set_text};
 pub use world::{WorldPrompt, read_world_prompt};

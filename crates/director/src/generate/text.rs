@@ -1,7 +1,7 @@
 //! Text in pictures: the model draws the scene without the quoted text; the text is typeset
 //! into it (shaped, sized to fit, coloured for contrast, on a panel when nothing else reaches
 //! WCAG 4.5: `plantain-typeset`) and read back by OCR. A reading that differs from the text is
-//! set again differently (on its own line, then in the middle band); if it still differs the
+//! set again differently (on one line, then in the middle band, then in the regular weight); if it still differs the
 //! check fails with what was read — never a wrong spelling reported as passed.
 
 use image::RgbImage;
@@ -48,8 +48,8 @@ pub fn set_texts(plan: &Plan, image: RgbImage, tools: &TextTools<'_>) -> (RgbIma
     let mut right = 0usize;
     let (mut unread, mut unset) = (false, false);
     for t in &plan.texts {
-        match set_one(ts, tools.reader, &image, t) {
-            Ok((out, Some(r))) => {
+        match set_text(ts, tools.reader, &image, t) {
+            Ok(SetText { image: out, reading: Some(r), .. }) => {
                 image = out;
                 right += usize::from(r.matches);
                 lines.push(if r.matches {
@@ -58,7 +58,7 @@ pub fn set_texts(plan: &Plan, image: RgbImage, tools: &TextTools<'_>) -> (RgbIma
                     format!("\"{}\" read back as \"{}\" by {}", t.text, r.read, r.reader)
                 });
             }
-            Ok((out, None)) => {
+            Ok(SetText { image: out, reading: None, .. }) => {
                 image = out;
                 unread = true;
                 lines.push(format!("\"{}\" set; not read back (no OCR model is installed)", t.text));
@@ -81,31 +81,49 @@ pub fn set_texts(plan: &Plan, image: RgbImage, tools: &TextTools<'_>) -> (RgbIma
     (image, Some(check))
 }
 
-/// Sets one text, reading it back after each way of setting it until one reads right.
-fn set_one(
-    ts: &Typesetter,
-    reader: Option<&dyn TextReader>,
-    image: &RgbImage,
-    t: &QuotedText,
-) -> Result<(RgbImage, Option<Reading>), String> {
+/// One quoted text set into a picture and read back.
+#[derive(Clone, Debug)]
+pub struct SetText {
+    pub image: RgbImage,
+    /// The last reading (the one that matched, if any); None without a reader.
+    pub reading: Option<Reading>,
+    /// Ways of setting tried (1 = the first one read right or there was no reader).
+    pub tries: usize,
+    /// The text's box as drawn: x, y, width, height.
+    pub bbox: (u32, u32, u32, u32),
+}
+
+/// Sets one text, reading it back after each way of setting it until one reads right: as
+/// planned, then on one line, then on one line in the middle band, then there in the regular
+/// weight (bold strokes can close up small marks: û read as ü).
+pub fn set_text(ts: &Typesetter, reader: Option<&dyn TextReader>, image: &RgbImage, t: &QuotedText) -> Result<SetText, String> {
     let planned = t.placement.as_deref().and_then(|p| p.parse::<Placement>().ok()).unwrap_or(Placement::Auto);
     let ways = [
         TextSpec { placement: planned, ..TextSpec::default() },
         TextSpec { placement: planned, max_lines: 1, ..TextSpec::default() },
         TextSpec { placement: Placement::Centre, max_lines: 1, ..TextSpec::default() },
+        TextSpec { placement: Placement::Centre, max_lines: 1, bold: false, ..TextSpec::default() },
     ];
     let mut last = None;
-    for spec in &ways {
-        let set = ts.set(image, &t.text, spec).map_err(|e| e.to_string())?;
-        let Some(reader) = reader else {
-            return Ok((set.image, None));
+    for (i, spec) in ways.iter().enumerate() {
+        let set = match ts.set(image, &t.text, spec) {
+            Ok(set) => set,
+            // A one-line way may not fit where two lines did: keep what was set before.
+            Err(e) if last.is_some() => {
+                tracing::debug!(error = %e, "a later way of setting the text did not fit");
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
         };
-        let crop = crop(&set.image, set.bbox);
-        let reading = reader.verify(&crop, &t.text)?;
-        if reading.matches {
-            return Ok((set.image, Some(reading)));
+        let Some(reader) = reader else {
+            return Ok(SetText { image: set.image, reading: None, tries: 1, bbox: set.bbox });
+        };
+        let reading = reader.verify(&crop(&set.image, set.bbox), &t.text)?;
+        let done = reading.matches;
+        last = Some(SetText { image: set.image, reading: Some(reading), tries: i + 1, bbox: set.bbox });
+        if done {
+            break;
         }
-        last = Some((set.image, Some(reading)));
     }
     last.ok_or_else(|| "no way of setting it was tried".into())
 }
