@@ -209,8 +209,10 @@ pub struct Verdict {
 /// - PP-OCR: [`PpOcr::read`]; then, where Tesseract is installed, Tesseract `eng` (`chi_sim`
 ///   for Chinese) as below.
 /// - Tesseract: each line PP-OCR's detector finds, straightened, at least 64 pixels high and
-///   with a margin, read as one line (`--psm 7`); then the whole picture with Tesseract's own
-///   layout (`--psm 3`) and as one block (`--psm 6`); then PP-OCR for Latin-only text.
+///   with a margin, read as one line (`--psm 7`), then for one word as a word (`--psm 8`);
+///   then the whole picture with Tesseract's own layout (`--psm 3`) and as one block
+///   (`--psm 6`); then, for text with ASCII digits or signs, by lines with `eng` added; then
+///   PP-OCR for Latin-only text.
 ///
 /// Errors when the first reader is missing (Tesseract or its language pack) or fails.
 pub fn verify(ppocr: &PpOcr, image: &RgbImage, expected: &str) -> Result<Verdict, OcrError> {
@@ -236,19 +238,26 @@ pub fn verify(ppocr: &PpOcr, image: &RgbImage, expected: &str) -> Result<Verdict
 /// One way of reading a picture.
 enum Attempt {
     PpOcr,
-    /// Tesseract on each line PP-OCR's detector finds.
-    TesseractLines(String),
+    /// Tesseract on each line PP-OCR's detector finds, each read as a line or a word.
+    TesseractLines(String, PageSegmentation),
     TesseractPage(String, PageSegmentation),
 }
 
-/// The ways `verify` reads, in order, for text whose first reader is `primary`.
+/// The ways `verify` reads, in order, for text whose first reader is `primary`. Tesseract:
+/// by lines, then (one word) each line as a word, then its own layout and one block, then
+/// (ASCII digits or signs in another script's text: `50%`) by lines with `eng` added.
 fn attempts(primary: &Reader, expected: &str) -> Vec<Attempt> {
+    let one_word = !expected.trim().contains(char::is_whitespace);
     let tesseract = |language: &str| {
-        vec![
-            Attempt::TesseractLines(language.to_string()),
-            Attempt::TesseractPage(language.to_string(), PageSegmentation::Auto),
-            Attempt::TesseractPage(language.to_string(), PageSegmentation::Block),
-        ]
+        let mut ways = vec![Attempt::TesseractLines(language.to_string(), PageSegmentation::Line)];
+        ways.extend(one_word.then(|| Attempt::TesseractLines(language.to_string(), PageSegmentation::Word)));
+        ways.push(Attempt::TesseractPage(language.to_string(), PageSegmentation::Auto));
+        ways.push(Attempt::TesseractPage(language.to_string(), PageSegmentation::Block));
+        let ascii_signs = expected.chars().any(|c| c.is_ascii_digit() || c.is_ascii_punctuation());
+        if ascii_signs && !language.split('+').any(|l| l == "eng") {
+            ways.push(Attempt::TesseractLines(format!("{language}+eng"), PageSegmentation::Line));
+        }
+        ways
     };
     match primary {
         Reader::PpOcr => {
@@ -268,14 +277,14 @@ impl Attempt {
     fn reader(&self) -> Reader {
         match self {
             Attempt::PpOcr => Reader::PpOcr,
-            Attempt::TesseractLines(language) | Attempt::TesseractPage(language, _) => Reader::Tesseract { language: language.clone() },
+            Attempt::TesseractLines(language, _) | Attempt::TesseractPage(language, _) => Reader::Tesseract { language: language.clone() },
         }
     }
 
     fn read(&self, ppocr: &PpOcr, image: &RgbImage) -> Result<String, OcrError> {
         match self {
             Attempt::PpOcr => Ok(ppocr.read(image)?.into_iter().map(|l| l.text).collect::<Vec<_>>().join(" ")),
-            Attempt::TesseractLines(language) => tesseract_by_lines(ppocr, image, language),
+            Attempt::TesseractLines(language, segmentation) => tesseract_by_lines(ppocr, image, language, *segmentation),
             Attempt::TesseractPage(language, segmentation) => Tesseract::read_with(image, language, *segmentation),
         }
     }
@@ -284,26 +293,29 @@ impl Attempt {
 /// A line crop for Tesseract is enlarged to at least this height (it reads small text poorly).
 const TESSERACT_LINE_HEIGHT: u32 = 64;
 
-/// Tesseract on each line PP-OCR's detector finds, joined with spaces; the whole picture as one
-/// line if the detector finds none.
-fn tesseract_by_lines(ppocr: &PpOcr, image: &RgbImage, language: &str) -> Result<String, OcrError> {
+/// Tesseract on each line PP-OCR's detector finds (read as `segmentation`: a line or a word),
+/// joined with spaces; the whole picture so if the detector finds none.
+fn tesseract_by_lines(ppocr: &PpOcr, image: &RgbImage, language: &str, segmentation: PageSegmentation) -> Result<String, OcrError> {
     let found = ppocr.find_lines(image)?;
     if found.is_empty() {
-        return Tesseract::read_with(image, language, PageSegmentation::Line);
+        return Tesseract::read_with(image, language, segmentation);
     }
     let mut parts = Vec::with_capacity(found.len());
     for line in found {
         let crop = with_margin(at_least_high(line.image, TESSERACT_LINE_HEIGHT), 0.25);
-        parts.push(Tesseract::read_with(&crop, language, PageSegmentation::Line)?);
+        parts.push(Tesseract::read_with(&crop, language, segmentation)?);
     }
     Ok(parts.join(" "))
 }
 
-/// NFC, whitespace runs as one space, trimmed; with `unspaced`, no whitespace at all. Two
+/// NFC, whitespace runs as one space, trimmed; with `unspaced`, no whitespace at all. Three
 /// look-alikes the readers give for what the picture shows are folded first: full-width ASCII
-/// forms (U+FF01–U+FF5E, PP-OCR's Chinese punctuation `，：（）`) to ASCII, and the micro sign
-/// `µ` (Tesseract's Greek pack) to the Greek `μ`.
+/// forms (U+FF01–U+FF5E, PP-OCR's Chinese punctuation `，：（）`) to ASCII, the micro sign
+/// `µ` (Tesseract's Greek pack) to the Greek `μ`, and Thai NIKHAHIT + SARA AA (Tesseract's Thai
+/// pack) to SARA AM `ำ`, which is drawn the same.
 pub fn normalize(text: &str, unspaced: bool) -> String {
+    // Thai SARA AM as Tesseract writes it (NIKHAHIT + SARA AA: drawn the same).
+    let text = text.replace("\u{0E4D}\u{0E32}", "\u{0E33}");
     let nfc: String = text.chars().map(fold_lookalike).nfc().collect();
     nfc.split_whitespace().collect::<Vec<_>>().join(if unspaced { "" } else { " " })
 }
@@ -361,7 +373,7 @@ mod tests {
         assert_eq!(for_text("東京へ行きます Tokyo"), tess("jpn+eng"));
         assert_eq!(for_text("中文 Ελλάδα"), tess("ell+chi_sim"));
         assert_eq!(for_text("café crème"), tess("fra"));
-        assert_eq!(for_text("Grüße, Привет"), tess("rus+deu"));
+        assert_eq!(for_text("Grüße, Привет"), tess("rus+deu+spa"));
         assert_eq!(for_text("Señor Müller à Paris"), tess("spa+deu+fra"));
         assert_eq!(for_text("¡Hola, amigo!"), tess("spa"));
         assert!(matches!(Reader::for_text("გამარჯობა"), Err(OcrError::UnsupportedScript(_))));

@@ -18,6 +18,8 @@ pub enum PageSegmentation {
     Block = 6,
     /// One line of text (`--psm 7`).
     Line = 7,
+    /// One word (`--psm 8`): reads short Arabic words `--psm 7` returns nothing for.
+    Word = 8,
     /// As much text as it can find, in no particular order (`--psm 11`).
     Sparse = 11,
 }
