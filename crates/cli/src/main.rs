@@ -4,6 +4,9 @@ mod bench;
 mod edit;
 mod eval_edits;
 mod eval_loop;
+// `plantain eval text` (eval_text.rs) calls it.
+#[allow(dead_code)]
+mod eval_retext;
 mod eval_photos;
 mod generate;
 mod hubcmd;
