@@ -51,11 +51,14 @@ impl Window {
 /// A sample of the ground: position (picture pixels) and colour.
 type Sample = ([f64; 2], [f64; 3]);
 
-/// Removes the letters inside `frame` from `image`.
-pub(super) fn remove_letters(image: &RgbImage, frame: &Frame) -> Removal {
-    let ring = (0.15 * frame.height).round().clamp(3.0, 24.0) as u32;
-    let win = Window::around(frame, ring + 1, image.dimensions());
-    let inside = GrayImage::from_fn(win.w, win.h, |x, y| Luma([if frame.contains_pixel(win.x0 + x, win.y0 + y) { 255 } else { 0 }]));
+/// Removes the letters of the box `tight` from `image`: the ink inside `outer` (the box grown
+/// by a margin: detectors' boxes can be tight to the ink or cut it) connected to ink in
+/// `tight` (or just above or below it: accents), so that other text reaching into the margin
+/// stays.
+pub(super) fn remove_letters(image: &RgbImage, tight: &Frame, outer: &Frame) -> Removal {
+    let ring = (0.15 * outer.height).round().clamp(3.0, 24.0) as u32;
+    let win = Window::around(outer, ring + 1, image.dimensions());
+    let inside = GrayImage::from_fn(win.w, win.h, |x, y| Luma([if outer.contains_pixel(win.x0 + x, win.y0 + y) { 255 } else { 0 }]));
     let dist = composite::distance_to(&inside);
     let pixel = |x: u32, y: u32| image.get_pixel(win.x0 + x, win.y0 + y).0.map(f64::from);
     let at = |x: u32, y: u32| [f64::from(win.x0 + x) + 0.5, f64::from(win.y0 + y) + 0.5];
@@ -66,19 +69,18 @@ pub(super) fn remove_letters(image: &RgbImage, frame: &Frame) -> Removal {
         // The box covers the picture: its own pixels are all there is.
         samples = coords().map(|(x, y)| (at(x, y), pixel(x, y))).collect();
     }
-    let ground = Ground::fit_robust(&samples, frame);
+    let ground = Ground::fit_robust(&samples, outer);
     let tol = (4.0 * ground.sigma).max(28.0);
-    let residual = |x: u32, y: u32| {
-        let (g, p) = (ground.at(at(x, y)), pixel(x, y));
-        ((0..3).map(|c| (p[c] - g[c]).powi(2)).sum::<f64>()).sqrt()
+    let residual = |x: u32, y: u32| norm(sub3(pixel(x, y), ground.at(at(x, y))));
+    let ink: Vec<bool> = coords().map(|(x, y)| dist[win.index(x, y)] == 0.0 && residual(x, y) > tol).collect();
+    let seed = |x: u32, y: u32| {
+        let (u, v) = tight.coords([(win.x0 + x) as f32 + 0.5, (win.y0 + y) as f32 + 0.5]);
+        (0.0..=tight.width).contains(&u) && (-0.2 * tight.height..=1.2 * tight.height).contains(&v)
     };
-    let ink = GrayImage::from_fn(win.w, win.h, |x, y| {
-        let letter = dist[win.index(x, y)] == 0.0 && residual(x, y) > tol;
-        Luma([if letter { 255 } else { 0 }])
-    });
-    let rim = (0.04 * frame.height).max(1.5);
-    let near_ink = composite::distance_to(&ink);
-    let unknown: Vec<bool> = (0..(win.w * win.h) as usize).map(|i| dist[i] == 0.0 && near_ink[i] <= rim).collect();
+    let letters = connected(&ink, &win, seed);
+    let rim = (0.04 * outer.height).max(1.5);
+    let near = composite::distance_to(&letters);
+    let unknown: Vec<bool> = (0..(win.w * win.h) as usize).map(|i| dist[i] == 0.0 && near[i] <= rim).collect();
     let mut res: Vec<[f64; 3]> = coords()
         .map(|(x, y)| if unknown[win.index(x, y)] { [0.0; 3] } else { sub3(pixel(x, y), ground.at(at(x, y))) })
         .collect();
@@ -92,6 +94,29 @@ pub(super) fn remove_letters(image: &RgbImage, frame: &Frame) -> Removal {
         filled += 1;
     }
     Removal { plate, filled, terms: ground.terms, sigma: ground.sigma as f32 }
+}
+
+/// The ink pixels 8-connected to an ink pixel where `seed` holds, as a mask of the window.
+fn connected(ink: &[bool], win: &Window, seed: impl Fn(u32, u32) -> bool) -> GrayImage {
+    let mut reached = GrayImage::new(win.w, win.h);
+    let mut stack: Vec<(u32, u32)> =
+        (0..win.h).flat_map(|y| (0..win.w).map(move |x| (x, y))).filter(|&(x, y)| ink[win.index(x, y)] && seed(x, y)).collect();
+    while let Some((x, y)) = stack.pop() {
+        if reached.get_pixel(x, y).0[0] > 0 {
+            continue;
+        }
+        reached.put_pixel(x, y, Luma([255]));
+        for (dx, dy) in [(-1i64, -1i64), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
+            let (nx, ny) = (i64::from(x) + dx, i64::from(y) + dy);
+            if nx >= 0 && ny >= 0 && nx < i64::from(win.w) && ny < i64::from(win.h) {
+                let (nx, ny) = (nx as u32, ny as u32);
+                if ink[win.index(nx, ny)] && reached.get_pixel(nx, ny).0[0] == 0 {
+                    stack.push((nx, ny));
+                }
+            }
+        }
+    }
+    reached
 }
 
 fn sub3(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
@@ -249,7 +274,7 @@ mod tests {
     #[test]
     fn letters_on_a_gradient_come_out_exactly() {
         let (image, frame) = gradient_with_block();
-        let removal = remove_letters(&image, &frame);
+        let removal = remove_letters(&image, &frame, &frame.sub_box(-6.0, -6.0, frame.width + 6.0, frame.height + 6.0));
         assert_eq!(removal.terms, 6);
         assert!(removal.filled > 300, "{}", removal.filled);
         let worst = (25..60)
@@ -264,6 +289,23 @@ mod tests {
         assert!(worst <= 2, "worst error {worst}");
         let outside = composite::changed_outside(&image, &removal.plate, &frame.mask(160, 90));
         assert_eq!(outside, 0);
+    }
+
+    #[test]
+    fn letters_reaching_past_a_tight_box_go_and_other_ink_in_the_margin_stays() {
+        let mut image = RgbImage::from_pixel(120, 80, Rgb([200, 200, 200]));
+        // A "letter" from x 30 to 70, the box only 35..65; another mark at 76..80 apart from it.
+        for y in 30..50 {
+            for x in (30..70).chain(76..80) {
+                image.put_pixel(x, y, Rgb([0, 0, 0]));
+            }
+        }
+        let tight = Frame::upright(35.0, 28.0, 30.0, 24.0);
+        let outer = tight.sub_box(-12.0, -6.0, 42.0, 30.0);
+        let removal = remove_letters(&image, &tight, &outer);
+        assert_eq!(removal.plate.get_pixel(31, 40).0, [200, 200, 200], "the letter's end outside the box is gone");
+        assert!(outer.contains_pixel(76, 40));
+        assert_eq!(removal.plate.get_pixel(76, 40).0, [0, 0, 0], "the other mark stays");
     }
 
     #[test]

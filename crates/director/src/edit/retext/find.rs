@@ -18,6 +18,9 @@ pub(super) struct Hit {
     pub quad: [Point; 4],
     /// The line it was read in.
     pub line: String,
+    /// Within a longer line: the span along the box's frame a new text may take without
+    /// coming closer to the neighbouring words than the old text was.
+    pub room: Option<(f32, f32)>,
 }
 
 /// What a search found, and what the picture reads.
@@ -148,20 +151,21 @@ impl Line {
             .map(|(i, j)| {
                 let first_solid = self.glyphs.iter().position(|g| !g.c.is_whitespace());
                 let last_solid = self.glyphs.iter().rposition(|g| !g.c.is_whitespace());
-                let quad = if Some(i) == first_solid && Some(j) == last_solid {
-                    self.frame.corners()
+                let (quad, room) = if Some(i) == first_solid && Some(j) == last_solid {
+                    (self.frame.corners(), None)
                 } else {
-                    let (a, b) = self.cut(i, j, &ink);
-                    self.frame.sub_box(a, 0.0, b, self.frame.height).corners()
+                    let ((a, b), (r0, r1)) = self.cut(i, j, &ink);
+                    (self.frame.sub_box(a, 0.0, b, self.frame.height).corners(), Some((r0 - a, r1 - a)))
                 };
-                Hit { quad, line: self.text().trim().to_string() }
+                Hit { quad, line: self.text().trim().to_string(), room }
             })
             .collect()
     }
 
     /// The span along the line of glyphs `i..=j`: cut midway between them and their
-    /// neighbours, snapped to columns without ink, with a margin of at most half the gap.
-    fn cut(&self, i: usize, j: usize, ink: &[bool]) -> (f32, f32) {
+    /// neighbours, snapped to columns without ink, with a margin of at most half the gap; and
+    /// the room a new text has there (up to 40% of each gap into it; unbounded past the line's ends).
+    fn cut(&self, i: usize, j: usize, ink: &[bool]) -> ((f32, f32), (f32, f32)) {
         let g = &self.glyphs;
         let a = if i > 0 { (g[i - 1].x1 + g[i].x0) / 2.0 } else { 0.0 };
         let b = if j + 1 < g.len() { (g[j].x1 + g[j + 1].x0) / 2.0 } else { self.crop.width() as f32 };
@@ -171,9 +175,12 @@ impl Line {
         let gap_left = (0..l).rev().take_while(|&x| !ink[x]).count();
         let gap_right = (r..ink.len()).take_while(|&x| !ink[x]).count();
         let pad = |gap: usize, to_edge: bool| if to_edge { margin.min(gap as f32) } else { margin.min(gap as f32 / 2.0) };
-        let left = l as f32 - pad(gap_left, gap_left == l);
-        let right = r as f32 + pad(gap_right, r + gap_right == ink.len());
-        (left, right)
+        let (open_left, open_right) = (gap_left == l, r + gap_right == ink.len());
+        let left = l as f32 - pad(gap_left, open_left);
+        let right = r as f32 + pad(gap_right, open_right);
+        let room_left = if open_left { f32::NEG_INFINITY } else { l as f32 - 0.4 * gap_left as f32 };
+        let room_right = if open_right { f32::INFINITY } else { r as f32 + 0.4 * gap_right as f32 };
+        ((left, right), (room_left, room_right))
     }
 }
 

@@ -98,6 +98,9 @@ pub struct SetAs {
     pub moved_px: f32,
     /// Pixels of the new text outside the old box (the region grew by them).
     pub grew_px: u64,
+    /// Its width as a share of its natural width: below 1 when it was condensed to fit
+    /// between the neighbouring words of its line.
+    pub squeeze: f32,
 }
 
 /// The check of one occurrence by OCR.
@@ -200,9 +203,13 @@ then read back by OCR (exact image maths, no model)";
 
 /// One occurrence rewritten on `image`: the picture after, the pixels it may change, and what was done.
 fn rewrite(image: &RgbImage, hit: &find::Hit, old: &str, new: Option<&str>, tools: TextTools<'_>) -> Result<(RgbImage, GrayImage, Occurrence), EditError> {
-    let frame = Frame::of_quad(&hit.quad);
+    let tight = Frame::of_quad(&hit.quad);
+    // Detectors' boxes can be tight to the ink (or cut into it): the letters are looked for in
+    // a margin around the box too.
+    let grow = (0.25 * tight.height).max(2.0);
+    let frame = tight.sub_box(-grow, -grow, tight.width + grow, tight.height + grow);
     let (w, h) = image.dimensions();
-    let removal = fill::remove_letters(image, &frame);
+    let removal = fill::remove_letters(image, &tight, &frame);
     let old_box = composite::dilate(&frame.mask(w, h), 1.0);
     let mut occurrence = Occurrence {
         line: hit.line.clone(),
@@ -218,11 +225,16 @@ fn rewrite(image: &RgbImage, hit: &find::Hit, old: &str, new: Option<&str>, tool
         occurrence.read_back = read_back(&removal.plate, &frame, old, true, tools.reader)?;
         return Ok((removal.plate, old_box, occurrence));
     };
-    let style = set::measure(image, &removal.plate, &frame, old, tools.typesetter)?;
+    let mut style = set::measure(image, &removal.plate, &frame, old, tools.typesetter)?;
+    style.room = hit.room.map(|(a, b)| (a + grow, b + grow));
     let rendered = set::render(tools.typesetter, new, style.size_px, style.bold)?;
     let drawn = set::draw(&removal.plate, &frame, &style, &rendered);
+    // The new box with a margin, kept clear of the neighbouring words.
     let margin = 0.35 * style.size_px;
-    let check = drawn.ink.sub_box(-margin, -margin, drawn.ink.width + margin, drawn.ink.height + margin);
+    let u0 = frame.coords(drawn.ink.point(0.0, 0.0)).0;
+    let (room0, room1) = style.room.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let (left, right) = (margin.min(u0 - room0).max(0.0), margin.min(room1 - u0 - drawn.ink.width).max(0.0));
+    let check = drawn.ink.sub_box(-left, -margin, drawn.ink.width + right, drawn.ink.height + margin);
     occurrence.read_back = read_back(&drawn.image, &check, new, false, tools.reader)?;
     occurrence.set = Some(SetAs {
         size_px: style.size_px,
@@ -230,6 +242,7 @@ fn rewrite(image: &RgbImage, hit: &find::Hit, old: &str, new: Option<&str>, tool
         colour: style.colour.0,
         quad: drawn.ink.corners(),
         moved_px: drawn.moved,
+        squeeze: drawn.squeeze,
         grew_px: composite::area(&composite::subtract(&drawn.mask, &old_box)),
     });
     Ok((drawn.image, composite::union(&old_box, &drawn.mask), occurrence))
@@ -283,8 +296,11 @@ fn notes(edit: &TextEdit, (w, h): (u32, u32)) -> Vec<String> {
             if s.grew_px > 0 {
                 line += &format!(" (wider than the old box: the region grows by {} px)", s.grew_px);
             }
+            if s.squeeze < 1.0 {
+                line += &format!(" (condensed to {:.0}% of its width to fit between its neighbours)", 100.0 * s.squeeze);
+            }
             if s.moved_px.abs() >= 0.5 {
-                line += &format!(" (moved {:.0} px along the line to stay in the picture)", s.moved_px);
+                line += &format!(" (moved {:.0} px along the line to fit)", s.moved_px);
             }
         }
         line += &format!("; {}", o.read_back.describe(o.set.is_none()));

@@ -27,7 +27,12 @@ pub(super) struct Style {
     pub centre_u: f32,
     /// The old text's baseline across it.
     pub baseline_v: f32,
+    /// The span along the text the new one may take (between neighbouring words), if bounded.
+    pub room: Option<(f32, f32)>,
 }
+
+/// A new text wider than its room is condensed, down to this share of its width.
+pub(super) const MIN_SQUEEZE: f32 = 0.6;
 
 /// The old ink, seen upright: its box in frame pixels, colour and density.
 struct OldInk {
@@ -91,6 +96,7 @@ pub(super) fn measure(original: &RgbImage, plate: &RgbImage, frame: &Frame, old:
         colour: ink.colour,
         centre_u: (ink.u0 + ink.u1) / 2.0,
         baseline_v: ink.v0 + (r.baseline - ry0) * scale,
+        room: None,
     })
 }
 
@@ -147,8 +153,10 @@ pub(super) struct Drawn {
     pub mask: GrayImage,
     /// Its ink box, in the picture.
     pub ink: Frame,
-    /// How far it was moved along the text to stay in the picture (pixels).
+    /// How far it was moved along the text to stay in its room and in the picture (pixels).
     pub moved: f32,
+    /// Its width as a share of its natural width (condensed to fit between neighbours).
+    pub squeeze: f32,
 }
 
 /// Draws `r` onto `plate` in `frame` as `style` says: centred on the old ink along the text,
@@ -157,14 +165,21 @@ pub(super) struct Drawn {
 pub(super) fn draw(plate: &RgbImage, frame: &Frame, style: &Style, r: &Rendered) -> Drawn {
     let (width, height) = plate.dimensions();
     let k = style.size_px / r.size;
+    let natural = (r.ink.2 - r.ink.0) * k;
+    let squeeze = match style.room {
+        Some((r0, r1)) if r1 > r0 && natural > r1 - r0 => ((r1 - r0) / natural).max(MIN_SQUEEZE),
+        _ => 1.0,
+    };
+    let kx = k * squeeze;
     let cx = (r.ink.0 + r.ink.2) / 2.0;
     let box_of = |centre_u: f32| {
-        let u0 = centre_u + (r.ink.0 - cx) * k;
+        let u0 = centre_u + (r.ink.0 - cx) * kx;
         let v0 = style.baseline_v + (r.ink.1 - r.baseline) * k;
-        frame.sub_box(u0, v0, u0 + (r.ink.2 - r.ink.0) * k, v0 + (r.ink.3 - r.ink.1) * k)
+        frame.sub_box(u0, v0, u0 + natural * squeeze, v0 + (r.ink.3 - r.ink.1) * k)
     };
-    let moved = inward_shift(&box_of(style.centre_u), frame, width as f32);
-    let centre_u = style.centre_u + moved;
+    let in_room = within(style.centre_u, natural * squeeze, style.room);
+    let centre_u = in_room + inward_shift(&box_of(in_room), frame, width as f32);
+    let moved = centre_u - style.centre_u;
     let ink = box_of(centre_u);
     let colour = style.colour.0.map(to_linear);
     let mut image = plate.clone();
@@ -173,7 +188,7 @@ pub(super) fn draw(plate: &RgbImage, frame: &Frame, style: &Style, r: &Rendered)
     for y in y0..y1 {
         for x in x0..x1 {
             let (u, v) = frame.coords([x as f32 + 0.5, y as f32 + 0.5]);
-            let a = r.at((u - centre_u) / k + cx, (v - style.baseline_v) / k + r.baseline).clamp(0.0, 1.0);
+            let a = r.at((u - centre_u) / kx + cx, (v - style.baseline_v) / k + r.baseline).clamp(0.0, 1.0);
             if a <= 0.002 {
                 continue;
             }
@@ -183,7 +198,15 @@ pub(super) fn draw(plate: &RgbImage, frame: &Frame, style: &Style, r: &Rendered)
             mask.put_pixel(x, y, Luma([255]));
         }
     }
-    Drawn { image, mask, ink, moved }
+    Drawn { image, mask, ink, moved, squeeze }
+}
+
+/// The centre that keeps a text `width` wide inside `room` (when it fits), nearest `centre`.
+fn within(centre: f32, width: f32, room: Option<(f32, f32)>) -> f32 {
+    match room {
+        Some((r0, r1)) if r1 - r0 >= width => centre.clamp(r0 + width / 2.0, r1 - width / 2.0),
+        _ => centre,
+    }
 }
 
 /// Draws `r` at `size_px` with its ink centred on the origin of `frame` (a turned frame of no
@@ -191,7 +214,7 @@ pub(super) fn draw(plate: &RgbImage, frame: &Frame, style: &Style, r: &Rendered)
 pub(super) fn draw_centred(image: &RgbImage, frame: &Frame, r: &Rendered, size_px: f32, colour: Rgb<u8>, bold: bool) -> Drawn {
     let k = size_px / r.size;
     let baseline_v = (r.baseline - (r.ink.1 + r.ink.3) / 2.0) * k;
-    draw(image, frame, &Style { size_px, bold, colour, centre_u: 0.0, baseline_v }, r)
+    draw(image, frame, &Style { size_px, bold, colour, centre_u: 0.0, baseline_v, room: None }, r)
 }
 
 /// The shift along the text that brings `ink` inside `[0, width]` across, when it fits.
@@ -235,5 +258,10 @@ mod tests {
         assert_eq!(inward_shift(&Frame::upright(-10.0, 0.0, 50.0, 20.0), &frame, 100.0), 10.0);
         assert_eq!(inward_shift(&Frame::upright(70.0, 0.0, 50.0, 20.0), &frame, 100.0), -20.0);
         assert_eq!(inward_shift(&Frame::upright(-10.0, 0.0, 150.0, 20.0), &frame, 100.0), 0.0, "too wide to fit");
+        assert_eq!(within(50.0, 20.0, Some((45.0, 100.0))), 55.0);
+        assert_eq!(within(50.0, 20.0, Some((0.0, 55.0))), 45.0);
+        assert_eq!(within(50.0, 80.0, Some((0.0, 55.0))), 50.0, "no room: left as it was");
+        assert_eq!(within(50.0, 20.0, Some((f32::NEG_INFINITY, 55.0))), 45.0);
+        assert_eq!(within(50.0, 20.0, None), 50.0);
     }
 }
