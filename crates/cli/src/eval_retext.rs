@@ -28,11 +28,13 @@ pub struct RetextOptions {
     pub height: u32,
     /// Write a before/after contact sheet of the first posters here (PNG).
     pub sheet: Option<PathBuf>,
+    /// Only posters of this kind (else every kind in turn).
+    pub only: Option<Kind>,
 }
 
 impl Default for RetextOptions {
     fn default() -> Self {
-        RetextOptions { tasks: 30, seed: 0, width: 640, height: 480, sheet: None }
+        RetextOptions { tasks: 30, seed: 0, width: 640, height: 480, sheet: None, only: None }
     }
 }
 
@@ -62,14 +64,21 @@ impl Kind {
     /// Words of this kind; no word contains another.
     fn words(self) -> &'static [&'static str] {
         match self {
-            Kind::Latin => &["SALE", "SOLDES", "OPEN", "CLOSED", "Summer", "Winter", "FRESH", "Market", "COFFEE", "Bakery", "Today", "MUSIC", "Garden"],
-            Kind::LatinDiacritics => &["Café", "Crème", "Straße", "Größe", "Niño", "Señor", "Fête", "Bücher", "Müller", "Façade", "Años", "Été"],
+            Kind::Latin => {
+                &["SALE", "SOLDES", "OPEN", "CLOSED", "Summer", "Winter", "FRESH", "Market", "COFFEE", "Bakery", "Today", "MUSIC", "Garden"]
+            }
+            Kind::LatinDiacritics => {
+                &["Café", "Crème", "Straße", "Größe", "Niño", "Señor", "Fête", "Bücher", "Müller", "Façade", "Años", "Été"]
+            }
             Kind::Cyrillic => &["ПРИВЕТ", "Москва", "СКИДКА", "Открыто", "ЗАКРЫТО", "Магазин", "Рынок", "Кофе", "Музыка", "ЛЕТО"],
             Kind::Greek => &["Καλημέρα", "ΑΘΗΝΑ", "Θάλασσα", "ΚΑΦΕΣ", "Ήλιος", "ΑΓΟΡΑ", "Μουσική", "Έκπτωση", "Νησί"],
             Kind::Chinese => &["大减价", "新年快乐", "欢迎光临", "咖啡", "夏季", "音乐节", "面包店", "开业"],
         }
     }
 }
+
+/// Corners: top-left, top-right, bottom-right, bottom-left.
+type Quad = [[f32; 2]; 4];
 
 /// A word drawn on a poster, and where.
 #[derive(Clone, Debug)]
@@ -178,7 +187,7 @@ fn place(
     bold: bool,
     taken: &[(f32, f32, f32, f32)],
     (w, h): (u32, u32),
-) -> Result<Option<([f32; 2], [[f32; 2]; 4])>> {
+) -> Result<Option<([f32; 2], Quad)>> {
     let blank = RgbImage::new(w, h);
     let at = Placing { centre: [w as f32 / 2.0, h as f32 / 2.0], angle_deg: angle, size_px: size, colour: [255; 3], bold };
     let (_, quad) = draw_text(ts, &blank, text, at)?;
@@ -278,7 +287,7 @@ pub fn run(opts: &RetextOptions) -> Result<RetextReport> {
     let mut tasks = Vec::with_capacity(opts.tasks);
     let mut sheet = Vec::new();
     for i in 0..opts.tasks {
-        let kind = KINDS[i % KINDS.len()];
+        let kind = opts.only.unwrap_or(KINDS[i % KINDS.len()]);
         let seed = opts.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
         let poster = poster(&posters, kind, seed, (opts.width, opts.height))?;
         let new = pick_new(kind, &poster, seed);
@@ -343,7 +352,11 @@ fn old_gone(ocr: &PpOcr, image: &RgbImage, old: &str) -> Result<bool> {
     let unspaced = Script::of(old).is_some_and(Script::unspaced);
     let verdict = plantain_ocr::verify(ocr, image, old)?;
     let want = normalize(old, unspaced);
-    Ok(if unspaced { !verdict.read.contains(&want) } else { !verdict.read.split_whitespace().any(|w| w.trim_matches(|c: char| !c.is_alphanumeric()) == want) })
+    Ok(if unspaced {
+        !verdict.read.contains(&want)
+    } else {
+        !verdict.read.split_whitespace().any(|w| w.trim_matches(|c: char| !c.is_alphanumeric()) == want)
+    })
 }
 
 fn centre(q: &[[f32; 2]; 4]) -> [f32; 2] {
@@ -414,12 +427,33 @@ mod tests {
     /// and no pixel outside the plan's region moves.
     #[test]
     fn a_short_run_replaces_and_reads_back() {
-        let report = run(&RetextOptions { tasks: 5, seed: 7, ..RetextOptions::default() }).expect("OCR models and fonts (scripts/setup.sh)");
+        let report =
+            run(&RetextOptions { tasks: 5, seed: 7, ..RetextOptions::default() }).expect("OCR models and fonts (scripts/setup.sh)");
         assert_eq!(report.tasks.len(), 5);
         assert!(report.tasks.iter().all(|t| t.outside_changed.is_none_or(|o| o == 0)), "{report}");
         assert!(report.rate(|t| t.found) >= 0.6, "{report}");
         assert!(report.rate(|t| t.read_back) >= 0.6, "{report}");
         let printed = report.to_string();
         assert!(printed.contains("found") && printed.contains("median"), "{printed}");
+    }
+
+    /// The full run behind the figures in the README and `docs/text/replace.png`:
+    /// `cargo test -p plantain-cli eval_retext::tests::full_run -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a diagnostic run on accented Latin alone"]
+    fn accents_run() {
+        let report = run(&RetextOptions { tasks: 8, seed: 1, only: Some(Kind::LatinDiacritics), ..RetextOptions::default() }).unwrap();
+        println!("{report}");
+        assert!(report.tasks.iter().all(|t| t.outside_changed.is_none_or(|o| o == 0)), "{report}");
+    }
+
+    #[test]
+    #[ignore = "about three minutes; writes docs/text/replace.png"]
+    fn full_run() {
+        let sheet = Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/text/replace.png")));
+        let report = run(&RetextOptions { tasks: 40, seed: 1, sheet, ..RetextOptions::default() }).expect("OCR models and fonts");
+        println!("{report}");
+        assert!(report.tasks.iter().all(|t| t.outside_changed.is_none_or(|o| o == 0)), "{report}");
+        assert!(report.rate(|t| t.read_back) >= 0.7, "{report}");
     }
 }

@@ -5,9 +5,9 @@ mod edit;
 mod eval_edits;
 mod eval_loop;
 // `plantain eval text` (eval_text.rs) calls it.
+mod eval_photos;
 #[allow(dead_code)]
 mod eval_retext;
-mod eval_photos;
 mod generate;
 mod hubcmd;
 mod io;

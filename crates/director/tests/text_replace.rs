@@ -17,8 +17,11 @@ fn ground(w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| Rgb([(250 - x * 60 / w) as u8, (200 - y * 80 / h) as u8, (60 + (x + y) * 40 / (w + h)) as u8]))
 }
 
-/// Texts drawn at (centre, angle, size, colour).
-fn poster(texts: &[(&str, [f32; 2], f32, f32, [u8; 3])]) -> RgbImage {
+/// A text, its centre, angle (degrees), size (px) and colour.
+type Word<'a> = (&'a str, [f32; 2], f32, f32, [u8; 3]);
+
+/// The texts drawn on the ground.
+fn poster(texts: &[Word<'_>]) -> RgbImage {
     let ts = poster_fonts();
     let mut image = ground(640, 400);
     for &(text, centre, angle_deg, size_px, colour) in texts {

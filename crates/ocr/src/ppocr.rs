@@ -208,8 +208,7 @@ impl PpOcr {
         // Tensor columns per step, then line pixels per tensor column.
         let (per_step, scale) = (f64::from(width) / steps as f64, f64::from(margined.width()) / f64::from(drawn));
         let at = |step: usize| ((step as f64 * per_step * scale - margin).clamp(0.0, f64::from(w))) as f32;
-        let confidence =
-            if symbols.is_empty() { 0.0 } else { symbols.iter().map(|s| s.probability).sum::<f32>() / symbols.len() as f32 };
+        let confidence = if symbols.is_empty() { 0.0 } else { symbols.iter().map(|s| s.probability).sum::<f32>() / symbols.len() as f32 };
         let chars = symbols.into_iter().map(|s| CharSpan { x0: at(s.first), x1: at(s.last + 1), text: s.text }).collect();
         Ok(SpannedText { chars, confidence })
     }

@@ -127,6 +127,10 @@ fn words_come_with_their_own_boxes() {
     let brave_start = 20.0 + common::text_width("HELLO ", 40.0);
     let brave_end = 20.0 + common::text_width("HELLO BRAVE", 40.0);
     let (x0, _, x1, _) = words[1].bbox;
-    assert!((x0 as f32 - brave_start).abs() < 6.0 && (x1 as f32 - brave_end).abs() < 6.0, "{:?} vs {brave_start}..{brave_end}", words[1].bbox);
+    assert!(
+        (x0 as f32 - brave_start).abs() < 6.0 && (x1 as f32 - brave_end).abs() < 6.0,
+        "{:?} vs {brave_start}..{brave_end}",
+        words[1].bbox
+    );
     assert!(words[0].bbox.2 < words[1].bbox.0 && words[1].bbox.2 < words[2].bbox.0);
 }

@@ -21,8 +21,22 @@ const QUOTES: [(char, char); 11] = [
 ];
 
 /// Verbs that rewrite a text; "substitute A for B" puts A where B was.
-const REWRITE: &[&str] =
-    &["replace", "change", "swap", "turn", "rewrite", "edit", "update", "correct", "fix", "rename", "make", "substitute", "switch", "retype"];
+const REWRITE: &[&str] = &[
+    "replace",
+    "change",
+    "swap",
+    "turn",
+    "rewrite",
+    "edit",
+    "update",
+    "correct",
+    "fix",
+    "rename",
+    "make",
+    "substitute",
+    "switch",
+    "retype",
+];
 const REMOVE: &[&str] = &["remove", "delete", "erase", "clear", "rid", "eliminate", "hide", "scrub", "wipe"];
 /// Words between the two texts that say the second replaces the first.
 const LINKS: &[&str] = &["with", "to", "into", "by", "for", "as", "->", "→", "=>", "say", "says", "read", "reads"];
@@ -31,7 +45,12 @@ const LINKS: &[&str] = &["with", "to", "into", "by", "for", "as", "->", "→", "
 pub fn text_edit(text: &str) -> Option<Operation> {
     let quoted = quoted_spans(text);
     let words = |range: std::ops::Range<usize>| -> Vec<String> {
-        text[range].to_lowercase().split(|c: char| c.is_whitespace() || ",.:;!?()".contains(c)).filter(|w| !w.is_empty()).map(str::to_string).collect()
+        text[range]
+            .to_lowercase()
+            .split(|c: char| c.is_whitespace() || ",.:;!?()".contains(c))
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
     };
     let has = |ws: &[String], set: &[&str]| ws.iter().any(|w| set.contains(&w.as_str()));
     match quoted.as_slice() {

@@ -102,21 +102,55 @@ pub enum BackgroundPart {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Operation {
-    Adjust { adjustment: Adjustment, scope: Scope },
+    Adjust {
+        adjustment: Adjustment,
+        scope: Scope,
+    },
     BlurBackground,
-    Recolor { target: Selector, color: ColorName },
-    RecolorBackground { part: BackgroundPart, color: ColorName },
-    ReplaceBackground { prompt: String },
-    Remove { target: Selector },
-    Add { prompt: String, color: Option<ColorName>, shape: Option<Shape>, position: Position, large: Option<bool> },
-    Replace { target: Selector, prompt: String },
-    Restyle { style: String },
+    Recolor {
+        target: Selector,
+        color: ColorName,
+    },
+    RecolorBackground {
+        part: BackgroundPart,
+        color: ColorName,
+    },
+    ReplaceBackground {
+        prompt: String,
+    },
+    Remove {
+        target: Selector,
+    },
+    Add {
+        prompt: String,
+        color: Option<ColorName>,
+        shape: Option<Shape>,
+        position: Position,
+        large: Option<bool>,
+    },
+    Replace {
+        target: Selector,
+        prompt: String,
+    },
+    Restyle {
+        style: String,
+    },
     Outpaint,
-    Fuse { subjects: Vec<usize>, into: usize, position: Position, large: Option<bool> },
+    Fuse {
+        subjects: Vec<usize>,
+        into: usize,
+        position: Position,
+        large: Option<bool>,
+    },
     /// The quoted text `old`, wherever the picture shows it, rewritten as `new`.
-    ReplaceText { old: String, new: String },
+    ReplaceText {
+        old: String,
+        new: String,
+    },
     /// The quoted text `old` taken out of the picture, the ground behind it rebuilt.
-    RemoveText { old: String },
+    RemoveText {
+        old: String,
+    },
 }
 
 impl Operation {

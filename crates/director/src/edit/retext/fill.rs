@@ -81,9 +81,8 @@ pub(super) fn remove_letters(image: &RgbImage, tight: &Frame, outer: &Frame) -> 
     let rim = (0.04 * outer.height).max(1.5);
     let near = composite::distance_to(&letters);
     let unknown: Vec<bool> = (0..(win.w * win.h) as usize).map(|i| dist[i] == 0.0 && near[i] <= rim).collect();
-    let mut res: Vec<[f64; 3]> = coords()
-        .map(|(x, y)| if unknown[win.index(x, y)] { [0.0; 3] } else { sub3(pixel(x, y), ground.at(at(x, y))) })
-        .collect();
+    let mut res: Vec<[f64; 3]> =
+        coords().map(|(x, y)| if unknown[win.index(x, y)] { [0.0; 3] } else { sub3(pixel(x, y), ground.at(at(x, y))) }).collect();
     harmonic(&mut res, &unknown, &win);
     let mut plate = image.clone();
     let mut filled = 0;
@@ -126,7 +125,8 @@ fn sub3(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
 /// Gauss–Seidel with over-relaxation: each unknown value becomes the mean of its four
 /// neighbours in the window, the known ones fixed.
 fn harmonic(values: &mut [[f64; 3]], unknown: &[bool], win: &Window) {
-    let cells: Vec<(u32, u32)> = (0..win.h).flat_map(|y| (0..win.w).map(move |x| (x, y))).filter(|&(x, y)| unknown[win.index(x, y)]).collect();
+    let cells: Vec<(u32, u32)> =
+        (0..win.h).flat_map(|y| (0..win.w).map(move |x| (x, y))).filter(|&(x, y)| unknown[win.index(x, y)]).collect();
     const OMEGA: f64 = 1.8;
     const SWEEPS: usize = 250;
     for _ in 0..SWEEPS {
@@ -241,13 +241,10 @@ fn solve_normal(rows: &[[f64; 6]], b: impl Iterator<Item = f64>, k: usize) -> Op
             return None;
         }
         a.swap(col, pivot);
-        for r in 0..k {
-            if r != col {
-                let f = a[r][col] / a[col][col];
-                for c in col..=k {
-                    a[r][c] -= f * a[col][c];
-                }
-            }
+        let pivot_row = a[col].clone();
+        for (_, row) in a.iter_mut().enumerate().filter(|(r, _)| *r != col) {
+            let f = row[col] / pivot_row[col];
+            row.iter_mut().zip(&pivot_row).skip(col).for_each(|(v, p)| *v -= f * p);
         }
     }
     Some((0..k).map(|i| a[i][k] / a[i][i]).collect())

@@ -30,8 +30,19 @@ pub(super) struct Search {
     /// Every line read, in reading order.
     pub read: Vec<String>,
     pub reader: Reader,
-    /// Found only when case was ignored.
-    pub case_folded: bool,
+    /// How loosely it matched.
+    pub matched: Match,
+}
+
+/// How a text was matched: readers drop accents (Tesseract reads "Müller" as "Muller" about
+/// half the time), so an exact match is looked for first, then one ignoring case, then one
+/// ignoring accents as well.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Match {
+    Exact,
+    IgnoringCase,
+    IgnoringCaseAndAccents,
 }
 
 /// A character read and where along its line: `x0..x1` in the upright line's pixels.
@@ -65,23 +76,27 @@ pub(super) fn find(image: &RgbImage, old: &str, ocr: &PpOcr) -> Result<Search, E
     }
     let mut lines = Vec::new();
     for found in ocr.find_lines(image).map_err(ocr_error)? {
-        let frame = Frame::of_quad(&found.line.quad);
+        let box_frame = Frame::of_quad(&found.line.quad);
         // Vertical lines (turned a quarter) are not handled.
-        if frame.width < 2.0 || frame.height < 2.0 || frame.height > 1.5 * frame.width {
+        if box_frame.width < 2.0 || box_frame.height < 2.0 || box_frame.height > 1.5 * box_frame.width {
             continue;
         }
+        // The detector's box can be tight to the letters' bodies: a margin keeps accents,
+        // cedillas and tildes in the reader's view.
+        let m = LINE_MARGIN * box_frame.height;
+        let frame = box_frame.sub_box(-m, -m, box_frame.width + m, box_frame.height + m);
         let crop = frame.straighten(image);
         let glyphs = read_glyphs(&crop, &reader, ocr)?;
         lines.push(Line { frame, crop, glyphs });
     }
     let read: Vec<String> = lines.iter().map(|l| l.text().trim().to_string()).filter(|t| !t.is_empty()).collect();
-    for fold in [false, true] {
-        let hits: Vec<Hit> = lines.iter().flat_map(|l| l.hits(&want, fold, unspaced)).collect();
+    for matched in [Match::Exact, Match::IgnoringCase, Match::IgnoringCaseAndAccents] {
+        let hits: Vec<Hit> = lines.iter().flat_map(|l| l.hits(&want, matched, unspaced)).collect();
         if !hits.is_empty() {
-            return Ok(Search { hits, read, reader, case_folded: fold });
+            return Ok(Search { hits, read, reader, matched });
         }
     }
-    Ok(Search { hits: vec![], read, reader, case_folded: false })
+    Ok(Search { hits: vec![], read, reader, matched: Match::Exact })
 }
 
 /// The characters of an upright line and where they are.
@@ -94,6 +109,9 @@ fn read_glyphs(crop: &RgbImage, reader: &Reader, ocr: &PpOcr) -> Result<Vec<Glyp
         Reader::Tesseract { language } => tesseract_glyphs(crop, language),
     }
 }
+
+/// The margin added around each line the detector finds, as a share of its height.
+const LINE_MARGIN: f32 = 0.2;
 
 /// Tesseract reads small text poorly: lines are enlarged to at least this height.
 const TESSERACT_HEIGHT: u32 = 64;
@@ -130,7 +148,8 @@ fn tesseract_glyphs(crop: &RgbImage, language: &str) -> Result<Vec<Glyph>, EditE
 /// The per-channel median of the picture's border pixels.
 fn edge_colour(image: &RgbImage) -> image::Rgb<u8> {
     let (w, h) = image.dimensions();
-    let mut edge: Vec<[u8; 3]> = image.enumerate_pixels().filter(|&(x, y, _)| x == 0 || y == 0 || x + 1 == w || y + 1 == h).map(|(_, _, p)| p.0).collect();
+    let mut edge: Vec<[u8; 3]> =
+        image.enumerate_pixels().filter(|&(x, y, _)| x == 0 || y == 0 || x + 1 == w || y + 1 == h).map(|(_, _, p)| p.0).collect();
     image::Rgb(std::array::from_fn(|c| {
         edge.sort_unstable_by_key(|p| p[c]);
         edge.get(edge.len() / 2).map_or(255, |p| p[c])
@@ -143,8 +162,8 @@ impl Line {
     }
 
     /// Each match of `want` (no whitespace) in this line, as a box.
-    fn hits(&self, want: &[char], fold: bool, unspaced: bool) -> Vec<Hit> {
-        let ranges = find_runs(&self.glyphs, want, fold, unspaced);
+    fn hits(&self, want: &[char], matched: Match, unspaced: bool) -> Vec<Hit> {
+        let ranges = find_runs(&self.glyphs, want, matched, unspaced);
         let ink = ink_columns(&self.crop);
         ranges
             .into_iter()
@@ -186,9 +205,13 @@ impl Line {
 
 /// Matches of `want` among the glyphs, whitespace skipped: inclusive glyph index ranges. For
 /// spaced scripts a match must not continue a word on either side.
-fn find_runs(glyphs: &[Glyph], want: &[char], fold: bool, unspaced: bool) -> Vec<(usize, usize)> {
+fn find_runs(glyphs: &[Glyph], want: &[char], matched: Match, unspaced: bool) -> Vec<(usize, usize)> {
     let solid: Vec<usize> = (0..glyphs.len()).filter(|&k| !glyphs[k].c.is_whitespace()).collect();
-    let same = |a: char, b: char| if fold { a.to_lowercase().eq(b.to_lowercase()) } else { a == b };
+    let same = |a: char, b: char| match matched {
+        Match::Exact => a == b,
+        Match::IgnoringCase => a.to_lowercase().eq(b.to_lowercase()),
+        Match::IgnoringCaseAndAccents => base(a).to_lowercase().eq(base(b).to_lowercase()),
+    };
     let word_char = |k: Option<&Glyph>| k.is_some_and(|g| g.c.is_alphanumeric());
     let mut runs = Vec::new();
     let mut s = 0;
@@ -204,6 +227,12 @@ fn find_runs(glyphs: &[Glyph], want: &[char], fold: bool, unspaced: bool) -> Vec
         }
     }
     runs
+}
+
+/// A letter without its accents: the first character of its canonical decomposition.
+fn base(c: char) -> char {
+    use unicode_normalization::UnicodeNormalization;
+    std::iter::once(c).nfd().next().unwrap_or(c)
 }
 
 /// Whether each column of an upright line crop has ink: a pixel that differs by more than 48
@@ -272,13 +301,16 @@ mod tests {
     fn matches_respect_words_case_and_spacing() {
         let line = glyphs("BIG SALE, WHOLESALE SALE");
         let want: Vec<char> = "SALE".chars().collect();
-        assert_eq!(find_runs(&line, &want, false, false), [(4, 7), (20, 23)]);
-        assert!(find_runs(&glyphs("big sale"), &want, false, false).is_empty());
-        assert_eq!(find_runs(&glyphs("big sale"), &want, true, false), [(4, 7)]);
+        assert_eq!(find_runs(&line, &want, Match::Exact, false), [(4, 7), (20, 23)]);
+        assert!(find_runs(&glyphs("big sale"), &want, Match::Exact, false).is_empty());
+        assert_eq!(find_runs(&glyphs("big sale"), &want, Match::IgnoringCase, false), [(4, 7)]);
         let two: Vec<char> = "BIGSALE".chars().collect();
-        assert_eq!(find_runs(&glyphs("BIG  SALE"), &two, false, false), [(0, 8)]);
+        assert_eq!(find_runs(&glyphs("BIG  SALE"), &two, Match::Exact, false), [(0, 8)]);
         let han: Vec<char> = "大减价".chars().collect();
-        assert_eq!(find_runs(&glyphs("今天大减价啦"), &han, false, true), [(2, 4)]);
+        assert_eq!(find_runs(&glyphs("今天大减价啦"), &han, Match::Exact, true), [(2, 4)]);
+        let accented: Vec<char> = "Müller".chars().collect();
+        assert!(find_runs(&glyphs("Herr Muller"), &accented, Match::IgnoringCase, false).is_empty());
+        assert_eq!(find_runs(&glyphs("Herr Muller"), &accented, Match::IgnoringCaseAndAccents, false), [(5, 10)]);
     }
 
     #[test]

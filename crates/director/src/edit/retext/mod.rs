@@ -27,6 +27,7 @@ use serde::Serialize;
 use super::EditError;
 use super::plan::{Builder, EditPlan};
 use super::words::{Instruction, Operation};
+pub use find::Match;
 use frame::Frame;
 
 /// What finding, reading back and setting text needs.
@@ -55,8 +56,8 @@ pub struct TextEdit {
     pub new: Option<String>,
     /// The reader that found the old text ("PP-OCRv4", "Tesseract (rus)").
     pub found_by: String,
-    /// The old text was found only when case was ignored.
-    pub case_folded: bool,
+    /// How loosely the old text matched what was read.
+    pub matched: find::Match,
     pub occurrences: Vec<Occurrence>,
 }
 
@@ -187,7 +188,7 @@ pub(super) fn plan_text(instruction: Instruction, image: &RgbImage, tools: TextT
         region = composite::union(&region, &changed);
         occurrences.push(occurrence);
     }
-    let edit = TextEdit { old, new, found_by: search.reader.to_string(), case_folded: search.case_folded, occurrences };
+    let edit = TextEdit { old, new, found_by: search.reader.to_string(), matched: search.matched, occurrences };
     let mut b = Builder::new(instruction, image.clone());
     b.notes = notes(&edit, image.dimensions());
     b.target = Some(target(&edit));
@@ -202,7 +203,13 @@ the letters filled by harmonic inpainting), the new text typeset by plantain-typ
 then read back by OCR (exact image maths, no model)";
 
 /// One occurrence rewritten on `image`: the picture after, the pixels it may change, and what was done.
-fn rewrite(image: &RgbImage, hit: &find::Hit, old: &str, new: Option<&str>, tools: TextTools<'_>) -> Result<(RgbImage, GrayImage, Occurrence), EditError> {
+fn rewrite(
+    image: &RgbImage,
+    hit: &find::Hit,
+    old: &str,
+    new: Option<&str>,
+    tools: TextTools<'_>,
+) -> Result<(RgbImage, GrayImage, Occurrence), EditError> {
     let tight = Frame::of_quad(&hit.quad);
     // Detectors' boxes can be tight to the ink (or cut into it): the letters are looked for in
     // a margin around the box too.
@@ -248,13 +255,31 @@ fn rewrite(image: &RgbImage, hit: &find::Hit, old: &str, new: Option<&str>, tool
     Ok((drawn.image, composite::union(&old_box, &drawn.mask), occurrence))
 }
 
+/// A read-back that fails on a box lower than this is tried again on it enlarged to this height.
+const READ_BACK_HEIGHT: u32 = 128;
+
 /// Reads the box upright: the new text must be read exactly; a removed text must not be read.
 fn read_back(image: &RgbImage, frame: &Frame, text: &str, removal: bool, ocr: &PpOcr) -> Result<ReadBack, EditError> {
     let crop = frame.straighten(image);
-    let verdict = plantain_ocr::verify(ocr, &crop, text).map_err(find::ocr_error)?;
+    let mut verdict = plantain_ocr::verify(ocr, &crop, text).map_err(find::ocr_error)?;
+    if !removal && !verdict.matches && crop.height() < READ_BACK_HEIGHT {
+        // Readers drop small accents: the same pixels, enlarged, are read once more.
+        let scale = READ_BACK_HEIGHT as f32 / crop.height() as f32;
+        let w = (crop.width() as f32 * scale).round() as u32;
+        let big = image::imageops::resize(&crop, w.max(1), READ_BACK_HEIGHT, image::imageops::FilterType::CatmullRom);
+        let again = plantain_ocr::verify(ocr, &big, text).map_err(find::ocr_error)?;
+        if again.matches {
+            verdict = again;
+        }
+    }
     let unspaced = Script::of(text).is_some_and(Script::unspaced);
     let passed = if removal { !verdict.read.contains(&normalize(text, unspaced)) } else { verdict.matches };
-    Ok(ReadBack { expected: if removal { String::new() } else { text.into() }, read: verdict.read, reader: verdict.reader.to_string(), passed })
+    Ok(ReadBack {
+        expected: if removal { String::new() } else { text.into() },
+        read: verdict.read,
+        reader: verdict.reader.to_string(),
+        passed,
+    })
 }
 
 fn not_found(old: &str, search: &find::Search) -> String {
@@ -276,11 +301,19 @@ fn target(edit: &TextEdit) -> String {
 
 fn notes(edit: &TextEdit, (w, h): (u32, u32)) -> Vec<String> {
     let mut notes = vec![format!("found by {}", edit.found_by)];
-    if edit.case_folded {
-        notes.push(format!("\"{}\" was found only with another case; the new text is set as typed", edit.old));
+    match edit.matched {
+        find::Match::Exact => {}
+        find::Match::IgnoringCase => notes.push(format!("\"{}\" was found only with another case; the new text is set as typed", edit.old)),
+        find::Match::IgnoringCaseAndAccents => notes.push(format!(
+            "\"{}\" was found only ignoring case and accents (the reader drops accents); the new text is set as typed",
+            edit.old
+        )),
     }
     if edit.occurrences.len() > 1 {
-        notes.push(format!("every occurrence of the exact text is rewritten ({}); quote more of its line to rewrite one", edit.occurrences.len()));
+        notes.push(format!(
+            "every occurrence of the exact text is rewritten ({}); quote more of its line to rewrite one",
+            edit.occurrences.len()
+        ));
     }
     for (k, o) in edit.occurrences.iter().enumerate() {
         let at = o.quad[0].map(|v| v.round() as i64);

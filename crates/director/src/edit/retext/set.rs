@@ -48,7 +48,8 @@ struct OldInk {
 /// The old ink in the frame: where `original` and `plate` differ.
 fn old_ink(original: &RgbImage, plate: &RgbImage, frame: &Frame) -> Option<OldInk> {
     let (a, b) = (frame.straighten(original), frame.straighten(plate));
-    let diff: Vec<f32> = a.pixels().zip(b.pixels()).map(|(p, q)| (0..3).map(|c| (f32::from(p[c]) - f32::from(q[c])).powi(2)).sum::<f32>().sqrt()).collect();
+    let diff: Vec<f32> =
+        a.pixels().zip(b.pixels()).map(|(p, q)| (0..3).map(|c| (f32::from(p[c]) - f32::from(q[c])).powi(2)).sum::<f32>().sqrt()).collect();
     let mut sorted = diff.clone();
     sorted.sort_by(f32::total_cmp);
     let strong = sorted[(sorted.len() * 98 / 100).min(sorted.len() - 1)];
@@ -60,7 +61,8 @@ fn old_ink(original: &RgbImage, plate: &RgbImage, frame: &Frame) -> Option<OldIn
     let (xs, ys) = (inked.iter().map(|i| i % w), inked.iter().map(|i| i / w));
     let (u0, u1) = (xs.clone().min()? as f32, xs.max()? as f32 + 1.0);
     let (v0, v1) = (ys.clone().min()? as f32, ys.max()? as f32 + 1.0);
-    let mut core: Vec<[u8; 3]> = (0..diff.len()).filter(|&i| diff[i] >= 0.8 * strong).map(|i| a.as_raw()[i * 3..i * 3 + 3].try_into().unwrap_or([0; 3])).collect();
+    let mut core: Vec<[u8; 3]> =
+        (0..diff.len()).filter(|&i| diff[i] >= 0.8 * strong).map(|i| a.as_raw()[i * 3..i * 3 + 3].try_into().unwrap_or([0; 3])).collect();
     let colour = Rgb(std::array::from_fn(|c| {
         core.sort_unstable_by_key(|p| p[c]);
         core[core.len() / 2][c]
@@ -138,11 +140,19 @@ pub(super) fn render(ts: &Typesetter, text: &str, size: f32, bold: bool) -> Resu
     let chars = text.chars().count() as f32;
     let (w, h) = ((size * (1.6 * chars + 2.0)).ceil() as u32 + 8, (size * 3.0).ceil() as u32 + 8);
     let canvas = RgbImage::new(w, h);
-    let spec = TextSpec { placement: Placement::Box(0, 0, w, h), max_lines: 1, size: Some(size), colour: Some(Rgb([255, 255, 255])), language: None, bold };
+    let spec = TextSpec {
+        placement: Placement::Box(0, 0, w, h),
+        max_lines: 1,
+        size: Some(size),
+        colour: Some(Rgb([255, 255, 255])),
+        language: None,
+        bold,
+    };
     let set = ts.set(&canvas, text, &spec).map_err(|e| EditError::Invalid(format!("cannot set \"{text}\": {e}")))?;
     let (x, y, iw, ih) = set.text_bbox;
     let baseline = set.glyphs.first().map_or((y + ih) as f32, |g| g.baseline);
-    let cov = (y..y + ih).flat_map(|py| (x..x + iw).map(move |px| (px, py))).map(|(px, py)| to_linear(set.image.get_pixel(px, py)[1])).collect();
+    let cov =
+        (y..y + ih).flat_map(|py| (x..x + iw).map(move |px| (px, py))).map(|(px, py)| to_linear(set.image.get_pixel(px, py)[1])).collect();
     Ok(Rendered { cov, ink: (x as f32, y as f32, (x + iw) as f32, (y + ih) as f32), baseline, size })
 }
 
@@ -225,7 +235,13 @@ fn inward_shift(ink: &Frame, frame: &Frame, width: f32) -> f32 {
     if hi - lo > width || ux.abs() < 0.3 {
         return 0.0;
     }
-    let dx = if lo < 0.0 { -lo } else if hi > width { width - hi } else { 0.0 };
+    let dx = if lo < 0.0 {
+        -lo
+    } else if hi > width {
+        width - hi
+    } else {
+        0.0
+    };
     dx / ux
 }
 
