@@ -4,7 +4,8 @@
 //! reading), into pictures plantain-nano generated at several sizes and aspect ratios, and read
 //! back by the reader the text's script gets (PP-OCRv4 or Tesseract with its language packs).
 //! Reported: exact-match rate per script (against the targets), per language and per
-//! reader, first-try rate, time per text, and every miss with what was read.
+//! reader, first-try rate, time per text, and every miss with what was read. Then the
+//! text-replacement job on synthetic posters ([`crate::eval_retext`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -50,6 +51,13 @@ pub struct Args {
     /// Write a contact sheet of the first text of each language on each size here (PNG/JPEG).
     #[arg(long)]
     pub sheet: Option<std::path::PathBuf>,
+    /// Text-replacement tasks on synthetic posters ("replace the text 'A' with 'B'": found by
+    /// OCR, removed, set again, read back); 0 skips them.
+    #[arg(long, default_value_t = 40)]
+    pub replace: usize,
+    /// Write a before/after sheet of the first replacement posters here (PNG).
+    #[arg(long)]
+    pub replace_sheet: Option<std::path::PathBuf>,
 }
 
 /// A string of the list and its language.
@@ -73,9 +81,22 @@ struct Trial {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.per_string > 0 {
+        read_back(&a)?;
+    }
+    if a.replace > 0 {
+        let opts =
+            crate::eval_retext::RetextOptions { tasks: a.replace, seed: a.seed, sheet: a.replace_sheet.clone(), ..Default::default() };
+        println!("\n{}", crate::eval_retext::run(&opts)?);
+    }
+    Ok(())
+}
+
+/// The committed strings set into generated pictures and read back.
+fn read_back(a: &Args) -> Result<()> {
     let entries = strings(&a.only, a.limit)?;
     let sizes = a.sizes.iter().map(|s| parse_size(s)).collect::<Result<Vec<_>>>()?;
-    let pictures = backgrounds(&a, &sizes)?;
+    let pictures = backgrounds(a, &sizes)?;
     let checks = InstalledChecks::new();
     let reader = checks.reader().context("the OCR models are not installed: run scripts/setup.sh")?;
     let ts = checks.typesetter();
@@ -100,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     bar.finish_and_clear();
-    println!("{}", report(&trials, &a, &sizes));
+    println!("{}", report(&trials, a, &sizes));
     if let Some(path) = &a.sheet {
         contact_sheet(&trials).save(path).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("contact sheet: {}", path.display());

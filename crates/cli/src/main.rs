@@ -5,6 +5,7 @@ mod edit;
 mod eval_edits;
 mod eval_loop;
 mod eval_photos;
+mod eval_retext;
 mod eval_text;
 mod generate;
 mod hubcmd;

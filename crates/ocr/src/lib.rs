@@ -20,7 +20,7 @@ mod script;
 mod tesseract;
 
 pub use error::OcrError;
-pub use line::TextLine;
+pub use line::{CharSpan, SpannedText, TextLine};
 pub use ppocr::{CLASSIFIER_FILE, DETECTOR_FILE, FoundLine, MAX_LINE_WIDTH, PpOcr, PpOcrOptions, RECOGNIZER_FILE};
 pub use script::{Reader, Script, Verdict, normalize, verify};
 pub use tesseract::{PageSegmentation, Tesseract};

@@ -34,6 +34,32 @@ impl TextLine {
     }
 }
 
+/// One symbol a recogniser read and where along its line: `x0..x1` in the line picture's
+/// pixels, the span of the recogniser's time steps that gave it (CTC steps are 8 pixels of the
+/// recogniser's 48-pixel-high input; a symbol's steps lie within its glyph, not always across
+/// all of it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CharSpan {
+    pub text: String,
+    pub x0: f32,
+    pub x1: f32,
+}
+
+/// A line read with where each symbol is ([`crate::PpOcr::recognize_spans`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpannedText {
+    /// The symbols in order; their texts joined are the line's text (spaces included, not trimmed).
+    pub chars: Vec<CharSpan>,
+    /// The mean probability of the symbols read (0 when none).
+    pub confidence: f32,
+}
+
+impl SpannedText {
+    pub fn text(&self) -> String {
+        self.chars.iter().map(|c| c.text.as_str()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use crate::detect::{BoxParams, Candidate, Plan, RAPIDOCR_MIN_SIDE, boxes, readin
 use crate::error::OcrError;
 use crate::geometry::Point;
 use crate::imaging::{LINE_HEIGHT, banded, bordered, crop_quad, line_tensor, resized, tightened, to_tensor, with_margin};
-use crate::line::TextLine;
+use crate::line::{CharSpan, SpannedText, TextLine};
 use crate::model::Model;
 use crate::recognize::Charset;
 
@@ -192,6 +192,27 @@ impl PpOcr {
         self.recognize(tightened(line).into_owned())
     }
 
+    /// The text of a picture that is one line, each symbol with where it is along the line
+    /// (from the recogniser's CTC time steps, mapped back through the margin and the resizing),
+    /// for finding a word within a line. Read as is: not cut to its ink, no direction check.
+    pub fn recognize_spans(&self, line: &RgbImage) -> Result<SpannedText, OcrError> {
+        let (w, _) = non_empty(line)?;
+        let margined = with_margin(line.clone(), self.options.line_margin);
+        let margin = f64::from(margined.width() - w) / 2.0;
+        let ratio = f64::from(margined.width()) / f64::from(margined.height());
+        let width = ((f64::from(LINE_HEIGHT) * ratio) as u32).clamp(MIN_LINE_WIDTH, MAX_LINE_WIDTH);
+        let drawn = ((f64::from(LINE_HEIGHT) * ratio).ceil() as u32).clamp(1, width);
+        let probs = self.recognizer_output(&margined, width)?;
+        let steps = probs.shape()[0].max(1);
+        let symbols = self.charset.decode_steps(probs.view());
+        // Tensor columns per step, then line pixels per tensor column.
+        let (per_step, scale) = (f64::from(width) / steps as f64, f64::from(margined.width()) / f64::from(drawn));
+        let at = |step: usize| ((step as f64 * per_step * scale - margin).clamp(0.0, f64::from(w))) as f32;
+        let confidence = if symbols.is_empty() { 0.0 } else { symbols.iter().map(|s| s.probability).sum::<f32>() / symbols.len() as f32 };
+        let chars = symbols.into_iter().map(|s| CharSpan { x0: at(s.first), x1: at(s.last + 1), text: s.text }).collect();
+        Ok(SpannedText { chars, confidence })
+    }
+
     /// Text boxes in the banded working picture, in reading order.
     fn detect(&self, page: &RgbImage, plan: &Plan) -> Result<Vec<Candidate>, OcrError> {
         let input = to_tensor(&resized(page, plan.detector), plan.detector.0);
@@ -219,6 +240,13 @@ impl PpOcr {
     fn recognize_as_is(&self, line: &RgbImage) -> Result<(String, f32), OcrError> {
         let ratio = f64::from(line.width()) / f64::from(line.height());
         let width = ((f64::from(LINE_HEIGHT) * ratio) as u32).clamp(MIN_LINE_WIDTH, MAX_LINE_WIDTH);
+        let probs = self.recognizer_output(line, width)?;
+        let (text, confidence) = self.charset.decode(probs.view());
+        Ok((text.trim().to_string(), confidence))
+    }
+
+    /// The recogniser's `steps × classes` probabilities for `line` drawn into an input `width` wide.
+    fn recognizer_output(&self, line: &RgbImage, width: u32) -> Result<ndarray::Array2<f32>, OcrError> {
         let output = self.recognizer.run(line_tensor(line, width))?;
         let probs = output.into_dimensionality::<Ix3>().map_err(|e| OcrError::Runtime(format!("recogniser output: {e}")))?;
         if probs.shape()[0] != 1 || probs.shape()[2] != self.charset.len() {
@@ -228,8 +256,7 @@ impl PpOcr {
                 self.charset.len()
             )));
         }
-        let (text, confidence) = self.charset.decode(probs.slice(s![0, .., ..]));
-        Ok((text.trim().to_string(), confidence))
+        Ok(probs.slice(s![0, .., ..]).to_owned())
     }
 
     /// Whether the direction classifier is sure the line is upside down.

@@ -42,6 +42,37 @@ impl Charset {
         let confidence = if kept == 0 { 0.0 } else { (sum / kept as f64) as f32 };
         (text, confidence)
     }
+
+    /// The same greedy decoding, keeping where each symbol was read: the run of time steps
+    /// (first and last, inclusive) over which the recogniser gave its class.
+    pub fn decode_steps(&self, probs: ArrayView2<f32>) -> Vec<Symbol> {
+        let mut symbols: Vec<Symbol> = Vec::new();
+        let mut previous = None;
+        for (t, row) in probs.rows().into_iter().enumerate() {
+            let Some((class, &p)) = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else { continue };
+            match symbols.last_mut() {
+                Some(last) if previous == Some(class) && class != 0 => last.last = t,
+                _ if class != 0 => {
+                    let text = self.0.get(class).cloned().unwrap_or_default();
+                    symbols.push(Symbol { text, first: t, last: t, probability: p });
+                }
+                _ => {}
+            }
+            previous = Some(class);
+        }
+        symbols.retain(|s| !s.text.is_empty());
+        symbols
+    }
+}
+
+/// One symbol of a greedy CTC decoding and the time steps it spans.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Symbol {
+    pub text: String,
+    pub first: usize,
+    pub last: usize,
+    /// The probability at its first step.
+    pub probability: f32,
 }
 
 #[cfg(test)]
@@ -77,5 +108,17 @@ mod tests {
         assert_eq!((empty.as_str(), zero), ("", 0.0));
         // A class past the alphabet (a mismatched model) is skipped, not a panic.
         assert_eq!(charset.decode(steps(7, &[(6, 0.9), (2, 0.9)]).view()).0, "b");
+    }
+
+    #[test]
+    fn decode_steps_keeps_each_symbols_run() {
+        let charset = Charset::from_metadata("a\nb\nc");
+        // a a _ a b b _ space c
+        let picks = [(1, 0.9), (1, 0.8), (0, 0.99), (1, 0.7), (2, 0.6), (2, 0.9), (0, 0.9), (4, 0.5), (3, 0.5)];
+        let symbols = charset.decode_steps(steps(5, &picks).view());
+        let runs: Vec<(&str, usize, usize)> = symbols.iter().map(|s| (s.text.as_str(), s.first, s.last)).collect();
+        assert_eq!(runs, [("a", 0, 1), ("a", 3, 3), ("b", 4, 5), (" ", 7, 7), ("c", 8, 8)]);
+        let text: String = symbols.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(text, charset.decode(steps(5, &picks).view()).0);
     }
 }

@@ -65,6 +65,12 @@ impl Tesseract {
         let output = recognize(image, language, segmentation, Some("tsv"))?;
         Ok(lines_from_tsv(&String::from_utf8_lossy(&output.stdout), image.dimensions()))
     }
+
+    /// Each word of the picture with its box and confidence, in Tesseract's order.
+    pub fn read_words(image: &RgbImage, language: &str, segmentation: PageSegmentation) -> Result<Vec<TextLine>, OcrError> {
+        let output = recognize(image, language, segmentation, Some("tsv"))?;
+        Ok(words_from_tsv(&String::from_utf8_lossy(&output.stdout), image.dimensions()).into_iter().map(Gathered::into_line).collect())
+    }
 }
 
 /// Runs `tesseract` on the picture, saved as a temporary PNG, after checking the language packs.
@@ -122,8 +128,20 @@ struct Gathered {
 
 /// Lines from Tesseract's TSV (`level page block paragraph line word left top width height
 /// conf text`): the words (level 5) with text, grouped by page, block, paragraph and line.
-fn lines_from_tsv(tsv: &str, (width, height): (u32, u32)) -> Vec<TextLine> {
+fn lines_from_tsv(tsv: &str, size: (u32, u32)) -> Vec<TextLine> {
     let mut lines: Vec<Gathered> = Vec::new();
+    for word in words_from_tsv(tsv, size) {
+        match lines.last_mut() {
+            Some(last) if last.key == word.key => last.push(word),
+            _ => lines.push(word),
+        }
+    }
+    lines.into_iter().map(Gathered::into_line).collect()
+}
+
+/// The words (level 5) with text of Tesseract's TSV, each with its line's key.
+fn words_from_tsv(tsv: &str, (width, height): (u32, u32)) -> Vec<Gathered> {
+    let mut words = Vec::new();
     for row in tsv.lines().skip(1) {
         let fields: Vec<&str> = row.splitn(12, '\t').collect();
         let [level, page, block, par, line, _, left, top, w, h, conf, text] = fields[..] else { continue };
@@ -134,13 +152,9 @@ fn lines_from_tsv(tsv: &str, (width, height): (u32, u32)) -> Vec<TextLine> {
         }
         let key = (n[1], n[2], n[3], n[4]);
         let bbox = (n[5].min(width), n[6].min(height), (n[5] + n[7]).min(width), (n[6] + n[8]).min(height));
-        let word = Gathered { key, words: vec![text.trim().to_string()], bbox, confidence: conf.max(0.0) / 100.0 };
-        match lines.last_mut() {
-            Some(last) if last.key == key => last.push(word),
-            _ => lines.push(word),
-        }
+        words.push(Gathered { key, words: vec![text.trim().to_string()], bbox, confidence: conf.max(0.0) / 100.0 });
     }
-    lines.into_iter().map(Gathered::into_line).collect()
+    words
 }
 
 impl Gathered {
@@ -181,6 +195,8 @@ mod tests {
         assert_eq!(lines[2].bbox, (250, 80, 300, 100));
         assert_eq!(lines[2].quad[2], [300.0, 100.0]);
         assert!(lines_from_tsv("", (1, 1)).is_empty());
+        let words: Vec<String> = words_from_tsv(tsv, (300, 100)).into_iter().map(|w| w.into_line().text).collect();
+        assert_eq!(words, ["Hello", "world", "42", "edge"]);
     }
 
     #[test]

@@ -174,3 +174,22 @@ fn a_missing_folder_names_the_setup_script() {
     let err = PpOcr::open(std::path::Path::new("/nonexistent/ppocr")).unwrap_err();
     assert!(err.to_string().contains("scripts/setup-ocr.sh"), "{err}");
 }
+
+#[test]
+fn recognized_characters_lie_where_they_were_drawn() {
+    let text = "BIG SUMMER SALE";
+    let (px, pad) = (40.0, 10);
+    let image = common::line(text, px, pad);
+    let spans = common::ppocr().recognize_spans(&image).unwrap();
+    assert_eq!(spans.text().trim(), text);
+    assert!(spans.confidence > 0.8, "{}", spans.confidence);
+    // Each letter's time steps lie within its advance (give or take a recogniser step).
+    let solid: Vec<&plantain_ocr::CharSpan> = spans.chars.iter().filter(|c| c.text != " ").collect();
+    for (k, (c, span)) in text.chars().filter(|c| *c != ' ').zip(&solid).enumerate() {
+        let prefix: String = text.chars().take(text.char_indices().filter(|(_, ch)| *ch != ' ').nth(k).unwrap().0).collect();
+        let start = pad as f32 + common::text_width(&prefix, px);
+        let end = start + common::text_width(&c.to_string(), px);
+        let middle = (span.x0 + span.x1) / 2.0;
+        assert!(span.x0 <= span.x1 && (start - 8.0..end + 8.0).contains(&middle), "{c}: {span:?} not in {start}..{end}");
+    }
+}

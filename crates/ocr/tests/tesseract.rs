@@ -117,3 +117,20 @@ fn missing_packs_and_bad_pictures_are_errors() {
         assert!(Tesseract::read_lines(&blank, "eng", PageSegmentation::Auto).unwrap().is_empty());
     }
 }
+
+#[test]
+fn words_come_with_their_own_boxes() {
+    require(&["eng"]);
+    let image = common::line("HELLO BRAVE WORLD", 40.0, 20);
+    let words = Tesseract::read_words(&image, "eng", PageSegmentation::Line).unwrap();
+    assert_eq!(words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>(), ["HELLO", "BRAVE", "WORLD"]);
+    let brave_start = 20.0 + common::text_width("HELLO ", 40.0);
+    let brave_end = 20.0 + common::text_width("HELLO BRAVE", 40.0);
+    let (x0, _, x1, _) = words[1].bbox;
+    assert!(
+        (x0 as f32 - brave_start).abs() < 6.0 && (x1 as f32 - brave_end).abs() < 6.0,
+        "{:?} vs {brave_start}..{brave_end}",
+        words[1].bbox
+    );
+    assert!(words[0].bbox.2 < words[1].bbox.0 && words[1].bbox.2 < words[2].bbox.0);
+}

@@ -18,7 +18,7 @@ use crate::gemini::{FoundImage, GenerateContentRequest, INPUT_IMAGE_TOKENS, Prep
 pub fn edit_error(e: EditError) -> ApiError {
     match e {
         EditError::Words(_) | EditError::NotFound(_) | EditError::Ambiguous(_) | EditError::Invalid(_) => ApiError::invalid(e.to_string()),
-        EditError::NoSegmenter => ApiError::failed_precondition(e.to_string()),
+        EditError::NoSegmenter | EditError::NoReader(_) => ApiError::failed_precondition(e.to_string()),
         EditError::Region(_) | EditError::NeedsPainter(_) | EditError::Composite(_) => ApiError::internal(e.to_string()),
     }
 }

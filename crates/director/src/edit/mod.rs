@@ -3,9 +3,10 @@
 //! ```text
 //! words ──read──▶ Instruction ──plan (regions)──▶ EditPlan ──[paint by a model]──▶ finish ──▶ Edited
 //! ```
-//! [`plan`] reads the instruction ([`words`]), finds its region ([`regions`]) and either does
-//! the work at once (light, colour, recolour, background recolour, blur, removal from a known
-//! background, fusion: exact image maths) or says what a model must repaint
+//! [`plan`] reads the instruction ([`words`]), finds its region ([`regions`]; a quoted text by
+//! OCR, [`retext`]) and either does the work at once (light, colour, recolour, background
+//! recolour, blur, removal from a known background, fusion, rewriting a text: exact image
+//! maths) or says what a model must repaint
 //! ([`PaintRequest`]: an image, a mask, a prompt). [`EditPlan::finish`] pastes the result back:
 //! outside the plan's `alpha` (the region and its feather band) every pixel is the input's own
 //! byte, which [`Edited::outside_changed`] counts (always 0; a test, not a hope).
@@ -14,12 +15,15 @@ pub mod adjust;
 mod fuse;
 pub mod named;
 mod plan;
+mod quoted;
 pub mod regions;
+pub mod retext;
 pub mod words;
 
 pub use named::{ModelFinder, painter_for};
 pub use plan::{EditOptions, EditPlan, Edited, PaintRequest, Painter, PlanReport, Work, explain, plan};
 pub use regions::{Candidate, FoundBy, LazySegmenter, Picture, SubjectFinder};
+pub use retext::{Placing, TextEdit, TextTools, draw_text, installed_tools, replace_text};
 pub use words::{Instruction, Operation, SUPPORTED, WordsError};
 
 /// Why an edit cannot be made. `NotFound`, `Ambiguous` and `Words` are answers for the user
@@ -40,6 +44,9 @@ pub enum EditError {
     /// A photograph needs the segmentation model, which is not installed.
     #[error("finding regions in a photograph needs the ISNet segmentation model, which is not installed (run `bash scripts/setup.sh`)")]
     NoSegmenter,
+    /// Editing a picture's text needs the OCR models (or Tesseract for its script).
+    #[error("{0} (run `bash scripts/setup.sh`)")]
+    NoReader(String),
     #[error("finding regions failed: {0}")]
     Region(String),
     /// The operation needs a model that paints, and none was given.

@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::EditError;
 use super::adjust;
 use super::regions::{FoundBy, Picture, SubjectFinder};
+use super::retext::{self, TextEdit};
 use super::words::{self, BackgroundPart, Instruction, Operation, Position, Scope, Selector};
 
 /// Settings an edit takes besides its words.
@@ -84,6 +85,8 @@ pub struct EditPlan {
     /// The words named an object by a noun the finder could not look up (planning again with
     /// a finder that can, [`super::ModelFinder`], may pick another part).
     pub names_unchecked: bool,
+    /// A text edit: where the text was found, how the new one was set and read back.
+    pub text: Option<TextEdit>,
 }
 
 /// What a plan says it did, for logs, ledgers and answers.
@@ -104,6 +107,9 @@ pub struct PlanReport {
     pub changed: Option<u64>,
     /// Pixels that changed outside what the plan allowed (0, checked byte for byte).
     pub outside_changed: Option<u64>,
+    /// A text edit's occurrences and read-backs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextEdit>,
 }
 
 /// An edit, made.
@@ -153,6 +159,7 @@ impl EditPlan {
             feather: self.feather,
             changed: None,
             outside_changed: None,
+            text: self.text.clone(),
         }
     }
 
@@ -242,6 +249,9 @@ fn plan_for_painter(
             return super::fuse::plan_fuse(instruction.clone(), images, subjects, *into, *position, *large, finder);
         }
         Operation::Outpaint => return plan_outpaint(instruction.clone(), first, opts.aspect),
+        Operation::ReplaceText { .. } | Operation::RemoveText { .. } => {
+            return retext::plan_text(instruction.clone(), first, retext::installed_tools()?);
+        }
         Operation::Adjust { adjustment, scope: Scope::Whole } => {
             let all = GrayImage::from_pixel(first.width(), first.height(), Luma([255]));
             b.exact(adjust::apply(first, *adjustment, None), &all, "exact image maths on the whole picture (no model)");
@@ -412,7 +422,11 @@ impl Builder {
             Operation::Remove { target } => self.remove(picture, &target)?,
             Operation::Add { prompt, color, shape, position, large } => self.add(picture, &prompt, color, shape, position, large),
             Operation::Replace { target, prompt } => self.replace(picture, &target, &prompt)?,
-            Operation::Restyle { .. } | Operation::Outpaint | Operation::Fuse { .. } => unreachable!("planned before regions"),
+            Operation::Restyle { .. }
+            | Operation::Outpaint
+            | Operation::Fuse { .. }
+            | Operation::ReplaceText { .. }
+            | Operation::RemoveText { .. } => unreachable!("planned before regions"),
         }
         Ok(())
     }
@@ -557,6 +571,7 @@ impl Builder {
             input_size: self.input_size,
             offset: self.offset,
             names_unchecked: self.names_unchecked,
+            text: None,
         }
     }
 }

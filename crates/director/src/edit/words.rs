@@ -102,17 +102,55 @@ pub enum BackgroundPart {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Operation {
-    Adjust { adjustment: Adjustment, scope: Scope },
+    Adjust {
+        adjustment: Adjustment,
+        scope: Scope,
+    },
     BlurBackground,
-    Recolor { target: Selector, color: ColorName },
-    RecolorBackground { part: BackgroundPart, color: ColorName },
-    ReplaceBackground { prompt: String },
-    Remove { target: Selector },
-    Add { prompt: String, color: Option<ColorName>, shape: Option<Shape>, position: Position, large: Option<bool> },
-    Replace { target: Selector, prompt: String },
-    Restyle { style: String },
+    Recolor {
+        target: Selector,
+        color: ColorName,
+    },
+    RecolorBackground {
+        part: BackgroundPart,
+        color: ColorName,
+    },
+    ReplaceBackground {
+        prompt: String,
+    },
+    Remove {
+        target: Selector,
+    },
+    Add {
+        prompt: String,
+        color: Option<ColorName>,
+        shape: Option<Shape>,
+        position: Position,
+        large: Option<bool>,
+    },
+    Replace {
+        target: Selector,
+        prompt: String,
+    },
+    Restyle {
+        style: String,
+    },
     Outpaint,
-    Fuse { subjects: Vec<usize>, into: usize, position: Position, large: Option<bool> },
+    Fuse {
+        subjects: Vec<usize>,
+        into: usize,
+        position: Position,
+        large: Option<bool>,
+    },
+    /// The quoted text `old`, wherever the picture shows it, rewritten as `new`.
+    ReplaceText {
+        old: String,
+        new: String,
+    },
+    /// The quoted text `old` taken out of the picture, the ground behind it rebuilt.
+    RemoveText {
+        old: String,
+    },
 }
 
 impl Operation {
@@ -130,6 +168,8 @@ impl Operation {
             Operation::Restyle { .. } => "restyle",
             Operation::Outpaint => "outpaint",
             Operation::Fuse { .. } => "fuse",
+            Operation::ReplaceText { .. } => "replace text",
+            Operation::RemoveText { .. } => "remove text",
         }
     }
 }
@@ -151,7 +191,8 @@ background); blur the background; recolour an object (\"make the red circle blue
 star on the left\"); add an object at a place (\"add a blue square at the top right\"); replace an object (\"replace \
 the circle with a heart\"); restyle the whole picture (\"in the style of a watercolour\"); extend to another aspect \
 ratio (\"extend the scene\" with a new aspect ratio); with several images, \"put the subject of image 1 into image 2 \
-on the left\"; and \"keep X unchanged\" to protect a region";
+on the left\"; rewrite or remove a text the picture shows, quoted (\"replace the text 'SALE' with 'SOLDES'\", \
+\"remove the word 'SALE'\"); and \"keep X unchanged\" to protect a region";
 
 /// Why an instruction could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -313,6 +354,9 @@ pub fn read(text: &str, images: usize) -> Result<Instruction, WordsError> {
     let all = tokens(text);
     if all.is_empty() {
         return Err(WordsError::Empty);
+    }
+    if let Some(operation) = super::quoted::text_edit(text) {
+        return Ok(Instruction { operation, keep: vec![], text: text.trim().to_string() });
     }
     let (t, keep) = split_keep(&all);
     let operation = operation(&t, text, images)?.ok_or_else(|| WordsError::Unsupported(text.trim().to_string()))?;
