@@ -2,6 +2,7 @@
 //! measured the same way as scripts/bench_diffusers.py measures diffusers (the peer).
 
 mod checkpoint;
+mod clip_score;
 mod edit;
 
 use std::ops::ControlFlow;
@@ -34,7 +35,8 @@ pub struct Args {
     pub size: usize,
     /// Which models: sd15, turbo (random weights), turbo-edit (a background replaced at 1K on
     /// a photograph: ISNet + SD-Turbo repaint + paste-back), nano (the shipped plantain-nano:
-    /// 20 steps end-to-end at its native size).
+    /// 20 steps end-to-end at its native size), clip-score (the adherence scorer at
+    /// openai/clip-vit-large-patch14's size, random weights, a `--size` picture).
     #[arg(long, value_delimiter = ',', default_value = "sd15,turbo")]
     pub only: Vec<String>,
     /// Where to write the random checkpoints (default: a temporary folder, removed afterwards).
@@ -207,6 +209,10 @@ pub fn run(a: Args) -> Result<()> {
                 nano(&rt, &mut b, &mut load_times)?;
                 continue;
             }
+            if which == "clip-score" {
+                clip_score::clip_score(&root, &rt, &mut b, a.size)?;
+                continue;
+            }
             if which == "turbo-edit" {
                 let dir = random_folder(&root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?;
                 edit::turbo_edit(&dir, &rt, &mut b, &a.photo)?;
@@ -215,7 +221,7 @@ pub fn run(a: Args) -> Result<()> {
             let (tag, name, spec) = match which.as_str() {
                 "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
                 "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
-                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, nano)"),
+                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, nano, clip-score)"),
             };
             let dir = random_folder(&root, tag, name, spec)?;
             eprintln!("{name}");
