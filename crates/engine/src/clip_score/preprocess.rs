@@ -18,8 +18,10 @@ use serde_json::Value as Json;
 
 use crate::error::{EngineError, Result};
 
-/// OpenAI CLIP's per-channel mean and standard deviation (`OPENAI_CLIP_MEAN` / `_STD`).
+/// OpenAI CLIP's per-channel mean and standard deviation (`OPENAI_CLIP_MEAN` / `_STD`), with
+/// transformers' digits.
 pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// PIL's `Image.BICUBIC`, the only resampling filter implemented.

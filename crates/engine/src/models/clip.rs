@@ -89,7 +89,7 @@ impl EncoderShape {
 /// the attention scores (the text tower's causal mask; the vision tower has none).
 pub fn encoder_layer(g: &mut GraphBuilder, p: &Params, prefix: &str, x: Value, s: &EncoderShape, mask: Option<Value>) -> Result<Value> {
     let c = s.width;
-    if s.heads == 0 || c % s.heads != 0 {
+    if s.heads == 0 || !c.is_multiple_of(s.heads) {
         return Err(EngineError::Unsupported(format!("CLIP width {c} is not divisible by {} heads", s.heads)));
     }
     let h = layer_norm(g, p, &format!("{prefix}.layer_norm1"), x, c, s.eps)?;

@@ -72,7 +72,7 @@ impl ClipVisionConfig {
     }
 
     fn check(&self) -> Result<()> {
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(EngineError::Unsupported(format!(
                 "CLIP vision: image size {} is not a multiple of the patch size {}",
                 self.image_size, self.patch_size
