@@ -9,7 +9,8 @@ Writes
   fixtures/tiny/{sd1,sd2,sdxl}/        diffusers layout (save_pretrained), tokenizer/ symlinks into assets/
   fixtures/tiny/{sd1,sd2,sdxl}.safetensors   single-file checkpoints with the ORIGINAL (CompVis/Stability) key names
   fixtures/tiny/taesd/                 AutoencoderTiny
-  fixtures/ref/{sd1,sd2,sdxl,taesd}.safetensors  reference tensors (fp32 floats, int64 ids)
+  fixtures/tiny/clip/                  CLIPModel (vision + text towers), laid out like openai/clip-vit-large-patch14
+  fixtures/ref/{sd1,sd2,sdxl,taesd,clip,...}.safetensors  reference tensors (fp32 floats, int64 ids)
   fixtures/ref/README.md
 
 Everything is deterministic: fixed seeds, one CPU thread, deterministic algorithms.  Weights that are stored
@@ -1165,8 +1166,9 @@ def build_clip() -> tuple[dict, dict]:
     R, info = {}, {}
     pils = []
     for i, (w, h) in enumerate(CLIP_IMAGES):
-        R[f"image_{i}"] = clip_image(seed + 10 + i, w, h)
-        pils.append(Image.fromarray(R[f"image_{i}"].numpy(), "RGB"))
+        img = clip_image(seed + 10 + i, w, h)
+        R[f"image_{i}"] = img.to(torch.int64)
+        pils.append(Image.fromarray(img.numpy(), "RGB"))
     R["pixel_values"] = CLIPImageProcessorPil.from_pretrained(str(d))(images=pils, return_tensors="pt").pixel_values
     R["pixel_values_torchvision"] = CLIPImageProcessor.from_pretrained(str(d))(images=pils, return_tensors="pt").pixel_values
     R["input_ids"] = torch.cat([tokenize(tok, t) for t in CLIP_TEXTS])
@@ -1197,6 +1199,59 @@ def clip_self_checks(model, tok, R: dict) -> dict:
     tv = model(input_ids=R["input_ids"], pixel_values=R["pixel_values_torchvision"])
     info["cosine_pil_vs_torchvision_maxdiff"] = maxdiff(tv.image_embeds @ tv.text_embeds.T, R["cosine"])
     return info
+
+
+# What crates/engine/tests/parity_clip.rs measured for plantain against the committed refs (copied into the README).
+CLIP_PARITY = {
+    "pixel_values": "0 (bit-identical floats)",
+    "vision": "2.0e-6 / 4.8e-7",
+    "image_embeds": "7.2e-7",
+    "text_embeds": "6.0e-7",
+    "cosine": "1.0e-7",
+    "logits": "1.7e-6",
+    "catmull_rom_levels": 6,
+}
+
+
+def clip_readme() -> list[str]:
+    """The README section for the CLIP scorer fixture. The plantain figures are measured by
+    crates/engine/tests/parity_clip.rs (run it with --nocapture to see them) and copied here."""
+    w = ", ".join(f"{a}x{b}" for a, b in CLIP_IMAGES)
+    return [
+        "clip: `fixtures/tiny/clip/` is a transformers `CLIPModel` laid out like a local copy of",
+        "openai/clip-vit-large-patch14 (`config.json`, `model.safetensors` with `text_model.*`, `vision_model.*`,",
+        "`text_projection.weight`, `visual_projection.weight`, `logit_scale`; `preprocessor_config.json`; tokenizer files,",
+        "`vocab.json`/`merges.txt` symlinked to the assets, padding with `<|endoftext|>`). fp32. Vision: ViT with",
+        f"image_size {CLIP_SIDE}, patch 8 (16 patches + class token), hidden 32, 2 layers, 4 heads, mlp 64, quick_gelu. Text:",
+        "hidden 16, 2 layers, 2 heads, mlp 32, quick_gelu, the openai configs' legacy ids (bos 0, eos 2, pad 1: transformers",
+        "pools at argmax(input_ids)). projection_dim 24, logit_scale 2.6592 (exp = 14.29). Only the embedding rows of",
+        "the texts' tokens (and ids < 512) are non-zero.",
+        "",
+        f"Inputs: three 8-bit pictures `image_0..2` ([H, W, 3] int64) of {w} (W x H): two shrunk, one enlarged",
+        f"by the shortest-side resize to {CLIP_SIDE}, then centre-cropped; texts {CLIP_TEXTS!r} (`input_ids`,",
+        "padded to 77). `pixel_values` from `CLIPImageProcessorPil` (Pillow), `pixel_values_torchvision` from",
+        "`CLIPImageProcessor` (transformers 5's default, torchvision backend): identical here. `image_embeds` /",
+        "`text_embeds` are `get_image_features` / `get_text_features` (projected, NOT normalised); `cosine` is",
+        "normalised image x text; `logits_per_image` = exp(logit_scale) * cosine (CLIPModel.forward).",
+        "",
+        "plantain against these refs (`cargo test -p plantain-engine --test parity_clip -- --nocapture`), max abs diff:",
+        "",
+        "| what | max abs diff |",
+        "|---|---|",
+        "| pixel_values, 8-bit levels after resize + crop (Rust Pillow-bicubic vs PIL) | 0 (bit-exact) |",
+        f"| pixel_values (PIL and torchvision backends) | {CLIP_PARITY['pixel_values']} |",
+        f"| vision last_hidden_state / pooled | {CLIP_PARITY['vision']} |",
+        f"| image_embeds (from the reference pixel_values) | {CLIP_PARITY['image_embeds']} |",
+        f"| text_embeds (token ids equal) | {CLIP_PARITY['text_embeds']} |",
+        f"| cosine, end to end from the pictures and texts | {CLIP_PARITY['cosine']} |",
+        f"| logits_per_image | {CLIP_PARITY['logits']} |",
+        "",
+        "The Rust resize is Pillow's resampling reproduced (bicubic a=-0.5, support scaled when shrinking, 22-bit",
+        "fixed-point weights, horizontal pass rounded to 8 bits, then vertical), so it does not differ from PIL on",
+        "these pictures; the image crate's float Catmull-Rom instead moves levels by up to "
+        f"{CLIP_PARITY['catmull_rom_levels']} (the test measures it).",
+        "",
+    ]
 
 
 def save_ref(name: str, R: dict) -> None:
@@ -1356,6 +1411,7 @@ def write_readme(all_refs: dict, infos: dict) -> None:
     A("(prompt, negative) the other way round, so its guided branches are p + g(n - p); with the same negative prompt")
     A("on both sides its map is (g-1)/g of the paper's and its mask is the same (the script asserts both).")
     A("")
+    lines.extend(clip_readme())
     A("## Files and tensors")
     for name, R in all_refs.items():
         A("")
