@@ -9,7 +9,8 @@ Writes
   fixtures/tiny/{sd1,sd2,sdxl}/        diffusers layout (save_pretrained), tokenizer/ symlinks into assets/
   fixtures/tiny/{sd1,sd2,sdxl}.safetensors   single-file checkpoints with the ORIGINAL (CompVis/Stability) key names
   fixtures/tiny/taesd/                 AutoencoderTiny
-  fixtures/ref/{sd1,sd2,sdxl,taesd}.safetensors  reference tensors (fp32 floats, int64 ids)
+  fixtures/tiny/clip/                  CLIPModel (vision + text towers), laid out like openai/clip-vit-large-patch14
+  fixtures/ref/{sd1,sd2,sdxl,taesd,clip,...}.safetensors  reference tensors (fp32 floats, int64 ids)
   fixtures/ref/README.md
 
 Everything is deterministic: fixed seeds, one CPU thread, deterministic algorithms.  Weights that are stored
@@ -69,7 +70,7 @@ STEPS = 4
 HW = 64
 STRENGTH = 0.6
 GUIDANCE = {"sd1": 7.5, "sd2": 7.5, "sdxl": 5.0}
-ARCH_SEED = {"sd1": 1000, "sd2": 2000, "sdxl": 3000, "taesd": 4000}
+ARCH_SEED = {"sd1": 1000, "sd2": 2000, "sdxl": 3000, "taesd": 4000, "clip": 5000}
 F32 = torch.float32
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +274,7 @@ def gitify_tokenizer(dirpath: Path, pad_token: str) -> None:
         if p.exists() or p.is_symlink():
             p.unlink()
     rel = os.path.relpath(TOK_ASSETS, dirpath)
-    assert rel == "../../../../assets/clip-tokenizer", rel
+    assert (dirpath / rel).resolve() == TOK_ASSETS.resolve(), rel
     os.symlink(f"{rel}/vocab.json", dirpath / "vocab.json")
     os.symlink(f"{rel}/merges.txt", dirpath / "merges.txt")
     # transformers 5 no longer writes special_tokens_map.json; write the one the real SD repos carry
@@ -1084,6 +1085,175 @@ def build_diffedit() -> dict:
     return R
 
 
+# --------------------------------------------------------------------------------------------
+# CLIP (vision + text towers with projections): the adherence scorer
+# --------------------------------------------------------------------------------------------
+
+CLIP_TEXTS = ["a red star above a blue circle", "a lighthouse at dusk, 35mm photo", "blurry, low quality"]
+# (width, height): a landscape and a portrait picture scaled down, and a small one scaled up, so the
+# shortest-edge resize, the antialiased bicubic and the centre crop all do something.
+CLIP_IMAGES = [(80, 56), (40, 72), (24, 20)]
+CLIP_SIDE = 32
+
+
+def clip_model_config():
+    from transformers import CLIPConfig
+
+    text = dict(
+        vocab_size=49408, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0, dropout=0.0,
+        # openai/clip-vit-*'s legacy ids: eos_token_id 2 makes transformers pool at argmax(input_ids)
+        bos_token_id=0, eos_token_id=2, pad_token_id=1, projection_dim=24,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_channels=3,
+        image_size=CLIP_SIDE, patch_size=8, hidden_act="quick_gelu", layer_norm_eps=1e-5, attention_dropout=0.0,
+        dropout=0.0, projection_dim=24,
+    )
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=24, logit_scale_init_value=2.6592)
+
+
+def clip_image(seed: int, w: int, h: int) -> torch.Tensor:
+    """A deterministic 8-bit RGB picture [h, w, 3]: stripes, a disc and noise (detail for the resampler)."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    disc = (((x - 0.4) ** 2 + (y - 0.55) ** 2) < 0.08).float()
+    r = 0.5 + 0.4 * torch.sin(2 * math.pi * (4 * x + y))
+    g_ = 0.3 + 0.5 * y * (1 - disc) + 0.6 * disc
+    b = 0.5 + 0.45 * torch.sign(torch.sin(2 * math.pi * 5 * y))
+    img = torch.stack([r, g_, b], dim=-1) + 0.08 * torch.randn(h, w, 3, generator=gen(seed))
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def save_clip_folder(model, d: Path) -> None:
+    from transformers import CLIPImageProcessorPil
+
+    if d.exists():
+        shutil.rmtree(d)
+    model.save_pretrained(str(d), safe_serialization=True)
+    keys = load_file(str(d / "model.safetensors")).keys()
+    assert all(k.split(".")[0] in ("text_model", "vision_model", "text_projection", "visual_projection", "logit_scale")
+               for k in keys), sorted(keys)[:5]
+    size = {"shortest_edge": CLIP_SIDE}
+    crop = {"height": CLIP_SIDE, "width": CLIP_SIDE}
+    CLIPImageProcessorPil(size=size, crop_size=crop).save_pretrained(str(d))
+    make_tokenizer("<|endoftext|>").save_pretrained(str(d))
+    gitify_tokenizer(d, "<|endoftext|>")
+
+
+def build_clip() -> tuple[dict, dict]:
+    """A tiny CLIPModel folder laid out like openai/clip-vit-large-patch14 (config.json, model.safetensors,
+    preprocessor_config.json, tokenizer files) and its outputs on three pictures and three texts."""
+    from transformers import CLIPImageProcessor, CLIPImageProcessorPil, CLIPModel
+    from PIL import Image
+
+    seed = ARCH_SEED["clip"]
+    d = TINY / "clip"
+    torch.manual_seed(seed + 1)
+    model = CLIPModel(clip_model_config())
+    perturb_(model, seed + 2)
+    tok = make_tokenizer("<|endoftext|>")
+    keep = set(range(512)) | {49406, 49407}
+    for text in CLIP_TEXTS:
+        keep.update(tok(text).input_ids)
+    emb = model.text_model.embeddings.token_embedding.weight
+    with torch.no_grad():
+        emb[[i for i in range(emb.shape[0]) if i not in keep]] = 0.0
+    save_clip_folder(model.eval(), d)
+
+    model = CLIPModel.from_pretrained(str(d), torch_dtype=F32).eval()
+    assert_all_f32(model, "clip")
+    tok = CLIPTokenizer.from_pretrained(str(d))
+    R, info = {}, {}
+    pils = []
+    for i, (w, h) in enumerate(CLIP_IMAGES):
+        img = clip_image(seed + 10 + i, w, h)
+        R[f"image_{i}"] = img.to(torch.int64)
+        pils.append(Image.fromarray(img.numpy(), "RGB"))
+    R["pixel_values"] = CLIPImageProcessorPil.from_pretrained(str(d))(images=pils, return_tensors="pt").pixel_values
+    R["pixel_values_torchvision"] = CLIPImageProcessor.from_pretrained(str(d))(images=pils, return_tensors="pt").pixel_values
+    R["input_ids"] = torch.cat([tokenize(tok, t) for t in CLIP_TEXTS])
+    out = model(input_ids=R["input_ids"], pixel_values=R["pixel_values"])
+    vis = model.vision_model(pixel_values=R["pixel_values"])
+    R["vision_last_hidden"] = to_f32(vis.last_hidden_state)
+    R["vision_pooled"] = to_f32(vis.pooler_output)
+    R["image_embeds"] = to_f32(model.get_image_features(pixel_values=R["pixel_values"]).pooler_output)
+    R["text_embeds"] = to_f32(model.get_text_features(input_ids=R["input_ids"]).pooler_output)
+    R["logits_per_image"] = to_f32(out.logits_per_image)
+    R["logit_scale"] = to_f32(model.logit_scale)
+    R["cosine"] = to_f32(out.image_embeds @ out.text_embeds.T)
+    info.update(clip_self_checks(model, tok, R))
+    return R, info
+
+
+def clip_self_checks(model, tok, R: dict) -> dict:
+    info = {}
+    # padding to 77 changes nothing: the causal mask keeps the pad tokens after the pooled end-of-text token
+    short = [torch.tensor([tok(t).input_ids]) for t in CLIP_TEXTS]
+    unpadded = torch.cat([model.get_text_features(input_ids=s).pooler_output for s in short])
+    info["text_embeds_unpadded_vs_padded_maxdiff"] = maxdiff(unpadded, R["text_embeds"])
+    assert info["text_embeds_unpadded_vs_padded_maxdiff"] < 1e-5
+    cos = torch.nn.functional.normalize(R["image_embeds"], dim=-1) @ torch.nn.functional.normalize(R["text_embeds"], dim=-1).T
+    assert maxdiff(cos, R["cosine"]) < 1e-6
+    assert maxdiff(cos * R["logit_scale"].exp(), R["logits_per_image"]) < 1e-4
+    info["pixel_values_pil_vs_torchvision_maxdiff"] = maxdiff(R["pixel_values"], R["pixel_values_torchvision"])
+    tv = model(input_ids=R["input_ids"], pixel_values=R["pixel_values_torchvision"])
+    info["cosine_pil_vs_torchvision_maxdiff"] = maxdiff(tv.image_embeds @ tv.text_embeds.T, R["cosine"])
+    return info
+
+
+# What crates/engine/tests/parity_clip.rs measured for plantain against the committed refs (copied into the README).
+CLIP_PARITY = {
+    "pixel_values": "0 (bit-identical floats)",
+    "vision": "2.0e-6 / 4.8e-7",
+    "image_embeds": "7.2e-7",
+    "text_embeds": "6.0e-7",
+    "cosine": "1.0e-7",
+    "logits": "1.7e-6",
+    "catmull_rom_levels": 6,
+}
+
+
+def clip_readme() -> list[str]:
+    """The README section for the CLIP scorer fixture. The plantain figures are measured by
+    crates/engine/tests/parity_clip.rs (run it with --nocapture to see them) and copied here."""
+    w = ", ".join(f"{a}x{b}" for a, b in CLIP_IMAGES)
+    return [
+        "clip: `fixtures/tiny/clip/` is a transformers `CLIPModel` laid out like a local copy of",
+        "openai/clip-vit-large-patch14 (`config.json`, `model.safetensors` with `text_model.*`, `vision_model.*`,",
+        "`text_projection.weight`, `visual_projection.weight`, `logit_scale`; `preprocessor_config.json`; tokenizer files,",
+        "`vocab.json`/`merges.txt` symlinked to the assets, padding with `<|endoftext|>`). fp32. Vision: ViT with",
+        f"image_size {CLIP_SIDE}, patch 8 (16 patches + class token), hidden 32, 2 layers, 4 heads, mlp 64, quick_gelu. Text:",
+        "hidden 16, 2 layers, 2 heads, mlp 32, quick_gelu, the openai configs' legacy ids (bos 0, eos 2, pad 1: transformers",
+        "pools at argmax(input_ids)). projection_dim 24, logit_scale 2.6592 (exp = 14.29). Only the embedding rows of",
+        "the texts' tokens (and ids < 512) are non-zero.",
+        "",
+        f"Inputs: three 8-bit pictures `image_0..2` ([H, W, 3] int64) of {w} (W x H): two shrunk, one enlarged",
+        f"by the shortest-side resize to {CLIP_SIDE}, then centre-cropped; texts {CLIP_TEXTS!r} (`input_ids`,",
+        "padded to 77). `pixel_values` from `CLIPImageProcessorPil` (Pillow), `pixel_values_torchvision` from",
+        "`CLIPImageProcessor` (transformers 5's default, torchvision backend): identical here. `image_embeds` /",
+        "`text_embeds` are `get_image_features` / `get_text_features` (projected, NOT normalised); `cosine` is",
+        "normalised image x text; `logits_per_image` = exp(logit_scale) * cosine (CLIPModel.forward).",
+        "",
+        "plantain against these refs (`cargo test -p plantain-engine --test parity_clip -- --nocapture`), max abs diff:",
+        "",
+        "| what | max abs diff |",
+        "|---|---|",
+        "| pixel_values, 8-bit levels after resize + crop (Rust Pillow-bicubic vs PIL) | 0 (bit-exact) |",
+        f"| pixel_values (PIL and torchvision backends) | {CLIP_PARITY['pixel_values']} |",
+        f"| vision last_hidden_state / pooled | {CLIP_PARITY['vision']} |",
+        f"| image_embeds (from the reference pixel_values) | {CLIP_PARITY['image_embeds']} |",
+        f"| text_embeds (token ids equal) | {CLIP_PARITY['text_embeds']} |",
+        f"| cosine, end to end from the pictures and texts | {CLIP_PARITY['cosine']} |",
+        f"| logits_per_image | {CLIP_PARITY['logits']} |",
+        "",
+        "The Rust resize is Pillow's resampling reproduced (bicubic a=-0.5, support scaled when shrinking, 22-bit",
+        "fixed-point weights, horizontal pass rounded to 8 bits, then vertical), so it does not differ from PIL on",
+        "these pictures; the image crate's float Catmull-Rom instead moves levels by up to "
+        f"{CLIP_PARITY['catmull_rom_levels']} (the test measures it).",
+        "",
+    ]
+
+
 def save_ref(name: str, R: dict) -> None:
     out = {}
     for k in sorted(R):
@@ -1241,6 +1411,7 @@ def write_readme(all_refs: dict, infos: dict) -> None:
     A("(prompt, negative) the other way round, so its guided branches are p + g(n - p); with the same negative prompt")
     A("on both sides its map is (g-1)/g of the paper's and its mask is the same (the script asserts both).")
     A("")
+    lines.extend(clip_readme())
     A("## Files and tensors")
     for name, R in all_refs.items():
         A("")
@@ -1261,7 +1432,7 @@ def write_readme(all_refs: dict, infos: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--arch", nargs="*", default=["sd1", "sd2", "sdxl", "sd1-inpaint", "sd1-pix2pix", "sd1-diffedit", "taesd"])
+    ap.add_argument("--arch", nargs="*", default=["sd1", "sd2", "sdxl", "sd1-inpaint", "sd1-pix2pix", "sd1-diffedit", "taesd", "clip"])
     ap.add_argument("--skip-single-file-check", action="store_true")
     args = ap.parse_args()
 
@@ -1285,6 +1456,13 @@ def main() -> None:
                 R = build_pix2pix() if arch == "sd1-pix2pix" else build_diffedit()
                 save_ref(arch, R)
                 all_refs[arch] = R
+                continue
+            if arch == "clip":
+                R, infos["clip"] = build_clip()
+                for k, v in infos["clip"].items():
+                    print(f"   {k}: {v}", flush=True)
+                save_ref("clip", R)
+                all_refs["clip"] = R
                 continue
             if arch == "taesd":
                 R = build_taesd()

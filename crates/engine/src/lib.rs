@@ -6,7 +6,12 @@
 //! [`pipeline`] holds a loaded model's components and one pipeline per task (txt2img, img2img,
 //! inpainting, InstructPix2Pix); a generation comes back at the canvas the model drew, and [`resize`] turns it
 //! into the requested pixels as a separate, swappable step.
+//!
+//! [`clip_score`] rates how well a picture matches a text with a CLIP model
+//! ([`clip_score::ClipScorer`]: cosine similarity of CLIP's image and text embeddings, and the
+//! ×100 CLIPScore convention), for the generation loop's adherence check.
 
+pub mod clip_score;
 pub mod error;
 pub mod graph;
 pub mod models;

@@ -60,14 +60,45 @@ pub fn write_random_folder(dir: &Path, spec: &FolderSpec) -> Result<u64> {
     Ok(bytes)
 }
 
+/// How random weights are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    F16,
+    F32,
+}
+
+impl Store {
+    fn size(self) -> usize {
+        match self {
+            Store::F16 => 2,
+            Store::F32 => 4,
+        }
+    }
+    fn push(self, buf: &mut Vec<u8>, v: f32) {
+        match self {
+            Store::F16 => buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+            Store::F32 => buf.extend_from_slice(&v.to_le_bytes()),
+        }
+    }
+}
+
 /// Streams a safetensors file of fp16 values: norm scales 1, biases small, other weights
 /// uniform in ±1/sqrt(fan_in) (PyTorch's default init), embeddings N(0, 0.02)-like.
 pub fn write_random_safetensors(path: &Path, tensors: &[(String, Vec<usize>)], seed: u64) -> Result<u64> {
+    write_random_safetensors_as(path, tensors, seed, Store::F16)
+}
+
+/// [`write_random_safetensors`] with the values stored as `store`.
+pub fn write_random_safetensors_as(path: &Path, tensors: &[(String, Vec<usize>)], seed: u64, store: Store) -> Result<u64> {
     let mut header = serde_json::Map::new();
     let mut offset = 0usize;
+    let dtype = match store {
+        Store::F16 => "F16",
+        Store::F32 => "F32",
+    };
     for (name, shape) in tensors {
-        let len = shape.iter().product::<usize>() * 2;
-        header.insert(name.clone(), serde_json::json!({"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + len]}));
+        let len = shape.iter().product::<usize>() * store.size();
+        header.insert(name.clone(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len]}));
         offset += len;
     }
     let mut head = serde_json::to_vec(&serde_json::Value::Object(header))?;
@@ -88,10 +119,10 @@ pub fn write_random_safetensors(path: &Path, tensors: &[(String, Vec<usize>)], s
         // Biases and embeddings small; matrices and convolutions at PyTorch's default scale.
         let scale = if shape.len() == 1 || name.contains("embedding") { 0.02 } else { 1.0 / (fan_in as f32).sqrt() };
         buf.clear();
-        buf.reserve(n * 2);
+        buf.reserve(n * store.size());
         for _ in 0..n {
             let v = if is_norm_scale { 1.0 } else { (rng.random::<f32>() * 2.0 - 1.0) * scale };
-            buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            store.push(&mut buf, v);
         }
         out.write_all(&buf)?;
     }
@@ -119,5 +150,22 @@ mod tests {
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let norm = st.tensor("a.norm.weight").unwrap();
         assert!(norm.data().chunks(2).all(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32() == 1.0));
+    }
+
+    #[test]
+    fn f32_files_hold_f32_values_and_scalars() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.safetensors");
+        let tensors = vec![("b.weight".to_string(), vec![4, 2]), ("logit_scale".to_string(), vec![])];
+        let n = write_random_safetensors_as(&p, &tensors, 1, Store::F32).unwrap();
+        assert_eq!(n, std::fs::metadata(&p).unwrap().len());
+        let bytes = std::fs::read(&p).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let w = st.tensor("b.weight").unwrap();
+        assert_eq!((w.dtype(), w.data().len()), (safetensors::Dtype::F32, 32));
+        let values: Vec<f32> = w.data().chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        // uniform in ±1/sqrt(fan_in = 2), not all equal
+        assert!(values.iter().all(|v| v.abs() <= 0.5f32.sqrt()) && values.iter().any(|v| *v != values[0]));
+        assert_eq!(st.tensor("logit_scale").unwrap().shape(), &[] as &[usize]);
     }
 }

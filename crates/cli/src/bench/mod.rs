@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod checks;
+mod clip_score;
 mod edit;
 
 use std::ops::ControlFlow;
@@ -36,7 +37,8 @@ pub struct Args {
     /// Which models: sd15, turbo (random weights), turbo-edit (a background replaced at 1K on
     /// a photograph: ISNet + SD-Turbo repaint + paste-back), nano (the shipped plantain-nano:
     /// 20 steps end-to-end at its native size), checks (what the loop's checks add per attempt
-    /// at 1K: BRISQUE, text typeset and read back by OCR).
+    /// at 1K: BRISQUE, text typeset and read back by OCR), clip-score (the adherence scorer at
+    /// openai/clip-vit-large-patch14's size, random weights, a `--size` picture).
     #[arg(long, value_delimiter = ',', default_value = "sd15,turbo")]
     pub only: Vec<String>,
     /// Where to write the random checkpoints (default: a temporary folder, removed afterwards).
@@ -213,6 +215,10 @@ pub fn run(a: Args) -> Result<()> {
                 checks::checks(&mut b, &a.photo)?;
                 continue;
             }
+            if which == "clip-score" {
+                clip_score::clip_score(&root, &rt, &mut b, a.size)?;
+                continue;
+            }
             if which == "turbo-edit" {
                 let dir = random_folder(&root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?;
                 edit::turbo_edit(&dir, &rt, &mut b, &a.photo)?;
@@ -221,7 +227,7 @@ pub fn run(a: Args) -> Result<()> {
             let (tag, name, spec) = match which.as_str() {
                 "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
                 "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
-                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, nano, checks)"),
+                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, nano, checks, clip-score)"),
             };
             let dir = random_folder(&root, tag, name, spec)?;
             eprintln!("{name}");

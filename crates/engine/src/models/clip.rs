@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::nn::{attention, layer_norm, linear};
 use crate::error::{EngineError, Result};
-use crate::graph::{DType, Dim, Graph, GraphBuilder};
+use crate::graph::{DType, Dim, Graph, GraphBuilder, Value};
 use crate::weights::{Params, TensorIndex};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -61,6 +61,55 @@ pub struct ClipOutputs {
     pub projection: bool,
 }
 
+/// The sizes of one pre-norm transformer layer, shared by CLIP's text and vision towers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncoderShape {
+    pub width: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    /// `quick_gelu` (OpenAI CLIP) or `gelu` (OpenCLIP).
+    pub act: String,
+    pub eps: f32,
+}
+
+impl EncoderShape {
+    fn text(cfg: &ClipTextConfig) -> Self {
+        Self {
+            width: cfg.hidden_size,
+            heads: cfg.num_attention_heads,
+            intermediate: cfg.intermediate_size,
+            act: cfg.hidden_act.clone(),
+            eps: cfg.layer_norm_eps,
+        }
+    }
+}
+
+/// One `CLIPEncoderLayer` (`{prefix}.layer_norm1`, `.self_attn.{q,k,v,out}_proj`,
+/// `.layer_norm2`, `.mlp.fc1/fc2`): `x + attn(ln1(x))`, then `x + mlp(ln2(x))`. `mask` is added to
+/// the attention scores (the text tower's causal mask; the vision tower has none).
+pub fn encoder_layer(g: &mut GraphBuilder, p: &Params, prefix: &str, x: Value, s: &EncoderShape, mask: Option<Value>) -> Result<Value> {
+    let c = s.width;
+    if s.heads == 0 || !c.is_multiple_of(s.heads) {
+        return Err(EngineError::Unsupported(format!("CLIP width {c} is not divisible by {} heads", s.heads)));
+    }
+    let h = layer_norm(g, p, &format!("{prefix}.layer_norm1"), x, c, s.eps)?;
+    let q = linear(g, p, &format!("{prefix}.self_attn.q_proj"), h, c, c, true)?;
+    let k = linear(g, p, &format!("{prefix}.self_attn.k_proj"), h, c, c, true)?;
+    let v = linear(g, p, &format!("{prefix}.self_attn.v_proj"), h, c, c, true)?;
+    let a = attention(g, q, k, v, s.heads, c / s.heads, mask);
+    let a = linear(g, p, &format!("{prefix}.self_attn.out_proj"), a, c, c, true)?;
+    let x = g.add(x, a);
+    let h = layer_norm(g, p, &format!("{prefix}.layer_norm2"), x, c, s.eps)?;
+    let h = linear(g, p, &format!("{prefix}.mlp.fc1"), h, c, s.intermediate, true)?;
+    let h = match s.act.as_str() {
+        "quick_gelu" => g.quick_gelu(h),
+        "gelu" => g.gelu(h),
+        other => return Err(EngineError::Unsupported(format!("CLIP activation `{other}` is not supported (quick_gelu, gelu)"))),
+    };
+    let h = linear(g, p, &format!("{prefix}.mlp.fc2"), h, s.intermediate, c, true)?;
+    Ok(g.add(x, h))
+}
+
 /// Builds the encoder graph. Input `input_ids` `[B, 77]` (int64). Outputs:
 /// `last_hidden_state` (after the final layer norm), `penultimate` (hidden_states[-2], no final
 /// norm), `pooled` (final-norm state at the first end-of-text token) and, with a projection,
@@ -89,28 +138,13 @@ pub fn build(cfg: &ClipTextConfig, weights: &TensorIndex, outs: ClipOutputs) -> 
     }
     let mask = g.const_f32(&[seq, seq], mask);
 
+    let shape = EncoderShape::text(cfg);
     let mut penultimate = x;
     for l in 0..cfg.num_hidden_layers {
         if l + 1 == cfg.num_hidden_layers {
             penultimate = x;
         }
-        let pre = format!("text_model.encoder.layers.{l}");
-        let h = layer_norm(g, &p, &format!("{pre}.layer_norm1"), x, c, cfg.layer_norm_eps)?;
-        let q = linear(g, &p, &format!("{pre}.self_attn.q_proj"), h, c, c, true)?;
-        let k = linear(g, &p, &format!("{pre}.self_attn.k_proj"), h, c, c, true)?;
-        let v = linear(g, &p, &format!("{pre}.self_attn.v_proj"), h, c, c, true)?;
-        let a = attention(g, q, k, v, heads, c / heads, Some(mask));
-        let a = linear(g, &p, &format!("{pre}.self_attn.out_proj"), a, c, c, true)?;
-        x = g.add(x, a);
-        let h = layer_norm(g, &p, &format!("{pre}.layer_norm2"), x, c, cfg.layer_norm_eps)?;
-        let h = linear(g, &p, &format!("{pre}.mlp.fc1"), h, c, cfg.intermediate_size, true)?;
-        let h = match cfg.hidden_act.as_str() {
-            "quick_gelu" => g.quick_gelu(h),
-            "gelu" => g.gelu(h),
-            other => return Err(EngineError::Unsupported(format!("CLIP activation `{other}` is not supported (quick_gelu, gelu)"))),
-        };
-        let h = linear(g, &p, &format!("{pre}.mlp.fc2"), h, cfg.intermediate_size, c, true)?;
-        x = g.add(x, h);
+        x = encoder_layer(g, &p, &format!("text_model.encoder.layers.{l}"), x, &shape, Some(mask))?;
     }
     let last = layer_norm(g, &p, "text_model.final_layer_norm", x, c, cfg.layer_norm_eps)?;
 

@@ -1,6 +1,7 @@
 //! The networks, each a function from a config and a weight index to a [`crate::graph::Graph`].
 
 pub mod clip;
+pub mod clip_vision;
 pub mod nn;
 pub mod presets;
 pub mod taesd;

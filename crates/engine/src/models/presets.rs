@@ -18,6 +18,15 @@ pub const TURBO_SCHEDULER: &str = r#"{"_class_name": "EulerDiscreteScheduler", "
 pub const CLIP_L_TEXT: &str = r#"{"hidden_act": "quick_gelu", "hidden_size": 768, "intermediate_size": 3072,
   "max_position_embeddings": 77, "num_attention_heads": 12, "num_hidden_layers": 12, "projection_dim": 768,
   "vocab_size": 49408, "layer_norm_eps": 1e-05}"#;
+/// openai/clip-vit-large-patch14 as a whole `CLIPModel` (the adherence scorer's model; its text
+/// tower is SD 1.x's encoder, with `text_projection`), trimmed to the keys that matter.
+pub const CLIP_VIT_L14: &str = r#"{"model_type": "clip", "projection_dim": 768, "logit_scale_init_value": 2.6592,
+  "text_config": {"hidden_act": "quick_gelu", "hidden_size": 768, "intermediate_size": 3072, "max_position_embeddings": 77,
+    "num_attention_heads": 12, "num_hidden_layers": 12, "projection_dim": 768, "vocab_size": 49408, "layer_norm_eps": 1e-05,
+    "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1},
+  "vision_config": {"hidden_act": "quick_gelu", "hidden_size": 1024, "image_size": 224, "intermediate_size": 4096,
+    "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": 24, "patch_size": 14, "projection_dim": 768,
+    "layer_norm_eps": 1e-05}}"#;
 /// OpenCLIP ViT-H/14 text tower as diffusers keeps it for SD 2.x (23 of 24 layers).
 pub const OPENCLIP_H_TEXT: &str = r#"{"hidden_act": "gelu", "hidden_size": 1024, "intermediate_size": 4096,
   "max_position_embeddings": 77, "num_attention_heads": 16, "num_hidden_layers": 23, "projection_dim": 512,

@@ -37,6 +37,7 @@ pub use denoise::{DenoiseInput, InstructInput, StepLatents, rescale_guided};
 pub use diffedit::{DiffEditMask, DiffEditOptions};
 pub use encode::Conditioning;
 pub use load::ModelSource;
+pub(crate) use load::component_weights;
 pub use request::{GenerateRequest, Generated, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, Progress, Task, Timings};
 
 use crate::error::{EngineError, Result};
