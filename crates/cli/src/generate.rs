@@ -87,6 +87,10 @@ pub struct Args {
     /// No new attempt starts after this many seconds.
     #[arg(long, default_value_t = plantain_director::generate::Budget::DEFAULT.time.as_secs())]
     pub time_budget: u64,
+    /// A CLIP model folder (transformers' layout, e.g. a local copy of
+    /// openai/clip-vit-large-patch14): the loop also checks prompt adherence.
+    #[arg(long)]
+    pub clip_model: Option<PathBuf>,
     /// Print the plan before generating and every attempt's checks after.
     #[arg(long)]
     pub explain: bool,
@@ -181,7 +185,8 @@ fn generate_checked(pipeline: &Pipeline, req: &GenerateRequest, a: &Args) -> Res
         made.push(g);
         Ok(image)
     };
-    let installed = InstalledChecks::new();
+    let installed = InstalledChecks::with_clip(a.clip_model.clone());
+    installed.load_clip().map_err(anyhow::Error::msg)?;
     let outcome = run(&plan, first, budget, &installed.checkers(&plan), &mut paint)?;
     if a.explain {
         println!("{}", outcome.report());

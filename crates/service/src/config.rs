@@ -63,20 +63,23 @@ pub struct Config {
     pub aliases: std::collections::BTreeMap<String, String>,
 }
 
-/// `[checks]`: how much the loop may spend per image.
-#[derive(Clone, Copy, Debug, Deserialize)]
+/// `[checks]`: how much the loop may spend per image, and the optional CLIP model.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChecksConfig {
     /// Attempts per image (1 turns the loop off: one picture, still checked and reported).
     pub attempts: usize,
     /// No new attempt starts after this many seconds.
     pub time_budget_secs: u64,
+    /// A CLIP model folder (transformers' layout, e.g. a local copy of
+    /// openai/clip-vit-large-patch14) for the adherence check; without one it is "not checked".
+    pub clip_model: Option<PathBuf>,
 }
 
 impl Default for ChecksConfig {
     fn default() -> Self {
         let b = plantain_director::generate::Budget::DEFAULT;
-        ChecksConfig { attempts: b.attempts, time_budget_secs: b.time.as_secs() }
+        ChecksConfig { attempts: b.attempts, time_budget_secs: b.time.as_secs(), clip_model: None }
     }
 }
 

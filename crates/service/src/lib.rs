@@ -127,7 +127,7 @@ impl Service {
         }
         Ok(Service {
             segmenter: Arc::default(),
-            checks: Arc::default(),
+            checks: Arc::new(plantain_director::generate::InstalledChecks::with_clip(config.checks.clip_model.clone())),
             config,
             workers,
             stores,

@@ -8,9 +8,11 @@
 //!
 //! **Corrections** (what a failure changes for the next attempt): a flat picture → a new seed and
 //! half as many steps again; a failed scene → a new seed, and from the second scene failure on
-//! one more unit of guidance every other attempt (at most 2 over the first); failed quality →
-//! half as many steps again (at most twice the first). A new seed is always drawn, since the
-//! same settings give the same picture.
+//! one more unit of guidance every other attempt (at most 2 over the first); failed adherence
+//! (CLIP) → one more unit of guidance (same cap); failed quality → half as many steps again (at
+//! most twice the first). A wrong reading of quoted text is corrected inside the attempt (the
+//! text is set again differently). A new seed is always drawn, since the same settings give the
+//! same picture.
 
 use std::time::{Duration, Instant};
 
@@ -277,7 +279,8 @@ fn correct(attempts: &[Attempt], first: &Settings) -> (Settings, String) {
         why.push(format!("{} steps", next.steps));
     }
     let scene_failures = attempts.iter().filter(|a| a.checks.iter().any(|c| c.kind == CheckKind::Scene && c.failed())).count();
-    if failed(CheckKind::Scene) && scene_failures >= 2 && scene_failures % 2 == 0 && next.guidance < first.guidance + 2.0 {
+    let guidance_due = (failed(CheckKind::Scene) && scene_failures >= 2 && scene_failures % 2 == 0) || failed(CheckKind::Adherence);
+    if guidance_due && next.guidance < first.guidance + 2.0 {
         next.guidance = (next.guidance + 1.0).min(first.guidance + 2.0);
         why.push(format!("guidance {}", next.guidance));
     }

@@ -95,18 +95,37 @@ pub trait QualityScorer: Send + Sync {
     fn score(&self, image: &RgbImage) -> Result<f32, String>;
 }
 
+/// An image–text adherence scorer (CLIP): the cosine similarity of the picture's and the
+/// text's embeddings, in [-1, 1].
+pub trait AdherenceScorer: Send + Sync {
+    fn cosine(&self, image: &RgbImage, text: &str) -> Result<f32, String>;
+}
+
 /// What the checks can use besides the picture.
 pub struct Checkers<'a> {
     pub quality: Option<&'a dyn QualityScorer>,
     /// BRISQUE score above which quality fails.
     pub quality_limit: f32,
+    /// CLIP, when the user has a model.
+    pub adherence: Option<&'a dyn AdherenceScorer>,
+    /// The cosine below which adherence fails.
+    pub adherence_limit: f32,
+    /// Why there is no scorer when one was asked for (a model that did not load).
+    pub adherence_unavailable: Option<String>,
     /// Typesetting and OCR for quoted text.
     pub text: super::text::TextTools<'a>,
 }
 
 impl Default for Checkers<'_> {
     fn default() -> Self {
-        Checkers { quality: None, quality_limit: DEFAULT_QUALITY_LIMIT, text: Default::default() }
+        Checkers {
+            quality: None,
+            quality_limit: DEFAULT_QUALITY_LIMIT,
+            adherence: None,
+            adherence_limit: DEFAULT_ADHERENCE_LIMIT,
+            adherence_unavailable: None,
+            text: Default::default(),
+        }
     }
 }
 
@@ -121,11 +140,16 @@ impl<'a> Checkers<'a> {
 /// photographs score about 10–40, heavy noise or blur 60 and more).
 pub const DEFAULT_QUALITY_LIMIT: f32 = 60.0;
 
+/// The CLIP cosine below which a picture fails the adherence check (CLIPScore 18). With
+/// ViT-L/14, pictures and the captions they were made from score about 0.22–0.35, unrelated
+/// pairs about 0.05–0.15: a floor that catches a picture of something else, not a ranking.
+pub const DEFAULT_ADHERENCE_LIMIT: f32 = 0.18;
+
 /// Runs every check on `image` for `plan`.
 pub fn run_checks(plan: &Plan, image: &RgbImage, checkers: &Checkers<'_>) -> Vec<Check> {
     let mut out = vec![size(plan, image), not_blank(image), scene(plan, image)];
     out.push(quality(plan, image, checkers));
-    out.push(Check::not_checked(CheckKind::Adherence, "no CLIP model is configured (the image–text score needs one)"));
+    out.push(adherence(plan, image, checkers));
     out
 }
 
@@ -177,6 +201,34 @@ fn scene(plan: &Plan, image: &RgbImage) -> Check {
         Check::pass(CheckKind::Scene, format!("{right} of {total} stated attributes right"))
     } else {
         Check::fail(CheckKind::Scene, right as f32 / total as f32, detail)
+    }
+}
+
+/// The CLIP score of the picture against what the model was asked to draw (the prompt without
+/// its quoted text, which is typeset and read back instead).
+fn adherence(plan: &Plan, image: &RgbImage, checkers: &Checkers<'_>) -> Check {
+    let Some(clip) = checkers.adherence else {
+        if let Some(why) = &checkers.adherence_unavailable {
+            return Check::not_checked(CheckKind::Adherence, why.clone());
+        }
+        return Check::not_checked(
+            CheckKind::Adherence,
+            "no CLIP model is configured ([checks] clip_model or --clip-model: a local copy of openai/clip-vit-large-patch14)",
+        );
+    };
+    if plan.draw_prompt.trim().is_empty() {
+        return Check::not_checked(CheckKind::Adherence, "the prompt has nothing to draw besides its quoted text");
+    }
+    match clip.cosine(image, &plan.draw_prompt) {
+        Ok(cos) if cos >= checkers.adherence_limit => {
+            Check::pass(CheckKind::Adherence, format!("CLIP cosine {cos:.3} ≥ {:.2}", checkers.adherence_limit))
+        }
+        Ok(cos) => Check::fail(
+            CheckKind::Adherence,
+            (cos / checkers.adherence_limit).clamp(0.0, 1.0),
+            format!("CLIP cosine {cos:.3} < {:.2}", checkers.adherence_limit),
+        ),
+        Err(e) => Check::not_checked(CheckKind::Adherence, format!("the CLIP model failed: {e}")),
     }
 }
 

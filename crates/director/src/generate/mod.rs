@@ -13,7 +13,7 @@ pub mod text;
 pub mod world;
 
 pub use attempts::{Attempt, Budget, Looper, Outcome, Settings, Stop, best_of, examine, run};
-pub use checks::{Check, CheckKind, Checkers, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict};
+pub use checks::{AdherenceScorer, Check, CheckKind, Checkers, DEFAULT_ADHERENCE_LIMIT, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict};
 pub use installed::InstalledChecks;
 pub use plan::{Plan, QuotedText};
 pub use plantain_typeset::Typesetter;
