@@ -18,12 +18,16 @@ use super::checks::{AdherenceScorer, Checkers, QualityScorer};
 use super::plan::Plan;
 use super::text::{Reading, TextReader, TextTools};
 
-/// The installed check models, loaded lazily (`Send + Sync`: one per process is enough).
+/// The installed models, loaded once per process on first use and shared by every
+/// [`InstalledChecks`] and by the text edits (`edit::installed_tools`).
+static QUALITY: OnceLock<Option<Brisque>> = OnceLock::new();
+static TYPESETTER: OnceLock<Typesetter> = OnceLock::new();
+static OCR: OnceLock<Result<PpOcr, String>> = OnceLock::new();
+
+/// The check models: the installed ones (shared by the process) and the CLIP model this
+/// instance was given, loaded on first use.
 #[derive(Default)]
 pub struct InstalledChecks {
-    quality: OnceLock<Option<Brisque>>,
-    typesetter: OnceLock<Typesetter>,
-    ocr: OnceLock<Option<PpOcr>>,
     clip_dir: Option<PathBuf>,
     clip: OnceLock<Result<ClipScorer, String>>,
 }
@@ -52,8 +56,8 @@ impl InstalledChecks {
     }
 
     /// BRISQUE's LIVE model, if installed.
-    pub fn quality(&self) -> Option<&Brisque> {
-        self.quality
+    pub fn quality(&self) -> Option<&'static Brisque> {
+        QUALITY
             .get_or_init(|| {
                 Brisque::open_installed()
                     .inspect_err(|e| tracing::warn!(error = %e, "no BRISQUE model: the quality check says \"not checked\""))
@@ -63,8 +67,8 @@ impl InstalledChecks {
     }
 
     /// The typesetter over the system's fonts.
-    pub fn typesetter(&self) -> &Typesetter {
-        self.typesetter.get_or_init(Typesetter::new)
+    pub fn typesetter(&self) -> &'static Typesetter {
+        TYPESETTER.get_or_init(Typesetter::new)
     }
 
     /// The CLIP model named by [`InstalledChecks::with_clip`], if any and if it loads.
@@ -86,14 +90,19 @@ impl InstalledChecks {
     }
 
     /// PP-OCRv4 (and through it Tesseract), if installed.
-    pub fn reader(&self) -> Option<&PpOcr> {
-        self.ocr
-            .get_or_init(|| {
-                PpOcr::open_installed()
-                    .inspect_err(|e| tracing::warn!(error = %e, "no OCR models: the text check says \"not checked\""))
-                    .ok()
+    pub fn reader(&self) -> Option<&'static PpOcr> {
+        self.load_reader().ok()
+    }
+
+    /// PP-OCRv4, or why it is not there.
+    pub fn load_reader(&self) -> Result<&'static PpOcr, String> {
+        let loaded = OCR.get_or_init(|| {
+            PpOcr::open_installed().map_err(|e| {
+                tracing::warn!(error = %e, "no OCR models: the text check says \"not checked\"");
+                e.to_string()
             })
-            .as_ref()
+        });
+        loaded.as_ref().map_err(Clone::clone)
     }
 }
 

@@ -16,8 +16,6 @@ mod find;
 mod frame;
 mod set;
 
-use std::sync::OnceLock;
-
 use image::{GrayImage, RgbImage};
 use plantain_imageio::composite;
 use plantain_ocr::{PpOcr, Script, normalize};
@@ -37,15 +35,12 @@ pub struct TextTools<'a> {
     pub typesetter: &'a Typesetter,
 }
 
-static READER: OnceLock<Result<PpOcr, String>> = OnceLock::new();
-static TYPESETTER: OnceLock<Typesetter> = OnceLock::new();
-
 /// The installed PP-OCR models (and through them Tesseract) and the system's fonts, loaded
-/// once per process on first use.
+/// once per process on first use (shared with the loop's checks).
 pub fn installed_tools() -> Result<TextTools<'static>, EditError> {
-    let reader = READER.get_or_init(|| PpOcr::open_installed().map_err(|e| e.to_string()));
-    let reader = reader.as_ref().map_err(|e| EditError::NoReader(format!("editing a picture's text needs the OCR models: {e}")))?;
-    Ok(TextTools { reader, typesetter: TYPESETTER.get_or_init(Typesetter::new) })
+    let installed = crate::generate::InstalledChecks::new();
+    let reader = installed.load_reader().map_err(|e| EditError::NoReader(format!("editing a picture's text needs the OCR models: {e}")))?;
+    Ok(TextTools { reader, typesetter: installed.typesetter() })
 }
 
 /// A text edit as done.
