@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(shape("vision_model.embeddings.position_embedding.weight"), Some(vec![10, 8]));
         assert_eq!(shape("visual_projection.weight"), Some(vec![6, 8]));
         assert!(shape("vision_model.embeddings.patch_embedding.bias").is_none());
-        assert_eq!(names.iter().filter(|(k, _)| k.starts_with("vision_model.encoder.layers.1.")).count(), 12);
+        assert_eq!(names.iter().filter(|(k, _)| k.starts_with("vision_model.encoder.layers.1.")).count(), 16);
     }
 
     #[test]
