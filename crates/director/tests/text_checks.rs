@@ -50,3 +50,19 @@ fn text_that_is_not_in_the_picture_is_not_read() {
     let reading = plantain_director::generate::TextReader::verify(reader, &painting(300, 100), "SALE").unwrap();
     assert!(!reading.matches, "read {:?} from a picture without text", reading.read);
 }
+
+/// The scene checker judges what the model drew, not the letters set over it.
+#[test]
+fn the_scene_is_checked_before_the_text_is_set() {
+    use plantain_world::{Background, ColorName, HPos, Lighting, Object, Scene, Shape, Size, VPos, render};
+    let c = installed();
+    let plan = Plan::new("a red circle in the center on a white background with the text \"SALE\" at the top", None, 256, 256);
+    assert!(plan.world.is_some(), "the world part of the prompt is read: {plan:?}");
+    let o = Object { shape: Shape::Circle, color: ColorName::Red, size: Size::Large, h: HPos::Center, v: VPos::Middle, jitter: (0.0, 0.0) };
+    let scene = Scene { background: Background::Solid(ColorName::White), lighting: Lighting::NEUTRAL, objects: vec![o], relations: vec![] };
+    let (_, checks) = examine(&plan, render(&scene, 256, 256), &c.checkers(&plan));
+    for kind in [CheckKind::Scene, CheckKind::Text] {
+        let k = checks.iter().find(|k| k.kind == kind).expect("the check ran");
+        assert!(k.passed(), "{}", k.line());
+    }
+}

@@ -217,11 +217,12 @@ impl<'p> Looper<'p> {
     }
 }
 
-/// Sets the plan's quoted text into a painted picture and runs every check on the result: the
-/// picture as checked, and the checks.
+/// Checks a painted picture (what the model drew: the scene checker must not count the letters
+/// as objects), then sets the plan's quoted text into it and checks the text: the picture with
+/// its text, and the checks.
 pub fn examine(plan: &Plan, image: RgbImage, checkers: &Checkers<'_>) -> (RgbImage, Vec<Check>) {
-    let (image, text) = super::text::set_texts(plan, image, &checkers.text);
     let mut checks = run_checks(plan, &image, checkers);
+    let (image, text) = super::text::set_texts(plan, image, &checkers.text);
     checks.extend(text);
     (image, checks)
 }
