@@ -1,7 +1,7 @@
 //! Running graphs on ONNX Runtime (loaded dynamically from `libonnxruntime.so`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use ndarray::ArrayD;
@@ -61,21 +61,33 @@ pub fn init() -> Result<&'static Environment> {
 }
 
 fn find_library() -> Option<PathBuf> {
+    const LIBRARY: &str = "libonnxruntime.so.1.31.1";
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
         return Some(PathBuf::from(p));
     }
     // Next to the executable, or in the repo-local folder that scripts/setup.sh fills.
-    let mut dirs = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(d) = exe.parent()
-    {
-        dirs.push(d.to_path_buf());
-        dirs.extend(d.ancestors().map(|a| a.join(".ort")));
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        dirs.extend(cwd.ancestors().map(|a| a.join(".ort")));
-    }
-    dirs.into_iter().map(|d| d.join("libonnxruntime.so.1.31.1")).find(|p| p.exists())
+    let beside = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join(LIBRARY)));
+    beside.filter(|p| p.exists()).or_else(|| find_installed(&Path::new(".ort").join(LIBRARY), Path::exists).ok())
+}
+
+/// Where installed files are looked for: the executable's folder, then the current directory.
+pub fn search_roots() -> Vec<PathBuf> {
+    let exe = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    exe.into_iter().chain(std::env::current_dir().ok()).collect()
+}
+
+/// The first `ancestor/relative` for which `found` holds, over the ancestors of each of
+/// [`search_roots`] in turn (how `scripts/setup.sh`'s repo-local `.ort/` and `.models/` are
+/// found from a binary or a test anywhere in the checkout). Else the roots searched, for the
+/// error message ("/a/b or /c").
+pub fn find_installed(relative: &Path, found: impl Fn(&Path) -> bool) -> std::result::Result<PathBuf, String> {
+    let roots = search_roots();
+    roots
+        .iter()
+        .flat_map(|r| r.ancestors())
+        .map(|a| a.join(relative))
+        .find(|p| found(p))
+        .ok_or_else(|| roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(" or "))
 }
 
 /// An input tensor.

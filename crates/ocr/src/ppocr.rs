@@ -115,21 +115,11 @@ impl PpOcr {
         if let Some(dir) = std::env::var_os("PLANTAIN_OCR_DIR") {
             return PpOcr::open(&PathBuf::from(dir).join(INSTALLED_DIR));
         }
-        let mut roots = Vec::new();
-        if let Ok(exe) = std::env::current_exe()
-            && let Some(dir) = exe.parent()
-        {
-            roots.push(dir.to_path_buf());
-        }
-        if let Ok(cwd) = std::env::current_dir() {
-            roots.push(cwd);
-        }
-        let installed = |a: &Path| a.join(".models").join(INSTALLED_DIR);
-        match roots.iter().flat_map(|r| r.ancestors()).map(installed).find(|d| d.join(RECOGNIZER_FILE).is_file()) {
-            Some(dir) => PpOcr::open(&dir),
-            None => Err(OcrError::NotInstalled(format!(
-                "the PP-OCR models (.models/{INSTALLED_DIR}/{RECOGNIZER_FILE}, ...) were not found in any ancestor of {} (or set $PLANTAIN_OCR_DIR)",
-                roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(" or ")
+        let relative = Path::new(".models").join(INSTALLED_DIR);
+        match plantain_engine::runtime::find_installed(&relative, |d| d.join(RECOGNIZER_FILE).is_file()) {
+            Ok(dir) => PpOcr::open(&dir),
+            Err(roots) => Err(OcrError::NotInstalled(format!(
+                "the PP-OCR models (.models/{INSTALLED_DIR}/{RECOGNIZER_FILE}, ...) were not found in any ancestor of {roots} (or set $PLANTAIN_OCR_DIR)"
             ))),
         }
     }

@@ -68,21 +68,10 @@ impl Segmenter {
             }
             return Segmenter::open(&path);
         }
-        let mut roots = Vec::new();
-        if let Ok(exe) = std::env::current_exe()
-            && let Some(dir) = exe.parent()
-        {
-            roots.push(dir.to_path_buf());
-        }
-        if let Ok(cwd) = std::env::current_dir() {
-            roots.push(cwd);
-        }
-        let found = roots.iter().flat_map(|r| r.ancestors()).map(|a| a.join(".models").join(INSTALLED_MODEL)).find(|p| p.is_file());
-        match found {
-            Some(path) => Segmenter::open(&path),
-            None => Err(VisionError::NotInstalled(format!(
-                "the ISNet model .models/{INSTALLED_MODEL} was not found in any ancestor of {} (or set $PLANTAIN_VISION_DIR)",
-                roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(" or ")
+        match plantain_engine::runtime::find_installed(&Path::new(".models").join(INSTALLED_MODEL), Path::is_file) {
+            Ok(path) => Segmenter::open(&path),
+            Err(roots) => Err(VisionError::NotInstalled(format!(
+                "the ISNet model .models/{INSTALLED_MODEL} was not found in any ancestor of {roots} (or set $PLANTAIN_VISION_DIR)"
             ))),
         }
     }
