@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use plantain_director::generate::{Budget, Checkers, Plan, Settings, best_of, run};
+use plantain_director::generate::{Budget, Checkers, Paint, Plan, Settings, best_of, run};
 use plantain_engine::pipeline::GenerateRequest;
 use plantain_nano::eval::Accuracy;
 use plantain_world::{Split, caption_plain, check, sample_scene};
@@ -64,9 +64,9 @@ pub fn run_eval(a: Args) -> Result<()> {
         unread += usize::from(plan.world.is_none());
         let first = Settings { seed: a.seed.wrapping_add(i as u64), steps: a.steps, guidance: resolved.defaults.guidance };
         let budget = Budget { attempts: max, time: Duration::from_secs(3600) };
-        let mut paint = |s: &Settings| -> Result<image::RgbImage> {
-            let mut req = GenerateRequest::new(plan.draw_prompt.clone(), native, native);
-            (req.seed, req.steps, req.guidance) = (s.seed, s.steps, s.guidance);
+        let template = GenerateRequest::new(plan.draw_prompt.clone(), native, native);
+        let mut paint = |p: &Paint| -> Result<image::RgbImage> {
+            let req = p.request(&plan, &template);
             Ok(pipeline.generate(&req, &mut |_| std::ops::ControlFlow::Continue(()))?.resized(&plantain_engine::resize::Lanczos3)?.image)
         };
         let outcome = run(&plan, first, budget, &Checkers::default(), &mut paint)?;

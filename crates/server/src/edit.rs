@@ -147,6 +147,7 @@ fn spec_for(
         partial_images: 0,
         progress: false,
         edit: plan.map(Arc::new),
+        repaint: None,
     }
 }
 

@@ -29,6 +29,7 @@ use std::time::Instant;
 use plantain_provenance::{Provenance, Settings};
 use plantain_store::{StoreError, Stores};
 
+pub use checked::{CheckedRun, LoopEvent, LoopEvents};
 pub use config::{Config, ConfigError};
 pub use error::{ErrorKind, ServiceError};
 pub use job::{ImageRole, Job, JobEvent, JobSpec, Made, Output, RequestCtx};
