@@ -234,6 +234,11 @@ pub struct Prepared {
     pub explain: Option<String>,
 }
 
+/// `thinkingConfig.includeThoughts`: the plan and the loop's checks as thought parts.
+pub(crate) fn wants_thoughts(gc: Option<&GenerationConfig>) -> bool {
+    gc.and_then(|g| g.thinking_config.as_ref()).and_then(|t| t.include_thoughts).unwrap_or(false)
+}
+
 /// An image part found in the request, with where it sits.
 pub(crate) struct FoundImage {
     pub content: usize,
@@ -298,7 +303,7 @@ pub async fn prepare(
         edit: None,
         repaint: None,
     };
-    let include_thoughts = gc.and_then(|g| g.thinking_config.as_ref()).and_then(|t| t.include_thoughts).unwrap_or(false);
+    let include_thoughts = wants_thoughts(gc);
     Ok(Prepared { spec, include_text, include_thoughts, ratio, size, input_images: found.len() as u32, answer: None, explain: None })
 }
 
