@@ -127,7 +127,10 @@ async fn gemini_fusion_and_generative_edits() {
     assert_eq!(outside, 0, "pixels moved outside the top-left box and its band");
     let parts = v["candidates"][0]["content"]["parts"].as_array().unwrap();
     let thought = parts.iter().find(|p| p["thought"] == true).and_then(|p| p["text"].as_str()).expect("the plan and checks as a thought");
-    assert!(thought.contains("attempt 1 (seed") && thought.contains("edit locality: pass — 0 pixels changed outside the region"), "{thought}");
+    assert!(
+        thought.contains("attempt 1 (seed") && thought.contains("edit locality: pass — 0 pixels changed outside the region"),
+        "{thought}"
+    );
     assert!(thought.contains("asked change: "), "{thought}");
     let text = parts.iter().find(|p| p["thought"].is_null() && p["text"].is_string()).and_then(|p| p["text"].as_str()).unwrap();
     assert!(text.contains("checks passed: exact size, not blank, edit locality"), "{text}");

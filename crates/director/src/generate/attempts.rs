@@ -194,7 +194,7 @@ impl Outcome {
 }
 
 /// At most this many repaints in a row start from the same picture; then a new one is drawn.
-pub const MAX_REPAINTS_IN_A_ROW: usize = 3;
+pub const MAX_REPAINTS_IN_A_ROW: usize = 6;
 
 /// An attempt handed out and not yet recorded.
 struct Pending {
