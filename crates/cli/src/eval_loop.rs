@@ -34,6 +34,10 @@ pub struct Args {
     pub seed: u64,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Write a contact sheet here: per scene whose loop repainted a region (the first 8), the
+    /// true scene, then every attempt, the kept one framed in green.
+    #[arg(long)]
+    pub sheet: Option<std::path::PathBuf>,
 }
 
 /// Per budget: the truth's tallies and the time each picture took.
@@ -57,6 +61,7 @@ pub fn run_eval(a: Args) -> Result<()> {
         ProgressStyle::with_template("loop [{bar:30}] {pos}/{len} scenes, {elapsed} elapsed, eta {eta}")?.progress_chars("=> "),
     );
     let mut unread = 0;
+    let mut rows: Vec<Vec<image::RgbImage>> = Vec::new();
     for i in 0..a.scenes {
         let scene = sample_scene(&mut rng, Split::HeldOut);
         let prompt = caption_plain(&scene);
@@ -77,14 +82,38 @@ pub fn run_eval(a: Args) -> Result<()> {
             c.secs.push(prefix.iter().map(|t| t.elapsed.as_secs_f64()).sum());
             c.attempts_used.push(prefix.len());
         }
+        if a.sheet.is_some() && rows.len() < SHEET_ROWS && outcome.attempts.iter().any(|t| t.repaint.is_some()) {
+            rows.push(sheet_row(&plantain_world::render(&scene, native, native), &outcome));
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
     println!("{}", table(&cols, a.scenes, native, a.steps));
+    if let Some(path) = &a.sheet {
+        crate::eval_photos::sheet(&rows, 128).save(path).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("contact sheet: {}", path.display());
+    }
     if unread > 0 {
         println!("\n{unread} caption(s) were not read as world scenes by the planner (their scene check did not run).");
     }
     Ok(())
+}
+
+/// Scenes on the contact sheet.
+const SHEET_ROWS: usize = 8;
+
+/// The true scene, then each attempt's picture framed: green for the kept one, white else.
+fn sheet_row(truth: &image::RgbImage, outcome: &plantain_director::generate::Outcome) -> Vec<image::RgbImage> {
+    let framed = |im: &image::RgbImage, colour: [u8; 3]| {
+        let mut f = image::RgbImage::from_pixel(im.width() + 6, im.height() + 6, image::Rgb(colour));
+        image::imageops::replace(&mut f, im, 3, 3);
+        f
+    };
+    let mut row = vec![framed(truth, [255, 255, 255])];
+    for (k, t) in outcome.attempts.iter().enumerate() {
+        row.push(framed(&t.image, if k == outcome.best { [0, 170, 60] } else { [255, 255, 255] }));
+    }
+    row
 }
 
 fn median(v: &[f64]) -> f64 {
