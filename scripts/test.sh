@@ -14,6 +14,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 disk clippy
 cargo test --workspace --locked
 disk tests
+# The storage conformance suite against real PostgreSQL 15 + SeaweedFS (S3) on loopback,
+# stopped by process id whatever happens.
+bash scripts/setup-scaleout.sh
+SERVICES_DIR=$(mktemp -d)
+trap 'bash scripts/services.sh stop "$SERVICES_DIR"; rm -rf "$SERVICES_DIR"' EXIT
+eval "$(bash scripts/services.sh start "$SERVICES_DIR")"
+cargo test -p plantain-store --locked -- --ignored
+bash scripts/services.sh stop "$SERVICES_DIR"
 # The server against the real google-genai and openai SDKs (pip-installed into a venv).
 CARGO_LOCKED=1 bash tests/python/run.sh
 disk "sdk tests"
