@@ -49,12 +49,14 @@ as_user() {
   fi
 }
 
-# Waits up to $1 seconds for "${@:2}" to succeed.
+# Waits up to $1 seconds for "${@:3}" to succeed, giving up early when process $2 (unless "-")
+# has exited.
 wait_for() {
-  local secs=$1
-  shift
+  local secs=$1 pid=$2
+  shift 2
   for _ in $(seq "$((secs * 4))"); do
     if "$@" > /dev/null 2>&1; then return 0; fi
+    if [[ "$pid" != - ]] && ! kill -0 "$pid" 2> /dev/null; then return 1; fi
     sleep 0.25
   done
   return 1
@@ -76,7 +78,7 @@ start_postgres() {
   [[ $(id -u) -ne 0 ]] || chown "$(run_user)" "$sock" "$DIR/pg.log"
   (as_user "$PG_BIN/pg_ctl" -D "$data" -l "$DIR/pg.log" -w -t 60 \
     -o "-p $PG_PORT -k $sock -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start) > /dev/null
-  wait_for 30 "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || {
+  wait_for 30 - "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || {
     echo "services: PostgreSQL did not answer on 127.0.0.1:$PG_PORT (see $DIR/pg.log)" >&2
     exit 1
   }
@@ -98,11 +100,11 @@ start_seaweedfs() {
     -s3.localSocket="$data/s3.sock" -filer.localSocket="$data/filer.sock" -master.telemetry=false -admin.ui=false -webdav=false >> "$DIR/s3.log" 2>&1 < /dev/null &
   echo $! > "$DIR/s3.pid"
   # Up when S3 answers and the bucket exists (the filer lists it).
-  wait_for 60 curl -sf -o /dev/null "http://127.0.0.1:8888/buckets/$S3_BUCKET/" || {
+  wait_for 60 "$(cat "$DIR/s3.pid")" curl -sf -o /dev/null "http://127.0.0.1:8888/buckets/$S3_BUCKET/" || {
     echo "services: SeaweedFS did not answer with bucket $S3_BUCKET (see $DIR/s3.log)" >&2
     exit 1
   }
-  wait_for 30 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" || {
+  wait_for 30 "$(cat "$DIR/s3.pid")" curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" || {
     echo "services: SeaweedFS S3 did not answer on 127.0.0.1:$S3_PORT (see $DIR/s3.log)" >&2
     exit 1
   }
@@ -133,6 +135,13 @@ case "$CMD" in
       echo "services: run scripts/setup-scaleout.sh first" >&2
       exit 1
     }
+    # Servers already answering on these ports would be taken for ours.
+    for port in "$PG_PORT" "$S3_PORT" 8888 9333; do
+      if (echo > "/dev/tcp/127.0.0.1/$port") 2> /dev/null; then
+        echo "services: something already listens on 127.0.0.1:$port (a previous start not stopped?)" >&2
+        exit 1
+      fi
+    done
     # A directory traversable by the unprivileged user.
     chmod 755 "$DIR"
     # Whatever started is stopped again when the other does not come up.

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 
 pub use blobs::FsBlobs;
 pub use error::{Result, StoreError};
-pub use postgres::{PgStore, PostgresConfig, redact_url};
+pub use postgres::{Heartbeat, JobWaker, NewJob, PgStore, PostgresConfig, QueuedJob, redact_url};
 pub use records::*;
 pub use s3::{S3Blobs, S3Config};
 pub use sqlite::SqliteStore;

@@ -13,6 +13,7 @@
 //! must keep their clocks in sync (NTP) for leases and expiries to mean the same on each.
 
 mod batches;
+mod jobs;
 mod schema;
 
 use std::fmt;
@@ -26,6 +27,8 @@ use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 use crate::error::{Result, StoreError};
 use crate::records::*;
 use crate::{Artefacts, Files, Idempotency, IdempotencyScope, Keys, now};
+
+pub use jobs::{Heartbeat, JobWaker, NewJob, QueuedJob};
 
 /// Reservations a crashed request left behind stop counting after this long.
 const RESERVATION_TTL_SECS: i64 = 3600;
@@ -76,6 +79,8 @@ pub fn redact_url(url: &str) -> String {
 /// PostgreSQL metadata: a pool of connections to one database (and schema).
 pub struct PgStore {
     pool: PgPool,
+    /// The `NOTIFY` channel for enqueued jobs (one per schema: channels are database-wide).
+    jobs_channel: String,
 }
 
 impl PgStore {
@@ -109,7 +114,11 @@ impl PgStore {
             .map_err(StoreError::Connect)?;
         schema::migrator().run(&pool).await?;
         tracing::info!(url = %redact_url(&config.url), schema = ?config.schema, "PostgreSQL metadata store open");
-        Ok(PgStore { pool })
+        let jobs_channel = match &config.schema {
+            Some(s) => format!("plantain_jobs_{s}"),
+            None => "plantain_jobs".to_string(),
+        };
+        Ok(PgStore { pool, jobs_channel })
     }
 
     /// Closes every connection of the pool.
@@ -547,3 +556,6 @@ impl Files for PgStore {
         Ok(unused)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -51,13 +51,26 @@ CREATE TABLE quota_reservations (
 CREATE INDEX quota_reservations_key ON quota_reservations(key_id);
 ";
 
+/// Version 2: the shared job queue (see `jobs.rs`): jobs claimed under leases, and each
+/// caller's last turn per model (round-robin between callers across every worker).
+const V2: &str = "
+CREATE TABLE jobs (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY, id TEXT PRIMARY KEY, model TEXT NOT NULL,
+  lane TEXT NOT NULL, caller TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+  lease_owner TEXT, lease_until BIGINT, result TEXT, enqueued_at BIGINT NOT NULL,
+  ended_at BIGINT);
+CREATE INDEX jobs_open ON jobs(model, lane, seq) WHERE state IN ('queued', 'running');
+CREATE SEQUENCE job_turn_seq;
+CREATE TABLE job_turns (
+  model TEXT NOT NULL, caller TEXT NOT NULL, turn BIGINT NOT NULL, PRIMARY KEY (model, caller));
+";
+
+fn version(v: i64, description: &'static str, sql: &'static str) -> Migration {
+    Migration::new(v, Cow::Borrowed(description), MigrationType::Simple, SqlStr::from_static(sql), false)
+}
+
 /// Every version, oldest first.
 pub fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("plantain tables"),
-        MigrationType::Simple,
-        SqlStr::from_static(V1),
-        false,
-    )])
+    Migrator::with_migrations(vec![version(1, "plantain tables", V1), version(2, "job queue", V2)])
 }
