@@ -20,7 +20,10 @@ bash scripts/setup-scaleout.sh
 SERVICES_DIR=$(mktemp -d)
 trap 'bash scripts/services.sh stop "$SERVICES_DIR"; rm -rf "$SERVICES_DIR"' EXIT
 eval "$(bash scripts/services.sh start "$SERVICES_DIR")"
-cargo test -p plantain-store --locked -- --ignored
+# The workspace's test binaries, already built above (`-p plantain-store` alone would resolve
+# features differently and rebuild tokio, sqlx, object_store…); only the ignored tests that
+# need PostgreSQL (all named `…postgres…`).
+cargo test --workspace --tests --locked -- --ignored postgres
 bash scripts/services.sh stop "$SERVICES_DIR"
 # The server against the real google-genai and openai SDKs (pip-installed into a venv).
 CARGO_LOCKED=1 bash tests/python/run.sh

@@ -102,7 +102,15 @@ impl PgStore {
                 .await
                 .map_err(|_| StoreError::Connect(sqlx::Error::PoolTimedOut))?
                 .map_err(StoreError::Connect)?;
-            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).execute(&mut c).await?;
+            // Nodes starting at once would race on CREATE SCHEMA IF NOT EXISTS (a unique
+            // violation in pg_namespace): one at a time, under a lock named after the schema.
+            let mut tx = c.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("plantain.schema:{schema}"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).execute(&mut *tx).await?;
+            tx.commit().await?;
             c.close().await?;
             opts = opts.options([("search_path", schema.as_str())]);
         }
