@@ -447,7 +447,8 @@ async fn concurrent_claimers_never_share_an_item(st: Backend) {
 #[tokio::test]
 async fn postgres_open_errors_are_typed() {
     let bad = PostgresConfig::new("not a url");
-    assert!(matches!(PgStore::open(&bad).await, Err(StoreError::Config(_))));
+    let e = PgStore::open(&bad).await.err().unwrap();
+    assert!(matches!(e, StoreError::Config(_)) && !e.is_unavailable(), "{e}");
     let secret = PostgresConfig::new("mysql://u:hunter2@127.0.0.1/x");
     let e = PgStore::open(&secret).await.err().unwrap();
     assert!(matches!(e, StoreError::Config(_)), "{e}");
@@ -458,6 +459,7 @@ async fn postgres_open_errors_are_typed() {
     let closed = PostgresConfig { connect_timeout: Duration::from_secs(2), ..PostgresConfig::new("postgres://u:hunter2@127.0.0.1:1/db") };
     let e = Stores::open_postgres(&closed, Arc::new(FsBlobs::open(tempfile::tempdir().unwrap().path()).unwrap())).await.err().unwrap();
     assert!(matches!(e, StoreError::Connect(_)), "{e}");
+    assert!(e.is_unavailable(), "retry later: {e}");
     assert!(!format!("{e} {e:?} {closed:?}").contains("hunter2"));
 }
 
@@ -476,6 +478,7 @@ async fn s3_errors_are_typed_and_secrets_stay_out() {
     let s = S3Blobs::open(&cfg).unwrap();
     let e = s.get(&blob_address(b"x")).await.unwrap_err();
     assert!(matches!(e, StoreError::S3(_)), "{e}");
+    assert!(e.is_unavailable(), "retry later: {e}");
     assert!(!format!("{e} {e:?} {s:?}").contains("hunter2"), "{e:?}");
     assert!(matches!(s.put(b"x").await, Err(StoreError::S3(_))));
 }

@@ -31,4 +31,29 @@ pub enum StoreError {
     S3(#[from] object_store::Error),
 }
 
+impl StoreError {
+    /// The store could not be reached or is shutting down (a network error, a pool or request
+    /// timed out, a server error from S3): the same request may succeed later, so callers answer
+    /// "unavailable, retry" rather than "internal error". Errors in what was asked (a constraint
+    /// violated, a corrupt record, a bad configuration) are not.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect(_) => true,
+            StoreError::Postgres(e) => match e {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+                // Class 08 (connection exception), 57P01-57P03 (the server is shutting down or
+                // starting), 40001/40P01 (serialisation failure, deadlock: retry the transaction).
+                sqlx::Error::Database(d) => {
+                    d.code().is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "40001" | "40P01"))
+                }
+                _ => false,
+            },
+            // Retries with backoff already ran out (connection refused, timeouts, 5xx).
+            StoreError::S3(e) => matches!(e, object_store::Error::Generic { .. }),
+            StoreError::Db(_) | StoreError::Io(..) | StoreError::Corrupt(_) | StoreError::Task(_) => false,
+            StoreError::Config(_) | StoreError::Migrate(_) => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
