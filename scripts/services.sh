@@ -142,6 +142,11 @@ case "$CMD" in
         exit 1
       fi
     done
+    # Sockets a SeaweedFS on these ports left in /tmp (it cannot reuse another user's); the
+    # ports are free, so no server uses them.
+    rm -f /tmp/seaweedfs-master-grpc-19333.sock /tmp/seaweedfs-volume-grpc-19340.sock \
+      /tmp/seaweedfs-filer-grpc-18888.sock "/tmp/seaweedfs-s3-grpc-$((S3_PORT + 10000)).sock" \
+      /tmp/seaweedfs-admin-grpc-33646.sock
     # A directory traversable by the unprivileged user.
     chmod 755 "$DIR"
     # Whatever started is stopped again when the other does not come up.
