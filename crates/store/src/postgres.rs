@@ -254,11 +254,15 @@ async fn reserve_on(c: &mut PgConnection, key: Option<&str>, since: i64, wanted:
     let t = now();
     let mut tx = c.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(quota_lock(key)).execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM quota_reservations WHERE key_id IS NOT DISTINCT FROM $1 AND expires_at <= $2")
-        .bind(key)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
+    // Reservations crashed requests left behind, any key's; rows another transaction holds are
+    // left for later (SKIP LOCKED: two reservers never wait on each other here, nor deadlock).
+    sqlx::query(
+        "DELETE FROM quota_reservations WHERE id IN \
+         (SELECT id FROM quota_reservations WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(t)
+    .execute(&mut *tx)
+    .await?;
     // One statement, one snapshot: an insert that consumes a reservation is seen whole or not.
     let used: i64 = sqlx::query_scalar(
         "SELECT (SELECT COUNT(*) FROM artefacts WHERE key_id IS NOT DISTINCT FROM $1 AND created_at >= $2) \
