@@ -110,13 +110,13 @@ start_seaweedfs() {
   }
 }
 
-# Stops the process whose id is in $1 (TERM, then KILL after 20 s); removes the pid file.
+# Stops the process whose id is in $1 with signal $2 (then KILL after 20 s); removes the pid file.
 stop_pid() {
-  local file=$1 pid
+  local file=$1 signal=$2 pid
   [[ -f "$file" ]] || return 0
   pid=$(cat "$file")
   if kill -0 "$pid" 2> /dev/null; then
-    kill -TERM "$pid"
+    kill "-$signal" "$pid"
     for _ in $(seq 80); do
       kill -0 "$pid" 2> /dev/null || break
       sleep 0.25
@@ -163,8 +163,9 @@ case "$CMD" in
     echo "export $(cat "$DIR/s3.env")"
     ;;
   stop)
-    stop_pid "$DIR/s3.pid"
-    stop_pid "$DIR/pg.pid"
+    stop_pid "$DIR/s3.pid" TERM
+    # SIGINT: PostgreSQL's fast shutdown (disconnects clients, then stops cleanly).
+    stop_pid "$DIR/pg.pid" INT
     rm -f "$DIR/s3.env"
     echo "services: stopped" >&2
     ;;
