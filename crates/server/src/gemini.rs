@@ -595,6 +595,12 @@ async fn stream_generate_content(
     }
     let mut spec = p.spec.clone();
     spec.progress = true;
+    // With `includeThoughts`, previews of the picture in progress come as thought images, as
+    // Gemini's thinking image models send their interim images.
+    let thoughts = req.generation_config.as_ref().and_then(|g| g.thinking_config.as_ref()).and_then(|t| t.include_thoughts);
+    if thoughts == Some(true) {
+        spec.partial_images = STREAM_PREVIEWS;
+    }
     let mut job = state.svc.submit(&ctx, spec).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(16);
     // The task owns the job: when the client goes away the receiver drops, the task ends and
@@ -616,7 +622,18 @@ async fn stream_generate_content(
                         return;
                     }
                 }
-                Some(JobEvent::Partial(_)) => {}
+                Some(JobEvent::Partial(pe)) => {
+                    let chunk = match job.stamp_partial(&state.svc, pe).await {
+                        Ok(bytes) => preview_chunk(&bytes, &model, &ctx.request_id),
+                        Err(e) => {
+                            let _ = tx.send(ApiError::from(e).gemini_body()).await;
+                            return;
+                        }
+                    };
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
                 None => break,
             }
         }
@@ -630,6 +647,20 @@ async fn stream_generate_content(
         rx.recv().await.map(|v| (Ok::<Event, Infallible>(Event::default().data(v.to_string())), rx))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Previews a stream with `includeThoughts` sends per image (at evenly spaced steps; see
+/// [`plantain_service::worker::preview_steps`]).
+pub const STREAM_PREVIEWS: usize = 2;
+
+/// A stream chunk with one preview as a thought image (stamped like every output, not stored).
+fn preview_chunk(bytes: &[u8], model: &str, response_id: &str) -> Value {
+    let mime = plantain_imageio::sniff(bytes).unwrap_or("image/png");
+    let part = json!({"inlineData": {"mimeType": mime, "data": B64.encode(bytes)}, "thought": true});
+    json!({
+        "candidates": [{"content": {"role": "model", "parts": [part]}, "index": 0}],
+        "modelVersion": model, "responseId": response_id,
+    })
 }
 
 /// `countTokens`: text by the CLIP tokenizer the models use (no truncation), each image 1120.
