@@ -198,6 +198,7 @@ function renderViewer() {
   const v = S.conv.selected && S.conv.byId.get(S.conv.selected);
   const img = $("current-img");
   $("stage-empty").hidden = !!v;
+  document.body.classList.toggle("has-version", !!v);
   img.hidden = !v;
   for (const id of ["compare-btn", "mask-btn", "download-btn"]) $(id).disabled = !v;
   $("compare-btn").disabled = !v || S.conv.versions.length < 2;
@@ -332,7 +333,8 @@ async function openConversation(id) {
   try {
     const data = await api.conversation(id);
     S.conv = newConv();
-    adopt(data);
+    // Opened from the list: at its newest version.
+    adopt({ ...data, selected: data.selected === data.id ? (data.versions.at(-1) || {}).id : data.selected });
     const saved = localStorage.getItem(chatKey(S.conv.id));
     S.conv.messages = saved ? JSON.parse(saved) : data.versions.map((v) => ({ role: "model", versionId: v.id, texts: [label(v)] }));
     closeTools();
@@ -686,7 +688,12 @@ function wire() {
   $("prompt").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) send(e);
   });
+  // The drawer (phones) closes on a click outside it or on Escape.
+  document.addEventListener("click", (e) => {
+    if (document.body.classList.contains("drawer-open") && !e.target.closest("#sidebar, #menu-btn")) document.body.classList.remove("drawer-open");
+  });
   document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") document.body.classList.remove("drawer-open");
     if (e.key === "Escape" && S.abort) cancel();
     if (typing(e) || !(e.ctrlKey || e.metaKey)) return;
     if (e.key.toLowerCase() === "z") {
