@@ -80,20 +80,25 @@ async fn settings_and_conversations_come_from_the_server() {
     let (st, settings) = a.get("/v1/image-settings").await;
     assert_eq!(st, 200);
     assert_eq!(settings["aspectRatios"].as_array().unwrap().len(), 14);
-    assert_eq!(settings["pixels"]["16:9"]["1K"], json!(plantain_core::output_pixels(plantain_core::AspectRatio::R16x9, plantain_core::ImageSize::S1K)));
+    assert_eq!(
+        settings["pixels"]["16:9"]["1K"],
+        json!(plantain_core::output_pixels(plantain_core::AspectRatio::R16x9, plantain_core::ImageSize::S1K))
+    );
     assert_eq!(settings["imageSizes"][3], json!({"name": "4K", "served": false}));
     assert_eq!(settings["models"][0]["name"], "tiny");
     assert_eq!(settings["limits"]["maxImages"], 14);
 
     // A picture, an edit of it (named by its signature), and a branch from the picture.
-    let gen = json!({"contents": [{"role": "user", "parts": [{"text": "a red circle"}]}],
+    let gen_req = json!({"contents": [{"role": "user", "parts": [{"text": "a red circle"}]}],
         "generationConfig": {"imageConfig": {"aspectRatio": "1:1", "imageSize": "512"}, "seed": 3}});
-    let first = a.generate(&gen).await;
+    let first = a.generate(&gen_req).await;
     let img = image_part(&first);
-    let edit = |words: &str| json!({"contents": [
+    let edit = |words: &str| {
+        json!({"contents": [
         {"role": "user", "parts": [{"text": "a red circle"}]},
         {"role": "model", "parts": [img.clone()]},
-        {"role": "user", "parts": [{"text": words}]}]});
+        {"role": "user", "parts": [{"text": words}]}]})
+    };
     let second = a.generate(&edit("make it warmer")).await;
     let third = a.generate(&edit("make it cooler")).await;
 
@@ -104,7 +109,11 @@ async fn settings_and_conversations_come_from_the_server() {
     assert_eq!(v.len(), 3);
     assert_eq!(conv["id"], v[0]["id"]);
     assert_eq!(conv["selected"], v[1]["id"]);
-    assert_eq!((v[1]["parentId"].clone(), v[2]["parentId"].clone()), (v[0]["id"].clone(), v[0]["id"].clone()), "two branches from the root");
+    assert_eq!(
+        (v[1]["parentId"].clone(), v[2]["parentId"].clone()),
+        (v[0]["id"].clone(), v[0]["id"].clone()),
+        "two branches from the root"
+    );
     assert_eq!(v[1]["version"], 2);
     assert_eq!(v[2]["params"]["instruction"], "make it cooler");
     assert_eq!(v[0]["thoughtSignature"], img["thoughtSignature"], "the signature to edit a version");
@@ -119,7 +128,7 @@ async fn settings_and_conversations_come_from_the_server() {
     let _ = third;
 
     // The list: roots only, newest first, paged.
-    let _ = a.generate(&gen).await;
+    let _ = a.generate(&gen_req).await;
     let (_, list) = a.get("/v1/conversations").await;
     let roots = list["conversations"].as_array().unwrap();
     assert_eq!(roots.len(), 2);
@@ -160,7 +169,15 @@ async fn an_openai_edit_of_a_stored_version_is_its_child_and_streams_show_previe
     assert!(image_part(&last)["thoughtSignature"].is_string());
     // Without includeThoughts: no previews.
     let plain = json!({"contents": body["contents"], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
-    let text = http.post(format!("{base}/v1beta/models/tiny:streamGenerateContent?alt=sse")).json(&plain).send().await.unwrap().text().await.unwrap();
+    let text = http
+        .post(format!("{base}/v1beta/models/tiny:streamGenerateContent?alt=sse"))
+        .json(&plain)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(stream_previews(&text).0, 0);
 
     // The stored bytes, edited through OpenAI with a mask: recorded as the child.
@@ -190,6 +207,9 @@ async fn an_openai_edit_of_a_stored_version_is_its_child_and_streams_show_previe
     let conv: Value = r.json().await.unwrap();
     let v = conv["versions"].as_array().unwrap();
     assert_eq!(v.len(), 2, "{conv}");
-    assert_eq!((v[1]["parentId"].clone(), v[1]["version"].clone(), v[1]["params"]["api"].clone()), (root["id"].clone(), json!(2), json!("openai")));
+    assert_eq!(
+        (v[1]["parentId"].clone(), v[1]["version"].clone(), v[1]["params"]["api"].clone()),
+        (root["id"].clone(), json!(2), json!("openai"))
+    );
     s.stop().await;
 }
