@@ -28,3 +28,6 @@ bash scripts/services.sh stop "$SERVICES_DIR"
 # The server against the real google-genai and openai SDKs (pip-installed into a venv).
 CARGO_LOCKED=1 bash tests/python/run.sh
 disk "sdk tests"
+# The studio in Debian's chromium through playwright-core (npm; about a minute).
+CARGO_LOCKED=1 bash tests/studio/run.sh
+disk "studio tests"

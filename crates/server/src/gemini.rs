@@ -598,6 +598,11 @@ async fn stream_generate_content(
     }
     let mut spec = p.spec.clone();
     spec.progress = true;
+    // With `includeThoughts`, previews of the picture in progress come as thought images, as
+    // Gemini's thinking image models send their interim images.
+    if p.include_thoughts {
+        spec.partial_images = STREAM_PREVIEWS;
+    }
     let run = state.svc.start_checked(&ctx, spec).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(16);
     let (etx, erx) = tokio::sync::mpsc::channel::<LoopEvent>(16);
@@ -636,7 +641,12 @@ async fn forward_thoughts(
                 format!("step {step} of {total} (image {} of {count}, attempt {})", image + 1, attempt + 1)
             }
             LoopEvent::Checked { line, .. } => line,
-            LoopEvent::Partial { .. } => continue,
+            LoopEvent::Partial { bytes, .. } => {
+                if tx.send(preview_chunk(&bytes, model, id)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         let chunk = json!({
             "candidates": [{"content": {"role": "model", "parts": [{"text": text, "thought": true}]}, "index": 0}],
@@ -646,6 +656,20 @@ async fn forward_thoughts(
             return;
         }
     }
+}
+
+/// Previews a stream with `includeThoughts` sends per image (at evenly spaced steps; see
+/// [`plantain_service::worker::preview_steps`]).
+pub const STREAM_PREVIEWS: usize = 2;
+
+/// A stream chunk with one preview as a thought image (stamped like every output, not stored).
+fn preview_chunk(bytes: &[u8], model: &str, response_id: &str) -> Value {
+    let mime = plantain_imageio::sniff(bytes).unwrap_or("image/png");
+    let part = json!({"inlineData": {"mimeType": mime, "data": B64.encode(bytes)}, "thought": true});
+    json!({
+        "candidates": [{"content": {"role": "model", "parts": [part]}, "index": 0}],
+        "modelVersion": model, "responseId": response_id,
+    })
 }
 
 /// `countTokens`: text by the CLIP tokenizer the models use (no truncation), each image 1120.

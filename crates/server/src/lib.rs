@@ -14,6 +14,7 @@ pub mod gemini;
 pub mod openai;
 pub mod ops;
 pub mod signature;
+pub mod studio;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -204,6 +205,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(batch::routes())
         .merge(openai::routes())
         .merge(ops::routes())
+        .merge(studio::routes())
         .fallback(ops::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         // Bodies are read with our own limit, so that a too-large body gets the API's envelope.

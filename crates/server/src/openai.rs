@@ -543,7 +543,11 @@ async fn multipart_job(
         c.n = 1;
     }
     let explain = plan.explain();
+    // An image byte-identical to one of the caller's stored versions is that version: the
+    // edit is recorded as its child (as a Gemini edit of a signed image is).
+    let parent = state.svc.stores.meta.artefact_by_output(ctx.caller.key_id.as_deref(), &first.hash).await?;
     let mut s = spec(state, &c, prompt, Some(Edit { image: first, strength: None }), json!({"plan": explain}));
+    s.parent = parent;
     s.images.extend(images.into_iter().skip(1).map(|i| (ImageRole::Reference, i)));
     s.edit = Some(Arc::new(plan));
     run(state, ctx, headers, c, s, "image_edit").await

@@ -111,6 +111,7 @@ conformance_tests!(
     batch_lifecycle,
     batch_items_are_taken_under_a_lease,
     concurrent_claimers_never_share_an_item,
+    conversations_are_roots_and_their_descendants,
 );
 
 pub(crate) fn artefact(id: &str, key: Option<&str>, hash: &str, at: i64) -> Artefact {
@@ -515,4 +516,30 @@ async fn postgres_migrations_run_once_under_concurrent_opens() {
         .await
         .unwrap();
     assert_eq!(n, 2, "versions 1 and 2, once each");
+}
+
+async fn conversations_are_roots_and_their_descendants(st: Backend) {
+    let s = &st.meta;
+    let child = |id: &str, parent: &str, key: Option<&str>, at: i64| Artefact {
+        parent_id: Some(parent.into()),
+        version: 2,
+        ..artefact(id, key, "h", at)
+    };
+    s.insert_artefacts(&[artefact("r1", Some("k"), "h", 100), artefact("r2", Some("k"), "h", 200)], None).await.unwrap();
+    s.insert_artefacts(&[artefact("other", Some("k2"), "h", 150), artefact("anon", None, "h", 160)], None).await.unwrap();
+    // r1 → c1 → g1, and a branch r1 → c2; r2 has no children.
+    s.insert_artefacts(&[child("c1", "r1", Some("k"), 110), child("c2", "r1", Some("k"), 130)], None).await.unwrap();
+    s.insert_artefacts(&[child("g1", "c1", Some("k"), 120)], None).await.unwrap();
+    let ids = |v: Vec<Artefact>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.conversation_roots(Some("k"), 10, 0).await.unwrap()), ["r2", "r1"], "roots only, newest first");
+    assert_eq!(ids(s.conversation_roots(Some("k"), 1, 1).await.unwrap()), ["r1"]);
+    assert_eq!(ids(s.conversation_roots(None, 10, 0).await.unwrap()), ["anon"], "anonymous callers see only anonymous roots");
+    assert_eq!(ids(s.conversation("r1").await.unwrap()), ["r1", "c1", "g1", "c2"], "the whole tree, oldest first");
+    assert_eq!(ids(s.conversation("c1").await.unwrap()), ["c1", "g1"]);
+    assert!(s.conversation("nope").await.unwrap().is_empty());
+    // By image: the newest of the key's artefacts with that blob; another key's are not found.
+    s.insert_artefacts(&[artefact("h2a", Some("k"), "h2", 500), artefact("h2b", Some("k"), "h2", 600)], None).await.unwrap();
+    assert_eq!(s.artefact_by_output(Some("k"), "h2").await.unwrap().unwrap().id, "h2b");
+    assert!(s.artefact_by_output(Some("k2"), "h2").await.unwrap().is_none());
+    assert!(s.artefact_by_output(None, "h2").await.unwrap().is_none());
 }

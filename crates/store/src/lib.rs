@@ -152,9 +152,25 @@ pub trait Batches: Send + Sync {
     async fn delete_batch(&self, name: &str) -> Result<Option<String>>;
 }
 
+/// Conversations, as the studio lists them: a conversation is a root artefact (no parent) and
+/// every artefact that descends from it through `parent_id`. Read-only views of the artefacts
+/// table; a backend needs nothing more than its artefacts to answer them.
+#[async_trait]
+pub trait Conversations: Send + Sync {
+    /// Root artefacts (`parent_id` is null) recorded for `key_id` (None: anonymous callers),
+    /// newest first, skipping `offset` and returning at most `limit`.
+    async fn conversation_roots(&self, key_id: Option<&str>, limit: u32, offset: u32) -> Result<Vec<Artefact>>;
+    /// The artefact `root_id` and all its descendants (children, their children, …), oldest
+    /// first; empty when there is no such artefact. Every key's descendants: the caller filters.
+    async fn conversation(&self, root_id: &str) -> Result<Vec<Artefact>>;
+    /// The newest artefact recorded for `key_id` (None: anonymous) whose image is the blob
+    /// `output_hash`: an upload byte-identical to a stored version is that version.
+    async fn artefact_by_output(&self, key_id: Option<&str>, output_hash: &str) -> Result<Option<Artefact>>;
+}
+
 /// Every metadata repository in one backend.
-pub trait Meta: Artefacts + Keys + Idempotency + Files + Batches {}
-impl<T: Artefacts + Keys + Idempotency + Files + Batches> Meta for T {}
+pub trait Meta: Artefacts + Keys + Idempotency + Files + Batches + Conversations {}
+impl<T: Artefacts + Keys + Idempotency + Files + Batches + Conversations> Meta for T {}
 
 /// A metadata backend and a blob backend: what the service is given.
 #[derive(Clone)]

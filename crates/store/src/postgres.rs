@@ -13,6 +13,7 @@
 //! must keep their clocks in sync (NTP) for leases and expiries to mean the same on each.
 
 mod batches;
+mod conversations;
 mod jobs;
 mod schema;
 

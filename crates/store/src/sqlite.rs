@@ -1,6 +1,7 @@
 //! The embedded metadata backend: SQLite in one file (WAL), statements on the blocking pool.
 
 mod batches;
+mod conversations;
 mod schema;
 
 use std::path::Path;
@@ -95,10 +96,10 @@ pub(crate) fn unused_blobs(conn: &Connection, hashes: Vec<String>) -> Result<Vec
     Ok(out)
 }
 
-const ARTEFACT_COLS: &str = "id, version, request_id, key_id, model, prompt_hash, params, seed, timings, usage, output_hash, mime, \
+pub(crate) const ARTEFACT_COLS: &str = "id, version, request_id, key_id, model, prompt_hash, params, seed, timings, usage, output_hash, mime, \
                              width, height, parent_id, created_at";
 
-fn artefact_row(r: &Row<'_>) -> rusqlite::Result<Artefact> {
+pub(crate) fn artefact_row(r: &Row<'_>) -> rusqlite::Result<Artefact> {
     Ok(Artefact {
         id: r.get("id")?,
         version: r.get("version")?,

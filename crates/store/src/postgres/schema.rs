@@ -66,11 +66,16 @@ CREATE TABLE job_turns (
   model TEXT NOT NULL, caller TEXT NOT NULL, turn BIGINT NOT NULL, PRIMARY KEY (model, caller));
 ";
 
+/// Version 3: conversations (a root artefact and its descendants) are read by `parent_id`.
+const V3: &str = "
+CREATE INDEX artefacts_parent ON artefacts(parent_id);
+";
+
 fn version(v: i64, description: &'static str, sql: &'static str) -> Migration {
     Migration::new(v, Cow::Borrowed(description), MigrationType::Simple, SqlStr::from_static(sql), false)
 }
 
 /// Every version, oldest first.
 pub fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![version(1, "plantain tables", V1), version(2, "job queue", V2)])
+    Migrator::with_migrations(vec![version(1, "plantain tables", V1), version(2, "job queue", V2), version(3, "conversations", V3)])
 }

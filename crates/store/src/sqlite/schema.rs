@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS quota_reservations (
 CREATE INDEX IF NOT EXISTS files_hash ON files(sha256);
 ";
 
+/// Version 3: conversations (a root artefact and its descendants) are read by `parent_id`.
+const V3: &str = "
+CREATE INDEX IF NOT EXISTS artefacts_parent ON artefacts(parent_id);
+";
+
 /// Brings the database to the newest version, one step per transaction.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
@@ -70,6 +75,12 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         let tx = conn.transaction()?;
         tx.execute_batch(V2)?;
         tx.execute_batch("PRAGMA user_version = 2")?;
+        tx.commit()?;
+    }
+    if version < 3 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V3)?;
+        tx.execute_batch("PRAGMA user_version = 3")?;
         tx.commit()?;
     }
     Ok(())
