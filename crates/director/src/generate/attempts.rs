@@ -60,6 +60,12 @@ pub struct Paint {
 }
 
 impl Paint {
+    /// The answer when there is nothing for a model to paint (a repaint that only erased extra
+    /// blobs): painters return it as it is.
+    pub fn exact_answer(&self) -> Option<&RgbImage> {
+        self.repaint.as_ref().filter(|r| r.exact()).map(|r| &r.image)
+    }
+
     /// `template` (the request's size and model settings) made this attempt's engine request:
     /// the plan's drawing prompt with these settings, or the repaint.
     pub fn request(&self, plan: &Plan, template: &GenerateRequest) -> GenerateRequest {
@@ -168,7 +174,7 @@ impl Outcome {
         for (i, a) in self.attempts.iter().enumerate() {
             let mark = if i == self.best { " ← answer" } else { "" };
             let what = match &a.repaint {
-                Some(r) => format!("repaint of attempt {}'s {} ({} px), ", r.from_attempt, r.objects.join(", "), r.pixels),
+                Some(r) => format!("repaint of attempt {}: {}, ", r.from_attempt, r.describe()),
                 None => String::new(),
             };
             lines.push(format!(
@@ -231,7 +237,7 @@ impl<'p> Looper<'p> {
             if self.attempts.is_empty() { (self.first, "first attempt".to_string()) } else { correct(&self.attempts, &self.first) };
         let repaint = self.local_repaint();
         if let Some(r) = &repaint {
-            why = format!("{why}; {} repainted in attempt {}'s picture", r.record.objects.join(", "), r.record.from_attempt);
+            why = format!("{why}; in attempt {}'s picture: {}", r.record.from_attempt, r.record.describe());
         }
         let paint = Paint { settings, repaint: repaint.as_ref().map(|r| r.request.clone()) };
         self.pending = Some(Pending { settings, why, repaint, started: Instant::now() });
@@ -436,7 +442,7 @@ mod tests {
             assert_eq!((r.from_attempt, r.objects.clone()), (1, vec!["red circle".to_string()]));
         }
         assert_eq!(out.best().image.get_pixel(0, 0), out.attempts[0].image.get_pixel(0, 0));
-        assert!(out.report().contains("repaint of attempt 1's red circle"), "{}", out.report());
+        assert!(out.report().contains("repaint of attempt 1: red circle repainted"), "{}", out.report());
         let seeds: std::collections::HashSet<u64> = seen.iter().map(|s| s.seed).collect();
         assert_eq!(seeds.len(), 3, "every attempt has its own seed");
         assert!(out.report().contains("← answer"));

@@ -22,12 +22,19 @@ use super::plan::Plan;
 /// after `prompt` (inpainting, strength 1). The loop pastes the answer back itself.
 #[derive(Clone, Debug)]
 pub struct RepaintRequest {
+    /// The attempt (from 0) whose drawing this repaints.
+    pub from: usize,
     pub image: RgbImage,
     pub mask: GrayImage,
     pub prompt: String,
 }
 
 impl RepaintRequest {
+    /// Nothing for a model to paint (only extra blobs were erased): the picture is the answer.
+    pub fn exact(&self) -> bool {
+        composite::area(&self.mask) == 0
+    }
+
     /// Makes `r` this repaint: the picture's region redrawn after the prompt (inpainting).
     pub fn apply(&self, r: &mut GenerateRequest) {
         r.prompt = self.prompt.clone();
@@ -47,6 +54,24 @@ pub struct RepaintRecord {
     pub prompt: String,
     /// Pixels in the region (the feather band not counted).
     pub pixels: u64,
+    /// Extra blobs (drawn, matched to no object) erased exactly first: filled with the
+    /// background measured around them, no model.
+    #[serde(default)]
+    pub erased: usize,
+}
+
+impl RepaintRecord {
+    /// "red circle repainted (812 px), 2 extra blobs erased".
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.objects.is_empty() {
+            parts.push(format!("{} repainted ({} px)", self.objects.join(", "), self.pixels));
+        }
+        if self.erased > 0 {
+            parts.push(format!("{} extra blob{} erased", self.erased, if self.erased == 1 { "" } else { "s" }));
+        }
+        parts.join(", ")
+    }
 }
 
 /// A planned repaint: the request and its record.
@@ -99,10 +124,13 @@ pub fn plan_repaint(plan: &Plan, picture: &RgbImage, from: usize) -> Option<Repa
             fill_box(&mut region, drawn_box(&report.components[j], w, h));
         }
     }
-    if extra {
-        let assigned: Vec<usize> = report.assignment.iter().flatten().copied().collect();
-        for (_, c) in report.components.iter().enumerate().filter(|(j, _)| !assigned.contains(j)) {
-            fill_box(&mut region, drawn_box(c, w, h));
+    let assigned: Vec<usize> = report.assignment.iter().flatten().copied().collect();
+    let unassigned: Vec<usize> = (0..report.components.len()).filter(|j| !assigned.contains(j)).collect();
+    let (base, erased) = if extra { erase(picture, &report, &unassigned) } else { (picture.clone(), 0) };
+    if extra && erased == 0 {
+        // The blobs could not be told apart exactly: the model repaints their boxes instead.
+        for &j in &unassigned {
+            fill_box(&mut region, drawn_box(&report.components[j], w, h));
         }
     }
     for (i, j) in report.assignment.iter().enumerate() {
@@ -113,7 +141,7 @@ pub fn plan_repaint(plan: &Plan, picture: &RgbImage, from: usize) -> Option<Repa
         }
     }
     let pixels = composite::area(&region);
-    if pixels == 0 {
+    if pixels == 0 && erased == 0 {
         return None;
     }
     let objects: Vec<Object> = failing.iter().map(|&i| world.scene.objects[i]).collect();
@@ -121,8 +149,28 @@ pub fn plan_repaint(plan: &Plan, picture: &RgbImage, from: usize) -> Option<Repa
     let prompt = caption_plain(&alone);
     let alpha = composite::feathered(&region, composite::default_feather(w, h));
     let names = objects.iter().map(|o| format!("{} {}", o.color.word(), o.shape.word())).collect();
-    let record = RepaintRecord { from_attempt: from + 1, objects: names, prompt: prompt.clone(), pixels };
-    Some(Repaint { request: RepaintRequest { image: picture.clone(), mask: region, prompt }, record, alpha })
+    let record = RepaintRecord { from_attempt: from + 1, objects: names, prompt: prompt.clone(), pixels, erased };
+    Some(Repaint { request: RepaintRequest { from, image: base, mask: region, prompt }, record, alpha })
+}
+
+/// `picture` with the components `which` (drawn, matched to no object) erased exactly: their
+/// pixels (grown by 2 px) replaced by the background as it would be without any object (the
+/// world's plate). The count erased; 0 when the world's analysis does not explain the picture.
+fn erase(picture: &RgbImage, report: &CheckReport, which: &[usize]) -> (RgbImage, usize) {
+    let located = plantain_world::check::locate(picture);
+    if located.analysis.components != report.components {
+        return (picture.clone(), 0);
+    }
+    let mut out = picture.clone();
+    for &j in which {
+        let mask = composite::dilate(&composite::threshold(&located.coverage[j], 1), 2.0);
+        for (x, y, m) in mask.enumerate_pixels() {
+            if m.0[0] > 0 {
+                out.put_pixel(x, y, *located.plate.get_pixel(x, y));
+            }
+        }
+    }
+    (out, which.len())
 }
 
 /// The objects whose stated attributes the picture gets wrong: not found, wrong colour or
@@ -221,6 +269,28 @@ mod tests {
         ]);
         assert!(plan_repaint(&plan, &right, 0).is_none());
         assert!(plan_repaint(&Plan::new("a photo of a cat", None, 192, 192), &right, 0).is_none(), "not a world prompt");
+    }
+
+    #[test]
+    fn an_extra_blob_is_erased_exactly_and_nothing_is_left_to_paint() {
+        let plan = Plan::new(PROMPT, None, 192, 192);
+        let right = [
+            object(ColorName::Red, Shape::Circle, HPos::Left, VPos::Top),
+            object(ColorName::Blue, Shape::Square, HPos::Right, VPos::Bottom),
+        ];
+        let mut objects = right.to_vec();
+        objects.push(object(ColorName::Green, Shape::Triangle, HPos::Right, VPos::Top));
+        let drawn = picture(objects);
+        let r = plan_repaint(&plan, &drawn, 0).expect("one blob too many");
+        assert_eq!((r.record.erased, r.record.objects.len()), (1, 0), "{:?}", r.record);
+        assert!(r.request.exact(), "nothing for a model to paint");
+        assert_eq!(r.record.describe(), "1 extra blob erased");
+        let out = r.paste(&RgbImage::from_pixel(192, 192, image::Rgb([1, 2, 3])));
+        let world = plan.world.as_ref().unwrap();
+        assert!(check(&world.scene, &out).satisfies(&world.stated), "{:?}", check(&world.scene, &out));
+        // The right objects' pixels are the drawing's own.
+        assert_eq!(out.get_pixel(32, 32), drawn.get_pixel(32, 32));
+        assert_eq!(out.get_pixel(160, 160), drawn.get_pixel(160, 160));
     }
 
     #[test]
