@@ -14,6 +14,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 disk clippy
 cargo test --workspace --locked
 disk tests
+# The storage conformance suite against real PostgreSQL 15 + SeaweedFS (S3) on loopback,
+# stopped by process id whatever happens.
+bash scripts/setup-scaleout.sh
+SERVICES_DIR=$(mktemp -d)
+trap 'bash scripts/services.sh stop "$SERVICES_DIR"; rm -rf "$SERVICES_DIR"' EXIT
+eval "$(bash scripts/services.sh start "$SERVICES_DIR")"
+# The workspace's test binaries, already built above (`-p plantain-store` alone would resolve
+# features differently and rebuild tokio, sqlx, object_store…); only the ignored tests that
+# need PostgreSQL (all named `…postgres…`).
+cargo test --workspace --tests --locked -- --ignored postgres
+bash scripts/services.sh stop "$SERVICES_DIR"
 # The server against the real google-genai and openai SDKs (pip-installed into a venv).
 CARGO_LOCKED=1 bash tests/python/run.sh
 disk "sdk tests"

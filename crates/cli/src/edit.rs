@@ -8,10 +8,11 @@ use plantain_core::AspectRatio;
 use std::sync::Arc;
 
 use plantain_director::edit::{EditError, EditOptions, EditPlan, Edited, LazySegmenter, ModelFinder, SubjectFinder, painter_for, plan};
+use plantain_director::generate::{Budget, Examined, Looper, Plan, Settings, edit_checks};
 use plantain_engine::pipeline::{GenerateRequest, Pipeline};
 use plantain_provenance::{Action, Ingredient, ManifestInfo};
 
-use crate::generate::{LoadSpec, generate_with_bar, load_pipeline, resolve_model};
+use crate::generate::{LoadSpec, LoopArgs, generate_with_bar, load_pipeline, resolve_model};
 use crate::io;
 use crate::provenance_cmd::{self, StampArgs};
 
@@ -40,6 +41,8 @@ pub struct Common {
     pub threads: usize,
     #[arg(long)]
     pub cuda: bool,
+    #[command(flatten)]
+    pub checks: LoopArgs,
     #[command(flatten)]
     pub provenance: StampArgs,
 }
@@ -155,17 +158,50 @@ impl SubjectFinder for Remembered {
     }
 }
 
-/// Paints what the plan asks of the model, and pastes back.
+/// Carries the plan out through the loop: a model-painted edit is painted, pasted back and
+/// checked (locality, the asked change, quality) up to the budget's attempts, each with a new
+/// seed, the best kept; exact image maths is made once and checked. With --explain every
+/// attempt's checks are printed.
 fn carry_out(plan: &EditPlan, model: Option<&Model>, c: &Common) -> Result<(Edited, u64, usize)> {
-    let (Some(paint), Some((pipeline, resolved))) = (plan.paint_request(), model) else {
+    let (w, h) = plan.report().output;
+    let asked = Plan::new(plan.paint_request().map_or("", |r| r.prompt.as_str()), None, w, h);
+    let installed = c.checks.installed()?;
+    let painted = plan.paint_request().is_some() && model.is_some();
+    let budget = if painted { c.checks.budget() } else { Budget { attempts: 1, ..c.checks.budget() } };
+    let first = match model {
+        Some((_, r)) => Settings {
+            seed: c.seed.unwrap_or_else(rand::random),
+            steps: c.steps.unwrap_or(r.defaults.steps as usize),
+            guidance: r.defaults.guidance,
+        },
+        None => Settings { seed: 0, steps: 0, guidance: 0.0 },
+    };
+    let mut looper = Looper::new(&asked, first, budget);
+    let mut made = Vec::new();
+    while let Some(p) = looper.next_attempt() {
+        let (edited, seed, steps) = paint_once(plan, model, &p.settings)?;
+        let checks = edit_checks(plan, &edited.report, &edited.image, &installed.checkers(&asked));
+        looper.record_examined(Examined { image: edited.image.clone(), drawn: edited.image.clone(), checks });
+        made.push((edited, seed, steps));
+    }
+    let outcome = looper.finish().context("the loop made no attempt")?;
+    if c.explain {
+        println!("{}", outcome.report());
+    } else {
+        eprintln!("checked: {}", outcome.summary());
+    }
+    Ok(made.swap_remove(outcome.best))
+}
+
+/// Paints what the plan asks of the model with `s`, and pastes back.
+fn paint_once(plan: &EditPlan, model: Option<&Model>, s: &Settings) -> Result<(Edited, u64, usize)> {
+    let (Some(paint), Some((pipeline, _))) = (plan.paint_request(), model) else {
         return Ok((plan.finish(None)?, 0, 0));
     };
     let (w, h) = paint.image.dimensions();
     let mut req = GenerateRequest::new(paint.prompt.clone(), w, h);
     req.negative_prompt = paint.negative.clone();
-    req.steps = c.steps.unwrap_or(resolved.defaults.steps as usize);
-    req.guidance = resolved.defaults.guidance;
-    req.seed = c.seed.unwrap_or_else(rand::random);
+    (req.seed, req.steps, req.guidance) = (s.seed, s.steps, s.guidance);
     req.init_image = Some(paint.image.clone());
     req.mask = paint.mask.clone();
     req.strength = paint.strength;

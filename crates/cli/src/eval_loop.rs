@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use plantain_director::generate::{Budget, Checkers, Plan, Settings, best_of, run};
+use plantain_director::generate::{Budget, Checkers, Paint, Plan, Settings, best_of, run};
 use plantain_engine::pipeline::GenerateRequest;
 use plantain_nano::eval::Accuracy;
 use plantain_world::{Split, caption_plain, check, sample_scene};
@@ -34,6 +34,10 @@ pub struct Args {
     pub seed: u64,
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Write a contact sheet here: per scene whose loop repainted a region (the first 8), the
+    /// true scene, then every attempt, the kept one framed in green.
+    #[arg(long)]
+    pub sheet: Option<std::path::PathBuf>,
 }
 
 /// Per budget: the truth's tallies and the time each picture took.
@@ -57,6 +61,7 @@ pub fn run_eval(a: Args) -> Result<()> {
         ProgressStyle::with_template("loop [{bar:30}] {pos}/{len} scenes, {elapsed} elapsed, eta {eta}")?.progress_chars("=> "),
     );
     let mut unread = 0;
+    let mut rows: Vec<Vec<image::RgbImage>> = Vec::new();
     for i in 0..a.scenes {
         let scene = sample_scene(&mut rng, Split::HeldOut);
         let prompt = caption_plain(&scene);
@@ -64,9 +69,12 @@ pub fn run_eval(a: Args) -> Result<()> {
         unread += usize::from(plan.world.is_none());
         let first = Settings { seed: a.seed.wrapping_add(i as u64), steps: a.steps, guidance: resolved.defaults.guidance };
         let budget = Budget { attempts: max, time: Duration::from_secs(3600) };
-        let mut paint = |s: &Settings| -> Result<image::RgbImage> {
-            let mut req = GenerateRequest::new(plan.draw_prompt.clone(), native, native);
-            (req.seed, req.steps, req.guidance) = (s.seed, s.steps, s.guidance);
+        let template = GenerateRequest::new(plan.draw_prompt.clone(), native, native);
+        let mut paint = |p: &Paint| -> Result<image::RgbImage> {
+            if let Some(exact) = p.exact_answer() {
+                return Ok(exact.clone());
+            }
+            let req = p.request(&plan, &template);
             Ok(pipeline.generate(&req, &mut |_| std::ops::ControlFlow::Continue(()))?.resized(&plantain_engine::resize::Lanczos3)?.image)
         };
         let outcome = run(&plan, first, budget, &Checkers::default(), &mut paint)?;
@@ -77,14 +85,38 @@ pub fn run_eval(a: Args) -> Result<()> {
             c.secs.push(prefix.iter().map(|t| t.elapsed.as_secs_f64()).sum());
             c.attempts_used.push(prefix.len());
         }
+        if a.sheet.is_some() && rows.len() < SHEET_ROWS && outcome.attempts.iter().any(|t| t.repaint.is_some()) {
+            rows.push(sheet_row(&plantain_world::render(&scene, native, native), &outcome));
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
     println!("{}", table(&cols, a.scenes, native, a.steps));
+    if let Some(path) = &a.sheet {
+        crate::eval_photos::sheet(&rows, 128).save(path).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("contact sheet: {}", path.display());
+    }
     if unread > 0 {
         println!("\n{unread} caption(s) were not read as world scenes by the planner (their scene check did not run).");
     }
     Ok(())
+}
+
+/// Scenes on the contact sheet.
+const SHEET_ROWS: usize = 8;
+
+/// The true scene, then each attempt's picture framed: green for the kept one, white else.
+fn sheet_row(truth: &image::RgbImage, outcome: &plantain_director::generate::Outcome) -> Vec<image::RgbImage> {
+    let framed = |im: &image::RgbImage, colour: [u8; 3]| {
+        let mut f = image::RgbImage::from_pixel(im.width() + 6, im.height() + 6, image::Rgb(colour));
+        image::imageops::replace(&mut f, im, 3, 3);
+        f
+    };
+    let mut row = vec![framed(truth, [255, 255, 255])];
+    for (k, t) in outcome.attempts.iter().enumerate() {
+        row.push(framed(&t.image, if k == outcome.best { [0, 170, 60] } else { [255, 255, 255] }));
+    }
+    row
 }
 
 fn median(v: &[f64]) -> f64 {

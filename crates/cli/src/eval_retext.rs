@@ -389,6 +389,7 @@ fn contact_sheet(rows: &[(RgbImage, RgbImage, String, bool)], path: &Path, ts: &
             colour: Some(Rgb([30, 30, 30])),
             language: None,
             bold: false,
+            ..Default::default()
         };
         sheet = ts.set(&sheet, &format!("{label} ({mark})"), &spec).map(|t| t.image).unwrap_or(sheet);
     }

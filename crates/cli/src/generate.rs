@@ -80,17 +80,8 @@ pub struct Args {
     /// Output file; the format follows the extension: .png, .jpg/.jpeg or .webp (lossless).
     #[arg(long, short, default_value = "out.png")]
     pub output: PathBuf,
-    /// The plan → check → correct loop: at most this many attempts, the best one kept
-    /// (1 = no loop: one picture, still checked and reported). Text-to-image only.
-    #[arg(long, default_value_t = plantain_director::generate::Budget::DEFAULT.attempts)]
-    pub attempts: usize,
-    /// No new attempt starts after this many seconds.
-    #[arg(long, default_value_t = plantain_director::generate::Budget::DEFAULT.time.as_secs())]
-    pub time_budget: u64,
-    /// A CLIP model folder (transformers' layout, e.g. a local copy of
-    /// openai/clip-vit-large-patch14): the loop also checks prompt adherence.
-    #[arg(long)]
-    pub clip_model: Option<PathBuf>,
+    #[command(flatten)]
+    pub checks: LoopArgs,
     /// Print the plan before generating and every attempt's checks after.
     #[arg(long)]
     pub explain: bool,
@@ -149,6 +140,37 @@ pub fn load_pipeline(resolved: &ResolvedModel, l: &LoadSpec) -> Result<Pipeline>
     Ok(pipeline)
 }
 
+/// The loop's settings, shared by `generate`, `edit` and `fuse`.
+#[derive(clap::Args)]
+pub struct LoopArgs {
+    /// The plan → check → correct loop: at most this many attempts, the best one kept
+    /// (1 = no loop: one picture, still checked and reported). An edit done as exact image
+    /// maths is made once.
+    #[arg(long, default_value_t = plantain_director::generate::Budget::DEFAULT.attempts)]
+    pub attempts: usize,
+    /// No new attempt starts after this many seconds.
+    #[arg(long, default_value_t = plantain_director::generate::Budget::DEFAULT.time.as_secs())]
+    pub time_budget: u64,
+    /// A CLIP model folder (transformers' layout, e.g. a local copy of
+    /// openai/clip-vit-large-patch14): the loop also checks prompt adherence.
+    #[arg(long)]
+    pub clip_model: Option<PathBuf>,
+}
+
+impl LoopArgs {
+    pub fn budget(&self) -> plantain_director::generate::Budget {
+        plantain_director::generate::Budget { attempts: self.attempts.max(1), time: std::time::Duration::from_secs(self.time_budget) }
+    }
+
+    /// The check models, CLIP loaded now (a folder that does not load is an error before any
+    /// painting).
+    pub fn installed(&self) -> Result<plantain_director::generate::InstalledChecks> {
+        let installed = plantain_director::generate::InstalledChecks::with_clip(self.clip_model.clone());
+        installed.load_clip().map_err(anyhow::Error::msg)?;
+        Ok(installed)
+    }
+}
+
 /// Runs one request with a progress bar; the picture at the asked size.
 pub fn generate_with_bar(pipeline: &Pipeline, req: &GenerateRequest) -> Result<Generated> {
     let bar = ProgressBar::new(req.steps as u64);
@@ -168,25 +190,28 @@ pub fn generate_with_bar(pipeline: &Pipeline, req: &GenerateRequest) -> Result<G
 /// Text to image through the plan → check → correct loop: the plan printed with --explain,
 /// every attempt's checks after it, the best attempt returned.
 fn generate_checked(pipeline: &Pipeline, req: &GenerateRequest, a: &Args) -> Result<Generated> {
-    use plantain_director::generate::{Budget, InstalledChecks, Plan, Settings, run};
+    use plantain_director::generate::{Paint, Plan, Settings, run};
     let plan = Plan::new(&req.prompt, req.negative_prompt.as_deref(), req.width, req.height);
     if a.explain {
         println!("{}", plan.explain());
     }
-    let budget = Budget { attempts: a.attempts.max(1), time: std::time::Duration::from_secs(a.time_budget) };
+    let budget = a.checks.budget();
     let first = Settings { seed: req.seed, steps: req.steps, guidance: req.guidance };
     let mut made: Vec<Generated> = Vec::new();
-    let mut paint = |s: &Settings| -> Result<image::RgbImage> {
-        let mut r = req.clone();
-        r.prompt = plan.draw_prompt.clone();
-        (r.seed, r.steps, r.guidance) = (s.seed, s.steps, s.guidance);
-        let g = generate_with_bar(pipeline, &r)?;
+    let mut paint = |p: &Paint| -> Result<image::RgbImage> {
+        if let (Some(exact), Some(rep)) = (p.exact_answer(), &p.repaint) {
+            // Only blobs erased from an earlier drawing: that drawing's record, these pixels.
+            let mut g = made.get(rep.from).cloned().context("a repaint follows its drawing")?;
+            g.image = exact.clone();
+            made.push(g);
+            return Ok(exact.clone());
+        }
+        let g = generate_with_bar(pipeline, &p.request(&plan, req))?;
         let image = g.image.clone();
         made.push(g);
         Ok(image)
     };
-    let installed = InstalledChecks::with_clip(a.clip_model.clone());
-    installed.load_clip().map_err(anyhow::Error::msg)?;
+    let installed = a.checks.installed()?;
     let outcome = run(&plan, first, budget, &installed.checkers(&plan), &mut paint)?;
     if a.explain {
         println!("{}", outcome.report());

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use plantain_service::Config;
+use plantain_service::config::StorageBackend;
 use plantain_store::Stores;
 
 #[derive(clap::Args)]
@@ -30,7 +31,7 @@ pub fn run(a: Args) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct KeysArgs {
-    /// The server's config file (its data_dir holds the keys).
+    /// The server's config file (its `[storage]`, by default its data_dir, holds the keys).
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
     /// The data directory (instead of the config's data_dir).
@@ -59,26 +60,35 @@ pub enum KeysCommand {
 }
 
 pub fn keys(a: KeysArgs) -> Result<()> {
-    let data_dir = match a.data_dir {
-        Some(d) => d,
-        None => Config::load(a.config.as_deref()).context("reading the server config")?.data_dir,
+    // An explicit --data-dir is the embedded store in that folder; otherwise the config's
+    // `[storage]` (the embedded store in its data_dir by default, or PostgreSQL + S3).
+    let config = match a.data_dir {
+        Some(d) => Config { data_dir: d, ..Config::default() },
+        None => Config::load(a.config.as_deref()).context("reading the server config")?,
     };
-    let stores = Stores::open_embedded(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?;
+    let place = match config.storage.backend {
+        StorageBackend::Embedded => config.data_dir.display().to_string(),
+        StorageBackend::Postgres => "the PostgreSQL store".to_string(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
-    rt.block_on(keys_command(a.command, &stores, &data_dir))
+    rt.block_on(async {
+        let stores =
+            plantain_service::storage::open(&config, |k| std::env::var(k).ok()).await.with_context(|| format!("opening {place}"))?;
+        keys_command(a.command, &stores, &place).await
+    })
 }
 
-async fn keys_command(command: KeysCommand, stores: &Stores, data_dir: &std::path::Path) -> Result<()> {
+async fn keys_command(command: KeysCommand, stores: &Stores, place: &str) -> Result<()> {
     match command {
         KeysCommand::Create { name } => {
             let (id, secret) = plantain_service::keys::create_key(stores, &name).await?;
-            eprintln!("created key {id} ({name}) in {}; it is shown only now:", data_dir.display());
+            eprintln!("created key {id} ({name}) in {place}; it is shown only now:");
             println!("{secret}");
         }
         KeysCommand::List => {
             let keys = stores.meta.list_keys().await?;
             if keys.is_empty() {
-                eprintln!("no keys in {} (the server accepts loopback clients without a key)", data_dir.display());
+                eprintln!("no keys in {place} (the server accepts loopback clients without a key)");
             }
             for k in keys {
                 let state = match k.revoked_at {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use image::{Rgb, RgbImage};
-use plantain_director::generate::{AdherenceScorer, Budget, CheckKind, Checkers, InstalledChecks, Plan, Settings, examine, run};
+use plantain_director::generate::{AdherenceScorer, Budget, CheckKind, Checkers, InstalledChecks, Paint, Plan, Settings, examine, run};
 
 fn tiny_clip() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/clip")
@@ -24,7 +24,7 @@ fn adherence(checks: &[plantain_director::generate::Check]) -> &plantain_directo
 fn a_clip_model_scores_the_picture_against_the_prompt() {
     let installed = InstalledChecks::with_clip(Some(tiny_clip()));
     let plan = Plan::new("a lighthouse on a cliff at dusk", None, 64, 64);
-    let (_, checks) = examine(&plan, picture(), &installed.checkers(&plan));
+    let checks = examine(&plan, picture(), &installed.checkers(&plan)).checks;
     let c = adherence(&checks);
     assert!(c.passed() || c.failed(), "the check ran: {}", c.line());
     assert!(c.detail.contains("CLIP cosine"), "{}", c.line());
@@ -33,12 +33,12 @@ fn a_clip_model_scores_the_picture_against_the_prompt() {
 #[test]
 fn without_a_model_or_with_a_broken_one_adherence_is_not_checked() {
     let plan = Plan::new("a lighthouse", None, 64, 64);
-    let (_, checks) = examine(&plan, picture(), &InstalledChecks::new().checkers(&plan));
+    let checks = examine(&plan, picture(), &InstalledChecks::new().checkers(&plan)).checks;
     let c = adherence(&checks);
     assert!(!c.passed() && !c.failed() && c.detail.contains("no CLIP model"), "{}", c.line());
     let broken = InstalledChecks::with_clip(Some(PathBuf::from("/nonexistent/clip")));
     assert!(broken.load_clip().is_err());
-    let (_, checks) = examine(&plan, picture(), &broken.checkers(&plan));
+    let checks = examine(&plan, picture(), &broken.checkers(&plan)).checks;
     let c = adherence(&checks);
     assert!(!c.passed() && !c.failed() && c.detail.contains("did not load"), "{}", c.line());
 }
@@ -55,7 +55,7 @@ impl AdherenceScorer for Cosine {
 fn low_adherence_fails_and_raises_guidance_high_adherence_passes() {
     let plan = Plan::new("a lighthouse on a cliff at dusk", None, 64, 64);
     let first = Settings { seed: 3, steps: 4, guidance: 5.0 };
-    let mut paint = |_: &Settings| -> Result<RgbImage, String> { Ok(picture()) };
+    let mut paint = |_: &Paint| -> Result<RgbImage, String> { Ok(picture()) };
     let low = Cosine(0.05);
     let checkers = Checkers { adherence: Some(&low), ..Checkers::default() };
     let outcome = run(&plan, first, Budget { attempts: 2, ..Budget::DEFAULT }, &checkers, &mut paint).unwrap();

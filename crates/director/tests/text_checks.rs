@@ -22,7 +22,8 @@ fn installed() -> InstalledChecks {
 fn text_check(c: &InstalledChecks, prompt: &str) -> plantain_director::generate::Check {
     let plan = Plan::new(prompt, None, 768, 512);
     assert_eq!(plan.texts.len(), 1, "{prompt}: {:?}", plan.texts);
-    let (out, checks) = examine(&plan, painting(768, 512), &c.checkers(&plan));
+    let examined = examine(&plan, painting(768, 512), &c.checkers(&plan));
+    let (out, checks) = (examined.image, examined.checks);
     assert_ne!(out, painting(768, 512), "the text was drawn");
     checks.into_iter().find(|k| k.kind == CheckKind::Text).expect("a text check")
 }
@@ -60,7 +61,7 @@ fn the_scene_is_checked_before_the_text_is_set() {
     assert!(plan.world.is_some(), "the world part of the prompt is read: {plan:?}");
     let o = Object { shape: Shape::Circle, color: ColorName::Red, size: Size::Large, h: HPos::Center, v: VPos::Middle, jitter: (0.0, 0.0) };
     let scene = Scene { background: Background::Solid(ColorName::White), lighting: Lighting::NEUTRAL, objects: vec![o], relations: vec![] };
-    let (_, checks) = examine(&plan, render(&scene, 256, 256), &c.checkers(&plan));
+    let checks = examine(&plan, render(&scene, 256, 256), &c.checkers(&plan)).checks;
     for kind in [CheckKind::Scene, CheckKind::Text] {
         let k = checks.iter().find(|k| k.kind == kind).expect("the check ran");
         assert!(k.passed(), "{}", k.line());

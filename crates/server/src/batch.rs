@@ -411,8 +411,8 @@ async fn run_item(state: &Arc<AppState>, b: &BatchRecord, item: &BatchItem) -> R
         tracing::info!(batch = %b.name, item = item.idx, "batch item: reusing images recorded before a restart");
         return Ok(response_json(state, &ctx, &b.model, &p, &done));
     }
-    let job = loop {
-        match state.svc.submit(&ctx, p.spec.clone()).await {
+    let run = loop {
+        match state.svc.start_checked(&ctx, p.spec.clone()).await {
             Ok(j) => break j,
             // A full queue is backpressure, not failure: batch work waits its turn.
             Err(e) if e.kind == ErrorKind::Unavailable && matches!(worker.state(), ModelState::Ready { .. }) => {
@@ -421,6 +421,6 @@ async fn run_item(state: &Arc<AppState>, b: &BatchRecord, item: &BatchItem) -> R
             Err(e) => return Err(e.into()),
         }
     };
-    let outs = job.finish(&state.svc).await?;
+    let outs = run.finish(None).await?;
     Ok(response_json(state, &ctx, &b.model, &p, &outs))
 }

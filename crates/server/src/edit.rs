@@ -77,7 +77,7 @@ pub(crate) async fn prepare_edit(
             return Ok(Prepared {
                 spec,
                 include_text,
-                include_thoughts: false,
+                include_thoughts: crate::gemini::wants_thoughts(gc),
                 ratio,
                 size,
                 input_images: found.len() as u32,
@@ -94,7 +94,7 @@ pub(crate) async fn prepare_edit(
     Ok(Prepared {
         spec,
         include_text,
-        include_thoughts: false,
+        include_thoughts: crate::gemini::wants_thoughts(gc),
         ratio,
         size,
         input_images: found.len() as u32,
@@ -147,6 +147,7 @@ fn spec_for(
         partial_images: 0,
         progress: false,
         edit: plan.map(Arc::new),
+        repaint: None,
     }
 }
 

@@ -14,7 +14,7 @@ use plantain_core::{AspectRatio, ImageSize, output_pixels};
 use plantain_imageio::{B64, InputImage, MediaFormat, decode_base64, decode_input};
 use plantain_service::worker::Worker;
 use plantain_service::{CheckedOutcome as Outcome, PicturePlan as Plan};
-use plantain_service::{JobEvent, JobSpec, Output, RequestCtx};
+use plantain_service::{JobSpec, LoopEvent, Output, RequestCtx};
 use plantain_store::Artefact;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -234,6 +234,11 @@ pub struct Prepared {
     pub explain: Option<String>,
 }
 
+/// `thinkingConfig.includeThoughts`: the plan and the loop's checks as thought parts.
+pub(crate) fn wants_thoughts(gc: Option<&GenerationConfig>) -> bool {
+    gc.and_then(|g| g.thinking_config.as_ref()).and_then(|t| t.include_thoughts).unwrap_or(false)
+}
+
 /// An image part found in the request, with where it sits.
 pub(crate) struct FoundImage {
     pub content: usize,
@@ -296,8 +301,9 @@ pub async fn prepare(
         partial_images: 0,
         progress: false,
         edit: None,
+        repaint: None,
     };
-    let include_thoughts = gc.and_then(|g| g.thinking_config.as_ref()).and_then(|t| t.include_thoughts).unwrap_or(false);
+    let include_thoughts = wants_thoughts(gc);
     Ok(Prepared { spec, include_text, include_thoughts, ratio, size, input_images: found.len() as u32, answer: None, explain: None })
 }
 
@@ -519,7 +525,8 @@ pub fn response_json(state: &AppState, ctx: &RequestCtx, model: &str, p: &Prepar
             if p.include_thoughts
                 && let Some(o) = &checked
             {
-                let plan = Plan::new(&p.spec.prompt, p.spec.negative.as_deref(), a.width, a.height).explain();
+                let plan =
+                    p.explain.clone().unwrap_or_else(|| Plan::new(&p.spec.prompt, p.spec.negative.as_deref(), a.width, a.height).explain());
                 parts.push(json!({"text": format!("{plan}\n{}", o.report()), "thought": true}));
             }
             if p.include_text {
@@ -567,18 +574,14 @@ async fn generate_content(
     if let Some(text) = &p.answer {
         return Ok(crate::edit::no_image_json(model, &ctx.request_id, &p, text));
     }
-    let outs = if p.spec.edit.is_none() && p.spec.images.is_empty() {
-        state.svc.generate_checked(ctx, p.spec.clone()).await?
-    } else {
-        state.svc.submit(ctx, p.spec.clone()).await?.finish(&state.svc).await?
-    };
+    let outs = state.svc.generate_checked(ctx, p.spec.clone(), None).await?;
     Ok(response_json(state, ctx, model, &p, &outs))
 }
 
-/// SSE: while the engine runs, chunks carrying a thought part "step k of n" (the SDKs keep
-/// thought parts out of `.text`); then one chunk with the images. Errors found before the
-/// job is queued (bad input, quota, full queue) are plain HTTP errors; a failure after the
-/// stream started is sent as a final `{"error": …}` event.
+/// SSE: while the loop runs, chunks carrying thought parts — "step k of n" of each attempt and
+/// each attempt's verdict (the SDKs keep thought parts out of `.text`); then one chunk with the
+/// images. Errors found before the first job is queued (bad input, quota, full queue) are plain
+/// HTTP errors; a failure after the stream started is sent as a final `{"error": …}` event.
 async fn stream_generate_content(
     state: Arc<AppState>,
     ctx: RequestCtx,
@@ -597,47 +600,22 @@ async fn stream_generate_content(
     spec.progress = true;
     // With `includeThoughts`, previews of the picture in progress come as thought images, as
     // Gemini's thinking image models send their interim images.
-    let thoughts = req.generation_config.as_ref().and_then(|g| g.thinking_config.as_ref()).and_then(|t| t.include_thoughts);
-    if thoughts == Some(true) {
+    if p.include_thoughts {
         spec.partial_images = STREAM_PREVIEWS;
     }
-    let mut job = state.svc.submit(&ctx, spec).await?;
+    let run = state.svc.start_checked(&ctx, spec).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Value>(16);
-    // The task owns the job: when the client goes away the receiver drops, the task ends and
-    // dropping the job cancels it between steps.
+    let (etx, erx) = tokio::sync::mpsc::channel::<LoopEvent>(16);
+    // The task owns the run: when the client goes away the receiver drops, the task ends and
+    // dropping the run cancels its job between steps.
     tokio::spawn(async move {
-        loop {
-            let ev = tokio::select! {
-                ev = job.next() => ev,
-                _ = tx.closed() => return,
-            };
-            match ev {
-                Some(JobEvent::Progress(pe)) => {
-                    let text = format!("step {} of {} (image {} of {})", pe.step, pe.total, pe.image + 1, p.spec.count);
-                    let chunk = json!({
-                        "candidates": [{"content": {"role": "model", "parts": [{"text": text, "thought": true}]}, "index": 0}],
-                        "modelVersion": model, "responseId": ctx.request_id,
-                    });
-                    if tx.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-                Some(JobEvent::Partial(pe)) => {
-                    let chunk = match job.stamp_partial(&state.svc, pe).await {
-                        Ok(bytes) => preview_chunk(&bytes, &model, &ctx.request_id),
-                        Err(e) => {
-                            let _ = tx.send(ApiError::from(e).gemini_body()).await;
-                            return;
-                        }
-                    };
-                    if tx.send(chunk).await.is_err() {
-                        return;
-                    }
-                }
-                None => break,
-            }
-        }
-        let v = match job.finish(&state.svc).await {
+        let run = run.finish(Some(etx));
+        let forward = forward_thoughts(erx, &tx, &model, &ctx.request_id, p.spec.count);
+        let outs = tokio::select! {
+            outs = async { tokio::join!(run, forward).0 } => outs,
+            _ = tx.closed() => return,
+        };
+        let v = match outs {
             Ok(outs) => response_json(&state, &ctx, &model, &p, &outs),
             Err(e) => ApiError::from(e).gemini_body(),
         };
@@ -647,6 +625,37 @@ async fn stream_generate_content(
         rx.recv().await.map(|v| (Ok::<Event, Infallible>(Event::default().data(v.to_string())), rx))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// The loop's events as chunks with one thought part each, until the loop ends.
+async fn forward_thoughts(
+    mut events: tokio::sync::mpsc::Receiver<LoopEvent>,
+    tx: &tokio::sync::mpsc::Sender<Value>,
+    model: &str,
+    id: &str,
+    count: u32,
+) {
+    while let Some(ev) = events.recv().await {
+        let text = match ev {
+            LoopEvent::Progress { image, attempt, step, total } => {
+                format!("step {step} of {total} (image {} of {count}, attempt {})", image + 1, attempt + 1)
+            }
+            LoopEvent::Checked { line, .. } => line,
+            LoopEvent::Partial { bytes, .. } => {
+                if tx.send(preview_chunk(&bytes, model, id)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let chunk = json!({
+            "candidates": [{"content": {"role": "model", "parts": [{"text": text, "thought": true}]}, "index": 0}],
+            "modelVersion": model, "responseId": id,
+        });
+        if tx.send(chunk).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Previews a stream with `includeThoughts` sends per image (at evenly spaced steps; see

@@ -14,8 +14,8 @@ use axum::routing::post;
 use base64::Engine as _;
 use plantain_core::ImageSize;
 use plantain_imageio::{B64, InputImage, MediaFormat, decode_input, has_alpha, openai_mask};
-use plantain_service::worker::{PreviewEvent, Worker};
-use plantain_service::{EditOptions, ImageRole, Job, JobEvent, JobSpec, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, Output, RequestCtx};
+use plantain_service::worker::Worker;
+use plantain_service::{CheckedRun, EditOptions, ImageRole, JobSpec, LoopEvent, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, Output, RequestCtx};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -251,6 +251,7 @@ fn spec(state: &AppState, c: &Common, prompt: String, edit: Option<Edit>, extra:
         partial_images: c.partial_images as usize,
         progress: false,
         edit: None,
+        repaint: None,
     }
 }
 
@@ -290,52 +291,37 @@ async fn run(
     event_prefix: &'static str,
 ) -> Result<Response, ApiError> {
     let prompt_tokens = s.prompt_tokens;
+    // Every request goes through the plan → check → correct loop (an exact edit: one attempt).
+    let checked = state.svc.start_checked(ctx, s).await?;
     if !c.stream {
-        // Text to image goes through the plan → check → correct loop; edits run once.
-        let outs = if s.edit.is_none() && s.images.is_empty() {
-            state.svc.generate_checked(ctx, s).await?
-        } else {
-            state.svc.submit(ctx, s).await?.finish(&state.svc).await?
-        };
+        let outs = checked.finish(None).await?;
         return Ok(axum::Json(response_json(state, &c, headers, &outs, prompt_tokens)).into_response());
     }
-    let job = state.svc.submit(ctx, s).await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(4);
-    tokio::spawn(stream_job(state.clone(), headers.clone(), c, job, event_prefix, prompt_tokens, tx));
+    tokio::spawn(stream_job(state.clone(), headers.clone(), c, checked, event_prefix, prompt_tokens, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok::<Event, Infallible>(e), rx)) });
     Ok(Sse::new(stream).into_response())
 }
 
-/// `*.partial_image` events while the engine runs (when asked), then `*.completed` per image,
-/// or an `error` event. The task owns the job: when the client leaves, it ends and dropping
-/// the job cancels it between steps.
+/// `*.partial_image` events while the loop runs (when asked: each attempt's), then
+/// `*.completed` per image, or an `error` event. The task owns the run: when the client leaves,
+/// it ends and dropping the run cancels its job between steps.
 async fn stream_job(
     state: Arc<AppState>,
     headers: HeaderMap,
     c: Common,
-    mut job: Job,
+    checked: CheckedRun,
     event_prefix: &'static str,
     prompt_tokens: u32,
     tx: tokio::sync::mpsc::Sender<Event>,
 ) {
-    let mut index = 0u32;
-    loop {
-        let ev = tokio::select! {
-            biased;
-            _ = tx.closed() => return,
-            ev = job.next() => ev,
-        };
-        match ev {
-            Some(JobEvent::Partial(p)) => {
-                if send_partial(&state, &tx, &job, p, &c, event_prefix, &mut index).await.is_err() {
-                    return;
-                }
-            }
-            Some(JobEvent::Progress(_)) => {}
-            None => break,
-        }
-    }
-    match job.finish(&state.svc).await {
+    let (etx, erx) = tokio::sync::mpsc::channel::<LoopEvent>(4);
+    let forward = forward_partials(erx, &tx, &c, event_prefix);
+    let outs = tokio::select! {
+        outs = async { tokio::join!(checked.finish(Some(etx)), forward).0 } => outs,
+        _ = tx.closed() => return,
+    };
+    match outs {
         Ok(outs) => {
             let body = response_json(&state, &c, &headers, &outs, prompt_tokens);
             for d in body["data"].as_array().cloned().unwrap_or_default() {
@@ -352,34 +338,36 @@ async fn stream_job(
     }
 }
 
-/// Stamps one partial image and sends it as a `*.partial_image` event (OpenAI's
-/// `ImageGenPartialImageEvent` / `ImageEditPartialImageEvent`). `index` counts the stream's
-/// partial images from 0 (with `n` > 1, image after image). Err: the client is gone, or the
-/// stamp failed (an `error` event was sent).
-async fn send_partial(
-    state: &AppState,
+/// Sends the loop's stamped partial images as `*.partial_image` events (OpenAI's
+/// `ImageGenPartialImageEvent` / `ImageEditPartialImageEvent`), until the loop ends: at most
+/// `partial_images` per image, as asked (a later attempt's are not sent).
+/// `partial_image_index` counts the stream's partial images from 0 (image after image).
+async fn forward_partials(
+    mut events: tokio::sync::mpsc::Receiver<LoopEvent>,
     tx: &tokio::sync::mpsc::Sender<Event>,
-    job: &Job,
-    ev: PreviewEvent,
     c: &Common,
     event_prefix: &str,
-    index: &mut u32,
-) -> Result<(), ()> {
-    let bytes = match job.stamp_partial(&state.svc, ev).await {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = tx.send(Event::default().event("error").data(ApiError::from(e).openai_body().to_string())).await;
-            return Err(());
-        }
-    };
+) {
+    let mut index = 0u32;
+    let mut sent = HashMap::<usize, u32>::new();
     let kind = format!("{event_prefix}.partial_image");
-    let body = json!({
-        "type": kind, "b64_json": B64.encode(&bytes), "created_at": plantain_store::now(), "background": "opaque",
-        "output_format": format_name(c.format), "quality": c.quality, "size": format!("{}x{}", c.width, c.height),
-        "partial_image_index": *index,
-    });
-    *index += 1;
-    tx.send(Event::default().event(kind).data(body.to_string())).await.map_err(|_| ())
+    while let Some(ev) = events.recv().await {
+        let LoopEvent::Partial { bytes, image, .. } = ev else { continue };
+        let n = sent.entry(image).or_default();
+        if *n >= c.partial_images {
+            continue;
+        }
+        *n += 1;
+        let body = json!({
+            "type": kind, "b64_json": B64.encode(&bytes), "created_at": plantain_store::now(), "background": "opaque",
+            "output_format": format_name(c.format), "quality": c.quality, "size": format!("{}x{}", c.width, c.height),
+            "partial_image_index": index,
+        });
+        index += 1;
+        if tx.send(Event::default().event(kind.clone()).data(body.to_string())).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn format_name(f: MediaFormat) -> &'static str {

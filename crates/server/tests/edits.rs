@@ -117,12 +117,23 @@ async fn gemini_fusion_and_generative_edits() {
     assert!(check(&want, &out).all_correct(), "{:?}", check(&want, &out));
 
     // "add …" needs the model: the tiny random model paints noise, but only inside the box.
-    let body = json!({"contents": [{"parts": [{"text": "add a green square at the top left"}, inline(&room_img)]}]});
+    // It goes through the loop: each attempt checked for locality and the asked change.
+    let body = json!({"contents": [{"parts": [{"text": "add a green square at the top left"}, inline(&room_img)]}],
+        "generationConfig": {"responseModalities": ["TEXT", "IMAGE"], "thinkingConfig": {"includeThoughts": true}}});
     let (st, v) = post(&base, &body).await;
     assert_eq!(st, 200, "{v}");
     let out = decode(&v);
     let outside = out.enumerate_pixels().filter(|&(x, y, p)| (x > 120 || y > 90) && p != room_img.get_pixel(x, y)).count();
     assert_eq!(outside, 0, "pixels moved outside the top-left box and its band");
+    let parts = v["candidates"][0]["content"]["parts"].as_array().unwrap();
+    let thought = parts.iter().find(|p| p["thought"] == true).and_then(|p| p["text"].as_str()).expect("the plan and checks as a thought");
+    assert!(
+        thought.contains("attempt 1 (seed") && thought.contains("edit locality: pass — 0 pixels changed outside the region"),
+        "{thought}"
+    );
+    assert!(thought.contains("asked change: "), "{thought}");
+    let text = parts.iter().find(|p| p["thought"].is_null() && p["text"].is_string()).and_then(|p| p["text"].as_str()).unwrap();
+    assert!(text.contains("checks passed: exact size, not blank, edit locality"), "{text}");
     s.stop().await;
 }
 

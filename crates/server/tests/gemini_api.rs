@@ -310,9 +310,17 @@ async fn streaming_sends_progress_then_the_image() {
     let text = r.text().await.unwrap();
     let events: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
     assert!(events.len() >= 3, "{events:?}");
-    let progress: Vec<&Value> = events.iter().filter(|e| e["candidates"][0]["content"]["parts"][0]["thought"] == true).collect();
-    assert_eq!(progress.len(), 2, "2 steps → 2 progress chunks");
-    assert!(progress[0]["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap().starts_with("step 1 of 2"));
+    let thoughts: Vec<&str> = events
+        .iter()
+        .filter(|e| e["candidates"][0]["content"]["parts"][0]["thought"] == true)
+        .map(|e| e["candidates"][0]["content"]["parts"][0]["text"].as_str().unwrap())
+        .collect();
+    // Each attempt of the loop: its 2 steps, then its verdict.
+    let verdicts: Vec<&&str> = thoughts.iter().filter(|t| t.starts_with("attempt ")).collect();
+    assert!(!verdicts.is_empty() && verdicts.len() <= 3, "{thoughts:?}");
+    assert!(verdicts[0].starts_with("attempt 1 of up to 3 (first attempt): score"), "{thoughts:?}");
+    assert_eq!(thoughts.len(), 3 * verdicts.len(), "2 steps and a verdict per attempt: {thoughts:?}");
+    assert!(thoughts[0].starts_with("step 1 of 2 (image 1 of 1, attempt 1)"), "{thoughts:?}");
     let last = events.last().unwrap();
     assert_eq!(dims(image_parts(last)[0]["inlineData"]["data"].as_str().unwrap()), (632, 424));
 

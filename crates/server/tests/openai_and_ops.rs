@@ -356,7 +356,9 @@ async fn idempotent_streams_and_quality_steps() {
     assert_eq!(first.status(), 200);
     assert!(first.headers().get("idempotent-replayed").is_none());
     let first = first.text().await.unwrap();
-    assert_eq!(first.matches("data: ").count(), 5, "4 progress chunks and the image: {first:.300}");
+    // Per attempt of the loop: 4 progress chunks and its verdict; then the image.
+    let chunks = first.matches("data: ").count();
+    assert!(chunks >= 6 && (chunks - 1) % 5 == 0, "4 progress chunks and a verdict per attempt, then the image: {first:.300}");
     assert_eq!(images().await, 1);
     let again = send("s-1", &body).await.unwrap();
     assert_eq!(again.status(), 200);

@@ -58,9 +58,67 @@ pub struct Config {
     /// The plan → check → correct loop for text-to-image requests.
     pub checks: ChecksConfig,
     pub provenance: ProvenanceConfig,
+    /// Where metadata and blobs live (default: embedded in `data_dir`).
+    pub storage: StorageConfig,
     pub models: Vec<ModelConfig>,
     /// Extra names: `alias = "model"`.
     pub aliases: std::collections::BTreeMap<String, String>,
+}
+
+/// `[storage]`: where metadata (keys, outputs' records, quotas, idempotency records, files,
+/// batches) and blobs live. Secrets are never read from the file: the PostgreSQL URL with its
+/// password comes from `PLANTAIN_POSTGRES_URL`, the S3 keys from `PLANTAIN_S3_ACCESS_KEY_ID` /
+/// `PLANTAIN_S3_SECRET_ACCESS_KEY` (or `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`), read
+/// when storage is opened ([`crate::storage::open`]) and kept out of this struct.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    pub postgres: PostgresSection,
+    pub s3: S3Section,
+}
+
+/// `[storage] backend`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// SQLite (`data_dir/plantain.sqlite`) and a blob folder (`data_dir/blobs`): one node.
+    #[default]
+    Embedded,
+    /// PostgreSQL metadata and S3-compatible blobs, which several nodes can share.
+    Postgres,
+}
+
+/// `[storage.postgres]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresSection {
+    /// `postgres://user@host:port/database`, without a password (`PLANTAIN_POSTGRES_URL`
+    /// replaces it, password included).
+    pub url: Option<String>,
+    /// A schema for plantain's tables (created when missing); default: the search path's.
+    pub schema: Option<String>,
+    /// Connections this node keeps open.
+    pub max_connections: u32,
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        PostgresSection { url: None, schema: None, max_connections: 10 }
+    }
+}
+
+/// `[storage.s3]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Section {
+    pub bucket: Option<String>,
+    /// `http://host:port` of a self-hosted S3-compatible server; none for AWS S3.
+    pub endpoint: Option<String>,
+    /// Default `us-east-1`.
+    pub region: Option<String>,
+    /// Objects go under this prefix (`prefix/blobs/…`).
+    pub prefix: String,
 }
 
 /// `[checks]`: how much the loop may spend per image, and the optional CLIP model.
@@ -238,6 +296,7 @@ impl Default for Config {
             limits: Limits::default(),
             checks: ChecksConfig::default(),
             provenance: ProvenanceConfig::default(),
+            storage: StorageConfig::default(),
             models: Vec::new(),
             aliases: Default::default(),
         }
@@ -290,7 +349,9 @@ impl Config {
     /// Environment variables override the file: `PLANTAIN_LISTEN`, `PLANTAIN_DATA_DIR`,
     /// `PLANTAIN_PUBLIC_URL`, `PLANTAIN_DEFAULT_MODEL`, `PLANTAIN_STRICT_SIGNATURES`,
     /// `PLANTAIN_REQUESTS_PER_MINUTE`, `PLANTAIN_IMAGES_PER_DAY`, `PLANTAIN_MAX_BODY_BYTES`,
-    /// and `PLANTAIN_SERVE_MODEL` (adds a model: `name=source`, or just a source).
+    /// `PLANTAIN_SERVE_MODEL` (adds a model: `name=source`, or just a source), and
+    /// `PLANTAIN_STORAGE` (`embedded` or `postgres`), `PLANTAIN_S3_BUCKET`, `PLANTAIN_S3_ENDPOINT`.
+    /// Storage secrets are read only when storage is opened ([`StorageConfig`]).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let num = |k: &str, v: &str| v.trim().parse::<u64>().map_err(|_| ConfigError::Env(k.into(), v.into()));
         if let Some(v) = get("PLANTAIN_LISTEN") {
@@ -316,6 +377,19 @@ impl Config {
         }
         if let Some(v) = get("PLANTAIN_MAX_BODY_BYTES") {
             self.limits.max_body_bytes = num("PLANTAIN_MAX_BODY_BYTES", &v)? as usize;
+        }
+        if let Some(v) = get("PLANTAIN_STORAGE") {
+            self.storage.backend = match v.trim() {
+                "embedded" => StorageBackend::Embedded,
+                "postgres" => StorageBackend::Postgres,
+                _ => return Err(ConfigError::Invalid(format!("PLANTAIN_STORAGE={v:?}: embedded or postgres"))),
+            };
+        }
+        if let Some(v) = get("PLANTAIN_S3_BUCKET") {
+            self.storage.s3.bucket = Some(v);
+        }
+        if let Some(v) = get("PLANTAIN_S3_ENDPOINT") {
+            self.storage.s3.endpoint = Some(v);
         }
         if let Some(v) = get("PLANTAIN_SERVE_MODEL") {
             let (name, source) = match v.split_once('=') {

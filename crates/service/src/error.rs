@@ -56,8 +56,13 @@ impl ServiceError {
 }
 
 impl From<StoreError> for ServiceError {
+    /// A store that cannot be reached (PostgreSQL or S3 down, timed out) is "unavailable, retry";
+    /// anything else is our fault.
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage error");
+        if e.is_unavailable() {
+            return ServiceError::unavailable("storage is unavailable; retry later", 5);
+        }
         ServiceError::internal(format!("storage error: {e}"))
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use image::{GrayImage, RgbImage};
 use plantain_director::edit::{EditPlan, PlanReport};
+use plantain_director::generate::RepaintRequest;
 use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::{GenerateRequest, Generated, Timings as EngineTimings};
 use plantain_imageio::{InputImage, MediaFormat};
@@ -77,6 +78,9 @@ pub struct JobSpec {
     /// A planned edit: the engine (if the plan needs a model) paints its request, and the
     /// result is pasted back into the input outside the plan's region.
     pub edit: Option<Arc<EditPlan>>,
+    /// The loop's local repaint of an earlier attempt (inpainting of its region; the loop
+    /// pastes the answer back).
+    pub repaint: Option<Arc<RepaintRequest>>,
 }
 
 impl JobSpec {
@@ -119,6 +123,9 @@ impl JobSpec {
                 r.init_image = init.clone();
                 r.strength = self.strength.unwrap_or(d.strength);
                 r.mask = self.mask.clone();
+                if let Some(rep) = &self.repaint {
+                    rep.apply(&mut r);
+                }
                 r
             })
             .collect()

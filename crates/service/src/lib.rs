@@ -20,6 +20,7 @@ pub mod job;
 pub mod keys;
 pub mod metrics;
 mod publish;
+pub mod storage;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use std::time::Instant;
 use plantain_provenance::{Provenance, Settings};
 use plantain_store::{StoreError, Stores};
 
+pub use checked::{CheckedRun, LoopEvent, LoopEvents};
 pub use config::{Config, ConfigError};
 pub use error::{ErrorKind, ServiceError};
 pub use job::{ImageRole, Job, JobEvent, JobSpec, Made, Output, RequestCtx};
@@ -99,11 +101,11 @@ impl Service {
             .map_err(|e| EditError::Region(format!("the planning task failed: {e}")))?
     }
 
-    /// Opens storage (the embedded SQLite + folder in the config's data dir), loads provenance
-    /// material and starts one worker per model (loading in the background).
+    /// Opens storage (`[storage]`: by default the embedded SQLite + folder in the config's data
+    /// dir), loads provenance material and starts one worker per model (loading in the background).
     pub async fn open(config: Config) -> Result<Service, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| StartError::Io(config.data_dir.display().to_string(), e))?;
-        let stores = Stores::open_embedded(&config.data_dir)?;
+        let stores = storage::open(&config, |k| std::env::var(k).ok()).await?;
         Self::with_stores(config, stores).await
     }
 

@@ -71,6 +71,16 @@ stored_enum!(
     ItemState { Pending = "pending", Running = "running", Succeeded = "succeeded", Failed = "failed", Cancelled = "cancelled" }
 );
 
+stored_enum!(
+    /// A job's state in the shared queue (PostgreSQL).
+    JobState { Queued = "queued", Running = "running", Succeeded = "succeeded", Failed = "failed", Cancelled = "cancelled" }
+);
+
+stored_enum!(
+    /// Which lane a queued job waits in: previews (outputs up to 1K) are taken before finals.
+    JobLane { Preview = "preview", Final = "final" }
+);
+
 impl BatchState {
     /// Still accepting work (not yet completed).
     pub fn is_open(self) -> bool {

@@ -16,6 +16,16 @@ pub const PREFERRED_FAMILIES: [&str; 8] = [
     "Noto Sans CJK KR",
 ];
 
+/// The style of the faces a text is set in: Noto Sans (the default) or Noto Serif (and Noto
+/// Naskh Arabic), whose letters differ in form — a second chance for a reader that misreads
+/// one of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Face {
+    #[default]
+    Sans,
+    Serif,
+}
+
 /// The regional face of Noto Sans CJK (the same characters differ in form by region).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cjk {
@@ -27,13 +37,18 @@ pub(crate) enum Cjk {
 }
 
 impl Cjk {
-    fn family(self) -> &'static str {
-        match self {
-            Cjk::Sc => "Noto Sans CJK SC",
-            Cjk::Tc => "Noto Sans CJK TC",
-            Cjk::Hk => "Noto Sans CJK HK",
-            Cjk::Jp => "Noto Sans CJK JP",
-            Cjk::Kr => "Noto Sans CJK KR",
+    fn family(self, face: Face) -> &'static str {
+        match (self, face) {
+            (Cjk::Sc, Face::Sans) => "Noto Sans CJK SC",
+            (Cjk::Tc, Face::Sans) => "Noto Sans CJK TC",
+            (Cjk::Hk, Face::Sans) => "Noto Sans CJK HK",
+            (Cjk::Jp, Face::Sans) => "Noto Sans CJK JP",
+            (Cjk::Kr, Face::Sans) => "Noto Sans CJK KR",
+            (Cjk::Sc, Face::Serif) => "Noto Serif CJK SC",
+            (Cjk::Tc, Face::Serif) => "Noto Serif CJK TC",
+            (Cjk::Hk, Face::Serif) => "Noto Serif CJK HK",
+            (Cjk::Jp, Face::Serif) => "Noto Serif CJK JP",
+            (Cjk::Kr, Face::Serif) => "Noto Serif CJK KR",
         }
     }
 
@@ -75,15 +90,27 @@ impl Cjk {
     }
 }
 
+/// The family letters without a script of their own (digits, signs) start in.
+pub(crate) fn base_family(face: Face) -> &'static str {
+    match face {
+        Face::Sans => "Noto Sans",
+        Face::Serif => "Noto Serif",
+    }
+}
+
 /// The preferred family for letters of `script`.
-pub(crate) fn family_for(script: Script, cjk: Cjk) -> &'static str {
-    match script {
-        Script::Latin | Script::Cyrillic | Script::Greek => "Noto Sans",
-        Script::Arabic => "Noto Sans Arabic",
-        Script::Hebrew => "Noto Sans Hebrew",
-        Script::Devanagari => "Noto Sans Devanagari",
-        Script::Thai => "Noto Sans Thai",
-        Script::Han | Script::Kana | Script::Hangul => cjk.family(),
+pub(crate) fn family_for(script: Script, cjk: Cjk, face: Face) -> &'static str {
+    match (script, face) {
+        (Script::Latin | Script::Cyrillic | Script::Greek, _) => base_family(face),
+        (Script::Arabic, Face::Sans) => "Noto Sans Arabic",
+        (Script::Arabic, Face::Serif) => "Noto Naskh Arabic",
+        (Script::Hebrew, Face::Sans) => "Noto Sans Hebrew",
+        (Script::Hebrew, Face::Serif) => "Noto Serif Hebrew",
+        (Script::Devanagari, Face::Sans) => "Noto Sans Devanagari",
+        (Script::Devanagari, Face::Serif) => "Noto Serif Devanagari",
+        (Script::Thai, Face::Sans) => "Noto Sans Thai",
+        (Script::Thai, Face::Serif) => "Noto Serif Thai",
+        (Script::Han | Script::Kana | Script::Hangul, _) => cjk.family(face),
     }
 }
 
@@ -91,13 +118,13 @@ pub(crate) fn family_for(script: Script, cjk: Cjk) -> &'static str {
 /// scripts (spaces, digits, punctuation, marks) join the run before them, or the first run
 /// when the text starts with them; a text without letters is one run in Noto Sans. What a
 /// family lacks is found by cosmic-text's fallback.
-pub(crate) fn family_runs(text: &str, cjk: Cjk) -> Vec<(&str, &'static str)> {
+pub(crate) fn family_runs(text: &str, cjk: Cjk, face: Face) -> Vec<(&str, &'static str)> {
     let mut runs: Vec<(usize, &'static str)> = Vec::new();
     for (i, c) in text.char_indices() {
         let Some(script) = script_of_char(c) else {
             continue;
         };
-        let family = family_for(script, cjk);
+        let family = family_for(script, cjk, face);
         match runs.last() {
             Some((_, last)) if *last == family => {}
             None => runs.push((0, family)),
@@ -105,7 +132,7 @@ pub(crate) fn family_runs(text: &str, cjk: Cjk) -> Vec<(&str, &'static str)> {
         }
     }
     if runs.is_empty() {
-        runs.push((0, "Noto Sans"));
+        runs.push((0, base_family(face)));
     }
     let ends = runs.iter().skip(1).map(|(start, _)| *start).chain([text.len()]);
     runs.iter().zip(ends).map(|((start, family), end)| (&text[*start..end], *family)).collect()
@@ -128,9 +155,9 @@ mod tests {
 
     #[test]
     fn runs_split_by_family_and_keep_shared_characters() {
-        let runs = family_runs("«Hi» مرحبا 你好!", Cjk::Sc);
+        let runs = family_runs("«Hi» مرحبا 你好!", Cjk::Sc, Face::Sans);
         assert_eq!(runs, vec![("«Hi» ", "Noto Sans"), ("مرحبا ", "Noto Sans Arabic"), ("你好!", "Noto Sans CJK SC")]);
         assert_eq!(runs.iter().map(|r| r.0).collect::<String>(), "«Hi» مرحبا 你好!");
-        assert_eq!(family_runs("123", Cjk::Jp), vec![("123", "Noto Sans")]);
+        assert_eq!(family_runs("123", Cjk::Jp, Face::Sans), vec![("123", "Noto Sans")]);
     }
 }

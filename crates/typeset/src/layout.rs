@@ -7,7 +7,7 @@ use std::ops::Range;
 use cosmic_text::fontdb::{Database, ID};
 use cosmic_text::{Align, Attrs, Buffer, Family, FontSystem, LayoutRun, Metrics, Shaping, SwashCache, SwashContent, Weight, Wrap};
 
-use crate::fonts::{Cjk, family_runs};
+use crate::fonts::{Cjk, Face, base_family, family_runs};
 use crate::script::script_of_char;
 
 /// The smallest size, in pixels, text is set at: below it text on a picture stops being legible.
@@ -133,10 +133,10 @@ impl Engine {
 
     /// A buffer holding `text`, each script's run in its preferred family, lines aligned by
     /// `align`, wrapped at word boundaries.
-    pub fn buffer(&mut self, text: &str, cjk: Cjk, weight: Weight, align: Align) -> Buffer {
+    pub fn buffer(&mut self, text: &str, (cjk, face): (Cjk, Face), weight: Weight, align: Align) -> Buffer {
         let mut buffer = Buffer::new_empty(Metrics::new(MIN_SIZE_PX, MIN_SIZE_PX * LINE_HEIGHT));
-        let default = Attrs::new().family(Family::Name("Noto Sans")).weight(weight);
-        let spans = family_runs(text, cjk).into_iter().map(|(run, family)| (run, default.clone().family(Family::Name(family))));
+        let default = Attrs::new().family(Family::Name(base_family(face))).weight(weight);
+        let spans = family_runs(text, cjk, face).into_iter().map(|(run, family)| (run, default.clone().family(Family::Name(family))));
         buffer.set_rich_text(spans, &default, Shaping::Advanced, Some(align));
         buffer.set_wrap(Wrap::Word);
         buffer

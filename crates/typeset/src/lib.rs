@@ -36,7 +36,7 @@ use cosmic_text::{Align as LineAlign, Weight};
 use image::{Rgb, RgbImage};
 
 pub use colour::{MIN_CONTRAST, OUTLIER_SHARE, contrast_ratio, luminance_contrast, relative_luminance};
-pub use fonts::PREFERRED_FAMILIES;
+pub use fonts::{Face, PREFERRED_FAMILIES};
 pub use layout::{LINE_HEIGHT, MIN_SIZE_PX};
 pub use place::{CALM_SLACK, MARGIN_SHARE, Placement, SIDE_WIDTH_SHARE, about_as_calm, calmness};
 pub use script::{Script, script_of, script_of_char, scripts_in};
@@ -73,11 +73,13 @@ pub struct TextSpec {
     pub language: Option<String>,
     /// Bold (the default: it holds up better on pictures) or regular.
     pub bold: bool,
+    /// Sans (the default) or serif faces.
+    pub face: Face,
 }
 
 impl Default for TextSpec {
     fn default() -> TextSpec {
-        TextSpec { placement: Placement::Auto, max_lines: 2, size: None, colour: None, language: None, bold: true }
+        TextSpec { placement: Placement::Auto, max_lines: 2, size: None, colour: None, language: None, bold: true, face: Face::Sans }
     }
 }
 
@@ -219,7 +221,7 @@ impl Typesetter {
         }
         let cjk = Cjk::for_text(text, spec.language.as_deref());
         let weight = if spec.bold { Weight::BOLD } else { Weight::NORMAL };
-        let mut buffer = engine.buffer(text, cjk, weight, line_align(region.across));
+        let mut buffer = engine.buffer(text, (cjk, spec.face), weight, line_align(region.across));
         if let Some(Missing(character)) = engine.missing(&mut buffer) {
             let script = layout::missing_script(character);
             return Err(TypesetError::NoFont { script, character });

@@ -1,8 +1,8 @@
 //! The loop: generate, check, correct, until an attempt passes every check that ran or the
 //! budget (attempts, time) is spent; the best attempt is the answer.
 //!
-//! **Score** (documented, used to choose the best attempt): 0 when the size or not-blank check
-//! fails; otherwise the mean, over the checks that ran (not the "not checked" ones), of their
+//! **Score** (documented, used to choose the best attempt): 0 when the size, not-blank or (an
+//! edit) locality check fails; otherwise the mean, over the checks that ran (not the "not checked" ones), of their
 //! score — 1 for a pass, the share of what was right for a fail (e.g. 7 of 9 scene attributes).
 //! Ties go to the earlier attempt.
 //!
@@ -13,14 +13,21 @@
 //! most twice the first). A wrong reading of quoted text is corrected inside the attempt (the
 //! text is set again differently). A new seed is always drawn, since the same settings give the
 //! same picture.
+//!
+//! **Local repaint**: when the best picture so far fails the scene check only in some of its
+//! objects (the background right), the next attempt repaints just those objects' region of that
+//! picture ([`super::repaint`]) instead of drawing a new one — at most [`MAX_REPAINTS_IN_A_ROW`]
+//! times from the same picture, then a whole new picture.
 
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
+use plantain_engine::pipeline::GenerateRequest;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{Check, CheckKind, Checkers, run_checks};
 use super::plan::Plan;
+use super::repaint::{Repaint, RepaintRecord, RepaintRequest, plan_repaint};
 
 /// What one attempt runs with.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,12 +51,43 @@ impl Budget {
     pub const DEFAULT: Budget = Budget { attempts: 3, time: Duration::from_secs(120) };
 }
 
+/// What the painter is asked for one attempt: a picture with these settings, or (a local
+/// repaint) the request's picture with its mask's region redrawn (inpainting, strength 1).
+#[derive(Clone, Debug)]
+pub struct Paint {
+    pub settings: Settings,
+    pub repaint: Option<RepaintRequest>,
+}
+
+impl Paint {
+    /// The answer when there is nothing for a model to paint (a repaint that only erased extra
+    /// blobs): painters return it as it is.
+    pub fn exact_answer(&self) -> Option<&RgbImage> {
+        self.repaint.as_ref().filter(|r| r.exact()).map(|r| &r.image)
+    }
+
+    /// `template` (the request's size and model settings) made this attempt's engine request:
+    /// the plan's drawing prompt with these settings, or the repaint.
+    pub fn request(&self, plan: &Plan, template: &GenerateRequest) -> GenerateRequest {
+        let mut r = template.clone();
+        r.prompt = plan.draw_prompt.clone();
+        (r.seed, r.steps, r.guidance) = (self.settings.seed, self.settings.steps, self.settings.guidance);
+        if let Some(rep) = &self.repaint {
+            rep.apply(&mut r);
+        }
+        r
+    }
+}
+
 /// One attempt: its settings, why they were chosen, its checks and score.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attempt {
     pub settings: Settings,
     /// Why these settings ("first attempt", "scene failed: new seed, guidance 8.5").
     pub why: String,
+    /// A local repaint of an earlier attempt's picture, when this attempt was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaint: Option<RepaintRecord>,
     pub checks: Vec<Check>,
     pub score: f32,
     #[serde(serialize_with = "secs", deserialize_with = "from_secs")]
@@ -57,6 +95,9 @@ pub struct Attempt {
     /// The picture (not part of the record).
     #[serde(skip)]
     pub image: RgbImage,
+    /// The picture as the model drew it, before quoted text was set (what a repaint starts from).
+    #[serde(skip)]
+    pub drawn: RgbImage,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -85,6 +126,9 @@ pub enum Stop {
     Attempts,
     /// The time budget was spent.
     Time,
+    /// No room for another attempt (the model's queue full, or the day's image quota held by
+    /// the attempts already made).
+    NoRoom,
 }
 
 /// The loop's result: every attempt, the best one's index and why it stopped. Its JSON (the
@@ -129,8 +173,12 @@ impl Outcome {
         let mut lines = Vec::new();
         for (i, a) in self.attempts.iter().enumerate() {
             let mark = if i == self.best { " ← answer" } else { "" };
+            let what = match &a.repaint {
+                Some(r) => format!("repaint of attempt {}: {}, ", r.from_attempt, r.describe()),
+                None => String::new(),
+            };
             lines.push(format!(
-                "attempt {} (seed {}, {} steps, guidance {}; {}): score {:.2}{mark}",
+                "attempt {} ({what}seed {}, {} steps, guidance {}; {}): score {:.2}{mark}",
                 i + 1,
                 a.settings.seed,
                 a.settings.steps,
@@ -144,15 +192,27 @@ impl Outcome {
             Stop::Passed => "an attempt passed every check that ran",
             Stop::Attempts => "the attempts were spent",
             Stop::Time => "the time budget was spent",
+            Stop::NoRoom => "no room for another attempt (the queue was full or the quota spent)",
         };
         lines.push(format!("stopped: {stop}"));
         lines.join("\n")
     }
 }
 
+/// At most this many repaints in a row start from the same picture; then a new one is drawn.
+pub const MAX_REPAINTS_IN_A_ROW: usize = 6;
+
+/// An attempt handed out and not yet recorded.
+struct Pending {
+    settings: Settings,
+    why: String,
+    repaint: Option<Repaint>,
+    started: Instant,
+}
+
 /// The loop as steps, for callers that cannot hand it a blocking painter (an async server):
-/// ask [`Looper::next_attempt`] for settings, paint, give the picture to [`Looper::record`], until
-/// it says stop; then [`Looper::finish`].
+/// ask [`Looper::next_attempt`] what to paint, paint it, give the picture to [`Looper::record`],
+/// until it says stop; then [`Looper::finish`].
 pub struct Looper<'p> {
     plan: &'p Plan,
     first: Settings,
@@ -160,8 +220,7 @@ pub struct Looper<'p> {
     started: Instant,
     attempts: Vec<Attempt>,
     stopped: Option<Stop>,
-    /// Settings handed out and not yet recorded, with why.
-    pending: Option<(Settings, String, Instant)>,
+    pending: Option<Pending>,
 }
 
 impl<'p> Looper<'p> {
@@ -169,30 +228,63 @@ impl<'p> Looper<'p> {
         Looper { plan, first, budget, started: Instant::now(), attempts: Vec::new(), stopped: None, pending: None }
     }
 
-    /// The next attempt's settings, or None when the loop is done.
-    pub fn next_attempt(&mut self) -> Option<Settings> {
+    /// What to paint next, or None when the loop is done.
+    pub fn next_attempt(&mut self) -> Option<Paint> {
         if self.stopped.is_some() {
             return None;
         }
-        let (settings, why) =
+        let (settings, mut why) =
             if self.attempts.is_empty() { (self.first, "first attempt".to_string()) } else { correct(&self.attempts, &self.first) };
-        self.pending = Some((settings, why, Instant::now()));
-        Some(settings)
+        let repaint = self.local_repaint();
+        if let Some(r) = &repaint {
+            why = format!("{why}; in attempt {}'s picture: {}", r.record.from_attempt, r.record.describe());
+        }
+        let paint = Paint { settings, repaint: repaint.as_ref().map(|r| r.request.clone()) };
+        self.pending = Some(Pending { settings, why, repaint, started: Instant::now() });
+        Some(paint)
     }
 
-    /// Checks the picture painted for the settings `next_attempt` gave, and decides whether to go on.
-    pub fn record(&mut self, image: RgbImage, checkers: &Checkers<'_>) {
-        let (image, checks) = examine(self.plan, image, checkers);
-        self.record_examined(image, checks);
+    /// A repaint of the best picture so far, when its scene fails only locally and it has not
+    /// been the start of [`MAX_REPAINTS_IN_A_ROW`] repaints already.
+    fn local_repaint(&self) -> Option<Repaint> {
+        let best = best_of(&self.attempts);
+        let a = self.attempts.get(best)?;
+        if !a.checks.iter().any(|c| c.kind == CheckKind::Scene && c.failed()) {
+            return None;
+        }
+        let in_a_row = self.attempts[best + 1..].iter().filter(|t| t.repaint.as_ref().is_some_and(|r| r.from_attempt == best + 1)).count();
+        if in_a_row >= MAX_REPAINTS_IN_A_ROW {
+            return None;
+        }
+        plan_repaint(self.plan, &a.drawn, best)
     }
 
-    /// As [`Looper::record`], with the picture already [`examine`]d (on another thread: the
-    /// checks read every pixel and run OCR and BRISQUE).
-    pub fn record_examined(&mut self, image: RgbImage, checks: Vec<Check>) {
-        let Some((settings, why, t)) = self.pending.take() else { return };
+    /// Checks the picture painted for what `next_attempt` asked, and decides whether to go on.
+    pub fn record(&mut self, painted: RgbImage, checkers: &Checkers<'_>) {
+        let drawn = self.drawn(painted);
+        let examined = examine(self.plan, drawn, checkers);
+        self.record_examined(examined);
+    }
+
+    /// The painter's answer as the attempt's drawing: a repaint's answer pasted back into the
+    /// picture it repainted (outside its region and band, that picture's own bytes).
+    pub fn drawn(&self, painted: RgbImage) -> RgbImage {
+        match self.pending.as_ref().and_then(|p| p.repaint.as_ref()) {
+            Some(r) => r.paste(&painted),
+            None => painted,
+        }
+    }
+
+    /// As [`Looper::record`], with the drawing ([`Looper::drawn`]) already [`examine`]d (on
+    /// another thread: the checks read every pixel and run OCR and BRISQUE).
+    pub fn record_examined(&mut self, examined: Examined) {
+        let Some(p) = self.pending.take() else { return };
+        let Examined { image, drawn, checks } = examined;
         let score = score(&checks);
         tracing::debug!(attempt = self.attempts.len() + 1, score, "attempt checked");
-        self.attempts.push(Attempt { settings, why, checks, score, elapsed: t.elapsed(), image });
+        let repaint = p.repaint.map(|r| r.record);
+        let elapsed = p.started.elapsed();
+        self.attempts.push(Attempt { settings: p.settings, why: p.why, repaint, checks, score, elapsed, image, drawn });
         let passed = self.attempts.last().is_some_and(Attempt::passed);
         let n = self.attempts.len();
         let per = self.started.elapsed() / n as u32;
@@ -207,6 +299,17 @@ impl<'p> Looper<'p> {
         };
     }
 
+    /// Ends the loop before the attempt last handed out (it could not be made).
+    pub fn stop_early(&mut self) {
+        self.pending = None;
+        self.stopped = Some(Stop::NoRoom);
+    }
+
+    /// The attempts recorded so far.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
     /// The attempts made and the best one. None before any attempt was recorded.
     pub fn finish(self) -> Option<Outcome> {
         if self.attempts.is_empty() {
@@ -217,23 +320,29 @@ impl<'p> Looper<'p> {
     }
 }
 
-/// Checks a painted picture (what the model drew: the scene checker must not count the letters
-/// as objects), then sets the plan's quoted text into it and checks the text: the picture with
-/// its text, and the checks.
-pub fn examine(plan: &Plan, image: RgbImage, checkers: &Checkers<'_>) -> (RgbImage, Vec<Check>) {
-    let mut checks = run_checks(plan, &image, checkers);
-    let (image, text) = super::text::set_texts(plan, image, &checkers.text);
-    checks.extend(text);
-    (image, checks)
+/// An attempt's drawing, checked: the picture with its quoted text set, the drawing, the checks.
+pub struct Examined {
+    pub image: RgbImage,
+    pub drawn: RgbImage,
+    pub checks: Vec<Check>,
 }
 
-/// Runs the loop: `paint` makes a picture (at the plan's exact size) for given settings.
+/// Checks a drawing (what the model drew: the scene checker must not count the letters as
+/// objects), then sets the plan's quoted text into it and checks the text.
+pub fn examine(plan: &Plan, drawn: RgbImage, checkers: &Checkers<'_>) -> Examined {
+    let mut checks = run_checks(plan, &drawn, checkers);
+    let (image, text) = super::text::set_texts(plan, drawn.clone(), &checkers.text);
+    checks.extend(text);
+    Examined { image, drawn, checks }
+}
+
+/// Runs the loop: `paint` makes a picture (at the plan's exact size) for what it is asked.
 pub fn run<E>(
     plan: &Plan,
     first: Settings,
     budget: Budget,
     checkers: &Checkers<'_>,
-    paint: &mut dyn FnMut(&Settings) -> Result<RgbImage, E>,
+    paint: &mut dyn FnMut(&Paint) -> Result<RgbImage, E>,
 ) -> Result<Outcome, E> {
     let mut l = Looper::new(plan, first, budget);
     while let Some(s) = l.next_attempt() {
@@ -245,7 +354,7 @@ pub fn run<E>(
 
 /// The documented score (see the module docs).
 pub fn score(checks: &[Check]) -> f32 {
-    let hard = checks.iter().any(|c| c.failed() && matches!(c.kind, CheckKind::Size | CheckKind::NotBlank));
+    let hard = checks.iter().any(|c| c.failed() && matches!(c.kind, CheckKind::Size | CheckKind::NotBlank | CheckKind::Locality));
     let ran: Vec<&Check> = checks.iter().filter(|c| c.passed() || c.failed()).collect();
     if hard || ran.is_empty() {
         return 0.0;
@@ -316,8 +425,8 @@ mod tests {
     #[test]
     fn the_loop_retries_until_the_scene_is_right_and_answers_the_best() {
         let mut seen = Vec::new();
-        let mut paint = |s: &Settings| -> Result<RgbImage, ()> {
-            seen.push(*s);
+        let mut paint = |p: &Paint| -> Result<RgbImage, ()> {
+            seen.push(p.settings);
             // The third attempt draws the right colour.
             Ok(picture(if seen.len() == 3 { ColorName::Red } else { ColorName::Blue }))
         };
@@ -326,6 +435,14 @@ mod tests {
         assert_eq!((out.attempts.len(), out.best, out.stopped), (3, 2, Stop::Passed));
         assert!(out.attempts[0].checks.iter().any(|c| c.kind == CheckKind::Scene && c.failed()));
         assert!(out.best().passed());
+        // The blue circle is the only thing wrong: the later attempts repaint it in the first
+        // attempt's picture, and keep the rest of that picture's bytes.
+        for a in &out.attempts[1..] {
+            let r = a.repaint.as_ref().expect("a local repaint");
+            assert_eq!((r.from_attempt, r.objects.clone()), (1, vec!["red circle".to_string()]));
+        }
+        assert_eq!(out.best().image.get_pixel(0, 0), out.attempts[0].image.get_pixel(0, 0));
+        assert!(out.report().contains("repaint of attempt 1: red circle repainted"), "{}", out.report());
         let seeds: std::collections::HashSet<u64> = seen.iter().map(|s| s.seed).collect();
         assert_eq!(seeds.len(), 3, "every attempt has its own seed");
         assert!(out.report().contains("← answer"));
@@ -334,12 +451,12 @@ mod tests {
 
     #[test]
     fn one_attempt_is_no_loop_and_a_flat_picture_scores_zero() {
-        let mut paint = |_: &Settings| -> Result<RgbImage, ()> { Ok(RgbImage::from_pixel(96, 96, image::Rgb([9, 9, 9]))) };
+        let mut paint = |_: &Paint| -> Result<RgbImage, ()> { Ok(RgbImage::from_pixel(96, 96, image::Rgb([9, 9, 9]))) };
         let first = Settings { seed: 1, steps: 10, guidance: 5.0 };
         let out = run(&plan(), first, Budget { attempts: 1, time: Duration::from_secs(600) }, &Checkers::default(), &mut paint).unwrap();
         assert_eq!((out.attempts.len(), out.stopped), (1, Stop::Attempts));
         assert_eq!(out.best().score, 0.0);
-        let mut paint = |_: &Settings| -> Result<RgbImage, ()> { Ok(RgbImage::from_pixel(96, 96, image::Rgb([9, 9, 9]))) };
+        let mut paint = |_: &Paint| -> Result<RgbImage, ()> { Ok(RgbImage::from_pixel(96, 96, image::Rgb([9, 9, 9]))) };
         let out = run(&plan(), first, Budget { attempts: 3, time: Duration::from_secs(600) }, &Checkers::default(), &mut paint).unwrap();
         assert_eq!(out.attempts[1].settings.steps, 15, "a flat picture gets more steps");
         assert_eq!(out.attempts[2].settings.steps, 20, "at most twice the first");
@@ -347,7 +464,7 @@ mod tests {
 
     #[test]
     fn a_wrong_size_is_a_hard_failure_and_errors_stop_the_loop() {
-        let mut paint = |_: &Settings| -> Result<RgbImage, ()> { Ok(picture(ColorName::Red)) };
+        let mut paint = |_: &Paint| -> Result<RgbImage, ()> { Ok(picture(ColorName::Red)) };
         let p = Plan::new("a red circle in the center on a white background", None, 64, 96);
         let out = run(
             &p,
@@ -358,7 +475,7 @@ mod tests {
         )
         .unwrap();
         assert!(out.attempts.iter().all(|a| a.score == 0.0));
-        let mut failing = |_: &Settings| -> Result<RgbImage, &'static str> { Err("engine down") };
+        let mut failing = |_: &Paint| -> Result<RgbImage, &'static str> { Err("engine down") };
         assert_eq!(
             run(&plan(), Settings { seed: 0, steps: 4, guidance: 1.0 }, Budget::DEFAULT, &Checkers::default(), &mut failing).unwrap_err(),
             "engine down"

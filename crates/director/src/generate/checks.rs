@@ -6,6 +6,9 @@ use plantain_world::check;
 use serde::{Deserialize, Serialize};
 
 use super::plan::Plan;
+use crate::edit::regions::FoundBy;
+use crate::edit::words::Operation;
+use crate::edit::{EditPlan, PlanReport};
 
 /// What a check looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +26,10 @@ pub enum CheckKind {
     Quality,
     /// Prompt adherence by an image–text score (CLIP).
     Adherence,
+    /// An edit: no pixel changed outside the region its plan allowed.
+    Locality,
+    /// An edit: what it asked the model to paint is there (the synthetic world's analysis).
+    AskedChange,
 }
 
 impl CheckKind {
@@ -34,6 +41,8 @@ impl CheckKind {
             CheckKind::Text => "text",
             CheckKind::Quality => "quality",
             CheckKind::Adherence => "prompt adherence",
+            CheckKind::Locality => "edit locality",
+            CheckKind::AskedChange => "asked change",
         }
     }
 }
@@ -277,5 +286,60 @@ fn quality(plan: &Plan, image: &RgbImage, c: &Checkers<'_>) -> Check {
             Check::fail(CheckKind::Quality, (c.quality_limit / s).clamp(0.0, 1.0), format!("BRISQUE {s:.1}, over {:.0}", c.quality_limit))
         }
         Err(e) => Check::not_checked(CheckKind::Quality, format!("BRISQUE could not score the picture: {e}")),
+    }
+}
+
+/// The checks of an edit's output (`report` is what its plan says it did): exact size, not
+/// blank, locality (every pixel outside the region the plan allowed is the input's own byte),
+/// the asked change where the synthetic world can see it (an added object's colour, shape and
+/// place), and BRISQUE and CLIP against what the model was asked to paint, as for a new picture.
+pub fn edit_checks(plan: &EditPlan, report: &PlanReport, image: &RgbImage, checkers: &Checkers<'_>) -> Vec<Check> {
+    let (w, h) = report.output;
+    let asked = Plan::new(plan.paint_request().map_or("", |r| r.prompt.as_str()), None, w, h);
+    let mut out = vec![size(&asked, image), not_blank(image), locality(report), asked_change(plan, image)];
+    if plan.paint_request().is_some() {
+        out.push(quality(&asked, image, checkers));
+        out.push(adherence(&asked, image, checkers));
+    }
+    out
+}
+
+fn locality(r: &PlanReport) -> Check {
+    match r.outside_changed {
+        Some(0) => Check::pass(
+            CheckKind::Locality,
+            format!("0 pixels changed outside the region ({} may change, {} changed)", r.may_change, r.changed.unwrap_or(0)),
+        ),
+        Some(n) => Check::fail(CheckKind::Locality, 0.0, format!("{n} pixels changed outside the region")),
+        None => Check::not_checked(CheckKind::Locality, "the edit was not pasted back"),
+    }
+}
+
+/// An added object of the synthetic world: a component of the asked colour in the asked cell,
+/// of the asked shape. Other edits are exact image maths, or pictures the world cannot read.
+fn asked_change(plan: &EditPlan, image: &RgbImage) -> Check {
+    let Operation::Add { color: Some(color), shape, position, .. } = &plan.instruction.operation else {
+        return Check::not_checked(CheckKind::AskedChange, "checked for added objects of the synthetic world only");
+    };
+    if plan.found_by != Some(FoundBy::World) {
+        return Check::not_checked(CheckKind::AskedChange, "not a picture of the synthetic world (no reader for what was added)");
+    }
+    let at = |c: &plantain_world::Component| {
+        position.column.is_none_or(|x| usize::from(x) == c.cell.0.index())
+            && position.row.is_none_or(|y| usize::from(y) == c.cell.1.index())
+    };
+    let grade =
+        |c: &plantain_world::Component| u32::from(c.color == *color) + u32::from(at(c)) + u32::from(shape.is_none_or(|s| s == c.shape));
+    let components = plantain_world::analyse(image).components;
+    let best = components.iter().max_by_key(|c| grade(c));
+    let what = format!("{} {}", color.word(), shape.map_or("object", |s| s.word()));
+    match best {
+        Some(c) if grade(c) == 3 => Check::pass(CheckKind::AskedChange, format!("a {what} found at the {}", position.describe())),
+        Some(c) => Check::fail(
+            CheckKind::AskedChange,
+            grade(c) as f32 / 3.0,
+            format!("asked a {what} at the {}; the nearest drawn is a {} {}", position.describe(), c.color.word(), c.shape.word()),
+        ),
+        None => Check::fail(CheckKind::AskedChange, 0.0, format!("asked a {what}; nothing was drawn")),
     }
 }

@@ -9,13 +9,17 @@ pub mod attempts;
 pub mod checks;
 pub mod installed;
 pub mod plan;
+pub mod repaint;
 pub mod text;
 pub mod world;
 
-pub use attempts::{Attempt, Budget, Looper, Outcome, Settings, Stop, best_of, examine, run};
-pub use checks::{AdherenceScorer, Check, CheckKind, Checkers, DEFAULT_ADHERENCE_LIMIT, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict};
+pub use attempts::{Attempt, Budget, Examined, Looper, Outcome, Paint, Settings, Stop, best_of, examine, run};
+pub use checks::{
+    AdherenceScorer, Check, CheckKind, Checkers, DEFAULT_ADHERENCE_LIMIT, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict, edit_checks,
+};
 pub use installed::InstalledChecks;
 pub use plan::{Plan, QuotedText};
 pub use plantain_typeset::Typesetter;
+pub use repaint::{RepaintRecord, RepaintRequest, plan_repaint};
 pub use text::{Reading, SetText, TextReader, TextTools, set_text};
 pub use world::{WorldPrompt, read_world_prompt};

@@ -5,7 +5,7 @@
 //! check fails with what was read — never a wrong spelling reported as passed.
 
 use image::RgbImage;
-use plantain_typeset::{Placement, TextSpec, Typesetter};
+use plantain_typeset::{Face, Placement, TextSpec, Typesetter};
 
 use super::checks::{Check, CheckKind};
 use super::plan::{Plan, QuotedText};
@@ -95,7 +95,9 @@ pub struct SetText {
 
 /// Sets one text, reading it back after each way of setting it until one reads right: as
 /// planned, then on one line, then on one line in the middle band, then there in the regular
-/// weight (bold strokes can close up small marks: û read as ü).
+/// weight (bold strokes can close up small marks: û read as ü), then there in serif faces, bold
+/// and regular (other letter forms: a reader that misreads a sans letter may read its serif),
+/// then with em spaces between its words.
 pub fn set_text(ts: &Typesetter, reader: Option<&dyn TextReader>, image: &RgbImage, t: &QuotedText) -> Result<SetText, String> {
     let planned = t.placement.as_deref().and_then(|p| p.parse::<Placement>().ok()).unwrap_or(Placement::Auto);
     let ways = [
@@ -103,10 +105,17 @@ pub fn set_text(ts: &Typesetter, reader: Option<&dyn TextReader>, image: &RgbIma
         TextSpec { placement: planned, max_lines: 1, ..TextSpec::default() },
         TextSpec { placement: Placement::Centre, max_lines: 1, ..TextSpec::default() },
         TextSpec { placement: Placement::Centre, max_lines: 1, bold: false, ..TextSpec::default() },
+        TextSpec { placement: Placement::Centre, max_lines: 1, face: Face::Serif, ..TextSpec::default() },
+        TextSpec { placement: Placement::Centre, max_lines: 1, bold: false, face: Face::Serif, ..TextSpec::default() },
     ];
+    // Last, for spaced text, wider word spaces (an em space): a reader may run two words
+    // together across a narrow space (Korean "새 책" read as "새책").
+    let wide = t.text.contains(' ').then(|| t.text.replace(' ', "\u{2003}"));
+    let last_way = TextSpec { placement: Placement::Centre, max_lines: 1, ..TextSpec::default() };
+    let ways = ways.iter().map(|w| (w, t.text.as_str())).chain(wide.as_deref().map(|w| (&last_way, w)));
     let mut last = None;
-    for (i, spec) in ways.iter().enumerate() {
-        let set = match ts.set(image, &t.text, spec) {
+    for (i, (spec, text)) in ways.enumerate() {
+        let set = match ts.set(image, text, spec) {
             Ok(set) => set,
             // A one-line way may not fit where two lines did: keep what was set before.
             Err(e) if last.is_some() => {

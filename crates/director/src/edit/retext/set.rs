@@ -147,6 +147,7 @@ pub(super) fn render(ts: &Typesetter, text: &str, size: f32, bold: bool) -> Resu
         colour: Some(Rgb([255, 255, 255])),
         language: None,
         bold,
+        ..TextSpec::default()
     };
     let set = ts.set(&canvas, text, &spec).map_err(|e| EditError::Invalid(format!("cannot set \"{text}\": {e}")))?;
     let (x, y, iw, ih) = set.text_bbox;

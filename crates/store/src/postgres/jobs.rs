@@ -1,0 +1,226 @@
+//! A sketch of issue 27's shared job queue in PostgreSQL — tested, not yet used by the service
+//! (which still queues jobs in-process, per model): API nodes enqueue validated jobs; workers on
+//! any machine claim jobs for the models they have loaded, under a lease they renew (the
+//! heartbeat), and finish them only while they hold the lease.
+//!
+//! - A claim takes one job with `FOR UPDATE SKIP LOCKED`: concurrent workers never take the same
+//!   job, and never wait on each other. A job whose lease ran out (its worker died) is taken
+//!   again; `attempts` counts the claims.
+//! - Order: previews before finals; within a lane, round-robin between callers — the caller
+//!   served longest ago (or never) first, across every worker (`job_turns`); then oldest first.
+//!   (The in-process queue also lets a final go after a burst of previews; not here yet.)
+//! - Enqueueing notifies `LISTEN`ers in the same transaction ([`JobWaker`]), so idle workers wake
+//!   at once instead of polling; they still poll now and then for expired leases.
+//! - Cancelling a queued job settles it; a running one is flagged, and its worker learns it from
+//!   its next heartbeat ([`Heartbeat::CancelRequested`]) and stops between steps.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgRow};
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+use super::{PgStore, json_col, state_col};
+use crate::error::Result;
+use crate::now;
+use crate::records::{JobLane, JobState, Lease};
+
+/// A job for the queue: its payload is the validated job (opaque to storage).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    pub id: String,
+    pub model: String,
+    pub lane: JobLane,
+    /// Whom fairness is counted for (a key id, or one anonymous caller).
+    pub caller: String,
+    pub payload: serde_json::Value,
+}
+
+/// A job as the queue holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueuedJob {
+    pub id: String,
+    pub model: String,
+    pub lane: JobLane,
+    pub caller: String,
+    pub payload: serde_json::Value,
+    pub state: JobState,
+    /// How many times a worker took it (more than 1: a worker died holding it).
+    pub attempts: i32,
+    pub cancel_requested: bool,
+    pub result: Option<serde_json::Value>,
+}
+
+/// What a heartbeat learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// The lease is extended: go on.
+    Held,
+    /// The lease is extended, but the client cancelled: stop between steps and finish the job
+    /// as cancelled.
+    CancelRequested,
+    /// The job is no longer this worker's (its lease ran out and another took it, or it was
+    /// settled): drop the work, write nothing.
+    Lost,
+}
+
+const JOB_COLS: &str = "id, model, lane, caller, payload, state, attempts, cancel_requested, result";
+
+fn job_row(r: &PgRow) -> Result<QueuedJob> {
+    Ok(QueuedJob {
+        id: r.try_get("id")?,
+        model: r.try_get("model")?,
+        lane: state_col(r, "lane")?,
+        caller: r.try_get("caller")?,
+        payload: json_col(r.try_get("payload")?),
+        state: state_col(r, "state")?,
+        attempts: r.try_get("attempts")?,
+        cancel_requested: r.try_get("cancel_requested")?,
+        result: r.try_get::<Option<String>, _>("result")?.map(json_col),
+    })
+}
+
+/// Wakes an idle worker when a job is enqueued (PostgreSQL `LISTEN`), on a connection of its own.
+pub struct JobWaker {
+    listener: PgListener,
+}
+
+impl JobWaker {
+    /// The model of the next job enqueued, or None when `timeout` passes first (then look for
+    /// expired leases anyway). A notification may name a job another worker took already: claim,
+    /// and wait again when the claim finds nothing.
+    pub async fn wait(&mut self, timeout: Duration) -> Result<Option<String>> {
+        match tokio::time::timeout(timeout, self.listener.recv()).await {
+            Ok(n) => Ok(Some(n?.payload().to_string())),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+impl PgStore {
+    /// Queues a job and, when the transaction commits, wakes the workers listening.
+    pub async fn enqueue_job(&self, job: &NewJob) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO jobs (id, model, lane, caller, payload, state, enqueued_at) VALUES ($1, $2, $3, $4, $5, 'queued', $6)")
+            .bind(&job.id)
+            .bind(&job.model)
+            .bind(job.lane.as_str())
+            .bind(&job.caller)
+            .bind(job.payload.to_string())
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(&self.jobs_channel).bind(&job.model).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes the next job for one of `models` (see the module's order) for `lease.owner` until
+    /// `lease.until`; None when there is none to take.
+    pub async fn claim_job(&self, models: &[String], lease: &Lease) -> Result<Option<QueuedJob>> {
+        let t = now();
+        let mut c = self.pool.acquire().await?;
+        let mut tx = c.begin().await?;
+        // A cancelled job whose worker died is settled, not taken again.
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', ended_at = $2 \
+             WHERE model = ANY($1) AND cancel_requested AND state = 'running' AND lease_until < $2",
+        )
+        .bind(models)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "WITH next AS ( \
+               SELECT j.id FROM jobs j LEFT JOIN job_turns t ON t.model = j.model AND t.caller = j.caller \
+               WHERE j.model = ANY($1) AND NOT j.cancel_requested \
+                 AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_until < $2)) \
+               ORDER BY j.lane = 'final', COALESCE(t.turn, 0), j.seq LIMIT 1 \
+               FOR UPDATE OF j SKIP LOCKED) \
+             UPDATE jobs SET state = 'running', lease_owner = $3, lease_until = $4, attempts = attempts + 1 \
+             FROM next WHERE jobs.id = next.id RETURNING {}",
+            JOB_COLS.split(", ").map(|c| format!("jobs.{c}")).collect::<Vec<_>>().join(", ")
+        )))
+        .bind(models)
+        .bind(t)
+        .bind(&lease.owner)
+        .bind(lease.until)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(job) = row.as_ref().map(job_row).transpose()? else {
+            tx.commit().await?; // keeps the settled cancellations
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO job_turns (model, caller, turn) VALUES ($1, $2, nextval('job_turn_seq')) \
+             ON CONFLICT (model, caller) DO UPDATE SET turn = EXCLUDED.turn",
+        )
+        .bind(&job.model)
+        .bind(&job.caller)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    /// Extends the lease `lease.owner` holds on job `id` (a worker's heartbeat).
+    pub async fn heartbeat_job(&self, id: &str, lease: &Lease) -> Result<Heartbeat> {
+        let cancel: Option<bool> = sqlx::query_scalar(
+            "UPDATE jobs SET lease_until = $3 WHERE id = $1 AND lease_owner = $2 AND state = 'running' RETURNING cancel_requested",
+        )
+        .bind(id)
+        .bind(&lease.owner)
+        .bind(lease.until)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match cancel {
+            None => Heartbeat::Lost,
+            Some(true) => Heartbeat::CancelRequested,
+            Some(false) => Heartbeat::Held,
+        })
+    }
+
+    /// Settles a job `owner` holds; false (nothing written) when it no longer holds it.
+    pub async fn finish_job(&self, id: &str, owner: &str, state: JobState, result: &serde_json::Value) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET state = $3, result = $4, lease_until = NULL, ended_at = $5 \
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(state.as_str())
+        .bind(result.to_string())
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Cancels a job: a queued one at once, a running one at its worker's next heartbeat.
+    /// Returns the state it was in (None: no such job).
+    pub async fn cancel_job(&self, id: &str) -> Result<Option<JobState>> {
+        let row = sqlx::query(
+            "UPDATE jobs SET cancel_requested = TRUE, \
+               state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END, \
+               ended_at = CASE WHEN state = 'queued' THEN $2 ELSE ended_at END \
+             WHERE id = $1 RETURNING (SELECT state FROM jobs old WHERE old.id = $1) AS before",
+        )
+        .bind(id)
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(|r| state_col(r, "before")).transpose()
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<QueuedJob>> {
+        let row =
+            sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"))).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(job_row).transpose()
+    }
+
+    /// A connection listening for enqueued jobs.
+    pub async fn job_waker(&self) -> Result<JobWaker> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(&self.jobs_channel).await?;
+        Ok(JobWaker { listener })
+    }
+}

@@ -1,0 +1,81 @@
+//! The PostgreSQL schema and its versions, embedded in the binary and applied in order at open by
+//! sqlx's migrator: each version runs once, in its own transaction, recorded (with a checksum of
+//! its SQL) in `_sqlx_migrations`; concurrent opens wait on an advisory lock. A version once
+//! released is never edited — changes are a new version.
+
+use std::borrow::Cow;
+
+use sqlx::SqlStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// Version 1: the tables of the SQLite schema's version 2, with the same columns and meanings
+/// (`seq` keeps artefacts' insertion order, as SQLite's rowid does).
+const V1: &str = "
+CREATE TABLE artefacts (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY, id TEXT PRIMARY KEY, version BIGINT NOT NULL,
+  request_id TEXT NOT NULL, key_id TEXT, model TEXT NOT NULL, prompt_hash TEXT NOT NULL,
+  params TEXT NOT NULL, seed BIGINT NOT NULL, timings TEXT NOT NULL, usage TEXT NOT NULL,
+  output_hash TEXT NOT NULL, mime TEXT NOT NULL, width BIGINT NOT NULL, height BIGINT NOT NULL,
+  parent_id TEXT, created_at BIGINT NOT NULL);
+CREATE INDEX artefacts_key ON artefacts(key_id, created_at);
+CREATE INDEX artefacts_hash ON artefacts(output_hash);
+CREATE INDEX artefacts_request ON artefacts(request_id, seq);
+CREATE TABLE api_keys (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created_at BIGINT NOT NULL,
+  revoked_at BIGINT);
+CREATE TABLE idempotency (
+  scope TEXT NOT NULL, idem_key TEXT NOT NULL, request_hash TEXT NOT NULL, status INTEGER NOT NULL,
+  content_type TEXT NOT NULL, body BYTEA NOT NULL, created_at BIGINT NOT NULL, key_id TEXT,
+  expires_at BIGINT NOT NULL, PRIMARY KEY (scope, idem_key));
+CREATE INDEX idempotency_key ON idempotency(key_id);
+CREATE INDEX idempotency_expiry ON idempotency(expires_at);
+CREATE TABLE files (
+  name TEXT PRIMARY KEY, key_id TEXT, display_name TEXT, mime_type TEXT NOT NULL,
+  size_bytes BIGINT NOT NULL, sha256 TEXT, state TEXT NOT NULL, upload_id TEXT UNIQUE,
+  received BIGINT NOT NULL DEFAULT 0, created_at BIGINT NOT NULL, expires_at BIGINT NOT NULL,
+  source TEXT NOT NULL);
+CREATE INDEX files_hash ON files(sha256);
+CREATE INDEX files_key ON files(key_id, created_at);
+CREATE TABLE batches (
+  name TEXT PRIMARY KEY, key_id TEXT, model TEXT NOT NULL, display_name TEXT, state TEXT NOT NULL,
+  created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL, ended_at BIGINT, input_file TEXT,
+  output_file TEXT);
+CREATE INDEX batches_open ON batches(created_at, name) WHERE state IN ('pending', 'running');
+CREATE TABLE batch_items (
+  batch TEXT NOT NULL REFERENCES batches(name) ON DELETE CASCADE, idx BIGINT NOT NULL,
+  request TEXT NOT NULL, metadata TEXT, state TEXT NOT NULL, result TEXT, lease_owner TEXT,
+  lease_until BIGINT, PRIMARY KEY (batch, idx));
+CREATE TABLE quota_reservations (
+  id TEXT PRIMARY KEY, key_id TEXT, images BIGINT NOT NULL, created_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL);
+CREATE INDEX quota_reservations_key ON quota_reservations(key_id);
+";
+
+/// Version 2: the shared job queue (see `jobs.rs`): jobs claimed under leases, and each
+/// caller's last turn per model (round-robin between callers across every worker).
+const V2: &str = "
+CREATE TABLE jobs (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY, id TEXT PRIMARY KEY, model TEXT NOT NULL,
+  lane TEXT NOT NULL, caller TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+  lease_owner TEXT, lease_until BIGINT, result TEXT, enqueued_at BIGINT NOT NULL,
+  ended_at BIGINT);
+CREATE INDEX jobs_open ON jobs(model, lane, seq) WHERE state IN ('queued', 'running');
+CREATE SEQUENCE job_turn_seq;
+CREATE TABLE job_turns (
+  model TEXT NOT NULL, caller TEXT NOT NULL, turn BIGINT NOT NULL, PRIMARY KEY (model, caller));
+";
+
+/// Version 3: conversations (a root artefact and its descendants) are read by `parent_id`.
+const V3: &str = "
+CREATE INDEX artefacts_parent ON artefacts(parent_id);
+";
+
+fn version(v: i64, description: &'static str, sql: &'static str) -> Migration {
+    Migration::new(v, Cow::Borrowed(description), MigrationType::Simple, SqlStr::from_static(sql), false)
+}
+
+/// Every version, oldest first.
+pub fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![version(1, "plantain tables", V1), version(2, "job queue", V2), version(3, "conversations", V3)])
+}

@@ -1,0 +1,137 @@
+//! The PostgreSQL job queue (PostgreSQL only: the embedded mode queues in-process). These need
+//! the real server, as the conformance suite's PostgreSQL tests do (`--ignored`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::conformance::pg_test_config;
+
+async fn open_two() -> (Arc<PgStore>, Arc<PgStore>) {
+    let cfg = pg_test_config();
+    let a = PgStore::open(&cfg).await.unwrap_or_else(|e| panic!("opening PostgreSQL: {e}"));
+    let b = PgStore::open(&cfg).await.unwrap_or_else(|e| panic!("opening PostgreSQL again: {e}"));
+    (Arc::new(a), Arc::new(b))
+}
+
+fn job(id: &str, model: &str, lane: JobLane, caller: &str) -> NewJob {
+    NewJob { id: id.into(), model: model.into(), lane, caller: caller.into(), payload: serde_json::json!({"prompt": id}) }
+}
+
+fn lease(owner: &str, secs: i64) -> Lease {
+    Lease { owner: owner.into(), until: now() + secs }
+}
+
+fn models(m: &[&str]) -> Vec<String> {
+    m.iter().map(|s| s.to_string()).collect()
+}
+
+/// Eight workers on two pools (two nodes), some with one model and some with two, race for 60
+/// jobs: each job is taken exactly once, only by a worker that has its model, and all are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn jobs_are_taken_once_by_workers_with_the_model() {
+    let (a, b) = open_two().await;
+    for i in 0..60 {
+        let model = if i % 3 == 0 { "m2" } else { "m1" };
+        a.enqueue_job(&job(&format!("j{i}"), model, JobLane::Preview, &format!("c{}", i % 4))).await.unwrap();
+    }
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let s = if w % 2 == 0 { a.clone() } else { b.clone() };
+            let have = if w < 4 { models(&["m1"]) } else { models(&["m1", "m2"]) };
+            tokio::spawn(async move {
+                let l = lease(&format!("w{w}"), 300);
+                let mut mine = Vec::new();
+                while let Some(j) = s.claim_job(&have, &l).await.unwrap() {
+                    assert!(have.contains(&j.model), "worker {w} took a {} job", j.model);
+                    assert!(s.finish_job(&j.id, &l.owner, JobState::Succeeded, &serde_json::json!(w)).await.unwrap());
+                    mine.push(j.id);
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for w in workers {
+        for id in w.await.unwrap() {
+            assert!(seen.insert(id.clone()), "{id} was taken twice");
+        }
+    }
+    assert_eq!(seen.len(), 60, "every job was taken");
+    assert_eq!(a.job("j0").await.unwrap().unwrap().state, JobState::Succeeded);
+}
+
+/// Previews before finals; within a lane, callers take turns (the one served longest ago first),
+/// whoever enqueued more.
+#[tokio::test]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn previews_first_and_callers_take_turns() {
+    let (s, other) = open_two().await;
+    s.enqueue_job(&job("final", "m", JobLane::Final, "c")).await.unwrap();
+    for i in 0..5 {
+        s.enqueue_job(&job(&format!("a{i}"), "m", JobLane::Preview, "a")).await.unwrap();
+    }
+    s.enqueue_job(&job("b0", "m", JobLane::Preview, "b")).await.unwrap();
+    s.enqueue_job(&job("b1", "m", JobLane::Preview, "b")).await.unwrap();
+    let mut order = Vec::new();
+    for i in 0..8 {
+        // Alternating nodes: the turns are shared, not per process.
+        let node = if i % 2 == 0 { &s } else { &other };
+        order.push(node.claim_job(&models(&["m"]), &lease("w", 60)).await.unwrap().unwrap().id);
+    }
+    assert_eq!(order, ["a0", "b0", "a1", "b1", "a2", "a3", "a4", "final"]);
+    assert!(s.claim_job(&models(&["m"]), &lease("w", 60)).await.unwrap().is_none());
+}
+
+/// A worker that died loses its job when its lease runs out; the job is taken again (attempt 2)
+/// and the dead worker can neither heartbeat nor finish it. Cancelling reaches a queued job at
+/// once and a running one through its worker's heartbeat.
+#[tokio::test]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn leases_heartbeats_and_cancellation() {
+    let (s, _) = open_two().await;
+    let m = models(&["m"]);
+    s.enqueue_job(&job("j", "m", JobLane::Preview, "c")).await.unwrap();
+    let j = s.claim_job(&m, &lease("dead", 60)).await.unwrap().unwrap();
+    assert_eq!((j.state, j.attempts), (JobState::Running, 1));
+    assert_eq!(s.heartbeat_job("j", &lease("dead", 60)).await.unwrap(), Heartbeat::Held);
+    assert!(s.claim_job(&m, &lease("w2", 60)).await.unwrap().is_none(), "a held lease holds");
+    // The worker dies: its lease runs out.
+    assert_eq!(s.heartbeat_job("j", &lease("dead", -1)).await.unwrap(), Heartbeat::Held);
+    let again = s.claim_job(&m, &lease("w2", 60)).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.attempts), ("j", 2));
+    assert_eq!(s.heartbeat_job("j", &lease("dead", 60)).await.unwrap(), Heartbeat::Lost);
+    assert!(!s.finish_job("j", "dead", JobState::Succeeded, &serde_json::json!(1)).await.unwrap());
+    // The client goes away: the running job's worker learns it at its next heartbeat.
+    assert_eq!(s.cancel_job("j").await.unwrap(), Some(JobState::Running));
+    assert_eq!(s.heartbeat_job("j", &lease("w2", 60)).await.unwrap(), Heartbeat::CancelRequested);
+    assert!(s.finish_job("j", "w2", JobState::Cancelled, &serde_json::json!(null)).await.unwrap());
+    assert_eq!(s.job("j").await.unwrap().unwrap().state, JobState::Cancelled);
+    // A queued job is cancelled at once and never taken; a running one whose worker died after
+    // the cancel is settled, not taken again.
+    s.enqueue_job(&job("q", "m", JobLane::Preview, "c")).await.unwrap();
+    assert_eq!(s.cancel_job("q").await.unwrap(), Some(JobState::Queued));
+    assert_eq!(s.job("q").await.unwrap().unwrap().state, JobState::Cancelled);
+    s.enqueue_job(&job("r", "m", JobLane::Preview, "c")).await.unwrap();
+    assert_eq!(s.claim_job(&m, &lease("w3", -1)).await.unwrap().unwrap().id, "r");
+    assert_eq!(s.cancel_job("r").await.unwrap(), Some(JobState::Running));
+    assert!(s.claim_job(&m, &lease("w4", 60)).await.unwrap().is_none());
+    assert_eq!(s.job("r").await.unwrap().unwrap().state, JobState::Cancelled);
+    assert_eq!(s.cancel_job("nope").await.unwrap(), None);
+}
+
+/// An idle worker waiting on its waker wakes when another node enqueues, and not otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn enqueueing_wakes_an_idle_worker() {
+    let (api, worker) = open_two().await;
+    let mut waker = worker.job_waker().await.unwrap();
+    assert_eq!(waker.wait(Duration::from_millis(300)).await.unwrap(), None, "nothing enqueued, nothing heard");
+    let waiting = tokio::spawn(async move { waker.wait(Duration::from_secs(10)).await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.enqueue_job(&job("j", "m7", JobLane::Final, "c")).await.unwrap();
+    assert_eq!(waiting.await.unwrap().as_deref(), Some("m7"));
+    assert_eq!(worker.claim_job(&models(&["m7"]), &lease("w", 60)).await.unwrap().unwrap().id, "j");
+}
