@@ -106,12 +106,18 @@ test("a generation shows its progress, a preview and the picture", async () => {
   await send("a red circle on a blue background");
   await pictures(1);
   const seen = await page.evaluate(() => window.__seen);
-  // The page may take several progress events in one read: every step it shows, in order.
-  const ks = seen.steps.map((t) => Number(/^step (\d+) of 6 \(image 1 of 1\)$/.exec(t)?.[1]));
-  assert.ok(ks.length >= 1 && ks.every((k, i) => k >= 1 && k <= 6 && (i === 0 || k > ks[i - 1])), `progress seen: ${seen.steps}`);
+  // The page may take several progress events in one read: every step it shows is one of 6,
+  // in order within an attempt of the plan → check → correct loop.
+  const ks = seen.steps.map((t) => /^step (\d+) of 6 \(image 1 of 1(?:, attempt (\d+))?\)$/.exec(t)).map((m) => m && [Number(m[2] || 1), Number(m[1])]);
+  const ordered = (x, i) => x && x[1] >= 1 && x[1] <= 6 && (i === 0 || x[0] > ks[i - 1][0] || (x[0] === ks[i - 1][0] && x[1] > ks[i - 1][1]));
+  assert.ok(ks.length >= 1 && ks.every(ordered), `progress seen: ${seen.steps}`);
   assert.ok(seen.preview, "a partial preview was shown");
   assert.deepEqual(await nodes(), ["v1"]);
-  assert.match(await page.textContent("#version-label"), /Version 1 · 512×512 · seed 7/);
+  // The seed asked for, or the loop's next one when it kept a later attempt: as recorded, every digit.
+  const id = await page.$eval("#conv-list li.active", (li) => li.dataset.id);
+  const [v1] = (await api(`/v1/conversations/${id}`)).versions;
+  assert.equal(await page.textContent("#version-label"), `Version 1 · 512×512 · seed ${v1.seed}`);
+  if (!seen.steps.some((t) => /attempt [2-9]/.test(t))) assert.equal(v1.seed, "7");
   await page.click(".msg.model .plan summary");
   assert.match(await page.textContent(".msg.model .plan pre"), /512x512/);
   await shot("generate");

@@ -128,7 +128,8 @@ async fn image_settings(State(state): State<Arc<AppState>>, _: Admitted<Gemini>)
 // ---------------------------------------------------------------------------------------------
 // Conversations.
 
-/// One version as the API shows it: the stored record's public fields, the image's URL and a
+/// One version as the API shows it: the stored record's public fields (the 64-bit `seed` as a
+/// decimal string), the image's URL and a
 /// `thoughtSignature` to send with the image to edit this version (the new image becomes its child).
 fn version_json(state: &AppState, base: &str, a: &Artefact) -> Value {
     json!({
@@ -137,7 +138,8 @@ fn version_json(state: &AppState, base: &str, a: &Artefact) -> Value {
         "parentId": a.parent_id,
         "createdAt": a.created_at,
         "model": a.model,
-        "seed": a.seed,
+        // A string, as Google's JSON writes 64-bit integers: a JavaScript number loses digits past 2^53.
+        "seed": a.seed.to_string(),
         "width": a.width,
         "height": a.height,
         "mimeType": a.mime,

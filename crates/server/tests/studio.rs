@@ -115,6 +115,7 @@ async fn settings_and_conversations_come_from_the_server() {
         "two branches from the root"
     );
     assert_eq!(v[1]["version"], 2);
+    assert!(v[0]["seed"].is_string(), "64-bit seeds as strings");
     assert_eq!(v[2]["params"]["instruction"], "make it cooler");
     assert_eq!(v[0]["thoughtSignature"], img["thoughtSignature"], "the signature to edit a version");
     // Its url is the stored image.
