@@ -8,7 +8,7 @@ use plantain_core::AspectRatio;
 use std::sync::Arc;
 
 use plantain_director::edit::{EditError, EditOptions, EditPlan, Edited, LazySegmenter, ModelFinder, SubjectFinder, painter_for, plan};
-use plantain_director::generate::{Budget, Examined, Looper, Plan, Settings, edit_checks};
+use plantain_director::generate::{Budget, Examined, Looper, Settings, asked_of, edit_checks};
 use plantain_engine::pipeline::{GenerateRequest, Pipeline};
 use plantain_provenance::{Action, Ingredient, ManifestInfo};
 
@@ -163,8 +163,7 @@ impl SubjectFinder for Remembered {
 /// seed, the best kept; exact image maths is made once and checked. With --explain every
 /// attempt's checks are printed.
 fn carry_out(plan: &EditPlan, model: Option<&Model>, c: &Common) -> Result<(Edited, u64, usize)> {
-    let (w, h) = plan.report().output;
-    let asked = Plan::new(plan.paint_request().map_or("", |r| r.prompt.as_str()), None, w, h);
+    let asked = asked_of(plan);
     let installed = c.checks.installed()?;
     let painted = plan.paint_request().is_some() && model.is_some();
     let budget = if painted { c.checks.budget() } else { Budget { attempts: 1, ..c.checks.budget() } };
@@ -180,7 +179,7 @@ fn carry_out(plan: &EditPlan, model: Option<&Model>, c: &Common) -> Result<(Edit
     let mut made = Vec::new();
     while let Some(p) = looper.next_attempt() {
         let (edited, seed, steps) = paint_once(plan, model, &p.settings)?;
-        let checks = edit_checks(plan, &edited.report, &edited.image, &installed.checkers(&asked));
+        let checks = edit_checks(plan, &asked, &edited.report, &edited.image, &installed.checkers(&asked));
         looper.record_examined(Examined { image: edited.image.clone(), drawn: edited.image.clone(), checks });
         made.push((edited, seed, steps));
     }

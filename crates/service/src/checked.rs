@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use image::RgbImage;
-use plantain_director::generate::{Budget, Examined, Looper, Paint, Plan, Settings, edit_checks, examine};
+use plantain_director::generate::{Budget, Examined, Looper, Paint, Plan, Settings, asked_of, edit_checks, examine};
 use tokio::sync::mpsc;
 
 use crate::Service;
@@ -74,12 +74,10 @@ impl Service {
             None if spec.images.is_empty() => Mode::Text,
             None => Mode::Plain,
         };
-        let (w, h) = match spec.edit.as_ref().and_then(|p| p.paint_request()) {
-            Some(r) => r.image.dimensions(),
-            None => (spec.width, spec.height),
-        };
-        let prompt = spec.edit.as_ref().and_then(|p| p.paint_request()).map_or(spec.prompt.as_str(), |r| r.prompt.as_str());
-        let plan = Arc::new(Plan::new(prompt, spec.negative.as_deref(), w, h));
+        let plan = Arc::new(match &spec.edit {
+            Some(edit) => asked_of(edit),
+            None => Plan::new(&spec.prompt, spec.negative.as_deref(), spec.width, spec.height),
+        });
         let mut budget = self.config.checks.budget();
         if let Mode::Edit { retry: false } = mode {
             budget = Budget { attempts: 1, ..budget };
@@ -156,7 +154,7 @@ impl Service {
                 (Some(edit), Some(report)) => {
                     let (edit, report, tools, plan) = (edit.clone(), report.clone(), self.checks.clone(), plan.clone());
                     blocking(move || {
-                        let checks = edit_checks(&edit, &report, &drawn, &tools.checkers(&plan));
+                        let checks = edit_checks(&edit, &plan, &report, &drawn, &tools.checkers(&plan));
                         Examined { image: drawn.clone(), drawn, checks }
                     })
                     .await?

@@ -293,15 +293,21 @@ fn quality(plan: &Plan, image: &RgbImage, c: &Checkers<'_>) -> Check {
 /// blank, locality (every pixel outside the region the plan allowed is the input's own byte),
 /// the asked change where the synthetic world can see it (an added object's colour, shape and
 /// place), and BRISQUE and CLIP against what the model was asked to paint, as for a new picture.
-pub fn edit_checks(plan: &EditPlan, report: &PlanReport, image: &RgbImage, checkers: &Checkers<'_>) -> Vec<Check> {
-    let (w, h) = report.output;
-    let asked = Plan::new(plan.paint_request().map_or("", |r| r.prompt.as_str()), None, w, h);
-    let mut out = vec![size(&asked, image), not_blank(image), locality(report), asked_change(plan, image)];
+/// `asked` is [`asked_of`] the edit (the loop's plan for it).
+pub fn edit_checks(plan: &EditPlan, asked: &Plan, report: &PlanReport, image: &RgbImage, checkers: &Checkers<'_>) -> Vec<Check> {
+    let mut out = vec![size(asked, image), not_blank(image), locality(report), asked_change(plan, image)];
     if plan.paint_request().is_some() {
-        out.push(quality(&asked, image, checkers));
-        out.push(adherence(&asked, image, checkers));
+        out.push(quality(asked, image, checkers));
+        out.push(adherence(asked, image, checkers));
     }
     out
+}
+
+/// The plan the loop checks an edit against: what its model is asked to paint (nothing for
+/// exact image maths), at the edit's output size.
+pub fn asked_of(edit: &EditPlan) -> Plan {
+    let (w, h) = edit.report().output;
+    Plan::new(edit.paint_request().map_or("", |r| r.prompt.as_str()), None, w, h)
 }
 
 fn locality(r: &PlanReport) -> Check {

@@ -15,7 +15,8 @@ pub mod world;
 
 pub use attempts::{Attempt, Budget, Examined, Looper, Outcome, Paint, Settings, Stop, best_of, examine, run};
 pub use checks::{
-    AdherenceScorer, Check, CheckKind, Checkers, DEFAULT_ADHERENCE_LIMIT, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict, edit_checks,
+    AdherenceScorer, Check, CheckKind, Checkers, DEFAULT_ADHERENCE_LIMIT, DEFAULT_QUALITY_LIMIT, QualityScorer, Verdict, asked_of,
+    edit_checks,
 };
 pub use installed::InstalledChecks;
 pub use plan::{Plan, QuotedText};
