@@ -14,6 +14,8 @@ pub enum EngineError {
     MissingWeight { component: &'static str, name: String },
     #[error("{component}: weight `{name}` has shape {found:?}, expected {expected:?} (the config and the weights disagree)")]
     ShapeMismatch { component: &'static str, name: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("LoRA {}: `{key}` does not fit the model: {reason}", file.display())]
+    LoraMismatch { file: PathBuf, key: String, reason: String },
     #[error("{what} not found (looked for {})", looked_for.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
     MissingFile { what: String, looked_for: Vec<PathBuf> },
     #[error("{path}: invalid config: {reason}")]

@@ -7,7 +7,9 @@ use std::ops::ControlFlow;
 
 use common::{Refs, assert_close, runtime, tiny};
 use ndarray::ArrayD;
-use plantain_engine::pipeline::{Conditioning, Decoder, DenoiseInput, DiffEditOptions, InstructInput, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::pipeline::{
+    Conditioning, Decoder, DenoiseInput, DiffEditOptions, InstructInput, LoadOptions, LoraSpec, ModelSource, Pipeline,
+};
 use rand::SeedableRng;
 
 const PROMPT: &str = "a red star above a blue circle, 35mm photo";
@@ -266,4 +268,61 @@ fn diffedit_mask_matches_diffusers() {
     let want: Vec<f32> = vec_of(&refs.f("diffedit_mask"));
     assert_eq!(got.mask, want, "the binary mask, cell for cell");
     assert!(got.coverage() > 0.0 && got.coverage() < 1.0, "a mask that is neither empty nor everything");
+}
+
+fn load_with_loras(arch: &str, loras: Vec<LoraSpec>) -> plantain_engine::Result<Pipeline> {
+    let opts = LoadOptions { runtime: runtime(), loras, ..Default::default() };
+    Pipeline::load(&ModelSource::Diffusers(tiny(arch)), &opts)
+}
+
+fn lora_file(name: &str) -> std::path::PathBuf {
+    tiny(&format!("lora/{name}.safetensors"))
+}
+
+/// kohya and diffusers/PEFT LoRA files (attention, feed-forward, a 3x3 resnet conv, the text
+/// encoders) against diffusers' `load_lora_weights` + `fuse_lora(lora_scale)`; the run without
+/// a LoRA is checked too, so a LoRA that changed nothing could not pass.
+#[test]
+fn lora_files_match_diffusers() {
+    let refs = Refs::load("lora");
+    let scale = refs.f("lora_scale")[[0]];
+    for (arch, style) in [("sd1", "base"), ("sd1", "kohya"), ("sd1", "peft"), ("sdxl", "base"), ("sdxl", "kohya")] {
+        let p = if style == "base" {
+            load(arch)
+        } else {
+            load_with_loras(arch, vec![LoraSpec { path: lora_file(&format!("{arch}-{style}")), scale }]).unwrap()
+        };
+        let g = guidance(arch);
+        let cond = p.encode_prompt(PROMPT, Some(""), g).unwrap();
+        assert_close(
+            &format!("{arch} {style} conditioning"),
+            &cond.hidden.clone().into_dyn(),
+            &refs.f(&format!("{arch}_{style}_cond")),
+            TOL,
+        );
+        let noise = vec_of(&refs.f(&format!("{arch}_latents")));
+        let (out, _) = denoise(&p, &cond, g, LoopInputs { noise, strength: 1.0, ..Default::default() });
+        let out = ArrayD::from_shape_vec(ndarray::IxDyn(&[1, 4, 8, 8]), out).unwrap();
+        assert_close(&format!("{arch} {style} final latents"), &out, &refs.f(&format!("{arch}_{style}_final_latents")), TOL);
+    }
+}
+
+#[test]
+fn a_lora_for_another_model_is_refused_naming_its_first_key() {
+    let sd1_on_xl = load_with_loras("sdxl", vec![LoraSpec { path: lora_file("sd1-kohya"), scale: 1.0 }]).err().unwrap().to_string();
+    assert!(sd1_on_xl.contains("sd1-kohya.safetensors") && sd1_on_xl.contains("does not fit the model"), "{sd1_on_xl}");
+    // The first text encoder has SD 1.x's shape in both tiny models; the first key that does not
+    // fit, in sorted order, is a UNet one (SDXL's first block has no attention).
+    assert!(
+        sd1_on_xl.contains("`lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_k.alpha`")
+            && sd1_on_xl.contains("no weight of the model's UNet has this name"),
+        "{sd1_on_xl}"
+    );
+    let xl_on_sd1 = load_with_loras("sd1", vec![LoraSpec { path: lora_file("sdxl-kohya"), scale: 1.0 }]).err().unwrap().to_string();
+    assert!(xl_on_sd1.contains("sdxl-kohya.safetensors") && xl_on_sd1.contains("does not fit"), "{xl_on_sd1}");
+    let missing = load_with_loras("sd1", vec![LoraSpec { path: lora_file("nope"), scale: 1.0 }]).err().unwrap().to_string();
+    assert!(missing.contains("LoRA file not found"), "{missing}");
+    // A checkpoint is not a LoRA: its first tensor is named as such.
+    let not_lora = load_with_loras("sd1", vec![LoraSpec { path: tiny("sd1.safetensors"), scale: 1.0 }]).err().unwrap().to_string();
+    assert!(not_lora.contains("not a LoRA tensor"), "{not_lora}");
 }

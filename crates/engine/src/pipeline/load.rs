@@ -12,6 +12,7 @@ use crate::models::unet::UNetConfig;
 use crate::models::vae::VaeConfig;
 use crate::models::{Family, presets};
 use crate::weights::TensorIndex;
+use crate::weights::lora::{self, LoraSpec};
 
 /// Where a model comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +143,23 @@ fn tokenizer(dir: &Path, component: &str, openclip_default: bool, notes: &mut Ve
 }
 
 /// Reads a diffusers folder. `variant` prefers e.g. `fp16` weight files when present.
+/// Applies the LoRA files to the UNet and text encoders (before any graph is built, so a file
+/// that does not fit fails at once).
+pub(crate) fn apply_loras(parts: &mut Parts, specs: &[LoraSpec]) -> Result<()> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let components = lora::Components {
+        unet: &mut parts.unet.1,
+        text_encoder: &mut parts.text_encoder.weights,
+        text_encoder_2: parts.text_encoder_2.as_mut().map(|t| &mut t.weights),
+        layers_per_block: parts.unet.0.layers_per_block,
+    };
+    let adapted = lora::apply(components, specs)?;
+    parts.notes.push(format!("{} LoRA file(s) adapt {adapted} weights", specs.len()));
+    Ok(())
+}
+
 pub(crate) fn diffusers(dir: &Path, variant: Option<&str>) -> Result<Parts> {
     let index_path = dir.join("model_index.json");
     let index = read_json(&index_path)?;

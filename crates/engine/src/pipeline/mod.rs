@@ -48,6 +48,7 @@ use crate::models::unet::{self, UNetConfig};
 use crate::models::vae::VaeConfig;
 use crate::runtime::{Network, RuntimeOptions};
 use crate::weights::TensorIndex;
+pub use crate::weights::lora::LoraSpec;
 
 /// The per-step callback of [`Pipeline::generate_with`]: the step's progress and latents;
 /// [`ControlFlow::Break`] cancels the generation.
@@ -61,6 +62,8 @@ pub struct LoadOptions {
     pub variant: Option<String>,
     /// A TAESD folder (`config.json` + `diffusion_pytorch_model.safetensors`) for fast previews.
     pub tiny_autoencoder: Option<PathBuf>,
+    /// LoRA files applied, in order, to the UNet and text encoders as the graphs are built.
+    pub loras: Vec<LoraSpec>,
 }
 
 /// Which decoder turns latents into pixels.
@@ -139,10 +142,11 @@ impl std::fmt::Debug for Pipeline {
 impl Pipeline {
     /// Loads a model: reads configs and weight headers, builds the text encoders and the UNet.
     pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<Self> {
-        let parts = match source {
+        let mut parts = match source {
             ModelSource::Diffusers(dir) => load::diffusers(dir, opts.variant.as_deref())?,
             ModelSource::SingleFile { file, config_dir } => load::single_file(file, config_dir.as_deref())?,
         };
+        load::apply_loras(&mut parts, &opts.loras)?;
         let rt = &opts.runtime;
         let label = |c: &str| format!("{}-{c}", parts.family.short_name());
         let te1 = TextEncoder::build(parts.text_encoder, ClipOutputs { projection: false }, &label("text"), rt)?;

@@ -1,5 +1,6 @@
 //! Finding weights: safetensors headers indexed by tensor name, without reading tensor data.
 
+pub mod lora;
 pub mod single_file;
 
 use std::collections::HashMap;
@@ -16,6 +17,8 @@ pub struct TensorIndex {
     tensors: HashMap<String, StoredTensor>,
     /// Set by [`TensorIndex::recording`]: every weight a graph builder asks for is noted here.
     recorder: Option<Arc<Mutex<Vec<NamedShape>>>>,
+    /// LoRA updates added to weights, by weight name, in the order they were applied.
+    patches: HashMap<String, Vec<lora::Patch>>,
 }
 
 /// A weight's name and shape.
@@ -63,7 +66,7 @@ impl TensorIndex {
                 StoredTensor { file: file_arc.clone(), offset: data_start + info.data_offsets.0 as u64, dtype, shape: info.shape.clone() },
             );
         }
-        Ok(Self { tensors, recorder: None })
+        Ok(Self { tensors, ..Self::default() })
     }
 
     /// Opens every file and merges them (sharded checkpoints).
@@ -78,7 +81,7 @@ impl TensorIndex {
     /// An empty index that accepts any weight and records its name and shape, to learn which
     /// tensors a network needs (e.g. to write random full-size checkpoints for benchmarks).
     pub fn recording() -> Self {
-        Self { tensors: HashMap::new(), recorder: Some(Arc::default()) }
+        Self { recorder: Some(Arc::default()), ..Self::default() }
     }
 
     /// What a [`recording`](Self::recording) index was asked for, in order, without repeats.
@@ -87,6 +90,15 @@ impl TensorIndex {
         let list = r.lock().map(|l| l.clone()).unwrap_or_default();
         let mut seen = std::collections::HashSet::new();
         list.into_iter().filter(|(n, _)| seen.insert(n.clone())).collect()
+    }
+
+    /// Adds a LoRA update to the weight `name` (applied when a graph asks for that weight).
+    pub fn add_patch(&mut self, name: String, patch: lora::Patch) {
+        self.patches.entry(name).or_default().push(patch);
+    }
+    /// How many LoRA updates are applied to this index's weights.
+    pub fn patch_count(&self) -> usize {
+        self.patches.values().map(Vec::len).sum()
     }
 
     pub fn get(&self, name: &str) -> Option<&StoredTensor> {
@@ -112,8 +124,22 @@ impl TensorIndex {
         TensorIndex {
             tensors: self.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect(),
             recorder: None,
+            patches: self.patches.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect(),
         }
     }
+}
+
+/// `w + scale · up @ down`, the pair flattened to matrices and the product shaped like `w`.
+fn add_low_rank(g: &mut GraphBuilder, w: Value, patch: &lora::Patch, dims: &[i64]) -> Value {
+    let rank = patch.rank() as i64;
+    let up = g.weight(patch.up.clone());
+    let up = g.reshape_to(up, &[-1, rank]);
+    let down = g.weight(patch.down.clone());
+    let down = g.reshape_to(down, &[rank, -1]);
+    let delta = g.matmul(up, down);
+    let delta = g.reshape_to(delta, dims);
+    let delta = g.mul_scalar(delta, patch.scale);
+    g.add(w, delta)
 }
 
 /// Weight lookup for a model builder: names are relative to `prefix`, shapes are checked.
@@ -153,7 +179,12 @@ impl<'a> Params<'a> {
             });
         }
         let v = g.weight(stored.clone());
-        Ok(if same { v } else { g.reshape_to(v, &shape.iter().map(|&d| d as i64).collect::<Vec<_>>()) })
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let mut v = if same { v } else { g.reshape_to(v, &dims) };
+        for patch in self.index.patches.get(name).into_iter().flatten() {
+            v = add_low_rank(g, v, patch, &dims);
+        }
+        Ok(v)
     }
 
     /// Shape of a stored tensor, for configs inferred from weights.

@@ -108,60 +108,66 @@ fn map_unet(src: &TensorIndex) -> Result<TensorIndex> {
         .min()
         .ok_or_else(|| bad("no downsampler (`input_blocks.N.0.op`)".into()))?;
     let layers = first_down - 1;
-    let per = layers + 1;
     let mut out = TensorIndex::default();
     for (name, t) in src.iter() {
-        let new = if let Some(rest) = name.strip_prefix("input_blocks.") {
-            let (i, tail) = split_index(rest).ok_or_else(|| bad(name.clone()))?;
-            if i == 0 {
-                rename(tail, &[("0.", "conv_in.")])
-            } else {
-                let (b, j) = ((i - 1) / per, (i - 1) % per);
-                if j == layers {
-                    rename(tail, &[("0.op.", &format!("down_blocks.{b}.downsamplers.0.conv."))])
-                } else if let Some(r) = tail.strip_prefix("0.") {
-                    format!("down_blocks.{b}.resnets.{j}.{}", rename(r, RESNET))
-                } else if let Some(r) = tail.strip_prefix("1.") {
-                    format!("down_blocks.{b}.attentions.{j}.{r}")
-                } else {
-                    return Err(bad(name.clone()));
-                }
-            }
-        } else if let Some(rest) = name.strip_prefix("middle_block.") {
-            let (i, tail) = split_index(rest).ok_or_else(|| bad(name.clone()))?;
-            match i {
-                0 => format!("mid_block.resnets.0.{}", rename(tail, RESNET)),
-                1 => format!("mid_block.attentions.0.{tail}"),
-                2 => format!("mid_block.resnets.1.{}", rename(tail, RESNET)),
-                _ => return Err(bad(name.clone())),
-            }
-        } else if let Some(rest) = name.strip_prefix("output_blocks.") {
-            let (i, tail) = split_index(rest).ok_or_else(|| bad(name.clone()))?;
-            let (b, j) = (i / per, i % per);
-            let (k, r) = split_index(tail).ok_or_else(|| bad(name.clone()))?;
-            match k {
-                0 => format!("up_blocks.{b}.resnets.{j}.{}", rename(r, RESNET)),
-                // Position 1 is attention, unless the block has none and 1 is the upsampler.
-                1 | 2 if r.starts_with("conv.") => format!("up_blocks.{b}.upsamplers.0.{r}"),
-                1 => format!("up_blocks.{b}.attentions.{j}.{r}"),
-                _ => return Err(bad(name.clone())),
-            }
-        } else {
-            rename(
-                name,
-                &[
-                    ("time_embed.0.", "time_embedding.linear_1."),
-                    ("time_embed.2.", "time_embedding.linear_2."),
-                    ("label_emb.0.0.", "add_embedding.linear_1."),
-                    ("label_emb.0.2.", "add_embedding.linear_2."),
-                    ("out.0.", "conv_norm_out."),
-                    ("out.2.", "conv_out."),
-                ],
-            )
-        };
+        let new = unet_name_from_ldm(name, layers).ok_or_else(|| bad(name.clone()))?;
         out.insert(new, t.clone());
     }
     Ok(out)
+}
+
+/// The diffusers name of an original (CompVis / Stability) UNet tensor, for a UNet with
+/// `layers` resnets per down block; `None` for a name outside that layout.
+pub(crate) fn unet_name_from_ldm(name: &str, layers: usize) -> Option<String> {
+    let per = layers + 1;
+    Some(if let Some(rest) = name.strip_prefix("input_blocks.") {
+        let (i, tail) = split_index(rest)?;
+        if i == 0 {
+            rename(tail, &[("0.", "conv_in.")])
+        } else {
+            let (b, j) = ((i - 1) / per, (i - 1) % per);
+            if j == layers {
+                rename(tail, &[("0.op.", &format!("down_blocks.{b}.downsamplers.0.conv."))])
+            } else if let Some(r) = tail.strip_prefix("0.") {
+                format!("down_blocks.{b}.resnets.{j}.{}", rename(r, RESNET))
+            } else if let Some(r) = tail.strip_prefix("1.") {
+                format!("down_blocks.{b}.attentions.{j}.{r}")
+            } else {
+                return None;
+            }
+        }
+    } else if let Some(rest) = name.strip_prefix("middle_block.") {
+        let (i, tail) = split_index(rest)?;
+        match i {
+            0 => format!("mid_block.resnets.0.{}", rename(tail, RESNET)),
+            1 => format!("mid_block.attentions.0.{tail}"),
+            2 => format!("mid_block.resnets.1.{}", rename(tail, RESNET)),
+            _ => return None,
+        }
+    } else if let Some(rest) = name.strip_prefix("output_blocks.") {
+        let (i, tail) = split_index(rest)?;
+        let (b, j) = (i / per, i % per);
+        let (k, r) = split_index(tail)?;
+        match k {
+            0 => format!("up_blocks.{b}.resnets.{j}.{}", rename(r, RESNET)),
+            // Position 1 is attention, unless the block has none and 1 is the upsampler.
+            1 | 2 if r.starts_with("conv.") => format!("up_blocks.{b}.upsamplers.0.{r}"),
+            1 => format!("up_blocks.{b}.attentions.{j}.{r}"),
+            _ => return None,
+        }
+    } else {
+        rename(
+            name,
+            &[
+                ("time_embed.0.", "time_embedding.linear_1."),
+                ("time_embed.2.", "time_embedding.linear_2."),
+                ("label_emb.0.0.", "add_embedding.linear_1."),
+                ("label_emb.0.2.", "add_embedding.linear_2."),
+                ("out.0.", "conv_norm_out."),
+                ("out.2.", "conv_out."),
+            ],
+        )
+    })
 }
 
 fn map_vae(src: &TensorIndex) -> TensorIndex {
