@@ -41,6 +41,10 @@ pub struct Common {
     pub threads: usize,
     #[arg(long)]
     pub cuda: bool,
+    /// A LoRA file for the painting model (kohya or diffusers/PEFT naming), FILE or FILE:SCALE;
+    /// several are applied in order.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = plantain_engine::pipeline::LoraSpec::parse)]
+    pub loras: Vec<plantain_engine::pipeline::LoraSpec>,
     #[command(flatten)]
     pub checks: LoopArgs,
     #[command(flatten)]
@@ -130,7 +134,7 @@ fn plan_with_model(instruction: &str, images: &[image::RgbImage], opts: EditOpti
         return Ok((first, None));
     }
     let resolved = resolve_model(&c.model)?;
-    let load = LoadSpec { config_dir: None, variant: None, tiny_vae: None, threads: c.threads, cuda: c.cuda };
+    let load = LoadSpec { config_dir: None, variant: None, tiny_vae: None, loras: c.loras.clone(), threads: c.threads, cuda: c.cuda };
     let pipeline = Arc::new(load_pipeline(&resolved, &load)?);
     let opts = EditOptions { painter: painter_for(&pipeline), ..opts };
     let finder = ModelFinder { subject: segmenter, pipeline: Some(pipeline.clone()), seed: c.seed.unwrap_or(0) };

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use plantain_core::{AspectRatio, DEFAULT_STRENGTH, ImageSize, output_pixels};
-use plantain_engine::pipeline::{Decoder, GenerateRequest, Generated, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::pipeline::{Decoder, GenerateRequest, Generated, LoadOptions, LoraSpec, ModelSource, Pipeline};
 use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::RuntimeOptions;
 use plantain_hub::{Layout, ResolvedModel, resolve};
@@ -71,6 +71,10 @@ pub struct Args {
     /// Prefer this weight variant in a diffusers folder (e.g. fp16).
     #[arg(long)]
     pub variant: Option<String>,
+    /// A LoRA file (kohya or diffusers/PEFT naming, .safetensors), FILE or FILE:SCALE; several
+    /// are applied in order.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = LoraSpec::parse)]
+    pub loras: Vec<LoraSpec>,
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -96,6 +100,7 @@ pub struct LoadSpec {
     pub config_dir: Option<PathBuf>,
     pub variant: Option<String>,
     pub tiny_vae: Option<PathBuf>,
+    pub loras: Vec<LoraSpec>,
     pub threads: usize,
     pub cuda: bool,
 }
@@ -124,6 +129,7 @@ pub fn load_pipeline(resolved: &ResolvedModel, l: &LoadSpec) -> Result<Pipeline>
         runtime: RuntimeOptions { threads: l.threads, cuda: l.cuda, ..Default::default() },
         variant: l.variant.clone(),
         tiny_autoencoder: l.tiny_vae.clone(),
+        loras: l.loras.clone(),
     };
     let hint = match &source {
         ModelSource::SingleFile { config_dir: None, .. } => {
@@ -258,6 +264,7 @@ pub fn run(a: Args) -> Result<()> {
         config_dir: a.config_dir.clone(),
         variant: a.variant.clone(),
         tiny_vae: a.tiny_vae.clone(),
+        loras: a.loras.clone(),
         threads: a.threads,
         cuda: a.cuda,
     };

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use plantain_core::ImageSize;
+use plantain_engine::pipeline::LoraSpec;
 use serde::Deserialize;
 
 /// Configuration problems (reported at start-up).
@@ -262,6 +263,17 @@ pub struct ModelConfig {
     /// `madebyollin/taesd`) that decodes OpenAI partial images quickly; without one they are
     /// decoded with the model's own VAE.
     pub tiny_vae: Option<PathBuf>,
+    /// LoRA files applied when the model loads, in order: `"FILE"` or `"FILE:SCALE"` (kohya or
+    /// diffusers/PEFT naming). To serve a model with and without a LoRA, list it twice under
+    /// two names; a request picks one by its model name.
+    #[serde(default, deserialize_with = "lora_specs")]
+    pub loras: Vec<LoraSpec>,
+}
+
+/// `loras = ["style.safetensors:0.8", …]`, each read as [`LoraSpec::parse`] does.
+fn lora_specs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<LoraSpec>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter().map(|s| LoraSpec::parse(s).map_err(serde::de::Error::custom)).collect()
 }
 
 /// The tracing filter for a log `level`: that level, with the chattiest dependencies quieted
@@ -341,6 +353,9 @@ impl Config {
             }
             m.config_dir = m.config_dir.as_ref().map(abs);
             m.tiny_vae = m.tiny_vae.as_ref().map(abs);
+            for l in &mut m.loras {
+                l.path = abs(&l.path);
+            }
         }
         self.provenance.cert_chain = self.provenance.cert_chain.as_ref().map(abs);
         self.provenance.private_key = self.provenance.private_key.as_ref().map(abs);
@@ -451,6 +466,7 @@ impl ModelConfig {
             queue_per_key: None,
             config_dir: None,
             tiny_vae: None,
+            loras: Vec::new(),
         }
     }
 }
@@ -492,6 +508,25 @@ mod tests {
         assert_eq!(c.aliases["gemini-3.1-flash-image-preview"], "tiny");
         assert!(Config::from_toml("nonsense = 1").is_err());
         assert!(c.apply_env(|k| (k == "PLANTAIN_IMAGES_PER_DAY").then(|| "x".to_string())).is_err());
+    }
+
+    /// A model's LoRA files are read as `FILE[:SCALE]` and taken from the config file's folder;
+    /// a scale that is not a finite number is refused when the config is read.
+    #[test]
+    fn loras_are_specs_relative_to_the_config() {
+        let toml = r#"
+            [[models]]
+            name = "styled"
+            source = "sd15"
+            loras = ["loras/ink.safetensors:0.6", "/abs/film.safetensors"]
+            "#;
+        let mut c = Config::from_toml(toml).unwrap();
+        c.rebase(Path::new("/etc/plantain"));
+        let l = &c.models[0].loras;
+        assert_eq!((l[0].path.as_path(), l[0].scale), (Path::new("/etc/plantain/loras/ink.safetensors"), 0.6));
+        assert_eq!((l[1].path.as_path(), l[1].scale), (Path::new("/abs/film.safetensors"), 1.0));
+        let bad = Config::from_toml(&toml.replace(":0.6", ":nan")).unwrap_err();
+        assert!(bad.contains("finite"), "{bad}");
     }
 
     /// Issue 21: `max_image_size` is typed, so a typo is refused instead of allowing 4K; a

@@ -300,6 +300,7 @@ impl Worker {
         let opts = LoadOptions {
             runtime: RuntimeOptions { threads: cfg.threads, cuda: cfg.device == crate::config::Device::Cuda, ..Default::default() },
             tiny_autoencoder: cfg.tiny_vae.clone(),
+            loras: cfg.loras.clone(),
             ..Default::default()
         };
         let cancelled = Arc::new(AtomicU64::new(0));

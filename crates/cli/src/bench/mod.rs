@@ -5,6 +5,7 @@ mod checkpoint;
 mod checks;
 mod clip_score;
 mod edit;
+mod lora;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -38,7 +39,8 @@ pub struct Args {
     /// a photograph: ISNet + SD-Turbo repaint + paste-back), nano (the shipped plantain-nano:
     /// 20 steps end-to-end at its native size), checks (what the loop's checks add per attempt
     /// at 1K: BRISQUE, text typeset and read back by OCR), clip-score (the adherence scorer at
-    /// openai/clip-vit-large-patch14's size, random weights, a `--size` picture).
+    /// openai/clip-vit-large-patch14's size, random weights, a `--size` picture), lora (the
+    /// SD-Turbo UNet step with and without a rank-32 LoRA on every projection).
     #[arg(long, value_delimiter = ',', default_value = "sd15,turbo")]
     pub only: Vec<String>,
     /// Where to write the random checkpoints (default: a temporary folder, removed afterwards).
@@ -219,6 +221,11 @@ pub fn run(a: Args) -> Result<()> {
                 clip_score::clip_score(&root, &rt, &mut b, a.size)?;
                 continue;
             }
+            if which == "lora" {
+                let dir = random_folder(&root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?;
+                lora::lora(&dir, &rt, &mut b, a.size)?;
+                continue;
+            }
             if which == "turbo-edit" {
                 let dir = random_folder(&root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?;
                 edit::turbo_edit(&dir, &rt, &mut b, &a.photo)?;
@@ -227,7 +234,7 @@ pub fn run(a: Args) -> Result<()> {
             let (tag, name, spec) = match which.as_str() {
                 "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
                 "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
-                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, nano, checks, clip-score)"),
+                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, lora, nano, checks, clip-score)"),
             };
             let dir = random_folder(&root, tag, name, spec)?;
             eprintln!("{name}");
