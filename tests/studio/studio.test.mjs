@@ -351,6 +351,100 @@ test("on a phone's width: one column, conversations in a drawer", async () => {
   await page.setViewportSize(LAPTOP);
 });
 
+test("one-click edits: blur the background, then extend to the chosen ratio, each a child version", async () => {
+  await pictures(4);
+  const id = await page.$eval("#conv-list li.active", (li) => li.dataset.id);
+  const before = (await api(`/v1/conversations/${id}`)).versions.length;
+  await page.fill("#prompt", "half-written words");
+  const parentLabel = await page.textContent("#version-label");
+  await page.click('#quick button[data-say="blur the background"]');
+  await pictures(5);
+  let conv = await api(`/v1/conversations/${id}`);
+  assert.equal(conv.versions.length, before + 1);
+  const blurred = conv.versions.at(-1);
+  assert.equal(blurred.params.instruction, "blur the background");
+  const parent = conv.versions.find((v) => v.id === blurred.parentId);
+  assert.ok(parent && parentLabel.startsWith(`Version ${parent.version} `), "the child of the version shown");
+  assert.equal(await page.inputValue("#prompt"), "half-written words", "a one-click edit keeps what was being typed");
+  await page.selectOption("#ratio", "16:9");
+  await page.click('#quick button[data-extend="1"]');
+  await pictures(6);
+  conv = await api(`/v1/conversations/${id}`);
+  const wide = conv.versions.at(-1);
+  assert.equal(wide.parentId, blurred.id);
+  assert.equal(wide.params.instruction, "extend the scene");
+  assert.equal(wide.height, blurred.height, "the picture kept, the canvas widened");
+  assert.ok(Math.abs(wide.width / wide.height - 16 / 9) < 0.01, `${wide.width}x${wide.height} is 16:9`);
+  await page.selectOption("#ratio", "1:1");
+  await page.fill("#prompt", "");
+});
+
+test("the provenance panel shows the server's own verification of the version shown", async () => {
+  const facts = async () => {
+    await page.waitForFunction(() => !/verifying/.test(document.getElementById("prov-verdict").textContent), null, { timeout: JOB });
+    return Object.fromEntries(await page.$$eval("#prov-facts dt", (ds) => ds.map((d) => [d.textContent, d.nextElementSibling.textContent])));
+  };
+  // The extended version (an edit): signed, with a watermark; outside its region the pixels,
+  // watermark included, are its parent's.
+  await page.click("#stage");
+  await page.keyboard.press("p");
+  let f = await facts();
+  assert.match(f["Watermark"], /^found \(confidence \d+%\)$/);
+  assert.equal(f["Signature"], "valid");
+  assert.equal(f["File hash"], "matches");
+  assert.match(f["Watermark ↔ manifest"], /^(the same image|an earlier version's mark)/);
+  // The same report a client gets from POST /v1/verify with the stored bytes.
+  const src = await page.$eval("#current-img", (i) => i.src);
+  const bytes = Buffer.from(await (await fetch(src)).arrayBuffer());
+  const r = await (await fetch(`${URL}/v1/verify`, { method: "POST", body: bytes, headers: { "x-goog-api-key": KEY, "content-type": "image/png" } })).json();
+  assert.equal(await page.textContent("#prov-verdict"), r.verdict);
+  // Version 1, drawn from words: its watermark and its manifest name the same image.
+  await page.click('#tree .node:has(b:text-is("v1"))');
+  f = await facts();
+  assert.equal(f["Watermark ↔ manifest"], "the same image");
+  assert.equal(f["Content Credentials"], r.manifest.state);
+  await shot("provenance");
+  await page.click("#stage");
+  await page.keyboard.press("p");
+  assert.ok(await page.$eval("#prov-tools", (t) => t.hidden), "p closes it again");
+});
+
+test("the gallery is searched by prompt; a version's settings are used again; shortcuts", async () => {
+  await page.keyboard.press("/");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "conv-search");
+  const visible = () => page.$$eval("#conv-list li", (ls) => ls.filter((l) => !l.hidden).length);
+  const all = await visible();
+  assert.ok(all >= 2, `${all} conversations`);
+  await page.keyboard.type("subject of image");
+  await page.waitForFunction(() => [...document.querySelectorAll("#conv-list li")].filter((l) => !l.hidden).length === 1);
+  assert.match(await page.textContent("#conv-list li:not([hidden])"), /subject of image 1/);
+  await page.fill("#conv-search", "a zebra on the moon");
+  await page.waitForSelector("#search-empty:not([hidden])");
+  await page.fill("#conv-search", "");
+  await page.waitForFunction((n) => [...document.querySelectorAll("#conv-list li")].filter((l) => !l.hidden).length === n, all);
+  // Settings recall from the conversation's first picture.
+  const id = await page.$eval("#conv-list li.active", (li) => li.dataset.id);
+  const [v1] = (await api(`/v1/conversations/${id}`)).versions;
+  await page.fill("#seed", "");
+  await page.selectOption("#ratio", "16:9");
+  await page.click(".msg.model:has(img.result) .reuse");
+  assert.equal(await page.inputValue("#seed"), v1.seed);
+  assert.equal(await page.inputValue("#ratio"), "1:1");
+  assert.equal(await page.inputValue("#size"), "512");
+  assert.match(await page.textContent("#banner-text"), new RegExp(`seed ${v1.seed}, 1:1, 512`));
+  await page.click("#banner-close");
+  // Letter shortcuts outside text fields: c compares, ? lists the keys.
+  await page.click("#stage");
+  await page.keyboard.press("c");
+  assert.ok(!(await page.$eval("#compare-tools", (t) => t.hidden)), "c opens compare");
+  await page.keyboard.press("c");
+  await page.keyboard.press("?");
+  assert.ok(await page.$eval("#keys-dialog", (d) => d.open));
+  await shot("shortcuts");
+  await page.keyboard.press("Escape");
+  assert.ok(!(await page.$eval("#keys-dialog", (d) => d.open)));
+});
+
 test("a server that went away is said so; the conversation is kept", async () => {
   const pid = Number(process.env.PLANTAIN_PID);
   assert.ok(pid > 0, "PLANTAIN_PID");
@@ -359,5 +453,5 @@ test("a server that went away is said so; the conversation is kept", async () =>
   await send("make it darker");
   await page.waitForSelector(".msg.error");
   assert.match(await page.textContent("#banner-text"), /server is not answering.*conversation is kept/);
-  assert.equal(await page.$$eval(".msg.model img.result", (i) => i.length), 4);
+  assert.equal(await page.$$eval(".msg.model img.result", (i) => i.length), 6);
 });

@@ -65,6 +65,12 @@ export const imageSettings = () => getJson("/v1/image-settings");
 export const conversations = (offset = 0, limit = 30) => getJson(`/v1/conversations?limit=${limit}&offset=${offset}`);
 export const conversation = (id) => getJson(`/v1/conversations/${encodeURIComponent(id)}`);
 
+/** The server's provenance report (watermark and Content Credentials) for an image's bytes. */
+export async function verify(blob) {
+  const res = await call("/v1/verify", { method: "POST", body: blob, headers: { "content-type": blob.type || "application/octet-stream" } });
+  return res.json();
+}
+
 export async function ready() {
   try {
     const res = await fetch("/readyz");

@@ -132,6 +132,11 @@ function messageEl(m) {
     img.title = "Show this version";
     img.addEventListener("click", () => select(v.id));
     div.append(img);
+    const reuse = el("button", "reuse ghost", "Use these settings");
+    reuse.type = "button";
+    reuse.title = "Seed, model, aspect ratio and size of this version";
+    reuse.addEventListener("click", () => reuseSettings(v));
+    div.append(reuse);
   }
   const caption = (m.texts || [])[0] || (v ? `Version ${v.version}, ${v.width}×${v.height}` : "");
   if (caption) div.append(el("p", "caption", caption.split("\n")[0]));
@@ -200,7 +205,8 @@ function renderViewer() {
   $("stage-empty").hidden = !!v;
   document.body.classList.toggle("has-version", !!v);
   img.hidden = !v;
-  for (const id of ["compare-btn", "mask-btn", "download-btn"]) $(id).disabled = !v;
+  for (const id of ["compare-btn", "mask-btn", "download-btn", "prov-btn"]) $(id).disabled = !v;
+  for (const b of document.querySelectorAll("#quick button")) b.disabled = !v || !!S.abort;
   $("compare-btn").disabled = !v || S.conv.versions.length < 2;
   if (!v) {
     closeTools();
@@ -232,6 +238,7 @@ function select(id) {
   renderTree();
   renderViewer();
   if (!$("mask-tools").hidden) img_loaded().then(() => brush.attach());
+  if (!$("prov-tools").hidden) showProvenance();
 }
 
 function img_loaded() {
@@ -430,7 +437,7 @@ async function thumb(blob) {
 // ---------------------------------------------------------------------------------------------
 // Sending: text to image, an edit of the selected version, or an edit / fusion of uploads.
 
-async function requestBody(text) {
+async function requestBody(text, aspect) {
   const gc = { responseModalities: ["TEXT", "IMAGE"], thinkingConfig: { includeThoughts: true } };
   const seed = $("seed").value.trim();
   if (seed) gc.seed = Number(seed);
@@ -443,6 +450,8 @@ async function requestBody(text) {
   if (v) {
     const blob = await api.fetchBlob(v.url);
     const model = { role: "model", parts: [{ inlineData: { mimeType: v.mimeType, data: await api.base64Of(blob) }, thoughtSignature: v.thoughtSignature }] };
+    // Extending to another shape names the new aspect ratio, as any Gemini client would.
+    if (aspect) gc.imageConfig = { aspectRatio: aspect };
     return { kind: "edit", body: { contents: [{ role: "user", parts: [{ text: label(v) }] }, model, { role: "user", parts: [{ text }] }], generationConfig: gc } };
   }
   gc.imageConfig = { aspectRatio: $("ratio").value, imageSize: $("size").value };
@@ -450,6 +459,7 @@ async function requestBody(text) {
 }
 
 function setBusy(on) {
+  for (const b of document.querySelectorAll("#quick button")) b.disabled = on || !S.conv.selected;
   $("send-btn").hidden = on;
   $("cancel-btn").hidden = !on;
   $("progress").hidden = !on;
@@ -467,10 +477,11 @@ function progress(step, total, text) {
   $("progress-text").textContent = text || `step ${step} of ${total}`;
 }
 
-async function send(ev) {
+/** Sends the prompt, or (a one-click edit) `quick.text` on the current version. */
+async function send(ev, quick) {
   if (ev) ev.preventDefault();
   if (S.abort) return;
-  const text = $("prompt").value.trim();
+  const text = quick ? quick.text : $("prompt").value.trim();
   if (!text) return banner("Write what to make, or how to change the picture.");
   $("banner").hidden = true;
   const userMsg = { role: "user", text, refs: await Promise.all(S.attachments.map((a) => thumb(a.blob))) };
@@ -482,7 +493,7 @@ async function send(ev) {
   S.abort = ctl;
   setBusy(true);
   try {
-    const { kind, body } = await requestBody(text);
+    const { kind, body } = await requestBody(text, quick && quick.aspect);
     const on = {
       progress: (k, n, t) => {
         progress(k, n, t);
@@ -495,7 +506,7 @@ async function send(ev) {
       },
     };
     const out = await api.streamGenerate($("model").value, body, on, ctl.signal);
-    await finish(before, kind, userMsg, pending, out, text);
+    await finish(before, kind, userMsg, pending, out, text, !quick);
   } catch (e) {
     pending.role = "error";
     pending.text = showError(e);
@@ -507,13 +518,13 @@ async function send(ev) {
   }
 }
 
-async function finish(before, kind, userMsg, pending, out, text) {
+async function finish(before, kind, userMsg, pending, out, text, typed) {
   const msg = { role: "model", texts: out.texts, thoughts: out.thoughts };
   if (!out.image) {
     // An edit the planner could not make: its answer, in words.
     Object.assign(pending, msg, { role: "model", texts: out.texts.length ? out.texts : ["No picture was made."] });
     delete pending.preview;
-    $("prompt").value = "";
+    if (typed) $("prompt").value = "";
     saveChat();
     return render();
   }
@@ -530,7 +541,7 @@ async function finish(before, kind, userMsg, pending, out, text) {
   adopt(data);
   msg.versionId = data.selected;
   S.conv.messages.push(msg);
-  $("prompt").value = "";
+  if (typed) $("prompt").value = "";
   saveChat();
   render();
   if (!before.id || kind === "uploads") loadList(true).catch(() => {});
@@ -548,6 +559,8 @@ function closeTools() {
   $("compare").hidden = true;
   $("mask-tools").hidden = true;
   $("mask-canvas").hidden = true;
+  $("prov-tools").hidden = true;
+  $("prov-btn").classList.remove("on");
   $("current-img").classList.remove("under-tool");
   $("compare-btn").classList.remove("on");
   $("mask-btn").classList.remove("on");
@@ -665,6 +678,105 @@ async function download() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Provenance: the server's verify endpoint on the version's stored bytes.
+
+async function toggleProvenance() {
+  const open = $("prov-tools").hidden;
+  closeTools();
+  if (!open) return;
+  $("prov-tools").hidden = false;
+  $("prov-btn").classList.add("on");
+  await showProvenance();
+}
+
+async function showProvenance() {
+  const v = S.conv.byId.get(S.conv.selected);
+  if (!v) return;
+  $("prov-verdict").textContent = "verifying…";
+  $("prov-facts").replaceChildren();
+  try {
+    const r = await api.verify(await api.fetchBlob(v.url));
+    if (S.conv.selected !== v.id) return;
+    $("prov-verdict").textContent = r.verdict;
+    $("prov-facts").replaceChildren(...provenanceFacts(r, v));
+  } catch (e) {
+    $("prov-verdict").textContent = `Could not verify: ${explain(e).text}`;
+  }
+}
+
+/** The report as term/value pairs; `good` marks a check that passed (true) or failed (false). */
+function provenanceFacts(r, v) {
+  const rows = [];
+  const add = (term, value, good) => {
+    if (value === undefined || value === null || value === "") return;
+    const dd = el("dd", good === true ? "ok" : good === false ? "bad" : "", String(value));
+    rows.push(el("dt", "", term), dd);
+  };
+  const w = r.watermark;
+  if (w) add("Watermark", w.present ? `found (confidence ${Math.round(w.confidence * 100)}%)` : "not found", w.present);
+  else add("Watermark", "not checked (the server has no watermark key)");
+  const m = r.manifest;
+  if (m) {
+    add("Content Credentials", m.state, m.signature_valid && m.hash_valid);
+    add("Signature", m.signature_valid ? "valid" : "invalid", m.signature_valid);
+    add("File hash", m.hash_valid ? "matches" : "does not match", m.hash_valid);
+    add("Signer", m.signer);
+    add("Issuer", m.issuer);
+    add("Signed at", m.signed_at);
+    add("Made by", m.claim_generator);
+    add("Source", m.digital_source_type && m.digital_source_type.split("/").pop());
+    add("Actions", (m.actions || []).join(", "));
+    if (m.failures && m.failures.length) add("Notes", m.failures.join("; "));
+  } else add("Content Credentials", "none in this file", false);
+  const sb = r.soft_binding_matches;
+  if (sb === true) add("Watermark ↔ manifest", "the same image", true);
+  // An edit watermarks only its region; the pixels it kept carry an earlier version's mark.
+  else if (sb === false && v.parentId) add("Watermark ↔ manifest", "an earlier version's mark (this edit kept the pixels outside its region, and their watermark)");
+  else if (sb === false) add("Watermark ↔ manifest", "different", false);
+  add("Picture", `${r.width}×${r.height} ${r.format}`);
+  return rows;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gallery search and settings recall.
+
+/** What a conversation is searched by: its title and the chat text kept in this browser. */
+function searchText(li) {
+  const id = li.dataset.id;
+  const chat = localStorage.getItem(chatKey(id)) || "";
+  return `${li.textContent} ${localStorage.getItem(`plantain.studio.title.${id}`) || ""} ${chat}`.toLowerCase();
+}
+
+async function search() {
+  const q = $("conv-search").value.trim().toLowerCase();
+  // A search looks through every conversation, not only the pages shown so far.
+  for (let pages = 0; q && !$("more-btn").hidden && pages < 50; pages++) await loadList(false);
+  let shown = 0;
+  for (const li of $("conv-list").children) {
+    li.hidden = !!q && !searchText(li).includes(q);
+    if (!li.hidden) shown++;
+  }
+  $("search-empty").hidden = !q || shown > 0;
+}
+
+/** "Use these settings again": the version's seed, model, aspect ratio and size. */
+function reuseSettings(v) {
+  $("seed").value = v.seed;
+  if ([...$("model").options].some((o) => o.value === v.model)) $("model").value = v.model;
+  const px = (S.settings && S.settings.pixels) || {};
+  for (const [ratio, sizes] of Object.entries(px)) {
+    const size = Object.keys(sizes).find((z) => sizes[z][0] === v.width && sizes[z][1] === v.height);
+    if (size) {
+      $("ratio").value = ratio;
+      $("size").value = size;
+      break;
+    }
+  }
+  showPixels();
+  banner(`Settings of version ${v.version} set: seed ${v.seed}, ${$("ratio").value}, ${$("size").value}, ${$("model").value}. Start a new conversation to draw with them.`);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Wiring.
 
 function undoRedo(redo) {
@@ -676,6 +788,21 @@ function undoRedo(redo) {
     const k = kidsOf(v.id);
     if (k.length) select(k[k.length - 1].id);
   }
+}
+
+/** One-letter shortcuts, outside text fields: compare, mask, provenance, download, search, help. */
+function letterKey(e) {
+  const act = {
+    c: () => !$("compare-btn").disabled && toggleCompare(),
+    m: () => !$("mask-btn").disabled && toggleMask(),
+    p: () => !$("prov-btn").disabled && toggleProvenance(),
+    d: () => !$("download-btn").disabled && download(),
+    "/": () => $("conv-search").focus(),
+    "?": () => $("keys-dialog").showModal(),
+  }[e.key.toLowerCase()];
+  if (!act || document.querySelector("dialog[open]")) return;
+  e.preventDefault();
+  act();
 }
 
 function typing(e) {
@@ -695,6 +822,7 @@ function wire() {
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape") document.body.classList.remove("drawer-open");
     if (e.key === "Escape" && S.abort) cancel();
+    if (!typing(e) && !e.ctrlKey && !e.metaKey && !e.altKey) return letterKey(e);
     if (typing(e) || !(e.ctrlKey || e.metaKey)) return;
     if (e.key.toLowerCase() === "z") {
       e.preventDefault();
@@ -755,6 +883,15 @@ function wire() {
     if (!$("mask-canvas").hidden) brush.place();
   });
   $("download-btn").addEventListener("click", download);
+  $("prov-btn").addEventListener("click", toggleProvenance);
+  for (const b of document.querySelectorAll("#quick button")) {
+    b.addEventListener("click", () => send(null, { text: b.dataset.say, aspect: b.dataset.extend ? $("ratio").value : undefined }));
+  }
+  let searching = null;
+  $("conv-search").addEventListener("input", () => {
+    clearTimeout(searching);
+    searching = setTimeout(() => search().catch(showError), 150);
+  });
 }
 
 wire();
