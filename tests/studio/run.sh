@@ -6,6 +6,8 @@
 #
 # Screenshots go to a temporary folder; `STUDIO_SHOTS=docs/studio bash tests/studio/run.sh`
 # refreshes the README's. PLANTAIN_BIN: use this `plantain` binary instead of building one.
+# STUDIO_MEASURE=N: no tests; time N generations in the studio and through the google-genai SDK
+# on the same server, and the studio's first load (a table for BENCHMARKS.md).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -62,4 +64,14 @@ echo "server at $URL"
 export PLANTAIN_URL="$URL" PLANTAIN_KEY="$KEY" PLANTAIN_PID=$PID CHROMIUM STUDIO_SHOTS=${STUDIO_SHOTS:-$WORK/shots}
 mkdir -p "$STUDIO_SHOTS"
 STUDIO_SHOTS=$(cd "$STUDIO_SHOTS" && pwd)
+if [[ -n "${STUDIO_MEASURE:-}" ]]; then
+  # Timings instead of tests: the studio in chromium, then the google-genai SDK (the venv of
+  # tests/python/run.sh) with the same requests on the same server.
+  VENV=${PLANTAIN_PYVENV:-${TMPDIR:-/tmp}/plantain-sdk-venv}
+  [[ -x "$VENV/bin/python" ]] || { echo "studio measure: run tests/python/run.sh once first (it makes $VENV)"; exit 1; }
+  (cd tests/studio && node measure.mjs) > "$WORK/studio.json"
+  "$VENV/bin/python" tests/studio/measure_sdk.py > "$WORK/sdk.json"
+  python3 tests/studio/measure_report.py "$WORK/studio.json" "$WORK/sdk.json"
+  exit 0
+fi
 (cd tests/studio && node --test --test-concurrency=1 studio.test.mjs) || { tail -n 50 "$WORK/server.log"; exit 1; }
