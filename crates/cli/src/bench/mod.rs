@@ -15,9 +15,10 @@ use anyhow::{Context, Result};
 use ndarray::{ArrayD, IxDyn};
 use plantain_engine::models::clip::{self, ClipOutputs, ClipTextConfig};
 use plantain_engine::models::presets;
+use plantain_engine::models::taesd::{self, TaesdConfig};
 use plantain_engine::models::unet::{self, UNetConfig};
 use plantain_engine::models::vae::{self, VaeConfig};
-use plantain_engine::pipeline::{GenerateRequest, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline};
 use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::{Input, Network, RuntimeOptions};
 use plantain_engine::weights::TensorIndex;
@@ -183,6 +184,57 @@ fn nano(rt: &RuntimeOptions, b: &mut Bench, load_times: &mut Vec<(String, Durati
     )
 }
 
+/// SD-Turbo in one step end to end, decoded by the full VAE and by TAESD (random weights at
+/// madebyollin/taesd's shape): the Flash path.
+fn turbo_end_to_end(
+    dir: &Path,
+    root: &Path,
+    rt: &RuntimeOptions,
+    b: &mut Bench,
+    size: usize,
+    load_times: &mut Vec<(String, Duration)>,
+) -> Result<()> {
+    let t = Instant::now();
+    let opts = LoadOptions { runtime: rt.clone(), tiny_autoencoder: Some(random_taesd(root)?), ..Default::default() };
+    let p = Pipeline::load(&ModelSource::Diffusers(dir.to_path_buf()), &opts)?;
+    let mut req = GenerateRequest::new("a lighthouse at dusk, 35mm photo", size as u32, size as u32);
+    req.steps = 1;
+    req.guidance = 0.0;
+    // Build the lazily created VAE decoders before timing.
+    let side = size / 8;
+    for decoder in [Decoder::Full, Decoder::Tiny] {
+        p.decode(&vec![0.0; 4 * side * side], (side, side), decoder)?;
+    }
+    load_times.push(("SD-Turbo".to_string(), t.elapsed()));
+    for (decoder, key, what) in
+        [(Decoder::Full, "turbo_1step_total", "VAE decode"), (Decoder::Tiny, "turbo_1step_taesd_total", "TAESD decode")]
+    {
+        req.decoder = decoder;
+        let label = format!("SD-Turbo 1 step end-to-end (text + UNet + {what}, {size}x{size}, `Pipeline::generate`)");
+        b.measure(key, &label, || {
+            p.generate(&req, &mut |_| ControlFlow::Continue(()))?.resized(&Lanczos3)?;
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// A TAESD folder (madebyollin/taesd's default config) with random fp16 weights.
+fn random_taesd(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("taesd");
+    let weights = dir.join("diffusion_pytorch_model.safetensors");
+    if !weights.exists() {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("config.json"), r#"{"_class_name": "AutoencoderTiny"}"#)?;
+        let cfg = TaesdConfig::from_file(&dir.join("config.json"))?;
+        let rec = TensorIndex::recording();
+        taesd::build_encoder(&cfg, &rec)?;
+        taesd::build_decoder(&cfg, &rec)?;
+        checkpoint::write_random_safetensors(&weights, &rec.recorded(), 5)?;
+    }
+    Ok(dir)
+}
+
 /// The folder of random full-size weights for `tag`, written on first use.
 fn random_folder(root: &Path, tag: &str, name: &str, spec: FolderSpec) -> Result<PathBuf> {
     let dir = root.join(tag);
@@ -240,22 +292,7 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!("{name}");
             components(&dir, &rt, &mut b, tag, name, a.size)?;
             if tag == "turbo" {
-                let t = Instant::now();
-                let p = Pipeline::load(&ModelSource::Diffusers(dir.clone()), &LoadOptions { runtime: rt.clone(), ..Default::default() })?;
-                let mut req = GenerateRequest::new("a lighthouse at dusk, 35mm photo", a.size as u32, a.size as u32);
-                req.steps = 1;
-                req.guidance = 0.0;
-                // Build the lazily created VAE decoder before timing.
-                p.decode(&vec![0.0; 4 * (a.size / 8) * (a.size / 8)], (a.size / 8, a.size / 8), Default::default())?;
-                load_times.push((name.to_string(), t.elapsed()));
-                b.measure(
-                    "turbo_1step_total",
-                    &format!("SD-Turbo 1 step end-to-end (text + UNet + VAE decode, {0}x{0}, `Pipeline::generate`)", a.size),
-                    || {
-                        p.generate(&req, &mut |_| ControlFlow::Continue(()))?.resized(&Lanczos3)?;
-                        Ok(())
-                    },
-                )?;
+                turbo_end_to_end(&dir, &root, &rt, &mut b, a.size, &mut load_times)?;
             }
         }
         Ok(())
