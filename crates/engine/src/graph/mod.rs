@@ -102,6 +102,7 @@ pub enum Op {
     Sin,
     Cos,
     Exp,
+    Sqrt,
     Softmax {
         axis: i64,
     },
@@ -138,6 +139,14 @@ pub enum Op {
     Shape,
     CastF32,
     ResizeNearest2x,
+    /// ONNX `SpaceToDepth` (output channel `(dy * b + dx) * C + c`).
+    SpaceToDepth {
+        block: i64,
+    },
+    /// ONNX `DepthToSpace`, DCR mode (the inverse of `SpaceToDepth`).
+    DepthToSpace {
+        block: i64,
+    },
     Pad {
         pads: Vec<i64>,
     },
@@ -258,6 +267,9 @@ impl GraphBuilder {
     pub fn exp(&mut self, x: Value) -> Value {
         self.push(Op::Exp, &[x])
     }
+    pub fn sqrt(&mut self, x: Value) -> Value {
+        self.push(Op::Sqrt, &[x])
+    }
     pub fn softmax(&mut self, x: Value, axis: i64) -> Value {
         self.push(Op::Softmax { axis }, &[x])
     }
@@ -319,6 +331,12 @@ impl GraphBuilder {
     /// Nearest-neighbour 2x upsampling of the two spatial axes (torch `interpolate(scale_factor=2)`).
     pub fn upsample_nearest2x(&mut self, x: Value) -> Value {
         self.push(Op::ResizeNearest2x, &[x])
+    }
+    pub fn space_to_depth(&mut self, x: Value, block: i64) -> Value {
+        self.push(Op::SpaceToDepth { block }, &[x])
+    }
+    pub fn depth_to_space(&mut self, x: Value, block: i64) -> Value {
+        self.push(Op::DepthToSpace { block }, &[x])
     }
     /// Zero padding; `pads` in ONNX order (all begins, then all ends).
     pub fn pad(&mut self, x: Value, pads: &[i64]) -> Value {

@@ -150,6 +150,7 @@ impl ProtoGraph<'_> {
             Op::Sin => self.node(idx, "Sin", ins, vec![]),
             Op::Cos => self.node(idx, "Cos", ins, vec![]),
             Op::Exp => self.node(idx, "Exp", ins, vec![]),
+            Op::Sqrt => self.node(idx, "Sqrt", ins, vec![]),
             Op::Softmax { axis } => self.node(idx, "Softmax", ins, vec![attr_int("axis", *axis)]),
             Op::LayerNorm { eps } => self.node(idx, "LayerNormalization", ins, vec![attr_int("axis", -1), attr_float("epsilon", *eps)]),
             Op::InstanceNorm { eps } => self.node(idx, "InstanceNormalization", ins, vec![attr_float("epsilon", *eps)]),
@@ -170,6 +171,9 @@ impl ProtoGraph<'_> {
             Op::Shape => self.node(idx, "Shape", ins, vec![]),
             Op::CastF32 => self.node(idx, "Cast", ins, vec![attr_int("to", data_type::FLOAT as i64)]),
             Op::ResizeNearest2x => self.resize_nearest_2x(idx, &ins[0]),
+            Op::SpaceToDepth { block } => self.node(idx, "SpaceToDepth", ins, vec![attr_int("blocksize", *block)]),
+            // ONNX's default mode is DCR, the inverse of SpaceToDepth.
+            Op::DepthToSpace { block } => self.node(idx, "DepthToSpace", ins, vec![attr_int("blocksize", *block)]),
             Op::Pad { pads } => {
                 let p = self.aux_i64("pads", pads);
                 self.node(idx, "Pad", vec![ins[0].clone(), p], vec![]);

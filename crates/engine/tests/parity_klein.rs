@@ -1,0 +1,88 @@
+//! FLUX.2 [klein]: each network, the 4-step text-to-image run and edits with one and two
+//! references against diffusers on the tiny random model (fixtures/tiny/flux2-klein,
+//! fixtures/ref/klein.safetensors).
+
+mod common;
+
+use common::{Refs, assert_close, runtime, tiny};
+use ndarray::{ArrayD, IxDyn};
+use plantain_engine::models::flux2::{self, Flux2Config};
+use plantain_engine::models::qwen3::{self, Qwen3Config};
+use plantain_engine::models::vae::{self, VaeConfig};
+use plantain_engine::runtime::{Input, Network};
+use plantain_engine::weights::TensorIndex;
+
+const TOL: f32 = 1e-4;
+
+fn dir() -> std::path::PathBuf {
+    tiny("flux2-klein")
+}
+
+fn index(sub: &str, file: &str) -> TensorIndex {
+    TensorIndex::open(&dir().join(sub).join(file)).unwrap()
+}
+
+#[test]
+fn klein_text_encoder_matches_transformers() {
+    let refs = Refs::load("klein");
+    let cfg = Qwen3Config::from_file(&dir().join("text_encoder/config.json")).unwrap();
+    let idx = index("text_encoder", "model.safetensors");
+    let graph = qwen3::build(&cfg, &idx, 512, &[9, 18, 27]).unwrap();
+    let net = Network::new(&graph, "klein-te", &runtime()).unwrap();
+    let out =
+        net.run(vec![("input_ids", Input::I64(refs.i("prompt_ids"))), ("attention_mask", Input::I64(refs.i("prompt_mask")))]).unwrap();
+    assert_close("klein prompt_embeds", &out["hidden"], &refs.f("prompt_embeds"), TOL);
+}
+
+fn ids(a: &ArrayD<i64>) -> Vec<[i64; 4]> {
+    a.as_slice().unwrap().chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect()
+}
+
+fn table(v: Vec<f32>, d: usize) -> Input {
+    let n = v.len() / d;
+    Input::F32(ArrayD::from_shape_vec(IxDyn(&[n, d]), v).unwrap())
+}
+
+#[test]
+fn klein_transformer_matches_diffusers() {
+    let refs = Refs::load("klein");
+    let cfg = Flux2Config::from_file(&dir().join("transformer/config.json")).unwrap();
+    let idx = index("transformer", "diffusion_pytorch_model.safetensors");
+    let net = Network::new(&flux2::build(&cfg, &idx).unwrap(), "klein-dit", &runtime()).unwrap();
+    let d = cfg.attention_head_dim;
+    let (tc, ts) = flux2::rope_tables(&ids(&refs.i("dit_txt_ids")), &cfg);
+    let (ic, is) = flux2::rope_tables(&ids(&refs.i("dit_img_ids")), &cfg);
+    let out = net
+        .run(vec![
+            ("hidden_states", Input::F32(refs.f("dit_in_hidden"))),
+            ("encoder_hidden_states", Input::F32(refs.f("dit_in_ctx"))),
+            ("timestep", Input::F32(refs.f("dit_in_t"))),
+            ("txt_cos", table(tc, d)),
+            ("txt_sin", table(ts, d)),
+            ("img_cos", table(ic, d)),
+            ("img_sin", table(is, d)),
+        ])
+        .unwrap();
+    assert_close("klein transformer", &out["sample"], &refs.f("dit_out"), TOL);
+}
+
+#[test]
+fn klein_vae_matches_diffusers() {
+    let refs = Refs::load("klein");
+    let cfg = VaeConfig::from_file(&dir().join("vae/config.json")).unwrap();
+    let idx = index("vae", "diffusion_pytorch_model.safetensors");
+    let rt = runtime();
+    let enc = Network::new(&vae::build_encoder(&cfg, &idx).unwrap(), "klein-vae-enc", &rt).unwrap();
+    let out = enc.run(vec![("sample", Input::F32(refs.f("vae_enc_in")))]).unwrap();
+    assert_close("klein vae mean", &out["mean"], &refs.f("vae_enc_mean"), TOL);
+    assert_close("klein vae logvar", &out["logvar"], &refs.f("vae_enc_logvar"), TOL);
+    let dec = Network::new(&vae::build_decoder(&cfg, &idx).unwrap(), "klein-vae-dec", &rt).unwrap();
+    let out = dec.run(vec![("latent", Input::F32(refs.f("vae_dec_in")))]).unwrap();
+    assert_close("klein vae decode", &out["sample"], &refs.f("vae_dec_out"), TOL);
+    // Patchified and normalised, then packed row-major into tokens as the pipeline does.
+    let enc = Network::new(&vae::build_flux2_encoder(&cfg, &idx).unwrap(), "klein-vae-enc2", &rt).unwrap();
+    let lat = enc.run(vec![("sample", Input::F32(refs.f("vae_enc_in")))]).unwrap().remove("latent").unwrap();
+    let (c, h, w) = (lat.shape()[1], lat.shape()[2], lat.shape()[3]);
+    let tokens = lat.into_shape_with_order(IxDyn(&[1, c, h * w])).unwrap().permuted_axes(IxDyn(&[0, 2, 1])).as_standard_layout().to_owned();
+    assert_close("klein vae reference tokens", &tokens, &refs.f("vae_enc_tokens"), TOL);
+}
