@@ -4,8 +4,12 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{Refs, assert_close, runtime, tiny};
 use ndarray::{ArrayD, IxDyn};
+use plantain_engine::EngineError;
+use plantain_engine::pipeline::klein::KleinPipeline;
 use plantain_engine::models::flux2::{self, Flux2Config};
 use plantain_engine::models::qwen3::{self, Qwen3Config};
 use plantain_engine::models::vae::{self, VaeConfig};
@@ -85,4 +89,86 @@ fn klein_vae_matches_diffusers() {
     let (c, h, w) = (lat.shape()[1], lat.shape()[2], lat.shape()[3]);
     let tokens = lat.into_shape_with_order(IxDyn(&[1, c, h * w])).unwrap().permuted_axes(IxDyn(&[0, 2, 1])).as_standard_layout().to_owned();
     assert_close("klein vae reference tokens", &tokens, &refs.f("vae_enc_tokens"), TOL);
+}
+
+fn pipeline() -> KleinPipeline {
+    KleinPipeline::load(&dir(), &runtime()).unwrap()
+}
+
+/// 8-bit levels `[H, W, 3]` → `[1, 3, H, W]` in [-1, 1] (the image processor's `x / 127.5 - 1`,
+/// checked by the fixture script).
+fn picture(levels: &ArrayD<i64>) -> ArrayD<f32> {
+    let (h, w) = (levels.shape()[0], levels.shape()[1]);
+    ArrayD::from_shape_fn(IxDyn(&[1, 3, h, w]), |i| levels[[i[2], i[3], i[1]]] as f32 / 127.5 - 1.0)
+}
+
+/// Runs the whole pipeline from the prompt ids; compares the final latents and the image.
+fn check_run(name: &str, refs_names: &[&str]) {
+    let refs = Refs::load("klein");
+    let p = pipeline();
+    let context = p.encode_prompt_ids(refs.i("prompt_ids"), refs.i("prompt_mask")).unwrap();
+    let references: Vec<ArrayD<f32>> = refs_names.iter().map(|n| p.encode_reference(picture(&refs.i(n))).unwrap()).collect();
+    let mut packed = None;
+    let latents = p.denoise(&context, &refs.f(&format!("{name}_latents")), &references, 4, &mut |_, x| packed = Some(x.clone())).unwrap();
+    assert_close(&format!("klein {name} final latents"), &packed.unwrap(), &refs.f(&format!("{name}_final_latents")), TOL);
+    let image = p.decode(latents).unwrap().mapv(|v| (v / 2.0 + 0.5).clamp(0.0, 1.0));
+    assert_close(&format!("klein {name} image"), &image, &refs.f(&format!("{name}_image")), TOL);
+}
+
+#[test]
+fn klein_schedule_matches_diffusers() {
+    let refs = Refs::load("klein");
+    let s = plantain_schedulers::FlowMatchEuler::flux2(4, 16).unwrap();
+    let got = ArrayD::from_shape_vec(IxDyn(&[5]), s.sigmas().to_vec()).unwrap();
+    assert_close("klein sigmas", &got, &refs.f("t2i_sigmas"), 1e-6);
+}
+
+#[test]
+fn klein_text_to_image_matches_diffusers() {
+    check_run("t2i", &[]);
+}
+
+#[test]
+fn klein_edit_with_one_reference_matches_diffusers() {
+    check_run("edit1", &["edit_ref0"]);
+}
+
+#[test]
+fn klein_edit_with_two_references_matches_diffusers() {
+    check_run("edit2", &["edit_ref0", "edit_ref1"]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if std::fs::metadata(e.path()).unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn klein_missing_tensor_names_the_file_and_the_tensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&dir(), tmp.path());
+    let file = tmp.path().join("transformer/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let dropped = "single_transformer_blocks.1.attn.to_out.weight";
+    let kept: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().filter(|(n, _)| n != dropped).collect();
+    safetensors::serialize_to_file(kept, None, &file).unwrap();
+    let e = KleinPipeline::load(tmp.path(), &runtime()).err().expect("a missing tensor must fail");
+    assert!(matches!(e, EngineError::MissingTensor { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains(dropped) && msg.contains("transformer/diffusion_pytorch_model.safetensors"), "{msg}");
+}
+
+#[test]
+fn klein_rejects_a_stable_diffusion_folder() {
+    let e = KleinPipeline::load(&tiny("sd1"), &runtime()).err().expect("an SD folder is not klein");
+    assert!(matches!(&e, EngineError::BadConfig { path, .. } if path.ends_with("text_encoder/config.json")), "{e:?}");
 }

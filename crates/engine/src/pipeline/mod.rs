@@ -19,6 +19,7 @@ mod denoise;
 mod diffedit;
 mod encode;
 pub mod images;
+pub mod klein;
 mod load;
 mod request;
 mod tasks;
