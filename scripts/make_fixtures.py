@@ -1311,6 +1311,10 @@ def build_klein_folder(d: Path, seed: int) -> None:
     torch.manual_seed(seed + 3)
     tr = Flux2Transformer2DModel(**klein_transformer_config()).eval()
     perturb_(tr, seed + 4)
+    with torch.no_grad():  # q/k are RMS-normed, so sharpen attention through the norm scales instead
+        for name, p in tr.named_parameters():
+            if any(s in name for s in ("norm_q.", "norm_k.", "norm_added_q.", "norm_added_k.")):
+                p.mul_(3.0)
     tr.to(torch.bfloat16).save_pretrained(str(d / "transformer"), safe_serialization=True)
     torch.manual_seed(seed + 5)
     vae = AutoencoderKLFlux2(**klein_vae_config()).eval()
