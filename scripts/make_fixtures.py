@@ -1271,6 +1271,58 @@ KLEIN_SCHEDULER = {  # FLUX.2's scheduler_config.json
 }
 
 
+# Qwen3's chat template, reduced to what one user message with a generation prompt renders (the
+# tail is verbatim from Qwen3's tokenizer_config.json).
+KLEIN_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}"
+)
+KLEIN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+KLEIN_ADDED = ["<think>", "</think>"]
+KLEIN_TEXTS = [PROMPT, "turn the star into a green square", "a lighthouse at dusk, 35mm photo", "Ünïcødé, 東京 & emoji 🌿!"]
+
+
+def make_klein_tokenizer(d: Path) -> None:
+    """A tiny byte-level BPE laid out like Qwen3's tokenizer.json (NFC, Qwen2's split regex, byte-level,
+    the chat special tokens), trained on a few texts so that its ids stay below the tiny vocabulary."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    split = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+             r"|\s+(?!\S)|\s+")
+    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=KLEIN_SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(KLEIN_TEXTS * 4, trainer)
+    fast = Qwen2TokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+                              unk_token=None, bos_token=None, model_max_length=131072)
+    fast.add_tokens(KLEIN_ADDED, special_tokens=False)
+    fast.chat_template = KLEIN_CHAT_TEMPLATE
+    fast.save_pretrained(str(d))
+    assert max(fast.get_vocab().values()) < KLEIN_VOCAB
+
+
+def klein_tokenize(tok, prompt: str):
+    """Flux2KleinPipeline._get_qwen3_prompt_embeds's tokenisation."""
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True,
+                                   enable_thinking=False)
+    out = tok(text, return_tensors="pt", padding="max_length", truncation=True, max_length=KLEIN_SEQ)
+    return text, out["input_ids"].to(torch.int64), out["attention_mask"].to(torch.int64)
+
+
 def klein_qwen3_config():
     from transformers import Qwen3Config
 
@@ -1324,6 +1376,7 @@ def build_klein_folder(d: Path, seed: int) -> None:
         vae.bn.running_mean.copy_(0.3 * torch.randn(vae.bn.running_mean.shape, generator=g))
         vae.bn.running_var.copy_(0.5 + torch.rand(vae.bn.running_var.shape, generator=g))
     vae.save_pretrained(str(d / "vae"), safe_serialization=True)
+    make_klein_tokenizer(d / "tokenizer")
     FlowMatchEulerDiscreteScheduler(**{k: v for k, v in KLEIN_SCHEDULER.items() if not k.startswith("_")}).save_pretrained(
         str(d / "scheduler"))
     index = {"_class_name": "Flux2KleinPipeline", "_diffusers_version": diffusers.__version__, "is_distilled": True,
@@ -1418,6 +1471,17 @@ def build_klein() -> tuple[dict, dict]:
     R: dict[str, torch.Tensor] = {}
     info: dict = {}
     klein_refs_networks(pipe, R, seed)
+    from transformers import Qwen2TokenizerFast
+
+    tok = Qwen2TokenizerFast.from_pretrained(str(d / "tokenizer"))
+    for i, text in enumerate(KLEIN_TEXTS):
+        chat, R[f"text{i}_ids"], R[f"text{i}_mask"] = klein_tokenize(tok, text)
+        info[f"text{i}"] = repr(chat)
+    long = " ".join([PROMPT] * 60)  # longer than 512 tokens: truncated
+    _, R["text_long_ids"], R["text_long_mask"] = klein_tokenize(tok, long)
+    info["text_long_real_tokens"] = int(R["text_long_mask"].sum())
+    pipe.tokenizer = tok
+    R["text0_embeds"] = to_f32(pipe.encode_prompt(PROMPT)[0])
     embeds = R["prompt_embeds"]
     c = pipe.transformer.config.in_channels
     noise = lambda s: torch.randn((1, c, HW // 16, HW // 16), generator=gen(s))  # noqa: E731

@@ -9,10 +9,10 @@ use std::path::Path;
 use common::{Refs, assert_close, runtime, tiny};
 use ndarray::{ArrayD, IxDyn};
 use plantain_engine::EngineError;
-use plantain_engine::pipeline::klein::KleinPipeline;
 use plantain_engine::models::flux2::{self, Flux2Config};
 use plantain_engine::models::qwen3::{self, Qwen3Config};
 use plantain_engine::models::vae::{self, VaeConfig};
+use plantain_engine::pipeline::klein::KleinPipeline;
 use plantain_engine::runtime::{Input, Network};
 use plantain_engine::weights::TensorIndex;
 
@@ -171,4 +171,36 @@ fn klein_missing_tensor_names_the_file_and_the_tensor() {
 fn klein_rejects_a_stable_diffusion_folder() {
     let e = KleinPipeline::load(&tiny("sd1"), &runtime()).err().expect("an SD folder is not klein");
     assert!(matches!(&e, EngineError::BadConfig { path, .. } if path.ends_with("text_encoder/config.json")), "{e:?}");
+}
+
+#[test]
+fn klein_tokenizer_matches_transformers() {
+    use plantain_engine::pipeline::klein_prompt::KleinTokenizer;
+    let refs = Refs::load("klein");
+    let tok = KleinTokenizer::from_dir(&dir().join("tokenizer")).unwrap();
+    let texts = [
+        "a red star above a blue circle, 35mm photo",
+        "turn the star into a green square",
+        "a lighthouse at dusk, 35mm photo",
+        "Ünïcødé, 東京 & emoji 🌿!",
+    ];
+    let long = vec![texts[0]; 60].join(" ");
+    let cases: Vec<(String, &str)> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), ["text0", "text1", "text2", "text3"][i]))
+        .chain([(long, "text_long")])
+        .collect();
+    for (text, name) in cases {
+        let (ids, mask) = tok.encode(&text).unwrap();
+        assert_eq!(ids, refs.i(&format!("{name}_ids")), "{name} ids");
+        assert_eq!(mask, refs.i(&format!("{name}_mask")), "{name} mask");
+    }
+}
+
+#[test]
+fn klein_prompt_to_context_matches_diffusers() {
+    let refs = Refs::load("klein");
+    let context = pipeline().encode_prompt("a red star above a blue circle, 35mm photo").unwrap();
+    assert_close("klein encode_prompt", &context, &refs.f("text0_embeds"), TOL);
 }

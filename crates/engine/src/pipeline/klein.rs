@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayD, Axis, IxDyn};
 use plantain_schedulers::{FlowMatchConfig, FlowMatchEuler};
 
+use super::klein_prompt::KleinTokenizer;
 use super::load::component_weights;
 use crate::error::{EngineError, Result};
 use crate::graph::Graph;
@@ -28,6 +29,7 @@ use crate::weights::TensorIndex;
 
 /// The loaded FLUX.2 [klein] networks.
 pub struct KleinPipeline {
+    tokenizer: KleinTokenizer,
     text_encoder: Network,
     transformer: Network,
     vae_encoder: Network,
@@ -53,9 +55,10 @@ fn with_weights<T>(dir: &Path, component: &str, base: &str, build: impl FnOnce(&
     let index = TensorIndex::open_all(&files)?;
     build(&index).map_err(|e| match e {
         EngineError::MissingWeight { name, .. } => EngineError::MissingTensor { files: file_list(&files), name },
-        EngineError::ShapeMismatch { name, expected, found, .. } => {
-            EngineError::BadConfig { path: files[0].clone(), reason: format!("tensor `{name}` has shape {found:?}, the config says {expected:?}") }
-        }
+        EngineError::ShapeMismatch { name, expected, found, .. } => EngineError::BadConfig {
+            path: files[0].clone(),
+            reason: format!("tensor `{name}` has shape {found:?}, the config says {expected:?}"),
+        },
         other => other,
     })
 }
@@ -106,7 +109,9 @@ impl KleinPipeline {
     /// `scheduler/`).
     pub fn load(dir: &Path, runtime: &RuntimeOptions) -> Result<Self> {
         let b = Built::new(dir)?;
+        let tokenizer = KleinTokenizer::from_dir(&dir.join("tokenizer"))?;
         Ok(Self {
+            tokenizer,
             text_encoder: Network::new(&b.text, "klein-text-encoder", runtime)?,
             transformer: Network::new(&b.transformer, "klein-transformer", runtime)?,
             vae_encoder: Network::new(&b.vae_encoder, "klein-vae-encoder", runtime)?,
@@ -119,6 +124,12 @@ impl KleinPipeline {
     /// Pixels per latent token along each axis (16 for the real VAE).
     pub fn pixels_per_token(&self) -> usize {
         self.vae.scale_factor() * 2
+    }
+
+    /// The transformer's context `[1, text_len, 3 * hidden]` for a prompt.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<ArrayD<f32>> {
+        let (ids, mask) = self.tokenizer.encode(prompt)?;
+        self.encode_prompt_ids(ids, mask)
     }
 
     /// The transformer's context `[B, text_len, 3 * hidden]` for tokenised prompts `[B, text_len]`
@@ -134,7 +145,9 @@ impl KleinPipeline {
         let m = self.pixels_per_token();
         let s = image.shape();
         if s.len() != 4 || s[0] != 1 || s[1] != 3 || s[2] % m != 0 || s[3] % m != 0 || s[2] == 0 || s[3] == 0 {
-            return Err(EngineError::InvalidRequest(format!("a reference image must be [1, 3, H, W] with H and W multiples of {m}, got {s:?}")));
+            return Err(EngineError::InvalidRequest(format!(
+                "a reference image must be [1, 3, H, W] with H and W multiples of {m}, got {s:?}"
+            )));
         }
         let mut out = self.vae_encoder.run(vec![("sample", Input::F32(image))])?;
         out.remove("latent").ok_or_else(|| EngineError::Runtime("VAE encoder returned no `latent`".into()))

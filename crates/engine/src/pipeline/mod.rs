@@ -20,6 +20,7 @@ mod diffedit;
 mod encode;
 pub mod images;
 pub mod klein;
+pub mod klein_prompt;
 mod load;
 mod request;
 mod tasks;
