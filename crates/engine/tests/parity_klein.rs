@@ -204,3 +204,12 @@ fn klein_prompt_to_context_matches_diffusers() {
     let context = pipeline().encode_prompt("a red star above a blue circle, 35mm photo").unwrap();
     assert_close("klein encode_prompt", &context, &refs.f("text0_embeds"), TOL);
 }
+
+#[test]
+fn the_stable_diffusion_loader_points_klein_to_its_pipeline() {
+    use plantain_engine::pipeline::{LoadOptions, ModelSource, Pipeline};
+    let e = Pipeline::load(&ModelSource::Diffusers(dir()), &LoadOptions { runtime: runtime(), ..Default::default() })
+        .err()
+        .expect("not an SD pipeline");
+    assert!(matches!(&e, EngineError::Unsupported(m) if m.contains("KleinPipeline")), "{e}");
+}

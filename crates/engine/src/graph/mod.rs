@@ -150,6 +150,12 @@ pub enum Op {
     Pad {
         pads: Vec<i64>,
     },
+    /// ONNX Runtime's `com.microsoft.MultiHeadAttention` over `[B, S, heads*dim]` queries, keys
+    /// and values, scaled by `1/sqrt(dim)`, no mask: fused kernels (flash attention on CPU and
+    /// CUDA) that do not materialise the full score matrix.
+    MultiHeadAttention {
+        heads: i64,
+    },
     /// Mean over one axis, kept as size 1.
     ReduceMean {
         axis: i64,
@@ -341,6 +347,10 @@ impl GraphBuilder {
     /// Zero padding; `pads` in ONNX order (all begins, then all ends).
     pub fn pad(&mut self, x: Value, pads: &[i64]) -> Value {
         self.push(Op::Pad { pads: pads.to_vec() }, &[x])
+    }
+    /// Fused scaled dot-product attention (see [`Op::MultiHeadAttention`]).
+    pub fn multi_head_attention(&mut self, q: Value, k: Value, v: Value, heads: usize) -> Value {
+        self.push(Op::MultiHeadAttention { heads: heads as i64 }, &[q, k, v])
     }
     /// Mean along `axis`, which stays in the shape with size 1.
     pub fn reduce_mean(&mut self, x: Value, axis: i64) -> Value {

@@ -130,15 +130,12 @@ pub fn swiglu_fused(g: &mut GraphBuilder, x: Value, n: usize) -> Value {
 }
 
 /// Scaled dot-product attention of queries `[B, Sq, H, D]` over keys and values `[B, Sk, H, D]`,
-/// without a mask; returns `[B, Sq, H*D]`.
+/// without a mask; returns `[B, Sq, H*D]`. Runs as ONNX Runtime's fused `MultiHeadAttention`,
+/// which never holds the whole `[H, Sq, Sk]` score matrix (FLUX.2 at 1024² would need gigabytes).
 pub fn attention_bshd(g: &mut GraphBuilder, q: Value, k: Value, v: Value, heads: usize, dim: usize) -> Value {
-    let q = g.mul_scalar(q, (dim as f32).powf(-0.5));
-    let q = g.transpose(q, &[0, 2, 1, 3]);
-    let k = g.transpose(k, &[0, 2, 3, 1]);
-    let v = g.transpose(v, &[0, 2, 1, 3]);
-    let scores = g.matmul(q, k);
-    let probs = g.softmax(scores, -1);
-    let o = g.matmul(probs, v);
-    let o = g.transpose(o, &[0, 2, 1, 3]);
-    g.reshape_to(o, &[0, 0, (heads * dim) as i64])
+    let flat = [0, 0, (heads * dim) as i64];
+    let q = g.reshape_to(q, &flat);
+    let k = g.reshape_to(k, &flat);
+    let v = g.reshape_to(v, &flat);
+    g.multi_head_attention(q, k, v, heads)
 }

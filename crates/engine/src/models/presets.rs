@@ -83,36 +83,21 @@ pub const SDXL_VAE: &str = r#"{"act_fn": "silu", "block_out_channels": [128, 256
   "sample_size": 1024, "scaling_factor": 0.13025,
   "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#;
 
-/// FLUX.2 [klein] 4B (black-forest-labs/FLUX.2-klein-4B, Apache-2.0): how its pipeline uses the
-/// networks, as diffusers' `Flux2KleinPipeline` does. The one place these values live.
+/// FLUX.2 [klein]: how its pipeline uses the networks, as diffusers' `Flux2KleinPipeline` does
+/// (the hub name, repository and sampling defaults live in `plantain-hub`'s table of known
+/// models; the network sizes in the folder's configs).
 #[derive(Clone, Copy, Debug)]
 pub struct KleinSpec {
-    /// The hub repository of the diffusers folder.
-    pub repo: &'static str,
-    /// The short name for `plantain pull` / `--model`.
-    pub short_name: &'static str,
     /// Prompt tokens: the chat-formatted prompt is padded (or truncated) to this length.
     pub text_len: usize,
     /// The text encoder's hidden states (transformers' `hidden_states[k]`, 0 = embeddings)
     /// concatenated per token into the transformer's context.
     pub text_layers: [usize; 3],
-    /// Reference image `i` gets RoPE time coordinate `ref_time_scale * (i + 1)`.
+    /// Reference image `i` (from 0) gets RoPE time coordinate `ref_time_scale * (i + 1)`.
     pub ref_time_scale: i64,
-    /// The distilled model's default number of steps.
-    pub default_steps: usize,
-    /// References larger than this many pixels are shrunk to it (keeping the aspect ratio).
-    pub max_reference_pixels: usize,
 }
 
-pub const FLUX2_KLEIN: KleinSpec = KleinSpec {
-    repo: "black-forest-labs/FLUX.2-klein-4B",
-    short_name: "flux2-klein",
-    text_len: 512,
-    text_layers: [9, 18, 27],
-    ref_time_scale: 10,
-    default_steps: 4,
-    max_reference_pixels: 1024 * 1024,
-};
+pub const FLUX2_KLEIN: KleinSpec = KleinSpec { text_len: 512, text_layers: [9, 18, 27], ref_time_scale: 10 };
 
 /// The standard configs of one model, as diffusers folder files would hold them.
 #[derive(Clone, Copy, Debug)]
