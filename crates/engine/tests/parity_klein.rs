@@ -208,8 +208,8 @@ fn klein_prompt_to_context_matches_diffusers() {
 #[test]
 fn the_stable_diffusion_loader_points_klein_to_its_pipeline() {
     use plantain_engine::pipeline::{LoadOptions, ModelSource, Pipeline};
-    let e = Pipeline::load(&ModelSource::Diffusers(dir()), &LoadOptions { runtime: runtime(), ..Default::default() })
-        .err()
-        .expect("not an SD pipeline");
+    let Err(e) = Pipeline::load(&ModelSource::Diffusers(dir()), &LoadOptions { runtime: runtime(), ..Default::default() }) else {
+        panic!("a klein folder is not an SD pipeline");
+    };
     assert!(matches!(&e, EngineError::Unsupported(m) if m.contains("KleinPipeline")), "{e}");
 }

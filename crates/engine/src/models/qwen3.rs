@@ -67,7 +67,7 @@ impl Qwen3Config {
         if let Some(t) = cfg.rope_parameters.as_ref().and_then(|r| r.rope_type.as_deref()).filter(|t| *t != "default") {
             return Err(format!("rope_type `{t}` is not supported (only the default RoPE)"));
         }
-        if cfg.num_key_value_heads == 0 || cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+        if cfg.num_key_value_heads == 0 || !cfg.num_attention_heads.is_multiple_of(cfg.num_key_value_heads) {
             return Err("num_attention_heads must be a multiple of num_key_value_heads".into());
         }
         cfg.theta().ok_or("rope_theta is missing")?;

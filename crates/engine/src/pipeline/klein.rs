@@ -144,7 +144,7 @@ impl KleinPipeline {
     pub fn encode_reference(&self, image: ArrayD<f32>) -> Result<ArrayD<f32>> {
         let m = self.pixels_per_token();
         let s = image.shape();
-        if s.len() != 4 || s[0] != 1 || s[1] != 3 || s[2] % m != 0 || s[3] % m != 0 || s[2] == 0 || s[3] == 0 {
+        if s.len() != 4 || s[0] != 1 || s[1] != 3 || !s[2].is_multiple_of(m) || !s[3].is_multiple_of(m) || s[2] == 0 || s[3] == 0 {
             return Err(EngineError::InvalidRequest(format!(
                 "a reference image must be [1, 3, H, W] with H and W multiples of {m}, got {s:?}"
             )));
