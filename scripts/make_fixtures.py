@@ -1525,6 +1525,50 @@ def du(path: Path) -> int:
     return tot
 
 
+def klein_readme() -> list[str]:
+    """The README section for the FLUX.2 [klein] fixture. The plantain figures are measured by
+    crates/engine/tests/parity_klein.rs (run it with --nocapture to see them) and copied here."""
+    return [
+        "klein: `fixtures/tiny/flux2-klein/` is a FLUX.2 [klein] diffusers folder (`Flux2KleinPipeline`, is_distilled):",
+        "`text_encoder` Qwen3ForCausalLM (bf16; hidden 16, 28 layers, 4 heads / 2 KV heads of 8, mlp 32, rope_theta 1e6,",
+        f"vocab {KLEIN_VOCAB}, initializer_range 0.3 so hidden states are O(1-30)), `transformer` Flux2Transformer2DModel (bf16;",
+        "in_channels 32, 2 double + 2 single blocks, 2 heads of 16, axes_dims_rope (4,4,4,4), joint_attention_dim 48 =",
+        "3 x 16, no guidance embedder; norm_q/k scales x3 after the usual perturbation, since q/k are RMS-normed),",
+        "`vae` AutoencoderKLFlux2 (fp32; (8,8,16,16), 1 layer/block, groups 4, latent 8 -> 32 patchified channels,",
+        "random batch-norm running mean/var), FLUX.2's `scheduler_config.json` (FlowMatchEuler, dynamic exponential",
+        "shift), and `tokenizer/`: a tiny byte-level BPE (400 merges trained on the test texts) laid out like Qwen3's",
+        "(NFC, Qwen2's split regex, `<|endoftext|>` pad, `<|im_start|>`/`<|im_end|>` special, `<think>`/`</think>` added)",
+        "with Qwen3's chat template reduced to one user message (its generation-prompt tail verbatim).",
+        "",
+        f"Refs: `prompt_ids`/`prompt_mask` are random ids right-padded to {KLEIN_SEQ} with id {KLEIN_PAD};",
+        "`prompt_embeds` is `_get_qwen3_prompt_embeds` after tokenisation (hidden_states 9/18/27 concatenated per",
+        "token). `text{i}_ids/_mask` are the pipeline's tokenisation of the chat-formatted texts, `text_long_*` of a",
+        "prompt truncated at 512, `text0_embeds` = `encode_prompt(PROMPT)` end to end. `dit_*`: one transformer call",
+        "on 16 image + 16 reference tokens (ids from the pipeline's helpers, reference T = 10), t = 0.7312.",
+        "`vae_enc_tokens` = `_pack_latents(_encode_vae_image(vae_enc_in))` (mode, patchify, batch-norm). `t2i_*`,",
+        "`edit1_*`, `edit2_*`: the real pipeline, 64x64, 4 steps, `prompt_embeds` given, `latents=` the N(0,1) draw in",
+        "the patchified shape [1, 32, 4, 4]; `*_final_latents` are the packed latents after the last step,",
+        "`*_image` is `output_type=\"pt\"`. Edits use `edit_ref0` (64x64) and `edit_ref1` (80x64), 8-bit levels",
+        "[H, W, 3] passed as PIL images (their preprocessing is exactly levels/127.5 - 1, asserted).",
+        "",
+        "plantain against these refs (`cargo test -p plantain-engine --test parity_klein -- --nocapture`), max abs diff:",
+        "",
+        "| what | max abs diff (scale) |",
+        "|---|---|",
+        "| tokenizer ids / masks (5 texts) | equal |",
+        "| text encoder `prompt_embeds` (from the ids) | 5.8e-4 (33.4) |",
+        "| `encode_prompt` from the text | 2.1e-4 (25.1) |",
+        "| transformer (16 image + 16 reference tokens) | 4.8e-7 (2.0) |",
+        "| VAE mean / logvar / decode | 7.3e-7 / 7.7e-7 / 4.5e-6 |",
+        "| reference tokens (patchified, batch-norm normalised) | 8.9e-7 |",
+        "| sigmas (4 steps, 16 tokens) | 0 |",
+        "| t2i final latents / image | 7.7e-7 / 2.4e-6 |",
+        "| edit, 1 reference: final latents / image | 5.4e-7 / 2.2e-6 |",
+        "| edit, 2 references: final latents / image | 4.8e-7 / 1.9e-6 |",
+        "",
+    ]
+
+
 def write_readme(all_refs: dict, infos: dict) -> None:
     lines = []
     A = lines.append
@@ -1662,6 +1706,7 @@ def write_readme(all_refs: dict, infos: dict) -> None:
     A("on both sides its map is (g-1)/g of the paper's and its mask is the same (the script asserts both).")
     A("")
     lines.extend(clip_readme())
+    lines.extend(klein_readme())
     A("## Files and tensors")
     for name, R in all_refs.items():
         A("")
