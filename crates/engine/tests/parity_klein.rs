@@ -170,7 +170,24 @@ fn klein_missing_tensor_names_the_file_and_the_tensor() {
 #[test]
 fn klein_rejects_a_stable_diffusion_folder() {
     let e = KleinPipeline::load(&tiny("sd1"), &runtime()).err().expect("an SD folder is not klein");
+    assert!(matches!(&e, EngineError::BadConfig { path, .. } if path.ends_with("model_index.json")), "{e:?}");
+    // An SD text encoder config under a klein index is named too.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&dir(), tmp.path());
+    std::fs::copy(tiny("sd1").join("text_encoder/config.json"), tmp.path().join("text_encoder/config.json")).unwrap();
+    let e = KleinPipeline::load(tmp.path(), &runtime()).err().expect("a CLIP text encoder is not Qwen3");
     assert!(matches!(&e, EngineError::BadConfig { path, .. } if path.ends_with("text_encoder/config.json")), "{e:?}");
+}
+
+#[test]
+fn klein_refuses_an_undistilled_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&dir(), tmp.path());
+    let index =
+        std::fs::read_to_string(tmp.path().join("model_index.json")).unwrap().replace("\"is_distilled\": true", "\"is_distilled\": false");
+    std::fs::write(tmp.path().join("model_index.json"), index).unwrap();
+    let e = KleinPipeline::load(tmp.path(), &runtime()).err().expect("base models need CFG");
+    assert!(matches!(&e, EngineError::Unsupported(m) if m.contains("classifier-free guidance")), "{e:?}");
 }
 
 #[test]

@@ -78,6 +78,7 @@ fn config<T>(dir: &Path, component: &str, name: &str, parse: impl FnOnce(&Path) 
 impl Built {
     fn new(dir: &Path) -> Result<Self> {
         let spec = FLUX2_KLEIN;
+        check_distilled(dir)?;
         let te_cfg = config(dir, "text_encoder", "config.json", Qwen3Config::from_file)?;
         let dit = config(dir, "transformer", "config.json", Flux2Config::from_file)?;
         let vae = config(dir, "vae", "config.json", VaeConfig::from_file)?;
@@ -102,6 +103,25 @@ impl Built {
         })?;
         Ok(Self { dit, vae, text, transformer, vae_encoder, vae_decoder })
     }
+}
+
+/// The base (undistilled) [klein] models need classifier-free guidance with a negative prompt,
+/// which this pipeline does not run: refuse them rather than sample them wrongly.
+fn check_distilled(dir: &Path) -> Result<()> {
+    let path = dir.join("model_index.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| EngineError::io(&path, e))?;
+    let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| EngineError::bad_config(&path, e))?;
+    let class = index.get("_class_name").and_then(serde_json::Value::as_str).unwrap_or("");
+    if class != "Flux2KleinPipeline" {
+        return Err(EngineError::bad_config(&path, format!("pipeline `{class}` is not Flux2KleinPipeline")));
+    }
+    if index.get("is_distilled").and_then(serde_json::Value::as_bool) != Some(true) {
+        return Err(EngineError::Unsupported(format!(
+            "{}: an undistilled FLUX.2 [klein] (is_distilled is not true) needs classifier-free guidance, which is not supported yet",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 impl KleinPipeline {
