@@ -89,6 +89,9 @@ struct Ctx<'a> {
     g: GraphBuilder,
     p: Params<'a>,
     groups: usize,
+    /// Mid-block attention as ONNX Runtime's fused kernel (no `[HW, HW]` score matrix: 1 GiB
+    /// for a 1024² decode). The FLUX.2 VAE uses it; the SD graphs keep plain attention.
+    fused_attention: bool,
 }
 
 impl Ctx<'_> {
@@ -112,7 +115,7 @@ impl Ctx<'_> {
         let q = linear(g, &self.p, &format!("{pre}.to_q"), t, ch, ch, true)?;
         let k = linear(g, &self.p, &format!("{pre}.to_k"), t, ch, ch, true)?;
         let v = linear(g, &self.p, &format!("{pre}.to_v"), t, ch, ch, true)?;
-        let a = attention(g, q, k, v, 1, ch, None);
+        let a = if self.fused_attention { g.multi_head_attention(q, k, v, 1) } else { attention(g, q, k, v, 1, ch, None) };
         let a = linear(g, &self.p, &format!("{pre}.to_out.0"), a, ch, ch, true)?;
         let a = from_tokens(g, a, x);
         Ok(g.add(a, x))
@@ -129,7 +132,7 @@ impl Ctx<'_> {
 
 /// Encoder graph: `sample` `[B, 3, H, W]` in [-1, 1] → `mean`, `logvar` `[B, 4, H/8, W/8]`.
 pub fn build_encoder(cfg: &VaeConfig, weights: &TensorIndex) -> Result<Graph> {
-    let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups };
+    let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups, fused_attention: false };
     let x = encode_moments(&mut c, cfg)?;
     let l = cfg.latent_channels as i64;
     let mean = c.g.slice(x, 1, 0, l);
@@ -171,7 +174,7 @@ fn encode_moments(c: &mut Ctx, cfg: &VaeConfig) -> Result<Value> {
 /// Decoder graph: `latent` `[B, 4, h, w]` (already divided by the scaling factor) → `sample`
 /// `[B, 3, 8h, 8w]` in about [-1, 1].
 pub fn build_decoder(cfg: &VaeConfig, weights: &TensorIndex) -> Result<Graph> {
-    let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups };
+    let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups, fused_attention: false };
     let z = c.g.input(
         "latent",
         DType::F32,
@@ -210,7 +213,7 @@ fn decode_latent(c: &mut Ctx, cfg: &VaeConfig, z: Value) -> Result<Value> {
 /// `Flux2KleinPipeline._encode_vae_image` makes reference latents.
 pub fn build_flux2_encoder(cfg: &VaeConfig, weights: &TensorIndex) -> Result<Graph> {
     let (patch, eps) = flux2_patch(cfg)?;
-    let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups };
+    let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups, fused_attention: true };
     let x = encode_moments(&mut c, cfg)?;
     let mean = c.g.slice(x, 1, 0, cfg.latent_channels as i64);
     let packed = c.g.space_to_depth(mean, patch as i64);
@@ -227,7 +230,7 @@ pub fn build_flux2_encoder(cfg: &VaeConfig, weights: &TensorIndex) -> Result<Gra
 /// `sample` `[B, 3, 16h, 16w]` (un-normalise, unpatchify, decode).
 pub fn build_flux2_decoder(cfg: &VaeConfig, weights: &TensorIndex) -> Result<Graph> {
     let (patch, eps) = flux2_patch(cfg)?;
-    let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups };
+    let mut c = Ctx { g: GraphBuilder::new(), p: Params::new(weights, "vae"), groups: cfg.norm_num_groups, fused_attention: true };
     let channels = cfg.latent_channels * patch * patch;
     let z =
         c.g.input("latent", DType::F32, vec![Dim::Named("batch"), Dim::Fixed(channels as i64), Dim::Named("height"), Dim::Named("width")]);
