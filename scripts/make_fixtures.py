@@ -70,7 +70,7 @@ STEPS = 4
 HW = 64
 STRENGTH = 0.6
 GUIDANCE = {"sd1": 7.5, "sd2": 7.5, "sdxl": 5.0}
-ARCH_SEED = {"sd1": 1000, "sd2": 2000, "sdxl": 3000, "taesd": 4000, "clip": 5000}
+ARCH_SEED = {"sd1": 1000, "sd2": 2000, "sdxl": 3000, "taesd": 4000, "clip": 5000, "klein": 6000}
 F32 = torch.float32
 
 # --------------------------------------------------------------------------------------------
@@ -1254,6 +1254,256 @@ def clip_readme() -> list[str]:
     ]
 
 
+# --------------------------------------------------------------------------------------------
+# FLUX.2 [klein]: tiny Qwen3 text encoder, Flux2Transformer2DModel, AutoencoderKLFlux2
+# --------------------------------------------------------------------------------------------
+
+KLEIN_SEQ = 512  # the pipeline's max_sequence_length (the real prompt length)
+KLEIN_LAYERS = (9, 18, 27)  # hidden_states taken by Flux2KleinPipeline._get_qwen3_prompt_embeds
+KLEIN_VOCAB = 1024
+KLEIN_PAD = 3  # stands in for <|endoftext|> (151643 in the real tokenizer)
+KLEIN_SCHEDULER = {  # FLUX.2's scheduler_config.json
+    "_class_name": "FlowMatchEulerDiscreteScheduler",
+    "base_image_seq_len": 256, "base_shift": 0.5, "invert_sigmas": False, "max_image_seq_len": 4096,
+    "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0, "shift_terminal": None,
+    "stochastic_sampling": False, "time_shift_type": "exponential", "use_beta_sigmas": False,
+    "use_dynamic_shifting": True, "use_exponential_sigmas": False, "use_karras_sigmas": False,
+}
+
+
+# Qwen3's chat template, reduced to what one user message with a generation prompt renders (the
+# tail is verbatim from Qwen3's tokenizer_config.json).
+KLEIN_CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}"
+    "{%- endif %}"
+    "{%- endif %}"
+)
+KLEIN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+KLEIN_ADDED = ["<think>", "</think>"]
+KLEIN_TEXTS = [PROMPT, "turn the star into a green square", "a lighthouse at dusk, 35mm photo", "Ünïcødé, 東京 & emoji 🌿!"]
+
+
+def make_klein_tokenizer(d: Path) -> None:
+    """A tiny byte-level BPE laid out like Qwen3's tokenizer.json (NFC, Qwen2's split regex, byte-level,
+    the chat special tokens), trained on a few texts so that its ids stay below the tiny vocabulary."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    split = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+             r"|\s+(?!\S)|\s+")
+    tok = Tokenizer(models.BPE(unk_token=None, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(split), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=KLEIN_SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(KLEIN_TEXTS * 4, trainer)
+    fast = Qwen2TokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+                              unk_token=None, bos_token=None, model_max_length=131072)
+    fast.add_tokens(KLEIN_ADDED, special_tokens=False)
+    fast.chat_template = KLEIN_CHAT_TEMPLATE
+    fast.save_pretrained(str(d))
+    assert max(fast.get_vocab().values()) < KLEIN_VOCAB
+
+
+def klein_tokenize(tok, prompt: str):
+    """Flux2KleinPipeline._get_qwen3_prompt_embeds's tokenisation."""
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True,
+                                   enable_thinking=False)
+    out = tok(text, return_tensors="pt", padding="max_length", truncation=True, max_length=KLEIN_SEQ)
+    return text, out["input_ids"].to(torch.int64), out["attention_mask"].to(torch.int64)
+
+
+def klein_qwen3_config():
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=KLEIN_VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=28,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, hidden_act="silu",
+        max_position_embeddings=1024, rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        tie_word_embeddings=True, attention_bias=False, initializer_range=0.3, pad_token_id=KLEIN_PAD, bos_token_id=None, eos_token_id=2,
+    )
+
+
+def klein_transformer_config() -> dict:
+    return dict(
+        patch_size=1, in_channels=32, out_channels=None, num_layers=2, num_single_layers=2,
+        attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48, timestep_guidance_channels=256,
+        mlp_ratio=3.0, axes_dims_rope=(4, 4, 4, 4), rope_theta=2000, eps=1e-6, guidance_embeds=False,
+    )
+
+
+def klein_vae_config() -> dict:
+    return dict(
+        in_channels=3, out_channels=3, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+        latent_channels=8, norm_num_groups=4, sample_size=HW, batch_norm_eps=1e-4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+
+
+def build_klein_folder(d: Path, seed: int) -> None:
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from transformers import Qwen3ForCausalLM
+
+    if d.exists():
+        shutil.rmtree(d)
+    torch.manual_seed(seed + 1)
+    te = Qwen3ForCausalLM(klein_qwen3_config()).eval()
+    perturb_(te, seed + 2)
+    te.to(torch.bfloat16).save_pretrained(str(d / "text_encoder"), safe_serialization=True)
+    torch.manual_seed(seed + 3)
+    tr = Flux2Transformer2DModel(**klein_transformer_config()).eval()
+    perturb_(tr, seed + 4)
+    with torch.no_grad():  # q/k are RMS-normed, so sharpen attention through the norm scales instead
+        for name, p in tr.named_parameters():
+            if any(s in name for s in ("norm_q.", "norm_k.", "norm_added_q.", "norm_added_k.")):
+                p.mul_(3.0)
+    tr.to(torch.bfloat16).save_pretrained(str(d / "transformer"), safe_serialization=True)
+    torch.manual_seed(seed + 5)
+    vae = AutoencoderKLFlux2(**klein_vae_config()).eval()
+    perturb_(vae, seed + 6)
+    g = gen(seed + 7)
+    with torch.no_grad():  # batch-norm statistics that are not the identity
+        vae.bn.running_mean.copy_(0.3 * torch.randn(vae.bn.running_mean.shape, generator=g))
+        vae.bn.running_var.copy_(0.5 + torch.rand(vae.bn.running_var.shape, generator=g))
+    vae.save_pretrained(str(d / "vae"), safe_serialization=True)
+    make_klein_tokenizer(d / "tokenizer")
+    FlowMatchEulerDiscreteScheduler(**{k: v for k, v in KLEIN_SCHEDULER.items() if not k.startswith("_")}).save_pretrained(
+        str(d / "scheduler"))
+    index = {"_class_name": "Flux2KleinPipeline", "_diffusers_version": diffusers.__version__, "is_distilled": True,
+             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "text_encoder": ["transformers", "Qwen3ForCausalLM"],
+             "tokenizer": ["transformers", "Qwen2TokenizerFast"], "transformer": ["diffusers", "Flux2Transformer2DModel"],
+             "vae": ["diffusers", "AutoencoderKLFlux2"]}
+    (d / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def load_klein_pipeline(d: Path):
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen3ForCausalLM
+
+    te = Qwen3ForCausalLM.from_pretrained(str(d / "text_encoder"), torch_dtype=F32).eval()
+    tr = Flux2Transformer2DModel.from_pretrained(str(d / "transformer"), torch_dtype=F32).eval()
+    vae = AutoencoderKLFlux2.from_pretrained(str(d / "vae"), torch_dtype=F32).eval()
+    for m, what in ((te, "klein te"), (tr, "klein transformer"), (vae, "klein vae")):
+        assert_all_f32(m, what)
+    sched = FlowMatchEulerDiscreteScheduler.from_pretrained(str(d / "scheduler"))
+    return Flux2KleinPipeline(scheduler=sched, vae=vae, text_encoder=te, tokenizer=None, transformer=tr, is_distilled=True)
+
+
+def klein_ids(seed: int, n_real: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A right-padded prompt: `n_real` random token ids, then the pad id (as the tokenizer pads)."""
+    ids = torch.full((1, KLEIN_SEQ), KLEIN_PAD, dtype=torch.int64)
+    ids[0, :n_real] = torch.randint(4, KLEIN_VOCAB, (n_real,), generator=gen(seed))
+    mask = torch.zeros((1, KLEIN_SEQ), dtype=torch.int64)
+    mask[0, :n_real] = 1
+    return ids, mask
+
+
+def klein_prompt_embeds(te, ids, mask) -> torch.Tensor:
+    """Flux2KleinPipeline._get_qwen3_prompt_embeds after tokenisation (same calls, same stacking)."""
+    out = te(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
+    out = torch.stack([out.hidden_states[k] for k in KLEIN_LAYERS], dim=1)
+    b, c, s, h = out.shape
+    return out.permute(0, 2, 1, 3).reshape(b, s, c * h)
+
+
+def klein_picture(seed: int, w: int, h: int):
+    from PIL import Image
+
+    img = torch.randint(0, 256, (h // 8, w // 8, 3), generator=gen(seed), dtype=torch.uint8)
+    img = img.repeat_interleave(8, 0).repeat_interleave(8, 1)  # blocky, so the tiny VAE sees structure
+    return Image.fromarray(img.numpy(), "RGB")
+
+
+def klein_run(pipe, R: dict, name: str, embeds, latents, images=None) -> None:
+    finals = []
+
+    def cb(p, i, t, kw):
+        finals.append(kw["latents"].clone())
+        return {}
+
+    out = pipe(image=images, prompt_embeds=embeds, height=HW, width=HW, num_inference_steps=STEPS, latents=latents,
+               output_type="pt", callback_on_step_end=cb, callback_on_step_end_tensor_inputs=["latents"])
+    R[f"{name}_latents"] = to_f32(latents)
+    R[f"{name}_final_latents"] = to_f32(finals[-1])
+    R[f"{name}_image"] = to_f32(out.images)
+
+
+def klein_refs_networks(pipe, R: dict, seed: int) -> None:
+    tr = pipe.transformer
+    ids, mask = klein_ids(seed + 10, 23)
+    R["prompt_ids"], R["prompt_mask"] = ids, mask
+    R["prompt_embeds"] = to_f32(klein_prompt_embeds(pipe.text_encoder, ids, mask))
+    g = gen(seed + 11)
+    x = torch.randn((1, 4 * 4 * 2, tr.config.in_channels), generator=g)  # 16 image + 16 reference tokens
+    ctx = torch.randn((1, KLEIN_SEQ, tr.config.joint_attention_dim), generator=g)
+    t = torch.tensor([0.7312])
+    img_ids = torch.cat([pipe._prepare_latent_ids(torch.zeros(1, 1, 4, 4))[0],
+                         pipe._prepare_image_ids([torch.zeros(1, 1, 4, 4)])[0]])[None]
+    txt_ids = pipe._prepare_text_ids(ctx)
+    R["dit_in_hidden"], R["dit_in_ctx"], R["dit_in_t"] = x, ctx, t
+    R["dit_img_ids"], R["dit_txt_ids"] = img_ids.to(torch.int64), txt_ids.to(torch.int64)
+    R["dit_out"] = to_f32(tr(hidden_states=x, encoder_hidden_states=ctx, timestep=t, img_ids=img_ids, txt_ids=txt_ids,
+                             guidance=None, return_dict=False)[0])
+    vae = pipe.vae
+    R["vae_enc_in"] = synthetic_image(seed + 12) * 2 - 1
+    post = vae.encode(R["vae_enc_in"]).latent_dist
+    R["vae_enc_mean"], R["vae_enc_logvar"] = to_f32(post.mean), to_f32(post.logvar)
+    R["vae_dec_in"] = torch.randn((1, vae.config.latent_channels, HW // 8, HW // 8), generator=gen(seed + 13))
+    R["vae_dec_out"] = to_f32(vae.decode(R["vae_dec_in"]).sample)
+    R["vae_enc_tokens"] = to_f32(pipe._pack_latents(pipe._encode_vae_image(R["vae_enc_in"], None)))
+
+
+def build_klein() -> tuple[dict, dict]:
+    seed = ARCH_SEED["klein"]
+    d = TINY / "flux2-klein"
+    build_klein_folder(d, seed)
+    pipe = load_klein_pipeline(d)
+    R: dict[str, torch.Tensor] = {}
+    info: dict = {}
+    klein_refs_networks(pipe, R, seed)
+    from transformers import Qwen2TokenizerFast
+
+    tok = Qwen2TokenizerFast.from_pretrained(str(d / "tokenizer"))
+    for i, text in enumerate(KLEIN_TEXTS):
+        chat, R[f"text{i}_ids"], R[f"text{i}_mask"] = klein_tokenize(tok, text)
+        info[f"text{i}"] = repr(chat)
+    long = " ".join([PROMPT] * 60)  # longer than 512 tokens: truncated
+    _, R["text_long_ids"], R["text_long_mask"] = klein_tokenize(tok, long)
+    info["text_long_real_tokens"] = int(R["text_long_mask"].sum())
+    pipe.tokenizer = tok
+    R["text0_embeds"] = to_f32(pipe.encode_prompt(PROMPT)[0])
+    embeds = R["prompt_embeds"]
+    c = pipe.transformer.config.in_channels
+    noise = lambda s: torch.randn((1, c, HW // 16, HW // 16), generator=gen(s))  # noqa: E731
+    klein_run(pipe, R, "t2i", embeds, noise(seed + 20))
+    pics = [klein_picture(seed + 30, HW, HW), klein_picture(seed + 31, 80, 64)]
+    for i, p in enumerate(pics):
+        R[f"edit_ref{i}"] = torch.from_numpy(__import__("numpy").array(p)).to(torch.int64)
+        pre = pipe.image_processor.preprocess(p, height=p.size[1], width=p.size[0], resize_mode="crop")
+        info[f"ref{i}_preprocess_is_levels_over_127.5_minus_1_maxdiff"] = maxdiff(
+            pre, R[f"edit_ref{i}"].permute(2, 0, 1)[None].float() / 127.5 - 1)
+    klein_run(pipe, R, "edit1", embeds, noise(seed + 21), images=[pics[0]])
+    klein_run(pipe, R, "edit2", embeds, noise(seed + 22), images=pics)
+    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+    pipe.scheduler.set_timesteps(sigmas=list(__import__("numpy").linspace(1.0, 1 / STEPS, STEPS)),
+                                 mu=compute_empirical_mu((HW // 16) ** 2, STEPS))
+    R["t2i_sigmas"] = to_f32(pipe.scheduler.sigmas)
+    R["t2i_timesteps"] = to_f32(pipe.scheduler.timesteps)
+    info["mu"] = compute_empirical_mu((HW // 16) ** 2, STEPS)
+    return R, info
+
+
 def save_ref(name: str, R: dict) -> None:
     out = {}
     for k in sorted(R):
@@ -1273,6 +1523,50 @@ def du(path: Path) -> int:
         if p.is_file() and not p.is_symlink():
             tot += p.stat().st_size
     return tot
+
+
+def klein_readme() -> list[str]:
+    """The README section for the FLUX.2 [klein] fixture. The plantain figures are measured by
+    crates/engine/tests/parity_klein.rs (run it with --nocapture to see them) and copied here."""
+    return [
+        "klein: `fixtures/tiny/flux2-klein/` is a FLUX.2 [klein] diffusers folder (`Flux2KleinPipeline`, is_distilled):",
+        "`text_encoder` Qwen3ForCausalLM (bf16; hidden 16, 28 layers, 4 heads / 2 KV heads of 8, mlp 32, rope_theta 1e6,",
+        f"vocab {KLEIN_VOCAB}, initializer_range 0.3 so hidden states are O(1-30)), `transformer` Flux2Transformer2DModel (bf16;",
+        "in_channels 32, 2 double + 2 single blocks, 2 heads of 16, axes_dims_rope (4,4,4,4), joint_attention_dim 48 =",
+        "3 x 16, no guidance embedder; norm_q/k scales x3 after the usual perturbation, since q/k are RMS-normed),",
+        "`vae` AutoencoderKLFlux2 (fp32; (8,8,16,16), 1 layer/block, groups 4, latent 8 -> 32 patchified channels,",
+        "random batch-norm running mean/var), FLUX.2's `scheduler_config.json` (FlowMatchEuler, dynamic exponential",
+        "shift), and `tokenizer/`: a tiny byte-level BPE (400 merges trained on the test texts) laid out like Qwen3's",
+        "(NFC, Qwen2's split regex, `<|endoftext|>` pad, `<|im_start|>`/`<|im_end|>` special, `<think>`/`</think>` added)",
+        "with Qwen3's chat template reduced to one user message (its generation-prompt tail verbatim).",
+        "",
+        f"Refs: `prompt_ids`/`prompt_mask` are random ids right-padded to {KLEIN_SEQ} with id {KLEIN_PAD};",
+        "`prompt_embeds` is `_get_qwen3_prompt_embeds` after tokenisation (hidden_states 9/18/27 concatenated per",
+        "token). `text{i}_ids/_mask` are the pipeline's tokenisation of the chat-formatted texts, `text_long_*` of a",
+        "prompt truncated at 512, `text0_embeds` = `encode_prompt(PROMPT)` end to end. `dit_*`: one transformer call",
+        "on 16 image + 16 reference tokens (ids from the pipeline's helpers, reference T = 10), t = 0.7312.",
+        "`vae_enc_tokens` = `_pack_latents(_encode_vae_image(vae_enc_in))` (mode, patchify, batch-norm). `t2i_*`,",
+        "`edit1_*`, `edit2_*`: the real pipeline, 64x64, 4 steps, `prompt_embeds` given, `latents=` the N(0,1) draw in",
+        "the patchified shape [1, 32, 4, 4]; `*_final_latents` are the packed latents after the last step,",
+        "`*_image` is `output_type=\"pt\"`. Edits use `edit_ref0` (64x64) and `edit_ref1` (80x64), 8-bit levels",
+        "[H, W, 3] passed as PIL images (their preprocessing is exactly levels/127.5 - 1, asserted).",
+        "",
+        "plantain against these refs (`cargo test -p plantain-engine --test parity_klein -- --nocapture`), max abs diff:",
+        "",
+        "| what | max abs diff (scale) |",
+        "|---|---|",
+        "| tokenizer ids / masks (5 texts) | equal |",
+        "| text encoder `prompt_embeds` (from the ids) | 5.8e-4 (33.4) |",
+        "| `encode_prompt` from the text | 2.1e-4 (25.1) |",
+        "| transformer (16 image + 16 reference tokens) | 4.8e-7 (2.0) |",
+        "| VAE mean / logvar / decode | 7.3e-7 / 7.7e-7 / 4.5e-6 |",
+        "| reference tokens (patchified, batch-norm normalised) | 8.9e-7 |",
+        "| sigmas (4 steps, 16 tokens) | 0 |",
+        "| t2i final latents / image | 7.7e-7 / 2.4e-6 |",
+        "| edit, 1 reference: final latents / image | 5.4e-7 / 2.2e-6 |",
+        "| edit, 2 references: final latents / image | 4.8e-7 / 1.9e-6 |",
+        "",
+    ]
 
 
 def write_readme(all_refs: dict, infos: dict) -> None:
@@ -1412,6 +1706,7 @@ def write_readme(all_refs: dict, infos: dict) -> None:
     A("on both sides its map is (g-1)/g of the paper's and its mask is the same (the script asserts both).")
     A("")
     lines.extend(clip_readme())
+    lines.extend(klein_readme())
     A("## Files and tensors")
     for name, R in all_refs.items():
         A("")
@@ -1432,7 +1727,7 @@ def write_readme(all_refs: dict, infos: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--arch", nargs="*", default=["sd1", "sd2", "sdxl", "sd1-inpaint", "sd1-pix2pix", "sd1-diffedit", "taesd", "clip"])
+    ap.add_argument("--arch", nargs="*", default=["sd1", "sd2", "sdxl", "sd1-inpaint", "sd1-pix2pix", "sd1-diffedit", "taesd", "clip", "klein"])
     ap.add_argument("--skip-single-file-check", action="store_true")
     args = ap.parse_args()
 
@@ -1463,6 +1758,13 @@ def main() -> None:
                     print(f"   {k}: {v}", flush=True)
                 save_ref("clip", R)
                 all_refs["clip"] = R
+                continue
+            if arch == "klein":
+                R, infos["klein"] = build_klein()
+                for k, v in infos["klein"].items():
+                    print(f"   {k}: {v}", flush=True)
+                save_ref("klein", R)
+                all_refs["klein"] = R
                 continue
             if arch == "taesd":
                 R = build_taesd()

@@ -12,6 +12,8 @@ pub enum EngineError {
     CorruptWeights { path: PathBuf, reason: String },
     #[error("{component}: weight `{name}` is missing from the checkpoint (is this the right model family?)")]
     MissingWeight { component: &'static str, name: String },
+    #[error("{files}: tensor `{name}` is missing (is this the right model, complete?)")]
+    MissingTensor { files: String, name: String },
     #[error("{component}: weight `{name}` has shape {found:?}, expected {expected:?} (the config and the weights disagree)")]
     ShapeMismatch { component: &'static str, name: String, expected: Vec<usize>, found: Vec<usize> },
     #[error("LoRA {}: `{key}` does not fit the model: {reason}", file.display())]

@@ -509,6 +509,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_flux2_klein_folder_is_complete_and_not_an_sd_family() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny/flux2-klein");
+        let insp = inspect_path(&dir).unwrap();
+        assert!(insp.complete(), "missing: {:?}", insp.missing);
+        assert_eq!(insp.family, None);
+        assert!(insp.notes.iter().any(|n| n.contains("Flux2KleinPipeline")), "{:?}", insp.notes);
+    }
+
+    #[test]
     fn variant_names() {
         assert_eq!(weight_variant("diffusion_pytorch_model.safetensors"), Some(None));
         assert_eq!(weight_variant("diffusion_pytorch_model.fp16.safetensors"), Some(Some("fp16".into())));

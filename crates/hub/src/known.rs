@@ -32,6 +32,8 @@ pub fn family_defaults(family: Family) -> Defaults {
 pub enum Prediction {
     Epsilon,
     VPrediction,
+    /// The velocity of a rectified flow, sampled with flow-matching Euler (FLUX.2).
+    FlowMatching,
 }
 
 /// Sampling defaults a model was tuned for. Square native resolution.
@@ -124,6 +126,16 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         description: "SDXL 1.0 base, 1024px",
     },
     KnownModel {
+        name: "flux2-klein",
+        source: KnownSource::Hub("black-forest-labs/FLUX.2-klein-4B"),
+        // Not a Stable Diffusion family: the engine loads it with its own pipeline.
+        family: None,
+        // Step-distilled: 4 steps, one pass per step (guidance is ignored).
+        defaults: Some(Defaults { steps: 4, guidance: 1.0, resolution: 1024, prediction: Prediction::FlowMatching }),
+        licence: "Apache-2.0 (FLUX.2 [klein] 4B; the 9B models are non-commercial) - check the model card",
+        description: "FLUX.2 [klein] 4B: draws and edits by instruction (Qwen3 text encoder, 4 steps), 1024px",
+    },
+    KnownModel {
         name: "plantain-nano",
         source: KnownSource::Bundled,
         family: None,
@@ -210,6 +222,16 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flux2_klein_is_known() {
+        let k = find_known("flux2-klein").unwrap();
+        assert_eq!(k.repo_id(), Some("black-forest-labs/FLUX.2-klein-4B"));
+        assert_eq!(k.family, None);
+        let d = k.defaults.unwrap();
+        assert_eq!((d.steps, d.resolution, d.prediction), (4, 1024, Prediction::FlowMatching));
+        assert_eq!(find_known_repo("black-forest-labs/FLUX.2-klein-4B").unwrap().name, "flux2-klein");
+    }
 
     #[test]
     fn table_matches_brief() {

@@ -696,6 +696,57 @@ mod tests {
     }
 
     #[test]
+    fn selects_a_flux2_klein_folder() {
+        let index = serde_json::json!({
+            "_class_name": "Flux2KleinPipeline",
+            "is_distilled": true,
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+            "text_encoder": ["transformers", "Qwen3ForCausalLM"],
+            "tokenizer": ["transformers", "Qwen2TokenizerFast"],
+            "transformer": ["diffusers", "Flux2Transformer2DModel"],
+            "vae": ["diffusers", "AutoencoderKLFlux2"]
+        });
+        let tree: Vec<(String, u64)> = [
+            ("model_index.json", 1),
+            ("flux-2-klein-4b.safetensors", 7_750),
+            ("scheduler/scheduler_config.json", 1),
+            ("text_encoder/config.json", 1),
+            ("text_encoder/generation_config.json", 1),
+            ("text_encoder/model-00001-of-00002.safetensors", 4_970),
+            ("text_encoder/model-00002-of-00002.safetensors", 3_080),
+            ("text_encoder/model.safetensors.index.json", 1),
+            ("tokenizer/added_tokens.json", 1),
+            ("tokenizer/merges.txt", 2),
+            ("tokenizer/special_tokens_map.json", 1),
+            ("tokenizer/tokenizer.json", 11),
+            ("tokenizer/tokenizer_config.json", 1),
+            ("tokenizer/vocab.json", 3),
+            ("transformer/config.json", 1),
+            ("transformer/diffusion_pytorch_model.safetensors", 7_750),
+            ("vae/config.json", 1),
+            ("vae/diffusion_pytorch_model.safetensors", 168),
+        ]
+        .iter()
+        .map(|(p, s)| (p.to_string(), *s))
+        .collect();
+        let sel = select_files("black-forest-labs/FLUX.2-klein-4B", &tree, &index, &Variant::Fp16, false, &[]).unwrap();
+        let n = names(&sel);
+        for want in [
+            "text_encoder/model-00001-of-00002.safetensors",
+            "text_encoder/model-00002-of-00002.safetensors",
+            "text_encoder/model.safetensors.index.json",
+            "tokenizer/tokenizer.json",
+            "tokenizer/tokenizer_config.json",
+            "transformer/diffusion_pytorch_model.safetensors",
+            "vae/diffusion_pytorch_model.safetensors",
+            "scheduler/scheduler_config.json",
+        ] {
+            assert!(n.contains(&want), "{want} not in {n:?}");
+        }
+        assert!(!n.contains(&"flux-2-klein-4b.safetensors"), "the root single file is never fetched: {n:?}");
+    }
+
+    #[test]
     fn selects_fp16_with_fallback() {
         let sel = select_files("o/n", &sd_tree(), &sd_index(), &Variant::Fp16, false, &[]).unwrap();
         assert_eq!(

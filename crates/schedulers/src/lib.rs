@@ -34,6 +34,7 @@ mod ddim;
 mod dpm;
 mod error;
 mod euler;
+mod flow_match;
 mod lcm;
 mod numerics;
 
@@ -45,6 +46,7 @@ pub use ddim::Ddim;
 pub use dpm::DpmSolverMultistep;
 pub use error::{Result, SchedulerError};
 pub use euler::{EulerAncestralDiscrete, EulerDiscrete};
+pub use flow_match::{FlowMatchConfig, FlowMatchEuler, flux2_empirical_mu};
 pub use lcm::Lcm;
 
 /// One diffusion sampler, driven step by step by the engine.

@@ -102,6 +102,7 @@ pub enum Op {
     Sin,
     Cos,
     Exp,
+    Sqrt,
     Softmax {
         axis: i64,
     },
@@ -138,8 +139,22 @@ pub enum Op {
     Shape,
     CastF32,
     ResizeNearest2x,
+    /// ONNX `SpaceToDepth` (output channel `(dy * b + dx) * C + c`).
+    SpaceToDepth {
+        block: i64,
+    },
+    /// ONNX `DepthToSpace`, DCR mode (the inverse of `SpaceToDepth`).
+    DepthToSpace {
+        block: i64,
+    },
     Pad {
         pads: Vec<i64>,
+    },
+    /// ONNX Runtime's `com.microsoft.MultiHeadAttention` over `[B, S, heads*dim]` queries, keys
+    /// and values, scaled by `1/sqrt(dim)`, no mask: fused kernels (flash attention on CPU and
+    /// CUDA) that do not materialise the full score matrix.
+    MultiHeadAttention {
+        heads: i64,
     },
     /// Mean over one axis, kept as size 1.
     ReduceMean {
@@ -258,6 +273,9 @@ impl GraphBuilder {
     pub fn exp(&mut self, x: Value) -> Value {
         self.push(Op::Exp, &[x])
     }
+    pub fn sqrt(&mut self, x: Value) -> Value {
+        self.push(Op::Sqrt, &[x])
+    }
     pub fn softmax(&mut self, x: Value, axis: i64) -> Value {
         self.push(Op::Softmax { axis }, &[x])
     }
@@ -320,9 +338,19 @@ impl GraphBuilder {
     pub fn upsample_nearest2x(&mut self, x: Value) -> Value {
         self.push(Op::ResizeNearest2x, &[x])
     }
+    pub fn space_to_depth(&mut self, x: Value, block: i64) -> Value {
+        self.push(Op::SpaceToDepth { block }, &[x])
+    }
+    pub fn depth_to_space(&mut self, x: Value, block: i64) -> Value {
+        self.push(Op::DepthToSpace { block }, &[x])
+    }
     /// Zero padding; `pads` in ONNX order (all begins, then all ends).
     pub fn pad(&mut self, x: Value, pads: &[i64]) -> Value {
         self.push(Op::Pad { pads: pads.to_vec() }, &[x])
+    }
+    /// Fused scaled dot-product attention (see [`Op::MultiHeadAttention`]).
+    pub fn multi_head_attention(&mut self, q: Value, k: Value, v: Value, heads: usize) -> Value {
+        self.push(Op::MultiHeadAttention { heads: heads as i64 }, &[q, k, v])
     }
     /// Mean along `axis`, which stays in the shape with size 1.
     pub fn reduce_mean(&mut self, x: Value, axis: i64) -> Value {

@@ -19,6 +19,18 @@ use super::{DType, Dim, Graph, Op, StoredTensor, Value};
 const IR_VERSION: i64 = 9;
 const OPSET: i64 = 20;
 
+/// ONNX Runtime's contrib operator domain.
+const MS_DOMAIN: &str = "com.microsoft";
+
+/// The default-domain opset, plus ONNX Runtime's contrib domain when a node uses it.
+fn opsets(graph: &Graph) -> Vec<OperatorSetIdProto> {
+    let mut sets = vec![OperatorSetIdProto { domain: String::new(), version: OPSET }];
+    if graph.nodes.iter().any(|n| matches!(n.op, Op::MultiHeadAttention { .. })) {
+        sets.push(OperatorSetIdProto { domain: MS_DOMAIN.into(), version: 1 });
+    }
+    sets
+}
+
 fn name(v: Value) -> String {
     format!("v{}", v.0)
 }
@@ -97,7 +109,7 @@ pub fn to_model_proto(graph: &Graph, file_name: &dyn Fn(&Path) -> String) -> Mod
         producer_name: "plantain".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(GraphProto { node: nodes, name: "plantain".into(), initializer: initializers, input: inputs, output: outputs }),
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        opset_import: opsets(graph),
         metadata_props: vec![],
     }
 }
@@ -150,6 +162,13 @@ impl ProtoGraph<'_> {
             Op::Sin => self.node(idx, "Sin", ins, vec![]),
             Op::Cos => self.node(idx, "Cos", ins, vec![]),
             Op::Exp => self.node(idx, "Exp", ins, vec![]),
+            Op::Sqrt => self.node(idx, "Sqrt", ins, vec![]),
+            Op::MultiHeadAttention { heads } => {
+                self.node(idx, "MultiHeadAttention", ins, vec![attr_int("num_heads", *heads)]);
+                if let Some(n) = self.nodes.last_mut() {
+                    n.domain = MS_DOMAIN.into();
+                }
+            }
             Op::Softmax { axis } => self.node(idx, "Softmax", ins, vec![attr_int("axis", *axis)]),
             Op::LayerNorm { eps } => self.node(idx, "LayerNormalization", ins, vec![attr_int("axis", -1), attr_float("epsilon", *eps)]),
             Op::InstanceNorm { eps } => self.node(idx, "InstanceNormalization", ins, vec![attr_float("epsilon", *eps)]),
@@ -170,6 +189,9 @@ impl ProtoGraph<'_> {
             Op::Shape => self.node(idx, "Shape", ins, vec![]),
             Op::CastF32 => self.node(idx, "Cast", ins, vec![attr_int("to", data_type::FLOAT as i64)]),
             Op::ResizeNearest2x => self.resize_nearest_2x(idx, &ins[0]),
+            Op::SpaceToDepth { block } => self.node(idx, "SpaceToDepth", ins, vec![attr_int("blocksize", *block)]),
+            // ONNX's default mode is DCR, the inverse of SpaceToDepth.
+            Op::DepthToSpace { block } => self.node(idx, "DepthToSpace", ins, vec![attr_int("blocksize", *block)]),
             Op::Pad { pads } => {
                 let p = self.aux_i64("pads", pads);
                 self.node(idx, "Pad", vec![ins[0].clone(), p], vec![]);

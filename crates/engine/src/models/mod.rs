@@ -2,8 +2,10 @@
 
 pub mod clip;
 pub mod clip_vision;
+pub mod flux2;
 pub mod nn;
 pub mod presets;
+pub mod qwen3;
 pub mod taesd;
 pub mod unet;
 pub mod vae;

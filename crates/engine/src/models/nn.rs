@@ -100,3 +100,42 @@ pub fn timestep_embedding(g: &mut GraphBuilder, t: Value, dim: usize, flip_sin_t
     let c = g.cos(args);
     if flip_sin_to_cos { g.concat(&[c, s], -1) } else { g.concat(&[s, c], -1) }
 }
+
+/// RMS norm over the last axis with a learnt scale (torch `RMSNorm`, Qwen3's `RMSNorm`):
+/// `x / sqrt(mean(x²) + eps) * weight`.
+pub fn rms_norm(g: &mut GraphBuilder, p: &Params, prefix: &str, x: Value, channels: usize, eps: f32) -> Result<Value> {
+    let w = p.get(g, &format!("{prefix}.weight"), &[channels])?;
+    let sq = g.mul(x, x);
+    let ms = g.reduce_mean(sq, -1);
+    let e = g.scalar(eps);
+    let ms = g.add(ms, e);
+    let r = g.sqrt(ms);
+    let y = g.div(x, r);
+    Ok(g.mul(y, w))
+}
+
+/// Layer norm over the last axis without a learnt affine part (`elementwise_affine=False`).
+pub fn layer_norm_plain(g: &mut GraphBuilder, x: Value, channels: usize, eps: f32) -> Value {
+    let ones = g.const_f32(&[channels], vec![1.0; channels]);
+    let zeros = g.const_f32(&[channels], vec![0.0; channels]);
+    g.layer_norm(x, ones, zeros, eps)
+}
+
+/// `silu(x[..., :n]) * x[..., n:]` for the fused gate/up projection of width `2n` (FLUX.2's SwiGLU).
+pub fn swiglu_fused(g: &mut GraphBuilder, x: Value, n: usize) -> Value {
+    let gate = g.slice(x, -1, 0, n as i64);
+    let up = g.slice(x, -1, n as i64, 2 * n as i64);
+    let gate = g.silu(gate);
+    g.mul(gate, up)
+}
+
+/// Scaled dot-product attention of queries `[B, Sq, H, D]` over keys and values `[B, Sk, H, D]`,
+/// without a mask; returns `[B, Sq, H*D]`. Runs as ONNX Runtime's fused `MultiHeadAttention`,
+/// which never holds the whole `[H, Sq, Sk]` score matrix (FLUX.2 at 1024² would need gigabytes).
+pub fn attention_bshd(g: &mut GraphBuilder, q: Value, k: Value, v: Value, heads: usize, dim: usize) -> Value {
+    let flat = [0, 0, (heads * dim) as i64];
+    let q = g.reshape_to(q, &flat);
+    let k = g.reshape_to(k, &flat);
+    let v = g.reshape_to(v, &flat);
+    g.multi_head_attention(q, k, v, heads)
+}

@@ -83,6 +83,36 @@ pub const SDXL_VAE: &str = r#"{"act_fn": "silu", "block_out_channels": [128, 256
   "sample_size": 1024, "scaling_factor": 0.13025,
   "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"]}"#;
 
+/// FLUX.2 [klein]: how its pipeline uses the networks, as diffusers' `Flux2KleinPipeline` does
+/// (the hub name, repository and sampling defaults live in `plantain-hub`'s table of known
+/// models; the network sizes in the folder's configs).
+#[derive(Clone, Copy, Debug)]
+pub struct KleinSpec {
+    /// Prompt tokens: the chat-formatted prompt is padded (or truncated) to this length.
+    pub text_len: usize,
+    /// The text encoder's hidden states (transformers' `hidden_states[k]`, 0 = embeddings)
+    /// concatenated per token into the transformer's context.
+    pub text_layers: [usize; 3],
+    /// Reference image `i` (from 0) gets RoPE time coordinate `ref_time_scale * (i + 1)`.
+    pub ref_time_scale: i64,
+}
+
+pub const FLUX2_KLEIN: KleinSpec = KleinSpec { text_len: 512, text_layers: [9, 18, 27], ref_time_scale: 10 };
+
+/// black-forest-labs/FLUX.2-klein-4B `transformer/config.json` (the same for the base model).
+pub const FLUX2_KLEIN_4B_TRANSFORMER: &str = r#"{"_class_name": "Flux2Transformer2DModel", "attention_head_dim": 128,
+  "axes_dims_rope": [32, 32, 32, 32], "eps": 1e-06, "guidance_embeds": false, "in_channels": 128,
+  "joint_attention_dim": 7680, "mlp_ratio": 3.0, "num_attention_heads": 24, "num_layers": 5, "num_single_layers": 20,
+  "out_channels": null, "patch_size": 1, "rope_theta": 2000, "timestep_guidance_channels": 256}"#;
+/// Qwen3-4B, FLUX.2 [klein] 4B's text encoder, trimmed to the keys that matter.
+pub const FLUX2_KLEIN_4B_TEXT: &str = r#"{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 2560,
+  "intermediate_size": 9728, "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+  "rms_norm_eps": 1e-06, "rope_theta": 1000000, "hidden_act": "silu"}"#;
+/// The FLUX.2 VAE (`AutoencoderKLFlux2`), trimmed to the keys that matter.
+pub const FLUX2_VAE: &str = r#"{"_class_name": "AutoencoderKLFlux2", "block_out_channels": [128, 256, 512, 512],
+  "layers_per_block": 2, "latent_channels": 32, "norm_num_groups": 32, "batch_norm_eps": 0.0001, "patch_size": [2, 2],
+  "use_quant_conv": true, "use_post_quant_conv": true, "mid_block_add_attention": true}"#;
+
 /// The standard configs of one model, as diffusers folder files would hold them.
 #[derive(Clone, Copy, Debug)]
 pub struct Preset {
@@ -133,6 +163,39 @@ mod tests {
     use crate::models::clip::ClipTextConfig;
     use crate::models::unet::UNetConfig;
     use crate::models::vae::VaeConfig;
+
+    /// The full-size klein graphs build, and ask for the tensors (names and shapes) a real
+    /// checkpoint has, without any weights on disk.
+    #[test]
+    fn full_size_klein_graphs_build() {
+        use crate::models::{flux2, qwen3};
+        use crate::weights::TensorIndex;
+        let dit = flux2::Flux2Config::from_json(FLUX2_KLEIN_4B_TRANSFORMER).unwrap();
+        let idx = TensorIndex::recording();
+        flux2::build(&dit, &idx).unwrap();
+        let rec = idx.recorded();
+        let shape = |n: &str| rec.iter().find(|(k, _)| k == n).map(|(_, s)| s.clone()).unwrap_or_else(|| panic!("{n} not asked for"));
+        assert_eq!(shape("context_embedder.weight"), vec![3072, 7680]);
+        assert_eq!(shape("single_transformer_blocks.19.attn.to_qkv_mlp_proj.weight"), vec![3 * 3072 + 2 * 9216, 3072]);
+        assert_eq!(shape("single_transformer_blocks.19.attn.to_out.weight"), vec![3072, 3072 + 9216]);
+        assert_eq!(shape("transformer_blocks.4.ff_context.linear_in.weight"), vec![2 * 9216, 3072]);
+        let params: usize = rec.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
+        assert!((3.8e9..4.0e9).contains(&(params as f64)), "{params} parameters");
+
+        let te = qwen3::Qwen3Config::from_json(FLUX2_KLEIN_4B_TEXT).unwrap();
+        let idx = TensorIndex::recording();
+        qwen3::build(&te, &idx, FLUX2_KLEIN.text_len, &FLUX2_KLEIN.text_layers).unwrap();
+        let rec = idx.recorded();
+        assert!(rec.iter().any(|(k, _)| k == "model.layers.26.mlp.down_proj.weight"));
+        assert!(!rec.iter().any(|(k, _)| k.starts_with("model.layers.27.") || k == "model.norm.weight"), "only 27 layers run");
+        assert_eq!(dit.joint_attention_dim, FLUX2_KLEIN.text_layers.len() * te.hidden_size);
+
+        let vae: VaeConfig = VaeConfig::from_json(FLUX2_VAE).unwrap();
+        assert_eq!((vae.patch(), vae.latent_channels * 4), (Some(2), dit.in_channels));
+        let idx = TensorIndex::recording();
+        crate::models::vae::build_flux2_decoder(&vae, &idx).unwrap();
+        assert!(idx.recorded().iter().any(|(k, s)| k == "bn.running_var" && s == &vec![128, 1, 1]));
+    }
 
     #[test]
     fn every_preset_parses() {

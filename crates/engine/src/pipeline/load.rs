@@ -173,6 +173,12 @@ pub(crate) fn diffusers(dir: &Path, variant: Option<&str>) -> Result<Parts> {
         "StableDiffusionXLImg2ImgPipeline",
         "StableDiffusionXLInpaintPipeline",
     ];
+    if class == "Flux2KleinPipeline" {
+        return Err(EngineError::Unsupported(format!(
+            "{}: FLUX.2 [klein] loads through `pipeline::klein::KleinPipeline`; generate and the server do not route to it yet",
+            index_path.display()
+        )));
+    }
     if !SUPPORTED.contains(&class.as_str()) {
         return Err(EngineError::Unsupported(format!(
             "{}: pipeline `{class}` is not supported (supported: {})",

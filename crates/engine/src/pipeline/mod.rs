@@ -19,6 +19,8 @@ mod denoise;
 mod diffedit;
 mod encode;
 pub mod images;
+pub mod klein;
+pub mod klein_prompt;
 mod load;
 mod request;
 mod tasks;
