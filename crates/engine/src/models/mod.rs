@@ -2,6 +2,7 @@
 
 pub mod clip;
 pub mod clip_vision;
+pub mod ncnn;
 pub mod nn;
 pub mod presets;
 pub mod taesd;
