@@ -50,7 +50,7 @@ impl Layer {
 
 /// Parses a `.param` file's text. `path` names the file in errors.
 pub fn parse_param(text: &str, path: &Path) -> Result<Vec<Layer>> {
-    let bad = |reason: String| EngineError::CorruptWeights { path: path.to_path_buf(), reason };
+    let bad = |reason: String| EngineError::CorruptNcnn { path: path.to_path_buf(), reason };
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     if lines.next() != Some(MAGIC) {
         return Err(bad(format!("not an ncnn .param file (its first line is not the magic number {MAGIC})")));
@@ -121,7 +121,12 @@ fn tagged(bin: &[u8], file: &Arc<PathBuf>, offset: &mut u64, shape: Vec<usize>) 
     let (dtype, len) = match tag {
         0 => (DType::F32, n * 4),
         TAG_FP16 => (DType::F16, (n * 2).div_ceil(4) * 4),
-        other => return Err(format!("kernel tag {other:#010x} is neither raw fp32 (0) nor fp16 ({TAG_FP16:#010x}); quantised files are not supported")),
+        other => {
+            return Err(format!(
+                "kernel tag {other:#010x} at byte {at} is neither raw fp32 (0) nor fp16 ({TAG_FP16:#010x}): a .bin of another \
+                 network, or a quantised one (not supported)"
+            ));
+        }
     };
     let t = StoredTensor { file: file.clone(), offset: *offset + 4, dtype, shape };
     *offset += 4 + len as u64;
@@ -163,7 +168,11 @@ impl NcnnNet {
     /// Reads the `.param` file and lays its layers' weights over the `.bin` file (whose size
     /// must be exactly what the layers need: another network's `.bin` is refused here).
     pub fn open(param: &Path, bin: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(param).map_err(|e| EngineError::io(param, e))?;
+        let bytes = std::fs::read(param).map_err(|e| EngineError::io(param, e))?;
+        let text = String::from_utf8(bytes).map_err(|_| EngineError::CorruptNcnn {
+            path: param.to_path_buf(),
+            reason: "not an ncnn .param file (it is not text)".into(),
+        })?;
         let layers = parse_param(&text, param)?;
         let bytes = std::fs::read(bin).map_err(|e| EngineError::io(bin, e))?;
         let file = Arc::new(bin.to_path_buf());
@@ -171,11 +180,11 @@ impl NcnnNet {
         let mut out = Vec::with_capacity(layers.len());
         for layer in layers {
             let w = layer_weights(&layer, &bytes, &file, &mut offset)
-                .map_err(|reason| EngineError::CorruptWeights { path: bin.to_path_buf(), reason })?;
+                .map_err(|reason| EngineError::CorruptNcnn { path: bin.to_path_buf(), reason })?;
             out.push((layer, w));
         }
         if offset != bytes.len() as u64 {
-            return Err(EngineError::CorruptWeights {
+            return Err(EngineError::CorruptNcnn {
                 path: bin.to_path_buf(),
                 reason: format!(
                     "holds {} bytes but the layers of {} need {offset} (a .bin of another network?)",

@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
-use ndarray::Array4;
+use ndarray::{Array4, ArrayD};
 
 use crate::error::{EngineError, Result};
 use crate::models::ncnn::NcnnNet;
@@ -166,11 +166,11 @@ impl Upscaler {
         Ok(Self { net: Network::new(&graph, label, opts)?, scale, tiles: TileOptions::default() })
     }
 
-    /// Runs the network on one tile: `[1, 3, h, w]` in [0, 1] → planar RGB, `scale` times larger.
-    fn run_tile(&self, tile: Array4<f32>) -> Result<Vec<f32>> {
-        let mut out = self.net.run(vec![(INPUT, Input::F32(tile.into_dyn()))])?;
-        let y = out.remove(OUTPUT).ok_or_else(|| EngineError::Runtime("the upscaler returned no output".into()))?;
-        Ok(y.into_raw_vec_and_offset().0)
+    /// Runs the network on `x`, `[1, 3, h, w]` RGB in [0, 1]: `[1, 3, scale*h, scale*w]`, about
+    /// [0, 1] (not clamped).
+    pub fn run(&self, x: Array4<f32>) -> Result<ArrayD<f32>> {
+        let mut out = self.net.run(vec![(INPUT, Input::F32(x.into_dyn()))])?;
+        out.remove(OUTPUT).ok_or_else(|| EngineError::Runtime("the upscaler returned no output".into()))
     }
 
     /// `image` enlarged `scale` times, tile by tile; `progress(done, total)` after each tile
@@ -192,7 +192,7 @@ impl Upscaler {
                 let t = Array4::from_shape_fn((1, 3, th as usize, tw as usize), |(_, c, y, x)| {
                     image.get_pixel(x0 + x as u32, y0 + y as u32)[c] as f32 / 255.0
                 });
-                let rgb = self.run_tile(t)?;
+                let rgb = self.run(t)?.into_raw_vec_and_offset().0;
                 let wx = tiles::ramp(tw as usize * k, ramp_len, x0 > 0, x0 + tw < w);
                 band.add(x0 * self.scale, y0 * self.scale, &rgb, &wx, &wy);
                 if progress(row * xs.len() + col + 1, total).is_break() {

@@ -75,7 +75,8 @@ fn weights_are_laid_over_the_bin_and_its_size_must_match() {
     let mut quantised = bin();
     quantised[0] = 7;
     let (p, b) = write(dir.path(), PARAM, &quantised);
-    assert!(NcnnNet::open(&p, &b).unwrap_err().to_string().contains("quantised"));
+    let err = NcnnNet::open(&p, &b).unwrap_err().to_string();
+    assert!(err.contains("not a valid ncnn model file") && err.contains("quantised"), "{err}");
     let (p, b) = write(dir.path(), &PARAM.replace("PixelShuffle     ps", "Deconvolution    ps"), &bin());
     assert!(NcnnNet::open(&p, &b).unwrap_err().to_string().contains("Deconvolution is not supported"));
 }
