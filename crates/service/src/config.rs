@@ -262,6 +262,34 @@ pub struct ModelConfig {
     /// `madebyollin/taesd`) that decodes OpenAI partial images quickly; without one they are
     /// decoded with the model's own VAE.
     pub tiny_vae: Option<PathBuf>,
+    /// What turns the model's native drawing into the 2K and 4K sizes: a Real-ESRGAN model
+    /// (`x4plus`, for photographs; `anime` or `animevideov3`, for illustrations) then Lanczos3 to
+    /// the exact pixels, or `lanczos` alone. Default: `x4plus` on cuda, `animevideov3` on cpu
+    /// (x4plus takes many minutes per 4K picture on a CPU; see BENCHMARKS.md).
+    pub upscaler: Option<Upscaler>,
+}
+
+/// A [`ModelConfig::upscaler`] choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upscaler {
+    X4plus,
+    Anime,
+    Animevideov3,
+    Lanczos,
+}
+
+impl ModelConfig {
+    /// The Real-ESRGAN model that makes this model's 2K and 4K sizes, `None` for Lanczos3 alone.
+    pub fn upscale_model(&self) -> Option<plantain_engine::upscale::UpscaleModel> {
+        use plantain_engine::upscale::UpscaleModel;
+        match (self.upscaler, self.device) {
+            (Some(Upscaler::X4plus), _) | (None, Device::Cuda) => Some(UpscaleModel::X4Plus),
+            (Some(Upscaler::Anime), _) => Some(UpscaleModel::X4PlusAnime),
+            (Some(Upscaler::Animevideov3), _) | (None, Device::Cpu) => Some(UpscaleModel::AnimeVideoV3),
+            (Some(Upscaler::Lanczos), _) => None,
+        }
+    }
 }
 
 /// The tracing filter for a log `level`: that level, with the chattiest dependencies quieted
@@ -451,6 +479,7 @@ impl ModelConfig {
             queue_per_key: None,
             config_dir: None,
             tiny_vae: None,
+            upscaler: None,
         }
     }
 }
@@ -506,6 +535,17 @@ mod tests {
         assert_eq!(c.models[0].device, Device::Cuda);
         assert_eq!(Config::from_toml("[[models]]\nname = \"m\"").unwrap().models[0].device, Device::Cpu);
         assert!(Config::from_toml("[[models]]\nname = \"m\"\ndevice = \"tpu\"").is_err());
+    }
+
+    #[test]
+    fn the_upscaler_is_typed_and_follows_the_device_by_default() {
+        use plantain_engine::upscale::UpscaleModel;
+        let model = |toml: &str| Config::from_toml(&format!("[[models]]\nname = \"m\"\n{toml}")).map(|c| c.models[0].upscale_model());
+        assert_eq!(model("").unwrap(), Some(UpscaleModel::AnimeVideoV3));
+        assert_eq!(model("device = \"cuda\"").unwrap(), Some(UpscaleModel::X4Plus));
+        assert_eq!(model("upscaler = \"anime\"").unwrap(), Some(UpscaleModel::X4PlusAnime));
+        assert_eq!(model("upscaler = \"lanczos\"").unwrap(), None);
+        assert!(model("upscaler = \"x8\"").is_err());
     }
 
     /// Issue 21, bug 7: with no model configured the shipped one is served by its name, which
