@@ -76,7 +76,10 @@ pub fn run(a: Args) -> Result<()> {
     let rt = RuntimeOptions { threads: a.threads, ..Default::default() };
     let ups = models.iter().map(|&m| Upscaler::load(m, 4, &rt)).collect::<Result<Vec<_>, _>>()?;
     let names: Vec<&str> = std::iter::once("Lanczos3").chain(models.iter().map(|m| m.name())).collect();
-    println!("| photo | size | original BRISQUE | {} |", names.iter().map(|n| format!("{n} PSNR dB / BRISQUE")).collect::<Vec<_>>().join(" | "));
+    println!(
+        "| photo | size | original BRISQUE | {} |",
+        names.iter().map(|n| format!("{n} PSNR dB / BRISQUE")).collect::<Vec<_>>().join(" | ")
+    );
     println!("|---|---|---|{}", "---|".repeat(names.len()));
     let (mut sums, mut rows) = (vec![(0.0f64, 0.0f64, 0.0f64); names.len()], Vec::new());
     let mut secs = vec![0.0f64; models.len()];

@@ -300,11 +300,7 @@ impl Worker {
         };
         let runtime = RuntimeOptions { threads: cfg.threads, cuda: cfg.device == crate::config::Device::Cuda, ..Default::default() };
         let enlarger = Enlarger { model: cfg.upscale_model(), runtime: runtime.clone(), loaded: OnceLock::new() };
-        let opts = LoadOptions {
-            runtime,
-            tiny_autoencoder: cfg.tiny_vae.clone(),
-            ..Default::default()
-        };
+        let opts = LoadOptions { runtime, tiny_autoencoder: cfg.tiny_vae.clone(), ..Default::default() };
         let cancelled = Arc::new(AtomicU64::new(0));
         let loaded = Arc::new(Mutex::new(None));
         let (q, st, name, c, l) = (queue.clone(), state.clone(), cfg.name.clone(), cancelled.clone(), loaded.clone());
@@ -499,7 +495,7 @@ fn run_job(p: &Pipeline, enlarger: &Enlarger, job: &EngineJob) -> JobResult {
             let resizer = enlarger.resizer(g.canvas, g.requested);
             g.resized(resizer)
         }))
-            .unwrap_or_else(|_| Err(EngineError::Runtime("the engine panicked on this request".into())));
+        .unwrap_or_else(|_| Err(EngineError::Runtime("the engine panicked on this request".into())));
         if job.cancel.load(Ordering::Relaxed) {
             return Err(EngineError::Cancelled);
         }

@@ -73,7 +73,12 @@ pub fn all(a: &Args, b: &mut Bench) -> Result<()> {
             .status()?;
         anyhow::ensure!(status.success(), "plantain upscale bench of {name} failed");
         let (_, peak, times) = read_report(&ours, &format!("upscale_{name}"))?;
-        rows.push(Row { key: format!("upscale_{name}"), label: format!("{name} {side} -> {}, plantain", 4 * side), times, peak_rss_gib: peak });
+        rows.push(Row {
+            key: format!("upscale_{name}"),
+            label: format!("{name} {side} -> {}, plantain", 4 * side),
+            times,
+            peak_rss_gib: peak,
+        });
         let peer = dir.join(format!("{name}-ncnn.json"));
         let status = Command::new(&python)
             .args(["scripts/bench_ncnn_upscale.py", "--model", name, "--side"])
@@ -94,11 +99,19 @@ pub fn all(a: &Args, b: &mut Bench) -> Result<()> {
             .with_context(|| format!("running {python} scripts/bench_ncnn_upscale.py (set PYTHON to a venv with ncnn)"))?;
         anyhow::ensure!(status.success(), "ncnn upscale bench of {name} failed");
         let (_, peak, times) = read_report(&peer, &format!("upscale_{name}"))?;
-        rows.push(Row { key: format!("upscale_{name}_ncnn"), label: format!("{name} {side} -> {}, ncnn CPU (peer)", 4 * side), times, peak_rss_gib: peak });
+        rows.push(Row {
+            key: format!("upscale_{name}_ncnn"),
+            label: format!("{name} {side} -> {}, ncnn CPU (peer)", 4 * side),
+            times,
+            peak_rss_gib: peak,
+        });
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!();
-    println!("| model, {side}x{side} -> {0}x{0} | plantain median (s) | ncnn median (s) | plantain / ncnn | peak RSS plantain / ncnn (GiB) |", 4 * side);
+    println!(
+        "| model, {side}x{side} -> {0}x{0} | plantain median (s) | ncnn median (s) | plantain / ncnn | peak RSS plantain / ncnn (GiB) |",
+        4 * side
+    );
     println!("|---|---|---|---|---|");
     for pair in rows.chunks(2) {
         if let [ours, peer] = pair {

@@ -183,9 +183,7 @@ impl ProtoGraph<'_> {
             }
             Op::PRelu => self.node(idx, "PRelu", ins, vec![]),
             Op::LeakyRelu { alpha } => self.node(idx, "LeakyRelu", ins, vec![attr_float("alpha", *alpha)]),
-            Op::DepthToSpace { block } => {
-                self.node(idx, "DepthToSpace", ins, vec![attr_int("blocksize", *block), attr_str("mode", "CRD")])
-            }
+            Op::DepthToSpace { block } => self.node(idx, "DepthToSpace", ins, vec![attr_int("blocksize", *block), attr_str("mode", "CRD")]),
             Op::Resize { mode, scale_h, scale_w } => self.resize(idx, &ins[0], *mode, [*scale_h, *scale_w]),
         }
     }

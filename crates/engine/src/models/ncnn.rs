@@ -351,11 +351,7 @@ fn eltwise(g: &mut GraphBuilder, l: &Layer, ins: &[Value]) -> std::result::Resul
 /// `BinaryOp`: add, sub, mul or div of two blobs, or of a blob and a constant.
 fn binary(g: &mut GraphBuilder, l: &Layer, ins: &[Value]) -> std::result::Result<Value, String> {
     let a = ins[0];
-    let b = if l.int(1, 0) != 0 {
-        g.scalar(l.get(2, 0.0))
-    } else {
-        *ins.get(1).ok_or("BinaryOp needs two inputs or a scalar")?
-    };
+    let b = if l.int(1, 0) != 0 { g.scalar(l.get(2, 0.0)) } else { *ins.get(1).ok_or("BinaryOp needs two inputs or a scalar")? };
     Ok(match l.int(0, 0) {
         0 => g.add(a, b),
         1 => g.sub(a, b),
