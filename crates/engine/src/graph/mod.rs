@@ -160,6 +160,32 @@ pub enum Op {
     ReduceMean {
         axis: i64,
     },
+    /// `x` where positive, else `slope * x`; the slope (second input) broadcasts.
+    PRelu,
+    LeakyRelu {
+        alpha: f32,
+    },
+    /// PyTorch's `pixel_shuffle` (ONNX `DepthToSpace`, mode CRD).
+    PixelShuffle {
+        block: i64,
+    },
+    /// Resampling of the two spatial axes by constant factors (output size `floor(in * scale)`).
+    Resize {
+        mode: ResizeMode,
+        scale_h: f32,
+        scale_w: f32,
+    },
+}
+
+/// How [`Op::Resize`] interpolates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// Source pixel `floor(dst / scale)`.
+    Nearest,
+    /// Half-pixel centres.
+    Bilinear,
+    /// Half-pixel centres, Keys cubic with a = -0.75 (OpenCV's and ncnn's bicubic).
+    Bicubic,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -355,5 +381,18 @@ impl GraphBuilder {
     /// Mean along `axis`, which stays in the shape with size 1.
     pub fn reduce_mean(&mut self, x: Value, axis: i64) -> Value {
         self.push(Op::ReduceMean { axis }, &[x])
+    }
+    pub fn prelu(&mut self, x: Value, slope: Value) -> Value {
+        self.push(Op::PRelu, &[x, slope])
+    }
+    pub fn leaky_relu(&mut self, x: Value, alpha: f32) -> Value {
+        self.push(Op::LeakyRelu { alpha }, &[x])
+    }
+    /// PyTorch's `pixel_shuffle` (see [`Op::PixelShuffle`]).
+    pub fn pixel_shuffle(&mut self, x: Value, block: i64) -> Value {
+        self.push(Op::PixelShuffle { block }, &[x])
+    }
+    pub fn resize(&mut self, x: Value, mode: ResizeMode, scale_h: f32, scale_w: f32) -> Value {
+        self.push(Op::Resize { mode, scale_h, scale_w }, &[x])
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::onnx_proto::*;
-use super::{DType, Dim, Graph, Op, StoredTensor, Value};
+use super::{DType, Dim, Graph, Op, ResizeMode, StoredTensor, Value};
 
 /// ONNX IR version and default-domain opset we target (ONNX Runtime 1.31 supports both).
 const IR_VERSION: i64 = 9;
@@ -52,6 +52,9 @@ fn attr_float(name: &str, f: f32) -> AttributeProto {
 }
 fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), ints: ints.to_vec(), r#type: attr_type::INTS, ..Default::default() }
+}
+fn attr_str(name: &str, s: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), s: s.as_bytes().to_vec(), r#type: attr_type::STRING, ..Default::default() }
 }
 fn i64_tensor(name: String, data: &[i64]) -> TensorProto {
     TensorProto {
@@ -200,6 +203,10 @@ impl ProtoGraph<'_> {
                 let a = self.aux_i64("axes", &[*axis]);
                 self.node(idx, "ReduceMean", vec![ins[0].clone(), a], vec![attr_int("keepdims", 1)]);
             }
+            Op::PRelu => self.node(idx, "PRelu", ins, vec![]),
+            Op::LeakyRelu { alpha } => self.node(idx, "LeakyRelu", ins, vec![attr_float("alpha", *alpha)]),
+            Op::PixelShuffle { block } => self.node(idx, "DepthToSpace", ins, vec![attr_int("blocksize", *block), attr_str("mode", "CRD")]),
+            Op::Resize { mode, scale_h, scale_w } => self.resize(idx, &ins[0], *mode, [*scale_h, *scale_w]),
         }
     }
 
@@ -259,6 +266,31 @@ impl ProtoGraph<'_> {
         // "round_prefer_floor" are the defaults; for an exact 2x scale they pick the same
         // source pixel as torch's nearest (floor(dst / 2)).
         self.node(idx, "Resize", vec![input.to_string(), String::new(), scales], vec![]);
+    }
+
+    /// A Resize of the spatial axes by constant `scales` (height, width), as ncnn's `Interp`
+    /// computes it: nearest takes source pixel `floor(dst / scale)`; (bi)linear and cubic sample
+    /// at half-pixel centres, cubic with Keys' a = -0.75.
+    fn resize(&mut self, idx: usize, input: &str, mode: ResizeMode, scales: [f32; 2]) {
+        self.aux += 1;
+        let scales_name = format!("scales_{}", self.aux);
+        self.initializers.push(TensorProto {
+            name: scales_name.clone(),
+            dims: vec![4],
+            data_type: data_type::FLOAT,
+            raw_data: [1f32, 1.0, scales[0], scales[1]].iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ..Default::default()
+        });
+        let attrs = match mode {
+            ResizeMode::Nearest => vec![
+                attr_str("mode", "nearest"),
+                attr_str("coordinate_transformation_mode", "asymmetric"),
+                attr_str("nearest_mode", "floor"),
+            ],
+            ResizeMode::Bilinear => vec![attr_str("mode", "linear")],
+            ResizeMode::Bicubic => vec![attr_str("mode", "cubic"), attr_float("cubic_coeff_a", -0.75)],
+        };
+        self.node(idx, "Resize", vec![input.to_string(), String::new(), scales_name], attrs);
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod clip;
 pub mod clip_vision;
 pub mod flux2;
+pub mod ncnn;
 pub mod nn;
 pub mod presets;
 pub mod qwen3;
