@@ -267,7 +267,8 @@ impl Service {
                 progress: spec.progress,
                 previews: spec.partial_images,
                 events: tx,
-            })?;
+            })
+            .await?;
         }
         Ok(Job {
             spec,
