@@ -26,9 +26,7 @@ pub fn health_routes() -> Router<Arc<AppState>> {
 }
 
 pub fn routes() -> Router<Arc<AppState>> {
-    health_routes()
-        .route("/v1/verify", post(verify))
-        .route("/v1/blobs/{name}", get(blob))
+    health_routes().route("/v1/verify", post(verify)).route("/v1/blobs/{name}", get(blob))
 }
 
 /// Reads the whole body, refusing more than the configured limit with 413.

@@ -187,8 +187,7 @@ async fn api_and_worker_roles_share_jobs_through_postgres() {
     let head = |role: &str, name: &str| {
         format!("[checks]\nattempts = 1\n[storage]\nrole = \"{role}\"\njob_lease_secs = 2\nnode_name = \"{name}\"\n")
     };
-    let mut workers =
-        vec![Some(role_node(dir.path(), "w1", &schema, &prefix, &head("worker", "w1"), &model).await), None];
+    let mut workers = vec![Some(role_node(dir.path(), "w1", &schema, &prefix, &head("worker", "w1"), &model).await), None];
     workers[1] = Some(role_node(dir.path(), "w2", &schema, &prefix, &head("worker", "w2"), &model).await);
     let a = role_node(dir.path(), "a", &schema, &prefix, &head("api", "a"), &model).await;
     let b = role_node(dir.path(), "b", &schema, &prefix, &head("api", "b"), &model).await;
@@ -221,12 +220,7 @@ async fn api_and_worker_roles_share_jobs_through_postgres() {
     }
 
     // Progress reaches the API node that holds the stream (the worker is another process).
-    let r = http
-        .post(format!("{}/v1beta/models/tiny:streamGenerateContent?alt=sse", b.url))
-        .json(&body("a boat"))
-        .send()
-        .await
-        .unwrap();
+    let r = http.post(format!("{}/v1beta/models/tiny:streamGenerateContent?alt=sse", b.url)).json(&body("a boat")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
     let events: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use image::{GrayImage, ImageFormat, RgbImage};
+use image::{ImageFormat, RgbImage};
 use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::{Decoder, GenerateRequest, Generated, Timings};
 use plantain_schedulers::SchedulerKind;
@@ -168,9 +168,7 @@ impl SharedQueue {
                         WorkerEvent::Progress(ProgressEvent { image, step, total })
                     } else {
                         match decode_rgb(e.data.as_deref().unwrap_or_default()) {
-                            Ok(picture) => {
-                                WorkerEvent::Partial(PreviewEvent { image, index: num(&e.body, "index"), step, total, picture })
-                            }
+                            Ok(picture) => WorkerEvent::Partial(PreviewEvent { image, index: num(&e.body, "index"), step, total, picture }),
                             Err(err) => return Ok(Some(Err(EngineError::Runtime(format!("a partial image: {err}"))))),
                         }
                     };
@@ -467,6 +465,8 @@ async fn settle(store: &PgStore, id: &str, owner: &str, result: crate::worker::J
 
 #[cfg(test)]
 mod tests {
+    use image::GrayImage;
+
     use super::*;
 
     #[test]
@@ -493,8 +493,14 @@ mod tests {
         let back = decode_requests(&v).unwrap();
         assert_eq!(back.len(), 1);
         let b = &back[0];
-        assert_eq!((b.prompt.as_str(), b.negative_prompt.as_deref(), b.width, b.height, b.seed), ("a red fox", Some("blur"), 96, 64, r.seed));
-        assert_eq!((b.steps, b.guidance, b.strength, b.image_guidance, b.decoder), (r.steps, r.guidance, 0.6, r.image_guidance, Decoder::Tiny));
+        assert_eq!(
+            (b.prompt.as_str(), b.negative_prompt.as_deref(), b.width, b.height, b.seed),
+            ("a red fox", Some("blur"), 96, 64, r.seed)
+        );
+        assert_eq!(
+            (b.steps, b.guidance, b.strength, b.image_guidance, b.decoder),
+            (r.steps, r.guidance, 0.6, r.image_guidance, Decoder::Tiny)
+        );
         assert_eq!(b.scheduler, r.scheduler);
         assert_eq!(b.init_image, r.init_image, "inputs travel losslessly");
         assert_eq!(b.mask, r.mask);

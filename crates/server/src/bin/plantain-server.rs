@@ -12,7 +12,9 @@ fn main() -> std::process::ExitCode {
             "--config" | "-c" => config = args.next().map(PathBuf::from),
             "--role" => role = args.next(),
             "--help" | "-h" => {
-                println!("usage: plantain-server [--config FILE] [--role all|api|worker]   (environment: PLANTAIN_LISTEN, PLANTAIN_DATA_DIR, …)");
+                println!(
+                    "usage: plantain-server [--config FILE] [--role all|api|worker]   (environment: PLANTAIN_LISTEN, PLANTAIN_DATA_DIR, …)"
+                );
                 return std::process::ExitCode::SUCCESS;
             }
             other => {

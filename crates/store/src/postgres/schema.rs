@@ -88,7 +88,9 @@ fn version(v: i64, description: &'static str, sql: &'static str) -> Migration {
 /// Every version, oldest first.
 pub fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
-        version(1, "plantain tables", V1), version(2, "job queue", V2), version(3, "conversations", V3),
+        version(1, "plantain tables", V1),
+        version(2, "job queue", V2),
+        version(3, "conversations", V3),
         version(4, "job events", V4),
     ])
 }
