@@ -182,7 +182,7 @@ async fn api_and_worker_roles_share_jobs_through_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let tag = format!("{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
     let (schema, prefix) = (format!("roles_{tag}"), format!("roles-{tag}"));
-    let steps = std::env::var("PLANTAIN_TEST_ROLES_STEPS").unwrap_or_else(|_| "40".into());
+    let steps = std::env::var("PLANTAIN_TEST_ROLES_STEPS").unwrap_or_else(|_| "10".into());
     let model = format!("steps = {steps}\n");
     let head = |role: &str, name: &str| {
         format!("[checks]\nattempts = 1\n[storage]\nrole = \"{role}\"\njob_lease_secs = 2\nnode_name = \"{name}\"\n")
