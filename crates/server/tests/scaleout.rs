@@ -187,8 +187,9 @@ async fn api_and_worker_roles_share_jobs_through_postgres() {
     let head = |role: &str, name: &str| {
         format!("[checks]\nattempts = 1\n[storage]\nrole = \"{role}\"\njob_lease_secs = 2\nnode_name = \"{name}\"\n")
     };
-    let mut workers = vec![Some(role_node(dir.path(), "w1", &schema, &prefix, &head("worker", "w1"), &model).await), None];
-    workers[1] = Some(role_node(dir.path(), "w2", &schema, &prefix, &head("worker", "w2"), &model).await);
+    let w1 = role_node(dir.path(), "w1", &schema, &prefix, &head("worker", "w1"), &model).await;
+    let w2 = role_node(dir.path(), "w2", &schema, &prefix, &head("worker", "w2"), &model).await;
+    let mut workers = [Some(w1), Some(w2)];
     let a = role_node(dir.path(), "a", &schema, &prefix, &head("api", "a"), &model).await;
     let b = role_node(dir.path(), "b", &schema, &prefix, &head("api", "b"), &model).await;
     let q = shared_queue(&schema).await;
