@@ -16,12 +16,20 @@ pub struct Args {
     /// Listen address (overrides the config and PLANTAIN_LISTEN).
     #[arg(long)]
     pub listen: Option<String>,
+    /// What this process does: `all` (HTTP API and models, the default), `api` (HTTP only; jobs
+    /// go to the shared PostgreSQL queue) or `worker` (models only: runs the shared queue's
+    /// jobs; serves /healthz, /readyz, /metrics). Overrides `[storage] role` and PLANTAIN_ROLE.
+    #[arg(long)]
+    pub role: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let mut cfg = Config::load(a.config.as_deref()).context("reading the server config")?;
     if let Some(l) = a.listen {
         cfg.listen = l;
+    }
+    if let Some(r) = a.role {
+        cfg.storage.role = r.parse().context("--role")?;
     }
     // The config's log level, unless PLANTAIN_LOG says otherwise.
     crate::init_logging(&cfg.log);

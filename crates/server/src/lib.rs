@@ -26,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
-use plantain_service::{Service, StartError};
+use plantain_service::{Role, Service, StartError};
 use plantain_tokenizer::ClipTokenizer;
 
 use error::ApiError;
@@ -95,9 +95,16 @@ impl Server {
         });
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| StartError::Io(format!("binding {addr}"), e))?;
         let addr = listener.local_addr().map_err(|e| StartError::Io("local address".into(), e))?;
-        tokio::spawn(housekeeping(state.svc.clone()));
-        let runner = tokio::spawn(batch::runner(state.clone()));
-        let app = router(state.clone());
+        let role = state.svc.config.storage.role;
+        let (runner, app) = if role == Role::Worker {
+            // No HTTP API on a worker: health, readiness and metrics only; it runs the shared
+            // queue's jobs instead of batches and requests.
+            let svc = state.svc.clone();
+            (tokio::spawn(async move { svc.serve_shared_queue().await }), worker_router(state.clone()))
+        } else {
+            tokio::spawn(housekeeping(state.svc.clone()));
+            (tokio::spawn(batch::runner(state.clone())), router(state.clone()))
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -196,6 +203,15 @@ async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Nex
 /// The id [`observe`] gave this request.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
+
+/// A `--role worker` node's routes: `/healthz`, `/readyz`, `/metrics`.
+pub fn worker_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(ops::health_routes())
+        .fallback(ops::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
 
 /// All routes.
 pub fn router(state: Arc<AppState>) -> Router {

@@ -20,13 +20,13 @@ use crate::AppState;
 use crate::auth::{Admitted, Gemini};
 use crate::error::{ApiError, Flavor, GeminiError, OpenAiError};
 
+/// Health, readiness and metrics: what a `--role worker` node serves.
+pub fn health_routes() -> Router<Arc<AppState>> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+}
+
 pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/verify", post(verify))
-        .route("/v1/blobs/{name}", get(blob))
+    health_routes().route("/v1/verify", post(verify)).route("/v1/blobs/{name}", get(blob))
 }
 
 /// Reads the whole body, refusing more than the configured limit with 413.

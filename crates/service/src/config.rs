@@ -71,12 +71,60 @@ pub struct Config {
 /// password comes from `PLANTAIN_POSTGRES_URL`, the S3 keys from `PLANTAIN_S3_ACCESS_KEY_ID` /
 /// `PLANTAIN_S3_SECRET_ACCESS_KEY` (or `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`), read
 /// when storage is opened ([`crate::storage::open`]) and kept out of this struct.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub backend: StorageBackend,
+    /// What this node does (`PLANTAIN_ROLE`, `plantain serve --role`): `all` (default), or
+    /// `api` / `worker`, which hand jobs over through the PostgreSQL queue (backend `postgres`).
+    pub role: Role,
+    /// How long a worker's claim on a job lasts without a heartbeat (seconds; heartbeats come
+    /// every third of it): a worker that died loses its job to another after this long.
+    pub job_lease_secs: u64,
+    /// This node's name in the job queue's leases (`PLANTAIN_NODE_NAME`; default: `worker-`
+    /// and a random suffix).
+    pub node_name: Option<String>,
     pub postgres: PostgresSection,
     pub s3: S3Section,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::default(),
+            role: Role::default(),
+            job_lease_secs: 30,
+            node_name: None,
+            postgres: PostgresSection::default(),
+            s3: S3Section::default(),
+        }
+    }
+}
+
+/// `[storage] role`: which part of the work a `plantain serve` process does.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// HTTP API and engine in one process, jobs queued in-process (one node).
+    #[default]
+    All,
+    /// HTTP API only, no model loaded: jobs go to the shared queue, workers run them.
+    Api,
+    /// No HTTP API (health and metrics only): loads its models and runs the shared queue's
+    /// jobs for them.
+    Worker,
+}
+
+impl std::str::FromStr for Role {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Role, ConfigError> {
+        match s.trim() {
+            "all" => Ok(Role::All),
+            "api" => Ok(Role::Api),
+            "worker" => Ok(Role::Worker),
+            _ => Err(ConfigError::Invalid(format!("role {s:?}: all, api or worker"))),
+        }
+    }
 }
 
 /// `[storage] backend`.
@@ -393,7 +441,9 @@ impl Config {
     /// `PLANTAIN_PUBLIC_URL`, `PLANTAIN_DEFAULT_MODEL`, `PLANTAIN_STRICT_SIGNATURES`,
     /// `PLANTAIN_REQUESTS_PER_MINUTE`, `PLANTAIN_IMAGES_PER_DAY`, `PLANTAIN_MAX_BODY_BYTES`,
     /// `PLANTAIN_SERVE_MODEL` (adds a model: `name=source`, or just a source), and
-    /// `PLANTAIN_STORAGE` (`embedded` or `postgres`), `PLANTAIN_S3_BUCKET`, `PLANTAIN_S3_ENDPOINT`.
+    /// `PLANTAIN_STORAGE` (`embedded` or `postgres`), `PLANTAIN_ROLE` (`all`, `api`, `worker`),
+    /// `PLANTAIN_NODE_NAME`,
+    /// `PLANTAIN_S3_BUCKET`, `PLANTAIN_S3_ENDPOINT`.
     /// Storage secrets are read only when storage is opened ([`StorageConfig`]).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let num = |k: &str, v: &str| v.trim().parse::<u64>().map_err(|_| ConfigError::Env(k.into(), v.into()));
@@ -427,6 +477,12 @@ impl Config {
                 "postgres" => StorageBackend::Postgres,
                 _ => return Err(ConfigError::Invalid(format!("PLANTAIN_STORAGE={v:?}: embedded or postgres"))),
             };
+        }
+        if let Some(v) = get("PLANTAIN_ROLE") {
+            self.storage.role = v.parse()?;
+        }
+        if let Some(v) = get("PLANTAIN_NODE_NAME") {
+            self.storage.node_name = Some(v);
         }
         if let Some(v) = get("PLANTAIN_S3_BUCKET") {
             self.storage.s3.bucket = Some(v);

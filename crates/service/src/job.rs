@@ -259,15 +259,17 @@ impl Service {
         let exact_edit = spec.edit.as_ref().is_some_and(|p| p.paint_request().is_none());
         let result = exact_edit.then(|| Ok(Vec::new()));
         if !exact_edit {
-            spec.model.submit(EngineJob {
-                requests: spec.engine_requests(steps, &seeds),
-                caller: ctx.caller.label().to_string(),
-                lane,
-                cancel: cancel.clone(),
-                progress: spec.progress,
-                previews: spec.partial_images,
-                events: tx,
-            })?;
+            spec.model
+                .submit(EngineJob {
+                    requests: spec.engine_requests(steps, &seeds),
+                    caller: ctx.caller.label().to_string(),
+                    lane,
+                    cancel: cancel.clone(),
+                    progress: spec.progress,
+                    previews: spec.partial_images,
+                    events: tx,
+                })
+                .await?;
         }
         Ok(Job {
             spec,

@@ -20,6 +20,7 @@ pub mod job;
 pub mod keys;
 pub mod metrics;
 mod publish;
+pub mod shared;
 pub mod storage;
 pub mod worker;
 
@@ -31,7 +32,7 @@ use plantain_provenance::{Provenance, Settings};
 use plantain_store::{StoreError, Stores};
 
 pub use checked::{CheckedRun, LoopEvent, LoopEvents};
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Role};
 pub use error::{ErrorKind, ServiceError};
 pub use job::{ImageRole, Job, JobEvent, JobSpec, Made, Output, RequestCtx};
 pub use keys::Caller;
@@ -121,7 +122,21 @@ impl Service {
             .map_err(|e| StartError::Provenance(e.to_string()))?
             .map_err(|e| StartError::Provenance(e.to_string()))?;
         let mut notices = provenance.notices.clone();
-        let workers: BTreeMap<String, Arc<Worker>> = config.models.iter().map(|m| (m.name.clone(), Arc::new(Worker::spawn(m)))).collect();
+        let workers: BTreeMap<String, Arc<Worker>> = match (config.storage.role, &stores.queue) {
+            (Role::All, _) => config.models.iter().map(|m| (m.name.clone(), Arc::new(Worker::spawn(m)))).collect(),
+            (role, None) => {
+                return Err(StartError::Config(ConfigError::Invalid(format!(
+                    "role {role:?} hands jobs over through PostgreSQL: it needs [storage] backend = \"postgres\""
+                ))));
+            }
+            (Role::Api, Some(store)) => {
+                let hub = Arc::new(shared::EventHub::default());
+                tokio::spawn(hub.clone().listen(store.clone()));
+                let q = Arc::new(shared::SharedQueue { store: store.clone(), hub });
+                config.models.iter().map(|m| (m.name.clone(), Arc::new(Worker::spawn_shared(m, q.clone())))).collect()
+            }
+            (Role::Worker, Some(_)) => config.models.iter().map(|m| (m.name.clone(), Arc::new(Worker::spawn(m)))).collect(),
+        };
         for w in workers.values() {
             if let ModelState::Failed(e) = w.state() {
                 notices.push(format!("model {}: not available ({e}); its requests answer 503", w.name));
@@ -195,6 +210,15 @@ impl Service {
             .await
             .map_err(|e| ServiceError::internal(e.to_string()))?
             .map_err(|e| ServiceError::invalid(e.to_string()))
+    }
+
+    /// On a `--role worker` node: takes the shared queue's jobs for every model this process
+    /// loads, and runs them, until the process ends (returns at once on other roles).
+    pub async fn serve_shared_queue(&self) {
+        let (Role::Worker, Some(store)) = (self.config.storage.role, &self.stores.queue) else { return };
+        let node = self.config.storage.node_name.clone().unwrap_or_else(|| format!("worker-{}", &new_id()[..12]));
+        let workers = self.workers.values().cloned().collect();
+        shared::serve_worker(workers, store.clone(), node, self.config.storage.job_lease_secs).await;
     }
 
     /// Stops the workers after their running jobs (queued jobs are answered cancelled).

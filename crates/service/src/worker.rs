@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::config::ModelConfig;
 use crate::error::ServiceError;
+use crate::shared::SharedQueue;
 
 /// Which lane a job waits in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,11 +89,11 @@ pub struct EngineJob {
 
 impl EngineJob {
     /// Whoever waits for this job is gone (or it was cancelled).
-    fn abandoned(&self) -> bool {
+    pub(crate) fn abandoned(&self) -> bool {
         self.cancel.load(Ordering::Relaxed) || self.events.is_closed()
     }
 
-    fn answer(&self, r: JobResult) {
+    pub(crate) fn answer(&self, r: JobResult) {
         let _ = self.events.send(WorkerEvent::Done(r));
     }
 }
@@ -254,6 +255,9 @@ pub struct Worker {
     /// Jobs stopped because their client went away.
     pub cancelled: Arc<AtomicU64>,
     queue: Arc<Queue>,
+    /// Set on `--role api` nodes: the model's jobs go to the shared queue, and workers
+    /// elsewhere run them (`queue` stays empty, no thread loads the model here).
+    shared: Option<Arc<SharedQueue>>,
     state: Arc<Mutex<ModelState>>,
     /// The loaded model, shared with the edit planner (DiffEdit lookups, the painter's kind).
     loaded: Arc<Mutex<Option<Arc<Pipeline>>>>,
@@ -264,6 +268,51 @@ impl Worker {
     /// Resolves the model (offline) and starts its thread, which loads it. Never fails: a model
     /// that cannot be found or loaded is reported by [`Worker::state`] and answers 503.
     pub fn spawn(cfg: &ModelConfig) -> Worker {
+        let (queue, defaults, resolved) = Self::prepare(cfg);
+        let state = Arc::new(Mutex::new(ModelState::Loading));
+        let source = match resolved {
+            Ok(source) => Some(source),
+            Err(e) => {
+                tracing::warn!(model = %cfg.name, error = %e, "model not available");
+                *state.lock().unwrap_or_else(|p| p.into_inner()) = ModelState::Failed(e);
+                None
+            }
+        };
+        let runtime = RuntimeOptions { threads: cfg.threads, cuda: cfg.device == crate::config::Device::Cuda, ..Default::default() };
+        let enlarger = Enlarger { model: cfg.upscale_model(), runtime: runtime.clone(), loaded: OnceLock::new() };
+        let opts = LoadOptions { runtime, tiny_autoencoder: cfg.tiny_vae.clone(), loras: cfg.loras.clone(), ..Default::default() };
+        let cancelled = Arc::new(AtomicU64::new(0));
+        let loaded = Arc::new(Mutex::new(None));
+        let (q, st, name, c, l) = (queue.clone(), state.clone(), cfg.name.clone(), cancelled.clone(), loaded.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("model-{}", cfg.name))
+            .spawn(move || run_worker(&name, source, &opts, &enlarger, &q, (&st, &l), &c))
+            .ok();
+        Worker { name: cfg.name.clone(), defaults, cancelled, queue, shared: None, state, loaded, thread: Mutex::new(thread) }
+    }
+
+    /// A model whose jobs the shared queue's workers run (`--role api`): nothing is loaded
+    /// here. Its defaults come from the model's files when this node has them, else from the
+    /// config and the shared defaults; it is ready at once (workers answer for the model).
+    pub fn spawn_shared(cfg: &ModelConfig, shared: Arc<SharedQueue>) -> Worker {
+        let (queue, defaults, resolved) = Self::prepare(cfg);
+        if let Err(e) = resolved {
+            tracing::info!(model = %cfg.name, note = %e, "model files not on this API node: config defaults apply");
+        }
+        Worker {
+            name: cfg.name.clone(),
+            defaults,
+            cancelled: Arc::new(AtomicU64::new(0)),
+            queue,
+            shared: Some(shared),
+            state: Arc::new(Mutex::new(ModelState::Ready { family: "shared queue".into() })),
+            loaded: Arc::new(Mutex::new(None)),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// The in-process queue, the model's defaults, and where its weights are.
+    fn prepare(cfg: &ModelConfig) -> (Arc<Queue>, ModelDefaults, Result<ModelSource, String>) {
         let capacity = cfg.queue.max(1);
         let per_caller = cfg.queue_per_key.unwrap_or(capacity).clamp(1, capacity);
         let queue = Arc::new(Queue { inner: Mutex::new(QueueInner::new()), cv: Condvar::new(), capacity, per_caller });
@@ -282,33 +331,12 @@ impl Worker {
                     return Err(format!("{}: ONNX exports are not loaded; use the model's safetensors weights", r.path.display()));
                 }
             };
-            Ok((r, source))
+            defaults.steps = cfg.steps.unwrap_or(r.defaults.steps as usize).max(1);
+            defaults.guidance = cfg.guidance.unwrap_or(r.defaults.guidance);
+            defaults.native = r.defaults.resolution;
+            Ok(source)
         });
-        let state = Arc::new(Mutex::new(ModelState::Loading));
-        let source = match resolved {
-            Ok((r, source)) => {
-                defaults.steps = cfg.steps.unwrap_or(r.defaults.steps as usize).max(1);
-                defaults.guidance = cfg.guidance.unwrap_or(r.defaults.guidance);
-                defaults.native = r.defaults.resolution;
-                Some(source)
-            }
-            Err(e) => {
-                tracing::warn!(model = %cfg.name, error = %e, "model not available");
-                *state.lock().unwrap_or_else(|p| p.into_inner()) = ModelState::Failed(e);
-                None
-            }
-        };
-        let runtime = RuntimeOptions { threads: cfg.threads, cuda: cfg.device == crate::config::Device::Cuda, ..Default::default() };
-        let enlarger = Enlarger { model: cfg.upscale_model(), runtime: runtime.clone(), loaded: OnceLock::new() };
-        let opts = LoadOptions { runtime, tiny_autoencoder: cfg.tiny_vae.clone(), loras: cfg.loras.clone(), ..Default::default() };
-        let cancelled = Arc::new(AtomicU64::new(0));
-        let loaded = Arc::new(Mutex::new(None));
-        let (q, st, name, c, l) = (queue.clone(), state.clone(), cfg.name.clone(), cancelled.clone(), loaded.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("model-{}", cfg.name))
-            .spawn(move || run_worker(&name, source, &opts, &enlarger, &q, (&st, &l), &c))
-            .ok();
-        Worker { name: cfg.name.clone(), defaults, cancelled, queue, state, loaded, thread: Mutex::new(thread) }
+        (queue, defaults, resolved)
     }
 
     /// The model, once loaded.
@@ -331,8 +359,12 @@ impl Worker {
     }
 
     /// Queues a job; 503 UNAVAILABLE when the model is not loaded or its lane is full, 429
-    /// RESOURCE_EXHAUSTED when the caller already has its share of the lane waiting.
-    pub fn submit(&self, job: EngineJob) -> Result<(), ServiceError> {
+    /// RESOURCE_EXHAUSTED when the caller already has its share of the lane waiting. On an API
+    /// node the job goes to the shared queue instead ([`SharedQueue::submit`]).
+    pub async fn submit(&self, job: EngineJob) -> Result<(), ServiceError> {
+        if let Some(shared) = &self.shared {
+            return shared.submit(&self.name, job).await;
+        }
         if let ModelState::Failed(e) = self.state() {
             return Err(ServiceError::unavailable(format!("model {} is not available: {e}", self.name), 60));
         }

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 
 pub use blobs::FsBlobs;
 pub use error::{Result, StoreError};
-pub use postgres::{Heartbeat, JobWaker, NewJob, PgStore, PostgresConfig, QueuedJob, redact_url};
+pub use postgres::{Heartbeat, JobEventRow, JobEvents, JobWaker, NewJob, OUTPUT_EVENT, PgStore, PostgresConfig, QueuedJob, redact_url};
 pub use records::*;
 pub use s3::{S3Blobs, S3Config};
 pub use sqlite::SqliteStore;
@@ -177,6 +177,9 @@ impl<T: Artefacts + Keys + Idempotency + Files + Batches + Conversations> Meta f
 pub struct Stores {
     pub meta: Arc<dyn Meta>,
     pub blobs: Arc<dyn BlobStore>,
+    /// The shared job queue (PostgreSQL's `jobs`), when the metadata is in PostgreSQL: what
+    /// API and worker nodes hand jobs over by. None in the embedded mode.
+    pub queue: Option<Arc<PgStore>>,
 }
 
 impl Stores {
@@ -184,14 +187,14 @@ impl Stores {
     pub fn open_embedded(data_dir: &Path) -> Result<Stores> {
         let meta = SqliteStore::open(&data_dir.join("plantain.sqlite"))?;
         let blobs = FsBlobs::open(&data_dir.join("blobs"))?;
-        Ok(Stores { meta: Arc::new(meta), blobs: Arc::new(blobs) })
+        Ok(Stores { meta: Arc::new(meta), blobs: Arc::new(blobs), queue: None })
     }
 
     /// Metadata in PostgreSQL (migrated at open) and blobs in `blobs` — for scale-out, an
     /// [`S3Blobs`]. See [`PgStore::open`] for the errors.
     pub async fn open_postgres(config: &PostgresConfig, blobs: Arc<dyn BlobStore>) -> Result<Stores> {
-        let meta = PgStore::open(config).await?;
-        Ok(Stores { meta: Arc::new(meta), blobs })
+        let meta = Arc::new(PgStore::open(config).await?);
+        Ok(Stores { meta: meta.clone(), blobs, queue: Some(meta) })
     }
 
     /// The scale-out pair: PostgreSQL metadata and S3-compatible blobs.

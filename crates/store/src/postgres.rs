@@ -29,7 +29,7 @@ use crate::error::{Result, StoreError};
 use crate::records::*;
 use crate::{Artefacts, Files, Idempotency, IdempotencyScope, Keys, now};
 
-pub use jobs::{Heartbeat, JobWaker, NewJob, QueuedJob};
+pub use jobs::{Heartbeat, JobEventRow, JobEvents, JobWaker, NewJob, OUTPUT_EVENT, QueuedJob};
 
 /// Reservations a crashed request left behind stop counting after this long.
 const RESERVATION_TTL_SECS: i64 = 3600;
@@ -82,6 +82,8 @@ pub struct PgStore {
     pool: PgPool,
     /// The `NOTIFY` channel for enqueued jobs (one per schema: channels are database-wide).
     jobs_channel: String,
+    /// The `NOTIFY` channel naming jobs that reported something (events, or their end).
+    events_channel: String,
 }
 
 impl PgStore {
@@ -127,7 +129,8 @@ impl PgStore {
             Some(s) => format!("plantain_jobs_{s}"),
             None => "plantain_jobs".to_string(),
         };
-        Ok(PgStore { pool, jobs_channel })
+        let events_channel = format!("{jobs_channel}_events");
+        Ok(PgStore { pool, jobs_channel, events_channel })
     }
 
     /// Closes every connection of the pool.

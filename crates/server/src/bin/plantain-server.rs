@@ -6,11 +6,15 @@ use std::path::PathBuf;
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let mut config: Option<PathBuf> = None;
+    let mut role: Option<String> = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--config" | "-c" => config = args.next().map(PathBuf::from),
+            "--role" => role = args.next(),
             "--help" | "-h" => {
-                println!("usage: plantain-server [--config FILE]   (environment: PLANTAIN_LISTEN, PLANTAIN_DATA_DIR, …)");
+                println!(
+                    "usage: plantain-server [--config FILE] [--role all|api|worker]   (environment: PLANTAIN_LISTEN, PLANTAIN_DATA_DIR, …)"
+                );
                 return std::process::ExitCode::SUCCESS;
             }
             other => {
@@ -19,7 +23,12 @@ fn main() -> std::process::ExitCode {
             }
         }
     }
-    let cfg = match plantain_server::Config::load(config.as_deref()) {
+    let cfg = match plantain_server::Config::load(config.as_deref()).and_then(|mut c| {
+        if let Some(r) = &role {
+            c.storage.role = r.parse()?;
+        }
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

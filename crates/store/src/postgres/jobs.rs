@@ -1,6 +1,6 @@
-//! A sketch of issue 27's shared job queue in PostgreSQL — tested, not yet used by the service
-//! (which still queues jobs in-process, per model): API nodes enqueue validated jobs; workers on
-//! any machine claim jobs for the models they have loaded, under a lease they renew (the
+//! Issue 27's shared job queue in PostgreSQL (what `plantain serve --role api|worker` use; the
+//! all-in-one default queues in-process): API nodes enqueue validated jobs; workers on any
+//! machine claim jobs for the models they have loaded, under a lease they renew (the
 //! heartbeat), and finish them only while they hold the lease.
 //!
 //! - A claim takes one job with `FOR UPDATE SKIP LOCKED`: concurrent workers never take the same
@@ -13,6 +13,10 @@
 //!   at once instead of polling; they still poll now and then for expired leases.
 //! - Cancelling a queued job settles it; a running one is flagged, and its worker learns it from
 //!   its next heartbeat ([`Heartbeat::CancelRequested`]) and stops between steps.
+//! - What a running job reports (progress, partial images) and its outputs are rows of
+//!   `job_events`, written only while the writer holds the lease; a `NOTIFY` on the events
+//!   channel names the job ([`JobEvents`]), never carries the bytes. The outputs are written
+//!   in the transaction that settles the job: a job's outputs exist once, or not at all.
 
 use std::time::Duration;
 
@@ -48,6 +52,8 @@ pub struct QueuedJob {
     pub attempts: i32,
     pub cancel_requested: bool,
     pub result: Option<serde_json::Value>,
+    /// Who holds (or last held) its lease.
+    pub lease_owner: Option<String>,
 }
 
 /// What a heartbeat learned.
@@ -63,7 +69,7 @@ pub enum Heartbeat {
     Lost,
 }
 
-const JOB_COLS: &str = "id, model, lane, caller, payload, state, attempts, cancel_requested, result";
+const JOB_COLS: &str = "id, model, lane, caller, payload, state, attempts, cancel_requested, result, lease_owner";
 
 fn job_row(r: &PgRow) -> Result<QueuedJob> {
     Ok(QueuedJob {
@@ -76,7 +82,35 @@ fn job_row(r: &PgRow) -> Result<QueuedJob> {
         attempts: r.try_get("attempts")?,
         cancel_requested: r.try_get("cancel_requested")?,
         result: r.try_get::<Option<String>, _>("result")?.map(json_col),
+        lease_owner: r.try_get("lease_owner")?,
     })
+}
+
+/// One thing a running job reported, or one of its outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobEventRow {
+    /// Increasing across the whole table: read a job's events after the last one seen.
+    pub seq: i64,
+    pub kind: String,
+    pub body: serde_json::Value,
+    pub data: Option<Vec<u8>>,
+}
+
+/// The kind of the rows that hold a finished job's outputs.
+pub const OUTPUT_EVENT: &str = "output";
+
+/// Tells an API node which jobs reported something (`LISTEN` on the events channel).
+pub struct JobEvents {
+    listener: PgListener,
+}
+
+impl JobEvents {
+    /// The id of the next job that reported something or ended. After a lost connection the
+    /// listener reconnects by itself, and notifications sent meanwhile are lost: readers also
+    /// look now and then without one.
+    pub async fn recv(&mut self) -> Result<String> {
+        Ok(self.listener.recv().await?.payload().to_string())
+    }
 }
 
 /// Wakes an idle worker when a job is enqueued (PostgreSQL `LISTEN`), on a connection of its own.
@@ -181,6 +215,21 @@ impl PgStore {
 
     /// Settles a job `owner` holds; false (nothing written) when it no longer holds it.
     pub async fn finish_job(&self, id: &str, owner: &str, state: JobState, result: &serde_json::Value) -> Result<bool> {
+        self.finish_job_with(id, owner, state, result, &[]).await
+    }
+
+    /// Settles a job `owner` holds with its outputs (each a description and its bytes, stored
+    /// as [`OUTPUT_EVENT`] rows) in one transaction, and notifies the events channel; false
+    /// (nothing written) when it no longer holds the job.
+    pub async fn finish_job_with(
+        &self,
+        id: &str,
+        owner: &str,
+        state: JobState,
+        result: &serde_json::Value,
+        outputs: &[(serde_json::Value, Vec<u8>)],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE jobs SET state = $3, result = $4, lease_until = NULL, ended_at = $5 \
              WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
@@ -190,9 +239,81 @@ impl PgStore {
         .bind(state.as_str())
         .bind(result.to_string())
         .bind(now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(r.rows_affected() > 0)
+        if r.rows_affected() == 0 {
+            return Ok(false); // dropping the transaction rolls it back
+        }
+        for (body, data) in outputs {
+            sqlx::query("INSERT INTO job_events (job_id, kind, body, data, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id)
+                .bind(OUTPUT_EVENT)
+                .bind(body.to_string())
+                .bind(data.as_slice())
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("SELECT pg_notify($1, $2)").bind(&self.events_channel).bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records something job `id` reported (progress, a partial image's bytes in `data`) and
+    /// notifies the events channel — only while `owner` holds the job (false otherwise).
+    pub async fn add_job_event(&self, id: &str, owner: &str, kind: &str, body: &serde_json::Value, data: Option<&[u8]>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query(
+            "INSERT INTO job_events (job_id, kind, body, data, created_at) \
+             SELECT $1, $3, $4, $5, $6 WHERE EXISTS \
+               (SELECT 1 FROM jobs WHERE id = $1 AND lease_owner = $2 AND state = 'running')",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(kind)
+        .bind(body.to_string())
+        .bind(data)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("SELECT pg_notify($1, $2)").bind(&self.events_channel).bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Job `id`'s events after `after` (a `seq`; 0 for all), oldest first.
+    pub async fn job_events(&self, id: &str, after: i64) -> Result<Vec<JobEventRow>> {
+        let rows = sqlx::query("SELECT seq, kind, body, data FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq")
+            .bind(id)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobEventRow {
+                    seq: r.try_get("seq")?,
+                    kind: r.try_get("kind")?,
+                    body: json_col(r.try_get("body")?),
+                    data: r.try_get("data")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes job `id`'s events (its reader has them), keeping the job's row.
+    pub async fn delete_job_events(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM job_events WHERE job_id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A connection listening for jobs that reported something or ended.
+    pub async fn job_events_listener(&self) -> Result<JobEvents> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(&self.events_channel).await?;
+        Ok(JobEvents { listener })
     }
 
     /// Cancels a job: a queued one at once, a running one at its worker's next heartbeat.
@@ -215,6 +336,12 @@ impl PgStore {
         let row =
             sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"))).bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(job_row).transpose()
+    }
+
+    /// Every job in the queue's table, oldest first (for operators and tests).
+    pub async fn jobs(&self) -> Result<Vec<QueuedJob>> {
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLS} FROM jobs ORDER BY seq"))).fetch_all(&self.pool).await?;
+        rows.iter().map(job_row).collect()
     }
 
     /// A connection listening for enqueued jobs.

@@ -71,11 +71,26 @@ const V3: &str = "
 CREATE INDEX artefacts_parent ON artefacts(parent_id);
 ";
 
+/// Version 4: what a running job reports to the API node that holds its client (progress, partial
+/// images, then its outputs), as rows a `NOTIFY` names by job id — image bytes never go into a
+/// notification (PostgreSQL caps their payload at 8000 bytes).
+const V4: &str = "
+CREATE TABLE job_events (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, job_id TEXT NOT NULL, kind TEXT NOT NULL,
+  body TEXT NOT NULL, data BYTEA, created_at BIGINT NOT NULL);
+CREATE INDEX job_events_job ON job_events(job_id, seq);
+";
+
 fn version(v: i64, description: &'static str, sql: &'static str) -> Migration {
     Migration::new(v, Cow::Borrowed(description), MigrationType::Simple, SqlStr::from_static(sql), false)
 }
 
 /// Every version, oldest first.
 pub fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![version(1, "plantain tables", V1), version(2, "job queue", V2), version(3, "conversations", V3)])
+    Migrator::with_migrations(vec![
+        version(1, "plantain tables", V1),
+        version(2, "job queue", V2),
+        version(3, "conversations", V3),
+        version(4, "job events", V4),
+    ])
 }

@@ -135,3 +135,37 @@ async fn enqueueing_wakes_an_idle_worker() {
     assert_eq!(waiting.await.unwrap().as_deref(), Some("m7"));
     assert_eq!(worker.claim_job(&models(&["m7"]), &lease("w", 60)).await.unwrap().unwrap().id, "j");
 }
+
+/// What a running job reports reaches another node: rows only its lease holder may write, a
+/// notification naming the job (never the bytes), and outputs written with the job's end, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn job_events_reach_another_node_and_only_the_lease_holder_writes() {
+    let (api, worker) = open_two().await;
+    let mut events = api.job_events_listener().await.unwrap();
+    api.enqueue_job(&job("e", "m", JobLane::Preview, "c")).await.unwrap();
+    let m = models(&["m"]);
+    worker.claim_job(&m, &lease("dead", -1)).await.unwrap().unwrap();
+    let big = vec![7u8; 100_000]; // far past NOTIFY's 8000-byte payload limit
+    let body = serde_json::json!({"step": 1});
+    assert!(worker.add_job_event("e", "dead", "partial", &body, Some(&big)).await.unwrap());
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap(), "e");
+    // The lease ran out and w2 took the job: the dead worker writes nothing more.
+    worker.claim_job(&m, &lease("w2", 60)).await.unwrap().unwrap();
+    assert!(!worker.add_job_event("e", "dead", "progress", &body, None).await.unwrap());
+    assert!(!worker.finish_job_with("e", "dead", JobState::Succeeded, &body, &[(body.clone(), vec![1])]).await.unwrap());
+    assert!(worker.add_job_event("e", "w2", "progress", &serde_json::json!({"step": 2}), None).await.unwrap());
+    let seen = api.job_events("e", 0).await.unwrap();
+    assert_eq!(seen.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["partial", "progress"]);
+    assert_eq!(seen[0].data.as_deref(), Some(&big[..]));
+    assert_eq!(api.job_events("e", seen[0].seq).await.unwrap().len(), 1, "read after a seq");
+    let outputs = [(serde_json::json!({"i": 0}), vec![1u8, 2]), (serde_json::json!({"i": 1}), vec![3u8])];
+    assert!(worker.finish_job_with("e", "w2", JobState::Succeeded, &serde_json::json!({"outputs": 2}), &outputs).await.unwrap());
+    let all = api.job_events("e", 0).await.unwrap();
+    let outs: Vec<_> = all.iter().filter(|e| e.kind == OUTPUT_EVENT).map(|e| (e.body.clone(), e.data.clone().unwrap())).collect();
+    assert_eq!(outs, outputs.to_vec(), "the outputs, once, in order");
+    assert_eq!(api.job("e").await.unwrap().unwrap().state, JobState::Succeeded);
+    assert!(!worker.finish_job_with("e", "w2", JobState::Succeeded, &body, &outputs).await.unwrap(), "settled once");
+    api.delete_job_events("e").await.unwrap();
+    assert!(api.job_events("e", 0).await.unwrap().is_empty());
+}
