@@ -253,7 +253,7 @@ impl Service {
         let steps = spec.steps.unwrap_or(spec.model.defaults.steps).max(1);
         let base_seed = spec.seed.unwrap_or_else(rand::random);
         let seeds: Vec<u64> = (0..u64::from(spec.count)).map(|i| base_seed.wrapping_add(i)).collect();
-        let lane = if u64::from(spec.width) * u64::from(spec.height) <= 1_600_000 { Lane::Preview } else { Lane::Final };
+        let lane = Lane::for_output(spec.width, spec.height);
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
         let exact_edit = spec.edit.as_ref().is_some_and(|p| p.paint_request().is_none());

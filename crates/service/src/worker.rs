@@ -32,6 +32,14 @@ pub enum Lane {
     Final = 1,
 }
 
+impl Lane {
+    /// The lane of an output of `width`x`height`: up to 1.6 megapixels (every 1K size) is a
+    /// preview, anything larger (2K, 4K) a final.
+    pub fn for_output(width: u32, height: u32) -> Lane {
+        if u64::from(width) * u64::from(height) <= 1_600_000 { Lane::Preview } else { Lane::Final }
+    }
+}
+
 /// Step `step` of `total` of image `image` (0-based) of a job.
 #[derive(Clone, Copy, Debug)]
 pub struct ProgressEvent {
@@ -463,9 +471,12 @@ struct Enlarger {
 }
 
 impl Enlarger {
-    /// The resizer for a picture drawn at `canvas` and asked at `requested`.
+    /// The resizer for a picture drawn at `canvas` and asked at `requested`: the upscaler for the
+    /// 2K and 4K sizes (the final lane), Lanczos3 for the rest, as for partial images.
     fn resizer(&self, canvas: (u32, u32), requested: (u32, u32)) -> &dyn Resizer {
-        let Some(model) = self.model.filter(|_| requested.0 > canvas.0 || requested.1 > canvas.1) else { return &Lanczos3 };
+        let enlarged = requested.0 > canvas.0 || requested.1 > canvas.1;
+        let final_size = Lane::for_output(requested.0, requested.1) == Lane::Final;
+        let Some(model) = self.model.filter(|_| enlarged && final_size) else { return &Lanczos3 };
         let loaded = self.loaded.get_or_init(|| match Upscaler::load(model, 4, &self.runtime) {
             Ok(upscaler) => Some(SuperResolution { upscaler }),
             Err(e) => {
