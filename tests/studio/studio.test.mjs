@@ -379,6 +379,50 @@ test("one-click edits: blur the background, then extend to the chosen ratio, eac
   await page.fill("#prompt", "");
 });
 
+test("one-click upscale: Real-ESRGAN to the 2K pixels of the picture's ratio, a child version with its fidelity", async () => {
+  const id = await page.$eval("#conv-list li.active", (li) => li.dataset.id);
+  const before = (await api(`/v1/conversations/${id}`)).versions;
+  const parent = before.at(-1);
+  const settings = await api("/v1/image-settings");
+  const ratio = Object.keys(settings.pixels).reduce((a, r) => {
+    const [w, h] = r.split(":").map(Number);
+    const [aw, ah] = a.split(":").map(Number);
+    return Math.abs(w / h - parent.width / parent.height) < Math.abs(aw / ah - parent.width / parent.height) ? r : a;
+  });
+  await page.click('#quick button[data-say="upscale to 2K"]');
+  await pictures(7);
+  const conv = await api(`/v1/conversations/${id}`);
+  assert.equal(conv.versions.length, before.length + 1);
+  const big = conv.versions.at(-1);
+  assert.equal(big.parentId, parent.id);
+  assert.equal(big.params.instruction, "upscale to 2K");
+  assert.deepEqual([big.width, big.height], settings.pixels[ratio]["2K"], `${big.width}x${big.height} is ${ratio} at 2K`);
+  assert.match(await page.textContent("#version-label"), new RegExp(`${big.width}×${big.height}`));
+  const plan = (await page.$$eval(".msg.model .plan pre", (ps) => ps.map((p) => p.textContent))).at(-1);
+  assert.match(plan, /operation: upscale/);
+  assert.match(plan, /shrunk back to \d+x\d+.*[\d.]+ dB PSNR/);
+});
+
+test("one-click remove background: a transparent PNG, the child of the version shown", async () => {
+  const id = await page.$eval("#conv-list li.active", (li) => li.dataset.id);
+  const before = (await api(`/v1/conversations/${id}`)).versions;
+  // Back to the picture before the upscale (the one extended to 16:9).
+  const wide = before.at(-2);
+  await page.click(`#tree .node:has(b:text-is("v${wide.version}"))`);
+  await page.click('#quick button[data-say="remove the background"]');
+  await pictures(8);
+  const conv = await api(`/v1/conversations/${id}`);
+  const cut = conv.versions.at(-1);
+  assert.equal(cut.parentId, wide.id);
+  assert.deepEqual([cut.width, cut.height], [wide.width, wide.height]);
+  const bytes = new Uint8Array(await (await fetch(cut.url, { headers: { "x-goog-api-key": KEY } })).arrayBuffer());
+  // PNG's IHDR colour type (byte 25): 6 is RGBA.
+  assert.equal(bytes[25], 6, "an alpha channel");
+  const plan = (await page.$$eval(".msg.model .plan pre", (ps) => ps.map((p) => p.textContent))).at(-1);
+  assert.match(plan, /operation: cut out/);
+  await shot("cut-out");
+});
+
 test("the provenance panel shows the server's own verification of the version shown", async () => {
   const facts = async () => {
     await page.waitForFunction(() => !/verifying/.test(document.getElementById("prov-verdict").textContent), null, { timeout: JOB });

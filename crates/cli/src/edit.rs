@@ -4,12 +4,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use plantain_core::AspectRatio;
+use plantain_core::{AspectRatio, ImageSize};
 use std::sync::Arc;
 
 use plantain_director::edit::{EditError, EditOptions, EditPlan, Edited, LazySegmenter, ModelFinder, SubjectFinder, painter_for, plan};
 use plantain_director::generate::{Budget, Examined, Looper, Settings, asked_of, edit_checks};
 use plantain_engine::pipeline::{GenerateRequest, Pipeline};
+use plantain_engine::runtime::RuntimeOptions;
+use plantain_engine::upscale::UpscaleModel;
 use plantain_provenance::{Action, Ingredient, ManifestInfo};
 
 use crate::generate::{LoadSpec, LoopArgs, generate_with_bar, load_pipeline, resolve_model};
@@ -45,6 +47,10 @@ pub struct Common {
     /// several are applied in order.
     #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = plantain_engine::pipeline::LoraSpec::parse)]
     pub loras: Vec<plantain_engine::pipeline::LoraSpec>,
+    /// The super-resolution model of an upscale edit ("upscale to 4K"): x4plus (photographs),
+    /// anime (illustrations) or animevideov3 (illustrations, fast).
+    #[arg(long, default_value = "x4plus", value_parser = UpscaleModel::parse)]
+    pub upscaler: UpscaleModel,
     #[command(flatten)]
     pub checks: LoopArgs,
     #[command(flatten)]
@@ -64,6 +70,9 @@ pub struct EditArgs {
     /// Repaint only this mask (white = change); the instruction is the prompt for it.
     #[arg(long)]
     pub mask: Option<PathBuf>,
+    /// The size of an upscale ("upscale it" with --size 4K; default 2K): 2K or 4K.
+    #[arg(long)]
+    pub size: Option<ImageSize>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -80,7 +89,8 @@ pub struct FuseArgs {
 }
 
 pub fn run_edit(a: EditArgs) -> Result<()> {
-    let opts = EditOptions { aspect: a.aspect, mask: a.mask.as_deref().map(io::read_mask).transpose()?, ..Default::default() };
+    let mask = a.mask.as_deref().map(io::read_mask).transpose()?;
+    let opts = EditOptions { aspect: a.aspect, mask, size: a.size, ..Default::default() };
     run(&[a.image], &a.instruction, opts, &a.common)
 }
 
@@ -103,19 +113,24 @@ fn run(paths: &[PathBuf], instruction: &str, opts: EditOptions, c: &Common) -> R
     if c.dry_run {
         return Ok(());
     }
+    if plan.matte.is_some() && format == plantain_provenance::MediaFormat::Jpeg {
+        bail!("{}: a transparent cut-out cannot be JPEG (no alpha channel); write .png or .webp", c.output.display());
+    }
     let prov = provenance_cmd::load_for_stamping(&c.provenance)?;
     let (edited, seed, steps) = carry_out(&plan, model.as_ref(), c)?;
     let bytes = stamp(&prov, &plan, &edited, format, &c.model, paths, seed, steps)?;
     io::write_atomic(&bytes, &c.output)?;
     let r = &edited.report;
+    let fidelity = r.fidelity_db.map(|db| format!("; shrunk back to {}x{}: {db:.1} dB PSNR against the input", r.input.0, r.input.1));
     println!(
-        "{}: {}x{}, {} — {} pixels changed, {} outside the region",
+        "{}: {}x{}, {} — {} pixels changed, {} outside the region{}",
         c.output.display(),
         r.output.0,
         r.output.1,
         r.operation,
         r.changed.unwrap_or(0),
-        r.outside_changed.unwrap_or(0)
+        r.outside_changed.unwrap_or(0),
+        fidelity.unwrap_or_default()
     );
     Ok(())
 }
@@ -182,7 +197,7 @@ fn carry_out(plan: &EditPlan, model: Option<&Model>, c: &Common) -> Result<(Edit
     let mut looper = Looper::new(&asked, first, budget);
     let mut made = Vec::new();
     while let Some(p) = looper.next_attempt() {
-        let (edited, seed, steps) = paint_once(plan, model, &p.settings)?;
+        let (edited, seed, steps) = paint_once(plan, model, &p.settings, c)?;
         let checks = edit_checks(plan, &asked, &edited.report, &edited.image, &installed.checkers(&asked));
         looper.record_examined(Examined { image: edited.image.clone(), drawn: edited.image.clone(), checks });
         made.push((edited, seed, steps));
@@ -197,7 +212,11 @@ fn carry_out(plan: &EditPlan, model: Option<&Model>, c: &Common) -> Result<(Edit
 }
 
 /// Paints what the plan asks of the model with `s`, and pastes back.
-fn paint_once(plan: &EditPlan, model: Option<&Model>, s: &Settings) -> Result<(Edited, u64, usize)> {
+fn paint_once(plan: &EditPlan, model: Option<&Model>, s: &Settings, c: &Common) -> Result<(Edited, u64, usize)> {
+    if let Some(req) = plan.enlarge_request() {
+        let rt = RuntimeOptions { threads: c.threads, cuda: c.cuda, ..Default::default() };
+        return Ok((plan.finish(Some(crate::upscale::enlarge(req, c.upscaler, &rt)?))?, 0, 0));
+    }
     let (Some(paint), Some((pipeline, _))) = (plan.paint_request(), model) else {
         return Ok((plan.finish(None)?, 0, 0));
     };
@@ -235,12 +254,16 @@ fn stamp(
     info.ingredients = inputs.iter().zip(&bytes).map(|(p, b)| Ingredient { title: file_name(p), bytes: b }).collect();
     info.set_generation(seed, steps);
     info.parameters.insert("edit".into(), serde_json::json!({"operation": edited.report.operation, "method": edited.report.method}));
-    let stamped = prov.stamp_within(&edited.image, &plan.alpha, format, &info).context("stamping the output (watermark, C2PA)")?;
+    let stamped = match &plan.matte {
+        Some(matte) => prov.stamp_cut_out(&edited.image, &plan.alpha, matte, format, &info),
+        None => prov.stamp_within(&edited.image, &plan.alpha, format, &info),
+    }
+    .context("stamping the output (watermark, C2PA)")?;
     let wm = if stamped.payload.is_some() { "watermark inside the edited region" } else { "watermark OFF" };
     eprintln!("provenance: {wm}; C2PA {}", if prov.identity.is_some() { "signed" } else { "OFF" });
     Ok(stamped.bytes)
 }
 
-fn file_name(p: &Path) -> String {
+pub fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into())
 }

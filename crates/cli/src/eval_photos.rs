@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use image::RgbImage;
 use image::imageops::{self, FilterType};
 use plantain_director::edit::{EditOptions, SubjectFinder, plan};
@@ -38,15 +38,7 @@ const THUMB: u32 = 128;
 
 pub fn run(a: Args) -> Result<()> {
     let segmenter = plantain_vision::Segmenter::open_installed()?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&a.photos)
-        .with_context(|| format!("{} (run `bash scripts/setup.sh`)", a.photos.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png" || x == "jpg"))
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("no photographs in {}", a.photos.display());
-    }
+    let files = photo_files(&a.photos)?;
     println!("| photo | size | segmentation | {} | pixels changed outside the regions |", EDITS.join(" | "));
     println!("|---|---|---|{}---|", "---|".repeat(EDITS.len()));
     let mut rows = Vec::new();
@@ -105,4 +97,16 @@ pub(crate) fn sheet(rows: &[Vec<RgbImage>], thumb: u32) -> RgbImage {
         }
     }
     out
+}
+
+/// The photographs (PNG, JPEG) in `dir`, sorted by name; none is an error naming the set-up.
+pub fn photo_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{} (run `bash scripts/setup.sh`)", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "png" || x == "jpg"))
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no photographs in {}", dir.display());
+    Ok(files)
 }

@@ -35,22 +35,11 @@ pub struct Args {
 /// Side of each crop in the contact sheet.
 const CROP: u32 = 192;
 
-/// PSNR in dB of `a` against `b` over all 8-bit channels.
-pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
-    let mse = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>() / a.as_raw().len() as f64;
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() }
-}
+use plantain_provenance::watermark::psnr;
 
 /// The photographs, each centre-cut to at most `max_side` and to a multiple of 4.
 fn photos(a: &Args) -> Result<Vec<(String, RgbImage)>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&a.photos)
-        .with_context(|| format!("{} (run `bash scripts/setup.sh`)", a.photos.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "png" || x == "jpg"))
-        .collect();
-    files.sort();
-    anyhow::ensure!(!files.is_empty(), "no photographs in {}", a.photos.display());
-    files
+    crate::eval_photos::photo_files(&a.photos)?
         .iter()
         .map(|f| {
             let img = crate::io::read_rgb(f)?;

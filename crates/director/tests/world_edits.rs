@@ -154,3 +154,25 @@ fn generative_operations_ask_for_a_repaint_inside_their_region() {
     }
     assert!(matches!(plan("extend the scene", std::slice::from_ref(&image), &EditOptions::default(), None), Err(EditError::Invalid(_))));
 }
+
+#[test]
+fn removing_the_background_makes_a_transparent_cut_out() {
+    let s = two_objects(Background::Solid(ColorName::Yellow));
+    let image = render(&s, 320, 240);
+    let p = plan("remove the background", std::slice::from_ref(&image), &EditOptions::default(), None).unwrap();
+    let matte = p.matte.clone().expect("a cut-out carries its alpha channel");
+    let out = exact("remove the background", &image).image;
+    // The objects' cores are opaque and the input's own; the far corner is transparent and cleared.
+    for (x, y) in [(53, 120), (267, 200)] {
+        assert_eq!(matte.get_pixel(x, y).0[0], 255, "({x}, {y}) is an object");
+        assert_eq!(out.get_pixel(x, y), image.get_pixel(x, y));
+    }
+    assert_eq!(matte.get_pixel(5, 5).0[0], 0);
+    assert_eq!(out.get_pixel(5, 5).0, [0, 0, 0]);
+    // Every pixel the matte keeps at all is the input's.
+    assert!(out.enumerate_pixels().all(|(x, y, px)| matte.get_pixel(x, y).0[0] == 0 || px == image.get_pixel(x, y)));
+    // Nothing to keep: said so, not an empty file.
+    let bare = render(&scene(Background::Solid(ColorName::Yellow), Lighting::NEUTRAL, vec![]), 160, 120);
+    let e = plan("make the background transparent", &[bare], &EditOptions::default(), None).unwrap_err();
+    assert!(matches!(e, EditError::NotFound(_)), "{e}");
+}

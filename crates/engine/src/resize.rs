@@ -30,6 +30,22 @@ impl Resizer for Lanczos3 {
 }
 
 impl Generated {
+    /// A picture made by enlarging rather than denoising (an upscale edit): no step ran, so its
+    /// sampler and guidance say nothing; `requested` is the size it will be closed onto.
+    pub fn enlarged(image: RgbImage, requested: (u32, u32), timings: crate::pipeline::Timings, warnings: Vec<String>) -> Generated {
+        Generated {
+            canvas: image.dimensions(),
+            image,
+            seed: 0,
+            requested,
+            steps_run: 0,
+            scheduler: plantain_schedulers::SchedulerKind::Euler,
+            guidance: 0.0,
+            timings,
+            warnings,
+        }
+    }
+
     /// This generation with its image resized by `resizer` to the size the request asked for
     /// ([`Generated::requested`]); [`Generated::canvas`] still says what the model drew at.
     pub fn resized(mut self, resizer: &dyn Resizer) -> Result<Generated> {

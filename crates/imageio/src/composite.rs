@@ -153,6 +153,14 @@ pub fn changed(a: &RgbImage, b: &RgbImage) -> u64 {
     a.pixels().zip(b.pixels()).filter(|(p, q)| p != q).count() as u64
 }
 
+/// PSNR in dB between two same-sized RGB pictures over all 8-bit channels (infinite when
+/// identical).
+pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    let mse = a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>()
+        / a.as_raw().len().max(1) as f64;
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0 * 255.0 / mse).log10() }
+}
+
 /// `picture` placed on a larger canvas at (`left`, `top`), the new area filled by repeating
 /// the nearest edge pixel (context for a painter), and the mask of the new area.
 pub fn extend(picture: &RgbImage, width: u32, height: u32, left: u32, top: u32) -> Result<(RgbImage, GrayImage), CompositeError> {

@@ -164,6 +164,32 @@ pub fn encode(img: &RgbImage, format: MediaFormat) -> Result<Vec<u8>, CodecError
     Ok(buf.into_inner())
 }
 
+/// `img` with `matte` as its alpha channel (255 = opaque), encoded as `format`: a transparent
+/// cut-out. JPEG has no alpha channel and is refused.
+pub fn encode_with_alpha(img: &RgbImage, matte: &image::GrayImage, format: MediaFormat) -> Result<Vec<u8>, CodecError> {
+    if matte.dimensions() != img.dimensions() {
+        return Err(CodecError::Encode(format!(
+            "the alpha channel is {}x{}, the picture {}x{}",
+            matte.width(),
+            matte.height(),
+            img.width(),
+            img.height()
+        )));
+    }
+    let rgba = image::RgbaImage::from_fn(img.width(), img.height(), |x, y| {
+        let [r, g, b] = img.get_pixel(x, y).0;
+        image::Rgba([r, g, b, matte.get_pixel(x, y).0[0]])
+    });
+    let mut buf = Cursor::new(Vec::new());
+    let r = match format {
+        MediaFormat::Png => rgba.write_to(&mut buf, image::ImageFormat::Png),
+        MediaFormat::WebP => rgba.write_to(&mut buf, image::ImageFormat::WebP),
+        MediaFormat::Jpeg => return Err(CodecError::Encode("JPEG has no transparency: write a cut-out as PNG or WebP".into())),
+    };
+    r.map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(buf.into_inner())
+}
+
 /// The usual file extension for an image MIME type (`png` for anything unknown).
 pub fn file_extension(mime: &str) -> &'static str {
     match mime {

@@ -215,7 +215,20 @@ impl Provenance {
         format: MediaFormat,
         info: &ManifestInfo,
     ) -> Result<Stamped, ProvenanceError> {
-        stamp_region(img, Some(region), format, info, self.key.as_ref(), self.identity.as_ref())
+        stamp_region(img, Some(region), None, format, info, self.key.as_ref(), self.identity.as_ref())
+    }
+
+    /// Like [`Provenance::stamp_within`] for a transparent cut-out: `matte` becomes the file's
+    /// alpha channel (PNG or WebP; JPEG is refused).
+    pub fn stamp_cut_out(
+        &self,
+        img: &RgbImage,
+        region: &image::GrayImage,
+        matte: &image::GrayImage,
+        format: MediaFormat,
+        info: &ManifestInfo,
+    ) -> Result<Stamped, ProvenanceError> {
+        stamp_region(img, Some(region), Some(matte), format, info, self.key.as_ref(), self.identity.as_ref())
     }
 
     /// Verifies a file with this installation's key and trust anchors.
@@ -245,12 +258,13 @@ pub fn stamp(
     key: Option<&WatermarkKey>,
     identity: Option<&SigningIdentity>,
 ) -> Result<Stamped, ProvenanceError> {
-    stamp_region(img, None, format, info, key, identity)
+    stamp_region(img, None, None, format, info, key, identity)
 }
 
 fn stamp_region(
     img: &RgbImage,
     region: Option<&image::GrayImage>,
+    matte: Option<&image::GrayImage>,
     format: MediaFormat,
     info: &ManifestInfo,
     key: Option<&WatermarkKey>,
@@ -271,7 +285,10 @@ fn stamp_region(
         }
         None => (img.clone(), None),
     };
-    let encoded = encode(&pixels, format)?;
+    let encoded = match matte {
+        Some(m) => plantain_imageio::encode_with_alpha(&pixels, m, format)?,
+        None => encode(&pixels, format)?,
+    };
     let labelled = labels::add_labels(&encoded, format, &info.model, info.digital_source_type())?;
     let bytes = match identity {
         Some(id) => {

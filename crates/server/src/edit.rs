@@ -66,7 +66,8 @@ pub(crate) async fn prepare_edit(
     let first = inputs[0].rgb();
     let (_, size, format) = image_settings(state, gc, Some(&inputs[0]))?;
     let sampling = sampling(state, gc, parent.as_ref())?;
-    let opts = EditOptions { aspect: asked_ratio, mask: None, ..Default::default() };
+    let asked_size = gc.and_then(|g| g.image_config.as_ref()).and_then(|c| c.image_size.as_ref()).map(|_| size);
+    let opts = EditOptions { aspect: asked_ratio, mask: None, size: asked_size, ..Default::default() };
     let rgbs: Vec<image::RgbImage> = inputs.iter().map(|i| i.rgb()).collect();
     let prompt_tokens = state.tokenizer.count_tokens(&text) as u32 + INPUT_IMAGE_TOKENS * found.len() as u32;
     let plan = match state.svc.plan_edit(text.clone(), rgbs, opts, &worker).await {
@@ -87,6 +88,7 @@ pub(crate) async fn prepare_edit(
         }
         Err(e) => return Err(edit_error(e)),
     };
+    check_output(state, &plan, format)?;
     let explain = plan.explain();
     let (w, h) = (plan.input_size.0 + 2 * plan.offset.0, plan.input_size.1 + 2 * plan.offset.1);
     let ratio = AspectRatio::nearest(w, h);
@@ -116,8 +118,8 @@ fn spec_for(
     size: ImageSize,
     first: &image::RgbImage,
 ) -> JobSpec {
-    let (width, height) = plan.as_ref().and_then(|p| p.paint_request().map(|r| r.image.dimensions())).unwrap_or(first.dimensions());
-    // An exact edit is deterministic: one picture, whatever candidateCount asked.
+    let (width, height) = plan.as_ref().map_or(first.dimensions(), EditPlan::output_size);
+    // An exact edit (or an upscale) is deterministic: one picture, whatever candidateCount asked.
     let count = if plan.as_ref().is_some_and(|p| p.paint_request().is_none()) { 1 } else { sampling.count };
     let params = json!({
         "api": "gemini", "instruction": text, "width": width, "height": height, "candidateCount": count,
@@ -149,6 +151,25 @@ fn spec_for(
         edit: plan.map(Arc::new),
         repaint: None,
     }
+}
+
+/// An upscale past the largest size this server serves (`limits.max_image_size`) is refused
+/// before any work, like a generation asked at that size; so is a transparent cut-out asked
+/// as JPEG, which has no alpha channel.
+pub(crate) fn check_output(state: &AppState, plan: &EditPlan, format: plantain_imageio::MediaFormat) -> Result<(), ApiError> {
+    if plan.matte.is_some() && format == plantain_imageio::MediaFormat::Jpeg {
+        return Err(ApiError::invalid("a transparent cut-out cannot be JPEG (no alpha channel): ask for image/png or image/webp"));
+    }
+    if plan.enlarge_request().is_none() {
+        return Ok(());
+    }
+    let max = state.config().limits.max_image_size;
+    let (w, h) = plan.output_size();
+    let (mw, mh) = plantain_core::output_pixels(AspectRatio::nearest(w, h), max);
+    if u64::from(w) * u64::from(h) > u64::from(mw) * u64::from(mh) {
+        return Err(ApiError::invalid(format!("an upscale to {w}x{h} is past the largest size served here, {max} ({mw}x{mh})")));
+    }
+    Ok(())
 }
 
 /// The answer to an edit that cannot be made: its reason as text, no image.

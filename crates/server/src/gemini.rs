@@ -533,8 +533,14 @@ pub fn response_json(state: &AppState, ctx: &RequestCtx, model: &str, p: &Prepar
                 let text = match &p.explain {
                     Some(plan) => {
                         let e = &a.params["edit"];
+                        let fidelity = match (e["fidelity_db"].as_f64(), e["input"].as_array()) {
+                            (Some(db), Some(wh)) => {
+                                format!("\nfidelity: shrunk back to {}x{}, {db:.1} dB PSNR against the input", wh[0], wh[1])
+                            }
+                            _ => String::new(),
+                        };
                         format!(
-                            "Here is the edited image ({}x{}, seed {}).\n{plan}\nchanged: {} pixels; outside the region: {}",
+                            "Here is the edited image ({}x{}, seed {}).\n{plan}\nchanged: {} pixels; outside the region: {}{fidelity}",
                             a.width, a.height, a.seed, e["changed"], e["outside_changed"]
                         )
                     }

@@ -537,8 +537,8 @@ async fn multipart_job(
     let opts = EditOptions { aspect: None, mask, ..Default::default() };
     let plan =
         state.svc.plan_edit(prompt.clone(), images.iter().map(InputImage::rgb).collect(), opts, &c.worker).await.map_err(edit_error)?;
-    let (w, h) = plan.paint_request().map(|r| r.image.dimensions()).unwrap_or((first.rgba.width(), first.rgba.height()));
-    (c.width, c.height) = (w, h);
+    crate::edit::check_output(state, &plan, c.format)?;
+    (c.width, c.height) = plan.output_size();
     if plan.paint_request().is_none() {
         c.n = 1;
     }

@@ -206,7 +206,7 @@ function renderViewer() {
   document.body.classList.toggle("has-version", !!v);
   img.hidden = !v;
   for (const id of ["compare-btn", "mask-btn", "download-btn", "prov-btn"]) $(id).disabled = !v;
-  for (const b of document.querySelectorAll("#quick button")) b.disabled = !v || !!S.abort;
+  for (const b of document.querySelectorAll("#quick button")) b.disabled = !v || !!S.abort || !quickServed(b);
   $("compare-btn").disabled = !v || S.conv.versions.length < 2;
   if (!v) {
     closeTools();
@@ -458,8 +458,15 @@ async function requestBody(text, aspect) {
   return { kind: "generate", body: { contents: [{ role: "user", parts: [{ text }] }], generationConfig: gc } };
 }
 
+/** An upscale button works only for a size the server serves (its `limits.max_image_size`). */
+function quickServed(b) {
+  if (!b.dataset.size || !S.settings) return true;
+  const z = S.settings.imageSizes.find((x) => x.name === b.dataset.size);
+  return !!(z && z.served);
+}
+
 function setBusy(on) {
-  for (const b of document.querySelectorAll("#quick button")) b.disabled = on || !S.conv.selected;
+  for (const b of document.querySelectorAll("#quick button")) b.disabled = on || !S.conv.selected || !quickServed(b);
   $("send-btn").hidden = on;
   $("cancel-btn").hidden = !on;
   $("progress").hidden = !on;

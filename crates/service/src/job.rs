@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::Service;
 use crate::error::{ErrorKind, ServiceError};
 use crate::keys::Caller;
-use crate::worker::{EngineJob, Lane, PreviewEvent, ProgressEvent, Worker, WorkerEvent};
+use crate::worker::{EngineJob, EnlargeJob, Lane, PreviewEvent, ProgressEvent, Worker, WorkerEvent};
 
 /// Who asked, for records and logs.
 #[derive(Clone, Debug)]
@@ -221,7 +221,7 @@ fn made_of(spec: &JobSpec, generated: Vec<Generated>, seeds: &[u64]) -> Result<V
             .collect());
     };
     let finish = |painted: Option<RgbImage>| plan.finish(painted).map_err(|e| ServiceError::internal(format!("finishing the edit: {e}")));
-    if plan.paint_request().is_none() {
+    if plan.paint_request().is_none() && plan.enlarge_request().is_none() {
         let edited = finish(None)?;
         let seed = seeds.first().copied().unwrap_or_default();
         return Ok(vec![Made { image: edited.image, seed, steps_run: 0, timings: EngineTimings::default(), edit: Some(edited.report) }]);
@@ -229,7 +229,9 @@ fn made_of(spec: &JobSpec, generated: Vec<Generated>, seeds: &[u64]) -> Result<V
     generated
         .into_iter()
         .map(|g| {
-            let edited = finish(Some(g.image))?;
+            let mut edited = finish(Some(g.image))?;
+            // What the engine had to say (an upscale without its model) belongs to the report.
+            edited.report.notes.extend(g.warnings);
             Ok(Made { image: edited.image, seed: g.seed, steps_run: g.steps_run, timings: g.timings, edit: Some(edited.report) })
         })
         .collect()
@@ -256,12 +258,19 @@ impl Service {
         let lane = Lane::for_output(spec.width, spec.height);
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
-        let exact_edit = spec.edit.as_ref().is_some_and(|p| p.paint_request().is_none());
+        let enlarge = spec.edit.as_ref().and_then(|p| p.enlarge_request()).map(|r| EnlargeJob {
+            image: r.image.clone(),
+            width: r.width,
+            height: r.height,
+        });
+        let exact_edit = enlarge.is_none() && spec.edit.as_ref().is_some_and(|p| p.paint_request().is_none());
         let result = exact_edit.then(|| Ok(Vec::new()));
         if !exact_edit {
+            let requests = if enlarge.is_some() { Vec::new() } else { spec.engine_requests(steps, &seeds) };
             spec.model
                 .submit(EngineJob {
-                    requests: spec.engine_requests(steps, &seeds),
+                    requests,
+                    enlarge,
                     caller: ctx.caller.label().to_string(),
                     lane,
                     cancel: cancel.clone(),

@@ -24,6 +24,8 @@ pub struct Stamper {
     ingredients: Arc<Vec<(String, Vec<u8>)>>,
     /// An edit's region: the watermark goes only there, so every other pixel stays the input's.
     region: Option<Arc<image::GrayImage>>,
+    /// A transparent cut-out's alpha channel.
+    matte: Option<Arc<image::GrayImage>>,
 }
 
 impl Stamper {
@@ -47,6 +49,7 @@ impl Stamper {
             action,
             ingredients: Arc::new(ingredients),
             region: spec.edit.as_ref().map(|p| Arc::new(p.alpha.clone())),
+            matte: spec.edit.as_ref().and_then(|p| p.matte.clone()).map(Arc::new),
         }
     }
 
@@ -59,8 +62,9 @@ impl Stamper {
         for (k, v) in extra {
             info.parameters.insert((*k).into(), v.clone());
         }
-        let stamped = match &self.region {
-            Some(r) if r.dimensions() == img.dimensions() => self.prov.stamp_within(img, r, self.format, &info),
+        let stamped = match (&self.region, &self.matte) {
+            (Some(r), Some(m)) if r.dimensions() == img.dimensions() => self.prov.stamp_cut_out(img, r, m, self.format, &info),
+            (Some(r), _) if r.dimensions() == img.dimensions() => self.prov.stamp_within(img, r, self.format, &info),
             _ => self.prov.stamp(img, self.format, &info),
         };
         stamped.map(|s| s.bytes).map_err(|e| ServiceError::internal(format!("provenance stamp failed: {e}")))

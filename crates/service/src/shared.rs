@@ -381,6 +381,7 @@ async fn run_claimed(worker: &Worker, store: &PgStore, job: QueuedJob, owner: &s
     let (tx, mut rx) = mpsc::unbounded_channel();
     let engine_job = EngineJob {
         requests,
+        enlarge: None,
         caller: job.caller.clone(),
         lane: if job.lane == JobLane::Preview { Lane::Preview } else { Lane::Final },
         cancel: cancel.clone(),
@@ -482,6 +483,7 @@ mod tests {
         let (events, _) = mpsc::unbounded_channel();
         let job = EngineJob {
             requests: vec![r.clone()],
+            enlarge: None,
             caller: "k".into(),
             lane: Lane::Preview,
             cancel: Arc::default(),

@@ -80,9 +80,20 @@ pub fn preview_steps(count: usize, total: usize) -> Vec<usize> {
 
 pub type JobResult = Result<Vec<Generated>, EngineError>;
 
-/// A unit of work for a model: one or more engine requests run back to back.
+/// An upscale edit's work: `image` enlarged to exactly `width`x`height` by the model's
+/// super-resolution model (the `upscaler` of its config).
+#[derive(Clone, Debug)]
+pub struct EnlargeJob {
+    pub image: RgbImage,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A unit of work for a model: one or more engine requests run back to back, or an
+/// enlargement (then `requests` is empty).
 pub struct EngineJob {
     pub requests: Vec<GenerateRequest>,
+    pub enlarge: Option<EnlargeJob>,
     /// Who asked (key id or client); the queue alternates between callers.
     pub caller: String,
     pub lane: Lane,
@@ -371,6 +382,12 @@ impl Worker {
     /// node the job goes to the shared queue instead ([`SharedQueue::submit`]).
     pub async fn submit(&self, job: EngineJob) -> Result<(), ServiceError> {
         if let Some(shared) = &self.shared {
+            if job.enlarge.is_some() {
+                return Err(ServiceError::new(
+                    crate::error::ErrorKind::FailedPrecondition,
+                    "upscale edits do not go through the shared job queue yet: send them to an all-in-one server (`--role all`)",
+                ));
+            }
             return shared.submit(&self.name, job).await;
         }
         if let ModelState::Failed(e) = self.state() {
@@ -452,7 +469,10 @@ fn run_worker(
             job.answer(Err(EngineError::Cancelled));
             continue;
         }
-        let result = run_job(p, enlarger, &job);
+        let result = match &job.enlarge {
+            Some(e) => run_enlarge(enlarger, &job, e),
+            None => run_job(p, enlarger, &job),
+        };
         if matches!(result, Err(EngineError::Cancelled)) {
             tracing::info!(model = name, "job cancelled between steps (client gone)");
             cancelled.fetch_add(1, Ordering::Relaxed);
@@ -476,19 +496,61 @@ impl Enlarger {
     fn resizer(&self, canvas: (u32, u32), requested: (u32, u32)) -> &dyn Resizer {
         let enlarged = requested.0 > canvas.0 || requested.1 > canvas.1;
         let final_size = Lane::for_output(requested.0, requested.1) == Lane::Final;
-        let Some(model) = self.model.filter(|_| enlarged && final_size) else { return &Lanczos3 };
-        let loaded = self.loaded.get_or_init(|| match Upscaler::load(model, 4, &self.runtime) {
-            Ok(upscaler) => Some(SuperResolution { upscaler }),
-            Err(e) => {
-                tracing::warn!(upscaler = model.name(), error = %e, "upscaler unavailable: large sizes are resized with Lanczos3");
-                None
-            }
-        });
-        match loaded {
+        if !(enlarged && final_size) {
+            return &Lanczos3;
+        }
+        match self.model() {
             Some(sr) => sr as &dyn Resizer,
             None => &Lanczos3,
         }
     }
+
+    /// The configured super-resolution model, loaded on first use (None: none is configured,
+    /// or its files are missing).
+    fn model(&self) -> Option<&SuperResolution> {
+        let model = self.model?;
+        self.loaded
+            .get_or_init(|| match Upscaler::load(model, 4, &self.runtime) {
+                Ok(upscaler) => Some(SuperResolution { upscaler }),
+                Err(e) => {
+                    tracing::warn!(upscaler = model.name(), error = %e, "upscaler unavailable: large sizes are resized with Lanczos3");
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// An upscale edit: the super-resolution model tile by tile (progress per tile, cancelled
+/// between tiles), or Lanczos3 where none is configured or installed (said in the warnings).
+/// The picture comes back at the model's own factor; the edit's plan closes it onto the
+/// exact pixels.
+fn run_enlarge(enlarger: &Enlarger, job: &EngineJob, e: &EnlargeJob) -> JobResult {
+    let started = Instant::now();
+    let mut warnings = Vec::new();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match enlarger.model() {
+        Some(sr) => sr.upscaler.upscale(&e.image, &mut |done, total| {
+            if job.abandoned() {
+                return ControlFlow::Break(());
+            }
+            if job.progress {
+                let _ = job.events.send(WorkerEvent::Progress(ProgressEvent { image: 0, step: done, total }));
+            }
+            ControlFlow::Continue(())
+        }),
+        None => {
+            warnings.push("no super-resolution model is configured or installed for this model: enlarged with Lanczos3".to_string());
+            Lanczos3.resize(e.image.clone(), e.width, e.height)
+        }
+    }))
+    .unwrap_or_else(|_| Err(EngineError::Runtime("the upscaler panicked on this picture".into())));
+    if job.cancel.load(Ordering::Relaxed) {
+        return Err(EngineError::Cancelled);
+    }
+    let image = r?;
+    let mut timings = plantain_engine::pipeline::Timings::default();
+    timings.decode = started.elapsed();
+    Ok(vec![Generated::enlarged(image, (e.width, e.height), timings, warnings)])
 }
 
 fn run_job(p: &Pipeline, enlarger: &Enlarger, job: &EngineJob) -> JobResult {
@@ -561,6 +623,7 @@ mod tests {
         r.seed = tag as u64;
         EngineJob {
             requests: vec![r],
+            enlarge: None,
             caller: caller.into(),
             lane,
             cancel: Arc::new(AtomicBool::new(false)),

@@ -6,9 +6,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
-use ndarray::{ArrayD, IxDyn};
 use plantain_engine::models::unet::{self, UNetConfig};
-use plantain_engine::runtime::{Input, Network, RuntimeOptions};
+use plantain_engine::runtime::{Network, RuntimeOptions};
 use plantain_engine::weights::TensorIndex;
 use plantain_engine::weights::lora::{self, LoraSpec};
 
@@ -54,12 +53,7 @@ pub fn lora(dir: &Path, rt: &RuntimeOptions, b: &mut Bench, size: usize) -> Resu
         let un = Network::new(&unet::build(&cfg, &w)?, &format!("turbo-unet-{key}"), rt)?;
         eprintln!("  session built {what} in {:.1} s", t.elapsed().as_secs_f32());
         b.measure(&format!("lora_{key}_unet_step"), &format!("SD-Turbo UNet step {what} ({size}x{size}, batch 1)"), || {
-            un.run(vec![
-                ("sample", Input::F32(latent.clone())),
-                ("timestep", Input::F32(ArrayD::from_elem(IxDyn(&[1]), 999.0))),
-                ("encoder_hidden_states", Input::F32(ctx.clone())),
-            ])?;
-            Ok(())
+            super::unet_step(&un, &latent, &ctx)
         })?;
     }
     Ok(())

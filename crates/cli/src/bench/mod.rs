@@ -124,6 +124,16 @@ fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(shape), plantain_engine::pipeline::gaussian(&mut rng, n)).expect("shape")
 }
 
+/// One UNet evaluation at the first timestep of a schedule (999), batch 1, no guidance.
+fn unet_step(un: &Network, latent: &ArrayD<f32>, ctx: &ArrayD<f32>) -> Result<()> {
+    un.run(vec![
+        ("sample", Input::F32(latent.clone())),
+        ("timestep", Input::F32(ArrayD::from_elem(IxDyn(&[1]), 999.0))),
+        ("encoder_hidden_states", Input::F32(ctx.clone())),
+    ])?;
+    Ok(())
+}
+
 fn components(dir: &Path, rt: &RuntimeOptions, b: &mut Bench, tag: &str, name: &str, size: usize) -> Result<()> {
     let te_cfg = ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?;
     let te_w = TensorIndex::open(&dir.join("text_encoder/model.safetensors"))?;
@@ -141,12 +151,7 @@ fn components(dir: &Path, rt: &RuntimeOptions, b: &mut Bench, tag: &str, name: &
     let unet_w = TensorIndex::open(&dir.join("unet/diffusion_pytorch_model.safetensors"))?;
     let un = Network::new(&unet::build(&unet_cfg, &unet_w)?, &format!("{tag}-unet"), rt)?;
     b.measure(&format!("{tag}_unet_step"), &format!("{name} UNet step ({size}x{size}, batch 1, no CFG)"), || {
-        un.run(vec![
-            ("sample", Input::F32(latent.clone())),
-            ("timestep", Input::F32(ArrayD::from_elem(IxDyn(&[1]), 999.0))),
-            ("encoder_hidden_states", Input::F32(ctx.clone())),
-        ])?;
-        Ok(())
+        unet_step(&un, &latent, &ctx)
     })?;
     drop(un);
 

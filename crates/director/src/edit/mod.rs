@@ -21,7 +21,7 @@ pub mod retext;
 pub mod words;
 
 pub use named::{ModelFinder, painter_for};
-pub use plan::{EditOptions, EditPlan, Edited, PaintRequest, Painter, PlanReport, Work, explain, plan};
+pub use plan::{EditOptions, EditPlan, Edited, EnlargeRequest, PaintRequest, Painter, PlanReport, Work, explain, plan, upscaled_size};
 pub use regions::{Candidate, FoundBy, LazySegmenter, Picture, SubjectFinder};
 pub use retext::{Placing, TextEdit, TextTools, draw_text, installed_tools, replace_text};
 pub use words::{Instruction, Operation, SUPPORTED, WordsError};

@@ -2,7 +2,7 @@
 //! (done at once as exact maths, or a repaint for a model), then the paste-back.
 
 use image::{GrayImage, Luma, RgbImage};
-use plantain_core::AspectRatio;
+use plantain_core::{AspectRatio, ImageSize};
 use plantain_imageio::composite;
 use plantain_world::{Background, ColorName, Scene, Size};
 use serde::Serialize;
@@ -22,6 +22,8 @@ pub struct EditOptions {
     pub mask: Option<GrayImage>,
     /// What kind of model paints when the plan needs one.
     pub painter: Painter,
+    /// The size the request asked for: an upscale without a size in its words goes to it.
+    pub size: Option<ImageSize>,
 }
 
 /// What kind of model carries out a plan's [`PaintRequest`].
@@ -49,6 +51,14 @@ pub struct PaintRequest {
     pub image_guidance: Option<f32>,
 }
 
+/// What a super-resolution model must make: `image` enlarged to exactly `width`x`height`.
+#[derive(Clone, Debug)]
+pub struct EnlargeRequest {
+    pub image: RgbImage,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// The work a plan holds.
 #[derive(Clone, Debug)]
 pub enum Work {
@@ -56,6 +66,8 @@ pub enum Work {
     Done(RgbImage),
     /// For a model.
     Paint(PaintRequest),
+    /// For a super-resolution model (an upscale: every pixel is new).
+    Enlarge(EnlargeRequest),
 }
 
 /// An edit, planned.
@@ -87,6 +99,8 @@ pub struct EditPlan {
     pub names_unchecked: bool,
     /// A text edit: where the text was found, how the new one was set and read back.
     pub text: Option<TextEdit>,
+    /// A transparent cut-out: the output's alpha channel (255 = opaque), the subject's mask.
+    pub matte: Option<GrayImage>,
 }
 
 /// What a plan says it did, for logs, ledgers and answers.
@@ -110,6 +124,10 @@ pub struct PlanReport {
     /// A text edit's occurrences and read-backs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<TextEdit>,
+    /// An upscale's fidelity: PSNR (dB) of the output shrunk back to the input's size
+    /// (Lanczos3) against the input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fidelity_db: Option<f64>,
 }
 
 /// An edit, made.
@@ -141,8 +159,21 @@ impl EditPlan {
     pub fn paint_request(&self) -> Option<&PaintRequest> {
         match &self.work {
             Work::Paint(r) => Some(r),
-            Work::Done(_) => None,
+            Work::Done(_) | Work::Enlarge(_) => None,
         }
+    }
+
+    /// The enlargement a super-resolution model must make, if any.
+    pub fn enlarge_request(&self) -> Option<&EnlargeRequest> {
+        match &self.work {
+            Work::Enlarge(r) => Some(r),
+            Work::Done(_) | Work::Paint(_) => None,
+        }
+    }
+
+    /// The picture's size after the edit.
+    pub fn output_size(&self) -> (u32, u32) {
+        self.base.dimensions()
     }
 
     pub fn report(&self) -> PlanReport {
@@ -160,6 +191,7 @@ impl EditPlan {
             changed: None,
             outside_changed: None,
             text: self.text.clone(),
+            fidelity_db: None,
         }
     }
 
@@ -171,8 +203,12 @@ impl EditPlan {
     /// Pastes the work back: `painted` is the model's answer to [`EditPlan::paint_request`]
     /// (resized to the base if it is not its size). Outside `alpha` the output is the base.
     pub fn finish(&self, painted: Option<RgbImage>) -> Result<Edited, EditError> {
+        if let Work::Enlarge(req) = &self.work {
+            return self.finish_enlarged(req, painted);
+        }
         let edited = match (&self.work, painted) {
             (Work::Done(img), _) => img.clone(),
+            (Work::Enlarge(_), _) => unreachable!("finished above"),
             (Work::Paint(_), Some(p)) if p.dimensions() == self.base.dimensions() => p,
             (Work::Paint(_), Some(p)) => {
                 image::imageops::resize(&p, self.base.width(), self.base.height(), image::imageops::FilterType::Lanczos3)
@@ -189,6 +225,27 @@ impl EditPlan {
         let mut report = self.report();
         report.changed = Some(composite::changed(&self.base, &image));
         report.outside_changed = Some(composite::changed_outside(&self.base, &image, &self.alpha));
+        Ok(Edited { image, report })
+    }
+}
+
+impl EditPlan {
+    /// An upscale's answer: the enlarged picture at the plan's exact size (Lanczos3 closes a
+    /// model's fixed factor onto it), every pixel new; its fidelity, the picture shrunk back to
+    /// the input's size against the input, goes into the report.
+    fn finish_enlarged(&self, req: &EnlargeRequest, enlarged: Option<RgbImage>) -> Result<Edited, EditError> {
+        use image::imageops::{FilterType, resize};
+        let Some(big) = enlarged else {
+            return Err(EditError::NeedsPainter(format!("\"{}\" needs a super-resolution model: {}", self.instruction.text, self.method)));
+        };
+        let image =
+            if big.dimensions() == (req.width, req.height) { big } else { resize(&big, req.width, req.height, FilterType::Lanczos3) };
+        let (w, h) = req.image.dimensions();
+        let back = resize(&image, w, h, FilterType::Lanczos3);
+        let mut report = self.report();
+        report.changed = Some(u64::from(req.width) * u64::from(req.height));
+        report.outside_changed = Some(0);
+        report.fidelity_db = Some(composite::psnr(&back, &req.image));
         Ok(Edited { image, report })
     }
 }
@@ -216,6 +273,9 @@ pub fn explain(r: &PlanReport) -> String {
     }
     if let (Some(c), Some(o)) = (r.changed, r.outside_changed) {
         lines.push(format!("changed: {c} pixels; outside the region: {o}"));
+    }
+    if let Some(db) = r.fidelity_db {
+        lines.push(format!("fidelity: shrunk back to {}x{}, {db:.1} dB PSNR against the input", r.input.0, r.input.1));
     }
     lines.extend(r.notes.iter().map(|n| format!("note: {n}")));
     lines.join("\n")
@@ -249,6 +309,7 @@ fn plan_for_painter(
             return super::fuse::plan_fuse(instruction.clone(), images, subjects, *into, *position, *large, finder);
         }
         Operation::Outpaint => return plan_outpaint(instruction.clone(), first, opts.aspect),
+        Operation::Upscale { size } => return plan_upscale(instruction.clone(), first, size.or(opts.size)),
         Operation::ReplaceText { .. } | Operation::RemoveText { .. } => {
             return retext::plan_text(instruction.clone(), first, retext::installed_tools()?);
         }
@@ -339,6 +400,7 @@ pub(super) struct Builder {
     pub input_size: (u32, u32),
     pub core: Option<(RgbImage, GrayImage)>,
     pub names_unchecked: bool,
+    pub matte: Option<GrayImage>,
 }
 
 impl Builder {
@@ -356,6 +418,7 @@ impl Builder {
             input_size: (w, h),
             core: None,
             names_unchecked: false,
+            matte: None,
             image,
         }
     }
@@ -380,6 +443,30 @@ impl Builder {
             image_guidance: None,
         };
         self.work = Some((Work::Paint(req), method.into()));
+    }
+
+    /// A transparent cut-out: the subject's mask becomes the alpha channel; the pixels it makes
+    /// fully transparent are cleared (black), so the background is gone from the file too, and
+    /// every other pixel is the input's own.
+    fn cut_out(&mut self, picture: &Picture) -> Result<(), EditError> {
+        let matte = picture.subject.clone();
+        let kept = matte.pixels().filter(|p| p.0[0] > 0).count();
+        if kept == 0 {
+            return Err(EditError::NotFound(format!("no subject to keep was found ({})", picture.inventory())));
+        }
+        let gone = GrayImage::from_fn(matte.width(), matte.height(), |x, y| Luma([if matte.get_pixel(x, y).0[0] == 0 { 255 } else { 0 }]));
+        let mut out = picture.image.clone();
+        for (x, y, p) in out.enumerate_pixels_mut() {
+            if matte.get_pixel(x, y).0[0] == 0 {
+                *p = image::Rgb([0, 0, 0]);
+            }
+        }
+        let total = u64::from(matte.width()) * u64::from(matte.height());
+        self.target = Some(format!("the subject ({kept} of {total} pixels kept, the rest transparent)"));
+        self.notes.push("the output has an alpha channel: PNG or WebP (JPEG cannot hold transparency)".into());
+        self.matte = Some(matte);
+        self.exact(out, &gone, "the subject's mask as the alpha channel, the background's pixels cleared (no model)");
+        Ok(())
     }
 
     fn restyle(&mut self, style: &str) {
@@ -422,8 +509,10 @@ impl Builder {
             Operation::Remove { target } => self.remove(picture, &target)?,
             Operation::Add { prompt, color, shape, position, large } => self.add(picture, &prompt, color, shape, position, large),
             Operation::Replace { target, prompt } => self.replace(picture, &target, &prompt)?,
+            Operation::CutOut => self.cut_out(picture)?,
             Operation::Restyle { .. }
             | Operation::Outpaint
+            | Operation::Upscale { .. }
             | Operation::Fuse { .. }
             | Operation::ReplaceText { .. }
             | Operation::RemoveText { .. } => unreachable!("planned before regions"),
@@ -572,6 +661,7 @@ impl Builder {
             offset: self.offset,
             names_unchecked: self.names_unchecked,
             text: None,
+            matte: self.matte,
         }
     }
 }
@@ -651,4 +741,102 @@ fn plan_outpaint(instruction: Instruction, image: &RgbImage, aspect: Option<Aspe
     );
     b.work = Some((Work::Paint(req), method));
     Ok(b.build())
+}
+
+/// An upscale: the whole picture enlarged by a super-resolution model to the size table's
+/// pixels for its aspect ratio at `size` (2K when none was asked), or, for a picture whose
+/// proportions are not the table's, to the same area with its own proportions kept.
+fn plan_upscale(instruction: Instruction, image: &RgbImage, size: Option<ImageSize>) -> Result<EditPlan, EditError> {
+    let size = match size {
+        None | Some(ImageSize::S512 | ImageSize::S1K) => ImageSize::S2K,
+        Some(s) => s,
+    };
+    let (w, h) = image.dimensions();
+    let (width, height) = upscaled_size(w, h, size);
+    if u64::from(width) * u64::from(height) <= u64::from(w) * u64::from(h) {
+        return Err(EditError::Invalid(format!(
+            "the picture is {w}x{h}, already at least {} ({width}x{height}): nothing to upscale",
+            size.as_str()
+        )));
+    }
+    let mut b = Builder::new(instruction, RgbImage::new(width, height));
+    b.input_size = (w, h);
+    b.alpha = GrayImage::from_pixel(width, height, Luma([255]));
+    b.target = Some(format!("the whole picture, {w}x{h} → {width}x{height} ({})", size.as_str()));
+    b.notes.push("an upscale is the one edit after which no pixel is the input's own: every pixel is new".into());
+    let method = "enlarged by the super-resolution model, tile by tile, then resized to the exact pixels (Lanczos3)".to_string();
+    b.work = Some((Work::Enlarge(EnlargeRequest { image: image.clone(), width, height }), method));
+    Ok(b.build())
+}
+
+/// The pixels of `w`x`h` at `size`: the table's for its aspect ratio when the picture is one of
+/// the table's sizes or has its proportions (within 1%), else the same area with the picture's
+/// own proportions.
+pub fn upscaled_size(w: u32, h: u32, size: ImageSize) -> (u32, u32) {
+    let ratio = AspectRatio::nearest(w, h);
+    let (tw, th) = plantain_core::output_pixels(ratio, size);
+    let in_table = ImageSize::ALL.iter().any(|&s| plantain_core::output_pixels(ratio, s) == (w, h));
+    let aspect = |a: u32, b: u32| f64::from(a) / f64::from(b);
+    if in_table || (aspect(tw, th) / aspect(w, h) - 1.0).abs() <= 0.01 {
+        return (tw, th);
+    }
+    let f = (f64::from(tw) * f64::from(th) / (f64::from(w) * f64::from(h))).sqrt();
+    ((f64::from(w) * f).round().max(1.0) as u32, (f64::from(h) * f).round().max(1.0) as u32)
+}
+
+#[cfg(test)]
+mod upscale_tests {
+    use super::*;
+    use image::imageops::{FilterType, resize};
+
+    fn picture(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) / 8) as u8]))
+    }
+
+    #[test]
+    fn an_upscale_goes_to_the_tables_pixels_and_reports_its_fidelity() {
+        let input = picture(1024, 1024);
+        let opts = EditOptions { size: Some(ImageSize::S4K), ..Default::default() };
+        let p = plan("upscale it", std::slice::from_ref(&input), &opts, None).unwrap();
+        let req = p.enlarge_request().expect("an upscale is for a super-resolution model");
+        let want = plantain_core::output_pixels(AspectRatio::R1x1, ImageSize::S4K);
+        assert_eq!((req.width, req.height), want);
+        assert_eq!(p.output_size(), want);
+        assert!(p.paint_request().is_none());
+        // Without the model's answer there is nothing to finish.
+        assert!(matches!(p.finish(None), Err(EditError::NeedsPainter(_))));
+        // A faithful enlargement (here Lanczos3, at another size: it is closed onto the exact pixels).
+        let big = resize(&input, want.0 / 2 * 2 + 8, want.1 + 8, FilterType::Lanczos3);
+        let done = p.finish(Some(big)).unwrap();
+        assert_eq!(done.image.dimensions(), want);
+        assert!(done.report.fidelity_db.unwrap() > 30.0, "{:?}", done.report.fidelity_db);
+        assert_eq!(done.report.changed, Some(u64::from(want.0) * u64::from(want.1)));
+        // An unfaithful one is reported as such.
+        let grey = RgbImage::from_pixel(want.0, want.1, image::Rgb([128, 128, 128]));
+        assert!(p.finish(Some(grey)).unwrap().report.fidelity_db.unwrap() < 20.0);
+    }
+
+    #[test]
+    fn the_words_size_wins_and_a_picture_already_that_large_is_refused() {
+        let input = picture(1024, 1024);
+        let opts = EditOptions { size: Some(ImageSize::S4K), ..Default::default() };
+        let p = plan("upscale to 2K", std::slice::from_ref(&input), &opts, None).unwrap();
+        assert_eq!(p.output_size(), plantain_core::output_pixels(AspectRatio::R1x1, ImageSize::S2K));
+        let big = picture(2048, 2048);
+        let e = plan("upscale to 2K", &[big], &EditOptions::default(), None).unwrap_err();
+        assert!(e.to_string().contains("nothing to upscale"), "{e}");
+    }
+
+    #[test]
+    fn proportions_off_the_table_are_kept() {
+        // 1000x600 is 5:3, not a ratio of the table: the same area as 2K 16:9 or 3:2, its own shape.
+        let (w, h) = upscaled_size(1000, 600, ImageSize::S2K);
+        assert!(((f64::from(w) / f64::from(h)) - 1000.0 / 600.0).abs() < 0.01, "{w}x{h}");
+        let table = plantain_core::output_pixels(AspectRatio::nearest(1000, 600), ImageSize::S2K);
+        let area = |(a, b): (u32, u32)| f64::from(a) * f64::from(b);
+        assert!((area((w, h)) / area(table) - 1.0).abs() < 0.01);
+        // A table size maps onto the table.
+        let one_k = plantain_core::output_pixels(AspectRatio::R16x9, ImageSize::S1K);
+        assert_eq!(upscaled_size(one_k.0, one_k.1, ImageSize::S4K), plantain_core::output_pixels(AspectRatio::R16x9, ImageSize::S4K));
+    }
 }

@@ -2,6 +2,7 @@
 //! applies to ([`Selector`]), and the regions to keep unchanged. Rule-based on purpose: every
 //! decision can be printed (`--explain`) and every refusal names what is supported.
 
+use plantain_core::ImageSize;
 use plantain_world::{ColorName, Shape};
 use serde::Serialize;
 
@@ -136,6 +137,13 @@ pub enum Operation {
         style: String,
     },
     Outpaint,
+    /// The background made transparent: the subject's mask becomes the alpha channel.
+    CutOut,
+    /// The whole picture enlarged by a super-resolution model to a size of the table (2K, 4K;
+    /// None: the request's size, else 2K).
+    Upscale {
+        size: Option<ImageSize>,
+    },
     Fuse {
         subjects: Vec<usize>,
         into: usize,
@@ -167,6 +175,8 @@ impl Operation {
             Operation::Replace { .. } => "replace",
             Operation::Restyle { .. } => "restyle",
             Operation::Outpaint => "outpaint",
+            Operation::Upscale { .. } => "upscale",
+            Operation::CutOut => "cut out",
             Operation::Fuse { .. } => "fuse",
             Operation::ReplaceText { .. } => "replace text",
             Operation::RemoveText { .. } => "remove text",
@@ -190,7 +200,8 @@ more or less saturation, black and white, sepia, film grain, vignette — on the
 background); blur the background; recolour an object (\"make the red circle blue\"); remove an object (\"remove the \
 star on the left\"); add an object at a place (\"add a blue square at the top right\"); replace an object (\"replace \
 the circle with a heart\"); restyle the whole picture (\"in the style of a watercolour\"); extend to another aspect \
-ratio (\"extend the scene\" with a new aspect ratio); with several images, \"put the subject of image 1 into image 2 \
+ratio (\"extend the scene\" with a new aspect ratio); remove the background (a transparent cut-out); upscale to 2K or 4K \
+(\"upscale to 4K\"); with several images, \"put the subject of image 1 into image 2 \
 on the left\"; rewrite or remove a text the picture shows, quoted (\"replace the text 'SALE' with 'SOLDES'\", \
 \"remove the word 'SALE'\"); and \"keep X unchanged\" to protect a region";
 
@@ -211,6 +222,8 @@ fn tokens(text: &str) -> Vec<String> {
         .replace("black & white", "black_and_white")
         .replace("film grain", "film_grain")
         .replace("depth of field", "depth_of_field")
+        .replace("super resolution", "super_resolution")
+        .replace("super-resolution", "super_resolution")
         .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':' || c == '\''))
         .filter(|t| !t.is_empty())
         .map(str::to_string)
@@ -367,7 +380,8 @@ pub fn read(text: &str, images: usize) -> Result<Instruction, WordsError> {
 type Matcher = fn(&[String], usize) -> Option<Operation>;
 
 fn operation(t: &[String], text: &str, images: usize) -> Result<Option<Operation>, WordsError> {
-    let matchers: [Matcher; 9] = [fuse, restyle, outpaint, blur_background, background, adjust, remove, replace_or_recolor, add];
+    let matchers: [Matcher; 11] =
+        [fuse, upscale, cut_out, restyle, outpaint, blur_background, background, adjust, remove, replace_or_recolor, add];
     for m in matchers {
         if let Some(op) = m(t, images) {
             return check_complete(op, text).map(Some);
@@ -377,14 +391,6 @@ fn operation(t: &[String], text: &str, images: usize) -> Result<Option<Operation
 }
 
 fn check_complete(op: Operation, text: &str) -> Result<Operation, WordsError> {
-    if let Operation::Remove { target } = &op
-        && target.noun.as_deref().is_some_and(|n| matches!(n, "background" | "backdrop" | "bg"))
-    {
-        return Err(WordsError::Incomplete {
-            text: text.trim().into(),
-            reason: "a transparent cut-out is not made yet; say what the background becomes instead (\"make the background white\", \"replace the background with a beach\", \"blur the background\")".into(),
-        });
-    }
     let missing = match &op {
         Operation::Remove { target } | Operation::Recolor { target, .. } | Operation::Replace { target, .. } if target.is_empty() => {
             Some("say which object (a colour, a shape, a position or a size: \"the red circle on the left\")")
@@ -497,6 +503,32 @@ fn restyle(t: &[String], _: usize) -> Option<Operation> {
         t[start.min(t.len())..].iter().map(String::as_str).filter(|w| !matches!(*w, "a" | "an" | "the" | "as")).collect();
     let style = if style.is_empty() { t.join(" ") } else { style.join(" ") };
     Some(Operation::Restyle { style })
+}
+
+/// "remove the background", "make the background transparent", "cut out the subject".
+fn cut_out(t: &[String], _: usize) -> Option<Operation> {
+    let backgrounds = ["background", "backdrop", "bg"];
+    let transparent = has_any(t, &["transparent", "transparency"]);
+    // What is removed is the background itself ("remove the background"), not an object in it.
+    let removal = find(t, &["remove", "delete", "erase", "strip"])
+        .and_then(|i| t[i + 1..].iter().find(|w| !matches!(w.as_str(), "the" | "its" | "this" | "that" | "whole")))
+        .is_some_and(|w| backgrounds.contains(&w.as_str()));
+    let cut = (has(t, "cut") && has(t, "out")) || has_any(t, &["cutout", "isolate"]);
+    (transparent || removal || cut).then_some(Operation::CutOut)
+}
+
+/// "upscale to 4K", "enlarge it", "increase the resolution", "make it 2K", "super-resolution".
+fn upscale(t: &[String], _: usize) -> Option<Operation> {
+    let size = t.iter().find_map(|w| match w.as_str() {
+        "2k" => Some(ImageSize::S2K),
+        "4k" | "uhd" => Some(ImageSize::S4K),
+        _ => None,
+    });
+    let verb = has_any(t, &["upscale", "upscaled", "upsample", "enlarge", "superresolution", "super_resolution", "upres"]);
+    let resolution =
+        has_any(t, &["resolution", "res"]) && has_any(t, &["increase", "higher", "raise", "boost", "more", "enhance", "improve"]);
+    let made_size = size.is_some() && has_any(t, &["make", "turn", "convert", "to", "at", "in"]);
+    (verb || resolution || made_size).then_some(Operation::Upscale { size })
 }
 
 fn outpaint(t: &[String], _: usize) -> Option<Operation> {
@@ -703,6 +735,19 @@ mod tests {
     }
 
     #[test]
+    fn upscaling() {
+        assert_eq!(op("upscale to 4K"), Operation::Upscale { size: Some(ImageSize::S4K) });
+        assert_eq!(op("Upscale this to 2k please"), Operation::Upscale { size: Some(ImageSize::S2K) });
+        assert_eq!(op("enlarge it"), Operation::Upscale { size: None });
+        assert_eq!(op("increase the resolution"), Operation::Upscale { size: None });
+        assert_eq!(op("make it 4K"), Operation::Upscale { size: Some(ImageSize::S4K) });
+        assert_eq!(op("super-resolution"), Operation::Upscale { size: None });
+        // Other words that mention size are not upscales.
+        assert!(matches!(op("add a large blue square at the top right"), Operation::Add { .. }));
+        assert_eq!(op("make it warmer"), Operation::Adjust { adjustment: Adjustment::Warmer, scope: Scope::Whole });
+    }
+
+    #[test]
     fn fusion_restyle_outpaint_and_refusals() {
         let f = read("put the subject of image 1 into the scene of image 2, on the left", 2).unwrap().operation;
         assert_eq!(f, Operation::Fuse { subjects: vec![0], into: 1, position: Position { column: Some(0), row: None }, large: None });
@@ -713,7 +758,11 @@ mod tests {
         assert!(matches!(read("", 1), Err(WordsError::Empty)));
         assert!(matches!(read("sing me a song", 1), Err(WordsError::Unsupported(_))));
         assert!(matches!(read("remove it", 1), Err(WordsError::Incomplete { .. })));
-        assert!(matches!(read("remove the background", 1), Err(WordsError::Incomplete { .. })));
+        assert_eq!(op("remove the background"), Operation::CutOut);
+        assert_eq!(op("make the background transparent"), Operation::CutOut);
+        assert_eq!(op("cut out the subject"), Operation::CutOut);
+        assert!(matches!(op("remove the red circle"), Operation::Remove { .. }));
+        assert!(matches!(op("remove the star from the background"), Operation::Remove { .. }));
         let Operation::Recolor { target, .. } = op("make the subject blue") else { panic!() };
         assert_eq!((target.noun, target.extreme), (None, Some(Extreme::Largest)));
     }

@@ -295,7 +295,10 @@ fn quality(plan: &Plan, image: &RgbImage, c: &Checkers<'_>) -> Check {
 /// place), and BRISQUE and CLIP against what the model was asked to paint, as for a new picture.
 /// `asked` is [`asked_of`] the edit (the loop's plan for it).
 pub fn edit_checks(plan: &EditPlan, asked: &Plan, report: &PlanReport, image: &RgbImage, checkers: &Checkers<'_>) -> Vec<Check> {
-    let mut out = vec![size(asked, image), not_blank(image), locality(report), asked_change(plan, image)];
+    let mut out = vec![size(asked, image), not_blank(image), locality(report), asked_change(plan, report, image)];
+    if plan.enlarge_request().is_some() {
+        out.push(quality(asked, image, checkers));
+    }
     if plan.paint_request().is_some() {
         out.push(quality(asked, image, checkers));
         out.push(adherence(asked, image, checkers));
@@ -321,9 +324,21 @@ fn locality(r: &PlanReport) -> Check {
     }
 }
 
+/// An upscale shrunk back to the input's size must be the input within this PSNR (dB).
+pub const UPSCALE_FIDELITY_DB: f64 = 30.0;
+
 /// An added object of the synthetic world: a component of the asked colour in the asked cell,
-/// of the asked shape. Other edits are exact image maths, or pictures the world cannot read.
-fn asked_change(plan: &EditPlan, image: &RgbImage) -> Check {
+/// of the asked shape; an upscale: the input's picture, shrunk back. Other edits are exact
+/// image maths, or pictures the world cannot read.
+fn asked_change(plan: &EditPlan, report: &PlanReport, image: &RgbImage) -> Check {
+    if let Some(db) = report.fidelity_db {
+        let what = format!("shrunk back to {}x{}: {db:.1} dB PSNR against the input", report.input.0, report.input.1);
+        return if db >= UPSCALE_FIDELITY_DB {
+            Check::pass(CheckKind::AskedChange, format!("{what} (at least {UPSCALE_FIDELITY_DB})"))
+        } else {
+            Check::fail(CheckKind::AskedChange, (db / UPSCALE_FIDELITY_DB) as f32, format!("{what}, under {UPSCALE_FIDELITY_DB}"))
+        };
+    }
     let Operation::Add { color: Some(color), shape, position, .. } = &plan.instruction.operation else {
         return Check::not_checked(CheckKind::AskedChange, "checked for added objects of the synthetic world only");
     };

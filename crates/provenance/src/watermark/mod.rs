@@ -1006,12 +1006,7 @@ pub fn detect(img: &RgbImage, key: &WatermarkKey) -> Detection {
     det
 }
 
-/// PSNR in dB between two same-sized RGB images (infinite when identical).
-pub fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
-    let mse = a.as_raw().iter().zip(b.as_raw()).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum::<f64>()
-        / a.as_raw().len().max(1) as f64;
-    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0 * 255.0 / mse).log10() }
-}
+pub use plantain_imageio::composite::psnr;
 
 #[cfg(test)]
 mod tests;
