@@ -119,7 +119,7 @@ counts = json.load(open(sys.argv[1]))
 assert len(counts) == 2 and all(n >= 10 for n in counts.values()), ("each API node answers its share", counts)
 PY
 q() { "$PSQL" -X -A -t -q -d "$PLANTAIN_TEST_PG_URL" -c "SET search_path TO $SCHEMA; $1"; }
-echo "jobs per worker and state: $(q "SELECT split_part(lease_owner, '/', 1) || ':' || state || '=' || count(*) FROM jobs GROUP BY 1 ORDER BY 1" | tr '\n' ' ')"
+echo "jobs per worker and state: $(q "SELECT coalesce(split_part(lease_owner, '/', 1), '-'), state, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2" | tr '\n' ' ')"
 RAN=$(q "SELECT count(DISTINCT split_part(lease_owner, '/', 1)) FROM jobs WHERE state = 'succeeded'")
 OPEN=$(q "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
 AGAIN=$(q "SELECT count(*) FROM jobs WHERE attempts > 1")
