@@ -239,7 +239,10 @@ async fn shared_queue_backpressure_and_unserved_models_postgres() {
     assert!(r.headers().contains_key("retry-after"));
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["status"], "UNAVAILABLE", "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("model ghost") && v["error"]["message"].as_str().unwrap().contains("no worker"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("model ghost") && v["error"]["message"].as_str().unwrap().contains("no worker"),
+        "{v}"
+    );
     assert!(q.jobs().await.unwrap().is_empty());
 
     // Nothing leaves the queue while the worker is stopped (its announcement still holds).

@@ -16,12 +16,7 @@ use serde_json::{Value, json};
 /// `scripts/services.sh CMD DIR` on the servers the tests run against.
 fn services(cmd: &str) {
     let dir = service_env("PLANTAIN_TEST_SERVICES_DIR");
-    let ok = std::process::Command::new("bash")
-        .arg(repo_root().join("scripts/services.sh"))
-        .args([cmd, &dir])
-        .status()
-        .unwrap()
-        .success();
+    let ok = std::process::Command::new("bash").arg(repo_root().join("scripts/services.sh")).args([cmd, &dir]).status().unwrap().success();
     assert!(ok, "services.sh {cmd} failed");
 }
 

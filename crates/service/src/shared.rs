@@ -109,7 +109,9 @@ impl SharedQueue {
     pub async fn submit(self: &Arc<Self>, model: &str, job: EngineJob, limits: QueueLimits) -> Result<(), ServiceError> {
         if self.store.live_workers(model).await?.is_empty() {
             return Err(ServiceError::unavailable(
-                format!("model {model} is not available: no worker serving it is running (none has announced it to the shared queue); retry later"),
+                format!(
+                    "model {model} is not available: no worker serving it is running (none has announced it to the shared queue); retry later"
+                ),
                 10,
             ));
         }

@@ -409,9 +409,13 @@ impl Worker {
 pub(crate) fn refusal(model: &str, lane: Lane, why: Refused, capacity: usize, per_caller: usize) -> ServiceError {
     let lane = if lane == Lane::Preview { "preview" } else { "final" };
     match why {
-        Refused::Full => ServiceError::unavailable(format!("model {model} is busy: its {lane} queue is full ({capacity} jobs); retry later"), 2),
+        Refused::Full => {
+            ServiceError::unavailable(format!("model {model} is busy: its {lane} queue is full ({capacity} jobs); retry later"), 2)
+        }
         Refused::CallerShare => ServiceError::exhausted(
-            format!("this API key already has {per_caller} jobs waiting in model {model}'s {lane} queue (its share); retry when one has run"),
+            format!(
+                "this API key already has {per_caller} jobs waiting in model {model}'s {lane} queue (its share); retry when one has run"
+            ),
             2,
         ),
     }

@@ -122,7 +122,6 @@ pub async fn queued_jobs(q: &plantain_store::PgStore, n: usize) {
     panic!("never {n} queued jobs: {:?}", q.jobs().await.unwrap());
 }
 
-
 /// The shared store's PostgreSQL settings for `schema`.
 pub fn pg_config(schema: &str) -> PostgresConfig {
     PostgresConfig { schema: Some(schema.to_string()), ..PostgresConfig::new(&service_env("PLANTAIN_TEST_PG_URL")) }

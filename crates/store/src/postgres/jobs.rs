@@ -468,15 +468,19 @@ impl PgStore {
     pub async fn sweep_jobs(&self, queued_before: i64, ended_before: i64, result: &serde_json::Value) -> Result<(u64, u64)> {
         let t = now();
         let mut tx = self.pool.begin().await?;
-        let failed = sqlx::query("UPDATE jobs SET state = 'failed', result = $2, ended_at = $3 WHERE state = 'queued' AND enqueued_at < $1")
-            .bind(queued_before)
-            .bind(result.to_string())
-            .bind(t)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let failed =
+            sqlx::query("UPDATE jobs SET state = 'failed', result = $2, ended_at = $3 WHERE state = 'queued' AND enqueued_at < $1")
+                .bind(queued_before)
+                .bind(result.to_string())
+                .bind(t)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         let settled = "SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND ended_at < $1";
-        sqlx::query(AssertSqlSafe(format!("DELETE FROM job_events WHERE job_id IN ({settled})"))).bind(ended_before).execute(&mut *tx).await?;
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM job_events WHERE job_id IN ({settled})")))
+            .bind(ended_before)
+            .execute(&mut *tx)
+            .await?;
         let deleted = sqlx::query(AssertSqlSafe(format!("DELETE FROM jobs WHERE id IN ({settled})")))
             .bind(ended_before)
             .execute(&mut *tx)
