@@ -176,6 +176,9 @@ pub struct S3Section {
     pub region: Option<String>,
     /// Objects go under this prefix (`prefix/blobs/…`).
     pub prefix: String,
+    /// How long one S3 request is retried (with backoff) before the client gets 503 "retry
+    /// later" (seconds; default 30).
+    pub retry_secs: Option<u64>,
 }
 
 /// `[checks]`: how much the loop may spend per image, and the optional CLIP model.

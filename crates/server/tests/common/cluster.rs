@@ -42,11 +42,16 @@ pub async fn wait_ready(url: &str) {
 /// A node with `head` (sections before and including `[storage]`'s first line) and model
 /// settings `model` (extra lines of the model's section).
 pub async fn role_node(dir: &std::path::Path, name: &str, schema: &str, prefix: &str, head: &str, model: &str) -> Node {
+    role_node_with(dir, name, schema, prefix, head, model, "").await
+}
+
+/// As [`role_node`], with `s3` (extra lines of `[storage.s3]`).
+pub async fn role_node_with(dir: &std::path::Path, name: &str, schema: &str, prefix: &str, head: &str, model: &str, s3: &str) -> Node {
     let cfg = dir.join(format!("{name}.toml"));
     let toml = format!(
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nlog = \"warn\"\n\
          {head}backend = \"postgres\"\n[storage.postgres]\nschema = \"{schema}\"\n\
-         [storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\nprefix = \"{prefix}\"\n\
+         [storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\nprefix = \"{prefix}\"\n{s3}\
          [[models]]\nname = \"tiny\"\nsource = \"{tiny}\"\nthreads = 1\n{model}",
         data = dir.join(name).display(),
         bucket = service_env("PLANTAIN_TEST_S3_BUCKET"),
