@@ -4,6 +4,10 @@
 #   scripts/services.sh start DIR   # PostgreSQL 15 + SeaweedFS (S3) with their data in DIR;
 #                                   # prints the env vars the tests read (eval "$(…)" them)
 #   scripts/services.sh stop DIR    # stops both, by the process ids written in DIR
+#   scripts/services.sh restart-postgres DIR   # fault tests: PostgreSQL's fast shutdown, then
+#                                   # a start on the same data and port
+#   scripts/services.sh stop-s3 DIR / start-s3 DIR   # fault tests: S3 down, then up again (same
+#                                   # data, port and secret)
 #
 # scripts/setup-scaleout.sh installs them. Both run as an unprivileged user (PostgreSQL refuses
 # to run as root): `postgres` where Debian's package created it, else `nobody`; set
@@ -16,6 +20,10 @@ PG_BIN=/usr/lib/postgresql/15/bin
 WEED="$ROOT/.scaleout/bin/weed"
 PG_PORT=${PLANTAIN_PG_PORT:-54329}
 S3_PORT=${PLANTAIN_S3_PORT:-8333}
+# A restart takes the ports of the start.
+if [[ $# -eq 2 && "$1" != start && -f "$2/ports" ]]; then
+  read -r PG_PORT S3_PORT < "$2/ports"
+fi
 S3_BUCKET=plantain-test
 S3_KEY_ID=plantain-test
 
@@ -90,10 +98,15 @@ start_seaweedfs() {
   mkdir -p "$data"
   [[ $(id -u) -ne 0 ]] || chown -R "$(run_user)" "$data"
   touch "$DIR/s3.log" && { [[ $(id -u) -ne 0 ]] || chown "$(run_user)" "$DIR/s3.log"; }
-  # The secret is only in this process's environment and in DIR/s3.env (mode 600).
+  # The secret is only in this process's environment and in DIR/s3.env (mode 600); a restart
+  # (start-s3) keeps it.
   local secret
-  secret=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  (umask 077 && printf 'PLANTAIN_TEST_S3_SECRET_ACCESS_KEY=%s\n' "$secret" > "$DIR/s3.env")
+  if [[ -f "$DIR/s3.env" ]]; then
+    secret=$(sed -n 's/^PLANTAIN_TEST_S3_SECRET_ACCESS_KEY=//p' "$DIR/s3.env")
+  else
+    secret=$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    (umask 077 && printf 'PLANTAIN_TEST_S3_SECRET_ACCESS_KEY=%s\n' "$secret" > "$DIR/s3.env")
+  fi
   # `$!` is weed's own pid: the subshell execs setpriv, which execs weed.
   AWS_ACCESS_KEY_ID=$S3_KEY_ID AWS_SECRET_ACCESS_KEY=$secret S3_BUCKET=$S3_BUCKET \
     as_user "$WEED" mini -dir="$data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$S3_PORT" \
@@ -149,6 +162,8 @@ case "$CMD" in
       /tmp/seaweedfs-admin-grpc-33646.sock
     # A directory traversable by the unprivileged user.
     chmod 755 "$DIR"
+    rm -f "$DIR/s3.env"
+    echo "$PG_PORT $S3_PORT" > "$DIR/ports"
     # Whatever started is stopped again when the other does not come up.
     trap 'bash "$0" stop "$DIR"' EXIT
     start_postgres
@@ -161,12 +176,26 @@ case "$CMD" in
     echo "export PLANTAIN_TEST_S3_REGION=us-east-1"
     echo "export PLANTAIN_TEST_S3_ACCESS_KEY_ID=$S3_KEY_ID"
     echo "export $(cat "$DIR/s3.env")"
+    echo "export PLANTAIN_TEST_SERVICES_DIR=$DIR"
+    ;;
+  restart-postgres)
+    stop_pid "$DIR/pg.pid" INT
+    start_postgres
+    echo "services: PostgreSQL restarted (pid $(cat "$DIR/pg.pid"))" >&2
+    ;;
+  stop-s3)
+    stop_pid "$DIR/s3.pid" TERM
+    echo "services: SeaweedFS stopped" >&2
+    ;;
+  start-s3)
+    start_seaweedfs
+    echo "services: SeaweedFS started (pid $(cat "$DIR/s3.pid"))" >&2
     ;;
   stop)
     stop_pid "$DIR/s3.pid" TERM
     # SIGINT: PostgreSQL's fast shutdown (disconnects clients, then stops cleanly).
     stop_pid "$DIR/pg.pid" INT
-    rm -f "$DIR/s3.env"
+    rm -f "$DIR/s3.env" "$DIR/ports"
     echo "services: stopped" >&2
     ;;
   *) usage ;;

@@ -24,6 +24,8 @@ eval "$(bash scripts/services.sh start "$SERVICES_DIR")"
 # features differently and rebuild tokio, sqlx, object_store…); only the ignored tests that
 # need PostgreSQL (all named `…postgres…`).
 cargo test --workspace --tests --locked -- --ignored postgres
+# The real SDKs against two API nodes and two workers on those servers.
+CARGO_LOCKED=1 bash tests/python/run_scaleout.sh
 bash scripts/services.sh stop "$SERVICES_DIR"
 # The server against the real google-genai and openai SDKs (pip-installed into a venv).
 CARGO_LOCKED=1 bash tests/python/run.sh

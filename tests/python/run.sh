@@ -5,17 +5,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
-VENV=${PLANTAIN_PYVENV:-${TMPDIR:-/tmp}/plantain-sdk-venv}
-PKGS=("google-genai>=1.50" "openai>=1.100")
-if [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV" 2> /dev/null || { rm -rf "$VENV"; false; }; then
-  PY="$VENV/bin/python"
-  "$PY" -c "import google.genai, openai" 2> /dev/null || "$PY" -m pip install --quiet "${PKGS[@]}"
-else
-  # No venv module (Debian without python3-venv): install into a plain folder instead.
-  PY=python3
-  export PYTHONPATH="$VENV/site${PYTHONPATH:+:$PYTHONPATH}"
-  "$PY" -c "import google.genai, openai" 2> /dev/null || python3 -m pip install --quiet --target "$VENV/site" "${PKGS[@]}"
-fi
+source "$ROOT/tests/python/venv.sh"
 # With the workspace's features, so that after `cargo test --workspace` nothing is rebuilt.
 cargo build ${CARGO_LOCKED:+--locked} --workspace --bins
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}

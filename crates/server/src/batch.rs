@@ -37,6 +37,9 @@ use crate::gemini::{GenerateContentRequest, prepare, response_json};
 
 /// How long a runner holds an item before it must renew its lease.
 const LEASE_SECS: i64 = 20;
+/// How long an item that meets 503s (storage or workers unavailable) is tried again before it
+/// fails with that error.
+const TRANSIENT_RETRY: Duration = Duration::from_secs(120);
 /// How often a running item's lease is renewed.
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 
@@ -369,7 +372,21 @@ async fn complete_settled(state: &AppState) {
 /// Runs one claimed item, renewing its lease meanwhile, and records its result.
 async fn run_claimed(state: &Arc<AppState>, owner: &str, b: &BatchRecord, item: &BatchItem) {
     let meta = &state.svc.stores.meta;
-    let run = run_item(state, b, item);
+    let run = async {
+        let started = std::time::Instant::now();
+        loop {
+            match run_item(state, b, item).await {
+                // Storage that cannot be reached for a while (PostgreSQL restarting, S3 down) or
+                // a job no worker took: run the item again rather than fail it (images it had
+                // already published are reused).
+                Err(e) if e.http == axum::http::StatusCode::SERVICE_UNAVAILABLE && started.elapsed() < TRANSIENT_RETRY => {
+                    tracing::warn!(batch = %b.name, item = item.idx, error = %e.message, "batch item: unavailable; trying again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                r => break r,
+            }
+        }
+    };
     tokio::pin!(run);
     let mut renew = tokio::time::interval(RENEW_EVERY);
     let result = loop {

@@ -84,7 +84,13 @@ impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let svc = Service::open(config).await?;
         let mut notices = svc.notices.clone();
-        let signer = signature::Signer::new(load_secret(&svc.config.data_dir.join("signature.key"))?);
+        let mut secret = load_secret(&svc.config.data_dir.join("signature.key"))?;
+        if let Some(shared) = &svc.stores.queue {
+            // Nodes sharing a database sign with one key: a signature one API node minted is
+            // checked by whichever node gets the next turn of the conversation.
+            secret = shared.shared_secret("thought_signature", &secret).await?;
+        }
+        let signer = signature::Signer::new(secret);
         let addr = bind_address(&svc, &mut notices).await?;
         let state = Arc::new(AppState {
             svc: Arc::new(svc),
@@ -166,6 +172,8 @@ async fn housekeeping(svc: Arc<Service>) {
                 files = s.files,
                 blobs = s.output_blobs,
                 idempotency_records = s.idempotency_records,
+                jobs = s.jobs,
+                unclaimed_jobs = s.unclaimed_jobs,
                 "housekeeping: deleted what expired"
             ),
             Ok(_) => {}

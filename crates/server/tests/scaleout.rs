@@ -5,74 +5,15 @@
 
 mod common;
 
-use std::process::Child;
-use std::time::Duration;
-
 use base64::Engine as _;
+use common::cluster::*;
 use common::*;
 use plantain_store::{PostgresConfig, S3Config, Stores, blob_address};
 use serde_json::{Value, json};
 
-fn service_env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => v,
-        _ => panic!("{name} is not set: start PostgreSQL and S3 first (`eval \"$(bash scripts/services.sh start DIR)\"`, see README)"),
-    }
-}
-
-/// A server process, killed (by its pid) when the test ends, passed or not.
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_ready(url: &str) {
-    for _ in 0..600 {
-        if reqwest::get(format!("{url}/readyz")).await.is_ok_and(|r| r.status() == 200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} not ready");
-}
-
 /// Starts a node with its own data dir (provenance, signature key) and the shared storage.
 async fn node(dir: &std::path::Path, name: &str, schema: &str, prefix: &str) -> Node {
     role_node(dir, name, schema, prefix, "[limits]\nimages_per_day = 2\n[storage]\n", "").await
-}
-
-/// A node with `head` (sections before and including `[storage]`'s first line) and model
-/// settings `model` (extra lines of the model's section).
-async fn role_node(dir: &std::path::Path, name: &str, schema: &str, prefix: &str, head: &str, model: &str) -> Node {
-    let cfg = dir.join(format!("{name}.toml"));
-    let toml = format!(
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nlog = \"warn\"\n\
-         {head}backend = \"postgres\"\n[storage.postgres]\nschema = \"{schema}\"\n\
-         [storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\nprefix = \"{prefix}\"\n\
-         [[models]]\nname = \"tiny\"\nsource = \"{tiny}\"\nthreads = 1\n{model}",
-        data = dir.join(name).display(),
-        bucket = service_env("PLANTAIN_TEST_S3_BUCKET"),
-        endpoint = service_env("PLANTAIN_TEST_S3_ENDPOINT"),
-        tiny = tiny_model(),
-        model = if model.is_empty() { "steps = 2\n" } else { model },
-    );
-    std::fs::write(&cfg, toml).unwrap();
-    // Secrets only in the environment, as in production.
-    let (child, url) = spawn_server_binary(&cfg, |c| {
-        c.env("PLANTAIN_POSTGRES_URL", service_env("PLANTAIN_TEST_PG_URL"))
-            .env("PLANTAIN_S3_ACCESS_KEY_ID", service_env("PLANTAIN_TEST_S3_ACCESS_KEY_ID"))
-            .env("PLANTAIN_S3_SECRET_ACCESS_KEY", service_env("PLANTAIN_TEST_S3_SECRET_ACCESS_KEY"));
-    });
-    let node = Node { child, url };
-    wait_ready(&node.url).await;
-    node
 }
 
 /// The image bytes of a generateContent answer.
@@ -138,36 +79,6 @@ async fn two_api_nodes_share_postgres_and_s3() {
     let r3 = send(&a, "three").await.unwrap();
     assert_eq!(r3.status(), 429, "{}", r3.text().await.unwrap());
     assert_eq!(stores.meta.images_since(Some(&key_id), 0).await.unwrap(), 2);
-}
-
-/// What the nodes of a roles test share, opened here as a third process would.
-async fn shared_queue(schema: &str) -> plantain_store::PgStore {
-    let pg = PostgresConfig { schema: Some(schema.to_string()), ..PostgresConfig::new(&service_env("PLANTAIN_TEST_PG_URL")) };
-    plantain_store::PgStore::open(&pg).await.unwrap()
-}
-
-/// Waits until a job of the shared queue is running (up to a minute) and returns it.
-async fn running_job(q: &plantain_store::PgStore, not: &[String]) -> plantain_store::QueuedJob {
-    for _ in 0..600 {
-        let jobs = q.jobs().await.unwrap();
-        if let Some(j) = jobs.into_iter().find(|j| j.state == plantain_store::JobState::Running && !not.contains(&j.id)) {
-            return j;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no job started running");
-}
-
-/// Waits until job `id` is in `state` (up to 30 s).
-async fn job_reaches(q: &plantain_store::PgStore, id: &str, state: plantain_store::JobState) -> plantain_store::QueuedJob {
-    for _ in 0..300 {
-        let j = q.job(id).await.unwrap().unwrap();
-        if j.state == state {
-            return j;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("job {id} never reached {state:?}: {:?}", q.job(id).await.unwrap());
 }
 
 /// Issue 27's roles: two `--role api` nodes (no model loaded) and two `--role worker` nodes on
@@ -283,12 +194,169 @@ where
     out
 }
 
-fn image_parts_of(event: &Value) -> bool {
-    event["candidates"][0]["content"]["parts"].as_array().is_some_and(|ps| ps.iter().any(|p| p["inlineData"]["data"].is_string()))
+/// The shared queue's backpressure is the one-node server's, counted across API nodes: with a
+/// lane of 2 and a share of 1 per key (and the only worker stopped, so nothing leaves the
+/// queue), a key's second job through the other API node gets 429 RESOURCE_EXHAUSTED, a third
+/// key's job 503 UNAVAILABLE "queue is full" (Gemini's and OpenAI's envelopes, Retry-After) and
+/// nothing is queued for them; a model no worker serves is refused at once with 503 naming it;
+/// jobs no worker takes within `job_unclaimed_secs` end in 503 "retry later"; once the worker
+/// runs again, requests succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn shared_queue_backpressure_and_unserved_models_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let (schema, prefix) = (format!("limits_{tag}"), format!("limits-{tag}"));
+    let model = format!("steps = 2\nqueue = 2\nqueue_per_key = 1\n[[models]]\nname = \"ghost\"\nsource = \"{}\"\n", tiny_model());
+    let w = role_node(dir.path(), "w", &schema, &prefix, "[storage]\nrole = \"worker\"\njob_lease_secs = 60\n", "steps = 2\n").await;
+    let api = "[storage]\nrole = \"api\"\njob_unclaimed_secs = 4\n";
+    let a = role_node(dir.path(), "a", &schema, &prefix, api, &model).await;
+    let b = role_node(dir.path(), "b", &schema, &prefix, api, &model).await;
+    let q = shared_queue(&schema).await;
+    let pg = PostgresConfig { schema: Some(schema.clone()), ..PostgresConfig::new(&service_env("PLANTAIN_TEST_PG_URL")) };
+    let s3 = S3Config {
+        bucket: service_env("PLANTAIN_TEST_S3_BUCKET"),
+        endpoint: Some(service_env("PLANTAIN_TEST_S3_ENDPOINT")),
+        access_key_id: service_env("PLANTAIN_TEST_S3_ACCESS_KEY_ID"),
+        secret_access_key: service_env("PLANTAIN_TEST_S3_SECRET_ACCESS_KEY"),
+        prefix,
+        ..S3Config::default()
+    };
+    let stores = Stores::open_scaleout(&pg, &s3).await.unwrap();
+    let mut keys = Vec::new();
+    for k in ["k1", "k2", "k3"] {
+        keys.push(plantain_service::keys::create_key(&stores, k).await.unwrap().1);
+    }
+    let http = reqwest::Client::new();
+    let body = json!({"contents": [{"parts": [{"text": "a lighthouse"}]}], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
+    let gemini = |n: &Node, m: &str, key: &str| {
+        http.post(format!("{}/v1beta/models/{m}:generateContent", n.url)).header("x-goog-api-key", key).json(&body).send()
+    };
+
+    // A model no worker serves: 503 at once, naming it; nothing queued.
+    let r = gemini(&a, "ghost", &keys[0]).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "UNAVAILABLE", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("model ghost") && v["error"]["message"].as_str().unwrap().contains("no worker"),
+        "{v}"
+    );
+    assert!(q.jobs().await.unwrap().is_empty());
+
+    // Nothing leaves the queue while the worker is stopped (its announcement still holds).
+    signal(&w, "STOP");
+    let first = tokio::spawn(gemini(&a, "tiny", &keys[0]));
+    queued_jobs(&q, 1).await;
+    // Key 1's second job, through the other node: past its share.
+    let r = gemini(&b, "tiny", &keys[0]).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("its share"), "{v}");
+    let second = tokio::spawn(gemini(&b, "tiny", &keys[1]));
+    queued_jobs(&q, 2).await;
+    // The lane holds 2: a third key is turned away, on either node and either API.
+    let r = gemini(&a, "tiny", &keys[2]).await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "UNAVAILABLE", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("queue is full"), "{v}");
+    let r = http
+        .post(format!("{}/v1/images/generations", b.url))
+        .bearer_auth(&keys[2])
+        .json(&json!({"model": "tiny", "prompt": "a fox", "size": "256x256"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("queue is full") && v["error"]["type"].is_string(), "{v}");
+    assert_eq!(q.jobs().await.unwrap().len(), 2, "refused jobs are not queued");
+
+    // No worker takes them within job_unclaimed_secs (4 s): 503, retry later.
+    for waiting in [first, second] {
+        let r = waiting.await.unwrap().unwrap();
+        assert_eq!(r.status(), 503);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("no worker took this job"), "{v}");
+    }
+    assert!(q.jobs().await.unwrap().iter().all(|j| j.state == plantain_store::JobState::Failed && j.attempts == 0));
+
+    // The worker runs again: requests through both nodes succeed.
+    signal(&w, "CONT");
+    for (n, k) in [(&a, &keys[0]), (&b, &keys[2])] {
+        let r = gemini(n, "tiny", k).await.unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
 }
 
-/// Artefacts recorded in the shared store (every key and none).
-async fn artefact_count(q: &plantain_store::PgStore) -> u64 {
-    use plantain_store::Artefacts;
-    q.images_since(None, 0).await.unwrap()
+/// `kill -9` of the API node holding a client's stream: the job it queued still runs on a worker
+/// but nobody publishes it; the client's retry with the same `Idempotency-Key` on the other API
+/// node succeeds, and a second retry is a replay — one image in the ledger, its bytes in S3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn a_killed_api_node_s_client_retries_on_the_other_node_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    let (schema, prefix) = (format!("apikill_{tag}"), format!("apikill-{tag}"));
+    let model = "steps = 12\n";
+    let _w = role_node(dir.path(), "w", &schema, &prefix, "[storage]\nrole = \"worker\"\njob_lease_secs = 4\n", model).await;
+    let mut a = role_node(dir.path(), "a", &schema, &prefix, "[storage]\nrole = \"api\"\n", model).await;
+    let b = role_node(dir.path(), "b", &schema, &prefix, "[storage]\nrole = \"api\"\n", model).await;
+    let q = shared_queue(&schema).await;
+    let http = reqwest::Client::new();
+    let body = json!({"contents": [{"parts": [{"text": "a lighthouse"}]}], "generationConfig": {"imageConfig": {"imageSize": "512"}}});
+    let stream = |n: &Node| {
+        http.post(format!("{}/v1beta/models/tiny:streamGenerateContent?alt=sse", n.url))
+            .header("idempotency-key", "retry-me")
+            .json(&body)
+            .send()
+    };
+    // The stream has started (its job runs on the worker) when node a dies.
+    let mut r = stream(&a).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.chunk().await.unwrap().is_some(), "the first event arrives");
+    let orphan = running_job(&q, &[]).await;
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    // The stream is cut before its image: the client retries on the other node.
+    let mut rest = Vec::new();
+    while let Ok(Some(c)) = r.chunk().await {
+        rest.extend_from_slice(&c);
+    }
+    assert!(!String::from_utf8_lossy(&rest).contains("inlineData"), "the cut stream had no image");
+    let retry = stream(&b).await.unwrap();
+    assert_eq!(retry.status(), 200);
+    let text = retry.text().await.unwrap();
+    let events: Vec<Value> = text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
+    assert!(image_parts_of(events.last().unwrap()), "the retry gets the image");
+    let again = stream(&b).await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.unwrap(), text, "a replay, not a new image");
+    // The dead node's job ran to its end on the worker, but nobody published it.
+    job_reaches(&q, &orphan.id, plantain_store::JobState::Succeeded).await;
+    assert_eq!(artefact_count(&q).await, 1, "one image in the ledger");
+    let data = events.last().unwrap()["candidates"][0]["content"]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|p| p["inlineData"]["data"].as_str())
+        .map(|d| B64.decode(d).unwrap())
+        .unwrap();
+    let s3 = S3Config {
+        bucket: service_env("PLANTAIN_TEST_S3_BUCKET"),
+        endpoint: Some(service_env("PLANTAIN_TEST_S3_ENDPOINT")),
+        access_key_id: service_env("PLANTAIN_TEST_S3_ACCESS_KEY_ID"),
+        secret_access_key: service_env("PLANTAIN_TEST_S3_SECRET_ACCESS_KEY"),
+        prefix,
+        ..S3Config::default()
+    };
+    let blobs = plantain_store::S3Blobs::open(&s3).unwrap();
+    use plantain_store::BlobStore;
+    assert_eq!(blobs.get(&blob_address(&data)).await.unwrap(), Some(data), "its bytes are in S3");
 }

@@ -81,6 +81,12 @@ pub struct StorageConfig {
     /// How long a worker's claim on a job lasts without a heartbeat (seconds; heartbeats come
     /// every third of it): a worker that died loses its job to another after this long.
     pub job_lease_secs: u64,
+    /// A job no worker took within this long is failed with 503 "retry later" instead of waiting
+    /// on (seconds; the shared queue only).
+    pub job_unclaimed_secs: u64,
+    /// How long the shared queue keeps settled jobs' rows before housekeeping deletes them
+    /// (seconds).
+    pub job_retention_secs: u64,
     /// This node's name in the job queue's leases (`PLANTAIN_NODE_NAME`; default: `worker-`
     /// and a random suffix).
     pub node_name: Option<String>,
@@ -94,6 +100,8 @@ impl Default for StorageConfig {
             backend: StorageBackend::default(),
             role: Role::default(),
             job_lease_secs: 30,
+            job_unclaimed_secs: 300,
+            job_retention_secs: 86_400,
             node_name: None,
             postgres: PostgresSection::default(),
             s3: S3Section::default(),
@@ -168,6 +176,9 @@ pub struct S3Section {
     pub region: Option<String>,
     /// Objects go under this prefix (`prefix/blobs/…`).
     pub prefix: String,
+    /// How long one S3 request is retried (with backoff) before the client gets 503 "retry
+    /// later" (seconds; default 30).
+    pub retry_secs: Option<u64>,
 }
 
 /// `[checks]`: how much the loop may spend per image, and the optional CLIP model.

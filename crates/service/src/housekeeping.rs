@@ -1,5 +1,6 @@
 //! Deleting what has expired — Files API files after their 48 hours, outputs past the retention
-//! window, idempotency records past their lifetime — and the partial uploads of the Files API.
+//! window, idempotency records past their lifetime, the shared queue's settled jobs — and the
+//! partial uploads of the Files API.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,10 @@ pub struct Swept {
     pub files: usize,
     pub output_blobs: usize,
     pub idempotency_records: usize,
+    /// Shared-queue jobs deleted (settled longer ago than `[storage] job_retention_secs`).
+    pub jobs: usize,
+    /// Shared-queue jobs failed because no worker took them in `[storage] job_unclaimed_secs`.
+    pub unclaimed_jobs: usize,
 }
 
 impl Service {
@@ -24,7 +29,20 @@ impl Service {
         let idempotency_records = self.stores.meta.purge_idempotency(now()).await?;
         let days = self.config.retention_days;
         let output_blobs = if days > 0 { self.apply_retention(days).await? } else { 0 };
-        Ok(Swept { files, output_blobs, idempotency_records })
+        let (unclaimed_jobs, jobs) = self.sweep_shared_queue().await?;
+        Ok(Swept { files, output_blobs, idempotency_records, jobs, unclaimed_jobs })
+    }
+
+    /// With the shared queue: fails the jobs queued longer than `job_unclaimed_secs` (those an
+    /// API node waits on it fails itself; these lost theirs) and deletes jobs settled longer ago
+    /// than `job_retention_secs`, with their events. Returns (failed, deleted).
+    async fn sweep_shared_queue(&self) -> Result<(usize, usize), ServiceError> {
+        let Some(store) = &self.stores.queue else { return Ok((0, 0)) };
+        let st = &self.config.storage;
+        let t = now();
+        let why = crate::shared::unclaimed_error("its model", st.job_unclaimed_secs);
+        let (failed, deleted) = store.sweep_jobs(t - st.job_unclaimed_secs as i64, t - st.job_retention_secs as i64, &why).await?;
+        Ok((failed as usize, deleted as usize))
     }
 
     /// Deletes files (uploads, finished or not, and batch results) whose lifetime is over:

@@ -189,7 +189,7 @@ pub struct Job {
     pub steps: usize,
     pub seeds: Vec<u64>,
     events: mpsc::UnboundedReceiver<WorkerEvent>,
-    result: Option<Result<Vec<Generated>, EngineError>>,
+    result: Option<Result<Vec<Generated>, ServiceError>>,
     guard: CancelOnDrop,
     quota: Held,
     queued: Instant,
@@ -330,11 +330,15 @@ impl Job {
                 Some(JobEvent::Partial(p))
             }
             Some(WorkerEvent::Done(r)) => {
-                self.result = Some(r);
+                self.result = Some(r.map_err(engine_error));
+                None
+            }
+            Some(WorkerEvent::Refused(e)) => {
+                self.result = Some(Err(e));
                 None
             }
             None => {
-                self.result = Some(Err(EngineError::Cancelled));
+                self.result = Some(Err(engine_error(EngineError::Cancelled)));
                 None
             }
         }
@@ -348,7 +352,7 @@ impl Job {
                 let made = made_of(&self.spec, generated, &self.seeds)?;
                 Ok(Ran { job: self, made })
             }
-            Some(Err(e)) => Err(engine_error(e)),
+            Some(Err(e)) => Err(e),
             None => Err(engine_error(EngineError::Cancelled)),
         }
     }

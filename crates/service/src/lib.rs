@@ -132,7 +132,8 @@ impl Service {
             (Role::Api, Some(store)) => {
                 let hub = Arc::new(shared::EventHub::default());
                 tokio::spawn(hub.clone().listen(store.clone()));
-                let q = Arc::new(shared::SharedQueue { store: store.clone(), hub });
+                let unclaimed = std::time::Duration::from_secs(config.storage.job_unclaimed_secs.max(1));
+                let q = Arc::new(shared::SharedQueue { store: store.clone(), hub, unclaimed });
                 config.models.iter().map(|m| (m.name.clone(), Arc::new(Worker::spawn_shared(m, q.clone())))).collect()
             }
             (Role::Worker, Some(_)) => config.models.iter().map(|m| (m.name.clone(), Arc::new(Worker::spawn(m)))).collect(),

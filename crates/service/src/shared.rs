@@ -28,12 +28,12 @@ use image::{ImageFormat, RgbImage};
 use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::{Decoder, GenerateRequest, Generated, Timings};
 use plantain_schedulers::SchedulerKind;
-use plantain_store::{Heartbeat, JobLane, JobState, Lease, NewJob, OUTPUT_EVENT, PgStore, QueuedJob};
+use plantain_store::{Heartbeat, JobLane, JobState, Lease, NewJob, OUTPUT_EVENT, Offer, PgStore, QueueLimits, QueuedJob};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::ServiceError;
-use crate::worker::{EngineJob, Lane, ModelState, PreviewEvent, ProgressEvent, Worker, WorkerEvent};
+use crate::worker::{EngineJob, Lane, ModelState, PreviewEvent, ProgressEvent, Refused, Worker, WorkerEvent, refusal};
 
 /// How often a waiting request looks at its job without a notification (a lost `NOTIFY`
 /// only delays it this long).
@@ -81,41 +81,88 @@ impl EventHub {
     }
 }
 
+/// The `kind` of a job's error when no worker took it in time (an API node's wait, or
+/// housekeeping): the client gets 503 "retry later", not an engine failure.
+const UNCLAIMED: &str = "unclaimed";
+
 /// A model served by workers elsewhere: its jobs go into the shared queue.
 pub struct SharedQueue {
     pub store: Arc<PgStore>,
     pub hub: Arc<EventHub>,
+    /// A job no worker took within this long is failed, 503 "retry later" (`[storage]
+    /// job_unclaimed_secs`).
+    pub unclaimed: Duration,
+}
+
+/// The error a job gets when no worker took it in `secs` seconds.
+pub fn unclaimed_error(model: &str, secs: u64) -> Value {
+    let message = format!(
+        "no worker took this job for model {model} within {secs} s (no worker with the model is running, or all are busy); retry later"
+    );
+    json!({"error": {"kind": UNCLAIMED, "message": message}})
 }
 
 impl SharedQueue {
-    /// Enqueues `job` for `model` and relays what it reports to `job.events` until it ends.
-    pub async fn submit(self: &Arc<Self>, model: &str, job: EngineJob) -> Result<(), ServiceError> {
+    /// Enqueues `job` for `model` — unless no live worker serves the model (503 naming it), its
+    /// lane is full (503) or the caller has its share of the lane waiting (429), counted across
+    /// every API node — and relays what it reports to `job.events` until it ends.
+    pub async fn submit(self: &Arc<Self>, model: &str, job: EngineJob, limits: QueueLimits) -> Result<(), ServiceError> {
+        if self.store.live_workers(model).await?.is_empty() {
+            return Err(ServiceError::unavailable(
+                format!(
+                    "model {model} is not available: no worker serving it is running (none has announced it to the shared queue); retry later"
+                ),
+                10,
+            ));
+        }
         let id = crate::new_id();
         let lane = if job.lane == Lane::Preview { JobLane::Preview } else { JobLane::Final };
         let payload = encode_job(&job).map_err(|e| ServiceError::internal(format!("encoding the job: {e}")))?;
         let new = NewJob { id: id.clone(), model: model.to_string(), lane, caller: job.caller.clone(), payload };
         // Subscribed before the job exists, so that no notification of it is missed.
         let notify = self.hub.subscribe(&id);
-        if let Err(e) = self.store.enqueue_job(&new).await {
+        let offered = self.store.offer_job(&new, Some(limits)).await;
+        let refused = match offered {
+            Ok(Offer::Queued) => None,
+            Ok(Offer::LaneFull) => Some(refusal(model, job.lane, Refused::Full, limits.capacity, limits.per_caller)),
+            Ok(Offer::CallerShare) => Some(refusal(model, job.lane, Refused::CallerShare, limits.capacity, limits.per_caller)),
+            Err(e) => Some(e.into()),
+        };
+        if let Some(e) = refused {
             self.hub.unsubscribe(&id);
-            return Err(e.into());
+            return Err(e);
         }
         let me = self.clone();
+        let model = model.to_string();
         tokio::spawn(async move {
-            me.relay(&id, &job, &notify).await;
+            me.relay(&id, &model, &job, &notify).await;
             me.hub.unsubscribe(&id);
         });
         Ok(())
     }
 
     /// Forwards job `id`'s events, then its result, to whoever waits on `job`.
-    async fn relay(&self, id: &str, job: &EngineJob, notify: &Notify) {
+    async fn relay(&self, id: &str, model: &str, job: &EngineJob, notify: &Notify) {
         let mut after = 0;
         // Progress only moves forward: a job run again after its worker died reports its
         // first steps again; those are not sent twice.
         let mut reached: Option<(usize, usize)> = None;
         let mut cancelled_at: Option<std::time::Instant> = None;
+        let queued_at = std::time::Instant::now();
+        let mut expiry_checked = false;
         loop {
+            if !expiry_checked && queued_at.elapsed() > self.unclaimed {
+                // Still queued: nobody took it, fail it (once taken it is not failed here).
+                match self.store.expire_unclaimed_job(id, &unclaimed_error(model, self.unclaimed.as_secs())).await {
+                    Ok(expired) => {
+                        expiry_checked = true;
+                        if expired {
+                            tracing::warn!(job = id, model, "no worker took the job in time: failed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(job = id, error = %e, "expiring an unclaimed job failed; retrying"),
+                }
+            }
             if job.abandoned() && cancelled_at.is_none() {
                 tracing::info!(job = id, "client gone: cancelling the job in the shared queue");
                 if let Err(e) = self.store.cancel_job(id).await {
@@ -127,8 +174,8 @@ impl SharedQueue {
                 return; // nobody waits, and no worker settled it: leave it to the queue
             }
             match self.poll(id, job, &mut after, &mut reached).await {
-                Ok(Some(result)) => {
-                    job.answer(result);
+                Ok(Some(end)) => {
+                    let _ = job.events.send(end);
                     if let Err(e) = self.store.delete_job_events(id).await {
                         tracing::warn!(job = id, error = %e, "deleting a finished job's events failed");
                     }
@@ -148,7 +195,7 @@ impl SharedQueue {
         job: &EngineJob,
         after: &mut i64,
         reached: &mut Option<(usize, usize)>,
-    ) -> plantain_store::Result<Option<crate::worker::JobResult>> {
+    ) -> plantain_store::Result<Option<WorkerEvent>> {
         // The state first: outputs are written with it, so the events read next include them.
         let state = self.store.job(id).await?.map(|j| (j.state, j.result));
         let events = self.store.job_events(id, *after).await?;
@@ -169,7 +216,7 @@ impl SharedQueue {
                     } else {
                         match decode_rgb(e.data.as_deref().unwrap_or_default()) {
                             Ok(picture) => WorkerEvent::Partial(PreviewEvent { image, index: num(&e.body, "index"), step, total, picture }),
-                            Err(err) => return Ok(Some(Err(EngineError::Runtime(format!("a partial image: {err}"))))),
+                            Err(err) => return Ok(Some(WorkerEvent::Done(Err(EngineError::Runtime(format!("a partial image: {err}")))))),
                         }
                     };
                     let _ = job.events.send(ev);
@@ -181,9 +228,14 @@ impl SharedQueue {
             None => Some(Err(EngineError::Runtime("the job vanished from the shared queue".into()))),
             Some((JobState::Succeeded, _)) => Some(decode_outputs(outputs)),
             Some((JobState::Cancelled, _)) => Some(Err(EngineError::Cancelled)),
+            Some((JobState::Failed, Some(r))) if r["error"]["kind"] == UNCLAIMED => {
+                let m = r["error"]["message"].as_str().unwrap_or("no worker took this job in time; retry later");
+                return Ok(Some(WorkerEvent::Refused(ServiceError::unavailable(m, 10))));
+            }
             Some((JobState::Failed, result)) => Some(Err(decode_error(result.as_ref()))),
             Some(_) => None,
-        })
+        }
+        .map(WorkerEvent::Done))
     }
 }
 
@@ -319,7 +371,7 @@ pub async fn serve_worker(workers: Vec<Arc<Worker>>, store: Arc<PgStore>, node: 
     let lease_secs = lease_secs.max(1);
     let tasks: Vec<_> = workers
         .into_iter()
-        .map(|w| tokio::spawn(model_loop(w, store.clone(), format!("{node}/{}", crate::new_id()), lease_secs)))
+        .map(|w| tokio::spawn(model_loop(w, store.clone(), node.clone(), format!("{node}/{}", crate::new_id()), lease_secs)))
         .collect();
     for t in tasks {
         let _ = t.await;
@@ -327,7 +379,7 @@ pub async fn serve_worker(workers: Vec<Arc<Worker>>, store: Arc<PgStore>, node: 
 }
 
 /// Claims and runs one model's jobs, one at a time (the model's thread runs one at a time).
-async fn model_loop(worker: Arc<Worker>, store: Arc<PgStore>, owner: String, lease_secs: u64) {
+async fn model_loop(worker: Arc<Worker>, store: Arc<PgStore>, node: String, owner: String, lease_secs: u64) {
     loop {
         match worker.state() {
             ModelState::Loading => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -339,6 +391,9 @@ async fn model_loop(worker: Arc<Worker>, store: Arc<PgStore>, owner: String, lea
         }
     }
     tracing::info!(model = %worker.name, owner = %owner, "taking jobs from the shared queue");
+    // Announced while this loop lives, so that API nodes take jobs for the model.
+    let announcer = tokio::spawn(announce(store.clone(), node, owner.clone(), worker.name.clone(), lease_secs));
+    let _stop_announcing = AbortOnDrop(announcer);
     let models = vec![worker.name.clone()];
     let mut waker = None;
     loop {
@@ -363,6 +418,32 @@ async fn model_loop(worker: Arc<Worker>, store: Arc<PgStore>, owner: String, lea
             }
         }
     }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Renews this worker loop's announcement of `model` (lasting a lease) every third of a lease.
+async fn announce(store: Arc<PgStore>, node: String, owner: String, model: String, lease_secs: u64) {
+    let mut tick = tokio::time::interval(heartbeat_every(lease_secs));
+    loop {
+        tick.tick().await;
+        // One second more than the lease: times are whole seconds.
+        if let Err(e) = store.announce_worker(&owner, &node, &model, plantain_store::now() + lease_secs as i64 + 1).await {
+            tracing::warn!(model = %model, error = %e, "announcing this worker failed; retrying");
+        }
+    }
+}
+
+/// How often a lease of `lease_secs` is renewed: every third of it.
+fn heartbeat_every(lease_secs: u64) -> Duration {
+    Duration::from_millis((lease_secs * 1000 / 3).clamp(200, 10_000))
 }
 
 /// Runs a claimed job on the model's thread: heartbeats, records what it reports, settles it.
@@ -394,7 +475,7 @@ async fn run_claimed(worker: &Worker, store: &PgStore, job: QueuedJob, owner: &s
         let _ = store.finish_job(&id, owner, JobState::Failed, &encode_error(&err)).await;
         return;
     }
-    let mut beat = tokio::time::interval(Duration::from_millis((lease_secs * 1000 / 3).clamp(200, 10_000)));
+    let mut beat = tokio::time::interval(heartbeat_every(lease_secs));
     let mut lost = false;
     let result = loop {
         tokio::select! {
@@ -435,7 +516,7 @@ async fn record_event(store: &PgStore, id: &str, owner: &str, ev: WorkerEvent) -
             };
             store.add_job_event(id, owner, "partial", &body, Some(&bytes)).await
         }
-        WorkerEvent::Done(_) => return true,
+        WorkerEvent::Done(_) | WorkerEvent::Refused(_) => return true,
     };
     r.unwrap_or_else(|e| {
         tracing::warn!(job = %id, error = %e, "recording a job's progress failed");

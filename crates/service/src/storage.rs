@@ -55,7 +55,7 @@ fn scaleout_configs(config: &Config, env: impl Fn(&str) -> Option<String>) -> Re
         access_key_id,
         secret_access_key,
         prefix: st.s3.prefix.clone(),
-        retry_timeout: Duration::from_secs(30),
+        retry_timeout: Duration::from_secs(st.s3.retry_secs.unwrap_or(30).max(1)),
     };
     Ok((pg, s3))
 }

@@ -61,12 +61,15 @@ pub struct PreviewEvent {
 }
 
 /// What a running job reports, in order, on its one event stream: progress and partial images
-/// while the engine runs (when asked for), then exactly one `Done`.
+/// while the engine runs (when asked for), then exactly one `Done` (or `Refused`).
 #[derive(Debug)]
 pub enum WorkerEvent {
     Progress(ProgressEvent),
     Partial(PreviewEvent),
     Done(JobResult),
+    /// The job was not run, for a reason the client may retry on (the shared queue: no worker
+    /// took it in time).
+    Refused(ServiceError),
 }
 
 /// The steps (1-based, of `total`) at which `count` previews are made: evenly spaced inside
@@ -202,7 +205,7 @@ struct Queue {
 }
 
 /// Why a job was not queued.
-enum Refused {
+pub(crate) enum Refused {
     /// The lane is full (or the worker is shutting down).
     Full,
     /// The caller already has its share of the lane waiting.
@@ -388,25 +391,14 @@ impl Worker {
                     "upscale edits do not go through the shared job queue yet: send them to an all-in-one server (`--role all`)",
                 ));
             }
-            return shared.submit(&self.name, job).await;
+            let limits = plantain_store::QueueLimits { capacity: self.queue.capacity, per_caller: self.queue.per_caller };
+            return shared.submit(&self.name, job, limits).await;
         }
         if let ModelState::Failed(e) = self.state() {
             return Err(ServiceError::unavailable(format!("model {} is not available: {e}", self.name), 60));
         }
-        let lane = if job.lane == Lane::Preview { "preview" } else { "final" };
-        self.queue.push(job).map_err(|(_, why)| match why {
-            Refused::Full => ServiceError::unavailable(
-                format!("model {} is busy: its {lane} queue is full ({} jobs); retry later", self.name, self.queue.capacity),
-                2,
-            ),
-            Refused::CallerShare => ServiceError::exhausted(
-                format!(
-                    "this API key already has {} jobs waiting in model {}'s {lane} queue (its share); retry when one has run",
-                    self.queue.per_caller, self.name
-                ),
-                2,
-            ),
-        })
+        let lane = job.lane;
+        self.queue.push(job).map_err(|(_, why)| refusal(&self.name, lane, why, self.queue.capacity, self.queue.per_caller))
     }
 
     /// Stops the thread after the running job (queued jobs are answered with an error).
@@ -425,6 +417,24 @@ impl Worker {
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The answer to a job refused by a model's queue (in-process or shared: the same words and
+/// statuses): 503 UNAVAILABLE when the lane is full, 429 RESOURCE_EXHAUSTED when the caller
+/// already has its share of the lane waiting; both with a Retry-After.
+pub(crate) fn refusal(model: &str, lane: Lane, why: Refused, capacity: usize, per_caller: usize) -> ServiceError {
+    let lane = if lane == Lane::Preview { "preview" } else { "final" };
+    match why {
+        Refused::Full => {
+            ServiceError::unavailable(format!("model {model} is busy: its {lane} queue is full ({capacity} jobs); retry later"), 2)
+        }
+        Refused::CallerShare => ServiceError::exhausted(
+            format!(
+                "this API key already has {per_caller} jobs waiting in model {model}'s {lane} queue (its share); retry when one has run"
+            ),
+            2,
+        ),
     }
 }
 

@@ -33,7 +33,10 @@ use async_trait::async_trait;
 
 pub use blobs::FsBlobs;
 pub use error::{Result, StoreError};
-pub use postgres::{Heartbeat, JobEventRow, JobEvents, JobWaker, NewJob, OUTPUT_EVENT, PgStore, PostgresConfig, QueuedJob, redact_url};
+pub use postgres::{
+    Heartbeat, JobEventRow, JobEvents, JobWaker, NewJob, OUTPUT_EVENT, Offer, PREVIEW_BURST, PgStore, PostgresConfig, QueueLimits,
+    QueuedJob, redact_url,
+};
 pub use records::*;
 pub use s3::{S3Blobs, S3Config};
 pub use sqlite::SqliteStore;

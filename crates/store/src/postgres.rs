@@ -29,7 +29,7 @@ use crate::error::{Result, StoreError};
 use crate::records::*;
 use crate::{Artefacts, Files, Idempotency, IdempotencyScope, Keys, now};
 
-pub use jobs::{Heartbeat, JobEventRow, JobEvents, JobWaker, NewJob, OUTPUT_EVENT, QueuedJob};
+pub use jobs::{Heartbeat, JobEventRow, JobEvents, JobWaker, NewJob, OUTPUT_EVENT, Offer, PREVIEW_BURST, QueueLimits, QueuedJob};
 
 /// Reservations a crashed request left behind stop counting after this long.
 const RESERVATION_TTL_SECS: i64 = 3600;
@@ -131,6 +131,19 @@ impl PgStore {
         };
         let events_channel = format!("{jobs_channel}_events");
         Ok(PgStore { pool, jobs_channel, events_channel })
+    }
+
+    /// The secret `name` every node sharing this database uses (e.g. the key that authenticates
+    /// `thoughtSignature`s): `candidate` when none is stored yet (the first node to ask decides),
+    /// else the stored one.
+    pub async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        sqlx::query("INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?)
     }
 
     /// Closes every connection of the pool.

@@ -6,9 +6,16 @@
 //! - A claim takes one job with `FOR UPDATE SKIP LOCKED`: concurrent workers never take the same
 //!   job, and never wait on each other. A job whose lease ran out (its worker died) is taken
 //!   again; `attempts` counts the claims.
-//! - Order: previews before finals; within a lane, round-robin between callers — the caller
-//!   served longest ago (or never) first, across every worker (`job_turns`); then oldest first.
-//!   (The in-process queue also lets a final go after a burst of previews; not here yet.)
+//! - Order: previews before finals, but a waiting final goes after [`PREVIEW_BURST`] previews of
+//!   its model in a row (`job_lanes`, counted across every worker), as in the in-process queue;
+//!   within a lane, round-robin between callers — the caller served longest ago (or never)
+//!   first, across every worker (`job_turns`); then oldest first.
+//! - Backpressure ([`PgStore::offer_job`]): a lane of a model holds at most `capacity` waiting
+//!   jobs, a caller at most `per_caller` of them — counted and inserted under a transaction-scoped
+//!   advisory lock per model and lane, so that API nodes enqueueing at once never overfill it.
+//! - Workers announce the models they serve ([`PgStore::announce_worker`], a row renewed like a
+//!   lease): an API node refuses a job no live worker can take, and a queued job nobody took in
+//!   time is failed ([`PgStore::expire_unclaimed_job`]) rather than left waiting.
 //! - Enqueueing notifies `LISTEN`ers in the same transaction ([`JobWaker`]), so idle workers wake
 //!   at once instead of polling; they still poll now and then for expired leases.
 //! - Cancelling a queued job settles it; a running one is flagged, and its worker learns it from
@@ -67,6 +74,28 @@ pub enum Heartbeat {
     /// The job is no longer this worker's (its lease ran out and another took it, or it was
     /// settled): drop the work, write nothing.
     Lost,
+}
+
+/// After this many preview jobs of a model in a row a waiting final job goes first (no
+/// starvation): the in-process queue's rule.
+pub const PREVIEW_BURST: i32 = 4;
+
+/// The backpressure of one lane of a model's queue: at most `capacity` jobs waiting, at most
+/// `per_caller` of them one caller's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    pub capacity: usize,
+    pub per_caller: usize,
+}
+
+/// What became of a job offered to the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    Queued,
+    /// The lane already has `capacity` jobs waiting: nothing was queued.
+    LaneFull,
+    /// The caller already has `per_caller` jobs waiting in the lane: nothing was queued.
+    CallerShare,
 }
 
 const JOB_COLS: &str = "id, model, lane, caller, payload, state, attempts, cancel_requested, result, lease_owner";
@@ -131,9 +160,39 @@ impl JobWaker {
 }
 
 impl PgStore {
-    /// Queues a job and, when the transaction commits, wakes the workers listening.
+    /// Queues a job and, when the transaction commits, wakes the workers listening (no limits).
     pub async fn enqueue_job(&self, job: &NewJob) -> Result<()> {
+        self.offer_job(job, None).await.map(|_| ())
+    }
+
+    /// Queues a job unless its lane is full or its caller has its share of the lane waiting
+    /// (`limits`; None: no limit), atomically across every node; wakes the workers listening
+    /// when it commits.
+    pub async fn offer_job(&self, job: &NewJob, limits: Option<QueueLimits>) -> Result<Offer> {
         let mut tx = self.pool.begin().await?;
+        if let Some(l) = limits {
+            // One enqueuer at a time per model and lane (advisory locks are database-wide: the
+            // channel's name carries the schema).
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(format!("{}:{}:{}", self.jobs_channel, job.model, job.lane.as_str()))
+                .execute(&mut *tx)
+                .await?;
+            let (waiting, mine): (i64, i64) = sqlx::query_as(
+                "SELECT count(*), count(*) FILTER (WHERE caller = $3) FROM jobs \
+                 WHERE model = $1 AND lane = $2 AND state = 'queued'",
+            )
+            .bind(&job.model)
+            .bind(job.lane.as_str())
+            .bind(&job.caller)
+            .fetch_one(&mut *tx)
+            .await?;
+            if waiting as usize >= l.capacity {
+                return Ok(Offer::LaneFull);
+            }
+            if mine as usize >= l.per_caller {
+                return Ok(Offer::CallerShare);
+            }
+        }
         sqlx::query("INSERT INTO jobs (id, model, lane, caller, payload, state, enqueued_at) VALUES ($1, $2, $3, $4, $5, 'queued', $6)")
             .bind(&job.id)
             .bind(&job.model)
@@ -145,7 +204,7 @@ impl PgStore {
             .await?;
         sqlx::query("SELECT pg_notify($1, $2)").bind(&self.jobs_channel).bind(&job.model).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(Offer::Queued)
     }
 
     /// Takes the next job for one of `models` (see the module's order) for `lease.owner` until
@@ -166,9 +225,11 @@ impl PgStore {
         let row = sqlx::query(AssertSqlSafe(format!(
             "WITH next AS ( \
                SELECT j.id FROM jobs j LEFT JOIN job_turns t ON t.model = j.model AND t.caller = j.caller \
+                 LEFT JOIN job_lanes l ON l.model = j.model \
                WHERE j.model = ANY($1) AND NOT j.cancel_requested \
                  AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_until < $2)) \
-               ORDER BY j.lane = 'final', COALESCE(t.turn, 0), j.seq LIMIT 1 \
+               ORDER BY CASE WHEN COALESCE(l.previews_in_row, 0) >= {PREVIEW_BURST} THEN j.lane = 'preview' \
+                 ELSE j.lane = 'final' END, COALESCE(t.turn, 0), j.seq LIMIT 1 \
                FOR UPDATE OF j SKIP LOCKED) \
              UPDATE jobs SET state = 'running', lease_owner = $3, lease_until = $4, attempts = attempts + 1 \
              FROM next WHERE jobs.id = next.id RETURNING {}",
@@ -190,6 +251,15 @@ impl PgStore {
         )
         .bind(&job.model)
         .bind(&job.caller)
+        .execute(&mut *tx)
+        .await?;
+        // Previews in a row: one more, or none after a final.
+        sqlx::query(
+            "INSERT INTO job_lanes (model, previews_in_row) VALUES ($1, $2) \
+             ON CONFLICT (model) DO UPDATE SET previews_in_row = CASE WHEN $2 = 0 THEN 0 ELSE job_lanes.previews_in_row + 1 END",
+        )
+        .bind(&job.model)
+        .bind(i32::from(job.lane == JobLane::Preview))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -342,6 +412,83 @@ impl PgStore {
     pub async fn jobs(&self) -> Result<Vec<QueuedJob>> {
         let rows = sqlx::query(AssertSqlSafe(format!("SELECT {JOB_COLS} FROM jobs ORDER BY seq"))).fetch_all(&self.pool).await?;
         rows.iter().map(job_row).collect()
+    }
+
+    /// Says that `owner` (one worker's loop for `model`, on node `node`) serves `model` until
+    /// `until`; renewed like a lease while the worker runs.
+    pub async fn announce_worker(&self, owner: &str, node: &str, model: &str, until: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO job_workers (owner, node, model, alive_until) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (owner) DO UPDATE SET node = $2, model = $3, alive_until = $4",
+        )
+        .bind(owner)
+        .bind(node)
+        .bind(model)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A worker's loop going away: its row goes now rather than when it expires.
+    pub async fn retire_worker(&self, owner: &str) -> Result<()> {
+        sqlx::query("DELETE FROM job_workers WHERE owner = $1").bind(owner).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The nodes whose workers serve `model` now (their announcement has not expired).
+    pub async fn live_workers(&self, model: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT node FROM job_workers WHERE model = $1 AND alive_until >= $2 ORDER BY node")
+            .bind(model)
+            .bind(now())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Fails job `id` with `result` if it is still queued (no worker took it); true when it did.
+    pub async fn expire_unclaimed_job(&self, id: &str, result: &serde_json::Value) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let r = sqlx::query("UPDATE jobs SET state = 'failed', result = $2, ended_at = $3 WHERE id = $1 AND state = 'queued'")
+            .bind(id)
+            .bind(result.to_string())
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("SELECT pg_notify($1, $2)").bind(&self.events_channel).bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Housekeeping of the queue: fails the jobs queued before `queued_before` that no worker
+    /// took (with `result`), then deletes the jobs settled before `ended_before` with their
+    /// events, and expired workers' rows. Returns (jobs failed, jobs deleted).
+    pub async fn sweep_jobs(&self, queued_before: i64, ended_before: i64, result: &serde_json::Value) -> Result<(u64, u64)> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let failed =
+            sqlx::query("UPDATE jobs SET state = 'failed', result = $2, ended_at = $3 WHERE state = 'queued' AND enqueued_at < $1")
+                .bind(queued_before)
+                .bind(result.to_string())
+                .bind(t)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let settled = "SELECT id FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled') AND ended_at < $1";
+        sqlx::query(AssertSqlSafe(format!("DELETE FROM job_events WHERE job_id IN ({settled})")))
+            .bind(ended_before)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query(AssertSqlSafe(format!("DELETE FROM jobs WHERE id IN ({settled})")))
+            .bind(ended_before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM job_workers WHERE alive_until < $1").bind(t - 3600).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((failed, deleted))
     }
 
     /// A connection listening for enqueued jobs.

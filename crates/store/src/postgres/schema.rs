@@ -81,6 +81,21 @@ CREATE TABLE job_events (
 CREATE INDEX job_events_job ON job_events(job_id, seq);
 ";
 
+/// Version 5: what the queue's backpressure and housekeeping need. `job_lanes`: how many
+/// previews of a model were taken in a row (a waiting final goes after a burst of them);
+/// `job_workers`: which worker serves which model, until when (a heartbeat: an API node refuses a
+/// model no live worker has); `secrets`: values every node must share (the HMAC key of
+/// `thoughtSignature`s); settled jobs found by their end for deletion.
+const V5: &str = "
+CREATE TABLE job_lanes (model TEXT PRIMARY KEY, previews_in_row INTEGER NOT NULL);
+CREATE TABLE job_workers (
+  owner TEXT PRIMARY KEY, node TEXT NOT NULL, model TEXT NOT NULL, alive_until BIGINT NOT NULL);
+CREATE INDEX job_workers_model ON job_workers(model, alive_until);
+CREATE TABLE secrets (name TEXT PRIMARY KEY, value BYTEA NOT NULL, created_at BIGINT NOT NULL);
+CREATE INDEX jobs_settled ON jobs(ended_at) WHERE state IN ('succeeded', 'failed', 'cancelled');
+CREATE INDEX job_events_created ON job_events(created_at);
+";
+
 fn version(v: i64, description: &'static str, sql: &'static str) -> Migration {
     Migration::new(v, Cow::Borrowed(description), MigrationType::Simple, SqlStr::from_static(sql), false)
 }
@@ -92,5 +107,6 @@ pub fn migrator() -> Migrator {
         version(2, "job queue", V2),
         version(3, "conversations", V3),
         version(4, "job events", V4),
+        version(5, "queue limits, workers, shared secrets", V5),
     ])
 }

@@ -63,8 +63,8 @@ async fn jobs_are_taken_once_by_workers_with_the_model() {
     assert_eq!(a.job("j0").await.unwrap().unwrap().state, JobState::Succeeded);
 }
 
-/// Previews before finals; within a lane, callers take turns (the one served longest ago first),
-/// whoever enqueued more.
+/// Previews before finals, but a waiting final after 4 previews in a row (counted across nodes);
+/// within a lane, callers take turns (the one served longest ago first), whoever enqueued more.
 #[tokio::test]
 #[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
 async fn previews_first_and_callers_take_turns() {
@@ -81,8 +81,19 @@ async fn previews_first_and_callers_take_turns() {
         let node = if i % 2 == 0 { &s } else { &other };
         order.push(node.claim_job(&models(&["m"]), &lease("w", 60)).await.unwrap().unwrap().id);
     }
-    assert_eq!(order, ["a0", "b0", "a1", "b1", "a2", "a3", "a4", "final"]);
+    assert_eq!(order, ["a0", "b0", "a1", "b1", "final", "a2", "a3", "a4"]);
     assert!(s.claim_job(&models(&["m"]), &lease("w", 60)).await.unwrap().is_none());
+    // The count goes on across claims: one more preview, then a final waits its turn again.
+    for i in 0..3 {
+        s.enqueue_job(&job(&format!("f{i}"), "m", JobLane::Final, "c")).await.unwrap();
+        s.enqueue_job(&job(&format!("p{i}"), "m", JobLane::Preview, "c")).await.unwrap();
+    }
+    let mut order = Vec::new();
+    while let Some(j) = other.claim_job(&models(&["m"]), &lease("w", 60)).await.unwrap() {
+        order.push(j.id);
+    }
+    // 3 previews in a row so far (a2..a4): p0 makes 4, then a final, then the rest.
+    assert_eq!(order, ["p0", "f0", "p1", "p2", "f1", "f2"]);
 }
 
 /// A worker that died loses its job when its lease runs out; the job is taken again (attempt 2)
@@ -168,4 +179,102 @@ async fn job_events_reach_another_node_and_only_the_lease_holder_writes() {
     assert!(!worker.finish_job_with("e", "w2", JobState::Succeeded, &body, &outputs).await.unwrap(), "settled once");
     api.delete_job_events("e").await.unwrap();
     assert!(api.job_events("e", 0).await.unwrap().is_empty());
+}
+
+/// Backpressure across nodes: eight enqueuers on two pools offer 40 jobs at once to a lane of 5
+/// with a share of 2 per caller; exactly 5 are queued, no caller has more than 2, and every
+/// refusal says why. A running job frees its place; lanes and models are counted apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn offered_jobs_respect_lane_capacity_and_caller_shares_across_nodes() {
+    let (a, b) = open_two().await;
+    let limits = Some(QueueLimits { capacity: 5, per_caller: 2 });
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let s = if t % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for i in 0..5 {
+                    let j = job(&format!("t{t}-{i}"), "m", JobLane::Preview, &format!("c{}", t % 4));
+                    out.push(s.offer_job(&j, limits).await.unwrap());
+                }
+                out
+            })
+        })
+        .collect();
+    let mut offers = Vec::new();
+    for t in tasks {
+        offers.extend(t.await.unwrap());
+    }
+    assert_eq!(offers.iter().filter(|o| **o == Offer::Queued).count(), 5, "{offers:?}");
+    assert!(offers.iter().all(|o| matches!(o, Offer::Queued | Offer::LaneFull | Offer::CallerShare)));
+    let jobs = a.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 5, "refused offers queue nothing");
+    for c in 0..4 {
+        assert!(jobs.iter().filter(|j| j.caller == format!("c{c}")).count() <= 2, "c{c}: {jobs:?}");
+    }
+    // A caller at its share is told so while the lane has room.
+    let (s, _) = open_two().await;
+    let l = Some(QueueLimits { capacity: 3, per_caller: 1 });
+    assert_eq!(s.offer_job(&job("x0", "m", JobLane::Preview, "x"), l).await.unwrap(), Offer::Queued);
+    assert_eq!(s.offer_job(&job("x1", "m", JobLane::Preview, "x"), l).await.unwrap(), Offer::CallerShare);
+    assert_eq!(s.offer_job(&job("x2", "m", JobLane::Final, "x"), l).await.unwrap(), Offer::Queued, "shares are per lane");
+    assert_eq!(s.offer_job(&job("x3", "m2", JobLane::Preview, "x"), l).await.unwrap(), Offer::Queued, "and per model");
+    assert_eq!(s.offer_job(&job("y0", "m", JobLane::Preview, "y"), l).await.unwrap(), Offer::Queued);
+    assert_eq!(s.offer_job(&job("z0", "m", JobLane::Preview, "z"), l).await.unwrap(), Offer::Queued);
+    assert_eq!(s.offer_job(&job("v0", "m", JobLane::Preview, "v"), l).await.unwrap(), Offer::LaneFull);
+    // A job taken by a worker no longer waits: x may queue again.
+    assert_eq!(s.claim_job(&models(&["m"]), &lease("w", 60)).await.unwrap().unwrap().id, "x0");
+    assert_eq!(s.offer_job(&job("x4", "m", JobLane::Preview, "x"), l).await.unwrap(), Offer::Queued);
+    assert!(s.job("x1").await.unwrap().is_none() && s.job("v0").await.unwrap().is_none());
+}
+
+/// Workers announce their models; an announcement that is not renewed expires. A job no worker
+/// took is failed (once, and never claimed after); housekeeping fails old queued jobs and
+/// deletes settled jobs with their events.
+#[tokio::test]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn worker_announcements_unclaimed_jobs_and_sweeping() {
+    let (s, other) = open_two().await;
+    assert!(s.live_workers("m").await.unwrap().is_empty());
+    s.announce_worker("w1/a", "w1", "m", now() + 60).await.unwrap();
+    s.announce_worker("w2/a", "w2", "m", now() - 1).await.unwrap(); // expired
+    s.announce_worker("w2/b", "w2", "other", now() + 60).await.unwrap();
+    assert_eq!(other.live_workers("m").await.unwrap(), ["w1"]);
+    s.announce_worker("w2/a", "w2", "m", now() + 60).await.unwrap(); // renewed
+    assert_eq!(other.live_workers("m").await.unwrap(), ["w1", "w2"]);
+    s.retire_worker("w1/a").await.unwrap();
+    assert_eq!(other.live_workers("m").await.unwrap(), ["w2"]);
+
+    let why = serde_json::json!({"error": {"kind": "unavailable", "message": "nobody came"}});
+    s.enqueue_job(&job("u", "m", JobLane::Preview, "c")).await.unwrap();
+    assert!(other.expire_unclaimed_job("u", &why).await.unwrap());
+    assert!(!other.expire_unclaimed_job("u", &why).await.unwrap(), "once");
+    let u = s.job("u").await.unwrap().unwrap();
+    assert_eq!((u.state, u.result), (JobState::Failed, Some(why.clone())));
+    assert!(s.claim_job(&models(&["m"]), &lease("w", 60)).await.unwrap().is_none(), "a failed job is not taken");
+    // A job a worker took is not expired.
+    s.enqueue_job(&job("t", "m", JobLane::Preview, "c")).await.unwrap();
+    s.claim_job(&models(&["m"]), &lease("w", 60)).await.unwrap().unwrap();
+    assert!(!s.expire_unclaimed_job("t", &why).await.unwrap());
+    assert!(s.add_job_event("t", "w", "progress", &serde_json::json!({}), None).await.unwrap());
+    assert!(s.finish_job("t", "w", JobState::Succeeded, &serde_json::json!({})).await.unwrap());
+    s.enqueue_job(&job("old", "m", JobLane::Preview, "c")).await.unwrap();
+    // Housekeeping: the queued job is failed; the settled ones ended before the cut are deleted
+    // with their events.
+    assert_eq!(s.sweep_jobs(now() + 1, now() - 60, &why).await.unwrap(), (1, 0), "ended too recently to delete");
+    assert_eq!(s.job("old").await.unwrap().unwrap().state, JobState::Failed);
+    assert_eq!(s.sweep_jobs(now() - 60, now() + 1, &why).await.unwrap(), (0, 3));
+    assert!(s.jobs().await.unwrap().is_empty());
+    assert!(s.job_events("t", 0).await.unwrap().is_empty());
+}
+
+/// Every node gets the same shared secret: the first one stored.
+#[tokio::test]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn nodes_share_one_secret() {
+    let (a, b) = open_two().await;
+    assert_eq!(a.shared_secret("k", b"first").await.unwrap(), b"first");
+    assert_eq!(b.shared_secret("k", b"second").await.unwrap(), b"first");
+    assert_eq!(b.shared_secret("other", b"x").await.unwrap(), b"x");
 }
