@@ -92,6 +92,11 @@ fn quantised_transformer_stays_near_f32() {
     let r4 = relative("int4 transformer vs f32", &transformer_out(&folder_index(WeightBits::Int4), "int4"), &want);
     assert!(r8 < R8_MAX, "int8: {r8}");
     assert!(r4 < R4_MAX && r4 > r8, "int4: {r4} (int8 {r8})");
+    // f32 activations (accuracy level 1) instead of int8 ones.
+    let spec = QuantSpec { accuracy_level: 1, ..QuantSpec::for_bits(WeightBits::Int4).unwrap() };
+    let idx = folder_index(WeightBits::F32).with_packer(Arc::new(Packer::new(&scratch_dir(&runtime().cache_dir), Some(spec)).unwrap()));
+    let r4f = relative("int4 (f32 activations) transformer vs f32", &transformer_out(&idx, "int4-f32"), &want);
+    assert!(r4f < R4_MAX, "int4, accuracy level 1: {r4f}");
 }
 
 /// Measured on the tiny model: 0.0093 (int8), 0.092 (int4), relative to the output's largest

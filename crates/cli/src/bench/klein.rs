@@ -24,7 +24,12 @@ use super::{Bench, Row, peak_rss_gib, random};
 
 /// An index for `build`'s weights: linear matrices as random packed codes when `packer` is
 /// given, every other tensor (norms, embeddings, convolutions) random fp16 in `file`.
-fn random_index(file: &Path, packer: Option<(&Arc<Packer>, QuantSpec)>, seed: u64, build: impl Fn(&TensorIndex) -> Result<()>) -> Result<TensorIndex> {
+fn random_index(
+    file: &Path,
+    packer: Option<(&Arc<Packer>, QuantSpec)>,
+    seed: u64,
+    build: impl Fn(&TensorIndex) -> Result<()>,
+) -> Result<TensorIndex> {
     let rec = TensorIndex::recording();
     build(&rec)?;
     let linears = if packer.is_some() { rec.recorded_linears() } else { Default::default() };
@@ -63,7 +68,9 @@ fn graphs(root: &Path, rt: &RuntimeOptions, bits: WeightBits) -> Result<Graphs> 
     let vae_cfg: VaeConfig = serde_json::from_str(FLUX2_VAE)?;
     let (len, layers) = (FLUX2_KLEIN.text_len, FLUX2_KLEIN.text_layers);
     let t = Instant::now();
-    let te = random_index(&root.join("klein-text.safetensors"), Some((&packer, spec)), 11, |w| Ok(qwen3::build(&te_cfg, w, len, &layers).map(drop)?))?;
+    let te = random_index(&root.join("klein-text.safetensors"), Some((&packer, spec)), 11, |w| {
+        Ok(qwen3::build(&te_cfg, w, len, &layers).map(drop)?)
+    })?;
     let text = qwen3::build(&te_cfg, &te, len, &layers)?;
     let tr = random_index(&root.join("klein-dit.safetensors"), Some((&packer, spec)), 12, |w| Ok(flux2::build(&dit, w).map(drop)?))?;
     let transformer = flux2::build(&dit, &tr)?;
@@ -117,10 +124,14 @@ pub fn klein(root: &Path, rt: &RuntimeOptions, b: &mut Bench, size: usize, bits:
     drop(te);
 
     let dit = session(&g.transformer, "klein-transformer", rt)?;
-    b.measure(&format!("{tag}_step"), &format!("klein {bits:?} transformer step ({size}x{size}, {} image + 512 text tokens)", tokens.0 * tokens.1), || {
-        dit.run(step_inputs(&g.dit, &ctx, tokens))?;
-        Ok(())
-    })?;
+    b.measure(
+        &format!("{tag}_step"),
+        &format!("klein {bits:?} transformer step ({size}x{size}, {} image + 512 text tokens)", tokens.0 * tokens.1),
+        || {
+            dit.run(step_inputs(&g.dit, &ctx, tokens))?;
+            Ok(())
+        },
+    )?;
     drop(dit);
 
     let dec = session(&g.decoder, "klein-vae-decoder", rt)?;
@@ -143,7 +154,8 @@ pub fn klein(root: &Path, rt: &RuntimeOptions, b: &mut Bench, size: usize, bits:
     let dec = Network::new(&g.decoder, "klein-vae-decoder", rt)?;
     dec.run(vec![("latent", Input::F32(latent.clone()))])?;
     let secs = t.elapsed().as_secs_f64();
-    let label = format!("klein {bits:?} 4-step {size}x{size} image from cold (sessions created and dropped in turn: text, 4 steps, decode)");
+    let label =
+        format!("klein {bits:?} 4-step {size}x{size} image from cold (sessions created and dropped in turn: text, 4 steps, decode)");
     eprintln!("  {label}: {secs:.1} s, peak RSS so far {:.2} GiB", peak_rss_gib());
     b.rows.push(Row { key: format!("{tag}_4step_total"), label, times: vec![secs], peak_rss_gib: peak_rss_gib() });
     Ok(())

@@ -87,37 +87,46 @@ struct Built {
     vae_decoder: Graph,
 }
 
-/// Runs `build` on `index`: first a dry run that checks every tensor's name and shape, then (if
-/// the index packs weights) the real build, which quantises or repacks them. A missing or
-/// misshapen tensor is reported with `files`, named by `original` (its name in the file).
-fn checked_build<T>(files: &[PathBuf], index: &TensorIndex, original: fn(&str) -> String, build: impl Fn(&TensorIndex) -> Result<T>) -> Result<T> {
-    let named = |e| match e {
-        EngineError::MissingWeight { name, .. } => EngineError::MissingTensor { files: file_list(files), name: original(&name) },
-        EngineError::ShapeMismatch { name, expected, found, .. } => EngineError::BadConfig {
-            path: files[0].clone(),
-            reason: format!("tensor `{}` has shape {found:?}, the config says {expected:?}", original(&name)),
-        },
-        other => other,
-    };
-    build(&index.dry_run()).map_err(named)?;
-    build(index).map_err(named)
+/// One component's weights: the files they come from, their index, and how a diffusers name is
+/// spelled in those files (for error messages).
+struct Weights {
+    files: Vec<PathBuf>,
+    index: TensorIndex,
+    original: fn(&str) -> String,
 }
 
-/// Opens a folder component's weights (with `packer` when its linear layers are packed) and
-/// builds its graph(s) with [`checked_build`].
-fn with_weights<T>(
-    dir: &Path,
-    component: &str,
-    base: &str,
-    packer: Option<&Arc<Packer>>,
-    build: impl Fn(&TensorIndex) -> Result<T>,
-) -> Result<T> {
-    let files = component_weights(dir, component, base, None)?;
-    let mut index = TensorIndex::open_all(&files)?;
-    if let Some(p) = packer {
-        index = index.with_packer(p.clone());
+impl Weights {
+    /// A folder component's weights, packed by `packer` when given.
+    fn folder(dir: &Path, component: &str, base: &str, packer: Option<&Arc<Packer>>) -> Result<Self> {
+        let files = component_weights(dir, component, base, None)?;
+        let mut index = TensorIndex::open_all(&files)?;
+        if let Some(p) = packer {
+            index = index.with_packer(p.clone());
+        }
+        Ok(Self { files, index, original: str::to_string })
     }
-    checked_build(&files, &index, str::to_string, build)
+
+    /// Builds with `index`; a missing or misshapen tensor is reported with the files, named as
+    /// they name it.
+    fn run<T>(&self, index: &TensorIndex, build: impl Fn(&TensorIndex) -> Result<T>) -> Result<T> {
+        build(index).map_err(|e| match e {
+            EngineError::MissingWeight { name, .. } => {
+                EngineError::MissingTensor { files: file_list(&self.files), name: (self.original)(&name) }
+            }
+            EngineError::ShapeMismatch { name, expected, found, .. } => EngineError::BadConfig {
+                path: self.files[0].clone(),
+                reason: format!("tensor `{}` has shape {found:?}, the config says {expected:?}", (self.original)(&name)),
+            },
+            other => other,
+        })
+    }
+    /// Checks every tensor's name and shape without quantising or repacking anything.
+    fn check<T>(&self, build: impl Fn(&TensorIndex) -> Result<T>) -> Result<()> {
+        self.run(&self.index.dry_run(), build).map(drop)
+    }
+    fn build<T>(&self, build: impl Fn(&TensorIndex) -> Result<T>) -> Result<T> {
+        self.run(&self.index, build)
+    }
 }
 
 fn file_list(files: &[PathBuf]) -> String {
@@ -158,20 +167,26 @@ impl Built {
             (None, None) => None,
             _ => Some(Arc::new(Packer::new(&scratch_dir(&runtime.cache_dir), quant)?)),
         };
-        let (vae_encoder, vae_decoder) = with_weights(dir, "vae", "diffusion_pytorch_model", None, |w| {
-            Ok((vae::build_flux2_encoder(&vae, w)?, vae::build_flux2_decoder(&vae, w)?))
-        })?;
-        let transformer = match &opts.transformer_file {
-            Some(file) => {
-                let index = gguf::flux2_transformer(file, packer.clone().expect("a packer exists for a transformer file"))?;
-                let original = |n: &str| bfl::from_diffusers(n).unwrap_or_else(|| n.to_string());
-                checked_build(std::slice::from_ref(file), &index, original, |w| flux2::build(&dit, w))?
-            }
-            None => with_weights(dir, "transformer", "diffusion_pytorch_model", packer.as_ref(), |w| flux2::build(&dit, w))?,
-        };
         let te_packer = packer.as_ref().filter(|_| quant.is_some());
-        let text =
-            with_weights(dir, "text_encoder", "model", te_packer, |w| qwen3::build(&te_cfg, w, spec.text_len, &spec.text_layers))?;
+        let te_w = Weights::folder(dir, "text_encoder", "model", te_packer)?;
+        let dit_w = match &opts.transformer_file {
+            Some(file) => Weights {
+                files: vec![file.clone()],
+                index: gguf::flux2_transformer(file, packer.clone().expect("a packer exists for a transformer file"))?,
+                original: |n| bfl::from_diffusers(n).unwrap_or_else(|| n.to_string()),
+            },
+            None => Weights::folder(dir, "transformer", "diffusion_pytorch_model", packer.as_ref())?,
+        };
+        let vae_w = Weights::folder(dir, "vae", "diffusion_pytorch_model", None)?;
+        let text = |w: &TensorIndex| qwen3::build(&te_cfg, w, spec.text_len, &spec.text_layers);
+        let transformer = |w: &TensorIndex| flux2::build(&dit, w);
+        let vaes = |w: &TensorIndex| Ok((vae::build_flux2_encoder(&vae, w)?, vae::build_flux2_decoder(&vae, w)?));
+        // Every tensor of every component is checked before anything is quantised.
+        te_w.check(text)?;
+        dit_w.check(transformer)?;
+        let (vae_encoder, vae_decoder) = vae_w.build(vaes)?;
+        let transformer = dit_w.build(transformer)?;
+        let text = te_w.build(text)?;
         Ok(Self { dit, vae, text, transformer, vae_encoder, vae_decoder })
     }
 }

@@ -116,10 +116,20 @@ mod tests {
     fn fused_and_swapped_tensors_map_both_ways() {
         let qkv = to_diffusers("double_blocks.3.txt_attn.qkv.weight");
         let names: Vec<&str> = qkv.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["transformer_blocks.3.attn.add_q_proj.weight", "transformer_blocks.3.attn.add_k_proj.weight", "transformer_blocks.3.attn.add_v_proj.weight"]);
+        assert_eq!(
+            names,
+            [
+                "transformer_blocks.3.attn.add_q_proj.weight",
+                "transformer_blocks.3.attn.add_k_proj.weight",
+                "transformer_blocks.3.attn.add_v_proj.weight"
+            ]
+        );
         assert_eq!(qkv[1].1.ranges(9), vec![3..6]);
         assert_eq!(to_diffusers("final_layer.adaLN_modulation.1.weight")[0].1.ranges(4), vec![2..4, 0..2]);
-        assert_eq!(to_diffusers(strip_prefix("model.diffusion_model.single_blocks.19.norm.key_norm.scale"))[0].0, "single_transformer_blocks.19.attn.norm_k.weight");
+        assert_eq!(
+            to_diffusers(strip_prefix("model.diffusion_model.single_blocks.19.norm.key_norm.scale"))[0].0,
+            "single_transformer_blocks.19.attn.norm_k.weight"
+        );
         assert_eq!(from_diffusers("transformer_blocks.0.attn.to_v.weight").unwrap(), "double_blocks.0.img_attn.qkv.weight");
         assert_eq!(from_diffusers("norm_out.linear.weight").unwrap(), "final_layer.adaLN_modulation.1.weight");
         assert!(to_diffusers("double_blocks.0.img_mod.lin.weight").is_empty());

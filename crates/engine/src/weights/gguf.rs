@@ -13,9 +13,9 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::TensorIndex;
 use super::bfl::{self, RowSel};
 use super::quant::{GgmlBlocks, PackSource, Packer};
-use super::TensorIndex;
 use crate::error::{EngineError, Result};
 use crate::graph::{DType, StoredTensor};
 
@@ -60,7 +60,12 @@ const GGML_TYPES: &[(u32, &str)] = &[
 pub enum Stored {
     Float(StoredTensor),
     /// Raw ggml blocks of a `[n, k]` matrix.
-    Blocks { data: StoredTensor, blocks: GgmlBlocks, n: usize, k: usize },
+    Blocks {
+        data: StoredTensor,
+        blocks: GgmlBlocks,
+        n: usize,
+        k: usize,
+    },
 }
 
 /// One tensor of a GGUF file.
