@@ -20,8 +20,8 @@ impl RowSel {
     /// The row ranges, in order, of a tensor with `rows` rows.
     pub fn ranges(self, rows: usize) -> Vec<Range<usize>> {
         match self {
-            RowSel::All => vec![0..rows],
-            RowSel::Third(i) => vec![i * rows / 3..(i + 1) * rows / 3],
+            RowSel::All => std::iter::once(0..rows).collect(),
+            RowSel::Third(i) => std::iter::once(i * rows / 3..(i + 1) * rows / 3).collect(),
             RowSel::SwapHalves => vec![rows / 2..rows, 0..rows / 2],
         }
     }
@@ -30,8 +30,11 @@ impl RowSel {
 /// Prefixes single-file checkpoints put before the transformer's names.
 const PREFIXES: &[&str] = &["model.diffusion_model.", "diffusion_model."];
 
-/// Top-level tensors: (BFL, diffusers, rows).
-const TOP: &[(&str, &str, RowSel)] = &[
+/// One name mapping: (BFL, diffusers, rows).
+type Entry = (&'static str, &'static str, RowSel);
+
+/// Top-level tensors.
+const TOP: &[Entry] = &[
     ("img_in.weight", "x_embedder.weight", RowSel::All),
     ("txt_in.weight", "context_embedder.weight", RowSel::All),
     ("time_in.in_layer.weight", "time_guidance_embed.timestep_embedder.linear_1.weight", RowSel::All),
@@ -44,7 +47,7 @@ const TOP: &[(&str, &str, RowSel)] = &[
 ];
 
 /// Inside `double_blocks.N.` → `transformer_blocks.N.`.
-const DOUBLE: &[(&str, &str, RowSel)] = &[
+const DOUBLE: &[Entry] = &[
     ("img_attn.qkv.weight", "attn.to_q.weight", RowSel::Third(0)),
     ("img_attn.qkv.weight", "attn.to_k.weight", RowSel::Third(1)),
     ("img_attn.qkv.weight", "attn.to_v.weight", RowSel::Third(2)),
@@ -64,7 +67,7 @@ const DOUBLE: &[(&str, &str, RowSel)] = &[
 ];
 
 /// Inside `single_blocks.N.` → `single_transformer_blocks.N.`.
-const SINGLE: &[(&str, &str, RowSel)] = &[
+const SINGLE: &[Entry] = &[
     ("linear1.weight", "attn.to_qkv_mlp_proj.weight", RowSel::All),
     ("linear2.weight", "attn.to_out.weight", RowSel::All),
     ("norm.query_norm.scale", "attn.norm_q.weight", RowSel::All),
@@ -72,7 +75,7 @@ const SINGLE: &[(&str, &str, RowSel)] = &[
 ];
 
 /// Block tables: (BFL prefix, diffusers prefix, entries).
-const BLOCKS: &[(&str, &str, &[(&str, &str, RowSel)])] =
+const BLOCKS: &[(&str, &str, &[Entry])] =
     &[("double_blocks.", "transformer_blocks.", DOUBLE), ("single_blocks.", "single_transformer_blocks.", SINGLE)];
 
 /// A name without the single-file prefixes.
