@@ -356,8 +356,10 @@ mod tests {
         out
     }
 
+    /// Within half a step, except that 4-bit (ggml's `Q4_0`) maps the largest magnitude to -8
+    /// and clamps the opposite extreme to +7, a whole step short.
     #[test]
-    fn quantised_rows_come_back_within_half_a_step() {
+    fn quantised_rows_come_back_within_a_step() {
         let (n, k) = (3, 80);
         let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
         for bits in [4u8, 8] {
@@ -367,7 +369,8 @@ mod tests {
             let back = dequant(&codes, &scales, k, spec);
             for (i, (a, b)) in w.iter().zip(&back).enumerate() {
                 let s = scales[(i / k) * 3 + (i % k) / 32].abs();
-                assert!((a - b).abs() <= 0.5 * s + 1e-6, "bits {bits} element {i}: {a} vs {b} (step {s})");
+                let bound = if bits == 4 { s } else { 0.5 * s };
+                assert!((a - b).abs() <= bound + 1e-6, "bits {bits} element {i}: {a} vs {b} (step {s})");
             }
         }
     }
