@@ -5,6 +5,7 @@ mod checkpoint;
 mod checks;
 mod clip_score;
 mod edit;
+mod klein;
 mod lora;
 mod upscale;
 
@@ -44,7 +45,9 @@ pub struct Args {
     /// openai/clip-vit-large-patch14's size, random weights, a `--size` picture), lora (the
     /// SD-Turbo UNet step with and without a rank-32 LoRA on every projection), upscale
     /// (1K -> 4K with each Real-ESRGAN model, each in its own process, against the ncnn runtime
-    /// on CPU via scripts/bench_ncnn_upscale.py with $PYTHON; `upscale:<model>` for one model here).
+    /// on CPU via scripts/bench_ncnn_upscale.py with $PYTHON; `upscale:<model>` for one model here),
+    /// klein (FLUX.2 [klein] 4B with random 4-bit weights: text encode, transformer step, VAE
+    /// decode, the 4-step image from cold; `klein:int8` for 8-bit weights).
     #[arg(long, value_delimiter = ',', default_value = "sd15,turbo")]
     pub only: Vec<String>,
     /// The Real-ESRGAN models `upscale` times (x4plus, anime, animevideov3); the input is the
@@ -289,6 +292,15 @@ pub fn run(a: Args) -> Result<()> {
                 upscale::one(model, a.size as u32, &rt, &mut b, &a.photo)?;
                 continue;
             }
+            if let Some(bits) = which.strip_prefix("klein") {
+                let bits = match bits.strip_prefix(':') {
+                    Some(b) => b.parse().map_err(anyhow::Error::msg)?,
+                    None if bits.is_empty() => plantain_engine::weights::quant::WeightBits::Int4,
+                    None => anyhow::bail!("unknown model `{which}` (klein, klein:int8, klein:int4)"),
+                };
+                klein::klein(&root, &rt, &mut b, a.size, bits)?;
+                continue;
+            }
             if which == "clip-score" {
                 clip_score::clip_score(&root, &rt, &mut b, a.size)?;
                 continue;
@@ -306,7 +318,7 @@ pub fn run(a: Args) -> Result<()> {
             let (tag, name, spec) = match which.as_str() {
                 "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
                 "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
-                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, lora, nano, checks, clip-score, upscale)"),
+                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, lora, nano, checks, clip-score, upscale, klein)"),
             };
             let dir = random_folder(&root, tag, name, spec)?;
             eprintln!("{name}");

@@ -28,7 +28,6 @@
 
 mod preprocess;
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -39,7 +38,7 @@ use serde_json::Value as Json;
 pub use preprocess::{ImageProcessor, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, pil_bicubic};
 
 use crate::error::{EngineError, Result};
-use crate::graph::{DType, StoredTensor};
+use crate::graph::StoredTensor;
 use crate::models::clip::{self, ClipOutputs, ClipTextConfig};
 use crate::models::clip_vision::{self, ClipVisionConfig};
 use crate::pipeline::component_weights;
@@ -288,16 +287,7 @@ fn read_scalar(t: &StoredTensor) -> Result<f32> {
     if t.numel() != 1 {
         return Err(EngineError::Unsupported(format!("logit_scale has shape {:?}, expected a scalar", t.shape)));
     }
-    let path = t.file.as_path();
-    let mut f = std::fs::File::open(path).map_err(|e| EngineError::io(path, e))?;
-    let mut b = vec![0u8; t.dtype.size()];
-    f.seek(SeekFrom::Start(t.offset)).and_then(|_| f.read_exact(&mut b)).map_err(|e| EngineError::io(path, e))?;
-    Ok(match t.dtype {
-        DType::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        DType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
-        DType::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-        DType::I64 => i64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as f32,
-    })
+    Ok(crate::weights::quant::read_f32(t).map_err(|e| EngineError::io(t.file.as_path(), e))?[0])
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub enum DType {
     F16,
     BF16,
     I64,
+    /// Raw bytes (packed low-bit weights); used as is, never cast.
+    U8,
 }
 
 impl DType {
@@ -28,6 +30,7 @@ impl DType {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I64 => 8,
+            DType::U8 => 1,
         }
     }
 }
@@ -156,6 +159,16 @@ pub enum Op {
     MultiHeadAttention {
         heads: i64,
     },
+    /// ONNX Runtime's `com.microsoft.MatMulNBits`: `A [.., K] @ dequant(B)^T` for weights `B`
+    /// stored as `[N, K/block, block*bits/8]` bytes with one f32 scale per block (inputs: A, B,
+    /// scales; no zero points, so the implicit zero point `2^(bits-1)` makes them symmetric).
+    MatMulNBits {
+        k: i64,
+        n: i64,
+        bits: i64,
+        block_size: i64,
+        accuracy_level: i64,
+    },
     /// Mean over one axis, kept as size 1.
     ReduceMean {
         axis: i64,
@@ -199,6 +212,38 @@ pub struct Node {
 pub struct Graph {
     pub nodes: Vec<Node>,
     pub outputs: Vec<(String, Value)>,
+    /// Files written at load (packed weights) that the graph's weights point into; they are
+    /// deleted when the last graph or index holding them is dropped.
+    pub scratch: Vec<Arc<ScratchFile>>,
+}
+
+/// A file of weights written at load time, deleted when dropped. ONNX Runtime reads it while a
+/// session is created; on Unix a session that mapped it keeps its pages after the deletion.
+#[derive(Debug, PartialEq)]
+pub struct ScratchFile {
+    pub path: Arc<PathBuf>,
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path.as_path());
+    }
+}
+
+/// A linear layer's weight `[n, k]` quantised to `bits` in blocks of `block_size` along `k`,
+/// in [`Op::MatMulNBits`]' layout: `b` is `U8 [n, ceil(k/block), block*bits/8]` (element `2i`
+/// of a 4-bit block in the low nibble of byte `i`), `scales` is `F32 [n * ceil(k/block)]`, and
+/// a stored code `q` means `(q - 2^(bits-1)) * scale`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedLinear {
+    pub n: usize,
+    pub k: usize,
+    pub bits: u8,
+    pub block_size: usize,
+    pub b: StoredTensor,
+    pub scales: StoredTensor,
+    /// The file `b` and `scales` live in, when written at load.
+    pub scratch: Option<Arc<ScratchFile>>,
 }
 
 /// Builds a [`Graph`]. Methods mirror the handful of operators diffusion networks need.
@@ -224,6 +269,12 @@ impl GraphBuilder {
 
     pub fn input(&mut self, name: &str, dtype: DType, dims: Vec<Dim>) -> Value {
         self.push(Op::Input { name: name.into(), dtype, dims }, &[])
+    }
+    /// Keeps a scratch file that weights of this graph are read from alive as long as the graph.
+    pub fn keep(&mut self, file: &Arc<ScratchFile>) {
+        if !self.graph.scratch.iter().any(|s| Arc::ptr_eq(s, file)) {
+            self.graph.scratch.push(file.clone());
+        }
     }
     pub fn weight(&mut self, stored: StoredTensor) -> Value {
         self.push(Op::Weight(stored), &[])
@@ -394,5 +445,18 @@ impl GraphBuilder {
     }
     pub fn resize(&mut self, x: Value, mode: ResizeMode, scale_h: f32, scale_w: f32) -> Value {
         self.push(Op::Resize { mode, scale_h, scale_w }, &[x])
+    }
+    /// `x [.., k] → [.., n]` through a weight-only quantised linear layer (activations stay f32;
+    /// `accuracy_level` 4 lets ONNX Runtime quantise activations to int8 per block where it has
+    /// such a kernel, 1 keeps them f32). Any network can use it instead of `matmul` with a dense
+    /// transposed weight.
+    pub fn linear_nbits(&mut self, x: Value, w: &PackedLinear, accuracy_level: i64) -> Value {
+        if let Some(f) = &w.scratch {
+            self.keep(f);
+        }
+        let b = self.weight(w.b.clone());
+        let scales = self.weight(w.scales.clone());
+        let op = Op::MatMulNBits { k: w.k as i64, n: w.n as i64, bits: w.bits as i64, block_size: w.block_size as i64, accuracy_level };
+        self.push(op, &[x, b, scales])
     }
 }

@@ -25,7 +25,7 @@ const MS_DOMAIN: &str = "com.microsoft";
 /// The default-domain opset, plus ONNX Runtime's contrib domain when a node uses it.
 fn opsets(graph: &Graph) -> Vec<OperatorSetIdProto> {
     let mut sets = vec![OperatorSetIdProto { domain: String::new(), version: OPSET }];
-    if graph.nodes.iter().any(|n| matches!(n.op, Op::MultiHeadAttention { .. })) {
+    if graph.nodes.iter().any(|n| matches!(n.op, Op::MultiHeadAttention { .. } | Op::MatMulNBits { .. })) {
         sets.push(OperatorSetIdProto { domain: MS_DOMAIN.into(), version: 1 });
     }
     sets
@@ -41,6 +41,7 @@ fn onnx_dtype(d: DType) -> i32 {
         DType::F16 => data_type::FLOAT16,
         DType::BF16 => data_type::BFLOAT16,
         DType::I64 => data_type::INT64,
+        DType::U8 => data_type::UINT8,
     }
 }
 
@@ -74,6 +75,7 @@ pub fn value_dtypes(graph: &Graph) -> Vec<DType> {
         out.push(match &node.op {
             Op::Input { dtype, .. } => *dtype,
             Op::ConstI64 { .. } | Op::Shape | Op::ArgMax { .. } => DType::I64,
+            Op::Weight(stored) if stored.dtype == DType::U8 => DType::U8,
             Op::Reshape
             | Op::Transpose { .. }
             | Op::Concat { .. }
@@ -172,6 +174,19 @@ impl ProtoGraph<'_> {
                     n.domain = MS_DOMAIN.into();
                 }
             }
+            Op::MatMulNBits { k, n, bits, block_size, accuracy_level } => {
+                let attrs = vec![
+                    attr_int("K", *k),
+                    attr_int("N", *n),
+                    attr_int("bits", *bits),
+                    attr_int("block_size", *block_size),
+                    attr_int("accuracy_level", *accuracy_level),
+                ];
+                self.node(idx, "MatMulNBits", ins, attrs);
+                if let Some(n) = self.nodes.last_mut() {
+                    n.domain = MS_DOMAIN.into();
+                }
+            }
             Op::Softmax { axis } => self.node(idx, "Softmax", ins, vec![attr_int("axis", *axis)]),
             Op::LayerNorm { eps } => self.node(idx, "LayerNormalization", ins, vec![attr_int("axis", -1), attr_float("epsilon", *eps)]),
             Op::InstanceNorm { eps } => self.node(idx, "InstanceNormalization", ins, vec![attr_float("epsilon", *eps)]),
@@ -231,9 +246,10 @@ impl ProtoGraph<'_> {
     }
 
     /// A stored weight: an external-data initializer read in place from its checkpoint file,
-    /// cast to f32 when it is stored in another type.
+    /// cast to f32 when it is stored in another float type (raw bytes stay as they are).
     fn weight(&mut self, idx: usize, stored: &StoredTensor) {
-        let init_name = if stored.dtype == DType::F32 { name(Value(idx)) } else { format!("w{idx}") };
+        let as_is = matches!(stored.dtype, DType::F32 | DType::U8);
+        let init_name = if as_is { name(Value(idx)) } else { format!("w{idx}") };
         self.initializers.push(TensorProto {
             name: init_name.clone(),
             dims: stored.shape.iter().map(|&d| d as i64).collect(),
@@ -246,7 +262,7 @@ impl ProtoGraph<'_> {
             data_location: 1,
             ..Default::default()
         });
-        if stored.dtype != DType::F32 {
+        if !as_is {
             self.node(idx, "Cast", vec![init_name], vec![attr_int("to", data_type::FLOAT as i64)]);
         }
     }

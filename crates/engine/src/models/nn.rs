@@ -2,14 +2,19 @@
 
 use crate::error::Result;
 use crate::graph::{GraphBuilder, Value};
-use crate::weights::Params;
+use crate::weights::{LinearWeight, Params};
 
 /// `y = x W^T + b` for `W` stored as `[out, in]` (PyTorch layout). The transpose is on the
-/// initializer, so ONNX Runtime folds it away at load time.
+/// initializer, so ONNX Runtime folds it away at load time. A weight the index packs (8/4-bit)
+/// runs as `MatMulNBits` instead.
 pub fn linear(g: &mut GraphBuilder, p: &Params, prefix: &str, x: Value, inp: usize, out: usize, bias: bool) -> Result<Value> {
-    let w = p.get(g, &format!("{prefix}.weight"), &[out, inp])?;
-    let wt = g.transpose(w, &[1, 0]);
-    let y = g.matmul(x, wt);
+    let y = match p.linear_weight(g, &format!("{prefix}.weight"), out, inp)? {
+        LinearWeight::Dense(w) => {
+            let wt = g.transpose(w, &[1, 0]);
+            g.matmul(x, wt)
+        }
+        LinearWeight::Packed(w) => g.linear_nbits(x, &w, p.accuracy_level()),
+    };
     if bias {
         let b = p.get(g, &format!("{prefix}.bias"), &[out])?;
         Ok(g.add(y, b))

@@ -12,6 +12,7 @@
 //! the tensor.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ndarray::{ArrayD, Axis, IxDyn};
 use plantain_schedulers::{FlowMatchConfig, FlowMatchEuler};
@@ -25,12 +26,50 @@ use crate::models::presets::FLUX2_KLEIN;
 use crate::models::qwen3::{self, Qwen3Config};
 use crate::models::vae::{self, VaeConfig};
 use crate::runtime::{Input, Network, RuntimeOptions};
-use crate::weights::TensorIndex;
+use crate::weights::quant::{DEFAULT_BLOCK, Packer, QuantSpec, WeightBits, scratch_dir};
+use crate::weights::{TensorIndex, bfl, gguf};
+
+/// How [`KleinPipeline::load_with`] loads the model.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KleinOptions {
+    /// How the linear layers of the transformer and the text encoder are stored: f32, or
+    /// quantised at load to 8 or 4 bits (norms, embeddings and the VAE stay f32). Weights that a
+    /// GGUF `transformer_file` holds as `Q8_0`/`Q4_0` keep their own precision.
+    pub weights: WeightBits,
+    /// Quantisation block length along the input axis (a power of two ≥ 16; default 32).
+    pub block_size: Option<usize>,
+    /// `MatMulNBits`' accuracy level for quantised layers (default 4: int8 activations where
+    /// ONNX Runtime has the kernel; 1: f32 activations, slower and closer to f32).
+    pub accuracy_level: Option<i64>,
+    /// A transformer in one file, BFL/ComfyUI naming: GGUF (`F32`/`F16`/`BF16`/`Q8_0`/`Q4_0`
+    /// tensors) or safetensors; used instead of the folder's `transformer/`.
+    pub transformer_file: Option<PathBuf>,
+    /// Release the text encoder after each prompt is encoded (and rebuild its session for the
+    /// next one): less memory held while denoising, a few seconds more per prompt.
+    pub lean: bool,
+}
+
+impl KleinOptions {
+    fn spec(&self) -> Result<Option<QuantSpec>> {
+        let Some(bits) = self.weights.bits() else { return Ok(None) };
+        let mut spec = QuantSpec::new(bits, self.block_size.unwrap_or(DEFAULT_BLOCK))?;
+        if let Some(level) = self.accuracy_level {
+            spec.accuracy_level = level;
+        }
+        Ok(Some(spec))
+    }
+}
+
+/// The text encoder: always loaded, or (lean) created for each prompt from its graph.
+enum TextEncoder {
+    Loaded(Network),
+    Lean { graph: Graph, runtime: RuntimeOptions },
+}
 
 /// The loaded FLUX.2 [klein] networks.
 pub struct KleinPipeline {
     tokenizer: KleinTokenizer,
-    text_encoder: Network,
+    text_encoder: TextEncoder,
     transformer: Network,
     vae_encoder: Network,
     vae_decoder: Network,
@@ -48,19 +87,46 @@ struct Built {
     vae_decoder: Graph,
 }
 
-/// Opens a component's weights and runs `build` on them; a missing or misshapen tensor is
-/// reported with the weight file(s) it was looked for in.
-fn with_weights<T>(dir: &Path, component: &str, base: &str, build: impl FnOnce(&TensorIndex) -> Result<T>) -> Result<T> {
-    let files = component_weights(dir, component, base, None)?;
-    let index = TensorIndex::open_all(&files)?;
-    build(&index).map_err(|e| match e {
-        EngineError::MissingWeight { name, .. } => EngineError::MissingTensor { files: file_list(&files), name },
-        EngineError::ShapeMismatch { name, expected, found, .. } => EngineError::BadConfig {
-            path: files[0].clone(),
-            reason: format!("tensor `{name}` has shape {found:?}, the config says {expected:?}"),
-        },
-        other => other,
-    })
+/// One component's weights: the files they come from, their index, and how a diffusers name is
+/// spelled in those files (for error messages).
+struct Weights {
+    files: Vec<PathBuf>,
+    index: TensorIndex,
+    original: fn(&str) -> String,
+}
+
+impl Weights {
+    /// A folder component's weights, packed by `packer` when given.
+    fn folder(dir: &Path, component: &str, base: &str, packer: Option<&Arc<Packer>>) -> Result<Self> {
+        let files = component_weights(dir, component, base, None)?;
+        let mut index = TensorIndex::open_all(&files)?;
+        if let Some(p) = packer {
+            index = index.with_packer(p.clone());
+        }
+        Ok(Self { files, index, original: str::to_string })
+    }
+
+    /// Builds with `index`; a missing or misshapen tensor is reported with the files, named as
+    /// they name it.
+    fn run<T>(&self, index: &TensorIndex, build: impl Fn(&TensorIndex) -> Result<T>) -> Result<T> {
+        build(index).map_err(|e| match e {
+            EngineError::MissingWeight { name, .. } => {
+                EngineError::MissingTensor { files: file_list(&self.files), name: (self.original)(&name) }
+            }
+            EngineError::ShapeMismatch { name, expected, found, .. } => EngineError::BadConfig {
+                path: self.files[0].clone(),
+                reason: format!("tensor `{}` has shape {found:?}, the config says {expected:?}", (self.original)(&name)),
+            },
+            other => other,
+        })
+    }
+    /// Checks every tensor's name and shape without quantising or repacking anything.
+    fn check<T>(&self, build: impl Fn(&TensorIndex) -> Result<T>) -> Result<()> {
+        self.run(&self.index.dry_run(), build).map(drop)
+    }
+    fn build<T>(&self, build: impl Fn(&TensorIndex) -> Result<T>) -> Result<T> {
+        self.run(&self.index, build)
+    }
 }
 
 fn file_list(files: &[PathBuf]) -> String {
@@ -76,7 +142,7 @@ fn config<T>(dir: &Path, component: &str, name: &str, parse: impl FnOnce(&Path) 
 }
 
 impl Built {
-    fn new(dir: &Path) -> Result<Self> {
+    fn new(dir: &Path, opts: &KleinOptions, runtime: &RuntimeOptions) -> Result<Self> {
         let spec = FLUX2_KLEIN;
         check_distilled(dir)?;
         let te_cfg = config(dir, "text_encoder", "config.json", Qwen3Config::from_file)?;
@@ -96,11 +162,31 @@ impl Built {
                 vae.latent_channels
             )));
         }
-        let text = with_weights(dir, "text_encoder", "model", |w| qwen3::build(&te_cfg, w, spec.text_len, &spec.text_layers))?;
-        let transformer = with_weights(dir, "transformer", "diffusion_pytorch_model", |w| flux2::build(&dit, w))?;
-        let (vae_encoder, vae_decoder) = with_weights(dir, "vae", "diffusion_pytorch_model", |w| {
-            Ok((vae::build_flux2_encoder(&vae, w)?, vae::build_flux2_decoder(&vae, w)?))
-        })?;
+        let quant = opts.spec()?;
+        let packer = match (quant, &opts.transformer_file) {
+            (None, None) => None,
+            _ => Some(Arc::new(Packer::new(&scratch_dir(&runtime.cache_dir), quant)?)),
+        };
+        let te_packer = packer.as_ref().filter(|_| quant.is_some());
+        let te_w = Weights::folder(dir, "text_encoder", "model", te_packer)?;
+        let dit_w = match &opts.transformer_file {
+            Some(file) => Weights {
+                files: vec![file.clone()],
+                index: gguf::flux2_transformer(file, packer.clone().expect("a packer exists for a transformer file"))?,
+                original: |n| bfl::from_diffusers(n).unwrap_or_else(|| n.to_string()),
+            },
+            None => Weights::folder(dir, "transformer", "diffusion_pytorch_model", packer.as_ref())?,
+        };
+        let vae_w = Weights::folder(dir, "vae", "diffusion_pytorch_model", None)?;
+        let text = |w: &TensorIndex| qwen3::build(&te_cfg, w, spec.text_len, &spec.text_layers);
+        let transformer = |w: &TensorIndex| flux2::build(&dit, w);
+        let vaes = |w: &TensorIndex| Ok((vae::build_flux2_encoder(&vae, w)?, vae::build_flux2_decoder(&vae, w)?));
+        // Every tensor of every component is checked before anything is quantised.
+        te_w.check(text)?;
+        dit_w.check(transformer)?;
+        let (vae_encoder, vae_decoder) = vae_w.build(vaes)?;
+        let transformer = dit_w.build(transformer)?;
+        let text = te_w.build(text)?;
         Ok(Self { dit, vae, text, transformer, vae_encoder, vae_decoder })
     }
 }
@@ -124,15 +210,28 @@ fn check_distilled(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+const TEXT_ENCODER: &str = "klein-text-encoder";
+
 impl KleinPipeline {
     /// Loads a FLUX.2 [klein] diffusers folder (`text_encoder/`, `transformer/`, `vae/`,
-    /// `scheduler/`).
+    /// `scheduler/`) in f32.
     pub fn load(dir: &Path, runtime: &RuntimeOptions) -> Result<Self> {
-        let b = Built::new(dir)?;
+        Self::load_with(dir, runtime, &KleinOptions::default())
+    }
+
+    /// Loads a FLUX.2 [klein] diffusers folder with `opts` (quantised weights, a single-file
+    /// transformer, lean memory). Every tensor is checked before anything is quantised.
+    pub fn load_with(dir: &Path, runtime: &RuntimeOptions, opts: &KleinOptions) -> Result<Self> {
+        let b = Built::new(dir, opts, runtime)?;
         let tokenizer = KleinTokenizer::from_dir(&dir.join("tokenizer"))?;
+        let text_encoder = if opts.lean {
+            TextEncoder::Lean { graph: b.text, runtime: runtime.clone() }
+        } else {
+            TextEncoder::Loaded(Network::new(&b.text, TEXT_ENCODER, runtime)?)
+        };
         Ok(Self {
             tokenizer,
-            text_encoder: Network::new(&b.text, "klein-text-encoder", runtime)?,
+            text_encoder,
             transformer: Network::new(&b.transformer, "klein-transformer", runtime)?,
             vae_encoder: Network::new(&b.vae_encoder, "klein-vae-encoder", runtime)?,
             vae_decoder: Network::new(&b.vae_decoder, "klein-vae-decoder", runtime)?,
@@ -155,7 +254,12 @@ impl KleinPipeline {
     /// The transformer's context `[B, text_len, 3 * hidden]` for tokenised prompts `[B, text_len]`
     /// and their attention masks.
     pub fn encode_prompt_ids(&self, ids: ArrayD<i64>, mask: ArrayD<i64>) -> Result<ArrayD<f32>> {
-        let mut out = self.text_encoder.run(vec![("input_ids", Input::I64(ids)), ("attention_mask", Input::I64(mask))])?;
+        let inputs = vec![("input_ids", Input::I64(ids)), ("attention_mask", Input::I64(mask))];
+        let mut out = match &self.text_encoder {
+            TextEncoder::Loaded(net) => net.run(inputs)?,
+            // The session (and the memory its weights take) is dropped when this returns.
+            TextEncoder::Lean { graph, runtime } => Network::new(graph, TEXT_ENCODER, runtime)?.run(inputs)?,
+        };
         out.remove("hidden").ok_or_else(|| EngineError::Runtime("text encoder returned no `hidden`".into()))
     }
 

@@ -15,13 +15,12 @@
 //!   diffusers names them; without an `alpha` the scale is 1, as diffusers loads them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::TensorIndex;
 use super::single_file::unet_name_from_ldm;
 use crate::error::{EngineError, Result};
-use crate::graph::{DType, StoredTensor};
+use crate::graph::StoredTensor;
 
 /// One LoRA file and the strength it is applied at (`FILE[:SCALE]` on the command line).
 #[derive(Clone, Debug, PartialEq)]
@@ -333,21 +332,7 @@ fn read_scalar(t: &StoredTensor) -> std::io::Result<f32> {
     if t.numel() != 1 {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("alpha has shape {:?}, expected one number", t.shape)));
     }
-    let mut f = std::fs::File::open(t.file.as_path())?;
-    f.seek(SeekFrom::Start(t.offset))?;
-    let mut b = [0u8; 4];
-    f.read_exact(&mut b[..t.dtype.size().min(4)])?;
-    Ok(match t.dtype {
-        DType::F32 => f32::from_le_bytes(b),
-        DType::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
-        DType::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-        DType::I64 => {
-            let mut b8 = [0u8; 8];
-            f.seek(SeekFrom::Start(t.offset))?;
-            f.read_exact(&mut b8)?;
-            i64::from_le_bytes(b8) as f32
-        }
-    })
+    Ok(super::quant::read_f32(t)?[0])
 }
 
 #[cfg(test)]

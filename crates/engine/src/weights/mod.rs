@@ -1,6 +1,9 @@
 //! Finding weights: safetensors headers indexed by tensor name, without reading tensor data.
 
+pub mod bfl;
+pub mod gguf;
 pub mod lora;
+pub mod quant;
 pub mod single_file;
 
 use std::collections::HashMap;
@@ -9,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{EngineError, Result};
-use crate::graph::{DType, GraphBuilder, StoredTensor, Value};
+use crate::graph::{DType, GraphBuilder, PackedLinear, StoredTensor, Value};
+use quant::{PackSource, Packer};
 
 /// Every tensor of one or more safetensors files, by name.
 #[derive(Clone, Debug, Default)]
@@ -17,8 +21,16 @@ pub struct TensorIndex {
     tensors: HashMap<String, StoredTensor>,
     /// Set by [`TensorIndex::recording`]: every weight a graph builder asks for is noted here.
     recorder: Option<Arc<Mutex<Vec<NamedShape>>>>,
+    /// Set with `recorder`: the weights asked for as linear layers' `[out, in]` matrices.
+    linear_recorder: Option<Arc<Mutex<Vec<String>>>>,
     /// LoRA updates added to weights, by weight name, in the order they were applied.
     patches: HashMap<String, Vec<lora::Patch>>,
+    /// Linear weights stored pre-quantised (GGUF), by weight name; packed when a graph asks.
+    packed: HashMap<String, PackSource>,
+    /// Writes packed weights, and quantises float linear weights when it has a spec.
+    packer: Option<Arc<Packer>>,
+    /// Set by [`TensorIndex::dry_run`]: graphs built from it check names and shapes only.
+    dry: bool,
 }
 
 /// A weight's name and shape.
@@ -81,7 +93,13 @@ impl TensorIndex {
     /// An empty index that accepts any weight and records its name and shape, to learn which
     /// tensors a network needs (e.g. to write random full-size checkpoints for benchmarks).
     pub fn recording() -> Self {
-        Self { recorder: Some(Arc::default()), ..Self::default() }
+        Self { recorder: Some(Arc::default()), linear_recorder: Some(Arc::default()), ..Self::default() }
+    }
+
+    /// Which of the [`recorded`](Self::recorded) weights are linear layers' matrices (what
+    /// [`quant`] packs).
+    pub fn recorded_linears(&self) -> std::collections::HashSet<String> {
+        self.linear_recorder.as_ref().and_then(|r| r.lock().ok().map(|l| l.iter().cloned().collect())).unwrap_or_default()
     }
 
     /// What a [`recording`](Self::recording) index was asked for, in order, without repeats.
@@ -101,6 +119,22 @@ impl TensorIndex {
         self.patches.values().map(Vec::len).sum()
     }
 
+    /// Packs the linear weights that graphs ask for with `packer` (quantising float ones when it
+    /// has a spec).
+    pub fn with_packer(mut self, packer: Arc<Packer>) -> Self {
+        self.packer = Some(packer);
+        self
+    }
+    /// Adds a pre-quantised linear weight.
+    pub fn insert_packed(&mut self, name: String, src: PackSource) {
+        self.packed.insert(name, src);
+    }
+    /// A copy whose graphs only check that every tensor exists with the right shape: nothing is
+    /// quantised or repacked, so a wrong checkpoint fails before any long work.
+    pub fn dry_run(&self) -> Self {
+        Self { dry: true, ..self.clone() }
+    }
+
     pub fn get(&self, name: &str) -> Option<&StoredTensor> {
         self.tensors.get(name)
     }
@@ -113,18 +147,26 @@ impl TensorIndex {
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
+    /// Names of the float tensors and of the pre-quantised linear weights.
     pub fn names(&self) -> impl Iterator<Item = &String> {
-        self.tensors.keys()
+        self.tensors.keys().chain(self.packed.keys())
     }
     pub fn iter(&self) -> impl Iterator<Item = (&String, &StoredTensor)> {
         self.tensors.iter()
     }
     /// The tensors whose name starts with `prefix`, with the prefix removed.
     pub fn strip_prefix(&self, prefix: &str) -> TensorIndex {
+        fn strip<T: Clone>(m: &HashMap<String, T>, prefix: &str) -> HashMap<String, T> {
+            m.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect()
+        }
         TensorIndex {
-            tensors: self.tensors.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect(),
+            tensors: strip(&self.tensors, prefix),
             recorder: None,
-            patches: self.patches.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone()))).collect(),
+            linear_recorder: None,
+            patches: strip(&self.patches, prefix),
+            packed: strip(&self.packed, prefix),
+            packer: self.packer.clone(),
+            dry: self.dry,
         }
     }
 }
@@ -140,6 +182,14 @@ fn add_low_rank(g: &mut GraphBuilder, w: Value, patch: &lora::Patch, dims: &[i64
     let delta = g.reshape_to(delta, dims);
     let delta = g.mul_scalar(delta, patch.scale);
     g.add(w, delta)
+}
+
+/// A linear layer's `[out, in]` weight as a graph will use it.
+pub enum LinearWeight {
+    /// An f32 value of shape `[out, in]`.
+    Dense(Value),
+    /// Quantised codes and scales for [`GraphBuilder::linear_nbits`].
+    Packed(PackedLinear),
 }
 
 /// Weight lookup for a model builder: names are relative to `prefix`, shapes are checked.
@@ -178,6 +228,11 @@ impl<'a> Params<'a> {
                 found: stored.shape.clone(),
             });
         }
+        if let Some(p) = &self.index.packer
+            && Arc::ptr_eq(&stored.file, &p.scratch().path)
+        {
+            g.keep(p.scratch());
+        }
         let v = g.weight(stored.clone());
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let mut v = if same { v } else { g.reshape_to(v, &dims) };
@@ -185,6 +240,47 @@ impl<'a> Params<'a> {
             v = add_low_rank(g, v, patch, &dims);
         }
         Ok(v)
+    }
+
+    /// The `[out, inp]` weight `name` of a linear layer: packed when the index holds it
+    /// pre-quantised or quantises float weights (unless a LoRA patches it, which keeps it f32),
+    /// else dense.
+    pub fn linear_weight(&self, g: &mut GraphBuilder, name: &str, out: usize, inp: usize) -> Result<LinearWeight> {
+        let idx = self.index;
+        if let Some(rec) = &idx.linear_recorder
+            && let Ok(mut list) = rec.lock()
+        {
+            list.push(name.to_string());
+        }
+        if idx.recorder.is_none()
+            && let Some(src) = idx.packed.get(name)
+        {
+            if src.shape() != [out, inp] {
+                let (component, name, expected, found) = (self.component, name.to_string(), vec![out, inp], src.shape().to_vec());
+                return Err(EngineError::ShapeMismatch { component, name, expected, found });
+            }
+            let packer = idx.packer.as_ref().filter(|_| !idx.dry);
+            return Ok(match packer {
+                Some(p) => LinearWeight::Packed(p.repack(src)?),
+                None => {
+                    let placeholder = StoredTensor { file: Arc::new(PathBuf::new()), offset: 0, dtype: DType::F32, shape: vec![out, inp] };
+                    LinearWeight::Dense(g.weight(placeholder))
+                }
+            });
+        }
+        let quantiser = idx.packer.as_ref().filter(|p| p.spec.is_some() && !idx.dry && idx.recorder.is_none());
+        if let Some(p) = quantiser
+            && !idx.patches.contains_key(name)
+            && let Some(stored) = idx.get(name).filter(|s| s.shape == [out, inp])
+        {
+            return Ok(LinearWeight::Packed(p.quantise(stored, out, inp)?));
+        }
+        Ok(LinearWeight::Dense(self.get(g, name, &[out, inp])?))
+    }
+
+    /// `MatMulNBits`' accuracy level for this index's packed weights.
+    pub fn accuracy_level(&self) -> i64 {
+        self.index.packer.as_ref().and_then(|p| p.spec).map_or(4, |s| s.accuracy_level)
     }
 
     /// Shape of a stored tensor, for configs inferred from weights.
