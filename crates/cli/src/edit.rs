@@ -136,7 +136,8 @@ fn plan_with_model(instruction: &str, images: &[image::RgbImage], opts: EditOpti
     let known = plantain_hub::resolve(&c.model, &crate::hubcmd::resolve_options()).ok();
     let klein = known.as_ref().is_some_and(|r| r.defaults.prediction == plantain_hub::Prediction::FlowMatching);
     let guessed = if klein { Painter::Instruct } else { opts.painter };
-    let first = plan(instruction, images, &EditOptions { painter: guessed, ..opts.clone() }, Some(&segmenter)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let first = plan(instruction, images, &EditOptions { painter: guessed, ..opts.clone() }, Some(&segmenter))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if first.paint_request().is_none() && !first.names_unchecked {
         return Ok((first, None));
     }

@@ -10,9 +10,7 @@ use std::time::Instant;
 use common::{runtime, tiny};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use plantain_engine::EngineError;
-use plantain_engine::pipeline::{
-    Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline, gaussian, images, max_reference_pixels,
-};
+use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline, gaussian, images, max_reference_pixels};
 use plantain_schedulers::SchedulerKind;
 use rand::SeedableRng;
 

@@ -298,7 +298,9 @@ pub fn build_from_config(config: &SchedulerConfig) -> Result<(Box<dyn Scheduler>
 
 /// Flow matching has no discrete noise schedule to run an SD model with.
 fn flow_match_only() -> SchedulerError {
-    SchedulerError::Unsupported("flow-matching Euler is FLUX.2 [klein]'s own sampler (`FlowMatchEuler`); it does not run a Stable Diffusion noise schedule".into())
+    SchedulerError::Unsupported(
+        "flow-matching Euler is FLUX.2 [klein]'s own sampler (`FlowMatchEuler`); it does not run a Stable Diffusion noise schedule".into(),
+    )
 }
 
 fn build_exact(kind: SchedulerKind, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {

@@ -67,8 +67,10 @@ async fn klein_draws_and_edits_over_gemini() {
     // An edit: a picture and words. "add a blue square at the top right" is planned on the
     // picture (the synthetic world's analysis finds its place), klein edits the whole picture,
     // and only the box at the top right (and its feather band) may change.
-    let circle = Object { shape: Shape::Circle, color: ColorName::Red, size: Size::Medium, h: HPos::Left, v: VPos::Bottom, jitter: (0.0, 0.0) };
-    let scene = Scene { background: Background::Solid(ColorName::White), lighting: Lighting::NEUTRAL, objects: vec![circle], relations: vec![] };
+    let circle =
+        Object { shape: Shape::Circle, color: ColorName::Red, size: Size::Medium, h: HPos::Left, v: VPos::Bottom, jitter: (0.0, 0.0) };
+    let scene =
+        Scene { background: Background::Solid(ColorName::White), lighting: Lighting::NEUTRAL, objects: vec![circle], relations: vec![] };
     let input = render(&scene, 320, 240);
     let mut bytes = std::io::Cursor::new(Vec::new());
     input.write_to(&mut bytes, image::ImageFormat::Png).unwrap();

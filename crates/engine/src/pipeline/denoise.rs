@@ -10,7 +10,7 @@ use plantain_schedulers::{Scheduler, SchedulerError};
 use rand_chacha::ChaCha8Rng;
 
 use super::encode::Conditioning;
-use super::{SdPipeline, Progress, gaussian, shaped};
+use super::{Progress, SdPipeline, gaussian, shaped};
 use crate::error::{EngineError, Result};
 use crate::runtime::Input;
 
@@ -64,7 +64,13 @@ pub struct StepLatents<'a> {
 enum Estimate<'a> {
     /// An SD scheduler's `pred_original_sample` of this step's model output and the latents it
     /// was computed on; for latent-blend inpainting (mask, init latents) outside the mask.
-    Scheduler { scheduler: &'a dyn Scheduler, step_index: usize, model_output: &'a [f32], sample: &'a [f32], keep: Option<(&'a [f32], &'a [f32])> },
+    Scheduler {
+        scheduler: &'a dyn Scheduler,
+        step_index: usize,
+        model_output: &'a [f32],
+        sample: &'a [f32],
+        keep: Option<(&'a [f32], &'a [f32])>,
+    },
     /// Computed by the loop already (flow matching: `x - sigma * velocity`).
     Ready(&'a [f32]),
 }
@@ -93,7 +99,9 @@ impl<'a> StepLatents<'a> {
     pub fn denoised(&self) -> Result<Vec<f32>> {
         let (scheduler, step_index, model_output, sample, keep) = match &self.estimate {
             Estimate::Ready(x0) => return Ok(x0.to_vec()),
-            Estimate::Scheduler { scheduler, step_index, model_output, sample, keep } => (scheduler, step_index, model_output, sample, keep),
+            Estimate::Scheduler { scheduler, step_index, model_output, sample, keep } => {
+                (scheduler, step_index, model_output, sample, keep)
+            }
         };
         let mut x0 = scheduler.pred_original_sample(model_output, *step_index, sample).map_err(sched_err)?;
         if let Some((mask, init)) = keep {

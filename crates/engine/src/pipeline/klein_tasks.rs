@@ -141,7 +141,14 @@ impl Klein {
         self.net.encode_reference(images::to_tensor(&resized).into_dyn())
     }
 
-    fn denoise(&self, context: &ArrayD<f32>, noise: &ArrayD<f32>, refs: &[ArrayD<f32>], steps: usize, on_step: &mut OnStep<'_>) -> Result<ArrayD<f32>> {
+    fn denoise(
+        &self,
+        context: &ArrayD<f32>,
+        noise: &ArrayD<f32>,
+        refs: &[ArrayD<f32>],
+        steps: usize,
+        on_step: &mut OnStep<'_>,
+    ) -> Result<ArrayD<f32>> {
         let started = Instant::now();
         let mut failed = None;
         let out = self.net.denoise_with(context, noise, refs, steps, &mut |s: &KleinStep<'_>| {

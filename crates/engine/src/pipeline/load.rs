@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use plantain_core::KLEIN_CLASS;
 use plantain_schedulers::SchedulerConfig;
 use plantain_tokenizer::ClipTokenizer;
-use plantain_core::KLEIN_CLASS;
 use serde_json::Value as Json;
 
 use crate::error::{EngineError, Result};

@@ -44,9 +44,9 @@ use rand_distr::{Distribution, StandardNormal};
 pub use denoise::{DenoiseInput, InstructInput, StepLatents, rescale_guided};
 pub use diffedit::{DiffEditMask, DiffEditOptions};
 pub use encode::Conditioning;
+pub use klein_tasks::max_reference_pixels;
 pub use load::ModelSource;
 pub(crate) use load::component_weights;
-pub use klein_tasks::max_reference_pixels;
 pub use model::Pipeline;
 pub use request::{GenerateRequest, Generated, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, ModelKind, Progress, Task, Timings};
 

@@ -7,8 +7,8 @@ use image::RgbImage;
 use super::klein::KleinPipeline;
 use super::klein_tasks::Klein;
 use super::{
-    DiffEditMask, DiffEditOptions, GenerateRequest, Generated, LoadOptions, ModelKind, ModelSource, OnStep, Progress, SdPipeline, StepLatents,
-    load,
+    DiffEditMask, DiffEditOptions, GenerateRequest, Generated, LoadOptions, ModelKind, ModelSource, OnStep, Progress, SdPipeline,
+    StepLatents, load,
 };
 use crate::error::{EngineError, Result};
 use crate::models::Family;
