@@ -7,7 +7,9 @@ use anyhow::{Context, Result, bail};
 use plantain_core::{AspectRatio, ImageSize};
 use std::sync::Arc;
 
-use plantain_director::edit::{EditError, EditOptions, EditPlan, Edited, LazySegmenter, ModelFinder, SubjectFinder, painter_for, plan};
+use plantain_director::edit::{
+    EditError, EditOptions, EditPlan, Edited, LazySegmenter, ModelFinder, Painter, SubjectFinder, painter_for, plan,
+};
 use plantain_director::generate::{Budget, Examined, Looper, Settings, asked_of, edit_checks};
 use plantain_engine::pipeline::{GenerateRequest, Pipeline};
 use plantain_engine::runtime::RuntimeOptions;
@@ -140,13 +142,22 @@ type Model = (Arc<Pipeline>, plantain_hub::ResolvedModel);
 
 /// Plans without the model first (exact edits never load it); when the plan needs a painter,
 /// or names an object only the model can find (DiffEdit), loads the model and plans again
-/// with it: it finds things by name and, if it is an InstructPix2Pix model, paints by the
-/// user's own words.
+/// with it: it finds things by name and, if it edits by instruction (InstructPix2Pix, FLUX.2
+/// [klein]), paints by the user's own words. A model known to edit by instruction before it is
+/// loaded (FLUX.2 [klein], by its folder) plans that way from the start, so that words only it
+/// can carry out go to it, and a picture too large for it is refused before it loads.
 fn plan_with_model(instruction: &str, images: &[image::RgbImage], opts: EditOptions, c: &Common) -> Result<(EditPlan, Option<Model>)> {
     let segmenter = Arc::new(Remembered::default());
-    let first = plan(instruction, images, &opts, Some(&segmenter)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let known = plantain_hub::resolve(&c.model, &crate::hubcmd::resolve_options()).ok();
+    let klein = known.as_ref().is_some_and(|r| r.defaults.prediction == plantain_hub::Prediction::FlowMatching);
+    let guessed = if klein { Painter::Instruct } else { opts.painter };
+    let first = plan(instruction, images, &EditOptions { painter: guessed, ..opts.clone() }, Some(&segmenter))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if first.paint_request().is_none() && !first.names_unchecked {
         return Ok((first, None));
+    }
+    if let Some(r) = known.as_ref().filter(|_| klein) {
+        check_reference_sizes(images, r.defaults.resolution)?;
     }
     let resolved = resolve_model(&c.model)?;
     let load = LoadSpec { config_dir: None, variant: None, tiny_vae: None, loras: c.loras.clone(), threads: c.threads, cuda: c.cuda };
@@ -155,6 +166,23 @@ fn plan_with_model(instruction: &str, images: &[image::RgbImage], opts: EditOpti
     let finder = ModelFinder { subject: segmenter, pipeline: Some(pipeline.clone()), seed: c.seed.unwrap_or(0) };
     let again = plan(instruction, images, &opts, Some(&finder)).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((again, Some((pipeline, resolved))))
+}
+
+/// FLUX.2 [klein] reads each picture as a reference: one over the engine's limit for the
+/// model's native size is refused here, before the model loads.
+fn check_reference_sizes(images: &[image::RgbImage], native: u32) -> Result<()> {
+    let max = plantain_engine::pipeline::max_reference_pixels(native);
+    for (i, img) in images.iter().enumerate() {
+        let (w, h) = img.dimensions();
+        if u64::from(w) * u64::from(h) > max {
+            bail!(
+                "picture {} is {w}x{h} ({} pixels), over FLUX.2 [klein]'s limit of {max} pixels for a reference; scale it down first",
+                i + 1,
+                u64::from(w) * u64::from(h)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The segmenter with its answers kept, so that planning again with the model does not run

@@ -139,7 +139,7 @@ pub fn load_pipeline(resolved: &ResolvedModel, l: &LoadSpec) -> Result<Pipeline>
     };
     let pipeline = Pipeline::load(&source, &opts).with_context(|| format!("loading {}{hint}", resolved.path.display()))?;
     spinner.finish_and_clear();
-    eprintln!("loaded {} ({}) in {:.1}s", resolved.display_name, pipeline.family(), started.elapsed().as_secs_f32());
+    eprintln!("loaded {} ({}) in {:.1}s", resolved.display_name, pipeline.architecture(), started.elapsed().as_secs_f32());
     for n in pipeline.notes() {
         eprintln!("note: {n}");
     }

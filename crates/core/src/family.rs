@@ -5,6 +5,10 @@ use std::fmt;
 
 use serde::Serialize;
 
+/// The `_class_name` in a FLUX.2 [klein] diffusers folder's `model_index.json`: not a Stable
+/// Diffusion family; the hub gives it klein's defaults and the engine its own pipeline.
+pub const KLEIN_CLASS: &str = "Flux2KleinPipeline";
+
 /// Architecture family: decides which UNet / text-encoder wiring the engine builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Family {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use canvas::{NATIVE_RATIO_TOLERANCE, canvas_for, native_canvas};
 pub use defaults::{DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
-pub use family::Family;
+pub use family::{Family, KLEIN_CLASS};
 
 /// A rejected `aspectRatio` / `imageSize` string; the message lists what is accepted, so it can
 /// go back to API clients as is.

@@ -173,15 +173,58 @@ fn an_instruction_model_edits_the_whole_picture_and_the_region_still_bounds_it()
     let req = p.paint_request().unwrap();
     assert!(req.mask.is_none() && req.image_guidance.is_some());
     assert_eq!(req.prompt, "in the style of a watercolour painting", "the model reads the user's own words");
-    assert!(p.method.contains("InstructPix2Pix"), "{}", p.method);
+    assert!(p.method.contains("instruction-following model"), "{}", p.method);
     let out = p.finish(Some(noise(240, 160))).unwrap();
     assert!(out.image == noise(240, 160), "restyling keeps the model's whole picture");
 
     let p = plan("replace the background with a beach", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
     let req = p.paint_request().unwrap();
     assert!(req.mask.is_none() && req.prompt == "replace the background with a beach");
-    assert!(p.method.contains("kept only inside the region"), "{}", p.method);
+    assert!(p.method.contains("inside the region"), "{}", p.method);
     let out = p.finish(Some(noise(240, 160))).unwrap();
     assert_eq!(out.report.outside_changed, Some(0));
     assert_eq!(out.image.get_pixel(100, 80), img.get_pixel(100, 80), "the subject is the input's");
+}
+
+#[test]
+fn an_instruction_models_answer_is_kept_only_where_it_changed() {
+    let discs = Discs(vec![(100.0, 80.0)], 30.0);
+    let img = photo(240, 160, &discs, [200, 30, 30]);
+    let opts = EditOptions { painter: Painter::Instruct, ..Default::default() };
+    let p = plan("in the style of a watercolour painting", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    // The model's answer: every pixel moved a little (a VAE round trip), a 20x20 patch really.
+    let answer = RgbImage::from_fn(240, 160, |x, y| {
+        if (20..40).contains(&x) && (20..40).contains(&y) {
+            return Rgb([0, 255, 0]);
+        }
+        Rgb(img.get_pixel(x, y).0.map(|v| v.saturating_add(9)))
+    });
+    let out = p.finish(Some(answer.clone())).unwrap();
+    for (x, y, px) in out.image.enumerate_pixels() {
+        let (dx, dy) = (x.abs_diff(30).saturating_sub(10), y.abs_diff(30).saturating_sub(10));
+        if dx.max(dy) > 8 {
+            assert_eq!(px, img.get_pixel(x, y), "({x}, {y}): the model left it alone, so it is the input's byte");
+        }
+    }
+    assert_eq!(out.image.get_pixel(30, 30), answer.get_pixel(30, 30), "the change itself is kept");
+    assert_eq!(out.report.outside_changed, Some(0));
+}
+
+#[test]
+fn words_no_rule_reads_go_to_an_instruction_model_and_are_refused_otherwise() {
+    let discs = Discs(vec![(100.0, 80.0)], 30.0);
+    let img = photo(240, 160, &discs, [200, 30, 30]);
+    let words = "make the person smile";
+    let refused = plan(words, std::slice::from_ref(&img), &EditOptions::default(), Some(&discs)).unwrap_err();
+    assert!(matches!(refused, EditError::Words(_)), "{refused}");
+    let opts = EditOptions { painter: Painter::Instruct, ..Default::default() };
+    let p = plan(words, std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    assert_eq!(p.report().operation, "instruction");
+    assert_eq!(p.paint_request().unwrap().prompt, words);
+    assert_eq!(p.report().may_change, 240 * 160);
+    // "make it night" is relit by an instruction model, exact maths for the others.
+    let night = plan("make it night", std::slice::from_ref(&img), &opts, Some(&discs)).unwrap();
+    assert!(night.paint_request().is_some() && night.notes.iter().any(|n| n.contains("relit")), "{:?}", night.notes);
+    let exact = plan("make it night", std::slice::from_ref(&img), &EditOptions::default(), Some(&discs)).unwrap();
+    assert!(exact.paint_request().is_none());
 }

@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 
 use common::{runtime, tiny};
 use plantain_engine::EngineError;
-use plantain_engine::pipeline::{GenerateRequest, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::pipeline::{GenerateRequest, LoadOptions, ModelSource, SdPipeline as Pipeline};
 use plantain_engine::resize::{Lanczos3, Resizer};
 
 fn load(arch: &str) -> Pipeline {

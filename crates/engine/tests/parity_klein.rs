@@ -223,10 +223,18 @@ fn klein_prompt_to_context_matches_diffusers() {
 }
 
 #[test]
-fn the_stable_diffusion_loader_points_klein_to_its_pipeline() {
-    use plantain_engine::pipeline::{LoadOptions, ModelSource, Pipeline};
-    let Err(e) = Pipeline::load(&ModelSource::Diffusers(dir()), &LoadOptions { runtime: runtime(), ..Default::default() }) else {
+fn pipeline_loads_a_klein_folder_as_klein_and_the_sd_loader_points_there() {
+    use plantain_engine::pipeline::{LoadOptions, ModelKind, ModelSource, Pipeline, SdPipeline};
+    let opts = LoadOptions { runtime: runtime(), ..Default::default() };
+    let p = Pipeline::load(&ModelSource::Diffusers(dir()), &opts).unwrap();
+    assert_eq!(p.kind(), ModelKind::Klein);
+    assert!(p.klein().is_some() && p.sd().is_none() && p.family().is_none() && p.is_instruct_model());
+    assert_eq!((p.native_resolution(), p.pixel_multiple()), (1024, 16));
+    let Err(e) = SdPipeline::load(&ModelSource::Diffusers(dir()), &opts) else {
         panic!("a klein folder is not an SD pipeline");
     };
-    assert!(matches!(&e, EngineError::Unsupported(m) if m.contains("KleinPipeline")), "{e}");
+    assert!(matches!(&e, EngineError::Unsupported(m) if m.contains("Pipeline::load")), "{e}");
+    let with_lora = LoadOptions { loras: vec![plantain_engine::pipeline::LoraSpec::parse("x.safetensors").unwrap()], ..opts };
+    let e = Pipeline::load(&ModelSource::Diffusers(dir()), &with_lora).unwrap_err().to_string();
+    assert!(e.contains("LoRA"), "{e}");
 }

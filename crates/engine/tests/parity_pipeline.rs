@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use common::{Refs, assert_close, runtime, tiny};
 use ndarray::ArrayD;
 use plantain_engine::pipeline::{
-    Conditioning, Decoder, DenoiseInput, DiffEditOptions, InstructInput, LoadOptions, LoraSpec, ModelSource, Pipeline,
+    Conditioning, Decoder, DenoiseInput, DiffEditOptions, InstructInput, LoadOptions, LoraSpec, ModelSource, SdPipeline as Pipeline,
 };
 use rand::SeedableRng;
 

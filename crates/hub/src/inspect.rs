@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{HubError, Result};
-use crate::known::{Defaults, Family, Prediction, family_defaults};
+use plantain_core::KLEIN_CLASS;
+
+use crate::known::{Defaults, Family, KLEIN_DEFAULTS, Prediction, family_defaults};
 
 /// How the weights are laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -479,6 +481,10 @@ fn family_from_configs(root: &Path, class_name: Option<&str>) -> (Option<Family>
         _ if is_sd_class && te_act.as_deref() == Some("quick_gelu") => Some(Family::Sd1),
         _ => None,
     };
+    if class_name == Some(KLEIN_CLASS) {
+        notes.push(format!("pipeline {KLEIN_CLASS}: FLUX.2 [klein], not a Stable Diffusion family"));
+        return (None, Some(KLEIN_DEFAULTS), notes);
+    }
     let Some(family) = family else {
         notes.push(format!(
             "pipeline {} is not a Stable Diffusion 1.x/2.x/XL pipeline plantain recognises",
@@ -515,6 +521,7 @@ mod tests {
         assert!(insp.complete(), "missing: {:?}", insp.missing);
         assert_eq!(insp.family, None);
         assert!(insp.notes.iter().any(|n| n.contains("Flux2KleinPipeline")), "{:?}", insp.notes);
+        assert_eq!(insp.config_defaults, Some(crate::known::KLEIN_DEFAULTS), "a local klein folder gets klein's defaults");
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub fn family_defaults(family: Family) -> Defaults {
     }
 }
 
+/// FLUX.2 [klein] (distilled): 4 steps, one transformer pass per step (no guidance), 1024 px
+/// (diffusers' `Flux2KleinPipeline` defaults). For the `flux2-klein` short name and any local
+/// `Flux2KleinPipeline` folder.
+pub const KLEIN_DEFAULTS: Defaults = Defaults { steps: 4, guidance: 1.0, resolution: 1024, prediction: Prediction::FlowMatching };
+
 /// What the UNet was trained to predict; the scheduler must match or images are noise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Prediction {
@@ -130,8 +135,7 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         source: KnownSource::Hub("black-forest-labs/FLUX.2-klein-4B"),
         // Not a Stable Diffusion family: the engine loads it with its own pipeline.
         family: None,
-        // Step-distilled: 4 steps, one pass per step (guidance is ignored).
-        defaults: Some(Defaults { steps: 4, guidance: 1.0, resolution: 1024, prediction: Prediction::FlowMatching }),
+        defaults: Some(KLEIN_DEFAULTS),
         licence: "Apache-2.0 (FLUX.2 [klein] 4B; the 9B models are non-commercial) - check the model card",
         description: "FLUX.2 [klein] 4B: draws and edits by instruction (Qwen3 text encoder, 4 steps), 1024px",
     },

@@ -48,7 +48,8 @@ pub use cache::{
 pub use error::{HubError, Result};
 pub use inspect::{ComponentInfo, ComponentKind, Inspection, Layout, OPTIONAL_COMPONENTS, inspect_path};
 pub use known::{
-    Defaults, Family, KNOWN_MODELS, KnownModel, KnownSource, Prediction, family_defaults, find_known, find_known_repo, known_names, suggest,
+    Defaults, Family, KLEIN_DEFAULTS, KNOWN_MODELS, KnownModel, KnownSource, Prediction, family_defaults, find_known, find_known_repo,
+    known_names, suggest,
 };
 pub use pull::{PullEvent, PullOptions, Variant, pull, pull_async};
 pub use resolve::{Origin, ResolveOptions, ResolvedModel, resolve};

@@ -134,10 +134,15 @@ pub enum SchedulerKind {
     /// SD-Turbo / SDXL-Turbo: Euler ancestral with `trailing` spacing forced,
     /// meant for 1–4 steps at guidance 0.
     Turbo,
+    /// `FlowMatchEulerDiscreteScheduler` as FLUX.2 [klein] runs it ([`FlowMatchEuler`]): the
+    /// rectified-flow sampler of that pipeline only. Not one of [`SchedulerKind::NAMES`] (no
+    /// SD model can use it); [`build`] refuses it.
+    FlowMatchEuler,
 }
 
 impl SchedulerKind {
-    /// Canonical CLI names, accepted by `FromStr`.
+    /// Canonical CLI names of the samplers an SD model can be run with, accepted by `FromStr`
+    /// (which also reads [`SchedulerKind::FlowMatchEuler`]'s name, for records).
     pub const NAMES: [&'static str; 9] =
         ["euler", "euler-a", "dpm++2m", "dpm++2m-karras", "dpm++2m-sde", "dpm++2m-sde-karras", "ddim", "lcm", "turbo"];
 
@@ -153,6 +158,7 @@ impl SchedulerKind {
             Self::Ddim => "ddim",
             Self::Lcm => "lcm",
             Self::Turbo => "turbo",
+            Self::FlowMatchEuler => "flow-match-euler",
         }
     }
 
@@ -164,6 +170,7 @@ impl SchedulerKind {
             Self::DpmPlusPlus2M { .. } | Self::DpmPlusPlus2MSde { .. } => "DPMSolverMultistepScheduler",
             Self::Ddim => "DDIMScheduler",
             Self::Lcm => "LCMScheduler",
+            Self::FlowMatchEuler => "FlowMatchEulerDiscreteScheduler",
         }
     }
 }
@@ -189,6 +196,7 @@ impl FromStr for SchedulerKind {
             "ddim" => Self::Ddim,
             "lcm" => Self::Lcm,
             "turbo" => Self::Turbo,
+            "flow-match-euler" => Self::FlowMatchEuler,
             _ => return Err(SchedulerError::UnknownKind(s.to_string())),
         })
     }
@@ -288,6 +296,13 @@ pub fn build_from_config(config: &SchedulerConfig) -> Result<(Box<dyn Scheduler>
     Ok((sched, resolved))
 }
 
+/// Flow matching has no discrete noise schedule to run an SD model with.
+fn flow_match_only() -> SchedulerError {
+    SchedulerError::Unsupported(
+        "flow-matching Euler is FLUX.2 [klein]'s own sampler (`FlowMatchEuler`); it does not run a Stable Diffusion noise schedule".into(),
+    )
+}
+
 fn build_exact(kind: SchedulerKind, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
     Ok(match kind {
         SchedulerKind::Euler => Box::new(EulerDiscrete::new(cfg)?),
@@ -296,6 +311,7 @@ fn build_exact(kind: SchedulerKind, cfg: &SchedulerConfig) -> Result<Box<dyn Sch
         SchedulerKind::DpmPlusPlus2M { .. } | SchedulerKind::DpmPlusPlus2MSde { .. } => Box::new(DpmSolverMultistep::new(cfg)?),
         SchedulerKind::Ddim => Box::new(Ddim::new(cfg)?),
         SchedulerKind::Lcm => Box::new(Lcm::new(cfg)?),
+        SchedulerKind::FlowMatchEuler => return Err(flow_match_only()),
     })
 }
 
@@ -308,6 +324,7 @@ pub fn alphas_cumprod(kind: SchedulerKind, config: &SchedulerConfig) -> Result<V
         SchedulerKind::DpmPlusPlus2M { .. } | SchedulerKind::DpmPlusPlus2MSde { .. } => &config::DPM_DEFAULTS,
         SchedulerKind::Ddim => &config::DDIM_DEFAULTS,
         SchedulerKind::Lcm => &config::LCM_DEFAULTS,
+        SchedulerKind::FlowMatchEuler => return Err(flow_match_only()),
     };
     Ok(config::Base::resolve(config, defaults)?.alphas_cumprod)
 }

@@ -157,7 +157,7 @@ async fn an_instruction_model_paints_by_the_users_words_inside_the_region() {
     let (st, v) = post(&base, &body).await;
     assert_eq!(st, 200, "{v}");
     let text = v["candidates"][0]["content"]["parts"].as_array().unwrap().iter().filter_map(|p| p["text"].as_str()).collect::<String>();
-    assert!(text.contains("InstructPix2Pix"), "{text}");
+    assert!(text.contains("instruction-following model"), "{text}");
     let out = decode(&v);
     let outside = out.enumerate_pixels().filter(|&(x, y, p)| (x > 110 || y > 85) && p != img.get_pixel(x, y)).count();
     assert_eq!(outside, 0, "pixels moved outside the top-left box and its band");

@@ -454,10 +454,10 @@ fn run_worker(
             let t = Instant::now();
             match Pipeline::load(&src, opts) {
                 Ok(p) => {
-                    tracing::info!(model = name, family = %p.family(), secs = t.elapsed().as_secs_f32(), "model loaded");
+                    tracing::info!(model = name, architecture = %p.architecture(), secs = t.elapsed().as_secs_f32(), "model loaded");
                     let p = Arc::new(p);
                     *loaded.lock().unwrap_or_else(|e| e.into_inner()) = Some(p.clone());
-                    set(ModelState::Ready { family: p.family().to_string() });
+                    set(ModelState::Ready { family: p.architecture() });
                     Some(p)
                 }
                 Err(e) => {

@@ -20,7 +20,7 @@ use plantain_engine::models::presets;
 use plantain_engine::models::taesd::{self, TaesdConfig};
 use plantain_engine::models::unet::{self, UNetConfig};
 use plantain_engine::models::vae::{self, VaeConfig};
-use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline};
+use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline, SdPipeline};
 use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::{Input, Network, RuntimeOptions};
 use plantain_engine::weights::TensorIndex;
@@ -211,7 +211,7 @@ fn turbo_end_to_end(
 ) -> Result<()> {
     let t = Instant::now();
     let opts = LoadOptions { runtime: rt.clone(), tiny_autoencoder: Some(random_taesd(root)?), ..Default::default() };
-    let p = Pipeline::load(&ModelSource::Diffusers(dir.to_path_buf()), &opts)?;
+    let p = SdPipeline::load(&ModelSource::Diffusers(dir.to_path_buf()), &opts)?;
     let mut req = GenerateRequest::new("a lighthouse at dusk, 35mm photo", size as u32, size as u32);
     req.steps = 1;
     req.guidance = 0.0;

@@ -32,8 +32,8 @@ pub enum Painter {
     /// A text-to-image model: inpainting inside the region, img2img for the whole picture.
     #[default]
     Generative,
-    /// An instruction-following model (InstructPix2Pix): the whole picture edited after the
-    /// user's own words, text and image guidance; the region then limits what is kept of it.
+    /// An instruction-following model (InstructPix2Pix, FLUX.2 [klein]): the whole picture
+    /// edited after the user's own words; the region then limits what is kept of it.
     Instruct,
 }
 
@@ -101,6 +101,26 @@ pub struct EditPlan {
     pub text: Option<TextEdit>,
     /// A transparent cut-out: the output's alpha channel (255 = opaque), the subject's mask.
     pub matte: Option<GrayImage>,
+    /// An instruction model's answer: kept only where it differs from the base
+    /// ([`actually_changed`]), inside `alpha`.
+    only_changed: bool,
+}
+
+/// Levels (0-255, any channel) by which an instruction model's answer must differ from the
+/// picture for a pixel to count as changed: above what its VAE's round trip moves.
+const CHANGED_LEVELS: u8 = 24;
+
+/// Where `edited` differs from `base` by more than [`CHANGED_LEVELS`], grown by 1% of the short
+/// side (at least 2 px) and feathered: an instruction model redraws the whole picture, and its
+/// round trip through the VAE moves every pixel a little while its edit moves only some.
+fn actually_changed(base: &RgbImage, edited: &RgbImage) -> GrayImage {
+    let (w, h) = base.dimensions();
+    let moved = GrayImage::from_fn(w, h, |x, y| {
+        let (a, b) = (base.get_pixel(x, y), edited.get_pixel(x, y));
+        Luma([if (0..3).any(|c| a[c].abs_diff(b[c]) > CHANGED_LEVELS) { 255 } else { 0 }])
+    });
+    let grown = composite::dilate(&moved, (w.min(h) as f32 * 0.01).max(2.0));
+    composite::feathered(&grown, composite::default_feather(w, h))
 }
 
 /// What a plan says it did, for logs, ledgers and answers.
@@ -138,8 +158,9 @@ pub struct Edited {
 }
 
 impl EditPlan {
-    /// The plan for an InstructPix2Pix model: its repaint becomes the whole picture edited
-    /// after the user's own words (the model reads no mask), pasted back inside the same region.
+    /// The plan for an instruction-following model (InstructPix2Pix, FLUX.2 [klein]): its repaint
+    /// becomes the whole picture edited after the user's own words (the model reads no mask),
+    /// pasted back inside the same region.
     fn for_instruct_model(mut self) -> EditPlan {
         let Work::Paint(req) = &mut self.work else {
             return self;
@@ -150,8 +171,10 @@ impl EditPlan {
         req.strength = 1.0;
         req.image_guidance = Some(plantain_core::DEFAULT_IMAGE_GUIDANCE);
         let whole = composite::area(&self.alpha) == u64::from(self.alpha.width()) * u64::from(self.alpha.height());
-        let kept = if whole { "" } else { ", kept only inside the region" };
-        self.method = format!("the picture edited after the instruction by the InstructPix2Pix model (text and image guidance){kept}");
+        let kept = if whole { "" } else { " inside the region" };
+        self.method =
+            format!("the picture edited after the instruction by the instruction-following model, kept only where it changed{kept}");
+        self.only_changed = true;
         self
     }
 
@@ -221,7 +244,15 @@ impl EditPlan {
             Some((exact, weight)) => composite::paste_back(&edited, exact, weight)?,
             None => edited,
         };
-        let image = composite::paste_back(&self.base, &edited, &self.alpha)?;
+        let image = if self.only_changed {
+            let changed = actually_changed(&self.base, &edited);
+            let alpha = GrayImage::from_fn(changed.width(), changed.height(), |x, y| {
+                Luma([changed.get_pixel(x, y)[0].min(self.alpha.get_pixel(x, y)[0])])
+            });
+            composite::paste_back(&self.base, &edited, &alpha)?
+        } else {
+            composite::paste_back(&self.base, &edited, &self.alpha)?
+        };
         let mut report = self.report();
         report.changed = Some(composite::changed(&self.base, &image));
         report.outside_changed = Some(composite::changed_outside(&self.base, &image, &self.alpha));
@@ -302,7 +333,13 @@ fn plan_for_painter(
     if let Some(mask) = &opts.mask {
         return plan_masked(text, first, mask);
     }
-    let instruction = words::read(text, images.len())?;
+    let instruction = match words::read(text, images.len()) {
+        // An instruction-following model reads what the rules cannot.
+        Err(words::WordsError::Unsupported(_)) if opts.painter == Painter::Instruct && images.len() == 1 => {
+            Instruction { operation: Operation::Instruct, keep: vec![], text: text.trim().into() }
+        }
+        read => read?,
+    };
     let mut b = Builder::new(instruction.clone(), first.clone());
     match &instruction.operation {
         Operation::Fuse { subjects, into, position, large } => {
@@ -312,6 +349,11 @@ fn plan_for_painter(
         Operation::Upscale { size } => return plan_upscale(instruction.clone(), first, size.or(opts.size)),
         Operation::ReplaceText { .. } | Operation::RemoveText { .. } => {
             return retext::plan_text(instruction.clone(), first, retext::installed_tools()?);
+        }
+        Operation::Instruct => b.instruct_whole("the words as given (no rule reads them)"),
+        // Day for night relights a scene: an instruction model does it, exact maths only darkens.
+        Operation::Adjust { adjustment: words::Adjustment::Night, scope: Scope::Whole } if opts.painter == Painter::Instruct => {
+            b.instruct_whole("day for night, relit by the model rather than darkened by exact maths")
         }
         Operation::Adjust { adjustment, scope: Scope::Whole } => {
             let all = GrayImage::from_pixel(first.width(), first.height(), Luma([255]));
@@ -469,6 +511,17 @@ impl Builder {
         Ok(())
     }
 
+    /// The whole picture for an instruction-following model, after the user's words
+    /// ([`EditPlan::for_instruct_model`] makes the request); `why` says what it is asked.
+    fn instruct_whole(&mut self, why: &str) {
+        let (w, h) = self.image.dimensions();
+        self.alpha = GrayImage::from_pixel(w, h, Luma([255]));
+        let prompt = self.instruction.text.clone();
+        let req = PaintRequest { image: self.image.clone(), mask: None, prompt, negative: None, strength: 1.0, image_guidance: None };
+        self.work = Some((Work::Paint(req), "the whole picture edited by the model".into()));
+        self.notes.push(format!("{why}: the whole picture is the model's to change; what it leaves alone is kept byte for byte"));
+    }
+
     fn restyle(&mut self, style: &str) {
         let (w, h) = self.image.dimensions();
         self.alpha = GrayImage::from_pixel(w, h, Luma([255]));
@@ -515,7 +568,8 @@ impl Builder {
             | Operation::Upscale { .. }
             | Operation::Fuse { .. }
             | Operation::ReplaceText { .. }
-            | Operation::RemoveText { .. } => unreachable!("planned before regions"),
+            | Operation::RemoveText { .. }
+            | Operation::Instruct => unreachable!("planned before regions"),
         }
         Ok(())
     }
@@ -662,6 +716,7 @@ impl Builder {
             names_unchecked: self.names_unchecked,
             text: None,
             matte: self.matte,
+            only_changed: false,
         }
     }
 }

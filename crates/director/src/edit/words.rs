@@ -159,6 +159,10 @@ pub enum Operation {
     RemoveText {
         old: String,
     },
+    /// Words no rule reads, for a model that edits by instruction (FLUX.2 [klein]): the whole
+    /// picture is its to change, after the words as given; only the pixels it actually changed
+    /// are kept.
+    Instruct,
 }
 
 impl Operation {
@@ -180,6 +184,7 @@ impl Operation {
             Operation::Fuse { .. } => "fuse",
             Operation::ReplaceText { .. } => "replace text",
             Operation::RemoveText { .. } => "remove text",
+            Operation::Instruct => "instruction",
         }
     }
 }

@@ -3,12 +3,12 @@
 
 use image::RgbImage;
 
-use super::{Decoder, Pipeline, StepLatents, images, shaped};
+use super::{Decoder, SdPipeline, StepLatents, images, shaped};
 use crate::error::{EngineError, Result};
 use crate::models::{taesd, vae};
 use crate::runtime::{Input, Network};
 
-impl Pipeline {
+impl SdPipeline {
     /// Scaled latents `[1, 4, h, w]` to pixels.
     pub fn decode(&self, latents: &[f32], latent_size: (usize, usize), decoder: Decoder) -> Result<RgbImage> {
         let (h, w) = latent_size;

@@ -10,7 +10,7 @@ use plantain_schedulers::{Scheduler, SchedulerError};
 use rand_chacha::ChaCha8Rng;
 
 use super::encode::Conditioning;
-use super::{Pipeline, Progress, gaussian, shaped};
+use super::{Progress, SdPipeline, gaussian, shaped};
 use crate::error::{EngineError, Result};
 use crate::runtime::Input;
 
@@ -51,40 +51,61 @@ pub struct InstructInput {
 }
 
 /// The denoising loop's state after a step, for callers that want more than the step count
-/// (see [`Pipeline::generate_with`]). Borrowed from the loop: nothing is copied unless asked
-/// for, so a callback that ignores it costs nothing.
+/// (see [`Pipeline::generate_with`](super::Pipeline::generate_with)). Borrowed from the loop:
+/// nothing is copied unless asked for, so a callback that ignores it costs nothing.
 pub struct StepLatents<'a> {
-    scheduler: &'a dyn Scheduler,
-    step_index: usize,
-    /// The (guided) model output of this step and the latents it was computed on.
-    model_output: &'a [f32],
-    sample: &'a [f32],
+    estimate: Estimate<'a>,
     /// The latents after the step.
     latents: &'a [f32],
-    /// Latent-blend inpainting: (mask, init latents); outside the mask the picture is the init.
-    keep: Option<(&'a [f32], &'a [f32])>,
     latent_size: (usize, usize),
 }
 
+/// Where a step's estimate of the finished latents comes from.
+enum Estimate<'a> {
+    /// An SD scheduler's `pred_original_sample` of this step's model output and the latents it
+    /// was computed on; for latent-blend inpainting (mask, init latents) outside the mask.
+    Scheduler {
+        scheduler: &'a dyn Scheduler,
+        step_index: usize,
+        model_output: &'a [f32],
+        sample: &'a [f32],
+        keep: Option<(&'a [f32], &'a [f32])>,
+    },
+    /// Computed by the loop already (flow matching: `x - sigma * velocity`).
+    Ready(&'a [f32]),
+}
+
 impl<'a> StepLatents<'a> {
+    /// A flow-matching step's state: the latents after it and the estimate of the finished
+    /// latents, both `[C, h, w]` in latent cells of `latent_size` (h, w).
+    pub(crate) fn flow(latents: &'a [f32], denoised: &'a [f32], latent_size: (usize, usize)) -> Self {
+        StepLatents { estimate: Estimate::Ready(denoised), latents, latent_size }
+    }
+
     /// Latent height and width.
     pub fn latent_size(&self) -> (usize, usize) {
         self.latent_size
     }
 
-    /// The scaled latents after this step (still noisy until the last one).
+    /// The latents after this step (still noisy until the last one).
     pub fn latents(&self) -> &'a [f32] {
         self.latents
     }
 
     /// The model's current estimate of the finished latents ("x0", diffusers'
     /// `pred_original_sample`), computed on each call: what a preview of the running
-    /// generation is decoded from ([`Pipeline::preview`]). For latent-blend inpainting the part
-    /// outside the mask is the init image's.
+    /// generation is decoded from ([`Pipeline::preview`](super::Pipeline::preview)). For
+    /// latent-blend inpainting the part outside the mask is the init image's.
     pub fn denoised(&self) -> Result<Vec<f32>> {
-        let mut x0 = self.scheduler.pred_original_sample(self.model_output, self.step_index, self.sample).map_err(sched_err)?;
-        if let Some((mask, init)) = self.keep {
-            for ((x, i), m) in x0.iter_mut().zip(init).zip(mask.iter().cycle()) {
+        let (scheduler, step_index, model_output, sample, keep) = match &self.estimate {
+            Estimate::Ready(x0) => return Ok(x0.to_vec()),
+            Estimate::Scheduler { scheduler, step_index, model_output, sample, keep } => {
+                (scheduler, step_index, model_output, sample, keep)
+            }
+        };
+        let mut x0 = scheduler.pred_original_sample(model_output, *step_index, sample).map_err(sched_err)?;
+        if let Some((mask, init)) = keep {
+            for ((x, i), m) in x0.iter_mut().zip(*init).zip(mask.iter().cycle()) {
                 *x = (1.0 - m) * i + m * *x;
             }
         }
@@ -94,7 +115,7 @@ impl<'a> StepLatents<'a> {
 
 impl std::fmt::Debug for StepLatents<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepLatents").field("step_index", &self.step_index).field("latent_size", &self.latent_size).finish_non_exhaustive()
+        f.debug_struct("StepLatents").field("latent_size", &self.latent_size).finish_non_exhaustive()
     }
 }
 
@@ -149,7 +170,7 @@ enum Combine {
     Instruct { text: f32, image: f32 },
 }
 
-impl Pipeline {
+impl SdPipeline {
     /// The denoising loop. Returns the final scaled latents.
     pub fn denoise(
         &self,
@@ -206,15 +227,9 @@ impl Pipeline {
                 blend(&mut next, &proper, m);
             }
             let progress = Progress { step: k + 1, total, timestep: t, elapsed: started.elapsed() };
-            let state = StepLatents {
-                scheduler: scheduler.as_ref(),
-                step_index: i,
-                model_output: &model_out,
-                sample: &latents,
-                latents: &next,
-                keep,
-                latent_size,
-            };
+            let estimate =
+                Estimate::Scheduler { scheduler: scheduler.as_ref(), step_index: i, model_output: &model_out, sample: &latents, keep };
+            let state = StepLatents { estimate, latents: &next, latent_size };
             if on_step(&progress, &state).is_break() {
                 return Err(EngineError::Cancelled);
             }

@@ -14,7 +14,7 @@ use plantain_schedulers::SchedulerKind;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Conditioning, Pipeline, gaussian, images, shaped};
+use super::{Conditioning, SdPipeline, gaussian, images, shaped};
 use crate::error::{EngineError, Result};
 use crate::runtime::Input;
 
@@ -68,7 +68,7 @@ impl DiffEditMask {
     }
 }
 
-impl Pipeline {
+impl SdPipeline {
     /// DiffEdit's mask for changing `image` from `source` to `target` text (either may be
     /// empty), at the canvas the model would draw the picture at; `negative` is both branches'
     /// negative prompt. Noise comes from `opts.seed`.

@@ -4,7 +4,7 @@
 use image::RgbImage;
 use ndarray::{Array2, Array3, ArrayD, Axis, IxDyn, concatenate};
 
-use super::{Pipeline, TextEncoder, images, take};
+use super::{SdPipeline, TextEncoder, images, take};
 use crate::error::{EngineError, Result};
 use crate::models::vae;
 use crate::runtime::{Input, Network};
@@ -19,7 +19,7 @@ pub struct Conditioning {
     pub warnings: Vec<String>,
 }
 
-impl Pipeline {
+impl SdPipeline {
     /// Text conditioning for a prompt (and the negative branch when `guidance > 1`).
     pub fn encode_prompt(&self, prompt: &str, negative: Option<&str>, guidance: f32) -> Result<Conditioning> {
         let guided = guidance > 1.0;

@@ -11,6 +11,7 @@
 //! session is created, so a wrong or incomplete checkpoint fails at once, naming the file and
 //! the tensor.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -75,6 +76,28 @@ pub struct KleinPipeline {
     vae_decoder: Network,
     dit: Flux2Config,
     vae: VaeConfig,
+}
+
+/// One flow-matching step of [`KleinPipeline::denoise_with`].
+pub struct KleinStep<'a> {
+    /// 0-based step index, of `total`.
+    pub index: usize,
+    pub total: usize,
+    /// The noise level the step started from (1 → 0).
+    pub sigma: f32,
+    /// Packed latents `[1, h*w, C]` after the step.
+    pub latents: &'a ArrayD<f32>,
+    /// The step's estimate of the finished latents (`x - sigma * velocity`), packed.
+    pub denoised: &'a ArrayD<f32>,
+    /// The token grid (h, w).
+    pub grid: (usize, usize),
+}
+
+impl KleinStep<'_> {
+    /// Packed `[1, h*w, C]` tokens → `[C, h, w]` values (the latent layout decoders read).
+    pub fn unpacked(packed: &ArrayD<f32>, grid: (usize, usize)) -> Result<Vec<f32>> {
+        Ok(as_vec(&unpack(packed, grid.0, grid.1)?))
+    }
 }
 
 /// One component's config and graph(s), built before any session exists.
@@ -245,6 +268,11 @@ impl KleinPipeline {
         self.vae.scale_factor() * 2
     }
 
+    /// Channels of the patchified latents the transformer denoises (`[1, C, h, w]`).
+    pub fn latent_channels(&self) -> usize {
+        self.dit.in_channels
+    }
+
     /// The transformer's context `[1, text_len, 3 * hidden]` for a prompt.
     pub fn encode_prompt(&self, prompt: &str) -> Result<ArrayD<f32>> {
         let (ids, mask) = self.tokenizer.encode(prompt)?;
@@ -288,6 +316,22 @@ impl KleinPipeline {
         steps: usize,
         on_step: &mut dyn FnMut(usize, &ArrayD<f32>),
     ) -> Result<ArrayD<f32>> {
+        self.denoise_with(context, noise, references, steps, &mut |s| {
+            on_step(s.index, s.latents);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// [`Self::denoise`] with the whole state of each step ([`KleinStep`]); the callback's
+    /// [`ControlFlow::Break`] stops the loop with [`EngineError::Cancelled`].
+    pub fn denoise_with(
+        &self,
+        context: &ArrayD<f32>,
+        noise: &ArrayD<f32>,
+        references: &[ArrayD<f32>],
+        steps: usize,
+        on_step: &mut dyn FnMut(&KleinStep<'_>) -> ControlFlow<()>,
+    ) -> Result<ArrayD<f32>> {
         let (c, h, w) = latent_dims(noise, self.dit.in_channels)?;
         if context.ndim() != 3 || context.shape()[0] != 1 {
             return Err(EngineError::InvalidRequest(format!("context must be [1, L, D], got {:?}", context.shape())));
@@ -307,11 +351,18 @@ impl KleinPipeline {
             let mut parts = vec![x.view()];
             parts.extend(ref_tokens.iter().map(|r| r.view()));
             let hidden = ndarray::concatenate(Axis(1), &parts).map_err(|e| EngineError::Runtime(e.to_string()))?;
-            let v = self.velocity(hidden, context, schedule.sigmas()[i], &ropes)?;
+            let sigma = schedule.sigmas()[i];
+            let v = self.velocity(hidden, context, sigma, &ropes)?;
             let v = as_vec(&v.slice_axis(Axis(1), (0..h * w).into()).to_owned());
-            let next = schedule.step(&v, i, &as_vec(&x))?;
+            let sample = as_vec(&x);
+            let denoised: Vec<f32> = sample.iter().zip(&v).map(|(s, v)| s - sigma * v).collect();
+            let next = schedule.step(&v, i, &sample)?;
             x = ArrayD::from_shape_vec(x.raw_dim(), next).map_err(shape_error)?;
-            on_step(i, &x);
+            let denoised = ArrayD::from_shape_vec(x.raw_dim(), denoised).map_err(shape_error)?;
+            let step = KleinStep { index: i, total: steps, sigma, latents: &x, denoised: &denoised, grid: (h, w) };
+            if on_step(&step).is_break() {
+                return Err(EngineError::Cancelled);
+            }
         }
         unpack(&x, h, w)
     }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use plantain_core::KLEIN_CLASS;
 use plantain_schedulers::SchedulerConfig;
 use plantain_tokenizer::ClipTokenizer;
 use serde_json::Value as Json;
@@ -49,6 +50,12 @@ impl ModelSource {
         }
         Err(EngineError::MissingFile { what: "model".into(), looked_for: vec![path.to_path_buf()] })
     }
+}
+
+/// Whether a diffusers folder holds FLUX.2 [klein] (its `model_index.json` says so).
+pub(crate) fn is_klein(dir: &Path) -> Result<bool> {
+    let index = read_json(&dir.join("model_index.json"))?;
+    Ok(index.get("_class_name").and_then(Json::as_str) == Some(KLEIN_CLASS))
 }
 
 /// A text encoder's parts.
@@ -173,9 +180,9 @@ pub(crate) fn diffusers(dir: &Path, variant: Option<&str>) -> Result<Parts> {
         "StableDiffusionXLImg2ImgPipeline",
         "StableDiffusionXLInpaintPipeline",
     ];
-    if class == "Flux2KleinPipeline" {
+    if class == KLEIN_CLASS {
         return Err(EngineError::Unsupported(format!(
-            "{}: FLUX.2 [klein] loads through `pipeline::klein::KleinPipeline`; generate and the server do not route to it yet",
+            "{}: FLUX.2 [klein] is not a Stable Diffusion model; load it with `Pipeline::load`",
             index_path.display()
         )));
     }

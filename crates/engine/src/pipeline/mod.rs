@@ -1,8 +1,12 @@
-//! Stable Diffusion pipelines over one loaded model, in the diffusers style.
+//! Image pipelines over one loaded model, in the diffusers style.
 //!
-//! [`Pipeline`] holds the loaded components (text encoders, UNet, VAE, optional TAESD, the
-//! scheduler config) and the steps every task shares: [`Pipeline::encode_prompt`],
-//! [`Pipeline::encode_image`], [`Pipeline::denoise_with`] and [`Pipeline::decode`]. They are
+//! [`Pipeline`] is what callers load and run: a Stable Diffusion model ([`SdPipeline`]) or
+//! FLUX.2 [klein] ([`klein::KleinPipeline`]), chosen by the folder, behind one type; a
+//! [`GenerateRequest`]'s [`Task`] is run by whichever it holds, or refused with a reason.
+//!
+//! [`SdPipeline`] holds the loaded components (text encoders, UNet, VAE, optional TAESD, the
+//! scheduler config) and the steps every task shares: [`SdPipeline::encode_prompt`],
+//! [`SdPipeline::encode_image`], [`SdPipeline::denoise_with`] and [`SdPipeline::decode`]. They are
 //! public so that callers and the parity tests can feed exactly the tensors another
 //! implementation used. Each task is its own short pipeline over them (txt2img, img2img,
 //! inpainting, in `tasks`); [`Pipeline::generate_with`] validates a [`GenerateRequest`] and runs
@@ -21,7 +25,9 @@ mod encode;
 pub mod images;
 pub mod klein;
 pub mod klein_prompt;
+mod klein_tasks;
 mod load;
+mod model;
 mod request;
 mod tasks;
 
@@ -38,9 +44,11 @@ use rand_distr::{Distribution, StandardNormal};
 pub use denoise::{DenoiseInput, InstructInput, StepLatents, rescale_guided};
 pub use diffedit::{DiffEditMask, DiffEditOptions};
 pub use encode::Conditioning;
+pub use klein_tasks::max_reference_pixels;
 pub use load::ModelSource;
 pub(crate) use load::component_weights;
-pub use request::{GenerateRequest, Generated, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, Progress, Task, Timings};
+pub use model::Pipeline;
+pub use request::{GenerateRequest, Generated, MAX_OUTPUT_PIXELS, MAX_OUTPUT_SIDE, ModelKind, Progress, Task, Timings};
 
 use crate::error::{EngineError, Result};
 use crate::models::Family;
@@ -113,10 +121,12 @@ impl Lazy {
     }
 }
 
-/// A loaded model: the components every task pipeline shares (text encoders, UNet, VAE,
-/// optional TAESD, scheduler config), ready to generate. Cheap to share behind an `Arc`; calls
-/// run one at a time per network.
-pub struct Pipeline {
+/// A loaded Stable Diffusion model: the components every task pipeline shares (text encoders,
+/// UNet, VAE, optional TAESD, scheduler config), ready to generate. Callers usually hold it
+/// through [`Pipeline`], which also holds FLUX.2 [klein]; the SD steps are public here for the
+/// parity tests and benchmarks. Cheap to share behind an `Arc`; calls run one at a time per
+/// network.
+pub struct SdPipeline {
     family: Family,
     pipeline_class: String,
     notes: Vec<String>,
@@ -135,13 +145,13 @@ pub struct Pipeline {
     runtime: RuntimeOptions,
 }
 
-impl std::fmt::Debug for Pipeline {
+impl std::fmt::Debug for SdPipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("family", &self.family).field("class", &self.pipeline_class).finish_non_exhaustive()
+        f.debug_struct("SdPipeline").field("family", &self.family).field("class", &self.pipeline_class).finish_non_exhaustive()
     }
 }
 
-impl Pipeline {
+impl SdPipeline {
     /// Loads a model: reads configs and weight headers, builds the text encoders and the UNet.
     pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<Self> {
         let mut parts = match source {
@@ -210,6 +220,10 @@ impl Pipeline {
     pub fn is_instruct_model(&self) -> bool {
         self.unet_cfg.in_channels == 2 * self.vae_cfg.latent_channels
     }
+    /// What the request's inputs mean to this model ([`GenerateRequest::task`]).
+    pub fn kind(&self) -> ModelKind {
+        if self.is_instruct_model() { ModelKind::InstructPix2Pix } else { ModelKind::Diffusion }
+    }
     pub fn scheduler_config(&self) -> &SchedulerConfig {
         &self.scheduler
     }
@@ -264,7 +278,7 @@ impl Pipeline {
     /// (and previews) with a [`Resizer`](crate::resize::Resizer).
     pub fn generate_with(&self, req: &GenerateRequest, on_step: &mut OnStep<'_>) -> Result<Generated> {
         self.validate(req)?;
-        match req.task(self.is_instruct_model())? {
+        match req.task(self.kind())? {
             Task::Txt2Img => tasks::txt2img::run(self, req, on_step),
             Task::Img2Img { image, strength } => tasks::img2img::run(self, req, image, strength, on_step),
             Task::Inpaint { image, mask, strength } => tasks::inpaint::run(self, req, image, mask, strength, on_step),

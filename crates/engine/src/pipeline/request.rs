@@ -6,7 +6,7 @@ use image::{GrayImage, RgbImage};
 use plantain_core::{DEFAULT_GUIDANCE, DEFAULT_IMAGE_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
 use plantain_schedulers::SchedulerKind;
 
-use super::{Decoder, Pipeline};
+use super::{Decoder, SdPipeline};
 use crate::error::{EngineError, Result};
 
 /// The largest output we accept, in pixels (the biggest Gemini preset, 4K at 8:1, is 18.9 MP).
@@ -71,11 +71,18 @@ impl GenerateRequest {
 
     /// The task this request asks for, from its inputs and the kind of model: no image is
     /// txt2img, an image img2img, an image and a mask inpainting; for an InstructPix2Pix model
-    /// (`instruct_model`) an image is an instruction edit, and it reads neither a mask nor
-    /// nothing. A mask without an image is an error.
-    pub fn task(&self, instruct_model: bool) -> Result<Task<'_>> {
-        if instruct_model {
-            return match (&self.init_image, &self.mask) {
+    /// an image is an instruction edit, and it reads neither a mask nor nothing; for FLUX.2
+    /// [klein] an image is an instruction edit (it has no partial-strength img2img). A mask
+    /// without an image is an error.
+    pub fn task(&self, kind: ModelKind) -> Result<Task<'_>> {
+        match kind {
+            ModelKind::Diffusion => match (&self.init_image, &self.mask) {
+                (None, None) => Ok(Task::Txt2Img),
+                (Some(image), None) => Ok(Task::Img2Img { image, strength: self.strength }),
+                (Some(image), Some(mask)) => Ok(Task::Inpaint { image, mask, strength: self.strength }),
+                (None, Some(_)) => Err(EngineError::InvalidRequest("a mask needs an image to edit".into())),
+            },
+            ModelKind::InstructPix2Pix => match (&self.init_image, &self.mask) {
                 (Some(image), None) => Ok(Task::Instruct { image, image_guidance: self.image_guidance }),
                 (None, _) => Err(EngineError::InvalidRequest(
                     "this is an InstructPix2Pix model: give the image to edit and the instruction as the prompt".into(),
@@ -83,15 +90,28 @@ impl GenerateRequest {
                 (Some(_), Some(_)) => Err(EngineError::InvalidRequest(
                     "an InstructPix2Pix model edits the whole picture and reads no mask; paste its result back inside the mask".into(),
                 )),
-            };
-        }
-        match (&self.init_image, &self.mask) {
-            (None, None) => Ok(Task::Txt2Img),
-            (Some(image), None) => Ok(Task::Img2Img { image, strength: self.strength }),
-            (Some(image), Some(mask)) => Ok(Task::Inpaint { image, mask, strength: self.strength }),
-            (None, Some(_)) => Err(EngineError::InvalidRequest("a mask needs an image to edit".into())),
+            },
+            ModelKind::Klein => match (&self.init_image, &self.mask) {
+                (None, None) => Ok(Task::Txt2Img),
+                (Some(image), None) => Ok(Task::Instruct { image, image_guidance: self.image_guidance }),
+                (Some(image), Some(mask)) => Ok(Task::Inpaint { image, mask, strength: self.strength }),
+                (None, Some(_)) => Err(EngineError::InvalidRequest("a mask needs an image to edit".into())),
+            },
         }
     }
+}
+
+/// The kind of model a request runs on, which decides what its inputs mean
+/// ([`GenerateRequest::task`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A text-to-image or inpainting UNet: txt2img, img2img, inpainting.
+    Diffusion,
+    /// An InstructPix2Pix UNet: instruction edits only.
+    InstructPix2Pix,
+    /// FLUX.2 [klein]: txt2img, instruction edits with the picture as its reference, and
+    /// inpainting as such an edit kept inside the mask.
+    Klein,
 }
 
 /// A request's task and the inputs only that task reads; each has its own pipeline in
@@ -103,11 +123,14 @@ pub enum Task<'a> {
     /// `image` redrawn: `strength` of the schedule runs on its noised latents.
     Img2Img { image: &'a RgbImage, strength: f32 },
     /// The white part of `mask` redrawn in `image`: by a 9-channel inpainting UNet, or by any
-    /// other UNet with the unmasked latents blended back after every step.
+    /// other UNet with the unmasked latents blended back after every step; by FLUX.2 [klein] as
+    /// an edit with `image` as the reference, the unmasked pixels then put back (it reads no
+    /// mask itself).
     Inpaint { image: &'a RgbImage, mask: &'a GrayImage, strength: f32 },
-    /// `image` edited after the prompt read as an instruction, by an InstructPix2Pix model
+    /// `image` edited after the prompt read as an instruction: by an InstructPix2Pix model
     /// (8-channel UNet: the latents and the image's latents), guided by the text and by the
-    /// image (`image_guidance`).
+    /// image (`image_guidance`); by FLUX.2 [klein] with the image as its reference (no
+    /// guidance).
     Instruct { image: &'a RgbImage, image_guidance: f32 },
 }
 
@@ -149,37 +172,44 @@ pub struct Generated {
     pub warnings: Vec<String>,
 }
 
-impl Pipeline {
+/// Rejects requests no pipeline can run (sizes, steps, scales out of range), with a message
+/// for the user.
+pub(super) fn validate_shared(req: &GenerateRequest) -> Result<()> {
+    let bad = |m: String| Err(EngineError::InvalidRequest(m));
+    if req.width == 0 || req.height == 0 || req.width > MAX_OUTPUT_SIDE || req.height > MAX_OUTPUT_SIDE {
+        return bad(format!("size {}x{} is outside 1..={MAX_OUTPUT_SIDE} per side", req.width, req.height));
+    }
+    if req.width as u64 * req.height as u64 > MAX_OUTPUT_PIXELS {
+        return bad(format!("size {}x{} is over {MAX_OUTPUT_PIXELS} pixels", req.width, req.height));
+    }
+    if req.steps == 0 || req.steps > 1000 {
+        return bad(format!("steps must be 1..=1000, got {}", req.steps));
+    }
+    if !req.guidance.is_finite() || !(0.0..=50.0).contains(&req.guidance) {
+        return bad(format!("guidance must be within 0..=50, got {}", req.guidance));
+    }
+    if !(0.0..=1.0).contains(&req.guidance_rescale) {
+        return bad(format!("guidance_rescale must be within 0..=1, got {}", req.guidance_rescale));
+    }
+    if req.init_image.is_some() && !(req.strength > 0.0 && req.strength <= 1.0) {
+        return bad(format!("strength must be in (0, 1], got {}", req.strength));
+    }
+    if req.mask.is_some() && req.init_image.is_none() {
+        return bad("a mask needs an image to edit".into());
+    }
+    if !req.image_guidance.is_finite() || !(0.0..=50.0).contains(&req.image_guidance) {
+        return bad(format!("image_guidance must be within 0..=50, got {}", req.image_guidance));
+    }
+    Ok(())
+}
+
+impl SdPipeline {
     /// Rejects requests the pipelines cannot run, with a message for the user.
     pub(super) fn validate(&self, req: &GenerateRequest) -> Result<()> {
-        let bad = |m: String| Err(EngineError::InvalidRequest(m));
-        if req.width == 0 || req.height == 0 || req.width > MAX_OUTPUT_SIDE || req.height > MAX_OUTPUT_SIDE {
-            return bad(format!("size {}x{} is outside 1..={MAX_OUTPUT_SIDE} per side", req.width, req.height));
-        }
-        if req.width as u64 * req.height as u64 > MAX_OUTPUT_PIXELS {
-            return bad(format!("size {}x{} is over {MAX_OUTPUT_PIXELS} pixels", req.width, req.height));
-        }
-        if req.steps == 0 || req.steps > 1000 {
-            return bad(format!("steps must be 1..=1000, got {}", req.steps));
-        }
-        if !req.guidance.is_finite() || !(0.0..=50.0).contains(&req.guidance) {
-            return bad(format!("guidance must be within 0..=50, got {}", req.guidance));
-        }
-        if !(0.0..=1.0).contains(&req.guidance_rescale) {
-            return bad(format!("guidance_rescale must be within 0..=1, got {}", req.guidance_rescale));
-        }
-        if req.init_image.is_some() && !(req.strength > 0.0 && req.strength <= 1.0) {
-            return bad(format!("strength must be in (0, 1], got {}", req.strength));
-        }
-        if req.mask.is_some() && req.init_image.is_none() {
-            return bad("a mask needs an image to edit".into());
-        }
+        validate_shared(req)?;
         if self.is_inpainting_model() && req.mask.is_none() {
-            return bad("this is an inpainting model: give an image and a mask".into());
+            return Err(EngineError::InvalidRequest("this is an inpainting model: give an image and a mask".into()));
         }
-        if !req.image_guidance.is_finite() || !(0.0..=50.0).contains(&req.image_guidance) {
-            return bad(format!("image_guidance must be within 0..=50, got {}", req.image_guidance));
-        }
-        req.task(self.is_instruct_model()).map(|_| ())
+        req.task(self.kind()).map(|_| ())
     }
 }

@@ -7,11 +7,11 @@ use image::RgbImage;
 
 use super::{ImageLatents, Setup, encode_init};
 use crate::error::Result;
-use crate::pipeline::{GenerateRequest, Generated, OnStep, Pipeline};
+use crate::pipeline::{GenerateRequest, Generated, OnStep, SdPipeline};
 
 /// Redraws `image` (resized to the canvas) after `req.prompt`; `strength` 1 ignores its content.
 pub(in crate::pipeline) fn run(
-    p: &Pipeline,
+    p: &SdPipeline,
     req: &GenerateRequest,
     image: &RgbImage,
     strength: f32,

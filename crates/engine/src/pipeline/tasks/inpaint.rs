@@ -9,12 +9,12 @@ use image::{GrayImage, RgbImage};
 
 use super::{ImageLatents, Setup, encode_init};
 use crate::error::Result;
-use crate::pipeline::{GenerateRequest, Generated, OnStep, Pipeline, images};
+use crate::pipeline::{GenerateRequest, Generated, OnStep, SdPipeline, images};
 
 /// Repaints the white part of `mask` in `image` (both resized to the canvas) after
 /// `req.prompt`, starting `strength` of the way into the schedule.
 pub(in crate::pipeline) fn run(
-    p: &Pipeline,
+    p: &SdPipeline,
     req: &GenerateRequest,
     image: &RgbImage,
     mask: &GrayImage,

@@ -10,11 +10,11 @@ use image::RgbImage;
 
 use super::{ImageLatents, Setup};
 use crate::error::Result;
-use crate::pipeline::{GenerateRequest, Generated, InstructInput, OnStep, Pipeline, images};
+use crate::pipeline::{GenerateRequest, Generated, InstructInput, OnStep, SdPipeline, images};
 
 /// Edits `image` (resized to the canvas) after the instruction `req.prompt`.
 pub(in crate::pipeline) fn run(
-    p: &Pipeline,
+    p: &SdPipeline,
     req: &GenerateRequest,
     image: &RgbImage,
     image_guidance: f32,

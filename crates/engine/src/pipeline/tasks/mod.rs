@@ -20,7 +20,7 @@ use plantain_schedulers::{Scheduler, SchedulerKind};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Conditioning, DenoiseInput, GenerateRequest, Generated, InstructInput, OnStep, Pipeline, Timings, gaussian, images};
+use super::{Conditioning, DenoiseInput, GenerateRequest, Generated, InstructInput, OnStep, SdPipeline, Timings, gaussian, images};
 use crate::error::Result;
 
 /// What every task starts from, before any input image is looked at: the canvas, the seeded
@@ -60,7 +60,7 @@ impl ImageLatents {
 }
 
 impl Setup {
-    fn new(p: &Pipeline, req: &GenerateRequest) -> Result<Setup> {
+    fn new(p: &SdPipeline, req: &GenerateRequest) -> Result<Setup> {
         let canvas = p.canvas_for(req.width, req.height);
         let vs = p.vae_scale();
         let latent_size = ((canvas.1 / vs) as usize, (canvas.0 / vs) as usize);
@@ -78,7 +78,7 @@ impl Setup {
     }
 
     /// Denoises from `inputs` and decodes the result at the canvas size.
-    fn finish(mut self, p: &Pipeline, req: &GenerateRequest, inputs: ImageLatents, on_step: &mut OnStep<'_>) -> Result<Generated> {
+    fn finish(mut self, p: &SdPipeline, req: &GenerateRequest, inputs: ImageLatents, on_step: &mut OnStep<'_>) -> Result<Generated> {
         let t = Instant::now();
         let latents = p.denoise_with(
             &self.cond,
@@ -123,7 +123,7 @@ fn steps_run(steps: usize, strength: f32) -> usize {
 
 /// An input image prepared for the model: resized to the canvas (Lanczos3) and VAE-encoded.
 /// Returns the resized image and its scaled latents.
-fn encode_init(p: &Pipeline, image: &RgbImage, (cw, ch): (u32, u32)) -> Result<(RgbImage, Vec<f32>)> {
+fn encode_init(p: &SdPipeline, image: &RgbImage, (cw, ch): (u32, u32)) -> Result<(RgbImage, Vec<f32>)> {
     let resized = images::resize_exact(image.clone(), cw, ch);
     let latents = p.encode_image(&resized)?;
     Ok((resized, latents))
