@@ -258,11 +258,11 @@ impl Service {
         let lane = Lane::for_output(spec.width, spec.height);
         let cancel = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::unbounded_channel();
-        let enlarge = spec.edit.as_ref().and_then(|p| p.enlarge_request()).map(|r| EnlargeJob {
-            image: r.image.clone(),
-            width: r.width,
-            height: r.height,
-        });
+        let enlarge = spec
+            .edit
+            .as_ref()
+            .and_then(|p| p.enlarge_request())
+            .map(|r| Box::new(EnlargeJob { image: r.image.clone(), width: r.width, height: r.height }));
         let exact_edit = enlarge.is_none() && spec.edit.as_ref().is_some_and(|p| p.paint_request().is_none());
         let result = exact_edit.then(|| Ok(Vec::new()));
         if !exact_edit {

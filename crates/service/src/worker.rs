@@ -96,7 +96,7 @@ pub struct EnlargeJob {
 /// enlargement (then `requests` is empty).
 pub struct EngineJob {
     pub requests: Vec<GenerateRequest>,
-    pub enlarge: Option<EnlargeJob>,
+    pub enlarge: Option<Box<EnlargeJob>>,
     /// Who asked (key id or client); the queue alternates between callers.
     pub caller: String,
     pub lane: Lane,
@@ -558,8 +558,7 @@ fn run_enlarge(enlarger: &Enlarger, job: &EngineJob, e: &EnlargeJob) -> JobResul
         return Err(EngineError::Cancelled);
     }
     let image = r?;
-    let mut timings = plantain_engine::pipeline::Timings::default();
-    timings.decode = started.elapsed();
+    let timings = plantain_engine::pipeline::Timings { decode: started.elapsed(), ..Default::default() };
     Ok(vec![Generated::enlarged(image, (e.width, e.height), timings, warnings)])
 }
 
