@@ -497,5 +497,5 @@ test("a server that went away is said so; the conversation is kept", async () =>
   await send("make it darker");
   await page.waitForSelector(".msg.error");
   assert.match(await page.textContent("#banner-text"), /server is not answering.*conversation is kept/);
-  assert.equal(await page.$$eval(".msg.model img.result", (i) => i.length), 6);
+  assert.equal(await page.$$eval(".msg.model img.result", (i) => i.length), 8);
 });
