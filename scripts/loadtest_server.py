@@ -4,6 +4,7 @@
 Starts nothing: point it at a running server (see BENCHMARKS.md for the exact setup), e.g.
     python3 scripts/loadtest_server.py --url http://127.0.0.1:8080 --clients 32 --seconds 60 \
         --db DATA_DIR/plantain.sqlite --pid SERVER_PID
+or, for nodes sharing PostgreSQL (scripts/bench_scaleout.sh), --psql URL --schema S --pid P1 --pid P2.
 
 Each client loops: a generateContent at 512 (1:1) and a GET models (the HTTP layer alone).
 Reports status counts (503 = backpressure, by design), p50/p99 latencies, and checks that every
@@ -16,6 +17,7 @@ import collections
 import http.client
 import json
 import sqlite3
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -28,16 +30,30 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
+def recorded_requests(a):
+    """The request id of every artefact the server(s) recorded."""
+    if a.db:
+        con = sqlite3.connect(a.db)
+        return [r[0] for r in con.execute("SELECT request_id FROM artefacts")]
+    sql = (f"SET search_path TO {a.schema}; " if a.schema else "") + "SELECT request_id FROM artefacts"
+    out = subprocess.run(["/usr/lib/postgresql/15/bin/psql", "-X", "-A", "-t", "-q", "-d", a.psql, "-c", sql],
+                         check=True, capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line]
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--url", required=True)
+    ap.add_argument("--url", required=True, action="append",
+                    help="a server; repeat it for several API nodes (client threads take them in turn)")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--model", default="gemini-3.1-flash-image-preview")
     ap.add_argument("--db", help="the server's plantain.sqlite, to check for lost/duplicated jobs")
-    ap.add_argument("--pid", type=int, help="server pid, for peak RSS")
+    ap.add_argument("--psql", help="instead of --db: a PostgreSQL URL (nodes sharing a database), read with psql")
+    ap.add_argument("--schema", help="with --psql: the nodes' schema")
+    ap.add_argument("--pid", type=int, action="append", default=[], help="a server pid, for peak RSS (repeatable)")
     a = ap.parse_args()
-    u = urllib.parse.urlparse(a.url)
+    urls = [urllib.parse.urlparse(x) for x in a.url]
     body = json.dumps({"contents": [{"parts": [{"text": "load test"}]}],
                        "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"imageSize": "512"}}})
     lock = threading.Lock()
@@ -47,7 +63,7 @@ def main():
     errors = []
     deadline = time.time() + a.seconds
 
-    def client():
+    def client(u):
         conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
         while time.time() < deadline:
             try:
@@ -78,7 +94,7 @@ def main():
                 conn.close()
                 conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
 
-    threads = [threading.Thread(target=client) for _ in range(a.clients)]
+    threads = [threading.Thread(target=client, args=(urls[i % len(urls)],)) for i in range(a.clients)]
     t0 = time.time()
     for t in threads:
         t.start()
@@ -93,10 +109,12 @@ def main():
           f"p50 {pct(gen_ok_lat, 50) * 1000:.0f} ms, p99 {pct(gen_ok_lat, 99) * 1000:.0f} ms")
     print(f"  generateContent all (incl. 503): p50 {pct(gen_lat, 50) * 1000:.1f} ms, p99 {pct(gen_lat, 99) * 1000:.1f} ms")
     print(f"  GET models (HTTP layer): n {len(http_lat)}, p50 {pct(http_lat, 50) * 1000:.2f} ms, p99 {pct(http_lat, 99) * 1000:.2f} ms")
-    ok = not errors
-    if a.db:
-        con = sqlite3.connect(a.db)
-        rows = [r[0] for r in con.execute("SELECT request_id FROM artefacts")]
+    server_errors = sum(n for k, n in statuses.items() if isinstance(k, int) and k >= 500 and k != 503)
+    ok = not errors and not server_errors
+    if server_errors:
+        print(f"  FAILED: {server_errors} server errors (5xx other than 503)")
+    if a.db or a.psql:
+        rows = recorded_requests(a)
         recorded = collections.Counter(rows)
         dup = [r for r, n in recorded.items() if n > 1]
         lost = set(response_ids) - set(recorded)
@@ -104,11 +122,11 @@ def main():
         print(f"  artefacts recorded: {len(rows)}; duplicated: {len(dup)}; lost (200 without record): {len(lost)}; "
               f"recorded without a 200: {len(extra)}")
         ok = ok and not dup and not lost and not extra
-    if a.pid:
-        with open(f"/proc/{a.pid}/status") as f:
+    for pid in a.pid:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith(("VmHWM", "VmRSS")):
-                    print("  server " + " ".join(line.split()))
+                    print(f"  server {pid} " + " ".join(line.split()))
     print("RESULT", "ok" if ok else "FAILED")
     raise SystemExit(0 if ok else 1)
 

@@ -271,10 +271,7 @@ struct Tally {
 
 pub fn run(a: Args) -> Result<()> {
     let resolved = resolve_model(&a.model)?;
-    let pipeline = load_pipeline(
-        &resolved,
-        &LoadSpec { config_dir: None, variant: None, tiny_vae: None, loras: Vec::new(), threads: a.threads, cuda: false },
-    )?;
+    let pipeline = load_pipeline(&resolved, &LoadSpec { threads: a.threads, ..Default::default() })?;
     if let Some(d) = &a.save {
         std::fs::create_dir_all(d)?;
     }

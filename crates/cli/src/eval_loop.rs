@@ -50,7 +50,7 @@ struct Column {
 
 pub fn run_eval(a: Args) -> Result<()> {
     let resolved = resolve_model(&a.model)?;
-    let load = LoadSpec { config_dir: None, variant: None, tiny_vae: None, loras: Vec::new(), threads: a.threads, cuda: false };
+    let load = LoadSpec { threads: a.threads, ..Default::default() };
     let pipeline = load_pipeline(&resolved, &load)?;
     let native = pipeline.native_resolution();
     let max = a.attempts.iter().copied().max().context("give at least one budget")?.max(1);

@@ -163,7 +163,7 @@ fn parse_size(s: &str) -> Result<(u32, u32)> {
 /// at its canvas and resized to the size (as every request is).
 fn backgrounds(a: &Args, sizes: &[(u32, u32)]) -> Result<Vec<Vec<RgbImage>>> {
     let resolved = resolve_model(&a.model)?;
-    let load = LoadSpec { config_dir: None, variant: None, tiny_vae: None, loras: Vec::new(), threads: a.threads, cuda: false };
+    let load = LoadSpec { threads: a.threads, ..Default::default() };
     let pipeline = load_pipeline(&resolved, &load)?;
     let native = pipeline.native_resolution();
     let mut rng = ChaCha8Rng::seed_from_u64(a.seed ^ 0x7e47);

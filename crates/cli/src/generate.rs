@@ -7,9 +7,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use plantain_core::{AspectRatio, DEFAULT_STRENGTH, ImageSize, output_pixels};
+use plantain_engine::pipeline::klein::KleinOptions;
 use plantain_engine::pipeline::{Decoder, GenerateRequest, Generated, LoadOptions, LoraSpec, ModelSource, Pipeline};
 use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::RuntimeOptions;
+use plantain_engine::weights::quant::WeightBits;
 use plantain_hub::{Layout, ResolvedModel, resolve};
 
 use crate::io;
@@ -75,6 +77,8 @@ pub struct Args {
     /// are applied in order.
     #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = LoraSpec::parse)]
     pub loras: Vec<LoraSpec>,
+    #[command(flatten)]
+    pub klein: KleinArgs,
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -95,7 +99,32 @@ pub struct Args {
     pub provenance: StampArgs,
 }
 
+/// How FLUX.2 [klein] holds its weights (`generate`, `edit`, `fuse`; the server's `[[models]]`
+/// keys `weights`, `transformer_file`, `lean`). Stable Diffusion models refuse all but the defaults.
+#[derive(clap::Args, Clone, Default)]
+pub struct KleinArgs {
+    /// FLUX.2 [klein]: the transformer's and text encoder's linear layers as f32, or quantised
+    /// at load to int8 or int4 (about 4x / 7x smaller; the VAE and norms stay f32).
+    #[arg(long, default_value = "f32")]
+    pub weights: WeightBits,
+    /// FLUX.2 [klein]: the transformer from one file (BFL/ComfyUI naming): GGUF (F32, F16, BF16,
+    /// Q8_0, Q4_0) or safetensors, instead of the folder's transformer/.
+    #[arg(long)]
+    pub transformer_file: Option<PathBuf>,
+    /// FLUX.2 [klein]: release the text encoder after each prompt (less memory while denoising,
+    /// a few seconds more per prompt).
+    #[arg(long)]
+    pub lean: bool,
+}
+
+impl KleinArgs {
+    pub fn options(&self) -> KleinOptions {
+        KleinOptions { weights: self.weights, transformer_file: self.transformer_file.clone(), lean: self.lean, ..Default::default() }
+    }
+}
+
 /// Where a model comes from and how to run it (shared by `generate`, `edit` and `fuse`).
+#[derive(Default)]
 pub struct LoadSpec {
     pub config_dir: Option<PathBuf>,
     pub variant: Option<String>,
@@ -103,6 +132,7 @@ pub struct LoadSpec {
     pub loras: Vec<LoraSpec>,
     pub threads: usize,
     pub cuda: bool,
+    pub klein: KleinOptions,
 }
 
 /// Resolves the model (names, hub cache, files).
@@ -130,6 +160,7 @@ pub fn load_pipeline(resolved: &ResolvedModel, l: &LoadSpec) -> Result<Pipeline>
         variant: l.variant.clone(),
         tiny_autoencoder: l.tiny_vae.clone(),
         loras: l.loras.clone(),
+        klein: l.klein.clone(),
     };
     let hint = match &source {
         ModelSource::SingleFile { config_dir: None, .. } => {
@@ -267,6 +298,7 @@ pub fn run(a: Args) -> Result<()> {
         loras: a.loras.clone(),
         threads: a.threads,
         cuda: a.cuda,
+        klein: a.klein.options(),
     };
     let pipeline = load_pipeline(&resolved, &load)?;
     let g = if req.init_image.is_some() { generate_with_bar(&pipeline, &req)? } else { generate_checked(&pipeline, &req, &a)? };

@@ -150,3 +150,32 @@ fn a_reference_too_large_for_klein_is_refused_before_it_loads() {
     assert!(!err.contains("loaded "), "refused before loading the model: {err}");
     assert!(!home.join("out.png").exists());
 }
+
+/// `--weights int8|int4` quantise klein's linear layers at load: a picture close to f32's at
+/// the same seed, not the same bytes; an SD model refuses them, and a bad precision is a clear
+/// error, both before anything is written.
+#[test]
+fn quantised_weights_draw_close_to_f32_and_sd_refuses_them() {
+    let home = scratch("weights");
+    let size = ["--width", "128", "--height", "128"];
+    let (f32_out, int8_out) = (home.join("f32.png"), home.join("int8.png"));
+    ok(&generate(&home, &f32_out, "3", &size));
+    let said = ok(&generate(&home, &int8_out, "3", &[&size[..], &["--weights", "int8", "--lean"]].concat()));
+    assert!(said.contains("FLUX.2 [klein]"), "{said}");
+    let (a, b) = (pixels(&f32_out), pixels(&int8_out));
+    assert_ne!(a, b, "8-bit weights are not the f32 weights");
+    let mean = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| (i32::from(*x) - i32::from(*y)).unsigned_abs()).sum::<u32>() as f64
+        / a.as_raw().len() as f64;
+    assert!(mean < 12.0, "int8 strays {mean:.2} levels on average from f32");
+    assert_credentials(&home, &int8_out);
+
+    let sd = repo().join("fixtures/tiny/sd1").display().to_string();
+    let x = home.join("sd.png").display().to_string();
+    let e = plantain(&home, &["generate", "a fox", "--model", &sd, "--weights", "int4", "--attempts", "1", "-o", &x]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("built for FLUX.2 [klein] only"), "{err}");
+    let e = generate(&home, &home.join("y.png"), "3", &["--weights", "int3"]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("not one of f32, int8, int4"), "{err}");
+    assert!(!home.join("sd.png").exists() && !home.join("y.png").exists());
+}

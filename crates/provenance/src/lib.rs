@@ -137,6 +137,16 @@ pub struct Provenance {
     pub notices: Vec<String>,
 }
 
+/// The provenance material nodes share (see [`Provenance::shareable`]).
+/// No `Debug`: it holds secrets, which are never logged.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Shareable {
+    /// The watermark key in hex, when the watermark is on.
+    pub watermark_key: Option<String>,
+    /// A locally generated signing identity as JSON (`ca`, `chain`, `key` PEMs).
+    pub local_identity: Option<String>,
+}
+
 /// A stamped output.
 #[derive(Clone, Debug)]
 pub struct Stamped {
@@ -229,6 +239,44 @@ impl Provenance {
         info: &ManifestInfo,
     ) -> Result<Stamped, ProvenanceError> {
         stamp_region(img, Some(region), Some(matte), format, info, self.key.as_ref(), self.identity.as_ref())
+    }
+
+    /// What every node of a cluster must hold alike to stamp and verify as one installation:
+    /// the watermark key (hex) and, when this node signs with a locally generated identity, that
+    /// identity (JSON of its CA, chain and key PEMs). An operator-configured certificate is not
+    /// in it: each node reads its own files.
+    pub fn shareable(&self) -> Shareable {
+        let identity = self.identity.as_ref().and_then(|id| {
+            let ca = id.local_ca_pem.as_ref()?;
+            Some(serde_json::json!({"ca": ca, "chain": id.cert_chain_pem, "key": id.private_key_pem}).to_string())
+        });
+        Shareable { watermark_key: self.key.as_ref().map(WatermarkKey::to_hex), local_identity: identity }
+    }
+
+    /// Adopts what the cluster shares (see [`Provenance::shareable`]; the first node's material):
+    /// its watermark key, and its local identity, whose CA becomes a trust anchor too.
+    pub fn adopt(&mut self, shared: &Shareable, from: &str) -> Result<(), ProvenanceError> {
+        let bad = |what: &str| ProvenanceError::Identity(format!("the {what} shared through {from} is malformed"));
+        if let (Some(_), Some(hex)) = (&self.key, &shared.watermark_key) {
+            self.key = Some(WatermarkKey::from_hex(hex).ok_or_else(|| bad("watermark key"))?);
+        }
+        let Some(json) = shared.local_identity.as_deref().filter(|_| self.identity.as_ref().is_some_and(SigningIdentity::is_local)) else {
+            return Ok(());
+        };
+        let v: serde_json::Value = serde_json::from_str(json).map_err(|_| bad("signing identity"))?;
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| bad("signing identity"));
+        let (ca, chain, key) = (field("ca")?, field("chain")?, field("key")?);
+        let anchors = self.trust.anchors_pem.get_or_insert_with(String::new);
+        if !anchors.contains(&ca) {
+            anchors.push_str(&ca);
+        }
+        self.identity = Some(SigningIdentity {
+            cert_chain_pem: chain,
+            private_key_pem: key,
+            local_ca_pem: Some(ca),
+            source: format!("local identity shared through {from}"),
+        });
+        Ok(())
     }
 
     /// Verifies a file with this installation's key and trust anchors.

@@ -216,3 +216,29 @@ fn loading_for_verification_creates_nothing() {
     std::fs::write(&settings.watermark_key_file, "not hex").unwrap();
     assert!(Provenance::load_for_verify(&settings).is_err());
 }
+
+/// Two nodes of one cluster: each made its own key and identity, the second adopts the first's
+/// shared material; then what either stamps the other verifies (watermark found, signer trusted).
+/// Garbage shared material is refused.
+#[test]
+fn nodes_that_adopt_the_shared_material_verify_each_other() {
+    let a = Provenance::load(&Settings::in_dir(temp_dir("node-a"), "node a")).unwrap();
+    let mut b = Provenance::load(&Settings::in_dir(temp_dir("node-b"), "node b")).unwrap();
+    let img = scene(320, 256, 5);
+    let by_b = b.stamp(&img, MediaFormat::Png, &ManifestInfo::created("nano")).unwrap();
+    let r = a.verify(&by_b.bytes).unwrap();
+    assert!(!r.watermark.unwrap().present && !r.manifest.unwrap().trusted, "before adopting, b's key and signer are strangers to a");
+    let shared = a.shareable();
+    assert!(shared.watermark_key.is_some() && shared.local_identity.is_some());
+    b.adopt(&shared, "the test").unwrap();
+
+    for (stamper, checker) in [(&b, &a), (&a, &b)] {
+        let s = stamper.stamp(&img, MediaFormat::Png, &ManifestInfo::created("nano")).unwrap();
+        let r = checker.verify(&s.bytes).unwrap();
+        let (w, m) = (r.watermark.unwrap(), r.manifest.unwrap());
+        assert!(w.present && w.payload == s.payload, "{w:?}");
+        assert!(m.signature_valid && m.trusted, "{m:?}");
+    }
+    let garbage = plantain_provenance::Shareable { watermark_key: Some("zz".into()), local_identity: None };
+    assert!(b.adopt(&garbage, "the test").unwrap_err().to_string().contains("watermark key shared through the test is malformed"));
+}

@@ -184,11 +184,12 @@ async fn append_upload(
     if rec.received + body.len() as i64 > rec.size_bytes {
         return Err(ApiError::invalid(format!("more bytes than the declared {}", rec.size_bytes)));
     }
+    let start = rec.received;
     rec.received += body.len() as i64;
     if finalize && rec.received != rec.size_bytes {
         return Err(ApiError::invalid(format!("finalized after {} of {} bytes", rec.received, rec.size_bytes)));
     }
-    if let Some(bytes) = state.svc.append_upload(upload_id, body, finalize).await? {
+    if let Some(bytes) = state.svc.append_upload(upload_id, start, body, finalize).await? {
         finish_upload(state, &mut rec, &bytes).await?;
         state.svc.remove_upload(upload_id).await?;
     }

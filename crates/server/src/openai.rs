@@ -261,7 +261,7 @@ fn response_json(state: &AppState, c: &Common, headers: &HeaderMap, outs: &[Outp
         .iter()
         .map(|o| {
             if c.url {
-                json!({"url": format!("{base}/v1/blobs/{}.{}", o.artefact.output_hash, plantain_imageio::file_extension(&o.artefact.mime))})
+                json!({"url": crate::ops::blob_url(state, &base, &o.artefact.output_hash, &o.artefact.mime)})
             } else {
                 json!({"b64_json": B64.encode(o.bytes.as_slice())})
             }

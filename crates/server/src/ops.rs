@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +19,7 @@ use plantain_store::{IdempotencyScope, IdempotentResponse, now};
 use crate::AppState;
 use crate::auth::{Admitted, Gemini};
 use crate::error::{ApiError, Flavor, GeminiError, OpenAiError};
+use crate::signature::{BLOB_URL_TTL_SECS, BlobUrlError};
 
 /// Health, readiness and metrics: what a `--role worker` node serves.
 pub fn health_routes() -> Router<Arc<AppState>> {
@@ -249,9 +250,27 @@ async fn verify(State(state): State<Arc<AppState>>, _: Admitted<Gemini>, req: Re
     Ok(axum::Json(report).into_response())
 }
 
-/// `GET /v1/blobs/{sha256}.{ext}`: images handed out as `url` (OpenAI `response_format=url`).
-/// The address is the content's sha256, so it cannot be guessed; no key is needed to fetch it.
-async fn blob(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<Response, OpenAiError> {
+/// The URL under which a client fetches a stored image: signed by this server's secret (shared
+/// by every node of a cluster) and valid for [`BLOB_URL_TTL_SECS`].
+pub fn blob_url(state: &AppState, base: &str, hash: &str, mime: &str) -> String {
+    let name = format!("{hash}.{}", plantain_imageio::file_extension(mime));
+    let query = state.signer.blob_query(&name, now() + BLOB_URL_TTL_SECS);
+    format!("{base}/v1/blobs/{name}?{query}")
+}
+
+/// `GET /v1/blobs/{sha256}.{ext}?exp=…&sig=…`: images handed out as `url` (OpenAI
+/// `response_format=url`, the studio). Fetching needs no key but a URL this server signed that
+/// has not expired: the hashes in logs and ledgers do not open images.
+async fn blob(State(state): State<Arc<AppState>>, Path(name): Path<String>, RawQuery(query): RawQuery) -> Result<Response, OpenAiError> {
+    match state.signer.check_blob(&name, query.as_deref(), now()) {
+        Ok(()) => {}
+        Err(BlobUrlError::NotSigned) => {
+            return Err(ApiError::permission_denied("this image URL was not issued by this server (it needs its exp and sig)").into());
+        }
+        Err(BlobUrlError::Expired(at)) => {
+            return Err(ApiError::permission_denied(format!("this image URL expired at {at} (unix time); ask for the image again")).into());
+        }
+    }
     let hash = name.split('.').next().unwrap_or("");
     let bytes = state.svc.stores.blobs.get(hash).await?.ok_or_else(|| ApiError::not_found(format!("no image {name}")))?;
     let mime = plantain_imageio::sniff(&bytes).unwrap_or("application/octet-stream");

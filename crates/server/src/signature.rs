@@ -81,6 +81,41 @@ impl Signer {
     }
 }
 
+/// How long an image URL handed to a client (`/v1/blobs/…?exp=…&sig=…`) stays valid, as OpenAI's
+/// image URLs do (60 minutes); a client that needs it later asks for the image again.
+pub const BLOB_URL_TTL_SECS: i64 = 3600;
+
+/// Why a blob URL is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BlobUrlError {
+    /// No `exp`/`sig`, or not ours: not issued by a node with this server's secret.
+    NotSigned,
+    /// Issued, and expired at this unix time.
+    Expired(i64),
+}
+
+impl Signer {
+    /// The query that authorises fetching `name` until `expires` (unix seconds).
+    pub fn blob_query(&self, name: &str, expires: i64) -> String {
+        format!("exp={expires}&sig={}", hex::encode(self.mac(format!("blob:{name}:{expires}").as_bytes())))
+    }
+
+    /// Checks the query of a blob URL at `now`.
+    pub fn check_blob(&self, name: &str, query: Option<&str>, now: i64) -> Result<(), BlobUrlError> {
+        let param = |k: &str| query?.split('&').find_map(|kv| kv.split_once('=').filter(|(n, _)| *n == k).map(|(_, v)| v));
+        let expires: i64 = param("exp").and_then(|e| e.parse().ok()).ok_or(BlobUrlError::NotSigned)?;
+        let given = param("sig").and_then(|s| hex::decode(s).ok()).ok_or(BlobUrlError::NotSigned)?;
+        let expected = self.mac(format!("blob:{name}:{expires}").as_bytes());
+        if given.len() != expected.len() || given.iter().zip(expected.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+            return Err(BlobUrlError::NotSigned);
+        }
+        if now >= expires {
+            return Err(BlobUrlError::Expired(expires));
+        }
+        Ok(())
+    }
+}
+
 pub use plantain_service::new_id;
 
 #[cfg(test)]
@@ -100,5 +135,19 @@ mod tests {
         assert_eq!(s.check(&B64.encode(&raw)), Err(SignatureError::BadMac));
         assert_eq!(Signer::new(b"other".to_vec()).check(&sig), Err(SignatureError::BadMac));
         assert_eq!(s.check("bm90IG91cnM="), Err(SignatureError::Malformed));
+    }
+
+    #[test]
+    fn blob_urls_are_signed_per_name_and_expire() {
+        let s = Signer::new(b"secret".to_vec());
+        let q = s.blob_query("ab.png", 1000);
+        assert_eq!(s.check_blob("ab.png", Some(&q), 999), Ok(()));
+        assert_eq!(s.check_blob("ab.png", Some(&q), 1000), Err(BlobUrlError::Expired(1000)));
+        assert_eq!(s.check_blob("cd.png", Some(&q), 999), Err(BlobUrlError::NotSigned), "another image");
+        let later = q.replace("exp=1000", "exp=9000");
+        assert_eq!(s.check_blob("ab.png", Some(&later), 999), Err(BlobUrlError::NotSigned), "a stretched expiry");
+        assert_eq!(Signer::new(b"other".to_vec()).check_blob("ab.png", Some(&q), 999), Err(BlobUrlError::NotSigned));
+        assert_eq!(s.check_blob("ab.png", None, 999), Err(BlobUrlError::NotSigned));
+        assert_eq!(s.check_blob("ab.png", Some("exp=1000&sig=zz"), 999), Err(BlobUrlError::NotSigned));
     }
 }

@@ -143,7 +143,7 @@ fn version_json(state: &AppState, base: &str, a: &Artefact) -> Value {
         "width": a.width,
         "height": a.height,
         "mimeType": a.mime,
-        "url": format!("{base}/v1/blobs/{}.{}", a.output_hash, plantain_imageio::file_extension(&a.mime)),
+        "url": crate::ops::blob_url(state, base, &a.output_hash, &a.mime),
         "thoughtSignature": state.signer.mint(&Signed::Image(a.id.clone())),
         "params": a.params,
     })

@@ -42,11 +42,24 @@ async fn openai_generations_edits_variations() {
         .unwrap();
     let v: Value = r.json().await.unwrap();
     let url = v["data"][0]["url"].as_str().unwrap();
-    assert!(url.starts_with(&base) && url.ends_with(".jpg"), "{url}");
+    let (bare, query) = url.split_once('?').expect("a signed URL");
+    assert!(url.starts_with(&base) && bare.ends_with(".jpg"), "{url}");
     let img = http.get(url).send().await.unwrap();
     assert_eq!(img.headers()["content-type"], "image/jpeg");
     let bytes = img.bytes().await.unwrap();
     assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 256);
+    // The URL is signed and expires (60 minutes): the image's hash alone, or a stretched expiry,
+    // opens nothing.
+    let exp: i64 = query.split('&').find_map(|kv| kv.strip_prefix("exp=")).unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((3500..=3700).contains(&(exp - now)), "{url}");
+    let stretched = url.replace(&format!("exp={exp}"), &format!("exp={}", exp + 86_400));
+    for bad in [bare.to_string(), stretched] {
+        let r = http.get(&bad).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{bad}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "permission_denied", "{v}");
+    }
 
     // Errors in OpenAI's envelope.
     for (body, code, needle) in [

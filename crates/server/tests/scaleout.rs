@@ -28,8 +28,7 @@ fn image_of(answer: &str) -> Vec<u8> {
 #[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
 async fn two_api_nodes_share_postgres_and_s3() {
     let dir = tempfile::tempdir().unwrap();
-    let tag = format!("{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let (schema, prefix) = (format!("server_{tag}"), format!("server-{tag}"));
+    let (schema, prefix) = unique_names("server");
     let a = node(dir.path(), "a", &schema, &prefix).await;
     let b = node(dir.path(), "b", &schema, &prefix).await;
     // What the nodes share, opened here as a third process would.
@@ -71,7 +70,7 @@ async fn two_api_nodes_share_postgres_and_s3() {
 
     // The image is a blob in S3 and a record in PostgreSQL.
     let image = image_of(&t1);
-    assert_eq!(stores.blobs.get(&blob_address(&image)).await.unwrap(), Some(image), "the answer's bytes are in S3");
+    assert_eq!(stores.blobs.get(&blob_address(&image)).await.unwrap(), Some(image.clone()), "the answer's bytes are in S3");
     assert_eq!(stores.meta.images_since(Some(&key_id), 0).await.unwrap(), 1);
 
     // The daily quota (2) counts both nodes' images.
@@ -79,6 +78,38 @@ async fn two_api_nodes_share_postgres_and_s3() {
     let r3 = send(&a, "three").await.unwrap();
     assert_eq!(r3.status(), 429, "{}", r3.text().await.unwrap());
     assert_eq!(stores.meta.images_since(Some(&key_id), 0).await.unwrap(), 2);
+
+    // A resumable upload started on node a, its first chunk to a and the rest to b: the file is
+    // the whole image (the parts are kept in PostgreSQL, not on either node's disk).
+    let r = http
+        .post(format!("{}/upload/v1beta/files", a.url))
+        .bearer_auth(&secret)
+        .header("x-goog-upload-protocol", "resumable")
+        .header("x-goog-upload-command", "start")
+        .header("x-goog-upload-header-content-length", image.len().to_string())
+        .header("x-goog-upload-header-content-type", "image/png")
+        .json(&json!({"file": {"displayName": "across"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let upload_url = r.headers()["x-goog-upload-url"].to_str().unwrap().to_string();
+    let half = image.len() / 2;
+    let chunk = |n: &Node, off: usize, cmd: &'static str, data: Vec<u8>| {
+        http.post(upload_url.replace(&a.url, &n.url))
+            .bearer_auth(&secret)
+            .header("x-goog-upload-command", cmd)
+            .header("x-goog-upload-offset", off.to_string())
+            .body(data)
+            .send()
+    };
+    assert_eq!(chunk(&a, 0, "upload", image[..half].to_vec()).await.unwrap().status(), 200);
+    let r = chunk(&b, half, "upload, finalize", image[half..].to_vec()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let f: Value = r.json().await.unwrap();
+    assert_eq!(f["file"]["state"], "ACTIVE", "{f}");
+    let stored = stores.meta.file(f["file"]["name"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.sha256.as_deref(), Some(blob_address(&image).as_str()), "the whole image, in order");
 }
 
 /// Issue 27's roles: two `--role api` nodes (no model loaded) and two `--role worker` nodes on
@@ -91,8 +122,7 @@ async fn two_api_nodes_share_postgres_and_s3() {
 #[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
 async fn api_and_worker_roles_share_jobs_through_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let tag = format!("{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let (schema, prefix) = (format!("roles_{tag}"), format!("roles-{tag}"));
+    let (schema, prefix) = unique_names("roles");
     let steps = std::env::var("PLANTAIN_TEST_ROLES_STEPS").unwrap_or_else(|_| "10".into());
     let model = format!("steps = {steps}\n");
     let head = |role: &str, name: &str| {
@@ -114,10 +144,15 @@ async fn api_and_worker_roles_share_jobs_through_postgres() {
     let generate = |n: &Node, p: &str| http.post(format!("{}/v1beta/models/tiny:generateContent", n.url)).json(&body(p)).send();
 
     // One request through each API node, and four at once: each job run once, by a worker.
-    for n in [&a, &b] {
+    // What a worker stamped, the other API node verifies: the nodes share one watermark key and
+    // one signing identity through PostgreSQL (each made its own at start).
+    for (n, other) in [(&a, &b), (&b, &a)] {
         let r = generate(n, "a lighthouse").await.unwrap();
         assert_eq!(r.status(), 200);
-        assert!(!image_of(&r.text().await.unwrap()).is_empty());
+        let image = image_of(&r.text().await.unwrap());
+        let v: Value = http.post(format!("{}/v1/verify", other.url)).body(image).send().await.unwrap().json().await.unwrap();
+        assert_eq!(v["watermark"]["present"], true, "{v}");
+        assert_eq!(v["manifest"]["trusted"], true, "{v}");
     }
     let many: Vec<_> = (0..4).map(|i| generate(if i % 2 == 0 { &a } else { &b }, "a harbour")).collect();
     for r in futures_join(many).await {
@@ -205,8 +240,7 @@ where
 #[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
 async fn shared_queue_backpressure_and_unserved_models_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let tag = format!("{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let (schema, prefix) = (format!("limits_{tag}"), format!("limits-{tag}"));
+    let (schema, prefix) = unique_names("limits");
     let model = format!("steps = 2\nqueue = 2\nqueue_per_key = 1\n[[models]]\nname = \"ghost\"\nsource = \"{}\"\n", tiny_model());
     let w = role_node(dir.path(), "w", &schema, &prefix, "[storage]\nrole = \"worker\"\njob_lease_secs = 60\n", "steps = 2\n").await;
     let api = "[storage]\nrole = \"api\"\njob_unclaimed_secs = 4\n";
@@ -302,8 +336,7 @@ async fn shared_queue_backpressure_and_unserved_models_postgres() {
 #[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
 async fn a_killed_api_node_s_client_retries_on_the_other_node_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let tag = format!("{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let (schema, prefix) = (format!("apikill_{tag}"), format!("apikill-{tag}"));
+    let (schema, prefix) = unique_names("apikill");
     let model = "steps = 12\n";
     let _w = role_node(dir.path(), "w", &schema, &prefix, "[storage]\nrole = \"worker\"\njob_lease_secs = 4\n", model).await;
     let mut a = role_node(dir.path(), "a", &schema, &prefix, "[storage]\nrole = \"api\"\n", model).await;
@@ -359,4 +392,91 @@ async fn a_killed_api_node_s_client_retries_on_the_other_node_postgres() {
     let blobs = plantain_store::S3Blobs::open(&s3).unwrap();
     use plantain_store::BlobStore;
     assert_eq!(blobs.get(&blob_address(&data)).await.unwrap(), Some(data), "its bytes are in S3");
+}
+
+/// A caller's requests per minute are counted across API nodes: with a limit of 3, the fourth
+/// request is refused (429, Retry-After) by whichever node gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn rate_limits_are_shared_by_api_nodes_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, prefix) = unique_names("rates");
+    let head = "[limits]\nrequests_per_minute = 3\n[storage]\n";
+    let a = role_node(dir.path(), "a", &schema, &prefix, head, "").await;
+    let b = role_node(dir.path(), "b", &schema, &prefix, head, "").await;
+    let http = reqwest::Client::new();
+    for n in [&a, &b, &a] {
+        assert_eq!(http.get(format!("{}/v1beta/models", n.url)).send().await.unwrap().status(), 200);
+    }
+    let r = http.get(format!("{}/v1beta/models", b.url)).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=61).contains(&wait), "{wait}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED", "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("3 requests per minute"), "{v}");
+}
+
+/// "upscale to 2K" through an API node: the enlargement runs on the worker (the picture travels
+/// in the job, the 2K result comes back as its output), the child is the table's 2K pixels and
+/// the plan reports its fidelity; the job is recorded as run by the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn an_upscale_edit_runs_on_a_worker_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, prefix) = unique_names("upscale");
+    let head = |role: &str| format!("[storage]\nrole = \"{role}\"\nnode_name = \"{role}1\"\n");
+    let _worker = role_node(dir.path(), "w", &schema, &prefix, &head("worker"), "").await;
+    let api = role_node(dir.path(), "a", &schema, &prefix, &head("api"), "").await;
+    let photo = image::open(repo_root().join(".assets/photos/astronaut.png")).expect("scripts/setup.sh installs the photographs").to_rgb8();
+    let input = image::imageops::resize(&photo, 256, 256, image::imageops::FilterType::Lanczos3);
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(input).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let body = json!({"contents": [{"parts": [{"text": "upscale to 2K"}, {"inlineData": {"mimeType": "image/png", "data": B64.encode(&png)}}]}],
+                      "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}});
+    let r = reqwest::Client::new().post(format!("{}/v1beta/models/tiny:generateContent", api.url)).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer = r.text().await.unwrap();
+    let out = image::load_from_memory(&image_of(&answer)).unwrap();
+    assert_eq!((out.width(), out.height()), plantain_core::output_pixels(plantain_core::AspectRatio::R1x1, plantain_core::ImageSize::S2K));
+    assert!(answer.contains("operation: upscale") && answer.contains("fidelity: shrunk back to 256x256"), "{answer}");
+    let jobs = shared_queue(&schema).await.jobs().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, plantain_store::JobState::Succeeded);
+    assert!(jobs[0].lease_owner.as_deref().unwrap().starts_with("worker1/"), "{:?}", jobs[0].lease_owner);
+}
+
+/// An InstructPix2Pix model served by a worker: the API node, which loads nothing, plans the
+/// edit with the painter kind the worker announced — the whole picture edited after the user's
+/// words, pasted back inside the plan's region (every pixel outside it the input's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn an_api_node_plans_with_the_kind_its_workers_announce_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, prefix) = unique_names("painter");
+    let model = format!("source = \"{}\"\nsteps = 2\n", repo_root().join("fixtures/tiny/sd1-pix2pix").display());
+    let head = |role: &str| format!("[storage]\nrole = \"{role}\"\nnode_name = \"{role}1\"\n");
+    let _worker = role_node(dir.path(), "w", &schema, &prefix, &head("worker"), &model).await;
+    let api = role_node(dir.path(), "a", &schema, &prefix, &head("api"), &model).await;
+    let q = shared_queue(&schema).await;
+    for _ in 0..100 {
+        if q.announced_kind("tiny").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(q.announced_kind("tiny").await.unwrap().as_deref(), Some("instruct"));
+    let img = image::RgbImage::from_fn(256, 192, |x, y| image::Rgb([30, (x / 2) as u8, if (x / 32 + y / 32) % 2 == 0 { 200 } else { 90 }]));
+    let mut png = Vec::new();
+    image::DynamicImage::ImageRgb8(img.clone()).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let body = json!({"contents": [{"parts": [{"text": "add a green square at the top left"}, {"inlineData": {"mimeType": "image/png", "data": B64.encode(&png)}}]}],
+                      "generationConfig": {"responseModalities": ["TEXT", "IMAGE"]}});
+    let r = reqwest::Client::new().post(format!("{}/v1beta/models/tiny:generateContent", api.url)).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer = r.text().await.unwrap();
+    assert!(answer.contains("instruction-following model"), "{answer}");
+    let out = image::load_from_memory(&image_of(&answer)).unwrap().to_rgb8();
+    let outside = out.enumerate_pixels().filter(|&(x, y, p)| (x > 110 || y > 85) && p != img.get_pixel(x, y)).count();
+    assert_eq!(outside, 0, "pixels moved outside the top-left box and its band");
+    assert_ne!(out, img, "the worker's model painted inside the box");
 }

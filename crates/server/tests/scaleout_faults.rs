@@ -32,7 +32,7 @@ async fn batch_state(http: &reqwest::Client, url: &str, name: &str) -> Value {
 #[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
 async fn postgres_restart_mid_batch_and_s3_outage_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let (schema, prefix) = (unique("faults"), unique("faults"));
+    let (schema, prefix) = unique_names("faults");
     let model = "steps = 12\n";
     let _w = role_node(dir.path(), "w", &schema, &prefix, "[storage]\nrole = \"worker\"\njob_lease_secs = 4\n", model).await;
     // S3 requests retried for 2 s at most: an outage is answered 503 while it lasts.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use plantain_core::ImageSize;
 use plantain_engine::pipeline::LoraSpec;
+use plantain_engine::weights::quant::WeightBits;
 use serde::Deserialize;
 
 /// Configuration problems (reported at start-up).
@@ -332,6 +333,20 @@ pub struct ModelConfig {
     /// the exact pixels, or `lanczos` alone. Default: `x4plus` on cuda, `animevideov3` on cpu
     /// (x4plus takes many minutes per 4K picture on a CPU; see BENCHMARKS.md).
     pub upscaler: Option<Upscaler>,
+    /// FLUX.2 [klein]: its transformer's and text encoder's linear layers as `f32` (default),
+    /// or quantised at load to `int8` or `int4`. Other models refuse anything but `f32`.
+    #[serde(default, deserialize_with = "weight_bits")]
+    pub weights: WeightBits,
+    /// FLUX.2 [klein]: the transformer from one file (GGUF or BFL safetensors), not `transformer/`.
+    pub transformer_file: Option<PathBuf>,
+    /// FLUX.2 [klein]: release the text encoder after each prompt (less memory held).
+    #[serde(default)]
+    pub lean: bool,
+}
+
+/// `weights = "int8"`, read as `plantain generate --weights` reads it.
+fn weight_bits<'de, D: serde::Deserializer<'de>>(d: D) -> Result<WeightBits, D::Error> {
+    String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
 }
 
 /// `loras = ["style.safetensors:0.8", …]`, each read as [`LoraSpec::parse`] does.
@@ -440,6 +455,7 @@ impl Config {
             }
             m.config_dir = m.config_dir.as_ref().map(abs);
             m.tiny_vae = m.tiny_vae.as_ref().map(abs);
+            m.transformer_file = m.transformer_file.as_ref().map(abs);
             for l in &mut m.loras {
                 l.path = abs(&l.path);
             }
@@ -563,6 +579,9 @@ impl ModelConfig {
             tiny_vae: None,
             loras: Vec::new(),
             upscaler: None,
+            weights: WeightBits::F32,
+            transformer_file: None,
+            lean: false,
         }
     }
 }
@@ -623,6 +642,21 @@ mod tests {
         assert_eq!((l[1].path.as_path(), l[1].scale), (Path::new("/abs/film.safetensors"), 1.0));
         let bad = Config::from_toml(&toml.replace(":0.6", ":nan")).unwrap_err();
         assert!(bad.contains("finite"), "{bad}");
+    }
+
+    /// FLUX.2 [klein]'s load settings: the weights' precision by name (a typo refused when the
+    /// config is read), a transformer file taken from the config's folder.
+    #[test]
+    fn klein_weights_and_transformer_file() {
+        let toml =
+            "[[models]]\nname = \"klein\"\nsource = \"flux2-klein\"\nweights = \"int4\"\ntransformer_file = \"q4.gguf\"\nlean = true\n";
+        let mut c = Config::from_toml(toml).unwrap();
+        c.rebase(Path::new("/srv"));
+        let m = &c.models[0];
+        assert_eq!((m.weights, m.transformer_file.as_deref(), m.lean), (WeightBits::Int4, Some(Path::new("/srv/q4.gguf")), true));
+        assert_eq!(Config::from_toml("[[models]]\nname = \"x\"\n").unwrap().models[0].weights, WeightBits::F32);
+        let bad = Config::from_toml(&toml.replace("int4", "int3")).unwrap_err();
+        assert!(bad.contains("`int3` is not one of f32, int8, int4"), "{bad}");
     }
 
     /// Issue 21: `max_image_size` is typed, so a typo is refused instead of allowing 4K; a

@@ -74,10 +74,15 @@ impl Service {
         Ok(self.config.data_dir.join("uploads").join(upload_id))
     }
 
-    /// Appends bytes to a resumable upload's partial file; returns everything received so far
-    /// when `finish` is set.
-    pub async fn append_upload(&self, upload_id: &str, bytes: Vec<u8>, finish: bool) -> Result<Option<Vec<u8>>, ServiceError> {
+    /// Appends bytes (starting at `offset`) to a resumable upload: in its partial file, or in
+    /// PostgreSQL when nodes share it (the next chunk may reach another node). Returns everything
+    /// received so far when `finish` is set.
+    pub async fn append_upload(&self, upload_id: &str, offset: i64, bytes: Vec<u8>, finish: bool) -> Result<Option<Vec<u8>>, ServiceError> {
         let path = self.upload_path(upload_id)?;
+        if let Some(shared) = &self.stores.queue {
+            shared.put_upload_part(upload_id, offset, &bytes).await?;
+            return Ok(if finish { Some(shared.upload_bytes(upload_id).await?) } else { None });
+        }
         let io = |e: std::io::Error| ServiceError::internal(format!("upload: {e}"));
         tokio::task::spawn_blocking(move || {
             use std::io::Write;
@@ -95,6 +100,9 @@ impl Service {
     /// Deletes a resumable upload's partial file (absent is fine).
     pub async fn remove_upload(&self, upload_id: &str) -> Result<(), ServiceError> {
         let path = self.upload_path(upload_id)?;
+        if let Some(shared) = &self.stores.queue {
+            shared.delete_upload_parts(upload_id).await?;
+        }
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

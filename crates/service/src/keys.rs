@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use plantain_store::{Stores, blob_address};
+use plantain_store::{RateCount, Stores, blob_address};
 use rand::RngCore;
 
 use crate::Service;
@@ -57,7 +57,14 @@ pub fn utc_day_bounds(now: i64) -> (i64, i64) {
     (start, start + 86_400 - now)
 }
 
-/// Sliding one-minute window of request times per caller.
+/// The refusal of a request over the caller's per-minute limit; a slot frees in `wait`.
+fn rate_limited(caller: &str, per_minute: u32, wait: Duration) -> ServiceError {
+    let secs = wait.as_secs() + 1;
+    ServiceError::exhausted(format!("rate limit: {per_minute} requests per minute for {caller}; retry in {secs} s"), secs)
+}
+
+/// Sliding one-minute window of request times per caller (one node; nodes sharing PostgreSQL
+/// count in its `rate_hits`).
 #[derive(Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<String, VecDeque<Instant>>>,
@@ -78,10 +85,7 @@ impl RateLimiter {
         }
         if q.len() >= per_minute as usize {
             let wait = q.front().map(|t| window.saturating_sub(now.duration_since(*t))).unwrap_or(window);
-            return Err(ServiceError::exhausted(
-                format!("rate limit: {per_minute} requests per minute for {caller}; retry in {} s", wait.as_secs() + 1),
-                wait.as_secs() + 1,
-            ));
+            return Err(rate_limited(caller, per_minute, wait));
         }
         q.push_back(now);
         Ok(())
@@ -94,7 +98,17 @@ impl Service {
     /// loopback only).
     pub async fn admit(&self, key: Option<&str>) -> Result<Caller, ServiceError> {
         let caller = self.authenticate(key).await?;
-        self.limiter.check(caller.label(), self.config.limits.requests_per_minute)?;
+        let per_minute = self.config.limits.requests_per_minute;
+        match &self.stores.queue {
+            // Nodes sharing a database count each caller's requests together.
+            Some(shared) if per_minute > 0 => {
+                let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                if let RateCount::Full { wait_ms } = shared.count_request(caller.label(), per_minute, 60_000, now_ms).await? {
+                    return Err(rate_limited(caller.label(), per_minute, Duration::from_millis(wait_ms as u64)));
+                }
+            }
+            _ => self.limiter.check(caller.label(), per_minute)?,
+        }
         Ok(caller)
     }
 

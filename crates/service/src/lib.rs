@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use plantain_provenance::{Provenance, Settings};
-use plantain_store::{StoreError, Stores};
+use plantain_store::{PgStore, StoreError, Stores};
 
 pub use checked::{CheckedRun, LoopEvent, LoopEvents};
 pub use config::{Config, ConfigError, Role};
@@ -61,6 +61,25 @@ pub enum StartError {
     Io(String, std::io::Error),
 }
 
+/// Nodes sharing a database stamp and verify as one installation: the first node's watermark
+/// key and local signing identity (stored in its `secrets`) replace this node's own.
+async fn share_provenance(p: &mut Provenance, store: &PgStore, notices: &mut Vec<String>) -> Result<(), StartError> {
+    let mine = p.shareable();
+    let mut shared = plantain_provenance::Shareable::default();
+    let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| StartError::Provenance("shared provenance material is not text".into()));
+    if let Some(key) = &mine.watermark_key {
+        shared.watermark_key = Some(text(store.shared_secret("watermark_key", key.as_bytes()).await?)?);
+    }
+    if let Some(identity) = &mine.local_identity {
+        shared.local_identity = Some(text(store.shared_secret("c2pa_local_identity", identity.as_bytes()).await?)?);
+    }
+    if shared != mine {
+        p.adopt(&shared, "PostgreSQL").map_err(|e| StartError::Provenance(e.to_string()))?;
+        notices.push("provenance: this node uses the watermark key and signing identity shared through PostgreSQL".into());
+    }
+    Ok(())
+}
+
 /// The loaded models, storage and provenance material every request uses.
 pub struct Service {
     pub config: Config,
@@ -84,7 +103,8 @@ impl Service {
     /// Plans an edit of `images[0]` (fusion: of several) after `text` for `model`, on a
     /// blocking thread (region finding measures every pixel, and a photograph runs the
     /// segmenter). Once the model is loaded it also finds named objects (DiffEdit) and decides
-    /// the painter's kind (an InstructPix2Pix model edits by the user's own words).
+    /// the painter's kind (an InstructPix2Pix model edits by the user's own words); an API node
+    /// takes the kind its workers announced.
     pub async fn plan_edit(
         &self,
         text: String,
@@ -92,10 +112,10 @@ impl Service {
         mut opts: EditOptions,
         model: &Worker,
     ) -> Result<EditPlan, EditError> {
-        let pipeline = model.pipeline();
-        if let Some(p) = &pipeline {
-            opts.painter = plantain_director::edit::painter_for(p);
+        if let Some(painter) = model.painter().await {
+            opts.painter = painter;
         }
+        let pipeline = model.pipeline();
         let finder = plantain_director::edit::ModelFinder { subject: self.segmenter.clone(), pipeline, seed: 0 };
         tokio::task::spawn_blocking(move || plantain_director::edit::plan(&text, &images, &opts, Some(&finder)))
             .await
@@ -117,11 +137,14 @@ impl Service {
         settings.c2pa = config.provenance.c2pa;
         settings.cert_chain = config.provenance.cert_chain.clone();
         settings.private_key = config.provenance.private_key.clone();
-        let provenance = tokio::task::spawn_blocking(move || Provenance::load(&settings))
+        let mut provenance = tokio::task::spawn_blocking(move || Provenance::load(&settings))
             .await
             .map_err(|e| StartError::Provenance(e.to_string()))?
             .map_err(|e| StartError::Provenance(e.to_string()))?;
         let mut notices = provenance.notices.clone();
+        if let Some(shared) = &stores.queue {
+            share_provenance(&mut provenance, shared, &mut notices).await?;
+        }
         let workers: BTreeMap<String, Arc<Worker>> = match (config.storage.role, &stores.queue) {
             (Role::All, _) => config.models.iter().map(|m| (m.name.clone(), Arc::new(Worker::spawn(m)))).collect(),
             (role, None) => {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use image::{ImageFormat, RgbImage};
+use plantain_director::edit::Painter;
 use plantain_engine::error::EngineError;
 use plantain_engine::pipeline::{Decoder, GenerateRequest, Generated, Timings};
 use plantain_schedulers::SchedulerKind;
@@ -33,7 +34,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
 use crate::error::ServiceError;
-use crate::worker::{EngineJob, Lane, ModelState, PreviewEvent, ProgressEvent, Refused, Worker, WorkerEvent, refusal};
+use crate::worker::{EngineJob, EnlargeJob, Lane, ModelState, PreviewEvent, ProgressEvent, Refused, Worker, WorkerEvent, refusal};
 
 /// How often a waiting request looks at its job without a notification (a lost `NOTIFY`
 /// only delays it this long).
@@ -272,7 +273,23 @@ fn encode_job(job: &EngineJob) -> Result<Value, image::ImageError> {
             "decoder": if r.decoder == Decoder::Tiny { "tiny" } else { "full" },
         }));
     }
-    Ok(json!({"requests": reqs, "progress": job.progress, "previews": job.previews}))
+    let enlarge = match &job.enlarge {
+        Some(e) => json!({"image": b64_png(e.image.clone().into())?, "width": e.width, "height": e.height}),
+        None => Value::Null,
+    };
+    Ok(json!({"requests": reqs, "enlarge": enlarge, "progress": job.progress, "previews": job.previews}))
+}
+
+/// An upscale edit's work back from the queue's payload (`None`: a job of engine requests).
+fn decode_enlarge(v: &Value) -> Result<Option<Box<EnlargeJob>>, String> {
+    let e = &v["enlarge"];
+    if e.is_null() {
+        return Ok(None);
+    }
+    let bytes = B64.decode(e["image"].as_str().ok_or("enlarge.image missing")?).map_err(|e| e.to_string())?;
+    let image = image::load_from_memory_with_format(&bytes, ImageFormat::Png).map_err(|e| e.to_string())?.to_rgb8();
+    let side = |k: &str| e[k].as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| format!("enlarge.{k} missing"));
+    Ok(Some(Box::new(EnlargeJob { image, width: side("width")?, height: side("height")? })))
 }
 
 /// A job's engine requests back from the queue's payload.
@@ -392,7 +409,7 @@ async fn model_loop(worker: Arc<Worker>, store: Arc<PgStore>, node: String, owne
     }
     tracing::info!(model = %worker.name, owner = %owner, "taking jobs from the shared queue");
     // Announced while this loop lives, so that API nodes take jobs for the model.
-    let announcer = tokio::spawn(announce(store.clone(), node, owner.clone(), worker.name.clone(), lease_secs));
+    let announcer = tokio::spawn(announce(store.clone(), node, owner.clone(), worker.clone(), lease_secs));
     let _stop_announcing = AbortOnDrop(announcer);
     let models = vec![worker.name.clone()];
     let mut waker = None;
@@ -429,13 +446,29 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A worker's announced model kind: the edit planner's painter for it.
+fn painter_name(p: Painter) -> &'static str {
+    match p {
+        Painter::Generative => "generative",
+        Painter::Instruct => "instruct",
+    }
+}
+
+/// The painter an announced kind names (`None` for a kind this version does not know).
+pub(crate) fn painter_from(kind: &str) -> Option<Painter> {
+    [Painter::Generative, Painter::Instruct].into_iter().find(|p| painter_name(*p) == kind)
+}
+
 /// Renews this worker loop's announcement of `model` (lasting a lease) every third of a lease.
-async fn announce(store: Arc<PgStore>, node: String, owner: String, model: String, lease_secs: u64) {
+async fn announce(store: Arc<PgStore>, node: String, owner: String, worker: Arc<Worker>, lease_secs: u64) {
     let mut tick = tokio::time::interval(heartbeat_every(lease_secs));
+    let kind = worker.pipeline().map_or(Painter::Generative, |p| plantain_director::edit::painter_for(&p));
+    let model = worker.name.clone();
     loop {
         tick.tick().await;
         // One second more than the lease: times are whole seconds.
-        if let Err(e) = store.announce_worker(&owner, &node, &model, plantain_store::now() + lease_secs as i64 + 1).await {
+        let until = plantain_store::now() + lease_secs as i64 + 1;
+        if let Err(e) = store.announce_worker(&owner, &node, &model, painter_name(kind), until).await {
             tracing::warn!(model = %model, error = %e, "announcing this worker failed; retrying");
         }
     }
@@ -450,7 +483,7 @@ fn heartbeat_every(lease_secs: u64) -> Duration {
 async fn run_claimed(worker: &Worker, store: &PgStore, job: QueuedJob, owner: &str, lease_secs: u64) {
     let id = job.id.clone();
     tracing::info!(job = %id, model = %job.model, attempt = job.attempts, "running a shared job");
-    let requests = match decode_requests(&job.payload) {
+    let requests = match decode_requests(&job.payload).and_then(|r| Ok((r, decode_enlarge(&job.payload)?))) {
         Ok(r) => r,
         Err(e) => {
             let err = EngineError::InvalidRequest(format!("the queued job cannot be read: {e}"));
@@ -460,9 +493,10 @@ async fn run_claimed(worker: &Worker, store: &PgStore, job: QueuedJob, owner: &s
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let (requests, enlarge) = requests;
     let engine_job = EngineJob {
         requests,
-        enlarge: None,
+        enlarge,
         caller: job.caller.clone(),
         lane: if job.lane == JobLane::Preview { Lane::Preview } else { Lane::Final },
         cancel: cancel.clone(),
@@ -588,6 +622,20 @@ mod tests {
         assert_eq!(b.init_image, r.init_image, "inputs travel losslessly");
         assert_eq!(b.mask, r.mask);
         assert!(decode_requests(&json!({"requests": [{"prompt": "x"}]})).unwrap_err().contains("missing"));
+        assert!(decode_enlarge(&v).unwrap().is_none(), "a job of engine requests enlarges nothing");
+
+        // An upscale edit's work travels too.
+        let picture = RgbImage::from_fn(40, 30, |x, y| image::Rgb([x as u8 * 5, y as u8 * 7, 3]));
+        let (events, _) = mpsc::unbounded_channel();
+        let enlarge = EnlargeJob { image: picture.clone(), width: 160, height: 120 };
+        let job = EngineJob { requests: vec![], enlarge: Some(Box::new(enlarge)), events, ..job };
+        let e = decode_enlarge(&encode_job(&job).unwrap()).unwrap().unwrap();
+        assert_eq!((e.image, e.width, e.height), (picture, 160, 120));
+        assert!(decode_enlarge(&json!({"enlarge": {"image": "AAAA", "width": 4}})).is_err());
+        for p in [Painter::Generative, Painter::Instruct] {
+            assert_eq!(painter_from(painter_name(p)), Some(p), "a worker's announced kind reads back");
+        }
+        assert_eq!(painter_from("inpaint-v9"), None, "a kind from a newer worker is not guessed at");
 
         let g = Generated {
             image: RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8 * 9, y as u8, 1])),

@@ -12,6 +12,7 @@ use std::time::Instant;
 use image::RgbImage;
 use plantain_core::{DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
 use plantain_engine::error::EngineError;
+use plantain_engine::pipeline::klein::KleinOptions;
 use plantain_engine::pipeline::{GenerateRequest, Generated, LoadOptions, ModelSource, Pipeline, Progress, StepLatents};
 use plantain_engine::resize::{Lanczos3, Resizer};
 use plantain_engine::runtime::RuntimeOptions;
@@ -302,7 +303,9 @@ impl Worker {
         };
         let runtime = RuntimeOptions { threads: cfg.threads, cuda: cfg.device == crate::config::Device::Cuda, ..Default::default() };
         let enlarger = Enlarger { model: cfg.upscale_model(), runtime: runtime.clone(), loaded: OnceLock::new() };
-        let opts = LoadOptions { runtime, tiny_autoencoder: cfg.tiny_vae.clone(), loras: cfg.loras.clone(), ..Default::default() };
+        let klein =
+            KleinOptions { weights: cfg.weights, transformer_file: cfg.transformer_file.clone(), lean: cfg.lean, ..Default::default() };
+        let opts = LoadOptions { runtime, tiny_autoencoder: cfg.tiny_vae.clone(), loras: cfg.loras.clone(), klein, ..Default::default() };
         let cancelled = Arc::new(AtomicU64::new(0));
         let loaded = Arc::new(Mutex::new(None));
         let (q, st, name, c, l) = (queue.clone(), state.clone(), cfg.name.clone(), cancelled.clone(), loaded.clone());
@@ -366,6 +369,22 @@ impl Worker {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The edit planner's painter for this model: the loaded model's kind, or on an API node
+    /// what the model's live workers announced (`None`: neither is known).
+    pub async fn painter(&self) -> Option<plantain_director::edit::Painter> {
+        if let Some(p) = self.pipeline() {
+            return Some(plantain_director::edit::painter_for(&p));
+        }
+        let shared = self.shared.as_ref()?;
+        match shared.store.announced_kind(&self.name).await {
+            Ok(kind) => kind.as_deref().and_then(crate::shared::painter_from),
+            Err(e) => {
+                tracing::warn!(model = %self.name, error = %e, "reading the workers' model kind failed; planning as for a text-to-image model");
+                None
+            }
+        }
+    }
+
     pub fn state(&self) -> ModelState {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -385,12 +404,6 @@ impl Worker {
     /// node the job goes to the shared queue instead ([`SharedQueue::submit`]).
     pub async fn submit(&self, job: EngineJob) -> Result<(), ServiceError> {
         if let Some(shared) = &self.shared {
-            if job.enlarge.is_some() {
-                return Err(ServiceError::new(
-                    crate::error::ErrorKind::FailedPrecondition,
-                    "upscale edits do not go through the shared job queue yet: send them to an all-in-one server (`--role all`)",
-                ));
-            }
             let limits = plantain_store::QueueLimits { capacity: self.queue.capacity, per_caller: self.queue.per_caller };
             return shared.submit(&self.name, job, limits).await;
         }

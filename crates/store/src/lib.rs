@@ -35,7 +35,7 @@ pub use blobs::FsBlobs;
 pub use error::{Result, StoreError};
 pub use postgres::{
     Heartbeat, JobEventRow, JobEvents, JobWaker, NewJob, OUTPUT_EVENT, Offer, PREVIEW_BURST, PgStore, PostgresConfig, QueueLimits,
-    QueuedJob, redact_url,
+    QueuedJob, RateCount, redact_url,
 };
 pub use records::*;
 pub use s3::{S3Blobs, S3Config};

@@ -15,7 +15,9 @@
 mod batches;
 mod conversations;
 mod jobs;
+mod rates;
 mod schema;
+mod uploads;
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,6 +32,7 @@ use crate::records::*;
 use crate::{Artefacts, Files, Idempotency, IdempotencyScope, Keys, now};
 
 pub use jobs::{Heartbeat, JobEventRow, JobEvents, JobWaker, NewJob, OUTPUT_EVENT, Offer, PREVIEW_BURST, QueueLimits, QueuedJob};
+pub use rates::RateCount;
 
 /// Reservations a crashed request left behind stop counting after this long.
 const RESERVATION_TTL_SECS: i64 = 3600;

@@ -74,6 +74,9 @@ pub struct LoadOptions {
     pub tiny_autoencoder: Option<PathBuf>,
     /// LoRA files applied, in order, to the UNet and text encoders as the graphs are built.
     pub loras: Vec<LoraSpec>,
+    /// How FLUX.2 [klein] is loaded: 8-/4-bit weights, a single-file transformer, lean memory.
+    /// A Stable Diffusion model refuses anything but the defaults.
+    pub klein: klein::KleinOptions,
 }
 
 /// Which decoder turns latents into pixels.

@@ -52,11 +52,12 @@ pub async fn role_node_with(dir: &std::path::Path, name: &str, schema: &str, pre
         "listen = \"127.0.0.1:0\"\ndata_dir = \"{data}\"\nlog = \"warn\"\n\
          {head}backend = \"postgres\"\n[storage.postgres]\nschema = \"{schema}\"\n\
          [storage.s3]\nbucket = \"{bucket}\"\nendpoint = \"{endpoint}\"\nprefix = \"{prefix}\"\n{s3}\
-         [[models]]\nname = \"tiny\"\nsource = \"{tiny}\"\nthreads = 1\n{model}",
+         [[models]]\nname = \"tiny\"\n{source}threads = 1\n{model}",
         data = dir.join(name).display(),
         bucket = service_env("PLANTAIN_TEST_S3_BUCKET"),
         endpoint = service_env("PLANTAIN_TEST_S3_ENDPOINT"),
-        tiny = tiny_model(),
+        // `model` may name another source; the tiny model otherwise.
+        source = if model.contains("source =") { String::new() } else { format!("source = \"{}\"\n", tiny_model()) },
         model = if model.is_empty() { "steps = 2\n" } else { model },
     );
     std::fs::write(&cfg, toml).unwrap();
@@ -147,4 +148,10 @@ pub fn s3_config(prefix: &str) -> S3Config {
 /// A schema / prefix name no other run uses.
 pub fn unique(tag: &str) -> String {
     format!("{tag}_{}_{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos())
+}
+
+/// A PostgreSQL schema and an S3 prefix (the same name) no other test or run uses.
+pub fn unique_names(tag: &str) -> (String, String) {
+    let name = unique(tag);
+    (name.clone(), name)
 }

@@ -415,19 +415,32 @@ impl PgStore {
     }
 
     /// Says that `owner` (one worker's loop for `model`, on node `node`) serves `model` until
-    /// `until`; renewed like a lease while the worker runs.
-    pub async fn announce_worker(&self, owner: &str, node: &str, model: &str, until: i64) -> Result<()> {
+    /// `until`; renewed like a lease while the worker runs. `kind` is what the loaded model is
+    /// to the API nodes that plan its jobs (the edit planner's painter kind), which load nothing.
+    pub async fn announce_worker(&self, owner: &str, node: &str, model: &str, kind: &str, until: i64) -> Result<()> {
         sqlx::query(
-            "INSERT INTO job_workers (owner, node, model, alive_until) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (owner) DO UPDATE SET node = $2, model = $3, alive_until = $4",
+            "INSERT INTO job_workers (owner, node, model, alive_until, kind) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (owner) DO UPDATE SET node = $2, model = $3, alive_until = $4, kind = $5",
         )
         .bind(owner)
         .bind(node)
         .bind(model)
         .bind(until)
+        .bind(kind)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// What the live workers of `model` announced it is (the latest announcement's `kind`).
+    pub async fn announced_kind(&self, model: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT kind FROM job_workers WHERE model = $1 AND alive_until >= $2 AND kind IS NOT NULL ORDER BY alive_until DESC LIMIT 1",
+        )
+        .bind(model)
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// A worker's loop going away: its row goes now rather than when it expires.

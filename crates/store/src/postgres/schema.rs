@@ -96,6 +96,18 @@ CREATE INDEX jobs_settled ON jobs(ended_at) WHERE state IN ('succeeded', 'failed
 CREATE INDEX job_events_created ON job_events(created_at);
 ";
 
+/// Version 6: request rate limits shared by the API nodes (`rates.rs`): each counted request's
+/// time in unix milliseconds, per caller, deleted once it leaves the window; and the parts of
+/// resumable uploads (`uploads.rs`), whose chunks may reach different nodes; and what each
+/// worker's model is (`job_workers.kind`), for API nodes that plan edits without loading it.
+const V6: &str = "
+ALTER TABLE job_workers ADD COLUMN kind TEXT;
+CREATE TABLE rate_hits (caller TEXT NOT NULL, at BIGINT NOT NULL);
+CREATE INDEX rate_hits_caller ON rate_hits(caller, at);
+CREATE TABLE upload_parts (
+  upload_id TEXT NOT NULL, start BIGINT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (upload_id, start));
+";
+
 fn version(v: i64, description: &'static str, sql: &'static str) -> Migration {
     Migration::new(v, Cow::Borrowed(description), MigrationType::Simple, SqlStr::from_static(sql), false)
 }
@@ -108,5 +120,6 @@ pub fn migrator() -> Migrator {
         version(3, "conversations", V3),
         version(4, "job events", V4),
         version(5, "queue limits, workers, shared secrets", V5),
+        version(6, "rate limits, upload parts", V6),
     ])
 }

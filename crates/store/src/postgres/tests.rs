@@ -237,11 +237,13 @@ async fn offered_jobs_respect_lane_capacity_and_caller_shares_across_nodes() {
 async fn worker_announcements_unclaimed_jobs_and_sweeping() {
     let (s, other) = open_two().await;
     assert!(s.live_workers("m").await.unwrap().is_empty());
-    s.announce_worker("w1/a", "w1", "m", now() + 60).await.unwrap();
-    s.announce_worker("w2/a", "w2", "m", now() - 1).await.unwrap(); // expired
-    s.announce_worker("w2/b", "w2", "other", now() + 60).await.unwrap();
+    s.announce_worker("w1/a", "w1", "m", "generative", now() + 60).await.unwrap();
+    s.announce_worker("w2/a", "w2", "m", "instruct", now() - 1).await.unwrap(); // expired
+    s.announce_worker("w2/b", "w2", "other", "instruct", now() + 60).await.unwrap();
     assert_eq!(other.live_workers("m").await.unwrap(), ["w1"]);
-    s.announce_worker("w2/a", "w2", "m", now() + 60).await.unwrap(); // renewed
+    assert_eq!(other.announced_kind("m").await.unwrap().as_deref(), Some("generative"), "live workers only");
+    assert_eq!(other.announced_kind("none").await.unwrap(), None);
+    s.announce_worker("w2/a", "w2", "m", "generative", now() + 60).await.unwrap(); // renewed
     assert_eq!(other.live_workers("m").await.unwrap(), ["w1", "w2"]);
     s.retire_worker("w1/a").await.unwrap();
     assert_eq!(other.live_workers("m").await.unwrap(), ["w2"]);
@@ -277,4 +279,33 @@ async fn nodes_share_one_secret() {
     assert_eq!(a.shared_secret("k", b"first").await.unwrap(), b"first");
     assert_eq!(b.shared_secret("k", b"second").await.unwrap(), b"first");
     assert_eq!(b.shared_secret("other", b"x").await.unwrap(), b"x");
+}
+
+/// A caller's rate limit holds across nodes: three requests a minute through two pools, racing,
+/// count three; the fourth waits for the oldest to leave the window; other callers are apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs PostgreSQL and S3: scripts/services.sh"]
+async fn rate_limits_are_counted_across_nodes() {
+    let (a, b) = open_two().await;
+    let t = 1_000_000;
+    let tries: Vec<_> = (0..8)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { s.count_request("c", 3, 60_000, t + i).await.unwrap() })
+        })
+        .collect();
+    let mut counted = 0;
+    for h in tries {
+        if h.await.unwrap() == RateCount::Counted {
+            counted += 1;
+        }
+    }
+    assert_eq!(counted, 3, "three of eight racing requests are admitted");
+    match b.count_request("c", 3, 60_000, t + 10_000).await.unwrap() {
+        RateCount::Full { wait_ms } => assert!((50_000..=50_007).contains(&wait_ms), "waits for the oldest: {wait_ms}"),
+        other => panic!("the window is full: {other:?}"),
+    }
+    assert_eq!(a.count_request("other", 3, 60_000, t).await.unwrap(), RateCount::Counted);
+    // A minute after the first three, the window has room again.
+    assert_eq!(a.count_request("c", 3, 60_000, t + 60_008).await.unwrap(), RateCount::Counted);
 }
