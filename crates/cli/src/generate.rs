@@ -104,7 +104,8 @@ pub struct Args {
 #[derive(clap::Args, Clone, Default)]
 pub struct KleinArgs {
     /// FLUX.2 [klein]: the transformer's and text encoder's linear layers as f32, or quantised
-    /// at load to int8 or int4 (about 4x / 7x smaller; the VAE and norms stay f32).
+    /// at load to int8 or int4 (about 3.5x / 6x smaller, with a scale per 32 weights; the VAE and
+    /// norms stay f32).
     #[arg(long, default_value = "f32")]
     pub weights: WeightBits,
     /// FLUX.2 [klein]: the transformer from one file (BFL/ComfyUI naming): GGUF (F32, F16, BF16,

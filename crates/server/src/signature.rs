@@ -68,8 +68,7 @@ impl Signer {
         }
         let (msg, mac) = raw.split_at(raw.len() - 16);
         let expected = self.mac(msg);
-        // Constant-time comparison.
-        if mac.iter().zip(expected.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+        if !same_mac(mac, &expected) {
             return Err(SignatureError::BadMac);
         }
         let id = hex::encode(&msg[5..]);
@@ -79,6 +78,11 @@ impl Signer {
             _ => Err(SignatureError::Malformed),
         }
     }
+}
+
+/// Whether a presented MAC is the expected one, in constant time (no early exit on a mismatch).
+fn same_mac(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
 }
 
 /// How long an image URL handed to a client (`/v1/blobs/…?exp=…&sig=…`) stays valid, as OpenAI's
@@ -106,7 +110,7 @@ impl Signer {
         let expires: i64 = param("exp").and_then(|e| e.parse().ok()).ok_or(BlobUrlError::NotSigned)?;
         let given = param("sig").and_then(|s| hex::decode(s).ok()).ok_or(BlobUrlError::NotSigned)?;
         let expected = self.mac(format!("blob:{name}:{expires}").as_bytes());
-        if given.len() != expected.len() || given.iter().zip(expected.iter()).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+        if !same_mac(&given, &expected) {
             return Err(BlobUrlError::NotSigned);
         }
         if now >= expires {
