@@ -50,7 +50,7 @@ pub struct Common {
     #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = plantain_engine::pipeline::LoraSpec::parse)]
     pub loras: Vec<plantain_engine::pipeline::LoraSpec>,
     #[command(flatten)]
-    pub klein: crate::generate::KleinArgs,
+    pub weights: crate::generate::WeightArgs,
     /// The super-resolution model of an upscale edit ("upscale to 4K"): x4plus (photographs),
     /// anime (illustrations) or animevideov3 (illustrations, fast).
     #[arg(long, default_value = "x4plus", value_parser = UpscaleModel::parse)]
@@ -162,7 +162,7 @@ fn plan_with_model(instruction: &str, images: &[image::RgbImage], opts: EditOpti
         check_reference_sizes(images, r.defaults.resolution)?;
     }
     let resolved = resolve_model(&c.model)?;
-    let load = LoadSpec { loras: c.loras.clone(), threads: c.threads, cuda: c.cuda, klein: c.klein.options(), ..Default::default() };
+    let load = LoadSpec { loras: c.loras.clone(), threads: c.threads, cuda: c.cuda, weights: c.weights.options(), ..Default::default() };
     let pipeline = Arc::new(load_pipeline(&resolved, &load)?);
     let opts = EditOptions { painter: painter_for(&pipeline), ..opts };
     let finder = ModelFinder { subject: segmenter, pipeline: Some(pipeline.clone()), seed: c.seed.unwrap_or(0) };

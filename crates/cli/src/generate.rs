@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use plantain_core::{AspectRatio, DEFAULT_STRENGTH, ImageSize, output_pixels};
-use plantain_engine::pipeline::klein::KleinOptions;
+use plantain_engine::pipeline::WeightOptions;
 use plantain_engine::pipeline::{Decoder, GenerateRequest, Generated, LoadOptions, LoraSpec, ModelSource, Pipeline};
 use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::RuntimeOptions;
@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = LoraSpec::parse)]
     pub loras: Vec<LoraSpec>,
     #[command(flatten)]
-    pub klein: KleinArgs,
+    pub weights: WeightArgs,
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -99,28 +99,29 @@ pub struct Args {
     pub provenance: StampArgs,
 }
 
-/// How FLUX.2 [klein] holds its weights (`generate`, `edit`, `fuse`; the server's `[[models]]`
-/// keys `weights`, `transformer_file`, `lean`). Stable Diffusion models refuse all but the defaults.
+/// How a model holds its weights (`generate`, `edit`, `fuse`; the server's `[[models]]` keys
+/// `weights`, `transformer_file`, `lean`).
 #[derive(clap::Args, Clone, Default)]
-pub struct KleinArgs {
-    /// FLUX.2 [klein]: the transformer's and text encoder's linear layers as f32, or quantised
-    /// at load to int8 or int4 (about 3.5x / 6x smaller, with a scale per 32 weights; the VAE and
-    /// norms stay f32).
+pub struct WeightArgs {
+    /// The denoiser's (UNet or transformer) and text encoders' weights as f32, or quantised at
+    /// load: linear layers to int8 or int4 (about 3.5x / 6x smaller, with a scale per 32
+    /// weights), a UNet's convolutions to int8 per channel (about 4x smaller, widened one layer
+    /// at a time as they run). The VAE and norms stay f32.
     #[arg(long, default_value = "f32")]
     pub weights: WeightBits,
     /// FLUX.2 [klein]: the transformer from one file (BFL/ComfyUI naming): GGUF (F32, F16, BF16,
     /// Q8_0, Q4_0) or safetensors, instead of the folder's transformer/.
     #[arg(long)]
     pub transformer_file: Option<PathBuf>,
-    /// FLUX.2 [klein]: release the text encoder after each prompt (less memory while denoising,
-    /// a few seconds more per prompt).
+    /// Release the text encoder(s) after each prompt (less memory while denoising, a few
+    /// seconds more per prompt).
     #[arg(long)]
     pub lean: bool,
 }
 
-impl KleinArgs {
-    pub fn options(&self) -> KleinOptions {
-        KleinOptions { weights: self.weights, transformer_file: self.transformer_file.clone(), lean: self.lean, ..Default::default() }
+impl WeightArgs {
+    pub fn options(&self) -> WeightOptions {
+        WeightOptions { weights: self.weights, transformer_file: self.transformer_file.clone(), lean: self.lean, ..Default::default() }
     }
 }
 
@@ -133,7 +134,7 @@ pub struct LoadSpec {
     pub loras: Vec<LoraSpec>,
     pub threads: usize,
     pub cuda: bool,
-    pub klein: KleinOptions,
+    pub weights: WeightOptions,
 }
 
 /// Resolves the model (names, hub cache, files).
@@ -161,7 +162,7 @@ pub fn load_pipeline(resolved: &ResolvedModel, l: &LoadSpec) -> Result<Pipeline>
         variant: l.variant.clone(),
         tiny_autoencoder: l.tiny_vae.clone(),
         loras: l.loras.clone(),
-        klein: l.klein.clone(),
+        weights: l.weights.clone(),
     };
     let hint = match &source {
         ModelSource::SingleFile { config_dir: None, .. } => {
@@ -299,7 +300,7 @@ pub fn run(a: Args) -> Result<()> {
         loras: a.loras.clone(),
         threads: a.threads,
         cuda: a.cuda,
-        klein: a.klein.options(),
+        weights: a.weights.options(),
     };
     let pipeline = load_pipeline(&resolved, &load)?;
     let g = if req.init_image.is_some() { generate_with_bar(&pipeline, &req)? } else { generate_checked(&pipeline, &req, &a)? };

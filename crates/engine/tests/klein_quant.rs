@@ -14,7 +14,8 @@ use common::{Refs, assert_close, max_abs_diff, runtime, tiny};
 use ndarray::{ArrayD, IxDyn};
 use plantain_engine::EngineError;
 use plantain_engine::models::flux2::{self, Flux2Config};
-use plantain_engine::pipeline::klein::{KleinOptions, KleinPipeline};
+use plantain_engine::pipeline::WeightOptions;
+use plantain_engine::pipeline::klein::KleinPipeline;
 use plantain_engine::runtime::{Input, Network};
 use plantain_engine::weights::TensorIndex;
 use plantain_engine::weights::gguf;
@@ -105,7 +106,7 @@ const R8_MAX: f32 = 0.02;
 const R4_MAX: f32 = 0.15;
 
 /// The 4-step text-to-image run from the reference noise, decoded to [0, 1].
-fn image(opts: &KleinOptions) -> ArrayD<f32> {
+fn image(opts: &WeightOptions) -> ArrayD<f32> {
     let refs = Refs::load("klein");
     let p = KleinPipeline::load_with(&dir(), &runtime(), opts).unwrap();
     let context = p.encode_prompt_ids(refs.i("prompt_ids"), refs.i("prompt_mask")).unwrap();
@@ -115,10 +116,10 @@ fn image(opts: &KleinOptions) -> ArrayD<f32> {
 
 #[test]
 fn quantised_pipeline_image_stays_near_f32() {
-    let f32_image = image(&KleinOptions::default());
+    let f32_image = image(&WeightOptions::default());
     assert_close("f32 image", &f32_image, &Refs::load("klein").f("t2i_image"), 1e-4);
-    let p8 = psnr("int8 image vs f32", &image(&KleinOptions { weights: WeightBits::Int8, ..Default::default() }), &f32_image);
-    let p4 = psnr("int4 image vs f32", &image(&KleinOptions { weights: WeightBits::Int4, ..Default::default() }), &f32_image);
+    let p8 = psnr("int8 image vs f32", &image(&WeightOptions { weights: WeightBits::Int8, ..Default::default() }), &f32_image);
+    let p4 = psnr("int4 image vs f32", &image(&WeightOptions { weights: WeightBits::Int4, ..Default::default() }), &f32_image);
     assert!(p8 > P8_MIN && p4 > P4_MIN && p8 > p4, "PSNR int8 {p8} dB, int4 {p4} dB");
 }
 
@@ -151,7 +152,7 @@ fn bfl_single_file_matches_the_folder() {
 }
 
 fn load_error(file: &str) -> EngineError {
-    let opts = KleinOptions { transformer_file: Some(single(file)), weights: WeightBits::Int4, ..Default::default() };
+    let opts = WeightOptions { transformer_file: Some(single(file)), weights: WeightBits::Int4, ..Default::default() };
     KleinPipeline::load_with(&dir(), &runtime(), &opts).err().expect("must fail")
 }
 
@@ -173,16 +174,16 @@ fn a_gguf_missing_a_tensor_names_it_as_the_file_does() {
 
 #[test]
 fn a_gguf_transformer_runs_the_whole_pipeline() {
-    let opts = KleinOptions { transformer_file: Some(single("q8_0.gguf")), ..Default::default() };
+    let opts = WeightOptions { transformer_file: Some(single("q8_0.gguf")), ..Default::default() };
     let from_gguf = image(&opts);
-    let p = psnr("Q8_0 GGUF image vs f32", &from_gguf, &image(&KleinOptions::default()));
+    let p = psnr("Q8_0 GGUF image vs f32", &from_gguf, &image(&WeightOptions::default()));
     assert!(p > P8_MIN, "{p} dB");
 }
 
 #[test]
 fn a_lean_pipeline_encodes_the_same_context() {
     let refs = Refs::load("klein");
-    let opts = KleinOptions { lean: true, ..Default::default() };
+    let opts = WeightOptions { lean: true, ..Default::default() };
     let p = KleinPipeline::load_with(&dir(), &runtime(), &opts).unwrap();
     for _ in 0..2 {
         let context = p.encode_prompt_ids(refs.i("prompt_ids"), refs.i("prompt_mask")).unwrap();

@@ -12,7 +12,7 @@ use std::time::Instant;
 use image::RgbImage;
 use plantain_core::{DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULT_STRENGTH};
 use plantain_engine::error::EngineError;
-use plantain_engine::pipeline::klein::KleinOptions;
+use plantain_engine::pipeline::WeightOptions;
 use plantain_engine::pipeline::{GenerateRequest, Generated, LoadOptions, ModelSource, Pipeline, Progress, StepLatents};
 use plantain_engine::resize::{Lanczos3, Resizer};
 use plantain_engine::runtime::RuntimeOptions;
@@ -303,9 +303,9 @@ impl Worker {
         };
         let runtime = RuntimeOptions { threads: cfg.threads, cuda: cfg.device == crate::config::Device::Cuda, ..Default::default() };
         let enlarger = Enlarger { model: cfg.upscale_model(), runtime: runtime.clone(), loaded: OnceLock::new() };
-        let klein =
-            KleinOptions { weights: cfg.weights, transformer_file: cfg.transformer_file.clone(), lean: cfg.lean, ..Default::default() };
-        let opts = LoadOptions { runtime, tiny_autoencoder: cfg.tiny_vae.clone(), loras: cfg.loras.clone(), klein, ..Default::default() };
+        let weights =
+            WeightOptions { weights: cfg.weights, transformer_file: cfg.transformer_file.clone(), lean: cfg.lean, ..Default::default() };
+        let opts = LoadOptions { runtime, tiny_autoencoder: cfg.tiny_vae.clone(), loras: cfg.loras.clone(), weights, ..Default::default() };
         let cancelled = Arc::new(AtomicU64::new(0));
         let loaded = Arc::new(Mutex::new(None));
         let (q, st, name, c, l) = (queue.clone(), state.clone(), cfg.name.clone(), cancelled.clone(), loaded.clone());

@@ -22,6 +22,8 @@ pub enum DType {
     I64,
     /// Raw bytes (packed low-bit weights); used as is, never cast.
     U8,
+    /// Signed 8-bit codes (per-channel quantised weights); used as is, never cast.
+    I8,
 }
 
 impl DType {
@@ -30,7 +32,7 @@ impl DType {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I64 => 8,
-            DType::U8 => 1,
+            DType::U8 | DType::I8 => 1,
         }
     }
 }
@@ -169,6 +171,9 @@ pub enum Op {
         block_size: i64,
         accuracy_level: i64,
     },
+    /// ONNX `DequantizeLinear` along axis 0: `codes [N, ..]` (I8) times `scales [N]`, as f32
+    /// (inputs: codes, scales; zero point 0).
+    DequantizeAxis0,
     /// Mean over one axis, kept as size 1.
     ReduceMean {
         axis: i64,
@@ -244,6 +249,17 @@ pub struct PackedLinear {
     pub scales: StoredTensor,
     /// The file `b` and `scales` live in, when written at load.
     pub scratch: Option<Arc<ScratchFile>>,
+}
+
+/// A weight `[n, ..]` quantised to signed 8 bits with one f32 scale per leading index (per
+/// output channel of a convolution): element `q` of row `r` means `q * scales[r]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelQuant {
+    /// `I8`, the weight's own shape.
+    pub codes: StoredTensor,
+    /// `F32 [n]`.
+    pub scales: StoredTensor,
+    pub scratch: Arc<ScratchFile>,
 }
 
 /// Builds a [`Graph`]. Methods mirror the handful of operators diffusion networks need.
@@ -458,5 +474,23 @@ impl GraphBuilder {
         let scales = self.weight(w.scales.clone());
         let op = Op::MatMulNBits { k: w.k as i64, n: w.n as i64, bits: w.bits as i64, block_size: w.block_size as i64, accuracy_level };
         self.push(op, &[x, b, scales])
+    }
+
+    /// The f32 weight of `w`, dequantised when the network runs, just before `consumer_input` is
+    /// used: the scales are reshaped by a shape computed from that value's (dynamic) batch size,
+    /// so ONNX Runtime can neither fold the weight into an f32 constant at load nor compute it
+    /// early and hold every dequantised weight at once. Only the one being used is ever f32.
+    pub fn dequantized(&mut self, w: &ChannelQuant, consumer_input: Value) -> Value {
+        self.keep(&w.scratch);
+        let codes = self.weight(w.codes.clone());
+        let scales = self.weight(w.scales.clone());
+        let shape = self.shape(consumer_input);
+        let batch = self.slice(shape, 0, 0, 1);
+        let zero = self.const_i64(&[0]);
+        let nothing = self.mul(batch, zero);
+        let rows = self.const_i64(&[w.codes.shape[0] as i64]);
+        let target = self.add(nothing, rows);
+        let scales = self.reshape(scales, target);
+        self.push(Op::DequantizeAxis0, &[codes, scales])
     }
 }

@@ -42,6 +42,7 @@ fn onnx_dtype(d: DType) -> i32 {
         DType::BF16 => data_type::BFLOAT16,
         DType::I64 => data_type::INT64,
         DType::U8 => data_type::UINT8,
+        DType::I8 => data_type::INT8,
     }
 }
 
@@ -75,7 +76,7 @@ pub fn value_dtypes(graph: &Graph) -> Vec<DType> {
         out.push(match &node.op {
             Op::Input { dtype, .. } => *dtype,
             Op::ConstI64 { .. } | Op::Shape | Op::ArgMax { .. } => DType::I64,
-            Op::Weight(stored) if stored.dtype == DType::U8 => DType::U8,
+            Op::Weight(stored) if matches!(stored.dtype, DType::U8 | DType::I8) => stored.dtype,
             Op::Reshape
             | Op::Transpose { .. }
             | Op::Concat { .. }
@@ -187,6 +188,7 @@ impl ProtoGraph<'_> {
                     n.domain = MS_DOMAIN.into();
                 }
             }
+            Op::DequantizeAxis0 => self.node(idx, "DequantizeLinear", ins, vec![attr_int("axis", 0)]),
             Op::Softmax { axis } => self.node(idx, "Softmax", ins, vec![attr_int("axis", *axis)]),
             Op::LayerNorm { eps } => self.node(idx, "LayerNormalization", ins, vec![attr_int("axis", -1), attr_float("epsilon", *eps)]),
             Op::InstanceNorm { eps } => self.node(idx, "InstanceNormalization", ins, vec![attr_float("epsilon", *eps)]),
@@ -248,7 +250,7 @@ impl ProtoGraph<'_> {
     /// A stored weight: an external-data initializer read in place from its checkpoint file,
     /// cast to f32 when it is stored in another float type (raw bytes stay as they are).
     fn weight(&mut self, idx: usize, stored: &StoredTensor) {
-        let as_is = matches!(stored.dtype, DType::F32 | DType::U8);
+        let as_is = matches!(stored.dtype, DType::F32 | DType::U8 | DType::I8);
         let init_name = if as_is { name(Value(idx)) } else { format!("w{idx}") };
         self.initializers.push(TensorProto {
             name: init_name.clone(),

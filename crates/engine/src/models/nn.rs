@@ -23,7 +23,7 @@ pub fn linear(g: &mut GraphBuilder, p: &Params, prefix: &str, x: Value, inp: usi
     }
 }
 
-/// A square 2D convolution with symmetric padding.
+/// A square 2D convolution with symmetric padding (8-bit weights when the index quantises).
 #[allow(clippy::too_many_arguments)]
 pub fn conv(
     g: &mut GraphBuilder,
@@ -37,7 +37,7 @@ pub fn conv(
     pad: i64,
     bias: bool,
 ) -> Result<Value> {
-    let w = p.get(g, &format!("{prefix}.weight"), &[out, inp, kernel, kernel])?;
+    let w = p.conv_weight(g, &format!("{prefix}.weight"), &[out, inp, kernel, kernel], x)?;
     let b = if bias { Some(p.get(g, &format!("{prefix}.bias"), &[out])?) } else { None };
     Ok(g.conv2d(x, w, b, stride, pad))
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use ndarray::{ArrayD, Axis, IxDyn};
 use plantain_schedulers::{FlowMatchConfig, FlowMatchEuler};
 
+use super::WeightOptions;
 use super::klein_prompt::KleinTokenizer;
 use super::load::component_weights;
 use crate::error::{EngineError, Result};
@@ -27,39 +28,8 @@ use crate::models::presets::FLUX2_KLEIN;
 use crate::models::qwen3::{self, Qwen3Config};
 use crate::models::vae::{self, VaeConfig};
 use crate::runtime::{Input, Network, RuntimeOptions};
-use crate::weights::quant::{DEFAULT_BLOCK, Packer, QuantSpec, WeightBits, scratch_dir};
+use crate::weights::quant::{Packer, scratch_dir};
 use crate::weights::{TensorIndex, bfl, gguf};
-
-/// How [`KleinPipeline::load_with`] loads the model.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct KleinOptions {
-    /// How the linear layers of the transformer and the text encoder are stored: f32, or
-    /// quantised at load to 8 or 4 bits (norms, embeddings and the VAE stay f32). Weights that a
-    /// GGUF `transformer_file` holds as `Q8_0`/`Q4_0` keep their own precision.
-    pub weights: WeightBits,
-    /// Quantisation block length along the input axis (a power of two ≥ 16; default 32).
-    pub block_size: Option<usize>,
-    /// `MatMulNBits`' accuracy level for quantised layers (default 4: int8 activations where
-    /// ONNX Runtime has the kernel; 1: f32 activations, slower and closer to f32).
-    pub accuracy_level: Option<i64>,
-    /// A transformer in one file, BFL/ComfyUI naming: GGUF (`F32`/`F16`/`BF16`/`Q8_0`/`Q4_0`
-    /// tensors) or safetensors; used instead of the folder's `transformer/`.
-    pub transformer_file: Option<PathBuf>,
-    /// Release the text encoder after each prompt is encoded (and rebuild its session for the
-    /// next one): less memory held while denoising, a few seconds more per prompt.
-    pub lean: bool,
-}
-
-impl KleinOptions {
-    fn spec(&self) -> Result<Option<QuantSpec>> {
-        let Some(bits) = self.weights.bits() else { return Ok(None) };
-        let mut spec = QuantSpec::new(bits, self.block_size.unwrap_or(DEFAULT_BLOCK))?;
-        if let Some(level) = self.accuracy_level {
-            spec.accuracy_level = level;
-        }
-        Ok(Some(spec))
-    }
-}
 
 /// The text encoder: always loaded, or (lean) created for each prompt from its graph.
 enum TextEncoder {
@@ -165,7 +135,7 @@ fn config<T>(dir: &Path, component: &str, name: &str, parse: impl FnOnce(&Path) 
 }
 
 impl Built {
-    fn new(dir: &Path, opts: &KleinOptions, runtime: &RuntimeOptions) -> Result<Self> {
+    fn new(dir: &Path, opts: &WeightOptions, runtime: &RuntimeOptions) -> Result<Self> {
         let spec = FLUX2_KLEIN;
         check_distilled(dir)?;
         let te_cfg = config(dir, "text_encoder", "config.json", Qwen3Config::from_file)?;
@@ -239,12 +209,12 @@ impl KleinPipeline {
     /// Loads a FLUX.2 [klein] diffusers folder (`text_encoder/`, `transformer/`, `vae/`,
     /// `scheduler/`) in f32.
     pub fn load(dir: &Path, runtime: &RuntimeOptions) -> Result<Self> {
-        Self::load_with(dir, runtime, &KleinOptions::default())
+        Self::load_with(dir, runtime, &WeightOptions::default())
     }
 
     /// Loads a FLUX.2 [klein] diffusers folder with `opts` (quantised weights, a single-file
     /// transformer, lean memory). Every tensor is checked before anything is quantised.
-    pub fn load_with(dir: &Path, runtime: &RuntimeOptions, opts: &KleinOptions) -> Result<Self> {
+    pub fn load_with(dir: &Path, runtime: &RuntimeOptions, opts: &WeightOptions) -> Result<Self> {
         let b = Built::new(dir, opts, runtime)?;
         let tokenizer = KleinTokenizer::from_dir(&dir.join("tokenizer"))?;
         let text_encoder = if opts.lean {

@@ -15,7 +15,8 @@ use plantain_schedulers::SchedulerKind;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::klein::{KleinOptions, KleinPipeline, KleinStep};
+use super::WeightOptions;
+use super::klein::{KleinPipeline, KleinStep};
 use super::request::validate_shared;
 use super::{Decoder, GenerateRequest, Generated, ModelKind, OnStep, Progress, StepLatents, Task, Timings, gaussian, images, shaped};
 use crate::error::{EngineError, Result};
@@ -43,7 +44,7 @@ pub(super) struct Klein {
 }
 
 impl Klein {
-    pub fn load(dir: &Path, runtime: &RuntimeOptions, opts: &KleinOptions, notes: Vec<String>) -> Result<Self> {
+    pub fn load(dir: &Path, runtime: &RuntimeOptions, opts: &WeightOptions, notes: Vec<String>) -> Result<Self> {
         Ok(Klein { net: KleinPipeline::load_with(dir, runtime, opts)?, notes })
     }
 

@@ -59,6 +59,7 @@ use crate::models::vae::VaeConfig;
 use crate::runtime::{Network, RuntimeOptions};
 use crate::weights::TensorIndex;
 pub use crate::weights::lora::LoraSpec;
+use crate::weights::quant::{DEFAULT_BLOCK, Packer, QuantSpec, WeightBits, scratch_dir};
 
 /// The per-step callback of [`Pipeline::generate_with`]: the step's progress and latents;
 /// [`ControlFlow::Break`] cancels the generation.
@@ -74,9 +75,43 @@ pub struct LoadOptions {
     pub tiny_autoencoder: Option<PathBuf>,
     /// LoRA files applied, in order, to the UNet and text encoders as the graphs are built.
     pub loras: Vec<LoraSpec>,
-    /// How FLUX.2 [klein] is loaded: 8-/4-bit weights, a single-file transformer, lean memory.
-    /// A Stable Diffusion model refuses anything but the defaults.
-    pub klein: klein::KleinOptions,
+    /// How the weights are held: 8-/4-bit weights, a single-file transformer (klein only),
+    /// lean memory.
+    pub weights: WeightOptions,
+}
+
+/// How a model's weights are held: their precision, a single-file transformer (FLUX.2 [klein]),
+/// lean memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WeightOptions {
+    /// How the weights of the denoiser (transformer or UNet) and the text encoders are stored:
+    /// f32, or quantised at load — linear layers to 8 or 4 bits in blocks (`MatMulNBits`),
+    /// a UNet's convolutions to 8 bits per output channel, widened one at a time as they run.
+    /// Norms, embeddings, biases and the VAE stay f32. Weights that a GGUF `transformer_file`
+    /// holds as `Q8_0`/`Q4_0` keep their own precision.
+    pub weights: WeightBits,
+    /// Quantisation block length along the input axis (a power of two ≥ 16; default 32).
+    pub block_size: Option<usize>,
+    /// `MatMulNBits`' accuracy level for quantised layers (default 4: int8 activations where
+    /// ONNX Runtime has the kernel; 1: f32 activations, slower and closer to f32).
+    pub accuracy_level: Option<i64>,
+    /// FLUX.2 [klein] only: a transformer in one file, BFL/ComfyUI naming: GGUF (`F32`/`F16`/`BF16`/`Q8_0`/`Q4_0`
+    /// tensors) or safetensors; used instead of the folder's `transformer/`.
+    pub transformer_file: Option<PathBuf>,
+    /// Release the text encoder(s) after each prompt is encoded (and rebuild their sessions for
+    /// the next one): less memory held while denoising, a few seconds more per prompt.
+    pub lean: bool,
+}
+
+impl WeightOptions {
+    pub(crate) fn spec(&self) -> Result<Option<QuantSpec>> {
+        let Some(bits) = self.weights.bits() else { return Ok(None) };
+        let mut spec = QuantSpec::new(bits, self.block_size.unwrap_or(DEFAULT_BLOCK))?;
+        if let Some(level) = self.accuracy_level {
+            spec.accuracy_level = level;
+        }
+        Ok(Some(spec))
+    }
 }
 
 /// Which decoder turns latents into pixels.
@@ -89,20 +124,34 @@ pub enum Decoder {
     Tiny,
 }
 
-/// A CLIP text encoder with its tokenizer and sequence length.
+/// A CLIP text encoder with its tokenizer and sequence length: its session always loaded, or
+/// (lean) created for each prompt from its graph and dropped after.
 struct TextEncoder {
-    net: Network,
+    net: EncoderNet,
+    label: String,
     tokenizer: ClipTokenizer,
     seq: usize,
 }
 
+enum EncoderNet {
+    Loaded(Network),
+    Lean { graph: crate::graph::Graph, runtime: RuntimeOptions },
+}
+
 impl TextEncoder {
-    fn build(parts: load::TextEncoderParts, outputs: ClipOutputs, label: &str, rt: &RuntimeOptions) -> Result<Self> {
-        Ok(TextEncoder {
-            net: Network::new(&clip::build(&parts.config, &parts.weights, outputs)?, label, rt)?,
-            seq: parts.config.max_position_embeddings,
-            tokenizer: parts.tokenizer,
-        })
+    fn build(parts: load::TextEncoderParts, outputs: ClipOutputs, label: &str, rt: &RuntimeOptions, lean: bool) -> Result<Self> {
+        let graph = clip::build(&parts.config, &parts.weights, outputs)?;
+        let net = if lean { EncoderNet::Lean { graph, runtime: rt.clone() } } else { EncoderNet::Loaded(Network::new(&graph, label, rt)?) };
+        Ok(TextEncoder { net, label: label.to_string(), seq: parts.config.max_position_embeddings, tokenizer: parts.tokenizer })
+    }
+
+    fn run(&self, ids: ndarray::ArrayD<i64>) -> Result<std::collections::HashMap<String, ArrayD<f32>>> {
+        let inputs = vec![("input_ids", crate::runtime::Input::I64(ids))];
+        match &self.net {
+            EncoderNet::Loaded(net) => net.run(inputs),
+            // The session (and the memory its weights take) is dropped when this returns.
+            EncoderNet::Lean { graph, runtime } => Network::new(graph, &self.label, runtime)?.run(inputs),
+        }
     }
 }
 
@@ -154,6 +203,29 @@ impl std::fmt::Debug for SdPipeline {
     }
 }
 
+/// Attaches a quantising packer to the UNet's and text encoders' weights when `opts` asks for
+/// 8- or 4-bit weights (the VAE stays f32); refuses what only FLUX.2 [klein] can use.
+fn quantise_parts(parts: &mut load::Parts, opts: &WeightOptions, rt: &RuntimeOptions) -> Result<()> {
+    if opts.transformer_file.is_some() {
+        return Err(EngineError::Unsupported(
+            "a single-file transformer is for FLUX.2 [klein]; a Stable Diffusion model's own files or checkpoint hold its UNet".into(),
+        ));
+    }
+    let Some(spec) = opts.spec()? else { return Ok(()) };
+    let packer = Arc::new(Packer::new(&scratch_dir(&rt.cache_dir), Some(spec))?);
+    let with = |index: &mut TensorIndex| *index = std::mem::take(index).with_packer(packer.clone());
+    with(&mut parts.unet.1);
+    with(&mut parts.text_encoder.weights);
+    if let Some(te2) = parts.text_encoder_2.as_mut() {
+        with(&mut te2.weights);
+    }
+    parts.notes.push(format!(
+        "{}-bit weights: the UNet's and text encoders' linear layers in blocks of {}, convolutions in 8 bits per channel; the VAE in f32",
+        spec.bits, spec.block_size
+    ));
+    Ok(())
+}
+
 impl SdPipeline {
     /// Loads a model: reads configs and weight headers, builds the text encoders and the UNet.
     pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<Self> {
@@ -163,10 +235,12 @@ impl SdPipeline {
         };
         load::apply_loras(&mut parts, &opts.loras)?;
         let rt = &opts.runtime;
+        quantise_parts(&mut parts, &opts.weights, rt)?;
         let label = |c: &str| format!("{}-{c}", parts.family.short_name());
-        let te1 = TextEncoder::build(parts.text_encoder, ClipOutputs { projection: false }, &label("text"), rt)?;
+        let lean = opts.weights.lean;
+        let te1 = TextEncoder::build(parts.text_encoder, ClipOutputs { projection: false }, &label("text"), rt, lean)?;
         let te2 = match parts.text_encoder_2 {
-            Some(p) => Some(TextEncoder::build(p, ClipOutputs { projection: true }, &label("text2"), rt)?),
+            Some(p) => Some(TextEncoder::build(p, ClipOutputs { projection: true }, &label("text2"), rt, lean)?),
             None => None,
         };
         let (unet_cfg, unet_w) = parts.unet;

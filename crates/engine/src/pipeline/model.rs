@@ -4,7 +4,7 @@
 
 use image::RgbImage;
 
-use super::klein::{KleinOptions, KleinPipeline};
+use super::klein::KleinPipeline;
 use super::klein_tasks::Klein;
 use super::{
     DiffEditMask, DiffEditOptions, GenerateRequest, Generated, LoadOptions, ModelKind, ModelSource, OnStep, Progress, SdPipeline,
@@ -54,13 +54,7 @@ impl Pipeline {
             if let Some(v) = &opts.variant {
                 notes.push(format!("FLUX.2 [klein] reads each component's plain weight files; variant `{v}` is not looked for"));
             }
-            return Ok(Pipeline { model: Model::Klein(Box::new(Klein::load(dir, &opts.runtime, &opts.klein, notes)?)) });
-        }
-        if opts.klein != KleinOptions::default() {
-            return Err(EngineError::Unsupported(
-                "8-/4-bit weights, a transformer file and lean memory are built for FLUX.2 [klein] only; Stable Diffusion models load their weights as f32"
-                    .into(),
-            ));
+            return Ok(Pipeline { model: Model::Klein(Box::new(Klein::load(dir, &opts.runtime, &opts.weights, notes)?)) });
         }
         Ok(Pipeline { model: Model::Sd(Box::new(SdPipeline::load(source, opts)?)) })
     }

@@ -278,6 +278,23 @@ impl<'a> Params<'a> {
         Ok(LinearWeight::Dense(self.get(g, name, &[out, inp])?))
     }
 
+    /// A convolution's weight `name` of `shape` `[out, in, kh, kw]` as an f32 value for the
+    /// convolution of `input`: per-channel 8-bit codes dequantised as the convolution runs
+    /// ([`GraphBuilder::dequantized`]) when the index quantises float weights (and no LoRA
+    /// patches this one), else the stored weight.
+    pub fn conv_weight(&self, g: &mut GraphBuilder, name: &str, shape: &[usize], input: Value) -> Result<Value> {
+        let idx = self.index;
+        let quantiser = idx.packer.as_ref().filter(|p| p.spec.is_some() && !idx.dry && idx.recorder.is_none());
+        if let Some(p) = quantiser
+            && !idx.patches.contains_key(name)
+            && let Some(stored) = idx.get(name).filter(|s| s.shape == shape)
+        {
+            let q = p.quantise_channels(stored)?;
+            return Ok(g.dequantized(&q, input));
+        }
+        self.get(g, name, shape)
+    }
+
     /// `MatMulNBits`' accuracy level for this index's packed weights.
     pub fn accuracy_level(&self) -> i64 {
         self.index.packer.as_ref().and_then(|p| p.spec).map_or(4, |s| s.accuracy_level)

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{EngineError, Result};
-use crate::graph::{DType, PackedLinear, ScratchFile, StoredTensor};
+use crate::graph::{ChannelQuant, DType, PackedLinear, ScratchFile, StoredTensor};
 
 /// How the linear layers of a network are stored for inference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -213,6 +213,22 @@ impl Packer {
         self.store(spec, n, k, &codes, &scales)
     }
 
+    /// Quantises a float weight `[n, ..]` (a convolution's) to signed 8 bits, one scale per
+    /// output channel (`max|w| / 127` of the channel).
+    pub fn quantise_channels(&self, w: &StoredTensor) -> Result<ChannelQuant> {
+        let data = read_f32(w).map_err(io_err(w.file.as_path()))?;
+        let n = w.shape[0];
+        let (codes, scales) = quantise_channels(&data, n);
+        let c_off = self.append(&codes.iter().map(|&c| c as u8).collect::<Vec<u8>>())?;
+        let s_off = self.append(&scales.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>())?;
+        let file = self.file.path.clone();
+        Ok(ChannelQuant {
+            codes: StoredTensor { file: file.clone(), offset: c_off, dtype: DType::I8, shape: w.shape.clone() },
+            scales: StoredTensor { file, offset: s_off, dtype: DType::F32, shape: vec![n] },
+            scratch: self.file.clone(),
+        })
+    }
+
     /// Copies row ranges of a stored tensor, in order, into the scratch file (a reordered
     /// float weight, e.g. swapped modulation halves).
     pub fn copy_rows(&self, t: &StoredTensor, rows: &[std::ops::Range<usize>]) -> Result<StoredTensor> {
@@ -298,6 +314,20 @@ pub fn quantise_rows(w: &[f32], n: usize, k: usize, spec: QuantSpec) -> (Vec<u8>
     (codes, scales)
 }
 
+/// Symmetric 8-bit codes of `n` equal rows of `w`, one scale (`max|x| / 127`) per row.
+pub fn quantise_channels(w: &[f32], n: usize) -> (Vec<i8>, Vec<f32>) {
+    let per = w.len() / n.max(1);
+    let mut codes = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(n);
+    for row in w.chunks_exact(per.max(1)).take(n) {
+        let d = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        codes.extend(row.iter().map(|v| (v * id).round().clamp(-127.0, 127.0) as i8));
+        scales.push(d);
+    }
+    (codes, scales)
+}
+
 /// ggml's reference `Q4_0`/`Q8_0` rounding of one block; appends its codes, returns its scale.
 fn quantise_block(x: &[f32], bits: u8, codes: &mut Vec<u8>) -> f32 {
     if bits == 4 {
@@ -328,6 +358,7 @@ pub fn read_f32(t: &StoredTensor) -> std::io::Result<Vec<f32>> {
         DType::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         DType::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
         DType::U8 => raw.iter().map(|&b| b as f32).collect(),
+        DType::I8 => raw.iter().map(|&b| b as i8 as f32).collect(),
     })
 }
 
