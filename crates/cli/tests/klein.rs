@@ -155,7 +155,7 @@ fn a_reference_too_large_for_klein_is_refused_before_it_loads() {
 /// the same seed, not the same bytes; an SD model refuses them, and a bad precision is a clear
 /// error, both before anything is written.
 #[test]
-fn quantised_weights_draw_close_to_f32_and_sd_refuses_them() {
+fn quantised_weights_draw_close_to_f32_and_sd_refuses_a_transformer_file() {
     let home = scratch("weights");
     let size = ["--width", "128", "--height", "128"];
     let (f32_out, int8_out) = (home.join("f32.png"), home.join("int8.png"));
@@ -171,9 +171,33 @@ fn quantised_weights_draw_close_to_f32_and_sd_refuses_them() {
 
     let sd = repo().join("fixtures/tiny/sd1").display().to_string();
     let x = home.join("sd.png").display().to_string();
-    let e = plantain(&home, &["generate", "a fox", "--model", &sd, "--weights", "int4", "--attempts", "1", "-o", &x]);
+    let file = repo().join("fixtures/tiny/flux2-klein-single/q8_0.gguf").display().to_string();
+    let e = plantain(&home, &["generate", "a fox", "--model", &sd, "--transformer-file", &file, "--attempts", "1", "-o", &x]);
     let err = String::from_utf8_lossy(&e.stderr);
-    assert!(!e.status.success() && err.contains("built for FLUX.2 [klein] only"), "{err}");
+    assert!(!e.status.success() && err.contains("a single-file transformer is for FLUX.2 [klein]"), "{err}");
+    // Stable Diffusion takes 8-bit weights too.
+    let sd8 = home.join("sd8.png");
+    let said = ok(&plantain(
+        &home,
+        &[
+            "generate",
+            "a fox",
+            "--model",
+            &sd,
+            "--weights",
+            "int8",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--attempts",
+            "1",
+            "-o",
+            &sd8.display().to_string(),
+        ],
+    ));
+    assert!(said.contains("8-bit weights"), "{said}");
+    assert_credentials(&home, &sd8);
     let e = generate(&home, &home.join("y.png"), "3", &["--weights", "int3"]);
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && err.contains("not one of f32, int8, int4"), "{err}");

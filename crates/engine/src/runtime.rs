@@ -6,8 +6,8 @@ use std::sync::{Mutex, OnceLock};
 
 use ndarray::ArrayD;
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{RunOptions, Session};
 use ort::value::Tensor;
 
 use crate::error::{EngineError, Result};
@@ -100,6 +100,8 @@ pub enum Input {
 pub struct Network {
     label: String,
     session: Mutex<Session>,
+    /// Give the memory of a run's activations back after each run (see [`Network::releasing`]).
+    release: bool,
 }
 
 impl Network {
@@ -122,7 +124,17 @@ impl Network {
         }
         let session = builder.commit_from_memory(&bytes)?;
         tracing::info!(network = label, secs = started.elapsed().as_secs_f32(), "network ready");
-        Ok(Self { label: label.to_string(), session: Mutex::new(session) })
+        Ok(Self { label: label.to_string(), session: Mutex::new(session), release: false })
+    }
+
+    /// This network gives the memory of its activations back after each run (ONNX Runtime's
+    /// arena shrinkage), instead of holding the largest run's worth for the next one: for
+    /// networks run once per picture (text encoders, VAE), whose arenas would otherwise stay
+    /// allocated beside the UNet's for nothing, and for every network of a lean model. The
+    /// cost is the page faults of allocating that memory again on the next run.
+    pub fn releasing(mut self) -> Self {
+        self.release = true;
+        self
     }
 
     /// Runs the network; returns every output as f32.
@@ -137,7 +149,17 @@ impl Network {
         }
         let mut session =
             self.session.lock().map_err(|_| EngineError::Runtime(format!("{}: session poisoned by an earlier panic", self.label)))?;
-        let outputs = session.run(values)?;
+        let options = if self.release {
+            let mut o = RunOptions::new()?;
+            o.set("memory.enable_memory_arena_shrinkage", "cpu:0")?;
+            Some(o)
+        } else {
+            None
+        };
+        let outputs = match &options {
+            Some(o) => session.run_with_options(values, o)?,
+            None => session.run(values)?,
+        };
         let mut out = HashMap::new();
         for (name, value) in outputs.iter() {
             let arr = value.try_extract_array::<f32>()?;

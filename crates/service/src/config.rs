@@ -333,13 +333,15 @@ pub struct ModelConfig {
     /// the exact pixels, or `lanczos` alone. Default: `x4plus` on cuda, `animevideov3` on cpu
     /// (x4plus takes many minutes per 4K picture on a CPU; see BENCHMARKS.md).
     pub upscaler: Option<Upscaler>,
-    /// FLUX.2 [klein]: its transformer's and text encoder's linear layers as `f32` (default),
-    /// or quantised at load to `int8` or `int4`. Other models refuse anything but `f32`.
+    /// The denoiser's and text encoders' weights as `f32` (default), or quantised at load to
+    /// `int8` or `int4` (linear layers; a UNet's convolutions to int8 per channel). The VAE
+    /// stays f32.
     #[serde(default, deserialize_with = "weight_bits")]
     pub weights: WeightBits,
     /// FLUX.2 [klein]: the transformer from one file (GGUF or BFL safetensors), not `transformer/`.
     pub transformer_file: Option<PathBuf>,
-    /// FLUX.2 [klein]: release the text encoder after each prompt (less memory held).
+    /// Release the text encoder(s) after each prompt (less memory held; a session is rebuilt
+    /// for each prompt).
     #[serde(default)]
     pub lean: bool,
 }
@@ -369,11 +371,12 @@ impl ModelConfig {
     /// The Real-ESRGAN model that makes this model's 2K and 4K sizes, `None` for Lanczos3 alone.
     pub fn upscale_model(&self) -> Option<plantain_engine::upscale::UpscaleModel> {
         use plantain_engine::upscale::UpscaleModel;
-        match (self.upscaler, self.device) {
-            (Some(Upscaler::X4plus), _) | (None, Device::Cuda) => Some(UpscaleModel::X4Plus),
-            (Some(Upscaler::Anime), _) => Some(UpscaleModel::X4PlusAnime),
-            (Some(Upscaler::Animevideov3), _) | (None, Device::Cpu) => Some(UpscaleModel::AnimeVideoV3),
-            (Some(Upscaler::Lanczos), _) => None,
+        match self.upscaler {
+            Some(Upscaler::X4plus) => Some(UpscaleModel::X4Plus),
+            Some(Upscaler::Anime) => Some(UpscaleModel::X4PlusAnime),
+            Some(Upscaler::Animevideov3) => Some(UpscaleModel::AnimeVideoV3),
+            Some(Upscaler::Lanczos) => None,
+            None => Some(UpscaleModel::default_for(self.device == Device::Cuda)),
         }
     }
 }

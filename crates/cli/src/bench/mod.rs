@@ -7,6 +7,7 @@ mod clip_score;
 mod edit;
 mod klein;
 mod lora;
+mod memory;
 mod upscale;
 
 use std::ops::ControlFlow;
@@ -47,13 +48,19 @@ pub struct Args {
     /// (1K -> 4K with each Real-ESRGAN model, each in its own process, against the ncnn runtime
     /// on CPU via scripts/bench_ncnn_upscale.py with $PYTHON; `upscale:<model>` for one model here),
     /// klein (FLUX.2 [klein] 4B with random 4-bit weights: text encode, transformer step, VAE
-    /// decode, the 4-step image from cold; `klein:int8` for 8-bit weights).
+    /// decode, the 4-step image from cold; `klein:int8` for 8-bit weights), memory (each of
+    /// `--memory-models` loaded f32, int8, int8 with lean text encoders and int4 lean, each in
+    /// its own process: load time, one picture, peak RSS, PSNR against f32).
     #[arg(long, value_delimiter = ',', default_value = "sd15,turbo")]
     pub only: Vec<String>,
     /// The Real-ESRGAN models `upscale` times (x4plus, anime, animevideov3); the input is the
     /// photograph resized to `--size` a side, the output 4 times that.
     #[arg(long, value_delimiter = ',', default_value = "animevideov3,anime,x4plus")]
     pub upscale_models: Vec<String>,
+    /// The models `memory` compares weight modes on: turbo (SD-Turbo, 1 step), sd15 (SD 1.5,
+    /// 1 step), nano (the shipped plantain-nano, 20 steps).
+    #[arg(long, value_delimiter = ',', default_value = "turbo,sd15,nano")]
+    pub memory_models: Vec<String>,
     /// Where to write the random checkpoints (default: a temporary folder, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -301,6 +308,14 @@ pub fn run(a: Args) -> Result<()> {
                 klein::klein(&root, &rt, &mut b, a.size, bits)?;
                 continue;
             }
+            if which == "memory" {
+                memory::all(&a, &root, &mut b)?;
+                continue;
+            }
+            if let Some(spec) = which.strip_prefix("memory:") {
+                memory::one(spec, &root, &rt, &mut b, a.size)?;
+                continue;
+            }
             if which == "clip-score" {
                 clip_score::clip_score(&root, &rt, &mut b, a.size)?;
                 continue;
@@ -318,7 +333,9 @@ pub fn run(a: Args) -> Result<()> {
             let (tag, name, spec) = match which.as_str() {
                 "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
                 "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
-                other => anyhow::bail!("unknown model `{other}` (sd15, turbo, turbo-edit, lora, nano, checks, clip-score, upscale, klein)"),
+                other => anyhow::bail!(
+                    "unknown model `{other}` (sd15, turbo, turbo-edit, lora, nano, checks, clip-score, upscale, klein, memory)"
+                ),
             };
             let dir = random_folder(&root, tag, name, spec)?;
             eprintln!("{name}");

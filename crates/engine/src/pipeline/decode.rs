@@ -21,6 +21,7 @@ impl SdPipeline {
                         &format!("{}-vae-dec", self.family.short_name()),
                         &self.runtime,
                     )
+                    .map(Network::releasing)
                 })?;
                 let (shift, scale) = (self.vae_cfg.shift_factor.unwrap_or(0.0), self.vae_cfg.scaling_factor);
                 let z: Vec<f32> = latents.iter().map(|v| v / scale + shift).collect();

@@ -89,6 +89,7 @@ impl SdPipeline {
                 &format!("{}-vae-enc", self.family.short_name()),
                 &self.runtime,
             )
+            .map(Network::releasing)
         })?;
         let out = enc.run(vec![("sample", Input::F32(images::to_tensor(img).into_dyn()))])?;
         let mean = out.get("mean").ok_or_else(|| EngineError::Runtime("VAE encoder gave no mean".into()))?;

@@ -220,14 +220,15 @@ impl KleinPipeline {
         let text_encoder = if opts.lean {
             TextEncoder::Lean { graph: b.text, runtime: runtime.clone() }
         } else {
-            TextEncoder::Loaded(Network::new(&b.text, TEXT_ENCODER, runtime)?)
+            TextEncoder::Loaded(Network::new(&b.text, TEXT_ENCODER, runtime)?.releasing())
         };
+        let transformer = Network::new(&b.transformer, "klein-transformer", runtime)?;
         Ok(Self {
             tokenizer,
             text_encoder,
-            transformer: Network::new(&b.transformer, "klein-transformer", runtime)?,
-            vae_encoder: Network::new(&b.vae_encoder, "klein-vae-encoder", runtime)?,
-            vae_decoder: Network::new(&b.vae_decoder, "klein-vae-decoder", runtime)?,
+            transformer: if opts.lean { transformer.releasing() } else { transformer },
+            vae_encoder: Network::new(&b.vae_encoder, "klein-vae-encoder", runtime)?.releasing(),
+            vae_decoder: Network::new(&b.vae_decoder, "klein-vae-decoder", runtime)?.releasing(),
             dit: b.dit,
             vae: b.vae,
         })

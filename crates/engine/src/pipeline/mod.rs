@@ -141,7 +141,11 @@ enum EncoderNet {
 impl TextEncoder {
     fn build(parts: load::TextEncoderParts, outputs: ClipOutputs, label: &str, rt: &RuntimeOptions, lean: bool) -> Result<Self> {
         let graph = clip::build(&parts.config, &parts.weights, outputs)?;
-        let net = if lean { EncoderNet::Lean { graph, runtime: rt.clone() } } else { EncoderNet::Loaded(Network::new(&graph, label, rt)?) };
+        let net = if lean {
+            EncoderNet::Lean { graph, runtime: rt.clone() }
+        } else {
+            EncoderNet::Loaded(Network::new(&graph, label, rt)?.releasing())
+        };
         Ok(TextEncoder { net, label: label.to_string(), seq: parts.config.max_position_embeddings, tokenizer: parts.tokenizer })
     }
 
@@ -203,26 +207,32 @@ impl std::fmt::Debug for SdPipeline {
     }
 }
 
-/// Attaches a quantising packer to the UNet's and text encoders' weights when `opts` asks for
-/// 8- or 4-bit weights (the VAE stays f32); refuses what only FLUX.2 [klein] can use.
-fn quantise_parts(parts: &mut load::Parts, opts: &WeightOptions, rt: &RuntimeOptions) -> Result<()> {
+/// Attaches packers to the weights: the UNet's and text encoders' quantise them when `opts` asks
+/// for 8- or 4-bit weights, and every half-precision weight left in f32 (the VAE's always) is
+/// widened into a scratch file rather than cast in the graph, so that no weight is held twice
+/// while the sessions are created ([`Packer::widen`]). Refuses what only FLUX.2 [klein] uses.
+fn prepare_weights(parts: &mut load::Parts, opts: &WeightOptions, rt: &RuntimeOptions) -> Result<()> {
     if opts.transformer_file.is_some() {
         return Err(EngineError::Unsupported(
             "a single-file transformer is for FLUX.2 [klein]; a Stable Diffusion model's own files or checkpoint hold its UNet".into(),
         ));
     }
-    let Some(spec) = opts.spec()? else { return Ok(()) };
-    let packer = Arc::new(Packer::new(&scratch_dir(&rt.cache_dir), Some(spec))?);
-    let with = |index: &mut TensorIndex| *index = std::mem::take(index).with_packer(packer.clone());
-    with(&mut parts.unet.1);
-    with(&mut parts.text_encoder.weights);
+    let dir = scratch_dir(&rt.cache_dir);
+    let spec = opts.spec()?;
+    let packer = Arc::new(Packer::new(&dir, spec)?);
+    let with = |index: &mut TensorIndex, p: &Arc<Packer>| *index = std::mem::take(index).with_packer(p.clone());
+    with(&mut parts.unet.1, &packer);
+    with(&mut parts.text_encoder.weights, &packer);
     if let Some(te2) = parts.text_encoder_2.as_mut() {
-        with(&mut te2.weights);
+        with(&mut te2.weights, &packer);
     }
-    parts.notes.push(format!(
-        "{}-bit weights: the UNet's and text encoders' linear layers in blocks of {}, convolutions in 8 bits per channel; the VAE in f32",
-        spec.bits, spec.block_size
-    ));
+    with(&mut parts.vae.1, &Arc::new(Packer::new(&dir, None)?));
+    if let Some(spec) = spec {
+        parts.notes.push(format!(
+            "{}-bit weights: the UNet's and text encoders' linear layers in blocks of {}, convolutions in 8 bits per channel; the VAE in f32",
+            spec.bits, spec.block_size
+        ));
+    }
     Ok(())
 }
 
@@ -235,7 +245,7 @@ impl SdPipeline {
         };
         load::apply_loras(&mut parts, &opts.loras)?;
         let rt = &opts.runtime;
-        quantise_parts(&mut parts, &opts.weights, rt)?;
+        prepare_weights(&mut parts, &opts.weights, rt)?;
         let label = |c: &str| format!("{}-{c}", parts.family.short_name());
         let lean = opts.weights.lean;
         let te1 = TextEncoder::build(parts.text_encoder, ClipOutputs { projection: false }, &label("text"), rt, lean)?;
@@ -249,6 +259,7 @@ impl SdPipeline {
             return Err(EngineError::Unsupported("SDXL InstructPix2Pix models are not supported yet (SD 1.x/2.x ones are)".into()));
         }
         let unet = Network::new(&unet::build(&unet_cfg, &unet_w)?, &label("unet"), rt)?;
+        let unet = if lean { unet.releasing() } else { unet };
         let taesd = match &opts.tiny_autoencoder {
             Some(dir) => Some(load_taesd(dir)?),
             None => None,

@@ -59,6 +59,13 @@ impl UpscaleModel {
         })
     }
 
+    /// What enlarges a model's pictures to the 2K and 4K sizes when nothing else is chosen:
+    /// x4plus (the photographs' model) on a GPU, the compact animevideov3 on a CPU, where
+    /// x4plus takes many minutes per 4K picture (BENCHMARKS.md).
+    pub fn default_for(cuda: bool) -> Self {
+        if cuda { Self::X4Plus } else { Self::AnimeVideoV3 }
+    }
+
     /// The factors the model has files for.
     pub fn scales(self) -> &'static [u32] {
         match self {

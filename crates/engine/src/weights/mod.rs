@@ -228,6 +228,10 @@ impl<'a> Params<'a> {
                 found: stored.shape.clone(),
             });
         }
+        let stored = match &self.index.packer {
+            Some(p) if matches!(stored.dtype, DType::F16 | DType::BF16) && !self.index.dry => &p.widen(stored)?,
+            _ => stored,
+        };
         if let Some(p) = &self.index.packer
             && Arc::ptr_eq(&stored.file, &p.scratch().path)
         {

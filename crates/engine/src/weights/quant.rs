@@ -147,6 +147,8 @@ pub struct Packer {
     pub spec: Option<QuantSpec>,
     file: Arc<ScratchFile>,
     out: Mutex<BufWriter<File>>,
+    /// f32 copies already written by [`Packer::widen`], by source file and offset.
+    widened: Mutex<std::collections::HashMap<(Arc<PathBuf>, u64), StoredTensor>>,
 }
 
 static SCRATCH_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -162,7 +164,8 @@ impl Packer {
         let n = SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed);
         let path = dir.join(format!("packed-{}-{n}.bin", std::process::id()));
         let f = File::create(&path).map_err(io_err(&path))?;
-        Ok(Self { spec, file: Arc::new(ScratchFile { path: Arc::new(path) }), out: Mutex::new(BufWriter::new(f)) })
+        let file = Arc::new(ScratchFile { path: Arc::new(path) });
+        Ok(Self { spec, file, out: Mutex::new(BufWriter::new(f)), widened: Mutex::default() })
     }
 
     pub fn path(&self) -> &Path {
@@ -211,6 +214,23 @@ impl Packer {
         let data = read_f32(w).map_err(io_err(w.file.as_path()))?;
         let (codes, scales) = quantise_rows(&data, n, k, spec);
         self.store(spec, n, k, &codes, &scales)
+    }
+
+    /// An f32 copy of an f16/bf16 weight in the scratch file (once per source tensor). ONNX
+    /// Runtime reads f32 external data as it is, while a half-precision weight cast in the graph
+    /// is held twice while the cast is folded (the half copy beside the f32 result): widened
+    /// here, a model's peak at load stays near its f32 weights.
+    pub fn widen(&self, t: &StoredTensor) -> Result<StoredTensor> {
+        let key = (t.file.clone(), t.offset);
+        let poisoned = || EngineError::Runtime("packer poisoned by an earlier panic".into());
+        if let Some(done) = self.widened.lock().map_err(|_| poisoned())?.get(&key) {
+            return Ok(done.clone());
+        }
+        let data = read_f32(t).map_err(io_err(t.file.as_path()))?;
+        let offset = self.append(&data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())?;
+        let wide = StoredTensor { file: self.file.path.clone(), offset, dtype: DType::F32, shape: t.shape.clone() };
+        self.widened.lock().map_err(|_| poisoned())?.insert(key, wide.clone());
+        Ok(wide)
     }
 
     /// Quantises a float weight `[n, ..]` (a convolution's) to signed 8 bits, one scale per
