@@ -14,18 +14,27 @@ use plantain_engine::weights::TensorIndex;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The parts of a diffusers folder, as config JSON text (single text encoder models).
+/// The parts of a diffusers folder, as config JSON text.
 pub struct FolderSpec<'a> {
     pub model_index: &'a str,
     pub scheduler: &'a str,
     pub text_encoder: &'a str,
+    /// SDXL's second text encoder (with its projection).
+    pub text_encoder_2: Option<&'a str>,
     pub unet: &'a str,
     pub vae: &'a str,
 }
 
 impl From<Preset> for FolderSpec<'static> {
     fn from(p: Preset) -> Self {
-        Self { model_index: p.model_index, scheduler: p.scheduler, text_encoder: p.text_encoder, unet: p.unet, vae: p.vae }
+        Self {
+            model_index: p.model_index,
+            scheduler: p.scheduler,
+            text_encoder: p.text_encoder,
+            text_encoder_2: p.text_encoder_2,
+            unet: p.unet,
+            vae: p.vae,
+        }
     }
 }
 
@@ -46,6 +55,13 @@ pub fn write_random_folder(dir: &Path, spec: &FolderSpec) -> Result<u64> {
     let rec = TensorIndex::recording();
     clip::build(&te_cfg, &rec, ClipOutputs { projection: false })?;
     let mut bytes = write_random_safetensors(&dir.join("text_encoder/model.safetensors"), &rec.recorded(), 1)?;
+    if let Some(te2) = spec.text_encoder_2 {
+        put("text_encoder_2/config.json", te2)?;
+        let cfg: ClipTextConfig = serde_json::from_str(te2)?;
+        let rec = TensorIndex::recording();
+        clip::build(&cfg, &rec, ClipOutputs { projection: true })?;
+        bytes += write_random_safetensors(&dir.join("text_encoder_2/model.safetensors"), &rec.recorded(), 4)?;
+    }
 
     let unet_cfg = UNetConfig::from_json(spec.unet).map_err(anyhow::Error::msg)?;
     let rec = TensorIndex::recording();

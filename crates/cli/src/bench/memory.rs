@@ -1,9 +1,9 @@
 //! `plantain bench --only memory`: what each way of holding a Stable Diffusion model's weights
-//! costs and keeps. For SD-Turbo and SD 1.5 at full size (random fp16 weights) and the shipped
-//! plantain-nano, each weight mode (f32; int8; int8 with lean text encoders; int4 with lean text
-//! encoders) loads and draws in a process of its own (`--only memory:<model>:<mode>`), so each
+//! costs and keeps. For SD-Turbo, SD 1.5 and SDXL at full size (random fp16 weights) and the
+//! shipped plantain-nano, each weight mode (`--memory-modes`: f32, int8, int4, each loaded or
+//! `-lean`) loads and draws in a process of its own (`--only memory:<model>:<mode>`), so each
 //! peak RSS is that pipeline's alone: load time, one picture's time, peak RSS, and the picture's
-//! PSNR against the f32 one from the same seed.
+//! PSNR against the first mode's (f32) from the same seed.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -18,9 +18,6 @@ use plantain_engine::weights::quant::WeightBits;
 
 use super::checkpoint::FolderSpec;
 use super::{Args, Bench, Row, peak_rss_gib, random_folder};
-
-/// The weight modes compared, by name.
-const MODES: [&str; 5] = ["f32", "f32-lean", "int8", "int8-lean", "int4-lean"];
 
 fn mode_options(mode: &str) -> Result<WeightOptions> {
     let (bits, lean) = match mode.strip_suffix("-lean") {
@@ -37,8 +34,9 @@ fn model(root: &Path, name: &str, size: usize) -> Result<(PathBuf, GenerateReque
     let (dir, side) = match name {
         "turbo" => (random_folder(root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?, size as u32),
         "sd15" => (random_folder(root, "sd15", "SD 1.5", FolderSpec::from(presets::SD15))?, size as u32),
+        "sdxl" => (random_folder(root, "sdxl", "SDXL", FolderSpec::from(presets::SDXL))?, size as u32),
         "nano" => (plantain_hub::resolve("plantain-nano", &crate::hubcmd::resolve_options())?.path, 64),
-        other => anyhow::bail!("unknown model `{other}` for memory (turbo, sd15, nano)"),
+        other => anyhow::bail!("unknown model `{other}` for memory (turbo, sd15, sdxl, nano)"),
     };
     let mut req = GenerateRequest::new("a red star above a blue circle on a yellow background", side, side);
     req.seed = 1;
@@ -106,7 +104,7 @@ pub fn all(a: &Args, root: &Path, b: &mut Bench) -> Result<()> {
         println!("| mode | load (s) | one picture, median (s) | peak RSS (GiB) | peak / f32 weights | PSNR vs f32 (dB) |");
         println!("|---|---|---|---|---|---|");
         let mut reference = None;
-        for mode in MODES {
+        for mode in a.memory_modes.iter().map(String::as_str) {
             let json = root.join(format!("memory-{name}-{mode}.json"));
             let status = Command::new(std::env::current_exe()?)
                 .args(["bench", "--only", &format!("memory:{name}:{mode}"), "--dir"])

@@ -8,6 +8,7 @@ mod edit;
 mod klein;
 mod lora;
 mod memory;
+mod sdxl;
 mod upscale;
 
 use std::ops::ControlFlow;
@@ -47,6 +48,7 @@ pub struct Args {
     /// SD-Turbo UNet step with and without a rank-32 LoRA on every projection), upscale
     /// (1K -> 4K with each Real-ESRGAN model, each in its own process, against the ncnn runtime
     /// on CPU via scripts/bench_ncnn_upscale.py with $PYTHON; `upscale:<model>` for one model here),
+    /// sdxl (SDXL at full size: text encoders, UNet step at 512 and 1024, VAE decode at 1024),
     /// klein (FLUX.2 [klein] 4B with random 4-bit weights: text encode, transformer step, VAE
     /// decode, the 4-step image from cold; `klein:int8` for 8-bit weights), memory (each of
     /// `--memory-models` loaded f32, int8, int8 with lean text encoders and int4 lean, each in
@@ -61,6 +63,9 @@ pub struct Args {
     /// 1 step), nano (the shipped plantain-nano, 20 steps).
     #[arg(long, value_delimiter = ',', default_value = "turbo,sd15,nano")]
     pub memory_models: Vec<String>,
+    /// The weight modes `memory` compares (the first is the reference for PSNR).
+    #[arg(long, value_delimiter = ',', default_value = "f32,f32-lean,int8,int8-lean,int4-lean")]
+    pub memory_modes: Vec<String>,
     /// Where to write the random checkpoints (default: a temporary folder, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -308,6 +313,10 @@ pub fn run(a: Args) -> Result<()> {
                 klein::klein(&root, &rt, &mut b, a.size, bits)?;
                 continue;
             }
+            if which == "sdxl" {
+                sdxl::sdxl(&root, &rt, &mut b)?;
+                continue;
+            }
             if which == "memory" {
                 memory::all(&a, &root, &mut b)?;
                 continue;
@@ -334,7 +343,7 @@ pub fn run(a: Args) -> Result<()> {
                 "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
                 "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
                 other => anyhow::bail!(
-                    "unknown model `{other}` (sd15, turbo, turbo-edit, lora, nano, checks, clip-score, upscale, klein, memory)"
+                    "unknown model `{other}` (sd15, turbo, sdxl, turbo-edit, lora, nano, checks, clip-score, upscale, klein, memory)"
                 ),
             };
             let dir = random_folder(&root, tag, name, spec)?;
