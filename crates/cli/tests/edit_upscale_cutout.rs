@@ -98,3 +98,29 @@ fn plantain_upscale_stamps_its_output() {
     let v = ok(&plantain(&d, &["verify", &o]));
     assert!(v.to_lowercase().contains("signature"), "{v}");
 }
+
+#[test]
+fn generate_at_2k_enlarges_with_the_super_resolution_model_unless_told_lanczos() {
+    let d = scratch("generate2k");
+    let (sr, lz) = (d.join("sr.png"), d.join("lanczos.png"));
+    let args = |out: &Path, upscaler: Option<&str>| {
+        let mut v =
+            vec!["generate", "a red circle on a blue background", "--size", "2K", "--seed", "3", "--attempts", "1", "--threads", "2"];
+        if let Some(u) = upscaler {
+            v.extend(["--upscaler", u]);
+        }
+        v.extend(["-o", out.to_str().unwrap()]);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| plantain(&d, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let said = ok(&run(args(&sr, None)));
+    assert!(said.contains("enlarging") && said.contains("to 2048x2048"), "{said}");
+    ok(&run(args(&lz, Some("lanczos"))));
+    let (a, b) = (image::open(&sr).unwrap().to_rgb8(), image::open(&lz).unwrap().to_rgb8());
+    assert_eq!((a.dimensions(), b.dimensions()), ((2048, 2048), (2048, 2048)));
+    assert_ne!(a, b, "the super-resolution model and Lanczos3 must enlarge differently");
+    let bad = d.join("bad.png");
+    let e = run(args(&bad, Some("x8")));
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("unknown upscaler"), "{e:?}");
+    assert!(!bad.exists());
+}

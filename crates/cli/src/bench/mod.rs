@@ -274,6 +274,75 @@ fn random_folder(root: &Path, tag: &str, name: &str, spec: FolderSpec) -> Result
     Ok(dir)
 }
 
+/// Runs one `--only` item.
+fn run_one(which: &str, a: &Args, root: &Path, rt: &RuntimeOptions, b: &mut Bench, load_times: &mut Vec<(String, Duration)>) -> Result<()> {
+    if which == "nano" {
+        nano(rt, b, load_times)?;
+        return Ok(());
+    }
+    if which == "checks" {
+        checks::checks(b, &a.photo)?;
+        return Ok(());
+    }
+    if which == "upscale" {
+        upscale::all(a, b)?;
+        return Ok(());
+    }
+    if let Some(model) = which.strip_prefix("upscale:") {
+        upscale::one(model, a.size as u32, rt, b, &a.photo)?;
+        return Ok(());
+    }
+    if let Some(bits) = which.strip_prefix("klein") {
+        let bits = match bits.strip_prefix(':') {
+            Some(b) => b.parse().map_err(anyhow::Error::msg)?,
+            None if bits.is_empty() => plantain_engine::weights::quant::WeightBits::Int4,
+            None => anyhow::bail!("unknown model `{which}` (klein, klein:int8, klein:int4)"),
+        };
+        klein::klein(root, rt, b, a.size, bits)?;
+        return Ok(());
+    }
+    if which == "sdxl" {
+        sdxl::sdxl(root, rt, b)?;
+        return Ok(());
+    }
+    if which == "memory" {
+        memory::all(a, root, b)?;
+        return Ok(());
+    }
+    if let Some(spec) = which.strip_prefix("memory:") {
+        memory::one(spec, root, rt, b, a.size)?;
+        return Ok(());
+    }
+    if which == "clip-score" {
+        clip_score::clip_score(root, rt, b, a.size)?;
+        return Ok(());
+    }
+    if which == "lora" {
+        let dir = random_folder(root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?;
+        lora::lora(&dir, rt, b, a.size)?;
+        return Ok(());
+    }
+    if which == "turbo-edit" {
+        let dir = random_folder(root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?;
+        edit::turbo_edit(&dir, rt, b, &a.photo)?;
+        return Ok(());
+    }
+    let (tag, name, spec) = match which {
+        "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
+        "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
+        other => {
+            anyhow::bail!("unknown model `{other}` (sd15, turbo, sdxl, turbo-edit, lora, nano, checks, clip-score, upscale, klein, memory)")
+        }
+    };
+    let dir = random_folder(root, tag, name, spec)?;
+    eprintln!("{name}");
+    components(&dir, rt, b, tag, name, a.size)?;
+    if tag == "turbo" {
+        turbo_end_to_end(&dir, root, rt, b, a.size, load_times)?;
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
     let tmp;
     let root = match &a.dir {
@@ -286,75 +355,7 @@ pub fn run(a: Args) -> Result<()> {
     let rt = RuntimeOptions { threads: a.threads, cuda: a.cuda, ..Default::default() };
     let mut b = Bench { repeats: a.repeats.max(1), rows: Vec::new() };
     let mut load_times: Vec<(String, Duration)> = Vec::new();
-    let result = (|| -> Result<()> {
-        for which in &a.only {
-            if which == "nano" {
-                nano(&rt, &mut b, &mut load_times)?;
-                continue;
-            }
-            if which == "checks" {
-                checks::checks(&mut b, &a.photo)?;
-                continue;
-            }
-            if which == "upscale" {
-                upscale::all(&a, &mut b)?;
-                continue;
-            }
-            if let Some(model) = which.strip_prefix("upscale:") {
-                upscale::one(model, a.size as u32, &rt, &mut b, &a.photo)?;
-                continue;
-            }
-            if let Some(bits) = which.strip_prefix("klein") {
-                let bits = match bits.strip_prefix(':') {
-                    Some(b) => b.parse().map_err(anyhow::Error::msg)?,
-                    None if bits.is_empty() => plantain_engine::weights::quant::WeightBits::Int4,
-                    None => anyhow::bail!("unknown model `{which}` (klein, klein:int8, klein:int4)"),
-                };
-                klein::klein(&root, &rt, &mut b, a.size, bits)?;
-                continue;
-            }
-            if which == "sdxl" {
-                sdxl::sdxl(&root, &rt, &mut b)?;
-                continue;
-            }
-            if which == "memory" {
-                memory::all(&a, &root, &mut b)?;
-                continue;
-            }
-            if let Some(spec) = which.strip_prefix("memory:") {
-                memory::one(spec, &root, &rt, &mut b, a.size)?;
-                continue;
-            }
-            if which == "clip-score" {
-                clip_score::clip_score(&root, &rt, &mut b, a.size)?;
-                continue;
-            }
-            if which == "lora" {
-                let dir = random_folder(&root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?;
-                lora::lora(&dir, &rt, &mut b, a.size)?;
-                continue;
-            }
-            if which == "turbo-edit" {
-                let dir = random_folder(&root, "turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO))?;
-                edit::turbo_edit(&dir, &rt, &mut b, &a.photo)?;
-                continue;
-            }
-            let (tag, name, spec) = match which.as_str() {
-                "sd15" => ("sd15", "SD 1.5", FolderSpec::from(presets::SD15)),
-                "turbo" => ("turbo", "SD-Turbo", FolderSpec::from(presets::SD_TURBO)),
-                other => anyhow::bail!(
-                    "unknown model `{other}` (sd15, turbo, sdxl, turbo-edit, lora, nano, checks, clip-score, upscale, klein, memory)"
-                ),
-            };
-            let dir = random_folder(&root, tag, name, spec)?;
-            eprintln!("{name}");
-            components(&dir, &rt, &mut b, tag, name, a.size)?;
-            if tag == "turbo" {
-                turbo_end_to_end(&dir, &root, &rt, &mut b, a.size, &mut load_times)?;
-            }
-        }
-        Ok(())
-    })();
+    let result = a.only.iter().try_for_each(|which| run_one(which, &a, &root, &rt, &mut b, &mut load_times));
     if a.dir.is_none() {
         let _ = std::fs::remove_dir_all(&root);
     }
