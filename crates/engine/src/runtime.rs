@@ -139,6 +139,17 @@ impl Network {
 
     /// Runs the network; returns every output as f32.
     pub fn run(&self, inputs: Vec<(&str, Input)>) -> Result<HashMap<String, ArrayD<f32>>> {
+        self.run_inner(inputs, self.release)
+    }
+
+    /// [`Network::run`], then gives the activation memory back whatever this network usually
+    /// does: for the last step of a loop, so that what the next network (the VAE) needs is not
+    /// added to what this one holds for its next call.
+    pub fn run_releasing(&self, inputs: Vec<(&str, Input)>) -> Result<HashMap<String, ArrayD<f32>>> {
+        self.run_inner(inputs, true)
+    }
+
+    fn run_inner(&self, inputs: Vec<(&str, Input)>, release: bool) -> Result<HashMap<String, ArrayD<f32>>> {
         let mut values: Vec<(String, ort::value::DynValue)> = Vec::with_capacity(inputs.len());
         for (name, input) in inputs {
             let v = match input {
@@ -149,7 +160,7 @@ impl Network {
         }
         let mut session =
             self.session.lock().map_err(|_| EngineError::Runtime(format!("{}: session poisoned by an earlier panic", self.label)))?;
-        let options = if self.release {
+        let options = if release {
             let mut o = RunOptions::new()?;
             o.set("memory.enable_memory_arena_shrinkage", "cpu:0")?;
             Some(o)

@@ -120,18 +120,14 @@ pub fn all(a: &Args, root: &Path, b: &mut Bench) -> Result<()> {
             let times: Vec<f64> = r["times_s"].as_array().context("times_s")?.iter().filter_map(|t| t.as_f64()).collect();
             let peak = doc["peak_rss_gb"].as_f64().context("peak RSS")?;
             let picture = image::open(root.join(format!("memory-{name}-{mode}.png")))?.to_rgb8();
-            let db = match &reference {
-                None => f64::INFINITY,
-                Some(f) => psnr(&picture, f),
+            let db = match reference.as_ref().map(|f| psnr(&picture, f)) {
+                None => "— (reference)".to_string(),
+                Some(db) if db.is_finite() => format!("{db:.1}"),
+                Some(_) => "identical".to_string(),
             };
             reference.get_or_insert(picture);
             let row = Row { key: format!("memory_{name}_{mode}"), label: format!("{name} {mode}"), times, peak_rss_gib: peak };
-            println!(
-                "| {mode} | {load:.1} | {:.2} | {peak:.2} | {:.2} | {} |",
-                row.median(),
-                peak / weights,
-                if db.is_finite() { format!("{db:.1}") } else { "—".into() }
-            );
+            println!("| {mode} | {load:.1} | {:.2} | {peak:.2} | {:.2} | {} |", row.median(), peak / weights, db);
             b.rows.push(row);
         }
     }

@@ -296,7 +296,8 @@ impl SdPipeline {
         })
     }
 
-    /// One UNet call on step `i`'s latents, combined into the guided model output.
+    /// One UNet call on step `i`'s latents, combined into the guided model output. The last
+    /// step of a loop gives the UNet's activation memory back before the VAE decodes.
     fn predict(&self, u: &UnetInputs, scheduler: &dyn Scheduler, latents: &[f32], i: usize, t: f32) -> Result<Vec<f32>> {
         let batch = u.sample_shape[0];
         let one = scheduler.scale_model_input(latents, i).map_err(sched_err)?;
@@ -310,7 +311,8 @@ impl SdPipeline {
         for (name, v) in &u.fixed {
             inputs.push((*name, Input::F32(v.clone())));
         }
-        let out = self.unet.run(inputs)?;
+        let last = i + 1 == scheduler.timesteps().len();
+        let out = if last { self.unet.run_releasing(inputs)? } else { self.unet.run(inputs)? };
         let pred = out.get("out_sample").ok_or_else(|| EngineError::Runtime("UNet gave no output".into()))?;
         let pred = pred.as_slice().ok_or_else(|| EngineError::Runtime("UNet output not contiguous".into()))?;
         let n = u.latent_len;
