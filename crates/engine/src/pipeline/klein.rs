@@ -323,7 +323,7 @@ impl KleinPipeline {
             parts.extend(ref_tokens.iter().map(|r| r.view()));
             let hidden = ndarray::concatenate(Axis(1), &parts).map_err(|e| EngineError::Runtime(e.to_string()))?;
             let sigma = schedule.sigmas()[i];
-            let v = self.velocity(hidden, context, sigma, &ropes)?;
+            let v = self.velocity(hidden, context, sigma, &ropes, i + 1 == steps)?;
             let v = as_vec(&v.slice_axis(Axis(1), (0..h * w).into()).to_owned());
             let sample = as_vec(&x);
             let denoised: Vec<f32> = sample.iter().zip(&v).map(|(s, v)| s - sigma * v).collect();
@@ -338,11 +338,20 @@ impl KleinPipeline {
         unpack(&x, h, w)
     }
 
-    fn velocity(&self, hidden: ArrayD<f32>, context: &ArrayD<f32>, sigma: f32, ropes: &[(Vec<f32>, Vec<f32>); 2]) -> Result<ArrayD<f32>> {
+    /// One transformer pass; the last step gives the transformer's activation memory back
+    /// before the VAE decodes.
+    fn velocity(
+        &self,
+        hidden: ArrayD<f32>,
+        context: &ArrayD<f32>,
+        sigma: f32,
+        ropes: &[(Vec<f32>, Vec<f32>); 2],
+        last: bool,
+    ) -> Result<ArrayD<f32>> {
         let d = self.dit.attention_head_dim;
         let table = |v: &Vec<f32>| ArrayD::from_shape_vec(IxDyn(&[v.len() / d, d]), v.clone()).map(Input::F32);
         let bad = shape_error;
-        let mut out = self.transformer.run(vec![
+        let inputs = vec![
             ("hidden_states", Input::F32(hidden)),
             ("encoder_hidden_states", Input::F32(context.clone())),
             ("timestep", Input::F32(ArrayD::from_shape_vec(IxDyn(&[1]), vec![sigma]).map_err(bad)?)),
@@ -350,7 +359,8 @@ impl KleinPipeline {
             ("txt_sin", table(&ropes[0].1).map_err(bad)?),
             ("img_cos", table(&ropes[1].0).map_err(bad)?),
             ("img_sin", table(&ropes[1].1).map_err(bad)?),
-        ])?;
+        ];
+        let mut out = if last { self.transformer.run_releasing(inputs)? } else { self.transformer.run(inputs)? };
         out.remove("sample").ok_or_else(|| EngineError::Runtime("transformer returned no `sample`".into()))
     }
 
