@@ -180,6 +180,31 @@ impl Network {
     }
 }
 
+/// A network whose session is either kept loaded (giving its activation memory back after each
+/// run), or, lean, created from its graph for each run and dropped with the memory its weights
+/// take: for text encoders, run once per prompt.
+pub enum Resident {
+    Loaded(Network),
+    PerRun { graph: Graph, label: String, runtime: RuntimeOptions },
+}
+
+impl Resident {
+    pub fn new(graph: Graph, label: &str, runtime: &RuntimeOptions, lean: bool) -> Result<Self> {
+        Ok(if lean {
+            Resident::PerRun { graph, label: label.to_string(), runtime: runtime.clone() }
+        } else {
+            Resident::Loaded(Network::new(&graph, label, runtime)?.releasing())
+        })
+    }
+
+    pub fn run(&self, inputs: Vec<(&str, Input)>) -> Result<HashMap<String, ArrayD<f32>>> {
+        match self {
+            Resident::Loaded(net) => net.run(inputs),
+            Resident::PerRun { graph, label, runtime } => Network::new(graph, label, runtime)?.run(inputs),
+        }
+    }
+}
+
 #[cfg(feature = "cuda")]
 fn with_cuda(builder: ort::session::builder::SessionBuilder) -> Result<ort::session::builder::SessionBuilder> {
     Ok(builder.with_execution_providers([ort::ep::CUDA::default().build()]).map_err(ort::Error::from)?)

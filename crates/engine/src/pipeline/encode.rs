@@ -41,7 +41,7 @@ impl SdPipeline {
             }
             ArrayD::from_shape_vec(IxDyn(&[texts.len(), enc.seq]), flat).map_err(|e| EngineError::Runtime(e.to_string()))
         };
-        let run = |enc: &TextEncoder, ids: ArrayD<i64>| enc.run(ids);
+        let run = |enc: &TextEncoder, ids: ArrayD<i64>| enc.net.run(vec![("input_ids", Input::I64(ids))]);
 
         let out1 = run(&self.te1, ids(&self.te1, &mut warnings)?)?;
         let (mut hidden, pooled) = match &self.te2 {

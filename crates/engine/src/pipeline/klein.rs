@@ -27,20 +27,15 @@ use crate::models::flux2::{self, Flux2Config};
 use crate::models::presets::FLUX2_KLEIN;
 use crate::models::qwen3::{self, Qwen3Config};
 use crate::models::vae::{self, VaeConfig};
-use crate::runtime::{Input, Network, RuntimeOptions};
+use crate::runtime::{Input, Network, Resident, RuntimeOptions};
 use crate::weights::quant::{Packer, scratch_dir};
 use crate::weights::{TensorIndex, bfl, gguf};
-
-/// The text encoder: always loaded, or (lean) created for each prompt from its graph.
-enum TextEncoder {
-    Loaded(Network),
-    Lean { graph: Graph, runtime: RuntimeOptions },
-}
 
 /// The loaded FLUX.2 [klein] networks.
 pub struct KleinPipeline {
     tokenizer: KleinTokenizer,
-    text_encoder: TextEncoder,
+    /// Always loaded, or (lean) created for each prompt from its graph.
+    text_encoder: Resident,
     transformer: Network,
     vae_encoder: Network,
     vae_decoder: Network,
@@ -217,11 +212,7 @@ impl KleinPipeline {
     pub fn load_with(dir: &Path, runtime: &RuntimeOptions, opts: &WeightOptions) -> Result<Self> {
         let b = Built::new(dir, opts, runtime)?;
         let tokenizer = KleinTokenizer::from_dir(&dir.join("tokenizer"))?;
-        let text_encoder = if opts.lean {
-            TextEncoder::Lean { graph: b.text, runtime: runtime.clone() }
-        } else {
-            TextEncoder::Loaded(Network::new(&b.text, TEXT_ENCODER, runtime)?.releasing())
-        };
+        let text_encoder = Resident::new(b.text, TEXT_ENCODER, runtime, opts.lean)?;
         let transformer = Network::new(&b.transformer, "klein-transformer", runtime)?;
         Ok(Self {
             tokenizer,
@@ -254,11 +245,7 @@ impl KleinPipeline {
     /// and their attention masks.
     pub fn encode_prompt_ids(&self, ids: ArrayD<i64>, mask: ArrayD<i64>) -> Result<ArrayD<f32>> {
         let inputs = vec![("input_ids", Input::I64(ids)), ("attention_mask", Input::I64(mask))];
-        let mut out = match &self.text_encoder {
-            TextEncoder::Loaded(net) => net.run(inputs)?,
-            // The session (and the memory its weights take) is dropped when this returns.
-            TextEncoder::Lean { graph, runtime } => Network::new(graph, TEXT_ENCODER, runtime)?.run(inputs)?,
-        };
+        let mut out = self.text_encoder.run(inputs)?;
         out.remove("hidden").ok_or_else(|| EngineError::Runtime("text encoder returned no `hidden`".into()))
     }
 

@@ -56,7 +56,7 @@ use crate::models::clip::{self, ClipOutputs};
 use crate::models::taesd::TaesdConfig;
 use crate::models::unet::{self, UNetConfig};
 use crate::models::vae::VaeConfig;
-use crate::runtime::{Network, RuntimeOptions};
+use crate::runtime::{Network, Resident, RuntimeOptions};
 use crate::weights::TensorIndex;
 pub use crate::weights::lora::LoraSpec;
 use crate::weights::quant::{DEFAULT_BLOCK, Packer, QuantSpec, WeightBits, scratch_dir};
@@ -127,35 +127,15 @@ pub enum Decoder {
 /// A CLIP text encoder with its tokenizer and sequence length: its session always loaded, or
 /// (lean) created for each prompt from its graph and dropped after.
 struct TextEncoder {
-    net: EncoderNet,
-    label: String,
+    net: Resident,
     tokenizer: ClipTokenizer,
     seq: usize,
 }
 
-enum EncoderNet {
-    Loaded(Network),
-    Lean { graph: crate::graph::Graph, runtime: RuntimeOptions },
-}
-
 impl TextEncoder {
     fn build(parts: load::TextEncoderParts, outputs: ClipOutputs, label: &str, rt: &RuntimeOptions, lean: bool) -> Result<Self> {
-        let graph = clip::build(&parts.config, &parts.weights, outputs)?;
-        let net = if lean {
-            EncoderNet::Lean { graph, runtime: rt.clone() }
-        } else {
-            EncoderNet::Loaded(Network::new(&graph, label, rt)?.releasing())
-        };
-        Ok(TextEncoder { net, label: label.to_string(), seq: parts.config.max_position_embeddings, tokenizer: parts.tokenizer })
-    }
-
-    fn run(&self, ids: ndarray::ArrayD<i64>) -> Result<std::collections::HashMap<String, ArrayD<f32>>> {
-        let inputs = vec![("input_ids", crate::runtime::Input::I64(ids))];
-        match &self.net {
-            EncoderNet::Loaded(net) => net.run(inputs),
-            // The session (and the memory its weights take) is dropped when this returns.
-            EncoderNet::Lean { graph, runtime } => Network::new(graph, &self.label, runtime)?.run(inputs),
-        }
+        let net = Resident::new(clip::build(&parts.config, &parts.weights, outputs)?, label, rt, lean)?;
+        Ok(TextEncoder { net, seq: parts.config.max_position_embeddings, tokenizer: parts.tokenizer })
     }
 }
 

@@ -272,8 +272,7 @@ impl<'a> Params<'a> {
                 }
             });
         }
-        let quantiser = idx.packer.as_ref().filter(|p| p.spec.is_some() && !idx.dry && idx.recorder.is_none());
-        if let Some(p) = quantiser
+        if let Some(p) = self.quantiser()
             && !idx.patches.contains_key(name)
             && let Some(stored) = idx.get(name).filter(|s| s.shape == [out, inp])
         {
@@ -288,8 +287,7 @@ impl<'a> Params<'a> {
     /// patches this one), else the stored weight.
     pub fn conv_weight(&self, g: &mut GraphBuilder, name: &str, shape: &[usize], input: Value) -> Result<Value> {
         let idx = self.index;
-        let quantiser = idx.packer.as_ref().filter(|p| p.spec.is_some() && !idx.dry && idx.recorder.is_none());
-        if let Some(p) = quantiser
+        if let Some(p) = self.quantiser()
             && !idx.patches.contains_key(name)
             && let Some(stored) = idx.get(name).filter(|s| s.shape == shape)
         {
@@ -297,6 +295,13 @@ impl<'a> Params<'a> {
             return Ok(g.dequantized(&q, input));
         }
         self.get(g, name, shape)
+    }
+
+    /// The packer that quantises this index's float weights, when it does (not while the
+    /// graph is only checked or recorded).
+    fn quantiser(&self) -> Option<&Arc<Packer>> {
+        let idx = self.index;
+        idx.packer.as_ref().filter(|p| p.spec.is_some() && !idx.dry && idx.recorder.is_none())
     }
 
     /// `MatMulNBits`' accuracy level for this index's packed weights.
