@@ -11,7 +11,7 @@ use plantain_director::edit::{
     EditError, EditOptions, EditPlan, Edited, LazySegmenter, ModelFinder, Painter, SubjectFinder, painter_for, plan,
 };
 use plantain_director::generate::{Budget, Examined, Looper, Settings, asked_of, edit_checks};
-use plantain_engine::pipeline::{GenerateRequest, Pipeline};
+use plantain_engine::pipeline::Pipeline;
 use plantain_engine::runtime::RuntimeOptions;
 use plantain_engine::upscale::UpscaleModel;
 use plantain_provenance::{Action, Ingredient, ManifestInfo};
@@ -152,7 +152,7 @@ fn plan_with_model(instruction: &str, images: &[image::RgbImage], opts: EditOpti
     let segmenter = Arc::new(Remembered::default());
     let known = plantain_hub::resolve(&c.model, &crate::hubcmd::resolve_options()).ok();
     let klein = known.as_ref().is_some_and(|r| r.defaults.prediction == plantain_hub::Prediction::FlowMatching);
-    let guessed = if klein { Painter::Instruct } else { opts.painter };
+    let guessed = if klein { Painter::References } else { opts.painter };
     let first = plan(instruction, images, &EditOptions { painter: guessed, ..opts.clone() }, Some(&segmenter))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if first.paint_request().is_none() && !first.names_unchecked {
@@ -250,17 +250,7 @@ fn paint_once(plan: &EditPlan, model: Option<&Model>, s: &Settings, c: &Common) 
     let (Some(paint), Some((pipeline, _))) = (plan.paint_request(), model) else {
         return Ok((plan.finish(None)?, 0, 0));
     };
-    let (w, h) = paint.image.dimensions();
-    let mut req = GenerateRequest::new(paint.prompt.clone(), w, h);
-    req.negative_prompt = paint.negative.clone();
-    (req.seed, req.steps, req.guidance) = (s.seed, s.steps, s.guidance);
-    req.init_image = Some(paint.image.clone());
-    req.mask = paint.mask.clone();
-    req.strength = paint.strength;
-    if let Some(g) = paint.image_guidance {
-        req.image_guidance = g;
-    }
-    let g = generate_with_bar(pipeline, &req)?;
+    let g = generate_with_bar(pipeline, &paint.engine_request(s.seed, s.steps, s.guidance))?;
     Ok((plan.finish(Some(g.image))?, g.seed, g.steps_run))
 }
 

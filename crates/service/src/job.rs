@@ -92,24 +92,8 @@ impl JobSpec {
     fn engine_requests(&self, steps: usize, seeds: &[u64]) -> Vec<GenerateRequest> {
         let d = self.model.defaults;
         if let Some(paint) = self.edit.as_ref().and_then(|p| p.paint_request()) {
-            let (w, h) = paint.image.dimensions();
-            return seeds
-                .iter()
-                .map(|&seed| {
-                    let mut r = GenerateRequest::new(paint.prompt.clone(), w, h);
-                    r.negative_prompt = paint.negative.clone();
-                    r.steps = steps;
-                    r.guidance = self.guidance.unwrap_or(d.guidance);
-                    r.seed = seed;
-                    r.init_image = Some(paint.image.clone());
-                    r.strength = paint.strength;
-                    r.mask = paint.mask.clone();
-                    if let Some(g) = paint.image_guidance {
-                        r.image_guidance = g;
-                    }
-                    r
-                })
-                .collect();
+            let guidance = self.guidance.unwrap_or(d.guidance);
+            return seeds.iter().map(|&seed| paint.engine_request(seed, steps, guidance)).collect();
         }
         let init = self.edit_image().map(InputImage::rgb);
         seeds

@@ -271,6 +271,7 @@ fn encode_job(job: &EngineJob) -> Result<Value, image::ImageError> {
             "mask": r.mask.clone().map(|m| b64_png(m.into())).transpose()?,
             "image_guidance": r.image_guidance,
             "decoder": if r.decoder == Decoder::Tiny { "tiny" } else { "full" },
+            "references": r.references.iter().map(|i| b64_png(i.clone().into())).collect::<Result<Vec<_>, _>>()?,
         }));
     }
     let enlarge = match &job.enlarge {
@@ -319,6 +320,9 @@ fn decode_requests(v: &Value) -> Result<Vec<GenerateRequest>, String> {
         q.mask = image(&r["mask"])?.map(|m| m.to_luma8());
         q.image_guidance = f(r, "image_guidance")?;
         q.decoder = if r["decoder"] == "tiny" { Decoder::Tiny } else { Decoder::Full };
+        for picture in r["references"].as_array().map_or(&[][..], Vec::as_slice) {
+            q.references.push(image(picture)?.ok_or("a reference is not a picture")?.to_rgb8());
+        }
         out.push(q);
     }
     Ok(out)
@@ -451,12 +455,13 @@ fn painter_name(p: Painter) -> &'static str {
     match p {
         Painter::Generative => "generative",
         Painter::Instruct => "instruct",
+        Painter::References => "references",
     }
 }
 
 /// The painter an announced kind names (`None` for a kind this version does not know).
 pub(crate) fn painter_from(kind: &str) -> Option<Painter> {
-    [Painter::Generative, Painter::Instruct].into_iter().find(|p| painter_name(*p) == kind)
+    [Painter::Generative, Painter::Instruct, Painter::References].into_iter().find(|p| painter_name(*p) == kind)
 }
 
 /// Renews this worker loop's announcement of `model` (lasting a lease) every third of a lease.
@@ -595,6 +600,7 @@ mod tests {
         r.mask = Some(GrayImage::from_fn(96, 64, |x, _| image::Luma([if x > 40 { 255 } else { 0 }])));
         r.strength = 0.6;
         r.decoder = Decoder::Tiny;
+        r.references = vec![RgbImage::from_fn(30, 50, |x, y| image::Rgb([y as u8, 9, x as u8]))];
         let (events, _) = mpsc::unbounded_channel();
         let job = EngineJob {
             requests: vec![r.clone()],
@@ -621,6 +627,7 @@ mod tests {
         assert_eq!(b.scheduler, r.scheduler);
         assert_eq!(b.init_image, r.init_image, "inputs travel losslessly");
         assert_eq!(b.mask, r.mask);
+        assert_eq!(b.references, r.references, "a fusion's further pictures travel, in order");
         assert!(decode_requests(&json!({"requests": [{"prompt": "x"}]})).unwrap_err().contains("missing"));
         assert!(decode_enlarge(&v).unwrap().is_none(), "a job of engine requests enlarges nothing");
 
@@ -632,7 +639,7 @@ mod tests {
         let e = decode_enlarge(&encode_job(&job).unwrap()).unwrap().unwrap();
         assert_eq!((e.image, e.width, e.height), (picture, 160, 120));
         assert!(decode_enlarge(&json!({"enlarge": {"image": "AAAA", "width": 4}})).is_err());
-        for p in [Painter::Generative, Painter::Instruct] {
+        for p in [Painter::Generative, Painter::Instruct, Painter::References] {
             assert_eq!(painter_from(painter_name(p)), Some(p), "a worker's announced kind reads back");
         }
         assert_eq!(painter_from("inpaint-v9"), None, "a kind from a newer worker is not guessed at");

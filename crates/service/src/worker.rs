@@ -136,6 +136,9 @@ pub struct ModelDefaults {
     pub guidance: f32,
     pub strength: f32,
     pub native: u32,
+    /// Known by its folder, before it loads, to be FLUX.2 [klein] (flow matching), which edits
+    /// by the words and reads several pictures at once: edits plan for it from the start.
+    pub reads_references: bool,
 }
 
 /// One lane: a FIFO per caller and the round-robin order of callers with waiting jobs.
@@ -347,6 +350,7 @@ impl Worker {
             guidance: cfg.guidance.unwrap_or(DEFAULT_GUIDANCE),
             strength: cfg.strength.unwrap_or(DEFAULT_STRENGTH),
             native: 512,
+            reads_references: false,
         };
         let resolved = resolve(&spec, &ResolveOptions::for_this_install()).map_err(|e| e.to_string()).and_then(|r| {
             let source = match r.layout {
@@ -359,6 +363,7 @@ impl Worker {
             defaults.steps = cfg.steps.unwrap_or(r.defaults.steps as usize).max(1);
             defaults.guidance = cfg.guidance.unwrap_or(r.defaults.guidance);
             defaults.native = r.defaults.resolution;
+            defaults.reads_references = r.defaults.prediction == plantain_hub::Prediction::FlowMatching;
             Ok(source)
         });
         (queue, defaults, resolved)
@@ -369,11 +374,15 @@ impl Worker {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The edit planner's painter for this model: the loaded model's kind, or on an API node
-    /// what the model's live workers announced (`None`: neither is known).
+    /// The edit planner's painter for this model: the loaded model's kind (or, still loading,
+    /// FLUX.2 [klein] known by its folder), or on an API node what the model's live workers
+    /// announced (`None`: none is known).
     pub async fn painter(&self) -> Option<plantain_director::edit::Painter> {
         if let Some(p) = self.pipeline() {
             return Some(plantain_director::edit::painter_for(&p));
+        }
+        if self.defaults.reads_references {
+            return Some(plantain_director::edit::Painter::References);
         }
         let shared = self.shared.as_ref()?;
         match shared.store.announced_kind(&self.name).await {

@@ -4,6 +4,9 @@
 //! row), colour-matched to the scene (photographs), and composited with its soft edge. In a
 //! photograph the seam band is then repainted by the model at low strength, while the
 //! subject's core and every untouched pixel of the scene stay exact.
+//!
+//! A model that reads several references (FLUX.2 [klein]) fuses by itself instead
+//! ([`plan_references`]): one pass over every picture after the user's own words.
 
 use image::imageops::{self, FilterType};
 use image::{GrayImage, Luma, Rgb, RgbImage};
@@ -12,7 +15,7 @@ use plantain_imageio::composite;
 use super::EditError;
 use super::plan::{Builder, EditPlan, PaintRequest, Work};
 use super::regions::{Picture, SubjectFinder, world_located};
-use super::words::{Instruction, Position};
+use super::words::{self, Instruction, Operation, Position, WordsError};
 
 /// Share of the scene's height a photograph's subject takes (small, normal, large).
 const PHOTO_HEIGHT: [f32; 3] = [0.28, 0.45, 0.65];
@@ -28,6 +31,48 @@ struct Cutout {
     label: String,
     /// Found by the world's analysis (no colour matching or seam repaint needed).
     world: bool,
+}
+
+/// Fusion by a model that reads every picture as a reference (FLUX.2 [klein]): one pass after the
+/// user's own words over all the pictures in their order ("image 1" is the first), drawn at the
+/// size of the picture the words put things into (the first when they name none, or when no rule
+/// reads them), and kept only where the answer changed from that picture.
+pub(super) fn plan_references(text: &str, images: &[RgbImage]) -> Result<EditPlan, EditError> {
+    let n = images.len();
+    let (instruction, into) = match words::read(text, n) {
+        Ok(i @ Instruction { operation: Operation::Fuse { into, .. }, .. }) => (i, into),
+        Ok(_) | Err(WordsError::Unsupported(_) | WordsError::Incomplete { .. }) => {
+            (Instruction { operation: Operation::Instruct, keep: vec![], text: text.trim().into() }, 0)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if instruction.text.is_empty() {
+        return Err(EditError::Invalid("fusion needs words saying what to make of the pictures".into()));
+    }
+    let Some(base) = images.get(into) else {
+        return Err(EditError::Invalid(format!("the instruction names image {}, but {n} images were given", into + 1)));
+    };
+    let (w, h) = base.dimensions();
+    let mut b = Builder::new(instruction, base.clone());
+    b.alpha = GrayImage::from_pixel(w, h, Luma([255]));
+    b.only_changed = true;
+    b.target = Some(format!("{n} pictures read together, drawn on image {}", into + 1));
+    let req = PaintRequest {
+        image: base.clone(),
+        mask: None,
+        prompt: b.instruction.text.clone(),
+        negative: None,
+        strength: 1.0,
+        image_guidance: Some(plantain_core::DEFAULT_IMAGE_GUIDANCE),
+        references: images.to_vec(),
+    };
+    b.notes.push(format!(
+        "the model reads all {n} pictures as references, in the order given; image {}'s pixels are kept wherever its answer left them alone",
+        into + 1
+    ));
+    let method = format!("the {n} pictures fused in one pass by the multi-reference model after the words, kept only where it changed image {}", into + 1);
+    b.work = Some((Work::Paint(req), method));
+    Ok(b.build())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -113,6 +158,7 @@ fn seam_repaint(b: &mut Builder, composite_img: RgbImage, placed: &GrayImage) {
         negative: None,
         strength: SEAM_STRENGTH,
         image_guidance: None,
+        references: Vec::new(),
     };
     b.core = Some((composite_img, core));
     b.notes.push(format!("colour-matched {:.0}% towards the scene; seam band repainted at strength {SEAM_STRENGTH}", COLOR_MATCH * 100.0));

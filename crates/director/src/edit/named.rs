@@ -52,5 +52,11 @@ impl<S: SubjectFinder> SubjectFinder for ModelFinder<S> {
 
 /// The painter kind a loaded model is.
 pub fn painter_for(p: &Pipeline) -> Painter {
-    if p.is_instruct_model() { Painter::Instruct } else { Painter::Generative }
+    if p.reads_references() {
+        Painter::References
+    } else if p.is_instruct_model() {
+        Painter::Instruct
+    } else {
+        Painter::Generative
+    }
 }

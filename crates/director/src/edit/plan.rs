@@ -32,9 +32,20 @@ pub enum Painter {
     /// A text-to-image model: inpainting inside the region, img2img for the whole picture.
     #[default]
     Generative,
-    /// An instruction-following model (InstructPix2Pix, FLUX.2 [klein]): the whole picture
-    /// edited after the user's own words; the region then limits what is kept of it.
+    /// An instruction-following model (InstructPix2Pix): the whole picture edited after the
+    /// user's own words; the region then limits what is kept of it.
     Instruct,
+    /// An instruction-following model that also reads several pictures as the references of
+    /// one edit (FLUX.2 [klein]): as [`Painter::Instruct`] for one picture, and fusion of
+    /// several is one pass of the model over all of them after the user's words.
+    References,
+}
+
+impl Painter {
+    /// The model edits by the user's own words ([`Painter::Instruct`], [`Painter::References`]).
+    pub fn follows_instructions(self) -> bool {
+        matches!(self, Painter::Instruct | Painter::References)
+    }
 }
 
 /// What a model must paint: `image` with the white part of `mask` redrawn after `prompt`
@@ -49,6 +60,30 @@ pub struct PaintRequest {
     /// Some for an instruction-following model: `prompt` is the instruction, `mask` is None,
     /// and this is the image guidance (see [`Painter::Instruct`]).
     pub image_guidance: Option<f32>,
+    /// Fusion by a [`Painter::References`] model: every picture in the order the words count
+    /// them, which the model reads instead of `image` (still the answer's size and base).
+    pub references: Vec<RgbImage>,
+}
+
+impl PaintRequest {
+    /// The engine's request for this repaint, drawn with `seed`, `steps` and `guidance`: at
+    /// `image`'s size, from `image` (or, for fusion, from every reference in order).
+    pub fn engine_request(&self, seed: u64, steps: usize, guidance: f32) -> plantain_engine::pipeline::GenerateRequest {
+        let (w, h) = self.image.dimensions();
+        let mut r = plantain_engine::pipeline::GenerateRequest::new(self.prompt.clone(), w, h);
+        r.negative_prompt = self.negative.clone();
+        (r.seed, r.steps, r.guidance) = (seed, steps, guidance);
+        r.strength = self.strength;
+        r.mask = self.mask.clone();
+        if let Some(g) = self.image_guidance {
+            r.image_guidance = g;
+        }
+        match self.references.split_first() {
+            Some((first, more)) => (r.init_image, r.references) = (Some(first.clone()), more.to_vec()),
+            None => r.init_image = Some(self.image.clone()),
+        }
+        r
+    }
 }
 
 /// What a super-resolution model must make: `image` enlarged to exactly `width`x`height`.
@@ -313,11 +348,15 @@ pub fn explain(r: &PlanReport) -> String {
 }
 
 /// Plans an edit of `images[0]` (fusion: of several images) after `text`.
+/// A [`Painter::References`] model fuses several pictures itself ([`super::fuse::plan_references`]).
 pub fn plan(text: &str, images: &[RgbImage], opts: &EditOptions, finder: Option<&dyn SubjectFinder>) -> Result<EditPlan, EditError> {
+    if opts.painter == Painter::References && images.len() > 1 && opts.mask.is_none() {
+        return super::fuse::plan_references(text, images);
+    }
     let plan = plan_for_painter(text, images, opts, finder)?;
     Ok(match opts.painter {
         Painter::Generative => plan,
-        Painter::Instruct => plan.for_instruct_model(),
+        Painter::Instruct | Painter::References => plan.for_instruct_model(),
     })
 }
 
@@ -335,7 +374,7 @@ fn plan_for_painter(
     }
     let instruction = match words::read(text, images.len()) {
         // An instruction-following model reads what the rules cannot.
-        Err(words::WordsError::Unsupported(_)) if opts.painter == Painter::Instruct && images.len() == 1 => {
+        Err(words::WordsError::Unsupported(_)) if opts.painter.follows_instructions() && images.len() == 1 => {
             Instruction { operation: Operation::Instruct, keep: vec![], text: text.trim().into() }
         }
         read => read?,
@@ -352,7 +391,7 @@ fn plan_for_painter(
         }
         Operation::Instruct => b.instruct_whole("the words as given (no rule reads them)"),
         // Day for night relights a scene: an instruction model does it, exact maths only darkens.
-        Operation::Adjust { adjustment: words::Adjustment::Night, scope: Scope::Whole } if opts.painter == Painter::Instruct => {
+        Operation::Adjust { adjustment: words::Adjustment::Night, scope: Scope::Whole } if opts.painter.follows_instructions() => {
             b.instruct_whole("day for night, relit by the model rather than darkened by exact maths")
         }
         Operation::Adjust { adjustment, scope: Scope::Whole } => {
@@ -443,6 +482,8 @@ pub(super) struct Builder {
     pub core: Option<(RgbImage, GrayImage)>,
     pub names_unchecked: bool,
     pub matte: Option<GrayImage>,
+    /// A model's answer is kept only where it changed from the input ([`actually_changed`]).
+    pub only_changed: bool,
 }
 
 impl Builder {
@@ -461,6 +502,7 @@ impl Builder {
             core: None,
             names_unchecked: false,
             matte: None,
+            only_changed: false,
             image,
         }
     }
@@ -483,6 +525,7 @@ impl Builder {
             negative,
             strength,
             image_guidance: None,
+            references: Vec::new(),
         };
         self.work = Some((Work::Paint(req), method.into()));
     }
@@ -517,7 +560,15 @@ impl Builder {
         let (w, h) = self.image.dimensions();
         self.alpha = GrayImage::from_pixel(w, h, Luma([255]));
         let prompt = self.instruction.text.clone();
-        let req = PaintRequest { image: self.image.clone(), mask: None, prompt, negative: None, strength: 1.0, image_guidance: None };
+        let req = PaintRequest {
+            image: self.image.clone(),
+            mask: None,
+            prompt,
+            negative: None,
+            strength: 1.0,
+            image_guidance: None,
+            references: Vec::new(),
+        };
         self.work = Some((Work::Paint(req), "the whole picture edited by the model".into()));
         self.notes.push(format!("{why}: the whole picture is the model's to change; what it leaves alone is kept byte for byte"));
     }
@@ -532,6 +583,7 @@ impl Builder {
             negative: None,
             strength: 0.6,
             image_guidance: None,
+            references: Vec::new(),
         };
         self.notes.push("restyling is the one edit that changes every pixel".into());
         self.work = Some((Work::Paint(req), "the whole picture redrawn by the model (img2img at strength 0.6)".into()));
@@ -716,7 +768,7 @@ impl Builder {
             names_unchecked: self.names_unchecked,
             text: None,
             matte: self.matte,
-            only_changed: false,
+            only_changed: self.only_changed,
         }
     }
 }
@@ -790,7 +842,15 @@ fn plan_outpaint(instruction: Instruction, image: &RgbImage, aspect: Option<Aspe
     b.target = Some(format!("the new area of the {} canvas ({}x{})", aspect.as_str(), nw, nh));
     b.alpha = new_area.clone();
     let req =
-        PaintRequest { image: canvas, mask: Some(new_area), prompt, negative: None, strength: OUTPAINT_STRENGTH, image_guidance: None };
+        PaintRequest {
+            image: canvas,
+            mask: Some(new_area),
+            prompt,
+            negative: None,
+            strength: OUTPAINT_STRENGTH,
+            image_guidance: None,
+            references: Vec::new(),
+        };
     let method = format!(
         "the new area filled from the picture's edges, then repainted by the model at strength {OUTPAINT_STRENGTH} (inpainting); the picture kept byte for byte"
     );

@@ -1,6 +1,6 @@
 //! FLUX.2 [klein] behind [`Pipeline`](super::Pipeline): a [`GenerateRequest`] run as text-to-image
-//! or as an instruction edit with the request's picture as the reference, in diffusers'
-//! `Flux2KleinPipeline` order (seeded noise in the patchified latent shape, prompt, reference,
+//! or as an instruction edit with the request's picture (and its further `references`: fusion)
+//! as the references, in diffusers' `Flux2KleinPipeline` order (seeded noise in the patchified latent shape, prompt, reference,
 //! a few flow-matching steps, decode). Klein reads no mask: an inpainting request is that edit
 //! with the input's own pixels put back outside the mask (at the canvas), the honest equivalent
 //! its callers' paste-back then makes exact. What klein cannot do (another sampler, the tiny
@@ -78,13 +78,17 @@ impl Klein {
             return Err(EngineError::Unsupported("FLUX.2 [klein] has no tiny decoder (TAESD is for SD's VAE)".into()));
         }
         let task = req.task(ModelKind::Klein)?;
-        if let Task::Instruct { image, .. } | Task::Inpaint { image, .. } = task {
-            let (w, h) = image.dimensions();
-            let max = max_reference_pixels(self.native_resolution());
+        let max = max_reference_pixels(self.native_resolution());
+        for (i, picture) in req.init_image.iter().chain(&req.references).enumerate() {
+            let (w, h) = picture.dimensions();
+            if w == 0 || h == 0 {
+                return Err(EngineError::InvalidRequest(format!("reference picture {} is empty ({w}x{h})", i + 1)));
+            }
             if u64::from(w) * u64::from(h) > max {
                 return Err(EngineError::InvalidRequest(format!(
-                    "the reference picture is {w}x{h} ({} pixels), over FLUX.2 [klein]'s limit of {max} pixels ({MAX_REFERENCE_AREAS} times \
+                    "reference picture {} is {w}x{h} ({} pixels), over FLUX.2 [klein]'s limit of {max} pixels ({MAX_REFERENCE_AREAS} times \
                      its native {n}x{n}); scale it down first",
+                    i + 1,
                     u64::from(w) * u64::from(h),
                     n = self.native_resolution()
                 )));
@@ -109,8 +113,8 @@ impl Klein {
         timings.text = t.elapsed();
         let t = Instant::now();
         let (references, keep) = match task {
-            Task::Instruct { image, .. } => (vec![self.reference(image, canvas)?], None),
-            Task::Inpaint { image, mask, .. } => (vec![self.reference(image, canvas)?], Some((image, mask))),
+            Task::Instruct { image, .. } => (self.references(image, &req.references, canvas)?, None),
+            Task::Inpaint { image, mask, .. } => (self.references(image, &req.references, canvas)?, Some((image, mask))),
             _ => (vec![], None),
         };
         timings.image_encode = t.elapsed();
@@ -137,9 +141,17 @@ impl Klein {
         })
     }
 
-    fn reference(&self, image: &RgbImage, (w, h): (u32, u32)) -> Result<ArrayD<f32>> {
-        let resized = images::resize_exact(image.clone(), w, h);
-        self.net.encode_reference(images::to_tensor(&resized).into_dyn())
+    /// The request's pictures encoded as klein's references, in order: `first` (the picture
+    /// edited), then `more` (fusion), each at [`reference_size`].
+    fn references(&self, first: &RgbImage, more: &[RgbImage], canvas: (u32, u32)) -> Result<Vec<ArrayD<f32>>> {
+        let m = self.pixel_multiple();
+        std::iter::once(first)
+            .chain(more)
+            .map(|image| {
+                let (w, h) = reference_size(image.dimensions(), canvas, m);
+                self.net.encode_reference(images::to_tensor(&images::resize_exact(image.clone(), w, h)).into_dyn())
+            })
+            .collect()
     }
 
     fn denoise(
@@ -175,6 +187,16 @@ impl Klein {
         let x0 = shaped(&[1, self.net.latent_channels(), h, w], step.denoised()?)?;
         Ok(images::from_tensor(&self.net.decode(x0)?))
     }
+}
+
+/// The size a reference picture is encoded at: its own aspect ratio at about the canvas's area,
+/// sides multiples of `m` (a picture of the canvas's shape: the canvas). diffusers' pipeline
+/// likewise keeps each reference's aspect, but at up to 1024² whatever the canvas; the canvas's
+/// area bounds each reference's tokens to the drawn picture's own.
+pub fn reference_size((w, h): (u32, u32), (cw, ch): (u32, u32), m: u32) -> (u32, u32) {
+    let scale = ((f64::from(cw) * f64::from(ch)) / (f64::from(w) * f64::from(h))).sqrt();
+    let side = |s: u32| ((f64::from(s) * scale / f64::from(m)).round() as u32).max(1) * m;
+    (side(w), side(h))
 }
 
 /// `painted` where `mask` (resized to it) is white, `input` (resized to it) elsewhere.

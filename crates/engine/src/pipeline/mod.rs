@@ -44,7 +44,7 @@ use rand_distr::{Distribution, StandardNormal};
 pub use denoise::{DenoiseInput, InstructInput, StepLatents, rescale_guided};
 pub use diffedit::{DiffEditMask, DiffEditOptions};
 pub use encode::Conditioning;
-pub use klein_tasks::max_reference_pixels;
+pub use klein_tasks::{max_reference_pixels, reference_size};
 pub use load::ModelSource;
 pub(crate) use load::component_weights;
 pub use model::Pipeline;

@@ -114,6 +114,12 @@ impl Pipeline {
         matches!(self.kind(), ModelKind::InstructPix2Pix | ModelKind::Klein)
     }
 
+    /// The model reads several pictures as references of one edit ([`GenerateRequest::references`]:
+    /// FLUX.2 [klein]), so fusion is one pass of the model after the user's words.
+    pub fn reads_references(&self) -> bool {
+        self.kind() == ModelKind::Klein
+    }
+
     /// Canvas sides must be multiples of this many pixels (64 for SD, 16 for klein).
     pub fn pixel_multiple(&self) -> u32 {
         match &self.model {

@@ -45,6 +45,10 @@ pub struct GenerateRequest {
     /// `image_guidance_scale`; below 1 turns guidance off, as there).
     pub image_guidance: f32,
     pub decoder: Decoder,
+    /// Further pictures a multi-reference model reads after `init_image`, in the order the
+    /// words count them (FLUX.2 [klein]'s fusion: "the cat from image 1 on the sofa of image 2";
+    /// `init_image` is image 1). Stable Diffusion models refuse them.
+    pub references: Vec<RgbImage>,
 }
 
 impl GenerateRequest {
@@ -66,6 +70,7 @@ impl GenerateRequest {
             mask: None,
             image_guidance: DEFAULT_IMAGE_GUIDANCE,
             decoder: Decoder::Full,
+            references: Vec::new(),
         }
     }
 
@@ -197,6 +202,9 @@ pub(super) fn validate_shared(req: &GenerateRequest) -> Result<()> {
     if req.mask.is_some() && req.init_image.is_none() {
         return bad("a mask needs an image to edit".into());
     }
+    if !req.references.is_empty() && req.init_image.is_none() {
+        return bad("further reference pictures need a first one (the image to edit)".into());
+    }
     if !req.image_guidance.is_finite() || !(0.0..=50.0).contains(&req.image_guidance) {
         return bad(format!("image_guidance must be within 0..=50, got {}", req.image_guidance));
     }
@@ -209,6 +217,13 @@ impl SdPipeline {
         validate_shared(req)?;
         if self.is_inpainting_model() && req.mask.is_none() {
             return Err(EngineError::InvalidRequest("this is an inpainting model: give an image and a mask".into()));
+        }
+        if !req.references.is_empty() {
+            return Err(EngineError::Unsupported(format!(
+                "a {} model reads one picture; {} further reference pictures need a multi-reference model (FLUX.2 [klein])",
+                self.family(),
+                req.references.len()
+            )));
         }
         req.task(self.kind()).map(|_| ())
     }
