@@ -139,6 +139,31 @@ fn edit_is_klein_kept_inside_the_region_and_repeats_for_a_seed() {
     assert_eq!(pixels(&night).dimensions(), (128, 96));
 }
 
+/// `plantain fuse A B "words"` with klein: one pass of the model over both pictures (image 1 and
+/// image 2, in the order given), drawn at the size of the picture the words put things into and
+/// kept only where the model changed it; the credentials name both inputs.
+#[test]
+fn fuse_with_klein_reads_every_picture_in_one_pass() {
+    let home = scratch("fuse");
+    let (subject, scene) = (home.join("subject.png"), home.join("scene.png"));
+    RgbImage::from_fn(64, 96, |x, y| Rgb([200, (x * 3) as u8, (y * 2) as u8])).save(&subject).unwrap();
+    input().save(&scene).unwrap();
+    let out = home.join("fused.png");
+    let (model, a, b, o) = (klein(), subject.display().to_string(), scene.display().to_string(), out.display().to_string());
+    let words = "put the subject of image 1 into the scene of image 2";
+    let args = ["fuse", &a, &b, words, "--model", &model, "--seed", "5", "--attempts", "1", "--threads", "1", "--explain", "-o", &o];
+    let said = ok(&plantain(&home, &args));
+    assert!(said.contains("2 pictures fused in one pass by the multi-reference model"), "{said}");
+    assert!(said.contains("drawn on image 2") && said.contains(", 0 outside the region"), "{said}");
+    let fused = pixels(&out);
+    assert_eq!(fused.dimensions(), (128, 96), "image 2's size");
+    assert_ne!(fused, input(), "the model changed image 2");
+    assert_credentials(&home, &out);
+    let v: serde_json::Value = serde_json::from_slice(&plantain(&home, &["verify", "--json", &o]).stdout).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("subject.png") && text.contains("scene.png"), "both inputs are ingredients: {text}");
+}
+
 #[test]
 fn a_reference_too_large_for_klein_is_refused_before_it_loads() {
     let home = scratch("large");

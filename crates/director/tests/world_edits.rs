@@ -2,7 +2,7 @@
 //! asked change happened, every other object is unchanged, and no pixel outside the plan's
 //! region moved.
 
-use plantain_director::edit::{EditError, EditOptions, Work, plan};
+use plantain_director::edit::{EditError, EditOptions, Operation, Painter, Work, plan};
 use plantain_world::{Background, ColorName, HPos, Lighting, Object, Scene, Shape, Size, VPos, check, render};
 
 fn obj(shape: Shape, color: ColorName, h: HPos, v: VPos) -> Object {
@@ -128,6 +128,57 @@ fn fusion_places_the_other_pictures_object() {
     want.relations = Scene::relations_from_cells(&want.objects);
     let report = check(&want, &out.image);
     assert!(report.all_correct(), "{report:?}");
+}
+
+#[test]
+fn a_multi_reference_model_fuses_every_picture_in_one_pass_kept_where_it_changed() {
+    let star = render(
+        &scene(
+            Background::Solid(ColorName::White),
+            Lighting::NEUTRAL,
+            vec![obj(Shape::Star, ColorName::Orange, HPos::Center, VPos::Middle)],
+        ),
+        256,
+        256,
+    );
+    let room = render(&two_objects(Background::Solid(ColorName::White)), 384, 256);
+    let images = [star.clone(), room.clone()];
+    let klein = EditOptions { painter: Painter::References, ..Default::default() };
+    // Words the rules read: drawn on the picture they put things into, every picture read in
+    // the order the words count them.
+    let p = plan("put the subject of image 1 into the scene of image 2, on the left", &images, &klein, None).unwrap();
+    assert!(matches!(p.instruction.operation, Operation::Fuse { into: 1, .. }));
+    let req = p.paint_request().expect("the model paints");
+    assert_eq!((req.image.dimensions(), req.references.len(), req.mask.is_none()), ((384, 256), 2, true));
+    assert_eq!((&req.references[0], &req.references[1]), (&star, &room));
+    let engine = req.engine_request(7, 4, 1.0);
+    assert_eq!(
+        (engine.width, engine.height, engine.init_image.as_ref(), engine.references.as_slice()),
+        (384, 256, Some(&star), &images[1..])
+    );
+    assert!(p.method.contains("multi-reference"), "{}", p.method);
+    // The answer is kept only where it changed from image 2: a painted box is the only change.
+    let mut painted = room.clone();
+    for (x, y, px) in painted.enumerate_pixels_mut() {
+        if (20..80).contains(&x) && (100..160).contains(&y) {
+            *px = image::Rgb([250, 140, 0]);
+        }
+    }
+    let out = p.finish(Some(painted)).unwrap();
+    assert_eq!(out.report.outside_changed, Some(0));
+    for (x, y, px) in out.image.enumerate_pixels() {
+        if !(10..90).contains(&x) || !(90..170).contains(&y) {
+            assert_eq!(px, room.get_pixel(x, y), "({x}, {y}) is far from what the model changed");
+        }
+    }
+    // Words no rule reads: the model's own, drawn on image 1; no words at all: refused.
+    let p = plan("a poster with both of these", &images, &klein, None).unwrap();
+    assert!(matches!(p.instruction.operation, Operation::Instruct));
+    assert_eq!(p.paint_request().unwrap().image.dimensions(), (256, 256));
+    assert!(plan("  ", &images, &klein, None).is_err());
+    // A model that reads one picture cannot: the rules' cut-out fusion, or a clear refusal.
+    let pix2pix = EditOptions { painter: Painter::Instruct, ..Default::default() };
+    assert!(plan("a poster with both of these", &images, &pix2pix, None).is_err());
 }
 
 #[test]

@@ -113,7 +113,9 @@ fn several_pictures_are_references_read_in_order_each_at_its_own_shape() {
     // Further pictures need a first one; each is held to the size limit, and named by its place.
     let mut bare = request(4);
     bare.references = vec![other(40, 60)];
-    assert!(matches!(p.generate(&bare, &mut |_| ControlFlow::Continue(())), Err(EngineError::InvalidRequest(m)) if m.contains("first one")));
+    assert!(
+        matches!(p.generate(&bare, &mut |_| ControlFlow::Continue(())), Err(EngineError::InvalidRequest(m)) if m.contains("first one"))
+    );
     let mut huge = r.clone();
     huge.references.push(RgbImage::new(4100, 4100));
     let e = p.generate(&huge, &mut |_| ControlFlow::Continue(())).unwrap_err().to_string();

@@ -1,7 +1,7 @@
 //! FLUX.2 [klein] as a served model (the tiny random-weight fixture, loaded from its folder like
 //! any model): Gemini text-to-image answers the table's exact pixels, a turn with an image part
-//! is klein's instruction edit kept inside the planner's region, and both carry valid
-//! provenance.
+//! is klein's instruction edit kept inside the planner's region, two image parts are fused in
+//! one pass of klein, and all carry valid provenance.
 
 mod common;
 
@@ -90,6 +90,22 @@ async fn klein_draws_and_edits_over_gemini() {
         }
     }
     assert!(out.pixels().zip(input.pixels()).any(|(a, b)| a != b), "klein painted something inside the box");
+    assert_credentials(&base, png).await;
+
+    // Fusion: two pictures in one turn are klein's references in one pass, drawn at the size
+    // of the picture the words put things into.
+    let subject = image::RgbImage::from_fn(96, 128, |x, y| image::Rgb([200, (x * 2) as u8, (y * 2) as u8]));
+    let mut sbytes = std::io::Cursor::new(Vec::new());
+    subject.write_to(&mut sbytes, image::ImageFormat::Png).unwrap();
+    let turn = json!({"role": "user", "parts": [{"text": "put the subject of image 1 into the scene of image 2"},
+        {"inlineData": {"mimeType": "image/png", "data": b64(sbytes.get_ref())}},
+        {"inlineData": {"mimeType": "image/png", "data": b64(bytes.get_ref())}}]});
+    let (st, r) = post(&base, &json!({"contents": [turn], "generationConfig": {"seed": 4}})).await;
+    assert_eq!(st, 200, "{r}");
+    let text = text_of(&r);
+    assert!(text.contains("fused in one pass by the multi-reference model") && text.contains("outside the region: 0"), "{text}");
+    let png = image_of(&r);
+    assert_eq!(image::load_from_memory(&png).unwrap().to_rgb8().dimensions(), (320, 240), "image 2's size");
     assert_credentials(&base, png).await;
     s.stop().await;
 }

@@ -70,7 +70,10 @@ pub(super) fn plan_references(text: &str, images: &[RgbImage]) -> Result<EditPla
         "the model reads all {n} pictures as references, in the order given; image {}'s pixels are kept wherever its answer left them alone",
         into + 1
     ));
-    let method = format!("the {n} pictures fused in one pass by the multi-reference model after the words, kept only where it changed image {}", into + 1);
+    let method = format!(
+        "the {n} pictures fused in one pass by the multi-reference model after the words, kept only where it changed image {}",
+        into + 1
+    );
     b.work = Some((Work::Paint(req), method));
     Ok(b.build())
 }

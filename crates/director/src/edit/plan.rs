@@ -841,16 +841,15 @@ fn plan_outpaint(instruction: Instruction, image: &RgbImage, aspect: Option<Aspe
     b.offset = (left, top);
     b.target = Some(format!("the new area of the {} canvas ({}x{})", aspect.as_str(), nw, nh));
     b.alpha = new_area.clone();
-    let req =
-        PaintRequest {
-            image: canvas,
-            mask: Some(new_area),
-            prompt,
-            negative: None,
-            strength: OUTPAINT_STRENGTH,
-            image_guidance: None,
-            references: Vec::new(),
-        };
+    let req = PaintRequest {
+        image: canvas,
+        mask: Some(new_area),
+        prompt,
+        negative: None,
+        strength: OUTPAINT_STRENGTH,
+        image_guidance: None,
+        references: Vec::new(),
+    };
     let method = format!(
         "the new area filled from the picture's edges, then repainted by the model at strength {OUTPAINT_STRENGTH} (inpainting); the picture kept byte for byte"
     );
