@@ -112,7 +112,9 @@ pub struct WeightArgs {
     /// The denoiser's (UNet or transformer) and text encoders' weights as f32, or quantised at
     /// load: linear layers to int8 or int4 (about 3.5x / 6x smaller, with a scale per 32
     /// weights), a UNet's convolutions to int8 per channel (about 4x smaller, widened one layer
-    /// at a time as they run). The VAE and norms stay f32.
+    /// at a time as they run). `w8a8`: linear layers int8 per output channel with their inputs
+    /// quantised to int8 per tensor as they run (the fastest on CPUs with VNNI, the largest
+    /// error where inputs have outliers). The VAE and norms stay f32.
     #[arg(long, default_value = "f32")]
     pub weights: WeightBits,
     /// FLUX.2 [klein]: the transformer from one file (BFL/ComfyUI naming): GGUF (F32, F16, BF16,

@@ -171,6 +171,10 @@ pub enum Op {
         block_size: i64,
         accuracy_level: i64,
     },
+    /// ONNX Runtime's `com.microsoft.DynamicQuantizeMatMul`: `A [.., K]` quantised to 8 bits per
+    /// tensor as it runs, times int8 `B [K, N]` with one scale per column (inputs: A, B,
+    /// b_scale; no zero point: symmetric weights), in f32.
+    DynamicQuantizeMatMul,
     /// ONNX `DequantizeLinear` along axis 0: `codes [N, ..]` (I8) times `scales [N]`, as f32
     /// (inputs: codes, scales; zero point 0).
     DequantizeAxis0,
@@ -258,6 +262,18 @@ pub struct ChannelQuant {
     /// `I8`, the weight's own shape.
     pub codes: StoredTensor,
     /// `F32 [n]`.
+    pub scales: StoredTensor,
+    pub scratch: Arc<ScratchFile>,
+}
+
+/// A linear layer's weight `[n, k]` for [`Op::DynamicQuantizeMatMul`]: signed 8-bit codes stored
+/// transposed, `codes` `I8 [k, n]`, with one f32 scale per output channel, `scales` `F32 [n]`;
+/// code `q` at `[c, r]` means `q * scales[r]` for weight element `[r, c]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnQuant {
+    pub k: usize,
+    pub n: usize,
+    pub codes: StoredTensor,
     pub scales: StoredTensor,
     pub scratch: Arc<ScratchFile>,
 }
@@ -474,6 +490,15 @@ impl GraphBuilder {
         let scales = self.weight(w.scales.clone());
         let op = Op::MatMulNBits { k: w.k as i64, n: w.n as i64, bits: w.bits as i64, block_size: w.block_size as i64, accuracy_level };
         self.push(op, &[x, b, scales])
+    }
+
+    /// `x [.., k] → [.., n]` through an 8-bit linear layer whose activations are quantised per
+    /// tensor as it runs ([`Op::DynamicQuantizeMatMul`]).
+    pub fn linear_dynamic_int8(&mut self, x: Value, w: &ColumnQuant) -> Value {
+        self.keep(&w.scratch);
+        let b = self.weight(w.codes.clone());
+        let scales = self.weight(w.scales.clone());
+        self.push(Op::DynamicQuantizeMatMul, &[x, b, scales])
     }
 
     /// The f32 weight of `w`, dequantised when the network runs, just before `consumer_input` is

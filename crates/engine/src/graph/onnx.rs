@@ -25,7 +25,7 @@ const MS_DOMAIN: &str = "com.microsoft";
 /// The default-domain opset, plus ONNX Runtime's contrib domain when a node uses it.
 fn opsets(graph: &Graph) -> Vec<OperatorSetIdProto> {
     let mut sets = vec![OperatorSetIdProto { domain: String::new(), version: OPSET }];
-    if graph.nodes.iter().any(|n| matches!(n.op, Op::MultiHeadAttention { .. } | Op::MatMulNBits { .. })) {
+    if graph.nodes.iter().any(|n| matches!(n.op, Op::MultiHeadAttention { .. } | Op::MatMulNBits { .. } | Op::DynamicQuantizeMatMul)) {
         sets.push(OperatorSetIdProto { domain: MS_DOMAIN.into(), version: 1 });
     }
     sets
@@ -184,6 +184,12 @@ impl ProtoGraph<'_> {
                     attr_int("accuracy_level", *accuracy_level),
                 ];
                 self.node(idx, "MatMulNBits", ins, attrs);
+                if let Some(n) = self.nodes.last_mut() {
+                    n.domain = MS_DOMAIN.into();
+                }
+            }
+            Op::DynamicQuantizeMatMul => {
+                self.node(idx, "DynamicQuantizeMatMul", ins, vec![]);
                 if let Some(n) = self.nodes.last_mut() {
                     n.domain = MS_DOMAIN.into();
                 }

@@ -14,6 +14,7 @@ pub fn linear(g: &mut GraphBuilder, p: &Params, prefix: &str, x: Value, inp: usi
             g.matmul(x, wt)
         }
         LinearWeight::Packed(w) => g.linear_nbits(x, &w, p.accuracy_level()),
+        LinearWeight::Columns(w) => g.linear_dynamic_int8(x, &w),
     };
     if bias {
         let b = p.get(g, &format!("{prefix}.bias"), &[out])?;

@@ -59,7 +59,7 @@ use crate::models::vae::VaeConfig;
 use crate::runtime::{Network, Resident, RuntimeOptions};
 use crate::weights::TensorIndex;
 pub use crate::weights::lora::LoraSpec;
-use crate::weights::quant::{DEFAULT_BLOCK, Packer, QuantSpec, WeightBits, scratch_dir};
+use crate::weights::quant::{DEFAULT_BLOCK, Packer, QuantLayout, QuantSpec, WeightBits, scratch_dir};
 
 /// The per-step callback of [`Pipeline::generate_with`]: the step's progress and latents;
 /// [`ControlFlow::Break`] cancels the generation.
@@ -109,6 +109,9 @@ impl WeightOptions {
         let mut spec = QuantSpec::new(bits, self.block_size.unwrap_or(DEFAULT_BLOCK))?;
         if let Some(level) = self.accuracy_level {
             spec.accuracy_level = level;
+        }
+        if self.weights == WeightBits::W8A8 {
+            spec.layout = QuantLayout::Channels;
         }
         Ok(Some(spec))
     }
@@ -208,9 +211,13 @@ fn prepare_weights(parts: &mut load::Parts, opts: &WeightOptions, rt: &RuntimeOp
     }
     with(&mut parts.vae.1, &Arc::new(Packer::new(&dir, None)?));
     if let Some(spec) = spec {
+        let linears = match spec.layout {
+            QuantLayout::Blocks => format!("in blocks of {}", spec.block_size),
+            QuantLayout::Channels => "per channel, their inputs in 8 bits per tensor".into(),
+        };
         parts.notes.push(format!(
-            "{}-bit weights: the UNet's and text encoders' linear layers in blocks of {}, convolutions in 8 bits per channel; the VAE in f32",
-            spec.bits, spec.block_size
+            "{}-bit weights: the UNet's and text encoders' linear layers {linears}, convolutions in 8 bits per channel; the VAE in f32",
+            spec.bits
         ));
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{EngineError, Result};
-use crate::graph::{DType, GraphBuilder, PackedLinear, StoredTensor, Value};
+use crate::graph::{ColumnQuant, DType, GraphBuilder, PackedLinear, StoredTensor, Value};
 use quant::{PackSource, Packer};
 
 /// Every tensor of one or more safetensors files, by name.
@@ -190,6 +190,8 @@ pub enum LinearWeight {
     Dense(Value),
     /// Quantised codes and scales for [`GraphBuilder::linear_nbits`].
     Packed(PackedLinear),
+    /// Per-channel 8-bit codes for [`GraphBuilder::linear_dynamic_int8`] ([`quant::WeightBits::W8A8`]).
+    Columns(ColumnQuant),
 }
 
 /// Weight lookup for a model builder: names are relative to `prefix`, shapes are checked.
@@ -265,7 +267,7 @@ impl<'a> Params<'a> {
             }
             let packer = idx.packer.as_ref().filter(|_| !idx.dry);
             return Ok(match packer {
-                Some(p) => LinearWeight::Packed(p.repack(src)?),
+                Some(p) => p.repack_linear(src)?,
                 None => {
                     let placeholder = StoredTensor { file: Arc::new(PathBuf::new()), offset: 0, dtype: DType::F32, shape: vec![out, inp] };
                     LinearWeight::Dense(g.weight(placeholder))
@@ -276,7 +278,10 @@ impl<'a> Params<'a> {
             && !idx.patches.contains_key(name)
             && let Some(stored) = idx.get(name).filter(|s| s.shape == [out, inp])
         {
-            return Ok(LinearWeight::Packed(p.quantise(stored, out, inp)?));
+            return Ok(match p.spec.map(|s| s.layout) {
+                Some(quant::QuantLayout::Channels) => LinearWeight::Columns(p.quantise_columns(stored, out, inp)?),
+                _ => LinearWeight::Packed(p.quantise(stored, out, inp)?),
+            });
         }
         Ok(LinearWeight::Dense(self.get(g, name, &[out, inp])?))
     }
