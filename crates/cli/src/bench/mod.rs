@@ -22,7 +22,8 @@ use plantain_engine::models::presets;
 use plantain_engine::models::taesd::{self, TaesdConfig};
 use plantain_engine::models::unet::{self, UNetConfig};
 use plantain_engine::models::vae::{self, VaeConfig};
-use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline, SdPipeline};
+use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline, SdPipeline, WeightOptions};
+use plantain_engine::weights::quant::WeightBits;
 use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::{Input, Network, RuntimeOptions};
 use plantain_engine::weights::TensorIndex;
@@ -243,7 +244,17 @@ fn turbo_end_to_end(
             Ok(())
         })?;
     }
-    Ok(())
+    drop(p);
+    // The Flash path with w8a8 linear layers (int8 weights per channel, inputs int8 per tensor).
+    let opts = LoadOptions { weights: WeightOptions { weights: WeightBits::W8A8, ..Default::default() }, ..opts };
+    let p = SdPipeline::load(&ModelSource::Diffusers(dir.to_path_buf()), &opts)?;
+    p.decode(&vec![0.0; 4 * side * side], (side, side), Decoder::Tiny)?;
+    req.decoder = Decoder::Tiny;
+    let label = format!("SD-Turbo 1 step end-to-end, w8a8 linear layers (text + UNet + TAESD decode, {size}x{size})");
+    b.measure("turbo_1step_taesd_w8a8_total", &label, || {
+        p.generate(&req, &mut |_| ControlFlow::Continue(()))?.resized(&Lanczos3)?;
+        Ok(())
+    })
 }
 
 /// A TAESD folder (madebyollin/taesd's default config) with random fp16 weights.
@@ -296,7 +307,7 @@ fn run_one(which: &str, a: &Args, root: &Path, rt: &RuntimeOptions, b: &mut Benc
         let bits = match bits.strip_prefix(':') {
             Some(b) => b.parse().map_err(anyhow::Error::msg)?,
             None if bits.is_empty() => plantain_engine::weights::quant::WeightBits::Int4,
-            None => anyhow::bail!("unknown model `{which}` (klein, klein:int8, klein:int4)"),
+            None => anyhow::bail!("unknown model `{which}` (klein, klein:int8, klein:int4, klein:w8a8)"),
         };
         klein::klein(root, rt, b, a.size, bits)?;
         return Ok(());

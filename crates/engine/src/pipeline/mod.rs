@@ -211,12 +211,12 @@ fn prepare_weights(parts: &mut load::Parts, opts: &WeightOptions, rt: &RuntimeOp
     }
     with(&mut parts.vae.1, &Arc::new(Packer::new(&dir, None)?));
     if let Some(spec) = spec {
-        let linears = match spec.layout {
-            QuantLayout::Blocks => format!("in blocks of {}", spec.block_size),
-            QuantLayout::Channels => "per channel, their inputs in 8 bits per tensor".into(),
+        let (linears, convs) = match spec.layout {
+            QuantLayout::Blocks => (format!("in blocks of {}", spec.block_size), "in 8 bits per channel"),
+            QuantLayout::Channels => ("per channel, their inputs in 8 bits per tensor".into(), "f32"),
         };
         parts.notes.push(format!(
-            "{}-bit weights: the UNet's and text encoders' linear layers {linears}, convolutions in 8 bits per channel; the VAE in f32",
+            "{}-bit weights: the UNet's and text encoders' linear layers {linears}, convolutions {convs}; the VAE in f32",
             spec.bits
         ));
     }

@@ -288,11 +288,12 @@ impl<'a> Params<'a> {
 
     /// A convolution's weight `name` of `shape` `[out, in, kh, kw]` as an f32 value for the
     /// convolution of `input`: per-channel 8-bit codes dequantised as the convolution runs
-    /// ([`GraphBuilder::dequantized`]) when the index quantises float weights (and no LoRA
-    /// patches this one), else the stored weight.
+    /// ([`GraphBuilder::dequantized`]) when the index quantises float weights in blocks (and no
+    /// LoRA patches this one), else the stored weight. `w8a8` (per-channel linear layers, a
+    /// mode for speed) keeps convolutions f32: widening them as they run only costs time.
     pub fn conv_weight(&self, g: &mut GraphBuilder, name: &str, shape: &[usize], input: Value) -> Result<Value> {
         let idx = self.index;
-        if let Some(p) = self.quantiser()
+        if let Some(p) = self.quantiser().filter(|p| p.spec.is_some_and(|s| s.layout == quant::QuantLayout::Blocks))
             && !idx.patches.contains_key(name)
             && let Some(stored) = idx.get(name).filter(|s| s.shape == shape)
         {
