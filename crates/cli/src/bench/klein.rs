@@ -17,7 +17,7 @@ use plantain_engine::models::qwen3::{self, Qwen3Config};
 use plantain_engine::models::vae::{self, VaeConfig};
 use plantain_engine::runtime::{Input, Network, RuntimeOptions};
 use plantain_engine::weights::TensorIndex;
-use plantain_engine::weights::quant::{PackSource, Packer, QuantSpec, WeightBits, scratch_dir};
+use plantain_engine::weights::quant::{PackSource, Packer, QuantLayout, QuantSpec, WeightBits, scratch_dir};
 
 use super::checkpoint::write_random_safetensors;
 use super::{Bench, Row, peak_rss_gib, random};
@@ -68,7 +68,9 @@ fn graphs(root: &Path, rt: &RuntimeOptions, bits: WeightBits) -> Result<Graphs> 
     let vae_cfg: VaeConfig = serde_json::from_str(FLUX2_VAE)?;
     let (len, layers) = (FLUX2_KLEIN.text_len, FLUX2_KLEIN.text_layers);
     let t = Instant::now();
-    let te = random_index(&root.join("klein-text.safetensors"), Some((&packer, spec)), 11, |w| {
+    // Text encoders quantise in blocks whatever the denoiser's layout (`WeightOptions::text_spec`).
+    let te_spec = QuantSpec { layout: QuantLayout::Blocks, ..spec };
+    let te = random_index(&root.join("klein-text.safetensors"), Some((&packer, te_spec)), 11, |w| {
         Ok(qwen3::build(&te_cfg, w, len, &layers).map(drop)?)
     })?;
     let text = qwen3::build(&te_cfg, &te, len, &layers)?;

@@ -23,10 +23,10 @@ use plantain_engine::models::taesd::{self, TaesdConfig};
 use plantain_engine::models::unet::{self, UNetConfig};
 use plantain_engine::models::vae::{self, VaeConfig};
 use plantain_engine::pipeline::{Decoder, GenerateRequest, LoadOptions, ModelSource, Pipeline, SdPipeline, WeightOptions};
-use plantain_engine::weights::quant::WeightBits;
 use plantain_engine::resize::Lanczos3;
 use plantain_engine::runtime::{Input, Network, RuntimeOptions};
 use plantain_engine::weights::TensorIndex;
+use plantain_engine::weights::quant::WeightBits;
 
 use checkpoint::{FolderSpec, write_random_folder};
 

@@ -155,8 +155,14 @@ impl Built {
             (None, None) => None,
             _ => Some(Arc::new(Packer::new(&scratch_dir(&runtime.cache_dir), quant)?)),
         };
-        let te_packer = packer.as_ref().filter(|_| quant.is_some());
-        let te_w = Weights::folder(dir, "text_encoder", "model", te_packer)?;
+        let text_quant = opts.text_spec()?;
+        let te_packer = match &packer {
+            Some(_) if text_quant.is_some() && text_quant != quant => {
+                Some(Arc::new(Packer::new(&scratch_dir(&runtime.cache_dir), text_quant)?))
+            }
+            _ => packer.clone().filter(|_| quant.is_some()),
+        };
+        let te_w = Weights::folder(dir, "text_encoder", "model", te_packer.as_ref())?;
         let dit_w = match &opts.transformer_file {
             Some(file) => Weights {
                 files: vec![file.clone()],

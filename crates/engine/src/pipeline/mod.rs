@@ -115,6 +115,14 @@ impl WeightOptions {
         }
         Ok(Some(spec))
     }
+
+    /// The spec for text encoders: as [`Self::spec`], but always in blocks. `w8a8`'s one scale
+    /// per tensor is for the denoiser: language models' activations have outlier channels
+    /// (Qwen3's especially) that a per-tensor scale would crush, and their encoders are a small
+    /// part of the time.
+    pub(crate) fn text_spec(&self) -> Result<Option<QuantSpec>> {
+        Ok(self.spec()?.map(|s| QuantSpec { layout: QuantLayout::Blocks, ..s }))
+    }
 }
 
 /// Which decoder turns latents into pixels.
@@ -203,17 +211,20 @@ fn prepare_weights(parts: &mut load::Parts, opts: &WeightOptions, rt: &RuntimeOp
     let dir = scratch_dir(&rt.cache_dir);
     let spec = opts.spec()?;
     let packer = Arc::new(Packer::new(&dir, spec)?);
+    let text_packer = if opts.text_spec()? == spec { packer.clone() } else { Arc::new(Packer::new(&dir, opts.text_spec()?)?) };
     let with = |index: &mut TensorIndex, p: &Arc<Packer>| *index = std::mem::take(index).with_packer(p.clone());
     with(&mut parts.unet.1, &packer);
-    with(&mut parts.text_encoder.weights, &packer);
+    with(&mut parts.text_encoder.weights, &text_packer);
     if let Some(te2) = parts.text_encoder_2.as_mut() {
-        with(&mut te2.weights, &packer);
+        with(&mut te2.weights, &text_packer);
     }
     with(&mut parts.vae.1, &Arc::new(Packer::new(&dir, None)?));
     if let Some(spec) = spec {
         let (linears, convs) = match spec.layout {
             QuantLayout::Blocks => (format!("in blocks of {}", spec.block_size), "in 8 bits per channel"),
-            QuantLayout::Channels => ("per channel, their inputs in 8 bits per tensor".into(), "f32"),
+            QuantLayout::Channels => {
+                (format!("per channel, their inputs in 8 bits per tensor (the text encoders' in blocks of {})", spec.block_size), "f32")
+            }
         };
         parts.notes.push(format!(
             "{}-bit weights: the UNet's and text encoders' linear layers {linears}, convolutions {convs}; the VAE in f32",

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::error::{EngineError, Result};
 use super::LinearWeight;
+use crate::error::{EngineError, Result};
 use crate::graph::{ChannelQuant, ColumnQuant, DType, PackedLinear, ScratchFile, StoredTensor};
 
 /// How the linear layers of a network are stored for inference.
