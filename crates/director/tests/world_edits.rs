@@ -105,9 +105,9 @@ fn light_protection_and_refusals() {
     assert!(plan("remove the red one on the left", &[two_reds], &EditOptions::default(), None).is_ok());
 }
 
-#[test]
-fn fusion_places_the_other_pictures_object() {
-    let a = render(
+/// An orange star in the middle of a white 256² picture: the subject of the fusion tests.
+fn star_picture() -> image::RgbImage {
+    render(
         &scene(
             Background::Solid(ColorName::White),
             Lighting::NEUTRAL,
@@ -115,7 +115,12 @@ fn fusion_places_the_other_pictures_object() {
         ),
         256,
         256,
-    );
+    )
+}
+
+#[test]
+fn fusion_places_the_other_pictures_object() {
+    let a = star_picture();
     let b_scene =
         scene(Background::Solid(ColorName::Blue), Lighting::NEUTRAL, vec![obj(Shape::Heart, ColorName::Pink, HPos::Right, VPos::Middle)]);
     let b = render(&b_scene, 384, 256);
@@ -132,15 +137,7 @@ fn fusion_places_the_other_pictures_object() {
 
 #[test]
 fn a_multi_reference_model_fuses_every_picture_in_one_pass_kept_where_it_changed() {
-    let star = render(
-        &scene(
-            Background::Solid(ColorName::White),
-            Lighting::NEUTRAL,
-            vec![obj(Shape::Star, ColorName::Orange, HPos::Center, VPos::Middle)],
-        ),
-        256,
-        256,
-    );
+    let star = star_picture();
     let room = render(&two_objects(Background::Solid(ColorName::White)), 384, 256);
     let images = [star.clone(), room.clone()];
     let klein = EditOptions { painter: Painter::References, ..Default::default() };
