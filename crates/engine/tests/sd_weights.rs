@@ -72,6 +72,14 @@ fn per_tensor_int8_activations_draw_close_to_f32_in_every_family() {
     }
 }
 
+#[test]
+fn w8a8_is_refused_on_cuda_before_anything_loads() {
+    let rt = plantain_engine::runtime::RuntimeOptions { cuda: true, ..runtime() };
+    let opts = LoadOptions { runtime: rt, weights: with(WeightBits::W8A8, false), ..Default::default() };
+    let e = Pipeline::load(&ModelSource::Diffusers(tiny("sd1")), &opts).unwrap_err().to_string();
+    assert!(e.contains("CPU only") && e.contains("DynamicQuantizeMatMul"), "{e}");
+}
+
 /// Measured on the tiny models: 50.7 / 35.9 / 52.2 dB (sd1, sd2, sdxl; int8: 51.8 / 37.8 /
 /// 55.3); bound with margin. Random weights have no outlier channels, which per-tensor
 /// activations suffer from.

@@ -150,6 +150,7 @@ impl Built {
                 vae.latent_channels
             )));
         }
+        opts.check_device(runtime)?;
         let quant = opts.spec()?;
         let packer = match (quant, &opts.transformer_file) {
             (None, None) => None,

@@ -120,6 +120,17 @@ impl WeightOptions {
     /// per tensor is for the denoiser: language models' activations have outlier channels
     /// (Qwen3's especially) that a per-tensor scale would crush, and their encoders are a small
     /// part of the time.
+    /// `w8a8` is refused with CUDA: ONNX Runtime's CUDA provider has no `DynamicQuantizeMatMul`
+    /// kernel, so every layer would go back to the CPU.
+    pub(crate) fn check_device(&self, runtime: &RuntimeOptions) -> Result<()> {
+        if runtime.cuda && self.weights == WeightBits::W8A8 {
+            return Err(EngineError::Unsupported(
+                "w8a8 weights run on the CPU only (ONNX Runtime's CUDA provider has no DynamicQuantizeMatMul kernel); on a GPU use f32, int8 or int4".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn text_spec(&self) -> Result<Option<QuantSpec>> {
         Ok(self.spec()?.map(|s| QuantSpec { layout: QuantLayout::Blocks, ..s }))
     }
@@ -208,6 +219,7 @@ fn prepare_weights(parts: &mut load::Parts, opts: &WeightOptions, rt: &RuntimeOp
             "a single-file transformer is for FLUX.2 [klein]; a Stable Diffusion model's own files or checkpoint hold its UNet".into(),
         ));
     }
+    opts.check_device(rt)?;
     let dir = scratch_dir(&rt.cache_dir);
     let spec = opts.spec()?;
     let packer = Arc::new(Packer::new(&dir, spec)?);
