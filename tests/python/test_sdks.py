@@ -326,6 +326,7 @@ def test_batch_from_jsonl_file():
     got = [json.loads(x) for x in out]
     assert [g.get("key") for g in got] == ["first", "second", None], got
     for g in got[:2]:
+        assert "response" in g, g
         r = types.GenerateContentResponse.model_validate_json(json.dumps(g["response"]))
         assert png_size(image_parts(r)[0].inline_data.data) == (688, 384)
     assert got[2]["error"]["status"] == "INVALID_ARGUMENT" and "line 3" in got[2]["error"]["message"], got[2]
