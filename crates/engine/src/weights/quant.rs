@@ -1,5 +1,7 @@
 //! Weight-only 8- and 4-bit linear layers: float weights quantised at load, and GGUF blocks
-//! repacked, into ONNX Runtime's `MatMulNBits` layout ([`PackedLinear`]).
+//! repacked, into ONNX Runtime's `MatMulNBits` layout ([`PackedLinear`]); and, for `w8a8`,
+//! 8-bit codes per output channel for `DynamicQuantizeMatMul` ([`ColumnQuant`], see
+//! [`QuantLayout`]).
 //!
 //! The scheme is symmetric, block-wise along the input axis, one f32 scale per block and no zero
 //! points, exactly ggml's `Q8_0` and `Q4_0` (4-bit: the signed value of largest magnitude maps to
